@@ -1,0 +1,42 @@
+//! # lamina-core
+//!
+//! The sans-IO core of lamina. It does no I/O, reads no clock and spawns nothing: it turns
+//! inputs (bytes, HTTP responses, the time a driver reports) into outputs (bytes, HTTP requests,
+//! waits). The same code runs in the native CLI (reqwest), in the browser (fetch) and in a
+//! Cloudflare Worker; it builds and runs its tests on `wasm32-unknown-unknown`.
+//!
+//! ```text
+//!   files / tar ──► tar::TarWriter ──► layer::LayerWriter ──► blob bytes ──► driver uploads
+//!                   (deterministic)     (gzip|zstd|none,        │
+//!                                        diff_id + digest)      ▼
+//!   registry ◄── driver ◄── registry::Machine<Op> ◄── image::{Manifest, Index, Config} edits
+//!               (HTTP)       (auth, retries, uploads)     (lossless JSON)
+//! ```
+//!
+//! Modules, one concept each:
+//! - [`reference`]: image references and transports
+//! - [`digest`]: sha256 digests and streaming hashing
+//! - [`media`]: OCI and Docker media types
+//! - [`image`]: lossless manifest / index / config editing
+//! - [`tar`]: deterministic streaming tar writing
+//! - [`compress`]: push-based gzip and zstd encoders and decoders
+//! - [`layer`]: layer blobs with diff_id and digest in one pass
+//! - [`http`], [`auth`]: requests, responses, credentials, challenges
+//! - [`registry`]: the distribution protocol as state machines
+//!
+//! Errors are values ([`Error`]); no input makes the core panic.
+
+pub mod auth;
+pub mod compress;
+pub mod digest;
+pub mod error;
+pub mod http;
+pub mod image;
+pub mod layer;
+pub mod media;
+pub mod reference;
+pub mod registry;
+pub mod tar;
+
+pub use digest::Digest;
+pub use error::Error;

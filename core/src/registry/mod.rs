@@ -1,0 +1,40 @@
+//! The OCI distribution protocol as sans-IO state machines.
+//!
+//! ```text
+//!            +-------------------- Machine<Op> --------------------+
+//!  driver    |  Session: host, scheme, credentials, challenge,     |
+//!  ------->  |           tokens (with expiry), Cog username         |
+//!  poll(now) |  Op: one protocol operation (get manifest, upload)   |
+//!  <-------  |      as a state machine over logical calls           |
+//!  Output    +------------------------------------------------------+
+//! ```
+//!
+//! A driver owns the sockets, the clock and the data. Its loop:
+//!
+//! ```text
+//! loop {
+//!     match machine.poll(now_ms) {
+//!         Output::Send(req)       => match http.send(req) {        // do NOT follow redirects
+//!                                        Ok(resp) => machine.handle_response(now_ms, resp),
+//!                                        Err(e)   => machine.handle_error(now_ms, e.to_string()),
+//!                                    },
+//!         Output::Wait(until_ms)  => sleep_until(until_ms),
+//!         Output::NeedData        => { /* make more upload bytes available (Upload::data_available) */ }
+//!         Output::Event(ev)       => log(ev),
+//!         Output::Done(result)    => break result,
+//!     }
+//! }
+//! ```
+//!
+//! After every input (`handle_*`, `data_available`), the driver polls again until it gets
+//! `Send`, `Wait`, `NeedData` or `Done`. The machine handles the `/v2/` ping, Basic and Bearer
+//! challenges (token scopes widened for push and mount sources), r8.im's Cog token flow, redirects
+//! (credentials are dropped when the host changes), and retries with exponential backoff and
+//! jitter for 408, 429 (honouring `Retry-After`), 5xx and network errors on requests that are
+//! safe to repeat. A `Body::Blob` asks the driver to send a byte range of the blob it uploads.
+
+mod ops;
+mod session;
+
+pub use ops::*;
+pub use session::*;

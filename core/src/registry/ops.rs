@@ -1,0 +1,589 @@
+//! The protocol operations: manifests, blob existence, mounts, uploads.
+
+use super::session::{http_error, strip_query, Call, Op, Outcome, Step};
+use crate::digest::{Digest, Hasher};
+use crate::error::Error;
+use crate::http::{add_query, parse_range_end, resolve, Body, Method, Response};
+use crate::image::MAX_MANIFEST_SIZE;
+use crate::media::MANIFEST_ACCEPT;
+
+/// `repository:NAME:pull`.
+pub fn pull_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+/// `repository:NAME:pull,push`.
+pub fn push_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+fn expect_response(o: Option<Outcome>, method: Method, what: &str) -> Result<Response, Error> {
+    match o {
+        Some(Ok(r)) => Ok(r),
+        Some(Err(e)) => Err(Error::Protocol { reason: format!("{method} {what}: {e}") }),
+        None => Err(Error::Protocol { reason: format!("{method} {what}: no response") }),
+    }
+}
+
+/// A fetched manifest or index.
+#[derive(Clone, Debug)]
+pub struct FetchedManifest {
+    /// The exact bytes.
+    pub bytes: Vec<u8>,
+    /// Their digest (verified against the reference's digest and `Docker-Content-Digest`).
+    pub digest: Digest,
+    /// `Content-Type` as sent by the registry.
+    pub content_type: Option<String>,
+}
+
+/// `GET /v2/<repo>/manifests/<reference>` with the full `Accept` list; refuses bodies over
+/// 4 MiB and verifies the digest.
+#[derive(Debug)]
+pub struct GetManifest {
+    repo: String,
+    reference: String,
+    sent: bool,
+}
+
+impl GetManifest {
+    /// `reference` is a tag or a digest.
+    pub fn new(repo: &str, reference: &str) -> Self {
+        GetManifest { repo: repo.into(), reference: reference.into(), sent: false }
+    }
+}
+
+impl Op for GetManifest {
+    type Output = FetchedManifest;
+    fn step(&mut self, o: Option<Outcome>, _: &str) -> Result<Step<FetchedManifest>, Error> {
+        let path = format!("/v2/{}/manifests/{}", self.repo, self.reference);
+        if !self.sent {
+            self.sent = true;
+            let mut c = Call::new(Method::Get, &path, vec![pull_scope(&self.repo)]).header("Accept", MANIFEST_ACCEPT);
+            c.max_response_body = MAX_MANIFEST_SIZE + 1;
+            return Ok(Step::Call(c));
+        }
+        let r = expect_response(o, Method::Get, &path)?;
+        if r.status == 404 {
+            return Err(Error::Http {
+                method: "GET".into(),
+                url: path,
+                status: 404,
+                detail: format!("manifest {}:{} not found ({})", self.repo, self.reference, r.error_detail()),
+            });
+        }
+        if r.status != 200 {
+            return Err(http_error(Method::Get, &path, &r));
+        }
+        if r.truncated || r.body.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(Error::TooLarge { what: format!("manifest {}:{}", self.repo, self.reference), limit: MAX_MANIFEST_SIZE });
+        }
+        if let Some(len) = r.header("content-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+            if len != r.body.len() as u64 {
+                return Err(Error::SizeMismatch { what: format!("manifest {}:{}", self.repo, self.reference), expected: len, found: r.body.len() as u64 });
+            }
+        }
+        let digest = Digest::of(&r.body);
+        let what = format!("manifest {}@{}", self.repo, self.reference);
+        if let Ok(want) = Digest::parse(&self.reference) {
+            if want != digest {
+                return Err(Error::DigestMismatch { what, expected: want, found: digest });
+            }
+        }
+        if let Some(h) = r.header("docker-content-digest") {
+            if let Ok(claimed) = Digest::parse(h.trim()) {
+                if claimed != digest {
+                    return Err(Error::DigestMismatch { what: format!("{what} (Docker-Content-Digest)"), expected: claimed, found: digest });
+                }
+            }
+        }
+        Ok(Step::Done(FetchedManifest { content_type: r.header("content-type").map(str::to_string), bytes: r.body, digest }))
+    }
+}
+
+/// `GET` a small blob (an image config) into memory, verifying size limit and digest.
+#[derive(Debug)]
+pub struct GetBlob {
+    repo: String,
+    digest: Digest,
+    limit: u64,
+    sent: bool,
+}
+
+impl GetBlob {
+    /// Fetches `digest` from `repo`, refusing more than `limit` bytes.
+    pub fn new(repo: &str, digest: &Digest, limit: u64) -> Self {
+        GetBlob { repo: repo.into(), digest: digest.clone(), limit, sent: false }
+    }
+}
+
+impl Op for GetBlob {
+    type Output = Vec<u8>;
+    fn step(&mut self, o: Option<Outcome>, _: &str) -> Result<Step<Vec<u8>>, Error> {
+        let path = format!("/v2/{}/blobs/{}", self.repo, self.digest);
+        if !self.sent {
+            self.sent = true;
+            let mut c = Call::new(Method::Get, &path, vec![pull_scope(&self.repo)]);
+            c.max_response_body = self.limit + 1;
+            return Ok(Step::Call(c));
+        }
+        let r = expect_response(o, Method::Get, &path)?;
+        if r.status != 200 {
+            return Err(http_error(Method::Get, &path, &r));
+        }
+        if r.truncated || r.body.len() as u64 > self.limit {
+            return Err(Error::TooLarge { what: format!("blob {}", self.digest), limit: self.limit });
+        }
+        self.digest.verify(&r.body, &format!("blob {}@{}", self.repo, self.digest))?;
+        Ok(Step::Done(r.body))
+    }
+}
+
+/// `HEAD /v2/<repo>/blobs/<digest>`: does the repository have it?
+#[derive(Debug)]
+pub struct HeadBlob {
+    repo: String,
+    digest: Digest,
+    sent: bool,
+    push: bool,
+}
+
+impl HeadBlob {
+    /// Checks `digest` in `repo`. `for_push` asks for a push-scoped token (saves a token round
+    /// trip when the same repository is pushed to next).
+    pub fn new(repo: &str, digest: &Digest, for_push: bool) -> Self {
+        HeadBlob { repo: repo.into(), digest: digest.clone(), sent: false, push: for_push }
+    }
+}
+
+impl Op for HeadBlob {
+    type Output = Option<u64>;
+    fn step(&mut self, o: Option<Outcome>, _: &str) -> Result<Step<Option<u64>>, Error> {
+        let path = format!("/v2/{}/blobs/{}", self.repo, self.digest);
+        if !self.sent {
+            self.sent = true;
+            let scope = if self.push { push_scope(&self.repo) } else { pull_scope(&self.repo) };
+            return Ok(Step::Call(Call::new(Method::Head, &path, vec![scope])));
+        }
+        let r = expect_response(o, Method::Head, &path)?;
+        match r.status {
+            200 => Ok(Step::Done(Some(r.header("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0)))),
+            404 => Ok(Step::Done(None)),
+            _ => Err(http_error(Method::Head, &path, &r)),
+        }
+    }
+}
+
+/// `POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<source>`: a cross-repository mount.
+/// Ends with `true` when mounted; `false` when the registry started an upload instead (that
+/// session is cancelled; the caller must copy the blob).
+#[derive(Debug)]
+pub struct MountBlob {
+    repo: String,
+    from: String,
+    digest: Digest,
+    state: u8,
+}
+
+impl MountBlob {
+    /// Mounts `digest` from repository `from` into `repo` (same registry).
+    pub fn new(repo: &str, from: &str, digest: &Digest) -> Self {
+        MountBlob { repo: repo.into(), from: from.into(), digest: digest.clone(), state: 0 }
+    }
+}
+
+impl Op for MountBlob {
+    type Output = bool;
+    fn step(&mut self, o: Option<Outcome>, base: &str) -> Result<Step<bool>, Error> {
+        let path = format!("/v2/{}/blobs/uploads/", self.repo);
+        match self.state {
+            0 => {
+                self.state = 1;
+                let target = add_query(&add_query(&path, "mount", &self.digest.to_string()), "from", &self.from);
+                let mut c = Call::new(Method::Post, target, vec![push_scope(&self.repo), pull_scope(&self.from)]);
+                c.idempotent = true; // a repeated mount is harmless
+                c.headers.push(("Content-Length".into(), "0".into()));
+                Ok(Step::Call(c))
+            }
+            1 => {
+                let r = expect_response(o, Method::Post, &path)?;
+                match r.status {
+                    201 => Ok(Step::Done(true)),
+                    202 => {
+                        // cancel the upload session that was opened instead
+                        match r.header("location") {
+                            Some(loc) => {
+                                self.state = 2;
+                                let url = resolve(&format!("{base}{path}"), loc);
+                                Ok(Step::Call(Call::new(Method::Delete, url, vec![push_scope(&self.repo)])))
+                            }
+                            None => Ok(Step::Done(false)),
+                        }
+                    }
+                    _ => Err(http_error(Method::Post, &path, &r)),
+                }
+            }
+            _ => Ok(Step::Done(false)),
+        }
+    }
+}
+
+/// `PUT /v2/<repo>/manifests/<reference>` of exact bytes; checks the returned digest.
+#[derive(Debug)]
+pub struct PutManifest {
+    repo: String,
+    reference: String,
+    media_type: String,
+    bytes: Option<Vec<u8>>,
+    digest: Digest,
+}
+
+impl PutManifest {
+    /// Pushes `bytes` (already digested by the caller) as `reference` (tag or digest).
+    pub fn new(repo: &str, reference: &str, media_type: &str, bytes: Vec<u8>) -> Self {
+        let digest = Digest::of(&bytes);
+        PutManifest { repo: repo.into(), reference: reference.into(), media_type: media_type.into(), bytes: Some(bytes), digest }
+    }
+}
+
+impl Op for PutManifest {
+    type Output = Digest;
+    fn step(&mut self, o: Option<Outcome>, _: &str) -> Result<Step<Digest>, Error> {
+        let path = format!("/v2/{}/manifests/{}", self.repo, self.reference);
+        if let Some(b) = self.bytes.take() {
+            if b.len() as u64 > MAX_MANIFEST_SIZE {
+                return Err(Error::TooLarge { what: format!("manifest for {}:{}", self.repo, self.reference), limit: MAX_MANIFEST_SIZE });
+            }
+            let c = Call::new(Method::Put, &path, vec![push_scope(&self.repo)])
+                .header("Content-Type", self.media_type.clone())
+                .body(Body::Bytes(b));
+            return Ok(Step::Call(c));
+        }
+        let r = expect_response(o, Method::Put, &path)?;
+        if r.status != 201 && r.status != 200 {
+            return Err(http_error(Method::Put, &path, &r));
+        }
+        if let Some(h) = r.header("docker-content-digest") {
+            let claimed = Digest::parse(h.trim())?;
+            if claimed != self.digest {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest pushed to {}:{} (registry's Docker-Content-Digest)", self.repo, self.reference),
+                    expected: self.digest.clone(),
+                    found: claimed,
+                });
+            }
+        }
+        Ok(Step::Done(self.digest.clone()))
+    }
+}
+
+/// Upload settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadConfig {
+    /// Blobs up to this size, when whole before the upload starts, go in one `PUT`.
+    pub monolithic_max: u64,
+    /// Largest `PATCH` body.
+    pub chunk_max: u64,
+    /// Smallest `PATCH` body (except the last); raised by `OCI-Chunk-Min-Length`.
+    pub chunk_min: u64,
+    /// Most times the upload is resumed after an error before giving up.
+    pub max_resumes: u32,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig { monolithic_max: 8 << 20, chunk_max: 16 << 20, chunk_min: 0, max_resumes: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Up {
+    Start,
+    Started,
+    Put,
+    Patch { end: u64 },
+    Status,
+    Commit,
+    Done,
+}
+
+/// Uploads one blob, monolithic or chunked, while the driver produces its bytes.
+///
+/// The driver tells the upload how many bytes exist with [`Upload::data_available`] and, once
+/// the blob is whole, its digest with [`Upload::data_complete`]. The upload asks for byte ranges
+/// with [`Body::Blob`]; a range starts at or after the registry's last confirmed offset, so a
+/// driver needs to keep only the bytes from there on (after an error, at most one chunk is sent
+/// again). Chunks follow the newest `Location`, carry `Content-Range`, honour
+/// `OCI-Chunk-Min-Length`, and a 416 or a lost connection is recovered from the upload's status
+/// (`GET <location>` -> `Range`).
+#[derive(Debug)]
+pub struct Upload {
+    repo: String,
+    cfg: UploadConfig,
+    location: String,
+    state: Up,
+    available: u64,
+    complete: Option<(Digest, u64)>,
+    confirmed: u64,
+    resumes: u32,
+    /// bytes of each chunk sent, for progress
+    sent_bytes: u64,
+}
+
+impl Upload {
+    /// An upload into `repo`.
+    pub fn new(repo: &str, cfg: UploadConfig) -> Self {
+        Upload {
+            repo: repo.into(),
+            cfg,
+            location: String::new(),
+            state: Up::Start,
+            available: 0,
+            complete: None,
+            confirmed: 0,
+            resumes: 0,
+            sent_bytes: 0,
+        }
+    }
+
+    /// Resumes an upload session that exists already at `location` (e.g. from a state file).
+    pub fn resume(repo: &str, cfg: UploadConfig, location: &str) -> Self {
+        let mut u = Upload::new(repo, cfg);
+        u.location = location.into();
+        u.state = Up::Started;
+        u.resumes = 0;
+        u
+    }
+
+    /// Bytes `0..n` of the blob can be requested.
+    pub fn data_available(&mut self, n: u64) {
+        self.available = self.available.max(n);
+    }
+
+    /// The blob is whole: `size` bytes with `digest`.
+    pub fn data_complete(&mut self, digest: Digest, size: u64) {
+        self.available = self.available.max(size);
+        self.complete = Some((digest, size));
+    }
+
+    /// Bytes the registry has confirmed.
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed
+    }
+
+    /// Total bytes put on the wire, including any sent again after an error.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes
+    }
+
+    /// The upload session's URL (for a state file), once started.
+    pub fn location(&self) -> Option<&str> {
+        (!self.location.is_empty()).then_some(self.location.as_str())
+    }
+
+    fn scopes(&self) -> Vec<String> {
+        vec![push_scope(&self.repo)]
+    }
+
+    fn set_location(&mut self, r: &Response, base: &str) -> Result<(), Error> {
+        let loc = r.header("location").ok_or_else(|| Error::Protocol {
+            reason: format!("upload to {} answered HTTP {} without a Location", self.repo, r.status),
+        })?;
+        let prev = if self.location.is_empty() { format!("{base}/v2/{}/blobs/uploads/", self.repo) } else { self.location.clone() };
+        self.location = resolve(&prev, loc);
+        Ok(())
+    }
+
+    fn next_send(&mut self) -> Result<Step<Digest>, Error> {
+        if let Some((digest, size)) = &self.complete {
+            if self.confirmed == 0 && *size <= self.cfg.monolithic_max && self.sent_bytes == 0 {
+                self.state = Up::Put;
+                self.sent_bytes += size;
+                let url = add_query(&self.location, "digest", &digest.to_string());
+                let c = Call::new(Method::Put, url, self.scopes())
+                    .header("Content-Type", "application/octet-stream")
+                    .body(Body::Blob { start: 0, end: *size });
+                return Ok(Step::Call(c));
+            }
+            if self.confirmed == *size {
+                self.state = Up::Commit;
+                let url = add_query(&self.location, "digest", &digest.to_string());
+                let mut c = Call::new(Method::Put, url, self.scopes());
+                c.headers.push(("Content-Length".into(), "0".into()));
+                return Ok(Step::Call(c));
+            }
+            if self.confirmed > *size {
+                return Err(Error::Protocol {
+                    reason: format!("registry reports {} bytes of a {size}-byte blob", self.confirmed),
+                });
+            }
+        }
+        let pending = self.available - self.confirmed.min(self.available);
+        let last = self.complete.is_some();
+        if pending == 0 || (!last && pending < self.cfg.chunk_min.max(1)) {
+            return Ok(Step::NeedData);
+        }
+        // With more data to come, only send a full chunk's worth of at least the minimum.
+        let len = pending.min(self.cfg.chunk_max.max(1));
+        if !last && len < self.cfg.chunk_min {
+            return Ok(Step::NeedData);
+        }
+        let start = self.confirmed;
+        let end = start + len;
+        self.state = Up::Patch { end };
+        self.sent_bytes += len;
+        let mut c = Call::new(Method::Patch, self.location.clone(), self.scopes())
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Range", format!("{start}-{}", end - 1))
+            .body(Body::Blob { start, end });
+        c.idempotent = false;
+        Ok(Step::Call(c))
+    }
+
+    fn recover(&mut self, why: String) -> Result<Step<Digest>, Error> {
+        self.resumes += 1;
+        if self.resumes > self.cfg.max_resumes {
+            return Err(Error::RetriesExhausted {
+                attempts: self.resumes,
+                last: Box::new(Error::Protocol { reason: format!("upload to {}: {why}", self.repo) }),
+            });
+        }
+        self.state = Up::Status;
+        Ok(Step::Call(Call::new(Method::Get, self.location.clone(), self.scopes())))
+    }
+}
+
+impl Op for Upload {
+    type Output = Digest;
+    fn step(&mut self, o: Option<Outcome>, base: &str) -> Result<Step<Digest>, Error> {
+        let upath = format!("/v2/{}/blobs/uploads/", self.repo);
+        match self.state {
+            Up::Start => {
+                self.state = Up::Started;
+                let mut c = Call::new(Method::Post, &upath, self.scopes());
+                c.idempotent = true; // a lost POST only leaves an unused session behind
+                c.headers.push(("Content-Length".into(), "0".into()));
+                Ok(Step::Call(c))
+            }
+            Up::Started if o.is_some() => {
+                let r = expect_response(o, Method::Post, &upath)?;
+                if r.status != 202 {
+                    return Err(http_error(Method::Post, &upath, &r));
+                }
+                self.set_location(&r, base)?;
+                if let Some(min) = r.header("oci-chunk-min-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+                    self.cfg.chunk_min = self.cfg.chunk_min.max(min);
+                    self.cfg.chunk_max = self.cfg.chunk_max.max(min);
+                }
+                if let Some(max) = r.header("oci-chunk-max-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+                    if max > 0 {
+                        self.cfg.chunk_max = self.cfg.chunk_max.min(max).max(self.cfg.chunk_min);
+                        self.cfg.monolithic_max = self.cfg.monolithic_max.min(max);
+                    }
+                }
+                self.state = Up::Patch { end: 0 };
+                self.next_send()
+            }
+            Up::Started => {
+                // resumed session: ask where it stands
+                self.state = Up::Status;
+                Ok(Step::Call(Call::new(Method::Get, self.location.clone(), self.scopes())))
+            }
+            Up::Patch { end } => {
+                match o {
+                    None => self.next_send(),
+                    Some(Err(e)) => self.recover(format!("PATCH failed: {e}")),
+                    Some(Ok(r)) => match r.status {
+                        202 | 204 => {
+                            self.set_location(&r, base)?;
+                            let got = r.header("range").and_then(parse_range_end).unwrap_or(end);
+                            if got != end {
+                                // the registry kept less (or more) than was sent: continue from its count
+                                self.confirmed = got;
+                            } else {
+                                self.confirmed = end;
+                            }
+                            self.next_send()
+                        }
+                        416 => self.recover("registry answered 416 (range not satisfiable)".into()),
+                        s if matches!(s, 408 | 429 | 500 | 502 | 503 | 504) => self.recover(format!("PATCH answered HTTP {s}")),
+                        _ => Err(http_error(Method::Patch, &self.location, &r)),
+                    },
+                }
+            }
+            Up::Status => {
+                let r = expect_response(o, Method::Get, &strip_query(&self.location))?;
+                match r.status {
+                    204 | 200 => {
+                        self.set_location(&r, base).ok();
+                        let got = r.header("range").and_then(parse_range_end).unwrap_or(0);
+                        self.confirmed = got;
+                        self.state = Up::Patch { end: got };
+                        self.next_send()
+                    }
+                    404 => Err(Error::Protocol {
+                        reason: format!("the upload session for {} is gone (HTTP 404); start again", self.repo),
+                    }),
+                    _ => Err(http_error(Method::Get, &self.location, &r)),
+                }
+            }
+            Up::Put | Up::Commit => {
+                let r = expect_response(o, Method::Put, &strip_query(&self.location))?;
+                if r.status != 201 && r.status != 204 && r.status != 200 {
+                    return Err(http_error(Method::Put, &self.location, &r));
+                }
+                let (digest, size) = self.complete.clone().ok_or_else(|| Error::Protocol { reason: "upload committed before completion".into() })?;
+                if let Some(h) = r.header("docker-content-digest") {
+                    let claimed = Digest::parse(h.trim())?;
+                    if claimed != digest {
+                        return Err(Error::DigestMismatch {
+                            what: format!("blob uploaded to {} (registry's Docker-Content-Digest)", self.repo),
+                            expected: digest,
+                            found: claimed,
+                        });
+                    }
+                }
+                if self.state == Up::Put {
+                    self.confirmed = size;
+                }
+                self.state = Up::Done;
+                Ok(Step::Done(digest))
+            }
+            Up::Done => Err(Error::Usage { reason: "upload already finished".into() }),
+        }
+    }
+}
+
+/// Uploads a blob held in memory (configs, small layers): mounts nothing, sends one `PUT`.
+pub fn upload_bytes(repo: &str, bytes: &[u8]) -> (Upload, Digest) {
+    let digest = Digest::of(bytes);
+    let mut u = Upload::new(repo, UploadConfig { monolithic_max: u64::MAX, ..UploadConfig::default() });
+    u.data_complete(digest.clone(), bytes.len() as u64);
+    (u, digest)
+}
+
+/// Verifies streamed bytes against a digest and size as they pass.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    h: Hasher,
+}
+
+impl Verifier {
+    /// Feeds bytes.
+    pub fn update(&mut self, b: &[u8]) {
+        self.h.update(b)
+    }
+    /// Checks the total.
+    pub fn check(self, what: &str, digest: &Digest, size: Option<u64>) -> Result<(), Error> {
+        let n = self.h.len();
+        if let Some(s) = size {
+            if s != n {
+                return Err(Error::SizeMismatch { what: what.into(), expected: s, found: n });
+            }
+        }
+        let found = self.h.finish();
+        if &found != digest {
+            return Err(Error::DigestMismatch { what: what.into(), expected: digest.clone(), found });
+        }
+        Ok(())
+    }
+}
