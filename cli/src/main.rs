@@ -1,1 +1,190 @@
-fn main() {}
+//! `lamina`: edit container images that carry ML models, directly in the registry.
+
+mod affix;
+mod blobs;
+mod client;
+mod creds;
+mod inputs;
+mod layers;
+mod progress;
+mod resolve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lamina_core::auth::Secret;
+use lamina_core::reference::Reference;
+
+use crate::client::{Client, Options};
+use crate::creds::Given;
+
+const AFTER_HELP: &str = "\
+Credentials, per registry: -t/--token or COG_TOKEN (Replicate's Cog flow, for --registry);
+--username/--password or LAMINA_USERNAME/LAMINA_PASSWORD (for the destination registry);
+~/.docker/config.json (auths, credHelpers, credsStore); else anonymous.
+127.0.0.1 and localhost use plain HTTP, as Docker does; --insecure forces it everywhere.";
+
+/// Edit container images that carry ML models, directly in the registry: add a layer of
+/// weights on top of an image without pulling its base layers.
+#[derive(Parser, Debug)]
+#[command(name = "lamina", version, about, after_help = AFTER_HELP, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Default registry for short image names (as r8im).
+    #[arg(short = 'r', long, global = true, default_value = "r8.im", env = "LAMINA_REGISTRY")]
+    registry: String,
+    /// Replicate/Cog token for --registry.
+    #[arg(short = 't', long, global = true, env = "COG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Username for the destination registry.
+    #[arg(long, global = true, env = "LAMINA_USERNAME")]
+    username: Option<String>,
+    /// Password for the destination registry.
+    #[arg(long, global = true, env = "LAMINA_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Use plain HTTP for all registries.
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// No progress output.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Log every request (credentials are never printed).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Add files (or a tar) as a new layer on top of a base image and push the result.
+    ///
+    /// Only the new layer and the edited config and manifest are uploaded; the base layers are
+    /// mounted across repositories (or found there) and never downloaded.
+    ///
+    /// Examples:
+    ///   lamina affix --base r8.im/me/model --dest r8.im/me/model:v2 ./weights/
+    ///   lamina affix --base 127.0.0.1:5000/base --dest 127.0.0.1:5000/out:v1 model.safetensors
+    ///   tar -C out -c src | lamina affix --base me/base --dest me/model --tar -
+    #[command(verbatim_doc_comment)]
+    Affix {
+        /// Base image reference.
+        #[arg(long, value_name = "REF")]
+        base: String,
+        /// Destination reference (tag defaults to latest).
+        #[arg(long, value_name = "REF")]
+        dest: String,
+        /// A tar (or .tar.gz / .tar.zst, passed through as is) to add as the layer; - reads stdin.
+        #[arg(long, value_name = "FILE")]
+        tar: Option<String>,
+        /// Files and directories to add (a directory's contents go under --path).
+        #[arg(value_name = "FILE_OR_DIR")]
+        inputs: Vec<PathBuf>,
+        /// Where the files land in the image.
+        #[arg(long, default_value = "/src/weights")]
+        path: String,
+        /// Layer compression: auto stores incompressible data (weights) uncompressed and gzips text.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "none", "gzip", "zstd"])]
+        compression: String,
+        /// Compression level (gzip 0-9, zstd 1-19).
+        #[arg(long)]
+        level: Option<i32>,
+        /// Platform of an index to edit: os/arch[/variant], or all (default linux/amd64).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Manifest annotation key=value (repeatable; makes a Docker manifest OCI).
+        #[arg(long = "annotation", value_name = "K=V")]
+        annotations: Vec<String>,
+        /// Config label key=value (repeatable).
+        #[arg(long = "label", value_name = "K=V")]
+        labels: Vec<String>,
+        /// Upload chunk size in MiB (each PATCH; memory use is about three chunks).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        chunk_size: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the layers of an image (and the platforms of an index).
+    Layers {
+        /// Image reference.
+        #[arg(value_name = "REF")]
+        image: String,
+        /// Platform of an index to show: os/arch[/variant] or all (default linux/amd64).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn kv(list: &[String], what: &str) -> Result<Vec<(String, String)>, String> {
+    list.iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("--{what} {s:?}: expected key=value")),
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let usage = e.downcast_ref::<lamina_core::Error>().is_some_and(|e| matches!(e, lamina_core::Error::Usage { .. } | lamina_core::Error::InvalidReference { .. }));
+            let mut msg = e.to_string();
+            let mut src = e.source();
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("lamina: error: {msg}");
+            if usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> client::anyhow_like::Result<()> {
+    let parse = |s: &str| Reference::parse(s, &cli.registry);
+    let mut given = Given::default();
+    if let Some(t) = cli.token.as_ref().filter(|t| !t.is_empty()) {
+        given.token = Some((Secret::new(t.clone()), cli.registry.clone()));
+    }
+    let dest_registry = match &cli.cmd {
+        Cmd::Affix { dest, .. } => Some(parse(dest)?.registry),
+        Cmd::Layers { image, .. } => Some(parse(image)?.registry),
+    };
+    match (&cli.username, &cli.password) {
+        (Some(u), Some(p)) => given.basic = Some((u.clone(), Secret::new(p.clone()), dest_registry.into_iter().collect())),
+        (None, None) => {}
+        _ => return Err(Box::new(lamina_core::Error::Usage { reason: "give both --username and --password".into() })),
+    }
+    let mut client = Client::new(Options { insecure: cli.insecure, verbose: cli.verbose, given })?;
+    match cli.cmd {
+        Cmd::Affix { base, dest, tar, inputs, path, compression, level, platform, annotations, labels, chunk_size, json } => {
+            let a = affix::Args {
+                base: parse(&base)?,
+                dest: parse(&dest)?,
+                tar,
+                inputs,
+                path,
+                compression,
+                level,
+                platform,
+                annotations: kv(&annotations, "annotation").map_err(|r| lamina_core::Error::Usage { reason: r })?,
+                labels: kv(&labels, "label").map_err(|r| lamina_core::Error::Usage { reason: r })?,
+                chunk_size: chunk_size << 20,
+                json,
+                quiet: cli.quiet,
+            };
+            affix::run(&mut client, a)
+        }
+        Cmd::Layers { image, platform, json } => layers::run(&mut client, &parse(&image)?, platform.as_deref(), json),
+    }
+}

@@ -326,7 +326,11 @@ impl Identity {
         Identity::default()
     }
 
-    fn write_impl<E>(&mut self, input: &[u8], sink: &mut Sink<'_, E>) -> Result<(), StreamError<E>> {
+    fn write_impl<E>(
+        &mut self,
+        input: &[u8],
+        sink: &mut Sink<'_, E>,
+    ) -> Result<(), StreamError<E>> {
         if self.finished {
             return Err(CodecError::new(Compression::None, CodecErrorKind::Aborted, 0).into());
         }
@@ -419,12 +423,21 @@ impl GzipEncoder {
         )
     }
 
-    fn write_inner<E>(&mut self, mut input: &[u8], sink: &mut Sink<'_, E>) -> Result<(), StreamError<E>> {
+    fn write_inner<E>(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut Sink<'_, E>,
+    ) -> Result<(), StreamError<E>> {
         self.header(sink)?;
         self.crc.update(input);
         self.isize = self.isize.wrapping_add(input.len() as u32);
         while !input.is_empty() {
-            let r = miniz_oxide::deflate::stream::deflate(&mut self.comp, input, &mut self.out, MZFlush::None);
+            let r = miniz_oxide::deflate::stream::deflate(
+                &mut self.comp,
+                input,
+                &mut self.out,
+                MZFlush::None,
+            );
             input = &input[r.bytes_consumed..];
             self.consumed += r.bytes_consumed as u64;
             match r.status {
@@ -444,7 +457,12 @@ impl GzipEncoder {
     fn finish_inner<E>(&mut self, sink: &mut Sink<'_, E>) -> Result<(), StreamError<E>> {
         self.header(sink)?;
         loop {
-            let r = miniz_oxide::deflate::stream::deflate(&mut self.comp, &[], &mut self.out, MZFlush::Finish);
+            let r = miniz_oxide::deflate::stream::deflate(
+                &mut self.comp,
+                &[],
+                &mut self.out,
+                MZFlush::Finish,
+            );
             if r.bytes_written > 0 {
                 sink(&self.out[..r.bytes_written]).map_err(StreamError::Sink)?;
             }
@@ -473,7 +491,11 @@ impl<E> Encoder<E> for GzipEncoder {
         check_poison(&self.poison)?;
         let r = self.finish_inner(sink);
         record(Compression::Gzip, &mut self.poison, self.consumed, r)?;
-        self.poison = Some(CodecError::new(Compression::Gzip, CodecErrorKind::Aborted, self.consumed));
+        self.poison = Some(CodecError::new(
+            Compression::Gzip,
+            CodecErrorKind::Aborted,
+            self.consumed,
+        ));
         Ok(())
     }
 }
@@ -538,7 +560,7 @@ impl Default for GzipDecoder {
     }
 }
 
-const FTEXT_FHCRC: u8 = 0x02;
+const FHCRC: u8 = 0x02;
 const FEXTRA: u8 = 0x04;
 const FNAME: u8 = 0x08;
 const FCOMMENT: u8 = 0x10;
@@ -584,7 +606,12 @@ impl GzipDecoder {
 
     /// The header state following `after` given the member's flags.
     fn next_header_state(&self, after: GzState) -> GzState {
-        let order = [GzState::ExtraLen, GzState::Name, GzState::Comment, GzState::HeaderCrc];
+        let order = [
+            GzState::ExtraLen,
+            GzState::Name,
+            GzState::Comment,
+            GzState::HeaderCrc,
+        ];
         let start = match after {
             GzState::Fixed => 0,
             GzState::Extra(_) | GzState::ExtraLen => 1,
@@ -597,7 +624,7 @@ impl GzipDecoder {
                 GzState::ExtraLen => FEXTRA,
                 GzState::Name => FNAME,
                 GzState::Comment => FCOMMENT,
-                _ => FTEXT_FHCRC,
+                _ => FHCRC,
             };
             if self.flags & flag != 0 {
                 return *s;
@@ -615,7 +642,11 @@ impl GzipDecoder {
         self.small_len = 0;
     }
 
-    fn write_inner<E>(&mut self, mut input: &[u8], sink: &mut Sink<'_, E>) -> Result<(), StreamError<E>> {
+    fn write_inner<E>(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut Sink<'_, E>,
+    ) -> Result<(), StreamError<E>> {
         while !input.is_empty() {
             match self.state {
                 GzState::Fixed => {
@@ -640,7 +671,9 @@ impl GzipDecoder {
                     }
                     if had < 3 && self.small_len >= 3 && self.small[2] != 8 {
                         let m = format!("unknown compression method {}", self.small[2]);
-                        return Err(self.err(CodecErrorKind::BadHeader(m), self.member_start + 2).into());
+                        return Err(self
+                            .err(CodecErrorKind::BadHeader(m), self.member_start + 2)
+                            .into());
                     }
                     if !full {
                         continue;
@@ -648,7 +681,9 @@ impl GzipDecoder {
                     self.flags = self.small[3];
                     if self.flags & FRESERVED != 0 {
                         let m = format!("reserved flag bits set ({:#04x})", self.flags);
-                        return Err(self.err(CodecErrorKind::BadHeader(m), self.member_start + 3).into());
+                        return Err(self
+                            .err(CodecErrorKind::BadHeader(m), self.member_start + 3)
+                            .into());
                     }
                     let next = self.next_header_state(GzState::Fixed);
                     self.enter(next);
@@ -656,7 +691,11 @@ impl GzipDecoder {
                 GzState::ExtraLen => {
                     if self.fill_small(&mut input, 2) {
                         let n = u16::from_le_bytes([self.small[0], self.small[1]]);
-                        let next = if n == 0 { self.next_header_state(GzState::ExtraLen) } else { GzState::Extra(n) };
+                        let next = if n == 0 {
+                            self.next_header_state(GzState::ExtraLen)
+                        } else {
+                            GzState::Extra(n)
+                        };
                         self.enter(next);
                     }
                 }
@@ -697,7 +736,7 @@ impl GzipDecoder {
                                         expected: u32::from(stored),
                                         found: u32::from(computed),
                                     },
-                                    self.offset - 2,
+                                    self.offset.saturating_sub(2),
                                 )
                                 .into());
                         }
@@ -710,20 +749,21 @@ impl GzipDecoder {
                         let s = self.small;
                         let stored_crc = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
                         let stored_len = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
-                        let crc = std::mem::replace(&mut self.crc, crc32fast::Hasher::new()).finalize();
+                        let crc =
+                            std::mem::replace(&mut self.crc, crc32fast::Hasher::new()).finalize();
                         if stored_crc != crc {
                             let kind = CodecErrorKind::ChecksumMismatch {
                                 expected: stored_crc,
                                 found: crc,
                             };
-                            return Err(self.err(kind, self.offset - 8).into());
+                            return Err(self.err(kind, self.offset.saturating_sub(8)).into());
                         }
                         if stored_len != self.isize {
                             let kind = CodecErrorKind::SizeMismatch {
                                 expected: u64::from(stored_len),
                                 found: u64::from(self.isize),
                             };
-                            return Err(self.err(kind, self.offset - 4).into());
+                            return Err(self.err(kind, self.offset.saturating_sub(4)).into());
                         }
                         self.members += 1;
                         self.isize = 0;
@@ -742,9 +782,18 @@ impl GzipDecoder {
 
     /// Run inflate over `input` until it is consumed and no output is pending, or the
     /// deflate stream ends.
-    fn inflate_some<E>(&mut self, input: &mut &[u8], sink: &mut Sink<'_, E>) -> Result<(), StreamError<E>> {
+    fn inflate_some<E>(
+        &mut self,
+        input: &mut &[u8],
+        sink: &mut Sink<'_, E>,
+    ) -> Result<(), StreamError<E>> {
         loop {
-            let r = miniz_oxide::inflate::stream::inflate(&mut self.inflate, input, &mut self.out, MZFlush::None);
+            let r = miniz_oxide::inflate::stream::inflate(
+                &mut self.inflate,
+                input,
+                &mut self.out,
+                MZFlush::None,
+            );
             *input = &input[r.bytes_consumed..];
             self.offset += r.bytes_consumed as u64;
             if r.bytes_written > 0 {
@@ -800,8 +849,11 @@ impl<E> Decoder<E> for GzipDecoder {
 // zstd
 // ---------------------------------------------------------------------------------------
 
-type RuzstdCompressor =
-    ruzstd::encoding::FrameCompressor<std::io::Cursor<Vec<u8>>, Vec<u8>, ruzstd::encoding::MatchGeneratorDriver>;
+type RuzstdCompressor = ruzstd::encoding::FrameCompressor<
+    std::io::Cursor<Vec<u8>>,
+    Vec<u8>,
+    ruzstd::encoding::MatchGeneratorDriver,
+>;
 
 /// Streaming zstd compressor built on ruzstd's frame compressor.
 ///
@@ -843,15 +895,18 @@ impl ZstdEncoder {
 
     /// Compress `self.buf` as one frame and push it out.
     fn flush_frame<E>(&mut self, sink: &mut Sink<'_, E>) -> Result<(), StreamError<E>> {
-        let comp = self
-            .comp
-            .get_or_insert_with(|| ruzstd::encoding::FrameCompressor::new(ruzstd::encoding::CompressionLevel::Fastest));
+        let comp = self.comp.get_or_insert_with(|| {
+            ruzstd::encoding::FrameCompressor::new(ruzstd::encoding::CompressionLevel::Fastest)
+        });
         let data = std::mem::take(&mut self.buf);
         let out = std::mem::take(&mut self.out);
         comp.set_source(std::io::Cursor::new(data));
         comp.set_drain(out);
         comp.compress();
-        let mut data = comp.take_source().map(|c| c.into_inner()).unwrap_or_default();
+        let mut data = comp
+            .take_source()
+            .map(|c| c.into_inner())
+            .unwrap_or_default();
         let mut out = comp.take_drain().unwrap_or_default();
         data.clear();
         self.buf = data;
@@ -862,7 +917,11 @@ impl ZstdEncoder {
         r
     }
 
-    fn write_inner<E>(&mut self, mut input: &[u8], sink: &mut Sink<'_, E>) -> Result<(), StreamError<E>> {
+    fn write_inner<E>(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut Sink<'_, E>,
+    ) -> Result<(), StreamError<E>> {
         while !input.is_empty() {
             if self.buf.capacity() < ZSTD_FRAME_SIZE {
                 self.buf.reserve_exact(ZSTD_FRAME_SIZE - self.buf.len());
@@ -902,7 +961,11 @@ impl<E> Encoder<E> for ZstdEncoder {
         check_poison(&self.poison)?;
         let r = self.finish_inner(sink);
         record(Compression::Zstd, &mut self.poison, self.consumed, r)?;
-        self.poison = Some(CodecError::new(Compression::Zstd, CodecErrorKind::Aborted, self.consumed));
+        self.poison = Some(CodecError::new(
+            Compression::Zstd,
+            CodecErrorKind::Aborted,
+            self.consumed,
+        ));
         Ok(())
     }
 }
@@ -1035,7 +1098,10 @@ impl ZstdDecoder {
         let at = self.unit_start;
         let fhd = h[4];
         if fhd & 0x08 != 0 {
-            return Err(self.err(CodecErrorKind::BadHeader("reserved frame header bit set".into()), at + 4));
+            return Err(self.err(
+                CodecErrorKind::BadHeader("reserved frame header bit set".into()),
+                at + 4,
+            ));
         }
         let single = fhd & 0x20 != 0;
         let mut pos = 5;
@@ -1073,7 +1139,10 @@ impl ZstdDecoder {
             None => fcs,
         };
         if window > self.max_window {
-            let m = format!("window size {window} exceeds the limit of {} bytes", self.max_window);
+            let m = format!(
+                "window size {window} exceeds the limit of {} bytes",
+                self.max_window
+            );
             return Err(self.err(CodecErrorKind::Unsupported(m), at));
         }
         // ruzstd reserves the whole window up front: shrink the advertised window of a frame
@@ -1081,14 +1150,20 @@ impl ZstdDecoder {
         // content anyway). Keep >= 128 KiB so block size limits are unchanged.
         let mut hdr = h;
         if let (Some(_), Some(cs)) = (window_desc, content_size) {
-            let want = cs.max(ZSTD_MAX_BLOCK as u64).checked_next_power_of_two().unwrap_or(u64::MAX);
+            let want = cs
+                .max(ZSTD_MAX_BLOCK as u64)
+                .checked_next_power_of_two()
+                .unwrap_or(u64::MAX);
             if want < window {
                 let log = want.trailing_zeros();
                 hdr[5] = ((log - 10) as u8) << 3;
             }
         }
         self.dec.reset(&hdr[..len]).map_err(|e| {
-            self.err(CodecErrorKind::BadHeader(format!("invalid frame header: {e}")), at)
+            self.err(
+                CodecErrorKind::BadHeader(format!("invalid frame header: {e}")),
+                at,
+            )
         })?;
         self.checksum = fhd & 0x04 != 0;
         self.content_size = content_size;
@@ -1108,9 +1183,10 @@ impl ZstdDecoder {
     ) -> Result<(), StreamError<E>> {
         let at = self.unit_start;
         let mut src = hdr.chain(tail);
-        let res = self
-            .dec
-            .decode_blocks(&mut src, ruzstd::decoding::BlockDecodingStrategy::UptoBlocks(1));
+        let res = self.dec.decode_blocks(
+            &mut src,
+            ruzstd::decoding::BlockDecodingStrategy::UptoBlocks(1),
+        );
         if let Err(e) = res {
             let m = format!("invalid block: {e}");
             return Err(self.err(CodecErrorKind::Corrupt(m), at).into());
@@ -1137,7 +1213,10 @@ impl ZstdDecoder {
         }
         loop {
             let n = self.dec.read(&mut self.out).map_err(|e| {
-                self.err(CodecErrorKind::Corrupt(format!("decode buffer: {e}")), self.unit_start)
+                self.err(
+                    CodecErrorKind::Corrupt(format!("decode buffer: {e}")),
+                    self.unit_start,
+                )
             })?;
             if n == 0 {
                 return Ok(());
@@ -1158,7 +1237,10 @@ impl ZstdDecoder {
 
     fn end_frame(&mut self) -> Result<(), CodecError> {
         if self.dec.can_collect() != 0 {
-            return Err(self.err(CodecErrorKind::Corrupt("undrained output at frame end".into()), self.offset));
+            return Err(self.err(
+                CodecErrorKind::Corrupt("undrained output at frame end".into()),
+                self.offset,
+            ));
         }
         if let Some(cs) = self.content_size {
             if cs != self.produced {
@@ -1175,7 +1257,7 @@ impl ZstdDecoder {
             if let (Some(expected), Some(found)) = (stored, computed) {
                 if expected != found {
                     let kind = CodecErrorKind::ChecksumMismatch { expected, found };
-                    return Err(self.err(kind, self.offset - 4));
+                    return Err(self.err(kind, self.offset.saturating_sub(4)));
                 }
             } else {
                 let m = "content checksum missing".to_string();
@@ -1188,24 +1270,37 @@ impl ZstdDecoder {
         Ok(())
     }
 
-    fn write_inner<E>(&mut self, mut input: &[u8], sink: &mut Sink<'_, E>) -> Result<(), StreamError<E>> {
+    fn write_inner<E>(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut Sink<'_, E>,
+    ) -> Result<(), StreamError<E>> {
         while !input.is_empty() {
             match self.state {
                 ZsState::Magic => {
                     if !self.fill_small(&mut input, 4) {
                         continue;
                     }
-                    let magic = u32::from_le_bytes([self.small[0], self.small[1], self.small[2], self.small[3]]);
+                    let magic = u32::from_le_bytes([
+                        self.small[0],
+                        self.small[1],
+                        self.small[2],
+                        self.small[3],
+                    ]);
                     if magic == ZSTD_MAGIC {
                         self.state = ZsState::FrameHeader(5);
                     } else if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
                         self.state = ZsState::SkipLen;
                         self.small_len = 0;
                     } else if self.frames > 0 {
-                        return Err(self.err(CodecErrorKind::TrailingGarbage, self.unit_start).into());
+                        return Err(self
+                            .err(CodecErrorKind::TrailingGarbage, self.unit_start)
+                            .into());
                     } else {
                         let m = "not a zstd stream (bad magic)".to_string();
-                        return Err(self.err(CodecErrorKind::BadHeader(m), self.unit_start).into());
+                        return Err(self
+                            .err(CodecErrorKind::BadHeader(m), self.unit_start)
+                            .into());
                     }
                 }
                 ZsState::FrameHeader(want) => {
@@ -1225,7 +1320,12 @@ impl ZstdDecoder {
                 }
                 ZsState::SkipLen => {
                     if self.fill_small(&mut input, 4) {
-                        let n = u32::from_le_bytes([self.small[0], self.small[1], self.small[2], self.small[3]]);
+                        let n = u32::from_le_bytes([
+                            self.small[0],
+                            self.small[1],
+                            self.small[2],
+                            self.small[3],
+                        ]);
                         self.small_len = 0;
                         self.state = ZsState::Skip(u64::from(n));
                         if n == 0 {
@@ -1250,20 +1350,26 @@ impl ZstdDecoder {
                     if !self.fill_small(&mut input, 3) {
                         continue;
                     }
-                    let h = u32::from(self.small[0]) | u32::from(self.small[1]) << 8 | u32::from(self.small[2]) << 16;
+                    let h = u32::from(self.small[0])
+                        | u32::from(self.small[1]) << 8
+                        | u32::from(self.small[2]) << 16;
                     let last = h & 1 != 0;
                     let btype = (h >> 1) & 3;
                     let size = (h >> 3) as usize;
                     let body = match btype {
                         0 | 2 if size > ZSTD_MAX_BLOCK => {
                             let m = format!("block size {size} exceeds 128 KiB");
-                            return Err(self.err(CodecErrorKind::Corrupt(m), self.unit_start).into());
+                            return Err(self
+                                .err(CodecErrorKind::Corrupt(m), self.unit_start)
+                                .into());
                         }
                         0 | 2 => size,
                         1 => 1,
                         _ => {
                             let m = "reserved block type".to_string();
-                            return Err(self.err(CodecErrorKind::Corrupt(m), self.unit_start).into());
+                            return Err(self
+                                .err(CodecErrorKind::Corrupt(m), self.unit_start)
+                                .into());
                         }
                     };
                     let total = 3 + body + if last && self.checksum { 4 } else { 0 };
@@ -1321,7 +1427,7 @@ impl<E> Decoder<E> for ZstdDecoder {
         let r = self.finish_inner();
         record(Compression::Zstd, &mut self.poison, self.offset, r)?;
         // Release the window.
-        self.dec = Box::new(ruzstd::decoding::FrameDecoder::new());
+        *self.dec = ruzstd::decoding::FrameDecoder::new();
         self.block = Vec::new();
         self.out = Vec::new();
         self.poison = Some(self.err(CodecErrorKind::Aborted, self.offset));
@@ -1359,9 +1465,27 @@ mod tests {
 
     fn text_data(n: usize, seed: u64) -> Vec<u8> {
         const WORDS: &[&str] = &[
-            "layer", "manifest", "digest", "sha256:", "blob", "registry", "image", "index",
-            "config", "tar", "usr/lib/", "bin/sh", "the", "a", "of", "and", "0644", "root",
-            "{\"mediaType\":", "application/vnd.oci.image.layer.v1.tar+gzip", "\n",
+            "layer",
+            "manifest",
+            "digest",
+            "sha256:",
+            "blob",
+            "registry",
+            "image",
+            "index",
+            "config",
+            "tar",
+            "usr/lib/",
+            "bin/sh",
+            "the",
+            "a",
+            "of",
+            "and",
+            "0644",
+            "root",
+            "{\"mediaType\":",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "\n",
         ];
         let mut r = Rng(seed | 1);
         let mut v = Vec::with_capacity(n + 64);
@@ -1440,12 +1564,17 @@ mod tests {
             for (name, data) in &datasets {
                 for chunk in [1usize, 7, 4096, usize::MAX] {
                     // Byte-at-a-time on megabytes is slow in debug builds: use a prefix.
-                    let data = if chunk < 16 { &data[..data.len().min(150_000)] } else { &data[..] };
+                    let data = if chunk < 16 {
+                        &data[..data.len().min(150_000)]
+                    } else {
+                        &data[..]
+                    };
                     let enc = encode(c, None, data, chunk);
                     if c != Compression::None {
                         assert_eq!(sniff(&enc), Some(c), "{c} {name}");
                     }
-                    let dec = decode(c, &enc, chunk).unwrap_or_else(|e| panic!("{c} {name} {chunk}: {e}"));
+                    let dec = decode(c, &enc, chunk)
+                        .unwrap_or_else(|e| panic!("{c} {name} {chunk}: {e}"));
                     assert!(dec == data, "{c} {name} chunk {chunk}: round trip differs");
                 }
             }
@@ -1472,7 +1601,16 @@ mod tests {
     #[test]
     fn zstd_levels_never_panic() {
         let data = text_data(10_000, 4);
-        for level in [None, Some(-7), Some(0), Some(1), Some(3), Some(19), Some(22), Some(i32::MAX)] {
+        for level in [
+            None,
+            Some(-7),
+            Some(0),
+            Some(1),
+            Some(3),
+            Some(19),
+            Some(22),
+            Some(i32::MAX),
+        ] {
             let enc = encode(Compression::Zstd, level, &data, 4096);
             assert_eq!(decode(Compression::Zstd, &enc, 333).unwrap(), data);
         }
@@ -1482,13 +1620,25 @@ mod tests {
     fn gzip_cli_vectors() {
         let small = b"hello, lamina\n";
         for (name, v) in [
-            ("gzip -n", &include_bytes!("../tests/data/compress/plain.gzip-n.gz")[..]),
-            ("pigz", &include_bytes!("../tests/data/compress/plain.pigz.gz")[..]),
-            ("fname", &include_bytes!("../tests/data/compress/plain.fname.gz")[..]),
+            (
+                "gzip -n",
+                &include_bytes!("../tests/data/compress/plain.gzip-n.gz")[..],
+            ),
+            (
+                "pigz",
+                &include_bytes!("../tests/data/compress/plain.pigz.gz")[..],
+            ),
+            (
+                "fname",
+                &include_bytes!("../tests/data/compress/plain.fname.gz")[..],
+            ),
         ] {
             assert_eq!(sniff(v), Some(Compression::Gzip));
             for chunk in [1, 7, 4096, usize::MAX] {
-                assert!(decode(Compression::Gzip, v, chunk).unwrap() == PLAIN, "{name} {chunk}");
+                assert!(
+                    decode(Compression::Gzip, v, chunk).unwrap() == PLAIN,
+                    "{name} {chunk}"
+                );
             }
         }
         let multi = include_bytes!("../tests/data/compress/multi.gz");
@@ -1499,20 +1649,40 @@ mod tests {
         }
         let empty = include_bytes!("../tests/data/compress/empty.gz");
         assert_eq!(decode(Compression::Gzip, empty, 1).unwrap(), b"");
-        assert_eq!(decode(Compression::Gzip, include_bytes!("../tests/data/compress/small.gz"), 3).unwrap(), small);
+        assert_eq!(
+            decode(
+                Compression::Gzip,
+                include_bytes!("../tests/data/compress/small.gz"),
+                3
+            )
+            .unwrap(),
+            small
+        );
     }
 
     #[test]
     fn zstd_cli_vectors() {
         let small = b"hello, lamina\n";
         for (name, v) in [
-            ("zstd -3", &include_bytes!("../tests/data/compress/plain.zst")[..]),
-            ("no checksum", &include_bytes!("../tests/data/compress/plain.nocheck.zst")[..]),
-            ("-19 --long", &include_bytes!("../tests/data/compress/plain.l19.zst")[..]),
+            (
+                "zstd -3",
+                &include_bytes!("../tests/data/compress/plain.zst")[..],
+            ),
+            (
+                "no checksum",
+                &include_bytes!("../tests/data/compress/plain.nocheck.zst")[..],
+            ),
+            (
+                "-19 --long",
+                &include_bytes!("../tests/data/compress/plain.l19.zst")[..],
+            ),
         ] {
             assert_eq!(sniff(v), Some(Compression::Zstd));
             for chunk in [1, 7, 4096, usize::MAX] {
-                assert!(decode(Compression::Zstd, v, chunk).unwrap() == PLAIN, "{name} {chunk}");
+                assert!(
+                    decode(Compression::Zstd, v, chunk).unwrap() == PLAIN,
+                    "{name} {chunk}"
+                );
             }
         }
         let multi = include_bytes!("../tests/data/compress/multi.zst");
@@ -1523,7 +1693,15 @@ mod tests {
         }
         let empty = include_bytes!("../tests/data/compress/empty.zst");
         assert_eq!(decode(Compression::Zstd, empty, 1).unwrap(), b"");
-        assert_eq!(decode(Compression::Zstd, include_bytes!("../tests/data/compress/small.zst"), 2).unwrap(), small);
+        assert_eq!(
+            decode(
+                Compression::Zstd,
+                include_bytes!("../tests/data/compress/small.zst"),
+                2
+            )
+            .unwrap(),
+            small
+        );
     }
 
     #[test]
@@ -1542,7 +1720,10 @@ mod tests {
         s.extend_from_slice(frame);
         s.extend(skip(3, 5));
         for chunk in [1, 7, 4096, usize::MAX] {
-            assert_eq!(decode(Compression::Zstd, &s, chunk).unwrap(), b"hello, lamina\nhello, lamina\n");
+            assert_eq!(
+                decode(Compression::Zstd, &s, chunk).unwrap(),
+                b"hello, lamina\nhello, lamina\n"
+            );
         }
         // A stream of only a skippable frame is valid and empty.
         assert_eq!(decode(Compression::Zstd, &skip(1, 3), 1).unwrap(), b"");
@@ -1554,7 +1735,18 @@ mod tests {
     /// A gzip member with FEXTRA, FNAME, FCOMMENT and FHCRC around `body` (raw deflate +
     /// trailer taken from another gzip member).
     fn gzip_with_all_flags(member: &[u8], hcrc_delta: u16) -> Vec<u8> {
-        let mut h = vec![0x1f, 0x8b, 8, FEXTRA | FNAME | FCOMMENT | FTEXT_FHCRC, 1, 2, 3, 4, 2, 3];
+        let mut h = vec![
+            0x1f,
+            0x8b,
+            8,
+            FEXTRA | FNAME | FCOMMENT | FHCRC,
+            1,
+            2,
+            3,
+            4,
+            2,
+            3,
+        ];
         h.extend_from_slice(&6u16.to_le_bytes());
         h.extend_from_slice(b"AB\x02\x00xy");
         h.extend_from_slice(b"file.tar\0");
@@ -1574,7 +1766,10 @@ mod tests {
             assert!(decode(Compression::Gzip, &v, chunk).unwrap() == PLAIN);
         }
         let e = decode_err(Compression::Gzip, &gzip_with_all_flags(member, 1));
-        assert!(matches!(e.kind, CodecErrorKind::ChecksumMismatch { .. }), "{e}");
+        assert!(
+            matches!(e.kind, CodecErrorKind::ChecksumMismatch { .. }),
+            "{e}"
+        );
         assert_eq!(e.offset, 10 + 2 + 6 + 9 + 10);
     }
 
@@ -1589,17 +1784,27 @@ mod tests {
         assert_eq!(e.offset, 0);
         let mut v = good.clone();
         v[2] = 7;
-        assert!(matches!(decode_err(Compression::Gzip, &v).kind, CodecErrorKind::BadHeader(_)));
+        assert!(matches!(
+            decode_err(Compression::Gzip, &v).kind,
+            CodecErrorKind::BadHeader(_)
+        ));
         let mut v = good.clone();
         v[3] = 0x20;
-        assert!(matches!(decode_err(Compression::Gzip, &v).kind, CodecErrorKind::BadHeader(_)));
+        assert!(matches!(
+            decode_err(Compression::Gzip, &v).kind,
+            CodecErrorKind::BadHeader(_)
+        ));
 
         // Corrupt deflate data: an invalid block type (BTYPE = 11) right after the header.
         let mut v = good.clone();
         v[10] = 0x07;
         let e = decode_err(Compression::Gzip, &v);
         assert!(matches!(e.kind, CodecErrorKind::Corrupt(_)), "{e}");
-        assert!(e.to_string().starts_with("corrupt gzip stream at compressed byte"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("corrupt gzip stream at compressed byte"),
+            "{e}"
+        );
 
         // A flipped byte in the middle: invalid deflate, a CRC mismatch, or (when the end of
         // the deflate stream is damaged and it runs on into the trailer) truncation.
@@ -1630,18 +1835,33 @@ mod tests {
         let mut v = good.clone();
         v[n - 8] ^= 1;
         let e = decode_err(Compression::Gzip, &v);
-        assert!(matches!(e.kind, CodecErrorKind::ChecksumMismatch { .. }), "{e}");
+        assert!(
+            matches!(e.kind, CodecErrorKind::ChecksumMismatch { .. }),
+            "{e}"
+        );
         assert_eq!(e.offset, (n - 8) as u64);
         let mut v = good.clone();
         v[n - 1] ^= 1;
-        assert!(matches!(decode_err(Compression::Gzip, &v).kind, CodecErrorKind::SizeMismatch { .. }));
+        assert!(matches!(
+            decode_err(Compression::Gzip, &v).kind,
+            CodecErrorKind::SizeMismatch { .. }
+        ));
 
         // Trailing garbage (not another member), including zero padding.
-        for tail in [&b"garbage"[..], &[0u8; 512][..], &[0x1f][..], &[0x1f, 0x8c][..]] {
+        for tail in [
+            &b"garbage"[..],
+            &[0u8; 512][..],
+            &[0x1f][..],
+            &[0x1f, 0x8c][..],
+        ] {
             let mut v = good.clone();
             v.extend_from_slice(tail);
             let e = decode_err(Compression::Gzip, &v);
-            let want = if tail == [0x1f] { CodecErrorKind::Truncated } else { CodecErrorKind::TrailingGarbage };
+            let want = if tail == [0x1f] {
+                CodecErrorKind::Truncated
+            } else {
+                CodecErrorKind::TrailingGarbage
+            };
             assert_eq!(e.kind, want, "{tail:?}");
             if want == CodecErrorKind::TrailingGarbage {
                 assert_eq!(e.offset, n as u64);
@@ -1663,7 +1883,12 @@ mod tests {
             v[pos] ^= 0x55;
             let e = decode_err(Compression::Zstd, &v);
             assert!(
-                matches!(e.kind, CodecErrorKind::Corrupt(_) | CodecErrorKind::ChecksumMismatch { .. } | CodecErrorKind::SizeMismatch { .. }),
+                matches!(
+                    e.kind,
+                    CodecErrorKind::Corrupt(_)
+                        | CodecErrorKind::ChecksumMismatch { .. }
+                        | CodecErrorKind::SizeMismatch { .. }
+                ),
                 "{pos}: {e}"
             );
         }
@@ -1672,7 +1897,10 @@ mod tests {
         let fhd = v[4];
         let block_at = Self_header_len(fhd);
         v[block_at] |= 0b110;
-        assert!(matches!(decode_err(Compression::Zstd, &v).kind, CodecErrorKind::Corrupt(_)));
+        assert!(matches!(
+            decode_err(Compression::Zstd, &v).kind,
+            CodecErrorKind::Corrupt(_)
+        ));
 
         for cut in [0, 1, 4, 5, 7, n / 2, n - 4, n - 1] {
             let e = decode_err(Compression::Zstd, &good[..cut]);
@@ -1683,7 +1911,10 @@ mod tests {
         let mut v = good.clone();
         v[n - 1] ^= 1;
         let e = decode_err(Compression::Zstd, &v);
-        assert!(matches!(e.kind, CodecErrorKind::ChecksumMismatch { .. }), "{e}");
+        assert!(
+            matches!(e.kind, CodecErrorKind::ChecksumMismatch { .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("zstd checksum mismatch"), "{e}");
 
         for tail in [&b"garbage"[..], &[0u8; 64][..]] {
@@ -1695,15 +1926,34 @@ mod tests {
         }
 
         // Absurd window (2 GiB): refused before anything is allocated.
-        let v = [0x28, 0xb5, 0x2f, 0xfd, 0x00, (31 - 10) << 3, 0x01, 0x00, 0x00];
+        let v = [
+            0x28,
+            0xb5,
+            0x2f,
+            0xfd,
+            0x00,
+            (31 - 10) << 3,
+            0x01,
+            0x00,
+            0x00,
+        ];
         let e = decode_err(Compression::Zstd, &v);
-        assert!(matches!(&e.kind, CodecErrorKind::Unsupported(m) if m.contains("window")), "{e}");
+        assert!(
+            matches!(&e.kind, CodecErrorKind::Unsupported(m) if m.contains("window")),
+            "{e}"
+        );
         // Dictionary id.
         let v = [0x28, 0xb5, 0x2f, 0xfd, 0x01, 0x00, 0x07, 0x01, 0x00, 0x00];
-        assert!(matches!(decode_err(Compression::Zstd, &v).kind, CodecErrorKind::Unsupported(_)));
+        assert!(matches!(
+            decode_err(Compression::Zstd, &v).kind,
+            CodecErrorKind::Unsupported(_)
+        ));
         // Reserved header bit.
         let v = [0x28, 0xb5, 0x2f, 0xfd, 0x08, 0x00, 0x01, 0x00, 0x00];
-        assert!(matches!(decode_err(Compression::Zstd, &v).kind, CodecErrorKind::BadHeader(_)));
+        assert!(matches!(
+            decode_err(Compression::Zstd, &v).kind,
+            CodecErrorKind::BadHeader(_)
+        ));
     }
 
     #[allow(non_snake_case)]
@@ -1727,7 +1977,13 @@ mod tests {
         assert_eq!(r, Err(StreamError::Sink("disk full")));
         assert_eq!(calls, 2, "the codec stops at the first sink error");
         let r = dec.write(&good, &mut |_b| Ok(()));
-        assert!(matches!(r, Err(StreamError::Codec(CodecError { kind: CodecErrorKind::Aborted, .. }))));
+        assert!(matches!(
+            r,
+            Err(StreamError::Codec(CodecError {
+                kind: CodecErrorKind::Aborted,
+                ..
+            }))
+        ));
 
         let mut dec: Box<dyn Decoder> = decoder(Compression::Zstd);
         let e = dec.write(b"junkjunk", &mut |_b| Ok(())).unwrap_err();
@@ -1815,7 +2071,10 @@ mod tests {
         assert_eq!(sniff(&[0x1f, 0x8b, 0x08, 0x00]), Some(Compression::Gzip));
         assert_eq!(sniff(&[0x1f, 0x8b]), None);
         assert_eq!(sniff(&[0x1f, 0x8b, 0x07]), None);
-        assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0x04]), Some(Compression::Zstd));
+        assert_eq!(
+            sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0x04]),
+            Some(Compression::Zstd)
+        );
         assert_eq!(sniff(&[0x28, 0xb5, 0x2f]), None);
         assert_eq!(sniff(&[0x5a, 0x2a, 0x4d, 0x18]), Some(Compression::Zstd));
         assert_eq!(sniff(&[0x60, 0x2a, 0x4d, 0x18]), None);

@@ -95,6 +95,9 @@ pub struct Request {
     /// The driver may stop reading the response body after this many bytes (and must then
     /// report the response with `truncated: true`).
     pub max_response_body: u64,
+    /// On a 2xx answer, the driver keeps the body as a stream for the caller instead of reading
+    /// it (blob downloads); the response it reports has an empty body.
+    pub stream_response: bool,
 }
 
 impl Request {
@@ -289,6 +292,7 @@ mod tests {
             headers: vec![("Authorization".into(), "Bearer s3cret".into())],
             body: Body::Empty,
             max_response_body: 0,
+            stream_response: false,
         };
         let s = format!("{r:?}");
         assert!(!s.contains("s3cret") && s.contains("<redacted>"), "{s}");

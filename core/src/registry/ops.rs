@@ -138,6 +138,41 @@ impl Op for GetBlob {
     }
 }
 
+/// `GET /v2/<repo>/blobs/<digest>` with the body left to the driver as a stream (layers are
+/// never read into memory). Ends with the size the registry announced, if any; the caller
+/// verifies the digest as the bytes stream (see [`Verifier`]).
+#[derive(Debug)]
+pub struct OpenBlob {
+    repo: String,
+    digest: Digest,
+    sent: bool,
+}
+
+impl OpenBlob {
+    /// Opens `digest` in `repo` for streaming.
+    pub fn new(repo: &str, digest: &Digest) -> Self {
+        OpenBlob { repo: repo.into(), digest: digest.clone(), sent: false }
+    }
+}
+
+impl Op for OpenBlob {
+    type Output = Option<u64>;
+    fn step(&mut self, o: Option<Outcome>, _: &str) -> Result<Step<Option<u64>>, Error> {
+        let path = format!("/v2/{}/blobs/{}", self.repo, self.digest);
+        if !self.sent {
+            self.sent = true;
+            let mut c = Call::new(Method::Get, &path, vec![pull_scope(&self.repo)]);
+            c.stream_response = true;
+            return Ok(Step::Call(c));
+        }
+        let r = expect_response(o, Method::Get, &path)?;
+        if r.status != 200 {
+            return Err(http_error(Method::Get, &path, &r));
+        }
+        Ok(Step::Done(r.header("content-length").and_then(|v| v.trim().parse().ok())))
+    }
+}
+
 /// `HEAD /v2/<repo>/blobs/<digest>`: does the repository have it?
 #[derive(Debug)]
 pub struct HeadBlob {

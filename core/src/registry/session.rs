@@ -118,6 +118,8 @@ pub struct Call {
     pub idempotent: bool,
     /// Most response bytes wanted.
     pub max_response_body: u64,
+    /// Keep a 2xx body as a stream for the driver's caller (see [`crate::http::Request::stream_response`]).
+    pub stream_response: bool,
 }
 
 impl Call {
@@ -131,6 +133,7 @@ impl Call {
             scopes,
             idempotent: matches!(method, Method::Get | Method::Head | Method::Put | Method::Delete),
             max_response_body: SMALL_BODY,
+            stream_response: false,
         }
     }
     /// Adds a header.
@@ -400,14 +403,16 @@ impl<O: Op> Machine<O> {
                 headers.push(("Authorization".into(), a));
             }
         }
-        let (method, body, max) = (call.method, call.body.clone(), call.max_response_body);
+        let (method, body, max, stream) = (call.method, call.body.clone(), call.max_response_body, call.stream_response);
         self.phase = Phase::Await(Awaiting::Main);
-        Output::Send(self.request(method, self.url.clone(), headers, body, max))
+        let mut r = self.request(method, self.url.clone(), headers, body, max);
+        r.stream_response = stream;
+        Output::Send(r)
     }
 
     fn request(&mut self, method: Method, url: String, headers: Vec<(String, String)>, body: Body, max: u64) -> Request {
         self.last_url = url.clone();
-        Request { method, url, headers, body, max_response_body: max }
+        Request { method, url, headers, body, max_response_body: max, stream_response: false }
     }
 
     fn fail(&mut self, e: Error) {

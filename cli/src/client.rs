@@ -1,0 +1,362 @@
+//! The native driver: a thin blocking loop that sends what the core's machines ask for with
+//! reqwest, and feeds back responses, errors and the time.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read as _;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lamina_core::http::{Body, Method, Request, Response};
+use lamina_core::layer::LayerInfo;
+use lamina_core::reference::{Reference, Scheme};
+use lamina_core::registry::{Event, Machine, Op, Output, Session, Upload};
+use lamina_core::{Digest, Error};
+
+use crate::creds::{self, Given};
+use crate::progress::Progress;
+
+/// Global options that shape every connection.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Use plain HTTP for every registry.
+    pub insecure: bool,
+    /// Log every request (credentials redacted).
+    pub verbose: bool,
+    /// Credentials from flags and environment.
+    pub given: Given,
+}
+
+/// Messages from a producer of upload data.
+#[derive(Debug)]
+pub enum Data {
+    /// The next bytes of the blob.
+    Chunk(Bytes),
+    /// The blob is complete.
+    Done(LayerInfo),
+    /// The producer failed.
+    Failed(Error),
+}
+
+/// Registry client: one session per registry host, reused across operations.
+pub struct Client {
+    http: reqwest::blocking::Client,
+    opts: Options,
+    sessions: HashMap<String, Session>,
+    start: Instant,
+    stream: Option<reqwest::blocking::Response>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("sessions", &self.sessions.len()).finish()
+    }
+}
+
+impl Client {
+    /// A client.
+    pub fn new(opts: Options) -> anyhow_like::Result<Self> {
+        let http = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(None)
+            .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot set up HTTP: {e}"))?;
+        Ok(Client { http, opts, sessions: HashMap::new(), start: Instant::now(), stream: None })
+    }
+
+    /// The body of the last streamed response (after an `OpenBlob`).
+    pub fn take_stream(&mut self) -> anyhow_like::Result<reqwest::blocking::Response> {
+        self.stream.take().ok_or_else(|| "no streamed response is waiting".into())
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn session_for(&mut self, r: &Reference) -> anyhow_like::Result<Session> {
+        if let Some(s) = self.sessions.remove(&r.registry) {
+            return Ok(s);
+        }
+        let creds = creds::for_registry(&self.opts.given, &r.registry)?;
+        let scheme = if self.opts.insecure { Scheme::Http } else { r.default_scheme() };
+        let seed = std::process::id() as u64 ^ (self.start.elapsed().as_nanos() as u64).rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15;
+        Ok(Session::new(r.api_host(), scheme, creds, seed))
+    }
+
+    /// Runs an operation that needs no upload data.
+    pub fn run<O: Op + UploadProgress>(&mut self, r: &Reference, op: O) -> anyhow_like::Result<O::Output> {
+        let session = self.session_for(r)?;
+        let mut m = Machine::new(session, op);
+        let out = self.drive(&mut m, None, None);
+        self.sessions.insert(r.registry.clone(), m.into_session());
+        out
+    }
+
+    /// Uploads bytes held in memory (configs).
+    pub fn upload_bytes(&mut self, r: &Reference, bytes: Vec<u8>) -> anyhow_like::Result<Digest> {
+        let (up, _d) = lamina_core::registry::upload_bytes(&r.repository, &bytes);
+        let session = self.session_for(r)?;
+        let mut m = Machine::new(session, up);
+        let mut win = Window::default();
+        win.push(Bytes::from(bytes));
+        let out = self.drive(&mut m, Some(&mut win), None);
+        self.sessions.insert(r.registry.clone(), m.into_session());
+        out
+    }
+
+    /// Uploads a blob while a producer makes it; returns the producer's final info.
+    pub fn upload_stream(
+        &mut self,
+        r: &Reference,
+        up: Upload,
+        rx: Receiver<Data>,
+        progress: &mut Progress,
+    ) -> anyhow_like::Result<(Digest, LayerInfo)> {
+        let session = self.session_for(r)?;
+        let mut m = Machine::new(session, up);
+        let mut win = Window::default();
+        let mut feed = Feed { rx, info: None };
+        let out = self.drive(&mut m, Some(&mut win), Some((&mut feed, progress)));
+        self.sessions.insert(r.registry.clone(), m.into_session());
+        let d = out?;
+        let info = feed.info.ok_or("upload finished before its data")?;
+        Ok((d, info))
+    }
+
+    fn drive<O: Op + UploadProgress>(
+        &mut self,
+        m: &mut Machine<O>,
+        mut win: Option<&mut Window>,
+        mut feed: Option<(&mut Feed, &mut Progress)>,
+    ) -> anyhow_like::Result<O::Output> {
+        loop {
+            let now = self.now();
+            match m.poll(now) {
+                Output::Send(req) => {
+                    let body = match &req.body {
+                        Body::Empty => None,
+                        Body::Bytes(b) => Some(Bytes::from(b.clone())),
+                        Body::Blob { start, end } => {
+                            let w = win.as_deref_mut().ok_or("the registry machine asked for blob data that does not exist")?;
+                            Some(w.slice(*start, *end)?)
+                        }
+                    };
+                    if self.opts.verbose {
+                        eprintln!("> {} {} ({} body bytes)", req.method, lamina_core::registry::strip_query(&req.url), req.body.len());
+                    }
+                    let res = self.send(&req, body);
+                    let now = self.now();
+                    match res {
+                        Ok(resp) => {
+                            if self.opts.verbose {
+                                eprintln!("< {} {}", resp.status, lamina_core::registry::strip_query(&req.url));
+                            }
+                            m.handle_response(now, resp)
+                        }
+                        Err(e) => {
+                            if self.opts.verbose {
+                                eprintln!("< error {e}");
+                            }
+                            m.handle_error(now, e)
+                        }
+                    }
+                    if let (Some(w), Some(c)) = (win.as_deref_mut(), m.op().confirmed_bytes()) {
+                        w.drop_before(c);
+                        if let Some((_, p)) = feed.as_mut() {
+                            p.set(c);
+                        }
+                    }
+                }
+                Output::Wait(until) => {
+                    let now = self.now();
+                    if until > now {
+                        std::thread::sleep(Duration::from_millis(until - now));
+                    }
+                }
+                Output::NeedData => {
+                    let Some((f, _)) = feed.as_mut() else {
+                        return Err("the registry machine asked for more data than there is".into());
+                    };
+                    let w = win.as_deref_mut().ok_or("no data window")?;
+                    match f.rx.recv() {
+                        Ok(Data::Chunk(b)) => {
+                            let end = w.push(b);
+                            m.op_mut().more_data(end, None);
+                        }
+                        Ok(Data::Done(info)) => {
+                            m.op_mut().more_data(info.size, Some((info.digest.clone(), info.size)));
+                            f.info = Some(info);
+                        }
+                        Ok(Data::Failed(e)) => return Err(e.into()),
+                        Err(_) => return Err("the layer builder stopped unexpectedly".into()),
+                    }
+                    m.data_ready();
+                }
+                Output::Event(e) => match e {
+                    Event::Retrying { reason, attempt, delay_ms } => {
+                        eprintln!("retrying ({attempt}) in {:.1}s: {reason}", delay_ms as f64 / 1000.0)
+                    }
+                    other if self.opts.verbose => eprintln!("  {other:?}"),
+                    _ => {}
+                },
+                Output::Done(r) => return r.map_err(Into::into),
+                Output::Pending => return Err("internal error: request in flight".into()),
+            }
+        }
+    }
+
+    fn send(&mut self, req: &Request, body: Option<Bytes>) -> Result<Response, String> {
+        let method = match req.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Head => reqwest::Method::HEAD,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut b = self.http.request(method, &req.url);
+        for (k, v) in &req.headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        if let Some(body) = body {
+            b = b.header("Content-Length", body.len().to_string()).body(reqwest::blocking::Body::from(body));
+        } else if matches!(req.method, Method::Put | Method::Post | Method::Patch) && req.header("content-length").is_none() {
+            b = b.header("Content-Length", "0");
+        }
+        let resp = b.send().map_err(|e| error_chain(&e))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        if req.stream_response && (200..300).contains(&status) {
+            self.stream = Some(resp);
+            return Ok(Response { status, headers, body: Vec::new(), truncated: false });
+        }
+        let mut body = Vec::new();
+        let max = req.max_response_body;
+        let mut limited = resp.take(max + 1);
+        limited.read_to_end(&mut body).map_err(|e| format!("reading the response: {e}"))?;
+        let truncated = body.len() as u64 > max;
+        if truncated {
+            body.truncate(max as usize);
+        }
+        Ok(Response { status, headers, body, truncated })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+struct Feed {
+    rx: Receiver<Data>,
+    info: Option<LayerInfo>,
+}
+
+/// Bytes of the blob not yet confirmed by the registry.
+#[derive(Default)]
+struct Window {
+    chunks: VecDeque<(u64, Bytes)>,
+    end: u64,
+}
+
+impl Window {
+    fn push(&mut self, b: Bytes) -> u64 {
+        let start = self.end;
+        self.end += b.len() as u64;
+        self.chunks.push_back((start, b));
+        self.end
+    }
+
+    fn drop_before(&mut self, confirmed: u64) {
+        while let Some((s, b)) = self.chunks.front() {
+            if s + b.len() as u64 <= confirmed {
+                self.chunks.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn slice(&self, start: u64, end: u64) -> Result<Bytes, String> {
+        // zero-copy when the range lies in one chunk (the usual case)
+        for (s, b) in &self.chunks {
+            let e = s + b.len() as u64;
+            if start >= *s && end <= e {
+                return Ok(b.slice((start - s) as usize..(end - s) as usize));
+            }
+        }
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for (s, b) in &self.chunks {
+            let e = s + b.len() as u64;
+            if e <= start || *s >= end {
+                continue;
+            }
+            let a = start.max(*s) - s;
+            let z = end.min(e) - s;
+            out.extend_from_slice(&b[a as usize..z as usize]);
+        }
+        if out.len() as u64 != end - start {
+            return Err(format!(
+                "the registry asked again for bytes {start}..{end} that are no longer buffered; run the command again"
+            ));
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+/// Lets the driver see upload progress through any operation.
+pub trait UploadProgress {
+    /// Bytes confirmed by the registry, for uploads.
+    fn confirmed_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// New data for uploads.
+    fn more_data(&mut self, _end: u64, _complete: Option<(Digest, u64)>) {}
+}
+
+impl UploadProgress for Upload {
+    fn confirmed_bytes(&self) -> Option<u64> {
+        Some(self.confirmed())
+    }
+    fn more_data(&mut self, end: u64, complete: Option<(Digest, u64)>) {
+        match complete {
+            Some((d, n)) => self.data_complete(d, n),
+            None => self.data_available(end),
+        }
+    }
+}
+
+macro_rules! no_upload {
+    ($($t:ty),*) => { $(impl UploadProgress for $t {})* };
+}
+no_upload!(
+    lamina_core::registry::GetManifest,
+    lamina_core::registry::GetBlob,
+    lamina_core::registry::OpenBlob,
+    lamina_core::registry::HeadBlob,
+    lamina_core::registry::MountBlob,
+    lamina_core::registry::PutManifest
+);
+
+/// Error plumbing for the CLI: a boxed error with a message chain.
+pub mod anyhow_like {
+    /// CLI error.
+    pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+    /// CLI result.
+    pub type Result<T, E = Error> = std::result::Result<T, E>;
+}

@@ -1,0 +1,133 @@
+//! Where credentials come from, per registry host, in order: `-t/--token` or `COG_TOKEN` (the
+//! r8.im Cog flow, for the default registry), `--username/--password` (or `LAMINA_USERNAME` /
+//! `LAMINA_PASSWORD`, for the destination registry), `~/.docker/config.json` (`auths`,
+//! `credHelpers`, `credsStore`), else anonymous. Credentials are only ever handed to the session
+//! of the host they belong to.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use lamina_core::auth::{Credentials, Secret};
+use serde::Deserialize;
+
+/// Credentials given on the command line or in the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Given {
+    /// Cog token and the registry it belongs to.
+    pub token: Option<(Secret, String)>,
+    /// Username/password and the registries they are for.
+    pub basic: Option<(String, Secret, Vec<String>)>,
+}
+
+#[derive(Deserialize, Default)]
+struct DockerConfig {
+    #[serde(default)]
+    auths: std::collections::BTreeMap<String, AuthEntry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: std::collections::BTreeMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct AuthEntry {
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+fn docker_config_path() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
+        return Some(PathBuf::from(d).join("config.json"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
+}
+
+fn keys_for(registry: &str) -> Vec<String> {
+    if registry == "docker.io" {
+        vec!["https://index.docker.io/v1/".into(), "index.docker.io".into(), "docker.io".into(), "registry-1.docker.io".into()]
+    } else {
+        vec![registry.to_string(), format!("https://{registry}"), format!("http://{registry}"), format!("https://{registry}/v1/")]
+    }
+}
+
+/// Resolves the credentials for `registry` (as written in the reference, e.g. `docker.io`).
+pub fn for_registry(given: &Given, registry: &str) -> Result<Credentials, String> {
+    if let Some((t, reg)) = &given.token {
+        if reg == registry {
+            return Ok(Credentials::CogToken(t.clone()));
+        }
+    }
+    if let Some((u, p, regs)) = &given.basic {
+        if regs.iter().any(|r| r == registry) {
+            return Ok(Credentials::Basic { username: u.clone(), password: p.clone() });
+        }
+    }
+    from_docker_config(registry)
+}
+
+fn from_docker_config(registry: &str) -> Result<Credentials, String> {
+    let Some(path) = docker_config_path() else { return Ok(Credentials::Anonymous) };
+    let Ok(raw) = std::fs::read(&path) else { return Ok(Credentials::Anonymous) };
+    let cfg: DockerConfig = serde_json::from_slice(&raw).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let keys = keys_for(registry);
+    for k in &keys {
+        if let Some(h) = cfg.cred_helpers.get(k) {
+            return helper(h, k);
+        }
+    }
+    for k in &keys {
+        if let Some(e) = cfg.auths.get(k) {
+            if let (Some(u), Some(p)) = (&e.username, &e.password) {
+                return Ok(Credentials::Basic { username: u.clone(), password: Secret::new(p.clone()) });
+            }
+            if let Some(a) = &e.auth {
+                let dec = base64::engine::general_purpose::STANDARD
+                    .decode(a.trim())
+                    .map_err(|_| format!("{}: the auth entry for {k} is not base64", path.display()))?;
+                let s = String::from_utf8(dec).map_err(|_| format!("{}: the auth entry for {k} is not UTF-8", path.display()))?;
+                let (u, p) = s.split_once(':').ok_or_else(|| format!("{}: the auth entry for {k} has no ':'", path.display()))?;
+                return Ok(Credentials::Basic { username: u.into(), password: Secret::new(p) });
+            }
+        }
+    }
+    if let Some(store) = &cfg.creds_store {
+        if !store.is_empty() {
+            return helper(store, &keys[0]).or(Ok(Credentials::Anonymous));
+        }
+    }
+    Ok(Credentials::Anonymous)
+}
+
+fn helper(name: &str, server: &str) -> Result<Credentials, String> {
+    #[derive(Deserialize)]
+    struct Out {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let prog = format!("docker-credential-{name}");
+    let mut child = Command::new(&prog)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("credential helper {prog}: {e}"))?;
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(server.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| format!("credential helper {prog}: {e}"))?;
+    if !out.status.success() {
+        // "credentials not found" is not an error: go anonymous
+        return Ok(Credentials::Anonymous);
+    }
+    let o: Out = serde_json::from_slice(&out.stdout).map_err(|_| format!("credential helper {prog} printed no credentials JSON"))?;
+    if o.username == "<token>" {
+        return Ok(Credentials::Bearer(Secret::new(o.secret)));
+    }
+    Ok(Credentials::Basic { username: o.username, password: Secret::new(o.secret) })
+}

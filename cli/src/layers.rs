@@ -1,0 +1,109 @@
+//! `lamina layers`: what an image is made of.
+
+use lamina_core::media;
+use lamina_core::reference::Reference;
+
+use crate::client::anyhow_like::Result;
+use crate::client::Client;
+use crate::progress::human;
+use crate::resolve::{self, PlatformSel, Top};
+
+/// Prints the layers of `r` (for an index: its platforms, then the selected platform's layers).
+pub fn run(client: &mut Client, r: &Reference, platform: Option<&str>, json: bool) -> Result<()> {
+    let sel = PlatformSel::parse(platform)?;
+    let top = resolve::fetch(client, r, &sel)?;
+    let (platforms, images, top_digest, top_type) = match top {
+        Top::Single(i) => (Vec::new(), vec![i.clone()], i.digest.clone(), i.manifest.media_type()),
+        Top::Index { index, digest, children } => {
+            let ps: Vec<serde_json::Value> = index
+                .manifests()?
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "platform": m.platform.as_ref().map(|p| p.to_string()),
+                        "digest": m.digest.to_string(),
+                        "size": m.size,
+                        "mediaType": m.media_type,
+                    })
+                })
+                .collect();
+            (ps, children, digest, index.media_type())
+        }
+    };
+    let mut out_images = Vec::new();
+    for img in &images {
+        let config = resolve::config(client, r, &img.manifest)?;
+        let hist = config.layer_history();
+        let layers = img.manifest.layers()?;
+        let rows: Vec<serde_json::Value> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let h = hist.get(i).cloned().flatten();
+                serde_json::json!({
+                    "index": i,
+                    "digest": l.digest.to_string(),
+                    "size": l.size,
+                    "mediaType": l.media_type,
+                    "created_by": h.as_ref().and_then(|h| h.created_by.clone()),
+                    "comment": h.as_ref().and_then(|h| h.comment.clone()),
+                    "created": h.as_ref().and_then(|h| h.created.clone()),
+                    "annotations": l.annotations.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+                })
+            })
+            .collect();
+        out_images.push(serde_json::json!({
+            "platform": img.platform.as_ref().map(|p| p.to_string()).or_else(|| config.platform().map(|p| p.to_string())),
+            "digest": img.digest.to_string(),
+            "mediaType": img.manifest.media_type(),
+            "config": img.manifest.config()?.digest.to_string(),
+            "layers": rows,
+        }));
+    }
+    if json {
+        let v = serde_json::json!({
+            "reference": r.to_string(),
+            "digest": top_digest.to_string(),
+            "mediaType": top_type,
+            "platforms": platforms,
+            "images": out_images,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{} {} ({})", r, top_digest, media::short(top_type));
+    if !platforms.is_empty() {
+        println!("platforms:");
+        for p in &platforms {
+            println!(
+                "  {:<16} {}  {}",
+                p["platform"].as_str().unwrap_or("-"),
+                p["digest"].as_str().unwrap_or(""),
+                human(p["size"].as_u64().unwrap_or(0))
+            );
+        }
+    }
+    for img in &out_images {
+        if !platforms.is_empty() {
+            println!("layers of {} ({}):", img["platform"].as_str().unwrap_or("?"), img["digest"].as_str().unwrap_or(""));
+        }
+        println!("{:>3}  {:<19} {:>10}  {:<9} CREATED BY", "#", "DIGEST", "SIZE", "TYPE");
+        for l in img["layers"].as_array().into_iter().flatten() {
+            let d = l["digest"].as_str().unwrap_or("");
+            let short = d.strip_prefix("sha256:").map(|h| &h[..12.min(h.len())]).unwrap_or(d);
+            let mut cb = l["created_by"].as_str().unwrap_or("").to_string();
+            if let Some(c) = l["comment"].as_str() {
+                cb.push_str(&format!("  [{c}]"));
+            }
+            println!(
+                "{:>3}  sha256:{:<12} {:>10}  {:<9} {}",
+                l["index"].as_u64().unwrap_or(0),
+                short,
+                human(l["size"].as_u64().unwrap_or(0)),
+                media::short(l["mediaType"].as_str().unwrap_or("")),
+                cb
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Fetching an image's manifest(s) and config from a registry.
+
+use lamina_core::image::{detect_kind, Config, Index, Manifest, Platform, MAX_CONFIG_SIZE};
+use lamina_core::media::DocKind;
+use lamina_core::reference::Reference;
+use lamina_core::registry::{GetBlob, GetManifest};
+use lamina_core::Digest;
+
+use crate::client::anyhow_like::Result;
+use crate::client::Client;
+
+/// One platform image.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its digest as fetched.
+    pub digest: Digest,
+    /// Position in the index, if it came from one.
+    pub index_pos: Option<usize>,
+    /// Platform from the index entry (or the config).
+    pub platform: Option<Platform>,
+}
+
+/// The top of a reference: a single manifest or an index with its children.
+#[derive(Debug)]
+pub enum Top {
+    /// A single image.
+    Single(Image),
+    /// An index, with the children that were selected.
+    Index {
+        /// The index.
+        index: Index,
+        /// Its digest.
+        digest: Digest,
+        /// Selected children.
+        children: Vec<Image>,
+    },
+}
+
+/// Which platforms to take from an index.
+#[derive(Debug, Clone)]
+pub enum PlatformSel {
+    /// One platform.
+    One(Platform),
+    /// All real platforms (attestations `unknown/unknown` are left as they are).
+    All,
+}
+
+impl PlatformSel {
+    /// Parses `--platform` (`all` or `os/arch[/variant]`).
+    pub fn parse(s: Option<&str>) -> Result<Self> {
+        match s {
+            None => Ok(PlatformSel::One(Platform::linux_amd64())),
+            Some("all") => Ok(PlatformSel::All),
+            Some(p) => Ok(PlatformSel::One(Platform::parse(p)?)),
+        }
+    }
+}
+
+/// Fetches `r` and the manifests selected by `sel`.
+pub fn fetch(client: &mut Client, r: &Reference, sel: &PlatformSel) -> Result<Top> {
+    let top = client.run(r, GetManifest::new(&r.repository, &r.reference()))?;
+    let (kind, mt) = detect_kind(&top.bytes, top.content_type.as_deref())?;
+    match kind {
+        DocKind::Manifest(_) => {
+            let manifest = Manifest::parse(top.bytes, &mt)?;
+            Ok(Top::Single(Image { manifest, digest: top.digest, index_pos: None, platform: None }))
+        }
+        DocKind::Index(_) => {
+            let index = Index::parse(top.bytes, &mt)?;
+            let entries = index.manifests()?;
+            let picks: Vec<usize> = match sel {
+                PlatformSel::One(p) => vec![index.select(p)?],
+                PlatformSel::All => entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.platform.as_ref().is_some_and(|p| p.os != "unknown"))
+                    .map(|(i, _)| i)
+                    .collect(),
+            };
+            let mut children = Vec::new();
+            for i in picks {
+                let e = &entries[i];
+                let f = client.run(r, GetManifest::new(&r.repository, &e.digest.to_string()))?;
+                let (k, cmt) = detect_kind(&f.bytes, f.content_type.as_deref().or(Some(&e.media_type)))?;
+                if !matches!(k, DocKind::Manifest(_)) {
+                    return Err(format!("{r}: nested indexes are not supported (entry {i} is an index)").into());
+                }
+                children.push(Image {
+                    manifest: Manifest::parse(f.bytes, &cmt)?,
+                    digest: f.digest,
+                    index_pos: Some(i),
+                    platform: e.platform.clone(),
+                });
+            }
+            Ok(Top::Index { index, digest: top.digest, children })
+        }
+    }
+}
+
+/// Fetches and parses an image's config.
+pub fn config(client: &mut Client, r: &Reference, m: &Manifest) -> Result<Config> {
+    let d = m.config()?;
+    let raw = client.run(r, GetBlob::new(&r.repository, &d.digest, MAX_CONFIG_SIZE))?;
+    Ok(Config::parse(raw)?)
+}
