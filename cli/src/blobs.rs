@@ -17,18 +17,32 @@ use crate::client::{Client, Data};
 use crate::progress::Progress;
 
 /// Ensures every blob of `blobs` (found in `src`) is in `dst`'s repository.
-pub fn ensure_blobs(client: &mut Client, src: &Reference, dst: &Reference, blobs: &[Descriptor], quiet: bool) -> Result<()> {
+pub fn ensure_blobs(
+    client: &mut Client,
+    src: &Reference,
+    dst: &Reference,
+    blobs: &[Descriptor],
+    quiet: bool,
+) -> Result<()> {
     if src.registry == dst.registry && src.repository == dst.repository {
         return Ok(()); // the manifest we read proves they are there
     }
     let same_registry = src.registry == dst.registry;
     let (mut mounted, mut present, mut copied) = (0, 0, 0);
     for b in blobs {
-        if same_registry && client.run(dst, MountBlob::new(&dst.repository, &src.repository, &b.digest))? {
+        if same_registry
+            && client.run(
+                dst,
+                MountBlob::new(&dst.repository, &src.repository, &b.digest),
+            )?
+        {
             mounted += 1;
             continue;
         }
-        if client.run(dst, HeadBlob::new(&dst.repository, &b.digest, true))?.is_some() {
+        if client
+            .run(dst, HeadBlob::new(&dst.repository, &b.digest, true))?
+            .is_some()
+        {
             present += 1;
             continue;
         }
@@ -36,13 +50,22 @@ pub fn ensure_blobs(client: &mut Client, src: &Reference, dst: &Reference, blobs
         copied += 1;
     }
     if !quiet && !blobs.is_empty() {
-        eprintln!("base layers in {}: {mounted} mounted, {present} already there, {copied} copied", dst.name());
+        eprintln!(
+            "base layers in {}: {mounted} mounted, {present} already there, {copied} copied",
+            dst.name()
+        );
     }
     Ok(())
 }
 
 /// Streams one blob from `src` to `dst`, verifying its digest and size on the way.
-pub fn copy_blob(client: &mut Client, src: &Reference, dst: &Reference, b: &Descriptor, quiet: bool) -> Result<()> {
+pub fn copy_blob(
+    client: &mut Client,
+    src: &Reference,
+    dst: &Reference,
+    b: &Descriptor,
+    quiet: bool,
+) -> Result<()> {
     client.run(src, OpenBlob::new(&src.repository, &b.digest))?;
     let mut body = client.take_stream()?;
     let (tx, rx) = sync_channel::<Data>(1);
@@ -54,17 +77,23 @@ pub fn copy_blob(client: &mut Client, src: &Reference, dst: &Reference, b: &Desc
         let mut tmp = vec![0u8; 1 << 20];
         let r: std::result::Result<(), String> = (|| {
             loop {
-                let n = body.read(&mut tmp).map_err(|e| format!("downloading {}: {e}", want.digest))?;
+                let n = body
+                    .read(&mut tmp)
+                    .map_err(|e| format!("downloading {}: {e}", want.digest))?;
                 if n == 0 {
                     break;
                 }
                 h.update(&tmp[..n]);
                 if h.len() > want.size {
-                    return Err(format!("blob {} is larger than its descriptor says ({} bytes)", want.digest, want.size));
+                    return Err(format!(
+                        "blob {} is larger than its descriptor says ({} bytes)",
+                        want.digest, want.size
+                    ));
                 }
                 buf.extend_from_slice(&tmp[..n]);
                 if buf.len() >= chunk {
-                    tx.send(Data::Chunk(buf.split_to(chunk).freeze())).map_err(|_| "upload stopped".to_string())?;
+                    tx.send(Data::Chunk(buf.split_to(chunk).freeze()))
+                        .map_err(|_| "upload stopped".to_string())?;
                 }
             }
             Ok(())
@@ -76,25 +105,37 @@ pub fn copy_blob(client: &mut Client, src: &Reference, dst: &Reference, b: &Desc
         let size = h.len();
         let digest = h.finish();
         if size != want.size {
-            let _ = tx.send(Data::Failed(Error::SizeMismatch { what: format!("blob {}", want.digest), expected: want.size, found: size }));
+            let _ = tx.send(Data::Failed(Error::SizeMismatch {
+                what: format!("blob {}", want.digest),
+                expected: want.size,
+                found: size,
+            }));
             return;
         }
         if digest != want.digest {
-            let _ = tx.send(Data::Failed(Error::DigestMismatch { what: format!("blob downloaded from the base registry"), expected: want.digest.clone(), found: digest }));
+            let _ = tx.send(Data::Failed(Error::DigestMismatch {
+                what: "blob downloaded from the base registry".to_string(),
+                expected: want.digest.clone(),
+                found: digest,
+            }));
             return;
         }
-        if !buf.is_empty() {
-            let _ = tx.send(Data::Chunk(buf.split().freeze()));
-        }
-        let _ = tx.send(Data::Done(LayerInfo {
-            compression: lamina_core::compress::Compression::None,
-            digest: digest.clone(),
-            size,
-            diff_id: digest,
-            uncompressed_size: size,
-        }));
+        let _ = tx.send(Data::Done(
+            buf.split().freeze(),
+            LayerInfo {
+                compression: lamina_core::compress::Compression::None,
+                digest: digest.clone(),
+                size,
+                diff_id: digest,
+                uncompressed_size: size,
+            },
+        ));
     });
-    let cfg = UploadConfig { chunk_max: chunk as u64, monolithic_max: chunk as u64, ..UploadConfig::default() };
+    let cfg = UploadConfig {
+        chunk_max: chunk as u64,
+        monolithic_max: chunk as u64,
+        ..UploadConfig::default()
+    };
     let mut p = Progress::new(format!("copy {}", b.digest.short()), Some(b.size), quiet);
     let r = client.upload_stream(dst, Upload::new(&dst.repository, cfg), rx, &mut p);
     let _ = reader.join();

@@ -32,8 +32,8 @@ pub struct Options {
 pub enum Data {
     /// The next bytes of the blob.
     Chunk(Bytes),
-    /// The blob is complete.
-    Done(LayerInfo),
+    /// The last bytes of the blob (possibly empty), and what the blob is.
+    Done(Bytes, LayerInfo),
     /// The producer failed.
     Failed(Error),
 }
@@ -49,7 +49,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("sessions", &self.sessions.len()).finish()
+        f.debug_struct("Client")
+            .field("sessions", &self.sessions.len())
+            .finish()
     }
 }
 
@@ -63,12 +65,20 @@ impl Client {
             .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot set up HTTP: {e}"))?;
-        Ok(Client { http, opts, sessions: HashMap::new(), start: Instant::now(), stream: None })
+        Ok(Client {
+            http,
+            opts,
+            sessions: HashMap::new(),
+            start: Instant::now(),
+            stream: None,
+        })
     }
 
     /// The body of the last streamed response (after an `OpenBlob`).
     pub fn take_stream(&mut self) -> anyhow_like::Result<reqwest::blocking::Response> {
-        self.stream.take().ok_or_else(|| "no streamed response is waiting".into())
+        self.stream
+            .take()
+            .ok_or_else(|| "no streamed response is waiting".into())
     }
 
     fn now(&self) -> u64 {
@@ -80,13 +90,23 @@ impl Client {
             return Ok(s);
         }
         let creds = creds::for_registry(&self.opts.given, &r.registry)?;
-        let scheme = if self.opts.insecure { Scheme::Http } else { r.default_scheme() };
-        let seed = std::process::id() as u64 ^ (self.start.elapsed().as_nanos() as u64).rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15;
+        let scheme = if self.opts.insecure {
+            Scheme::Http
+        } else {
+            r.default_scheme()
+        };
+        let seed = std::process::id() as u64
+            ^ (self.start.elapsed().as_nanos() as u64).rotate_left(17)
+            ^ 0x9E37_79B9_7F4A_7C15;
         Ok(Session::new(r.api_host(), scheme, creds, seed))
     }
 
     /// Runs an operation that needs no upload data.
-    pub fn run<O: Op + UploadProgress>(&mut self, r: &Reference, op: O) -> anyhow_like::Result<O::Output> {
+    pub fn run<O: Op + UploadProgress>(
+        &mut self,
+        r: &Reference,
+        op: O,
+    ) -> anyhow_like::Result<O::Output> {
         let session = self.session_for(r)?;
         let mut m = Machine::new(session, op);
         let out = self.drive(&mut m, None, None);
@@ -139,19 +159,30 @@ impl Client {
                         Body::Empty => None,
                         Body::Bytes(b) => Some(Bytes::from(b.clone())),
                         Body::Blob { start, end } => {
-                            let w = win.as_deref_mut().ok_or("the registry machine asked for blob data that does not exist")?;
+                            let w = win.as_deref_mut().ok_or(
+                                "the registry machine asked for blob data that does not exist",
+                            )?;
                             Some(w.slice(*start, *end)?)
                         }
                     };
                     if self.opts.verbose {
-                        eprintln!("> {} {} ({} body bytes)", req.method, lamina_core::registry::strip_query(&req.url), req.body.len());
+                        eprintln!(
+                            "> {} {} ({} body bytes)",
+                            req.method,
+                            lamina_core::registry::strip_query(&req.url),
+                            req.body.len()
+                        );
                     }
                     let res = self.send(&req, body);
                     let now = self.now();
                     match res {
                         Ok(resp) => {
                             if self.opts.verbose {
-                                eprintln!("< {} {}", resp.status, lamina_core::registry::strip_query(&req.url));
+                                eprintln!(
+                                    "< {} {}",
+                                    resp.status,
+                                    lamina_core::registry::strip_query(&req.url)
+                                );
                             }
                             m.handle_response(now, resp)
                         }
@@ -185,8 +216,12 @@ impl Client {
                             let end = w.push(b);
                             m.op_mut().more_data(end, None);
                         }
-                        Ok(Data::Done(info)) => {
-                            m.op_mut().more_data(info.size, Some((info.digest.clone(), info.size)));
+                        Ok(Data::Done(rest, info)) => {
+                            if !rest.is_empty() {
+                                w.push(rest);
+                            }
+                            m.op_mut()
+                                .more_data(info.size, Some((info.digest.clone(), info.size)));
                             f.info = Some(info);
                         }
                         Ok(Data::Failed(e)) => return Err(e.into()),
@@ -195,8 +230,15 @@ impl Client {
                     m.data_ready();
                 }
                 Output::Event(e) => match e {
-                    Event::Retrying { reason, attempt, delay_ms } => {
-                        eprintln!("retrying ({attempt}) in {:.1}s: {reason}", delay_ms as f64 / 1000.0)
+                    Event::Retrying {
+                        reason,
+                        attempt,
+                        delay_ms,
+                    } => {
+                        eprintln!(
+                            "retrying ({attempt}) in {:.1}s: {reason}",
+                            delay_ms as f64 / 1000.0
+                        )
                     }
                     other if self.opts.verbose => eprintln!("  {other:?}"),
                     _ => {}
@@ -221,8 +263,12 @@ impl Client {
             b = b.header(k.as_str(), v.as_str());
         }
         if let Some(body) = body {
-            b = b.header("Content-Length", body.len().to_string()).body(reqwest::blocking::Body::from(body));
-        } else if matches!(req.method, Method::Put | Method::Post | Method::Patch) && req.header("content-length").is_none() {
+            b = b
+                .header("Content-Length", body.len().to_string())
+                .body(reqwest::blocking::Body::from(body));
+        } else if matches!(req.method, Method::Put | Method::Post | Method::Patch)
+            && req.header("content-length").is_none()
+        {
             b = b.header("Content-Length", "0");
         }
         let resp = b.send().map_err(|e| error_chain(&e))?;
@@ -230,21 +276,38 @@ impl Client {
         let headers = resp
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         if req.stream_response && (200..300).contains(&status) {
             self.stream = Some(resp);
-            return Ok(Response { status, headers, body: Vec::new(), truncated: false });
+            return Ok(Response {
+                status,
+                headers,
+                body: Vec::new(),
+                truncated: false,
+            });
         }
         let mut body = Vec::new();
         let max = req.max_response_body;
         let mut limited = resp.take(max + 1);
-        limited.read_to_end(&mut body).map_err(|e| format!("reading the response: {e}"))?;
+        limited
+            .read_to_end(&mut body)
+            .map_err(|e| format!("reading the response: {e}"))?;
         let truncated = body.len() as u64 > max;
         if truncated {
             body.truncate(max as usize);
         }
-        Ok(Response { status, headers, body, truncated })
+        Ok(Response {
+            status,
+            headers,
+            body,
+            truncated,
+        })
     }
 }
 

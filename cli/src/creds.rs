@@ -47,9 +47,19 @@ fn docker_config_path() -> Option<PathBuf> {
 
 fn keys_for(registry: &str) -> Vec<String> {
     if registry == "docker.io" {
-        vec!["https://index.docker.io/v1/".into(), "index.docker.io".into(), "docker.io".into(), "registry-1.docker.io".into()]
+        vec![
+            "https://index.docker.io/v1/".into(),
+            "index.docker.io".into(),
+            "docker.io".into(),
+            "registry-1.docker.io".into(),
+        ]
     } else {
-        vec![registry.to_string(), format!("https://{registry}"), format!("http://{registry}"), format!("https://{registry}/v1/")]
+        vec![
+            registry.to_string(),
+            format!("https://{registry}"),
+            format!("http://{registry}"),
+            format!("https://{registry}/v1/"),
+        ]
     }
 }
 
@@ -62,16 +72,24 @@ pub fn for_registry(given: &Given, registry: &str) -> Result<Credentials, String
     }
     if let Some((u, p, regs)) = &given.basic {
         if regs.iter().any(|r| r == registry) {
-            return Ok(Credentials::Basic { username: u.clone(), password: p.clone() });
+            return Ok(Credentials::Basic {
+                username: u.clone(),
+                password: p.clone(),
+            });
         }
     }
     from_docker_config(registry)
 }
 
 fn from_docker_config(registry: &str) -> Result<Credentials, String> {
-    let Some(path) = docker_config_path() else { return Ok(Credentials::Anonymous) };
-    let Ok(raw) = std::fs::read(&path) else { return Ok(Credentials::Anonymous) };
-    let cfg: DockerConfig = serde_json::from_slice(&raw).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let Some(path) = docker_config_path() else {
+        return Ok(Credentials::Anonymous);
+    };
+    let Ok(raw) = std::fs::read(&path) else {
+        return Ok(Credentials::Anonymous);
+    };
+    let cfg: DockerConfig =
+        serde_json::from_slice(&raw).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let keys = keys_for(registry);
     for k in &keys {
         if let Some(h) = cfg.cred_helpers.get(k) {
@@ -81,15 +99,27 @@ fn from_docker_config(registry: &str) -> Result<Credentials, String> {
     for k in &keys {
         if let Some(e) = cfg.auths.get(k) {
             if let (Some(u), Some(p)) = (&e.username, &e.password) {
-                return Ok(Credentials::Basic { username: u.clone(), password: Secret::new(p.clone()) });
+                return Ok(Credentials::Basic {
+                    username: u.clone(),
+                    password: Secret::new(p.clone()),
+                });
             }
             if let Some(a) = &e.auth {
                 let dec = base64::engine::general_purpose::STANDARD
                     .decode(a.trim())
-                    .map_err(|_| format!("{}: the auth entry for {k} is not base64", path.display()))?;
-                let s = String::from_utf8(dec).map_err(|_| format!("{}: the auth entry for {k} is not UTF-8", path.display()))?;
-                let (u, p) = s.split_once(':').ok_or_else(|| format!("{}: the auth entry for {k} has no ':'", path.display()))?;
-                return Ok(Credentials::Basic { username: u.into(), password: Secret::new(p) });
+                    .map_err(|_| {
+                        format!("{}: the auth entry for {k} is not base64", path.display())
+                    })?;
+                let s = String::from_utf8(dec).map_err(|_| {
+                    format!("{}: the auth entry for {k} is not UTF-8", path.display())
+                })?;
+                let (u, p) = s.split_once(':').ok_or_else(|| {
+                    format!("{}: the auth entry for {k} has no ':'", path.display())
+                })?;
+                return Ok(Credentials::Basic {
+                    username: u.into(),
+                    password: Secret::new(p),
+                });
             }
         }
     }
@@ -120,14 +150,20 @@ fn helper(name: &str, server: &str) -> Result<Credentials, String> {
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(server.as_bytes());
     }
-    let out = child.wait_with_output().map_err(|e| format!("credential helper {prog}: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("credential helper {prog}: {e}"))?;
     if !out.status.success() {
         // "credentials not found" is not an error: go anonymous
         return Ok(Credentials::Anonymous);
     }
-    let o: Out = serde_json::from_slice(&out.stdout).map_err(|_| format!("credential helper {prog} printed no credentials JSON"))?;
+    let o: Out = serde_json::from_slice(&out.stdout)
+        .map_err(|_| format!("credential helper {prog} printed no credentials JSON"))?;
     if o.username == "<token>" {
         return Ok(Credentials::Bearer(Secret::new(o.secret)));
     }
-    Ok(Credentials::Basic { username: o.username, password: Secret::new(o.secret) })
+    Ok(Credentials::Basic {
+        username: o.username,
+        password: Secret::new(o.secret),
+    })
 }

@@ -20,7 +20,9 @@ pub fn collect(args: &[PathBuf], dest: &str) -> Result<Vec<PlannedEntry<PathBuf>
     for a in args {
         let meta = std::fs::metadata(a).map_err(|e| format!("{}: {e}", a.display()))?;
         if meta.is_dir() {
-            let root = a.canonicalize().map_err(|e| format!("{}: {e}", a.display()))?;
+            let root = a
+                .canonicalize()
+                .map_err(|e| format!("{}: {e}", a.display()))?;
             let mut seen = HashSet::new();
             seen.insert(root.clone());
             walk(&root, a, &root, dest, &mut out, &mut seen)?;
@@ -32,7 +34,10 @@ pub fn collect(args: &[PathBuf], dest: &str) -> Result<Vec<PlannedEntry<PathBuf>
                 .ok_or_else(|| format!("{}: file name is not UTF-8", a.display()))?;
             out.push(PlannedEntry {
                 path: format!("{dest}/{name}"),
-                kind: EntryKind::File { size: meta.len(), executable: meta.permissions().mode() & 0o111 != 0 },
+                kind: EntryKind::File {
+                    size: meta.len(),
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                },
                 source: Some(a.clone()),
             });
         } else {
@@ -61,7 +66,9 @@ fn walk(
     for e in entries {
         let p = e.path();
         let name = e.file_name();
-        let name = name.to_str().ok_or_else(|| format!("{}: file name is not UTF-8", p.display()))?;
+        let name = name
+            .to_str()
+            .ok_or_else(|| format!("{}: file name is not UTF-8", p.display()))?;
         let rel = rel_of(dir, rel_root, name);
         let archive = format!("{dest}/{rel}");
         let lmeta = std::fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -71,8 +78,14 @@ fn walk(
             let resolved = p.canonicalize().ok();
             match resolved {
                 Some(r) if r.starts_with(root) && target.is_relative() => {
-                    let t = target.to_str().ok_or_else(|| format!("{}: link target is not UTF-8", p.display()))?;
-                    out.push(PlannedEntry { path: archive, kind: EntryKind::Symlink(t.to_string()), source: None });
+                    let t = target
+                        .to_str()
+                        .ok_or_else(|| format!("{}: link target is not UTF-8", p.display()))?;
+                    out.push(PlannedEntry {
+                        path: archive,
+                        kind: EntryKind::Symlink(t.to_string()),
+                        source: None,
+                    });
                 }
                 Some(r) => {
                     // points outside the tree (or is absolute): store what it points to
@@ -81,42 +94,79 @@ fn walk(
                         if !seen.insert(r.clone()) {
                             return Err(format!("{}: symlink loop", p.display()).into());
                         }
-                        out.push(PlannedEntry { path: archive.clone(), kind: EntryKind::Dir, source: None });
+                        out.push(PlannedEntry {
+                            path: archive.clone(),
+                            kind: EntryKind::Dir,
+                            source: None,
+                        });
                         walk_into(root, &r, &archive, out, seen)?;
                     } else if m.is_file() {
                         out.push(PlannedEntry {
                             path: archive,
-                            kind: EntryKind::File { size: m.len(), executable: m.permissions().mode() & 0o111 != 0 },
+                            kind: EntryKind::File {
+                                size: m.len(),
+                                executable: m.permissions().mode() & 0o111 != 0,
+                            },
                             source: Some(r),
                         });
                     } else {
-                        return Err(format!("{}: links to something that is not a file or directory", p.display()).into());
+                        return Err(format!(
+                            "{}: links to something that is not a file or directory",
+                            p.display()
+                        )
+                        .into());
                     }
                 }
                 None => {
-                    eprintln!("warning: {} is a dangling symlink; kept as a symlink", p.display());
-                    let t = target.to_str().ok_or_else(|| format!("{}: link target is not UTF-8", p.display()))?;
-                    out.push(PlannedEntry { path: archive, kind: EntryKind::Symlink(t.to_string()), source: None });
+                    eprintln!(
+                        "warning: {} is a dangling symlink; kept as a symlink",
+                        p.display()
+                    );
+                    let t = target
+                        .to_str()
+                        .ok_or_else(|| format!("{}: link target is not UTF-8", p.display()))?;
+                    out.push(PlannedEntry {
+                        path: archive,
+                        kind: EntryKind::Symlink(t.to_string()),
+                        source: None,
+                    });
                 }
             }
         } else if ft.is_dir() {
-            out.push(PlannedEntry { path: archive, kind: EntryKind::Dir, source: None });
+            out.push(PlannedEntry {
+                path: archive,
+                kind: EntryKind::Dir,
+                source: None,
+            });
             walk(root, &p, rel_root, dest, out, seen)?;
         } else if ft.is_file() {
             out.push(PlannedEntry {
                 path: archive,
-                kind: EntryKind::File { size: lmeta.len(), executable: lmeta.permissions().mode() & 0o111 != 0 },
+                kind: EntryKind::File {
+                    size: lmeta.len(),
+                    executable: lmeta.permissions().mode() & 0o111 != 0,
+                },
                 source: Some(p),
             });
         } else {
-            return Err(format!("{}: unsupported file type (device, socket or pipe)", p.display()).into());
+            return Err(format!(
+                "{}: unsupported file type (device, socket or pipe)",
+                p.display()
+            )
+            .into());
         }
     }
     Ok(())
 }
 
 /// Walks a directory reached through a symlink, placing its contents under `archive`.
-fn walk_into(root: &Path, dir: &Path, archive: &str, out: &mut Vec<PlannedEntry<PathBuf>>, seen: &mut HashSet<PathBuf>) -> Result<()> {
+fn walk_into(
+    root: &Path,
+    dir: &Path,
+    archive: &str,
+    out: &mut Vec<PlannedEntry<PathBuf>>,
+    seen: &mut HashSet<PathBuf>,
+) -> Result<()> {
     walk(root, dir, dir, archive, out, seen)
 }
 
@@ -161,7 +211,9 @@ pub fn tar_size(entries: &[PlannedEntry<PathBuf>]) -> u64 {
         n += 512;
         match &e.kind {
             EntryKind::File { size, .. } => n += size.div_ceil(512) * 512,
-            EntryKind::Symlink(t) if t.len() > 100 => n += 512 + (t.len() as u64 + 1).div_ceil(512) * 512,
+            EntryKind::Symlink(t) if t.len() > 100 => {
+                n += 512 + (t.len() as u64 + 1).div_ceil(512) * 512
+            }
             _ => {}
         }
     }

@@ -13,8 +13,17 @@ pub fn run(client: &mut Client, r: &Reference, platform: Option<&str>, json: boo
     let sel = PlatformSel::parse(platform)?;
     let top = resolve::fetch(client, r, &sel)?;
     let (platforms, images, top_digest, top_type) = match top {
-        Top::Single(i) => (Vec::new(), vec![i.clone()], i.digest.clone(), i.manifest.media_type()),
-        Top::Index { index, digest, children } => {
+        Top::Single(i) => (
+            Vec::new(),
+            vec![i.clone()],
+            i.digest.clone(),
+            i.manifest.media_type(),
+        ),
+        Top::Index {
+            index,
+            digest,
+            children,
+        } => {
             let ps: Vec<serde_json::Value> = index
                 .manifests()?
                 .iter()
@@ -85,12 +94,22 @@ pub fn run(client: &mut Client, r: &Reference, platform: Option<&str>, json: boo
     }
     for img in &out_images {
         if !platforms.is_empty() {
-            println!("layers of {} ({}):", img["platform"].as_str().unwrap_or("?"), img["digest"].as_str().unwrap_or(""));
+            println!(
+                "layers of {} ({}):",
+                img["platform"].as_str().unwrap_or("?"),
+                img["digest"].as_str().unwrap_or("")
+            );
         }
-        println!("{:>3}  {:<19} {:>10}  {:<9} CREATED BY", "#", "DIGEST", "SIZE", "TYPE");
+        println!(
+            "{:>3}  {:<19} {:>10}  {:<9} CREATED BY",
+            "#", "DIGEST", "SIZE", "TYPE"
+        );
         for l in img["layers"].as_array().into_iter().flatten() {
             let d = l["digest"].as_str().unwrap_or("");
-            let short = d.strip_prefix("sha256:").map(|h| &h[..12.min(h.len())]).unwrap_or(d);
+            let short = d
+                .strip_prefix("sha256:")
+                .map(|h| &h[..12.min(h.len())])
+                .unwrap_or(d);
             let mut cb = l["created_by"].as_str().unwrap_or("").to_string();
             if let Some(c) = l["comment"].as_str() {
                 cb.push_str(&format!("  [{c}]"));

@@ -33,10 +33,22 @@ struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
     /// Default registry for short image names (as r8im).
-    #[arg(short = 'r', long, global = true, default_value = "r8.im", env = "LAMINA_REGISTRY")]
+    #[arg(
+        short = 'r',
+        long,
+        global = true,
+        default_value = "r8.im",
+        env = "LAMINA_REGISTRY"
+    )]
     registry: String,
     /// Replicate/Cog token for --registry.
-    #[arg(short = 't', long, global = true, env = "COG_TOKEN", hide_env_values = true)]
+    #[arg(
+        short = 't',
+        long,
+        global = true,
+        env = "COG_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// Username for the destination registry.
     #[arg(long, global = true, env = "LAMINA_USERNAME")]
@@ -133,7 +145,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let usage = e.downcast_ref::<lamina_core::Error>().is_some_and(|e| matches!(e, lamina_core::Error::Usage { .. } | lamina_core::Error::InvalidReference { .. }));
+            let usage = e.downcast_ref::<lamina_core::Error>().is_some_and(|e| {
+                matches!(
+                    e,
+                    lamina_core::Error::Usage { .. } | lamina_core::Error::InvalidReference { .. }
+                )
+            });
             let mut msg = e.to_string();
             let mut src = e.source();
             while let Some(s) = src {
@@ -161,13 +178,40 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         Cmd::Layers { image, .. } => Some(parse(image)?.registry),
     };
     match (&cli.username, &cli.password) {
-        (Some(u), Some(p)) => given.basic = Some((u.clone(), Secret::new(p.clone()), dest_registry.into_iter().collect())),
+        (Some(u), Some(p)) => {
+            given.basic = Some((
+                u.clone(),
+                Secret::new(p.clone()),
+                dest_registry.into_iter().collect(),
+            ))
+        }
         (None, None) => {}
-        _ => return Err(Box::new(lamina_core::Error::Usage { reason: "give both --username and --password".into() })),
+        _ => {
+            return Err(Box::new(lamina_core::Error::Usage {
+                reason: "give both --username and --password".into(),
+            }))
+        }
     }
-    let mut client = Client::new(Options { insecure: cli.insecure, verbose: cli.verbose, given })?;
+    let mut client = Client::new(Options {
+        insecure: cli.insecure,
+        verbose: cli.verbose,
+        given,
+    })?;
     match cli.cmd {
-        Cmd::Affix { base, dest, tar, inputs, path, compression, level, platform, annotations, labels, chunk_size, json } => {
+        Cmd::Affix {
+            base,
+            dest,
+            tar,
+            inputs,
+            path,
+            compression,
+            level,
+            platform,
+            annotations,
+            labels,
+            chunk_size,
+            json,
+        } => {
             let a = affix::Args {
                 base: parse(&base)?,
                 dest: parse(&dest)?,
@@ -177,14 +221,20 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
                 compression,
                 level,
                 platform,
-                annotations: kv(&annotations, "annotation").map_err(|r| lamina_core::Error::Usage { reason: r })?,
-                labels: kv(&labels, "label").map_err(|r| lamina_core::Error::Usage { reason: r })?,
+                annotations: kv(&annotations, "annotation")
+                    .map_err(|r| lamina_core::Error::Usage { reason: r })?,
+                labels: kv(&labels, "label")
+                    .map_err(|r| lamina_core::Error::Usage { reason: r })?,
                 chunk_size: chunk_size << 20,
                 json,
                 quiet: cli.quiet,
             };
             affix::run(&mut client, a)
         }
-        Cmd::Layers { image, platform, json } => layers::run(&mut client, &parse(&image)?, platform.as_deref(), json),
+        Cmd::Layers {
+            image,
+            platform,
+            json,
+        } => layers::run(&mut client, &parse(&image)?, platform.as_deref(), json),
     }
 }

@@ -33,7 +33,11 @@ impl Progress {
     /// Sets the bytes done.
     pub fn set(&mut self, done: u64) {
         self.done = done;
-        let every = if self.tty { Duration::from_millis(100) } else { Duration::from_secs(5) };
+        let every = if self.tty {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(5)
+        };
         if self.last.is_none_or(|l| l.elapsed() >= every) {
             self.last = Some(Instant::now());
             self.draw(false);
@@ -52,9 +56,22 @@ impl Progress {
             if self.tty {
                 let w = 24;
                 let fill = (frac * w as f64) as usize;
-                line = format!("{} [{}{}] {} / {}", self.label, "=".repeat(fill), " ".repeat(w - fill), human(self.done), human(t));
+                line = format!(
+                    "{} [{}{}] {} / {}",
+                    self.label,
+                    "=".repeat(fill),
+                    " ".repeat(w - fill),
+                    human(self.done),
+                    human(t)
+                );
             } else {
-                line = format!("{} {} / {} ({:.0}%)", self.label, human(self.done), human(t), frac * 100.0);
+                line = format!(
+                    "{} {} / {} ({:.0}%)",
+                    self.label,
+                    human(self.done),
+                    human(t),
+                    frac * 100.0
+                );
             }
             if !end && rate > 0.0 && self.done < t {
                 line.push_str(&format!(" ETA {:.0}s", (t - self.done) as f64 / rate));

@@ -65,7 +65,12 @@ pub fn fetch(client: &mut Client, r: &Reference, sel: &PlatformSel) -> Result<To
     match kind {
         DocKind::Manifest(_) => {
             let manifest = Manifest::parse(top.bytes, &mt)?;
-            Ok(Top::Single(Image { manifest, digest: top.digest, index_pos: None, platform: None }))
+            Ok(Top::Single(Image {
+                manifest,
+                digest: top.digest,
+                index_pos: None,
+                platform: None,
+            }))
         }
         DocKind::Index(_) => {
             let index = Index::parse(top.bytes, &mt)?;
@@ -83,9 +88,13 @@ pub fn fetch(client: &mut Client, r: &Reference, sel: &PlatformSel) -> Result<To
             for i in picks {
                 let e = &entries[i];
                 let f = client.run(r, GetManifest::new(&r.repository, &e.digest.to_string()))?;
-                let (k, cmt) = detect_kind(&f.bytes, f.content_type.as_deref().or(Some(&e.media_type)))?;
+                let (k, cmt) =
+                    detect_kind(&f.bytes, f.content_type.as_deref().or(Some(&e.media_type)))?;
                 if !matches!(k, DocKind::Manifest(_)) {
-                    return Err(format!("{r}: nested indexes are not supported (entry {i} is an index)").into());
+                    return Err(format!(
+                        "{r}: nested indexes are not supported (entry {i} is an index)"
+                    )
+                    .into());
                 }
                 children.push(Image {
                     manifest: Manifest::parse(f.bytes, &cmt)?,
@@ -94,7 +103,11 @@ pub fn fetch(client: &mut Client, r: &Reference, sel: &PlatformSel) -> Result<To
                     platform: e.platform.clone(),
                 });
             }
-            Ok(Top::Index { index, digest: top.digest, children })
+            Ok(Top::Index {
+                index,
+                digest: top.digest,
+                children,
+            })
         }
     }
 }

@@ -55,7 +55,10 @@ impl Credentials {
     /// The `Authorization` value for Basic credentials.
     pub fn basic_header(username: &str, password: &Secret) -> String {
         let raw = format!("{username}:{}", password.expose());
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
     }
 }
 
@@ -85,11 +88,21 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
         None => (header, ""),
     };
     let params = parse_params(rest);
-    let get = |k: &str| params.iter().find(|(a, _)| a.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
     if scheme.eq_ignore_ascii_case("basic") {
         Some(Challenge::Basic)
     } else if scheme.eq_ignore_ascii_case("bearer") {
-        Some(Challenge::Bearer { realm: get("realm")?, service: get("service"), scope: get("scope"), error: get("error") })
+        Some(Challenge::Bearer {
+            realm: get("realm")?,
+            service: get("service"),
+            scope: get("scope"),
+            error: get("error"),
+        })
     } else {
         None
     }
@@ -157,25 +170,51 @@ mod tests {
                 error: None
             }
         );
-        assert_eq!(parse_challenge(r#"Basic realm="x""#), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge(r#"Basic realm="x""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse_challenge("Negotiate"), None);
-        assert_eq!(parse_challenge("Bearer service=x"), None, "realm is required");
-        let c = parse_challenge(r#"bearer realm=http://h/t , error="insufficient_scope", scope="a\"b""#).unwrap();
-        assert!(matches!(c, Challenge::Bearer { ref realm, ref error, ref scope, .. } if realm == "http://h/t" && error.as_deref() == Some("insufficient_scope") && scope.as_deref() == Some("a\"b")));
+        assert_eq!(
+            parse_challenge("Bearer service=x"),
+            None,
+            "realm is required"
+        );
+        let c = parse_challenge(
+            r#"bearer realm=http://h/t , error="insufficient_scope", scope="a\"b""#,
+        )
+        .unwrap();
+        assert!(
+            matches!(c, Challenge::Bearer { ref realm, ref error, ref scope, .. } if realm == "http://h/t" && error.as_deref() == Some("insufficient_scope") && scope.as_deref() == Some("a\"b"))
+        );
     }
 
     #[test]
     fn hostile_challenges_do_not_panic() {
-        for h in ["", "Bearer", "Bearer =", "Bearer realm=\"", "Bearer realm=\"\\", "Bearer ,,,", "Bearer realm=\"é\\é\""] {
+        for h in [
+            "",
+            "Bearer",
+            "Bearer =",
+            "Bearer realm=\"",
+            "Bearer realm=\"\\",
+            "Bearer ,,,",
+            "Bearer realm=\"é\\é\"",
+        ] {
             let _ = parse_challenge(h);
         }
     }
 
     #[test]
     fn secrets_never_print() {
-        let c = Credentials::Basic { username: "u".into(), password: Secret::new("hunter2") };
+        let c = Credentials::Basic {
+            username: "u".into(),
+            password: Secret::new("hunter2"),
+        };
         let s = format!("{c:?} {}", Secret::new("x"));
         assert!(!s.contains("hunter2") && s.contains("<redacted>"), "{s}");
-        assert_eq!(Credentials::basic_header("testuser", &Secret::new("testpass")), "Basic dGVzdHVzZXI6dGVzdHBhc3M=");
+        assert_eq!(
+            Credentials::basic_header("testuser", &Secret::new("testpass")),
+            "Basic dGVzdHVzZXI6dGVzdHBhc3M="
+        );
     }
 }

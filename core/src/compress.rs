@@ -1439,6 +1439,8 @@ impl<E> Decoder<E> for ZstdDecoder {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const PLAIN: &[u8] = include_bytes!("../tests/data/compress/plain.txt");
 

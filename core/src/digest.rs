@@ -20,7 +20,9 @@ impl Digest {
             input: s.chars().take(100).collect(),
             reason: why.to_string(),
         };
-        let (alg, hex) = s.split_once(':').ok_or_else(|| bad("missing ':' after the algorithm"))?;
+        let (alg, hex) = s
+            .split_once(':')
+            .ok_or_else(|| bad("missing ':' after the algorithm"))?;
         if alg != "sha256" {
             return Err(bad("only sha256 digests are supported"));
         }
@@ -30,7 +32,9 @@ impl Digest {
         if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(bad("digest must be lowercase hex"));
         }
-        Ok(Digest { hex: hex.to_string() })
+        Ok(Digest {
+            hex: hex.to_string(),
+        })
     }
 
     /// The digest of `data`.
@@ -149,10 +153,22 @@ mod tests {
     #[test]
     fn parse_rejects_bad_forms() {
         assert!(Digest::parse("sha256:abc").is_err());
-        assert!(Digest::parse("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").is_err());
-        assert!(Digest::parse("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855").is_err());
-        assert!(Digest::parse("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").is_err());
-        let d = Digest::parse("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").unwrap();
+        assert!(Digest::parse(
+            "md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        )
+        .is_err());
+        assert!(Digest::parse(
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+        )
+        .is_err());
+        assert!(
+            Digest::parse("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+                .is_err()
+        );
+        let d = Digest::parse(
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        )
+        .unwrap();
         assert!(d.verify(b"", "x").is_ok());
         let e = d.verify(b"a", "config blob").unwrap_err().to_string();
         assert!(e.contains("config blob") && e.contains("e3b0c442"), "{e}");

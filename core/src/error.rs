@@ -120,12 +120,28 @@ impl fmt::Display for Error {
             Error::InvalidReference { input, reason } => {
                 write!(f, "invalid image reference {input:?}: {reason}")
             }
-            Error::InvalidDigest { input, reason } => write!(f, "invalid digest {input:?}: {reason}"),
-            Error::DigestMismatch { what, expected, found } => {
-                write!(f, "digest mismatch for {what}: expected {expected}, got {found}")
+            Error::InvalidDigest { input, reason } => {
+                write!(f, "invalid digest {input:?}: {reason}")
             }
-            Error::SizeMismatch { what, expected, found } => {
-                write!(f, "size mismatch for {what}: expected {expected} bytes, got {found}")
+            Error::DigestMismatch {
+                what,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "digest mismatch for {what}: expected {expected}, got {found}"
+                )
+            }
+            Error::SizeMismatch {
+                what,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "size mismatch for {what}: expected {expected} bytes, got {found}"
+                )
             }
             Error::InvalidDocument { what, reason } => write!(f, "invalid {what}: {reason}"),
             Error::UnsupportedMediaType { what, media_type } => {
@@ -134,22 +150,37 @@ impl fmt::Display for Error {
             Error::PlatformNotFound { wanted, available } => write!(
                 f,
                 "no manifest for platform {wanted} in the index (it has: {})",
-                if available.is_empty() { "none".to_string() } else { available.join(", ") }
+                if available.is_empty() {
+                    "none".to_string()
+                } else {
+                    available.join(", ")
+                }
             ),
-            Error::Http { method, url, status, detail } => {
+            Error::Http {
+                method,
+                url,
+                status,
+                detail,
+            } => {
                 write!(f, "{method} {url}: HTTP {status}")?;
                 if !detail.is_empty() {
                     write!(f, ": {detail}")?;
                 }
                 Ok(())
             }
-            Error::Auth { registry, reason } => write!(f, "authentication with {registry} failed: {reason}"),
-            Error::TooLarge { what, limit } => write!(f, "{what} is larger than the limit of {limit} bytes"),
+            Error::Auth { registry, reason } => {
+                write!(f, "authentication with {registry} failed: {reason}")
+            }
+            Error::TooLarge { what, limit } => {
+                write!(f, "{what} is larger than the limit of {limit} bytes")
+            }
             Error::Codec(e) => write!(f, "{e}"),
             Error::Tar { reason } => write!(f, "tar: {reason}"),
             Error::Protocol { reason } => write!(f, "registry protocol error: {reason}"),
             Error::Usage { reason } => write!(f, "{reason}"),
-            Error::RetriesExhausted { attempts, last } => write!(f, "gave up after {attempts} attempts: {last}"),
+            Error::RetriesExhausted { attempts, last } => {
+                write!(f, "gave up after {attempts} attempts: {last}")
+            }
         }
     }
 }

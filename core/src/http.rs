@@ -103,7 +103,10 @@ pub struct Request {
 impl Request {
     /// The value of a header (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -112,7 +115,16 @@ impl fmt::Debug for Request {
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
-            .map(|(k, v)| (k.as_str(), if k.eq_ignore_ascii_case("authorization") { "<redacted>" } else { v.as_str() }))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if k.eq_ignore_ascii_case("authorization") {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
             .collect();
         f.debug_struct("Request")
             .field("method", &self.method)
@@ -141,7 +153,10 @@ impl Response {
     pub fn new(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Self {
         Response {
             status,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: body.to_vec(),
             truncated: false,
         }
@@ -149,12 +164,18 @@ impl Response {
 
     /// The value of a header (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// All values of a header.
     pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The registry's error codes and messages from an error body, for error lines.
@@ -203,7 +224,9 @@ pub fn resolve(base: &str, location: &str) -> String {
     if location.contains("://") {
         return location.to_string();
     }
-    let Some((scheme, authority, _)) = split_url(base) else { return location.to_string() };
+    let Some((scheme, authority, _)) = split_url(base) else {
+        return location.to_string();
+    };
     if let Some(rest) = location.strip_prefix("//") {
         return format!("{scheme}://{rest}");
     }
@@ -258,7 +281,10 @@ mod tests {
     #[test]
     fn resolves_locations() {
         let b = "http://127.0.0.1:5000/v2/a/blobs/uploads/";
-        assert_eq!(resolve(b, "/v2/a/blobs/uploads/u?_state=x"), "http://127.0.0.1:5000/v2/a/blobs/uploads/u?_state=x");
+        assert_eq!(
+            resolve(b, "/v2/a/blobs/uploads/u?_state=x"),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/u?_state=x"
+        );
         assert_eq!(resolve(b, "https://s3/x"), "https://s3/x");
         assert_eq!(resolve(b, "//cdn/x"), "http://cdn/x");
         assert_eq!(resolve("http://h/v2/a/b?q=1", "c"), "http://h/v2/a/c");
@@ -277,9 +303,16 @@ mod tests {
 
     #[test]
     fn error_detail_reads_registry_errors_and_hides_html() {
-        let r = Response::new(404, &[], br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#);
+        let r = Response::new(
+            404,
+            &[],
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        );
         assert_eq!(r.error_detail(), "MANIFEST_UNKNOWN: manifest unknown");
-        assert_eq!(Response::new(500, &[], b"<html>x</html>").error_detail(), "");
+        assert_eq!(
+            Response::new(500, &[], b"<html>x</html>").error_detail(),
+            ""
+        );
         let q = add_query("http://h/p", "scope", "repository:a/b:pull,push");
         assert_eq!(q, "http://h/p?scope=repository%3Aa%2Fb%3Apull%2Cpush");
     }

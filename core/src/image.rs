@@ -27,17 +27,32 @@ pub struct Doc {
 impl Doc {
     /// Parses a JSON object. `what` names the document in errors.
     pub fn parse(raw: Vec<u8>, what: &'static str) -> Result<Self, Error> {
-        let value: Value = serde_json::from_slice(&raw)
-            .map_err(|e| Error::InvalidDocument { what: what.into(), reason: format!("not valid JSON: {e}") })?;
+        let value: Value = serde_json::from_slice(&raw).map_err(|e| Error::InvalidDocument {
+            what: what.into(),
+            reason: format!("not valid JSON: {e}"),
+        })?;
         match value {
-            Value::Object(value) => Ok(Doc { raw, value, dirty: false, what }),
-            _ => Err(Error::InvalidDocument { what: what.into(), reason: "not a JSON object".into() }),
+            Value::Object(value) => Ok(Doc {
+                raw,
+                value,
+                dirty: false,
+                what,
+            }),
+            _ => Err(Error::InvalidDocument {
+                what: what.into(),
+                reason: "not a JSON object".into(),
+            }),
         }
     }
 
     /// A new document from a value (serialised compactly).
     pub fn from_value(value: Map<String, Value>, what: &'static str) -> Self {
-        let mut d = Doc { raw: Vec::new(), value, dirty: true, what };
+        let mut d = Doc {
+            raw: Vec::new(),
+            value,
+            dirty: true,
+            what,
+        };
         d.bytes();
         d
     }
@@ -69,7 +84,10 @@ impl Doc {
     }
 
     fn invalid(&self, reason: impl Into<String>) -> Error {
-        Error::InvalidDocument { what: self.what.into(), reason: reason.into() }
+        Error::InvalidDocument {
+            what: self.what.into(),
+            reason: reason.into(),
+        }
     }
 
     fn str_field(&self, k: &str) -> Option<&str> {
@@ -92,22 +110,34 @@ impl Platform {
     /// Parses `os/arch[/variant]`.
     pub fn parse(s: &str) -> Result<Self, Error> {
         let parts: Vec<&str> = s.split('/').collect();
-        let bad = || Error::Usage { reason: format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64") };
+        let bad = || Error::Usage {
+            reason: format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64"),
+        };
         if parts.iter().any(|p| p.is_empty()) {
             return Err(bad());
         }
         match parts.as_slice() {
-            [os, arch] => Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: None }),
-            [os, arch, v] => {
-                Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: Some(v.to_string()) })
-            }
+            [os, arch] => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, v] => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: Some(v.to_string()),
+            }),
             _ => Err(bad()),
         }
     }
 
     /// linux/amd64, the default as in Docker.
     pub fn linux_amd64() -> Self {
-        Platform { os: "linux".into(), architecture: "amd64".into(), variant: None }
+        Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        }
     }
 
     fn from_value(v: &Value) -> Option<Self> {
@@ -165,14 +195,31 @@ pub struct Descriptor {
 impl Descriptor {
     /// A descriptor without annotations or platform.
     pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Self {
-        Descriptor { media_type: media_type.into(), digest, size, annotations: Vec::new(), platform: None }
+        Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size,
+            annotations: Vec::new(),
+            platform: None,
+        }
     }
 
     fn from_value(v: &Value, what: &str) -> Result<Self, Error> {
-        let bad = |r: &str| Error::InvalidDocument { what: what.into(), reason: r.into() };
-        let o = v.as_object().ok_or_else(|| bad("descriptor is not an object"))?;
-        let media_type = o.get("mediaType").and_then(Value::as_str).ok_or_else(|| bad("descriptor without mediaType"))?;
-        let digest = o.get("digest").and_then(Value::as_str).ok_or_else(|| bad("descriptor without digest"))?;
+        let bad = |r: &str| Error::InvalidDocument {
+            what: what.into(),
+            reason: r.into(),
+        };
+        let o = v
+            .as_object()
+            .ok_or_else(|| bad("descriptor is not an object"))?;
+        let media_type = o
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("descriptor without mediaType"))?;
+        let digest = o
+            .get("digest")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("descriptor without digest"))?;
         let digest = Digest::parse(digest)?;
         let size = o
             .get("size")
@@ -181,10 +228,20 @@ impl Descriptor {
         let annotations = o
             .get("annotations")
             .and_then(Value::as_object)
-            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
             .unwrap_or_default();
         let platform = o.get("platform").and_then(Platform::from_value);
-        Ok(Descriptor { media_type: media_type.to_string(), digest, size, annotations, platform })
+        Ok(Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            annotations,
+            platform,
+        })
     }
 
     /// The descriptor as JSON (`mediaType`, `digest`, `size`, `annotations`).
@@ -194,8 +251,11 @@ impl Descriptor {
         m.insert("digest".into(), Value::String(self.digest.to_string()));
         m.insert("size".into(), Value::from(self.size));
         if !self.annotations.is_empty() {
-            let a: Map<String, Value> =
-                self.annotations.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            let a: Map<String, Value> = self
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
             m.insert("annotations".into(), Value::Object(a));
         }
         if let Some(p) = &self.platform {
@@ -222,21 +282,37 @@ pub fn detect_kind(raw: &[u8], content_type: Option<&str>) -> Result<(DocKind, S
         #[serde(rename = "schemaVersion")]
         schema_version: Option<u32>,
     }
-    let p: Probe = serde_json::from_slice(raw)
-        .map_err(|e| Error::InvalidDocument { what: "manifest".into(), reason: format!("not valid JSON: {e}") })?;
+    let p: Probe = serde_json::from_slice(raw).map_err(|e| Error::InvalidDocument {
+        what: "manifest".into(),
+        reason: format!("not valid JSON: {e}"),
+    })?;
     if p.schema_version == Some(1) {
         return Err(Error::UnsupportedMediaType {
             what: "manifest".into(),
-            media_type: "Docker schema 1 (deprecated; push the image again with a current tool)".into(),
+            media_type: "Docker schema 1 (deprecated; push the image again with a current tool)"
+                .into(),
         });
     }
     let mt = p
         .media_type
-        .or_else(|| content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_string()).filter(|c| media::doc_kind(c).is_some()))
-        .unwrap_or_else(|| if p.manifests.is_some() { media::OCI_INDEX.into() } else { media::OCI_MANIFEST.into() });
+        .or_else(|| {
+            content_type
+                .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
+                .filter(|c| media::doc_kind(c).is_some())
+        })
+        .unwrap_or_else(|| {
+            if p.manifests.is_some() {
+                media::OCI_INDEX.into()
+            } else {
+                media::OCI_MANIFEST.into()
+            }
+        });
     match media::doc_kind(&mt) {
         Some(k) => Ok((k, mt)),
-        None => Err(Error::UnsupportedMediaType { what: "manifest".into(), media_type: mt }),
+        None => Err(Error::UnsupportedMediaType {
+            what: "manifest".into(),
+            media_type: mt,
+        }),
     }
 }
 
@@ -252,7 +328,12 @@ impl Manifest {
     pub fn parse(raw: Vec<u8>, media_type: &str) -> Result<Self, Error> {
         let family = match media::doc_kind(media_type) {
             Some(DocKind::Manifest(f)) => f,
-            _ => return Err(Error::UnsupportedMediaType { what: "image manifest".into(), media_type: media_type.into() }),
+            _ => {
+                return Err(Error::UnsupportedMediaType {
+                    what: "image manifest".into(),
+                    media_type: media_type.into(),
+                })
+            }
         };
         let doc = Doc::parse(raw, "image manifest")?;
         let m = Manifest { doc, family };
@@ -276,7 +357,11 @@ impl Manifest {
 
     /// The config descriptor.
     pub fn config(&self) -> Result<Descriptor, Error> {
-        let c = self.doc.value.get("config").ok_or_else(|| self.doc.invalid("no config descriptor"))?;
+        let c = self
+            .doc
+            .value
+            .get("config")
+            .ok_or_else(|| self.doc.invalid("no config descriptor"))?;
         Descriptor::from_value(c, "image manifest config descriptor")
     }
 
@@ -284,7 +369,10 @@ impl Manifest {
     pub fn layers(&self) -> Result<Vec<Descriptor>, Error> {
         match self.doc.value.get("layers") {
             None => Ok(Vec::new()),
-            Some(Value::Array(a)) => a.iter().map(|l| Descriptor::from_value(l, "image manifest layer")).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|l| Descriptor::from_value(l, "image manifest layer"))
+                .collect(),
             Some(_) => Err(self.doc.invalid("layers is not an array")),
         }
     }
@@ -295,14 +383,20 @@ impl Manifest {
             .value
             .get("annotations")
             .and_then(Value::as_object)
-            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Appends a layer descriptor.
     pub fn push_layer(&mut self, layer: &Descriptor) {
         let v = self.doc.value_mut();
-        let layers = v.entry("layers").or_insert_with(|| Value::Array(Vec::new()));
+        let layers = v
+            .entry("layers")
+            .or_insert_with(|| Value::Array(Vec::new()));
         if let Value::Array(a) = layers {
             a.push(layer.to_value());
         }
@@ -324,7 +418,9 @@ impl Manifest {
             });
         }
         let v = self.doc.value_mut();
-        let a = v.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
+        let a = v
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(a) = a {
             a.insert(key.into(), Value::String(value.into()));
         }
@@ -338,7 +434,10 @@ impl Manifest {
         }
         let v = self.doc.value_mut();
         if v.contains_key("mediaType") {
-            v.insert("mediaType".into(), Value::String(media::OCI_MANIFEST.into()));
+            v.insert(
+                "mediaType".into(),
+                Value::String(media::OCI_MANIFEST.into()),
+            );
         }
         let fix = |d: &mut Value| {
             if let Some(Value::String(mt)) = d.get_mut("mediaType") {
@@ -382,9 +481,17 @@ impl Index {
     pub fn parse(raw: Vec<u8>, media_type: &str) -> Result<Self, Error> {
         let family = match media::doc_kind(media_type) {
             Some(DocKind::Index(f)) => f,
-            _ => return Err(Error::UnsupportedMediaType { what: "image index".into(), media_type: media_type.into() }),
+            _ => {
+                return Err(Error::UnsupportedMediaType {
+                    what: "image index".into(),
+                    media_type: media_type.into(),
+                })
+            }
         };
-        let i = Index { doc: Doc::parse(raw, "image index")?, family };
+        let i = Index {
+            doc: Doc::parse(raw, "image index")?,
+            family,
+        };
         i.manifests()?;
         Ok(i)
     }
@@ -395,7 +502,10 @@ impl Index {
         m.insert("schemaVersion".into(), Value::from(2));
         m.insert("mediaType".into(), Value::String(media::OCI_INDEX.into()));
         m.insert("manifests".into(), Value::Array(Vec::new()));
-        Index { doc: Doc::from_value(m, "image index"), family: Family::Oci }
+        Index {
+            doc: Doc::from_value(m, "image index"),
+            family: Family::Oci,
+        }
     }
 
     /// OCI or Docker.
@@ -414,7 +524,10 @@ impl Index {
     /// The entries.
     pub fn manifests(&self) -> Result<Vec<Descriptor>, Error> {
         match self.doc.value.get("manifests") {
-            Some(Value::Array(a)) => a.iter().map(|m| Descriptor::from_value(m, "image index entry")).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|m| Descriptor::from_value(m, "image index entry"))
+                .collect(),
             _ => Err(self.doc.invalid("no manifests array")),
         }
     }
@@ -427,7 +540,10 @@ impl Index {
             .position(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
             .ok_or_else(|| Error::PlatformNotFound {
                 wanted: platform.to_string(),
-                available: ms.iter().filter_map(|m| m.platform.as_ref().map(|p| p.to_string())).collect(),
+                available: ms
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
+                    .collect(),
             })
     }
 
@@ -505,7 +621,9 @@ pub struct Config {
 impl Config {
     /// Parses a config.
     pub fn parse(raw: Vec<u8>) -> Result<Self, Error> {
-        let c = Config { doc: Doc::parse(raw, "image config")? };
+        let c = Config {
+            doc: Doc::parse(raw, "image config")?,
+        };
         c.diff_ids()?;
         Ok(c)
     }
@@ -517,7 +635,11 @@ impl Config {
             None => Ok(Vec::new()),
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|d| d.as_str().ok_or_else(|| self.doc.invalid("diff_id is not a string")).and_then(Digest::parse))
+                .map(|d| {
+                    d.as_str()
+                        .ok_or_else(|| self.doc.invalid("diff_id is not a string"))
+                        .and_then(Digest::parse)
+                })
                 .collect(),
             Some(_) => Err(self.doc.invalid("rootfs.diff_ids is not an array")),
         }
@@ -542,7 +664,10 @@ impl Config {
                     created: s(h, "created"),
                     created_by: s(h, "created_by"),
                     comment: s(h, "comment"),
-                    empty_layer: h.get("empty_layer").and_then(Value::as_bool).unwrap_or(false),
+                    empty_layer: h
+                        .get("empty_layer")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
                 })
                 .collect(),
             _ => Vec::new(),
@@ -569,16 +694,23 @@ impl Config {
             Value::Object(m)
         });
         if let Value::Object(r) = rootfs {
-            let ids = r.entry("diff_ids").or_insert_with(|| Value::Array(Vec::new()));
+            let ids = r
+                .entry("diff_ids")
+                .or_insert_with(|| Value::Array(Vec::new()));
             if let Value::Array(a) = ids {
                 a.push(Value::String(diff_id.to_string()));
             }
         }
-        let hist = v.entry("history").or_insert_with(|| Value::Array(Vec::new()));
+        let hist = v
+            .entry("history")
+            .or_insert_with(|| Value::Array(Vec::new()));
         if let Value::Array(a) = hist {
             for _ in with_history..layers_before {
                 let mut m = Map::new();
-                m.insert("comment".into(), Value::String("history entry added by lamina for a layer that had none".into()));
+                m.insert(
+                    "comment".into(),
+                    Value::String("history entry added by lamina for a layer that had none".into()),
+                );
                 a.push(Value::Object(m));
             }
             let mut m = Map::new();
@@ -588,7 +720,10 @@ impl Config {
             if let Some(a) = &history.author {
                 m.insert("author".into(), Value::String(a.clone()));
             }
-            m.insert("created_by".into(), Value::String(history.created_by.clone()));
+            m.insert(
+                "created_by".into(),
+                Value::String(history.created_by.clone()),
+            );
             if let Some(c) = &history.comment {
                 m.insert("comment".into(), Value::String(c.clone()));
             }
@@ -599,9 +734,13 @@ impl Config {
     /// Sets a label in `config.Labels`.
     pub fn set_label(&mut self, key: &str, value: &str) {
         let v = self.doc.value_mut();
-        let c = v.entry("config").or_insert_with(|| Value::Object(Map::new()));
+        let c = v
+            .entry("config")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(c) = c {
-            let l = c.entry("Labels").or_insert_with(|| Value::Object(Map::new()));
+            let l = c
+                .entry("Labels")
+                .or_insert_with(|| Value::Object(Map::new()));
             if l.is_null() {
                 *l = Value::Object(Map::new());
             }
@@ -642,7 +781,12 @@ pub fn rfc3339(unix: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]
@@ -707,25 +851,50 @@ mod tests {
         assert_eq!(m.config().unwrap().media_type, media::OCI_CONFIG);
         assert_eq!(m.layers().unwrap()[0].media_type, media::OCI_LAYER_GZIP);
         let s = String::from_utf8(m.bytes().to_vec()).unwrap();
-        assert!(s.contains(media::OCI_MANIFEST) && !s.contains("docker"), "{s}");
+        assert!(
+            s.contains(media::OCI_MANIFEST) && !s.contains("docker"),
+            "{s}"
+        );
     }
 
     #[test]
     fn config_push_layer_aligns_history() {
-        let raw = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{D1}","{D2}"]}},"history":[{{"created_by":"a"}},{{"created_by":"env","empty_layer":true}}]}}"#);
+        let raw = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{D1}","{D2}"]}},"history":[{{"created_by":"a"}},{{"created_by":"env","empty_layer":true}}]}}"#
+        );
         let mut c = Config::parse(raw.into_bytes()).unwrap();
         let d = Digest::of(b"x");
-        c.push_layer(&d, &History { created: Some(rfc3339(0)), created_by: "COPY w /src/weights # weights".into(), comment: Some("weights".into()), author: None });
+        c.push_layer(
+            &d,
+            &History {
+                created: Some(rfc3339(0)),
+                created_by: "COPY w /src/weights # weights".into(),
+                comment: Some("weights".into()),
+                author: None,
+            },
+        );
         c.set_label("org.example", "1");
         assert_eq!(c.diff_ids().unwrap().len(), 3);
         let lh = c.layer_history();
         assert_eq!(lh.len(), 3);
         assert_eq!(lh[0].as_ref().unwrap().created_by.as_deref(), Some("a"));
-        assert!(lh[1].as_ref().unwrap().comment.as_deref().unwrap().contains("had none"));
+        assert!(lh[1]
+            .as_ref()
+            .unwrap()
+            .comment
+            .as_deref()
+            .unwrap()
+            .contains("had none"));
         assert_eq!(lh[2].as_ref().unwrap().comment.as_deref(), Some("weights"));
-        assert_eq!(lh[2].as_ref().unwrap().created.as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(
+            lh[2].as_ref().unwrap().created.as_deref(),
+            Some("1970-01-01T00:00:00Z")
+        );
         let s = String::from_utf8(c.bytes().to_vec()).unwrap();
-        assert!(s.contains(r#""config":{"Labels":{"org.example":"1"}}"#), "{s}");
+        assert!(
+            s.contains(r#""config":{"Labels":{"org.example":"1"}}"#),
+            "{s}"
+        );
         assert_eq!(c.platform(), Some(Platform::linux_amd64()));
     }
 
@@ -738,13 +907,26 @@ mod tests {
         );
         let mut i = Index::parse(raw.clone().into_bytes(), media::OCI_INDEX).unwrap();
         assert_eq!(i.select(&Platform::linux_amd64()).unwrap(), 0);
-        assert_eq!(i.select(&Platform::parse("linux/arm64").unwrap()).unwrap(), 1);
-        assert_eq!(i.select(&Platform::parse("linux/arm64/v8").unwrap()).unwrap(), 1);
-        let e = i.select(&Platform::parse("linux/s390x").unwrap()).unwrap_err().to_string();
+        assert_eq!(
+            i.select(&Platform::parse("linux/arm64").unwrap()).unwrap(),
+            1
+        );
+        assert_eq!(
+            i.select(&Platform::parse("linux/arm64/v8").unwrap())
+                .unwrap(),
+            1
+        );
+        let e = i
+            .select(&Platform::parse("linux/s390x").unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("linux/amd64, linux/arm64/v8"), "{e}");
         assert_eq!(i.bytes(), raw.as_bytes());
         i.replace(1, media::OCI_MANIFEST, &Digest::of(b"n"), 9);
-        assert_eq!(i.manifests().unwrap()[1].platform, Some(Platform::parse("linux/arm64/v8").unwrap()));
+        assert_eq!(
+            i.manifests().unwrap()[1].platform,
+            Some(Platform::parse("linux/arm64/v8").unwrap())
+        );
         assert_eq!(i.manifests().unwrap()[1].size, 9);
         assert!(Platform::parse("linux").is_err());
         assert!(Platform::parse("linux//x").is_err());
@@ -752,10 +934,19 @@ mod tests {
 
     #[test]
     fn malformed_documents_error_not_panic() {
-        for raw in [&b"[]"[..], b"{", b"{\"config\":1}", b"{\"config\":{\"mediaType\":\"x\",\"digest\":\"sha256:1\",\"size\":1}}", b"\xff"] {
+        for raw in [
+            &b"[]"[..],
+            b"{",
+            b"{\"config\":1}",
+            b"{\"config\":{\"mediaType\":\"x\",\"digest\":\"sha256:1\",\"size\":1}}",
+            b"\xff",
+        ] {
             assert!(Manifest::parse(raw.to_vec(), media::OCI_MANIFEST).is_err());
         }
-        assert!(detect_kind(br#"{"schemaVersion":1}"#, None).unwrap_err().to_string().contains("schema 1"));
+        assert!(detect_kind(br#"{"schemaVersion":1}"#, None)
+            .unwrap_err()
+            .to_string()
+            .contains("schema 1"));
     }
 
     #[test]

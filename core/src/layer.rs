@@ -30,14 +30,22 @@ pub struct LayerWriter {
 
 impl core::fmt::Debug for LayerWriter {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("LayerWriter").field("compression", &self.compression).field("in", &self.diff.len()).finish()
+        f.debug_struct("LayerWriter")
+            .field("compression", &self.compression)
+            .field("in", &self.diff.len())
+            .finish()
     }
 }
 
 impl LayerWriter {
     /// A writer for `compression` at `level` (codec default when `None`).
     pub fn new(compression: Compression, level: Option<i32>) -> Self {
-        LayerWriter { compression, enc: compress::encoder(compression, level), diff: Hasher::new(), blob: Hasher::new() }
+        LayerWriter {
+            compression,
+            enc: compress::encoder(compression, level),
+            diff: Hasher::new(),
+            blob: Hasher::new(),
+        }
     }
 
     /// Uncompressed bytes in; blob bytes go to `sink`.
@@ -99,7 +107,13 @@ pub fn choose_auto(sample: &[u8]) -> Compression {
 enum Mode {
     Sniffing(Vec<u8>),
     Plain(LayerWriter),
-    Compressed { compression: Compression, dec: Box<dyn Decoder>, blob: Hasher, diff: Hasher, head: Vec<u8> },
+    Compressed {
+        compression: Compression,
+        dec: Box<dyn Decoder>,
+        blob: Hasher,
+        diff: Hasher,
+        head: Vec<u8>,
+    },
 }
 
 /// A whole tar given by the user (`--tar`): an uncompressed tar is compressed as asked; a tar that
@@ -114,7 +128,9 @@ pub struct TarInput {
 
 impl core::fmt::Debug for TarInput {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("TarInput").field("want", &self.want).finish()
+        f.debug_struct("TarInput")
+            .field("want", &self.want)
+            .finish()
     }
 }
 
@@ -123,7 +139,11 @@ const HEAD: usize = 512;
 impl TarInput {
     /// `want` applies to an uncompressed input only.
     pub fn new(want: Compression, level: Option<i32>) -> Self {
-        TarInput { mode: Mode::Sniffing(Vec::new()), want, level }
+        TarInput {
+            mode: Mode::Sniffing(Vec::new()),
+            want,
+            level,
+        }
     }
 
     /// Input bytes in; blob bytes to `sink`.
@@ -152,7 +172,10 @@ impl TarInput {
             },
             _ => {
                 if !crate::tar::looks_like_tar_header(head) {
-                    return Err(Error::Tar { reason: "input is not a tar archive (nor a gzip or zstd compressed one)".into() });
+                    return Err(Error::Tar {
+                        reason: "input is not a tar archive (nor a gzip or zstd compressed one)"
+                            .into(),
+                    });
                 }
                 Mode::Plain(LayerWriter::new(self.want, self.level))
             }
@@ -164,7 +187,13 @@ impl TarInput {
         match &mut self.mode {
             Mode::Sniffing(_) => Ok(()),
             Mode::Plain(w) => w.write(input, sink),
-            Mode::Compressed { dec, blob, diff, head, .. } => {
+            Mode::Compressed {
+                dec,
+                blob,
+                diff,
+                head,
+                ..
+            } => {
                 blob.update(input);
                 sink(input);
                 dec.write(input, &mut |b: &[u8]| {
@@ -186,14 +215,24 @@ impl TarInput {
         if let Mode::Sniffing(buf) = &mut self.mode {
             let head = std::mem::take(buf);
             if head.is_empty() {
-                return Err(Error::Tar { reason: "input is empty".into() });
+                return Err(Error::Tar {
+                    reason: "input is empty".into(),
+                });
             }
             self.decide(&head, sink)?;
         }
         match self.mode {
-            Mode::Sniffing(_) => Err(Error::Tar { reason: "input is empty".into() }),
+            Mode::Sniffing(_) => Err(Error::Tar {
+                reason: "input is empty".into(),
+            }),
             Mode::Plain(w) => w.finish(sink),
-            Mode::Compressed { compression, mut dec, blob, mut diff, mut head } => {
+            Mode::Compressed {
+                compression,
+                mut dec,
+                blob,
+                mut diff,
+                mut head,
+            } => {
                 dec.finish(&mut |b: &[u8]| {
                     if head.len() < HEAD {
                         let t = (HEAD - head.len()).min(b.len());
@@ -205,12 +244,21 @@ impl TarInput {
                 .map_err(CodecError::from)?;
                 if !crate::tar::looks_like_tar_header(&head) {
                     return Err(Error::Tar {
-                        reason: format!("input is {} data but not a compressed tar archive", compression.name()),
+                        reason: format!(
+                            "input is {} data but not a compressed tar archive",
+                            compression.name()
+                        ),
                     });
                 }
                 let size = blob.len();
                 let uncompressed_size = diff.len();
-                Ok(LayerInfo { compression, digest: blob.finish(), size, diff_id: diff.finish(), uncompressed_size })
+                Ok(LayerInfo {
+                    compression,
+                    digest: blob.finish(),
+                    size,
+                    diff_id: diff.finish(),
+                    uncompressed_size,
+                })
             }
         }
     }
@@ -228,7 +276,15 @@ mod tests {
         let mut sink = |b: &[u8]| out.extend_from_slice(b);
         let mut w = TarWriter::new(0);
         let text = "weights = [1, 2, 3]\n".repeat(2000);
-        w.entry("src/weights/config.txt", &EntryKind::File { size: text.len() as u64, executable: false }, &mut sink).unwrap();
+        w.entry(
+            "src/weights/config.txt",
+            &EntryKind::File {
+                size: text.len() as u64,
+                executable: false,
+            },
+            &mut sink,
+        )
+        .unwrap();
         w.data(text.as_bytes(), &mut sink).unwrap();
         w.finish(&mut sink).unwrap();
         out
@@ -238,7 +294,8 @@ mod tests {
         let mut blob = Vec::new();
         let mut w = LayerWriter::new(c, None);
         for ch in tar.chunks(chunk) {
-            w.write(ch, &mut |b: &[u8]| blob.extend_from_slice(b)).unwrap();
+            w.write(ch, &mut |b: &[u8]| blob.extend_from_slice(b))
+                .unwrap();
         }
         let info = w.finish(&mut |b: &[u8]| blob.extend_from_slice(b)).unwrap();
         (blob, info)
@@ -277,7 +334,8 @@ mod tests {
                 let mut out = Vec::new();
                 let mut t = TarInput::new(Compression::Zstd, None);
                 for ch in gz.chunks(chunk) {
-                    t.write(ch, &mut |b: &[u8]| out.extend_from_slice(b)).unwrap();
+                    t.write(ch, &mut |b: &[u8]| out.extend_from_slice(b))
+                        .unwrap();
                 }
                 let info = t.finish(&mut |b: &[u8]| out.extend_from_slice(b)).unwrap();
                 assert_eq!(out, gz, "passed through unchanged");
@@ -289,7 +347,8 @@ mod tests {
         // an uncompressed tar is compressed as asked
         let mut out = Vec::new();
         let mut t = TarInput::new(Compression::Gzip, None);
-        t.write(&tar, &mut |b: &[u8]| out.extend_from_slice(b)).unwrap();
+        t.write(&tar, &mut |b: &[u8]| out.extend_from_slice(b))
+            .unwrap();
         let info = t.finish(&mut |b: &[u8]| out.extend_from_slice(b)).unwrap();
         assert_eq!(info.compression, Compression::Gzip);
         assert_eq!(info.diff_id, Digest::of(&tar));
@@ -298,15 +357,22 @@ mod tests {
     #[test]
     fn tar_input_refuses_non_tars_and_corrupt_streams() {
         let mut t = TarInput::new(Compression::None, None);
-        t.write(&[b'x'; 2000], &mut |_: &[u8]| {}).map(|_| ()).unwrap_err();
-        assert!(TarInput::new(Compression::None, None).finish(&mut |_: &[u8]| {}).is_err());
+        t.write(&[b'x'; 2000], &mut |_: &[u8]| {})
+            .map(|_| ())
+            .unwrap_err();
+        assert!(TarInput::new(Compression::None, None)
+            .finish(&mut |_: &[u8]| {})
+            .is_err());
         let tar = sample_tar();
         let (mut gz, _) = run(Compression::Gzip, tar.len(), &tar);
         let n = gz.len();
         gz.truncate(n - 10);
         let mut t = TarInput::new(Compression::None, None);
         t.write(&gz, &mut |_: &[u8]| {}).unwrap();
-        assert!(t.finish(&mut |_: &[u8]| {}).is_err(), "truncated gzip must fail");
+        assert!(
+            t.finish(&mut |_: &[u8]| {}).is_err(),
+            "truncated gzip must fail"
+        );
     }
 
     #[test]
@@ -321,6 +387,9 @@ mod tests {
             })
             .collect();
         assert_eq!(choose_auto(&random), Compression::None);
-        assert_eq!(choose_auto("hello world ".repeat(1000).as_bytes()), Compression::Gzip);
+        assert_eq!(
+            choose_auto("hello world ".repeat(1000).as_bytes()),
+            Compression::Gzip
+        );
     }
 }

@@ -13,7 +13,8 @@ pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// OCI layer, zstd.
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 /// OCI non-distributable layer (deprecated but seen), gzip.
-pub const OCI_LAYER_NONDIST_GZIP: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+pub const OCI_LAYER_NONDIST_GZIP: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
 /// OCI non-distributable layer, uncompressed.
 pub const OCI_LAYER_NONDIST_TAR: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
 /// Docker v2 schema 2 manifest.
@@ -81,7 +82,9 @@ pub fn layer_type(family: Family, c: Compression) -> Option<&'static str> {
 pub fn layer_compression(media_type: &str) -> Option<Compression> {
     Some(match media_type {
         OCI_LAYER_TAR | OCI_LAYER_NONDIST_TAR | DOCKER_LAYER_TAR => Compression::None,
-        OCI_LAYER_GZIP | OCI_LAYER_NONDIST_GZIP | DOCKER_LAYER_GZIP | DOCKER_LAYER_FOREIGN => Compression::Gzip,
+        OCI_LAYER_GZIP | OCI_LAYER_NONDIST_GZIP | DOCKER_LAYER_GZIP | DOCKER_LAYER_FOREIGN => {
+            Compression::Gzip
+        }
         OCI_LAYER_ZSTD => Compression::Zstd,
         _ => return None,
     })

@@ -93,10 +93,16 @@ fn split_layout(input: &str, rest: &str) -> Result<(String, String), Error> {
         _ => (rest, "latest"),
     };
     if path.is_empty() {
-        return Err(Error::InvalidReference { input: input.into(), reason: "missing layout path".into() });
+        return Err(Error::InvalidReference {
+            input: input.into(),
+            reason: "missing layout path".into(),
+        });
     }
     if !valid_tag(tag) {
-        return Err(Error::InvalidReference { input: input.into(), reason: format!("invalid tag {tag:?}") });
+        return Err(Error::InvalidReference {
+            input: input.into(),
+            reason: format!("invalid tag {tag:?}"),
+        });
     }
     Ok((path.to_string(), tag.to_string()))
 }
@@ -106,7 +112,8 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn valid_component(c: &str) -> Result<(), String> {
@@ -114,7 +121,10 @@ fn valid_component(c: &str) -> Result<(), String> {
         return Err("empty path component".into());
     }
     let b = c.as_bytes();
-    if !b.iter().all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, b'.' | b'_' | b'-')) {
+    if !b
+        .iter()
+        .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, b'.' | b'_' | b'-'))
+    {
         if b.iter().any(u8::is_ascii_uppercase) {
             return Err(format!("repository names must be lowercase ({c:?})"));
         }
@@ -122,7 +132,9 @@ fn valid_component(c: &str) -> Result<(), String> {
     }
     let alnum = |x: &u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     if !alnum(&b[0]) || !alnum(&b[b.len() - 1]) {
-        return Err(format!("repository component {c:?} must start and end with a letter or digit"));
+        return Err(format!(
+            "repository component {c:?} must start and end with a letter or digit"
+        ));
     }
     // separators: '.', '_', '__', or any run of '-'
     let mut i = 0;
@@ -135,7 +147,9 @@ fn valid_component(c: &str) -> Result<(), String> {
             let sep = &c[start..i];
             let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
             if !ok {
-                return Err(format!("invalid separator {sep:?} in repository component {c:?}"));
+                return Err(format!(
+                    "invalid separator {sep:?} in repository component {c:?}"
+                ));
             }
         } else {
             i += 1;
@@ -170,7 +184,10 @@ fn valid_host(h: &str) -> bool {
 impl Reference {
     /// Parses `[http(s)://][registry[:port]/]repo[:tag][@sha256:...]`.
     pub fn parse(input: &str, default_registry: &str) -> Result<Self, Error> {
-        let err = |reason: String| Error::InvalidReference { input: input.chars().take(256).collect(), reason };
+        let err = |reason: String| Error::InvalidReference {
+            input: input.chars().take(256).collect(),
+            reason,
+        };
         let mut s = input.trim();
         if s.is_empty() {
             return Err(err("empty reference".into()));
@@ -200,7 +217,9 @@ impl Reference {
         // tag: after the last ':' that comes after the last '/'
         let last_slash = name_tag.rfind('/');
         let (name, tag) = match name_tag.rfind(':') {
-            Some(i) if last_slash.is_none_or(|j| i > j) => (&name_tag[..i], Some(&name_tag[i + 1..])),
+            Some(i) if last_slash.is_none_or(|j| i > j) => {
+                (&name_tag[..i], Some(&name_tag[i + 1..]))
+            }
             _ => (name_tag, None),
         };
         if let Some(t) = tag {
@@ -212,7 +231,10 @@ impl Reference {
         }
         let (registry, repo) = match name.split_once('/') {
             Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') =>
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.starts_with('[') =>
             {
                 if !valid_host(first) {
                     return Err(err(format!("invalid registry host {first:?}")));
@@ -231,7 +253,10 @@ impl Reference {
         }
         let mut registry = registry.to_ascii_lowercase();
         let mut repo = repo;
-        if matches!(registry.as_str(), "docker.io" | "index.docker.io" | "registry-1.docker.io") {
+        if matches!(
+            registry.as_str(),
+            "docker.io" | "index.docker.io" | "registry-1.docker.io"
+        ) {
             registry = DOCKER_HUB.to_string();
             if !repo.contains('/') {
                 repo = format!("library/{repo}");
@@ -243,7 +268,13 @@ impl Reference {
         if repo.len() > 255 {
             return Err(err("repository name longer than 255 characters".into()));
         }
-        Ok(Reference { registry, repository: repo, tag: tag.map(str::to_string), digest, scheme })
+        Ok(Reference {
+            registry,
+            repository: repo,
+            tag: tag.map(str::to_string),
+            digest,
+            scheme,
+        })
     }
 
     /// What goes after `/manifests/`: the digest if present, else the tag, else `latest`.
@@ -288,7 +319,10 @@ impl Reference {
 
     /// The same repository at another digest.
     pub fn with_digest(&self, d: Digest) -> Reference {
-        Reference { digest: Some(d), ..self.clone() }
+        Reference {
+            digest: Some(d),
+            ..self.clone()
+        }
     }
 
     /// `registry/repo` without tag or digest.
@@ -329,7 +363,10 @@ mod tests {
     #[test]
     fn short_names_go_to_the_default_registry() {
         let r = p("someuser/model:v1");
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("r8.im", "someuser/model", Some("v1")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("r8.im", "someuser/model", Some("v1"))
+        );
         assert_eq!(r.reference(), "v1");
         assert_eq!(p("model").reference(), "latest");
         assert_eq!(p("model").to_string(), "r8.im/model");
@@ -340,7 +377,10 @@ mod tests {
         let r = p("docker.io/ubuntu");
         assert_eq!(r.to_string(), "docker.io/library/ubuntu");
         assert_eq!(r.api_host(), "registry-1.docker.io");
-        assert_eq!(p("index.docker.io/foo/bar:1").to_string(), "docker.io/foo/bar:1");
+        assert_eq!(
+            p("index.docker.io/foo/bar:1").to_string(),
+            "docker.io/foo/bar:1"
+        );
         let hub = Reference::parse("ubuntu:22.04", "docker.io").unwrap();
         assert_eq!(hub.to_string(), "docker.io/library/ubuntu:22.04");
     }
@@ -378,7 +418,9 @@ mod tests {
             ("reg.example:port/x", "invalid registry host"),
             (" repo", "whitespace"),
         ] {
-            let e = Reference::parse(bad, DEFAULT_REGISTRY).expect_err(bad).to_string();
+            let e = Reference::parse(bad, DEFAULT_REGISTRY)
+                .expect_err(bad)
+                .to_string();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
     }
@@ -387,17 +429,29 @@ mod tests {
     fn transports() {
         assert_eq!(
             ImageRef::parse("oci:out:v1", "r8.im").unwrap(),
-            ImageRef::OciLayout { path: "out".into(), tag: "v1".into() }
+            ImageRef::OciLayout {
+                path: "out".into(),
+                tag: "v1".into()
+            }
         );
         assert_eq!(
             ImageRef::parse("oci:/tmp/x", "r8.im").unwrap(),
-            ImageRef::OciLayout { path: "/tmp/x".into(), tag: "latest".into() }
+            ImageRef::OciLayout {
+                path: "/tmp/x".into(),
+                tag: "latest".into()
+            }
         );
         assert_eq!(
             ImageRef::parse("oci-archive:a.tar:t", "r8.im").unwrap(),
-            ImageRef::OciArchive { path: "a.tar".into(), tag: "t".into() }
+            ImageRef::OciArchive {
+                path: "a.tar".into(),
+                tag: "t".into()
+            }
         );
         assert!(ImageRef::parse("oci:", "r8.im").is_err());
-        assert!(matches!(ImageRef::parse("x/y", "r8.im").unwrap(), ImageRef::Registry(_)));
+        assert!(matches!(
+            ImageRef::parse("x/y", "r8.im").unwrap(),
+            ImageRef::Registry(_)
+        ));
     }
 }

@@ -46,13 +46,23 @@ pub fn archive_path(p: &str) -> Result<String, Error> {
     for c in p.split('/') {
         match c {
             "" | "." => {}
-            ".." => return Err(Error::Usage { reason: format!("path {p:?} contains '..'") }),
-            c if c.contains('\0') => return Err(Error::Usage { reason: format!("path {p:?} contains a NUL byte") }),
+            ".." => {
+                return Err(Error::Usage {
+                    reason: format!("path {p:?} contains '..'"),
+                })
+            }
+            c if c.contains('\0') => {
+                return Err(Error::Usage {
+                    reason: format!("path {p:?} contains a NUL byte"),
+                })
+            }
             c => out.push(c),
         }
     }
     if out.is_empty() {
-        return Err(Error::Usage { reason: format!("path {p:?} names no file") });
+        return Err(Error::Usage {
+            reason: format!("path {p:?} names no file"),
+        });
     }
     Ok(out.join("/"))
 }
@@ -65,7 +75,9 @@ pub fn plan<S>(entries: Vec<PlannedEntry<S>>) -> Result<Vec<PlannedEntry<S>>, Er
     for e in entries {
         let path = archive_path(&e.path)?;
         if !seen.insert(path.clone()) {
-            return Err(Error::Usage { reason: format!("two inputs would both be written to {path:?} in the layer") });
+            return Err(Error::Usage {
+                reason: format!("two inputs would both be written to {path:?} in the layer"),
+            });
         }
         out.push(PlannedEntry { path, ..e });
     }
@@ -81,7 +93,11 @@ pub fn plan<S>(entries: Vec<PlannedEntry<S>>) -> Result<Vec<PlannedEntry<S>>, Er
     }
     for p in parents {
         seen.insert(p.clone());
-        out.push(PlannedEntry { path: p, kind: EntryKind::Dir, source: None });
+        out.push(PlannedEntry {
+            path: p,
+            kind: EntryKind::Dir,
+            source: None,
+        });
     }
     // a path that is both a file and a parent directory
     for e in &out {
@@ -89,7 +105,10 @@ pub fn plan<S>(entries: Vec<PlannedEntry<S>>) -> Result<Vec<PlannedEntry<S>>, Er
             let prefix = format!("{}/", e.path);
             if let Some(child) = out.iter().find(|o| o.path.starts_with(&prefix)) {
                 return Err(Error::Usage {
-                    reason: format!("{:?} is not a directory but {:?} would be inside it", e.path, child.path),
+                    reason: format!(
+                        "{:?} is not a directory but {:?} would be inside it",
+                        e.path, child.path
+                    ),
                 });
             }
         }
@@ -113,63 +132,64 @@ pub struct TarWriter {
 impl TarWriter {
     /// A writer whose entries carry `mtime` (e.g. `SOURCE_DATE_EPOCH`, default 0).
     pub fn new(mtime: u64) -> Self {
-        TarWriter { mtime, remaining: 0, pad: 0, current: None, finished: false }
+        TarWriter {
+            mtime,
+            remaining: 0,
+            pad: 0,
+            current: None,
+            finished: false,
+        }
     }
 
     fn check_idle(&self) -> Result<(), Error> {
         if let Some(c) = &self.current {
-            return Err(Error::Tar { reason: format!("entry {c:?} still has {} bytes to come", self.remaining) });
+            return Err(Error::Tar {
+                reason: format!("entry {c:?} still has {} bytes to come", self.remaining),
+            });
         }
         if self.finished {
-            return Err(Error::Tar { reason: "archive already finished".into() });
+            return Err(Error::Tar {
+                reason: "archive already finished".into(),
+            });
         }
         Ok(())
     }
 
     /// Writes the header(s) of an entry. For files, follow with [`TarWriter::data`] for exactly
     /// `size` bytes, then [`TarWriter::end_file`].
-    pub fn entry(&mut self, path: &str, kind: &EntryKind, sink: &mut dyn FnMut(&[u8])) -> Result<(), Error> {
+    pub fn entry(
+        &mut self,
+        path: &str,
+        kind: &EntryKind,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), Error> {
         self.check_idle()?;
         let path = archive_path(path)?;
-        let mut h = tar::Header::new_gnu();
-        let (name, size) = match kind {
-            EntryKind::Dir => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                (format!("{path}/"), 0)
-            }
-            EntryKind::File { size, executable } => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(if *executable { 0o755 } else { 0o644 });
-                (path.clone(), *size)
-            }
+        let (name, size, typeflag, mode, link) = match kind {
+            EntryKind::Dir => (format!("{path}/"), 0, b'5', 0o755, ""),
+            EntryKind::File { size, executable } => (
+                path.clone(),
+                *size,
+                b'0',
+                if *executable { 0o755 } else { 0o644 },
+                "",
+            ),
             EntryKind::Symlink(target) => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_mode(0o777);
                 if target.is_empty() || target.contains('\0') {
-                    return Err(Error::Tar { reason: format!("symlink {path:?} has an invalid target") });
+                    return Err(Error::Tar {
+                        reason: format!("symlink {path:?} has an invalid target"),
+                    });
                 }
-                if target.len() > 100 {
-                    long_entry(b'K', target, self.mtime, sink);
-                }
-                let tb = target.as_bytes();
-                let n = tb.len().min(100);
-                h.as_old_mut().linkname[..n].copy_from_slice(&tb[..n]);
-                (path.clone(), 0)
+                (path.clone(), 0, b'2', 0o777, target.as_str())
             }
         };
+        if link.len() > 100 {
+            long_entry(b'K', link, self.mtime, sink);
+        }
         if name.len() > 100 {
             long_entry(b'L', &name, self.mtime, sink);
         }
-        let nb = name.as_bytes();
-        let n = nb.len().min(100);
-        h.as_old_mut().name[..n].copy_from_slice(&nb[..n]);
-        h.set_size(size);
-        h.set_mtime(self.mtime);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_cksum();
-        sink(h.as_bytes());
+        sink(&header(&name, mode, size, self.mtime, typeflag, link));
         if size > 0 {
             self.current = Some(path);
             self.remaining = size;
@@ -181,7 +201,9 @@ impl TarWriter {
     /// File content, in chunks of any size.
     pub fn data(&mut self, chunk: &[u8], sink: &mut dyn FnMut(&[u8])) -> Result<(), Error> {
         let Some(path) = &self.current else {
-            return Err(Error::Tar { reason: "file data outside of a file entry".into() });
+            return Err(Error::Tar {
+                reason: "file data outside of a file entry".into(),
+            });
         };
         if chunk.len() as u64 > self.remaining {
             return Err(Error::Tar {
@@ -201,7 +223,10 @@ impl TarWriter {
     pub fn end_file(&mut self) -> Result<(), Error> {
         match &self.current {
             Some(p) => Err(Error::Tar {
-                reason: format!("{p:?} shrank while it was being read ({} bytes missing)", self.remaining),
+                reason: format!(
+                    "{p:?} shrank while it was being read ({} bytes missing)",
+                    self.remaining
+                ),
             }),
             None => Ok(()),
         }
@@ -217,20 +242,54 @@ impl TarWriter {
 }
 
 fn long_entry(kind: u8, name: &str, mtime: u64, sink: &mut dyn FnMut(&[u8])) {
-    let mut h = tar::Header::new_gnu();
-    h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
-    h.set_entry_type(tar::EntryType::new(kind));
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(mtime);
     let len = name.len() + 1;
-    h.set_size(len as u64);
-    h.set_cksum();
-    sink(h.as_bytes());
+    sink(&header("././@LongLink", 0o644, len as u64, mtime, kind, ""));
     sink(name.as_bytes());
     let pad = (BLOCK - len % BLOCK) % BLOCK;
     sink(&[0u8; BLOCK][..pad + 1]);
+}
+
+/// Writes `value` as zero-padded octal in `field` (NUL-terminated), or, for numbers that do not
+/// fit (sizes of 8 GiB and more), as GNU base-256: a 0x80 marker, then big-endian binary.
+fn numeric(field: &mut [u8], value: u64) {
+    let digits = field.len() - 1;
+    if digits >= 22 || value < 1u64 << (3 * digits) {
+        let s = format!("{value:0digits$o}");
+        field[..digits].copy_from_slice(s.as_bytes());
+        field[digits] = 0;
+    } else {
+        field.fill(0);
+        field[0] = 0x80;
+        let b = value.to_be_bytes();
+        let n = field.len();
+        field[n - 8..].copy_from_slice(&b);
+    }
+}
+
+/// One GNU tar header block. Names and link targets longer than 100 bytes are cut here; the
+/// caller writes a GNU long-name entry before.
+fn header(name: &str, mode: u32, size: u64, mtime: u64, typeflag: u8, link: &str) -> [u8; BLOCK] {
+    let mut h = [0u8; BLOCK];
+    let nb = name.as_bytes();
+    h[..nb.len().min(100)].copy_from_slice(&nb[..nb.len().min(100)]);
+    numeric(&mut h[100..108], u64::from(mode));
+    numeric(&mut h[108..116], 0); // uid
+    numeric(&mut h[116..124], 0); // gid
+    numeric(&mut h[124..136], size);
+    numeric(&mut h[136..148], mtime);
+    h[156] = typeflag;
+    let lb = link.as_bytes();
+    h[157..157 + lb.len().min(100)].copy_from_slice(&lb[..lb.len().min(100)]);
+    h[257..263].copy_from_slice(b"ustar ");
+    h[263..265].copy_from_slice(b" \0");
+    // uname and gname stay empty
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    let c = format!("{sum:06o}");
+    h[148..154].copy_from_slice(c.as_bytes());
+    h[154] = 0;
+    h[155] = b' ';
+    h
 }
 
 /// Checks that a 512-byte block is a tar header with a valid checksum (or an all-zero block).
@@ -244,11 +303,19 @@ pub fn looks_like_tar_header(block: &[u8]) -> bool {
     let stored = &block[148..156];
     let s = core::str::from_utf8(stored).unwrap_or("");
     let s = s.trim_matches(|c: char| c == '\0' || c == ' ');
-    let Ok(stored) = u32::from_str_radix(s, 8) else { return false };
+    let Ok(stored) = u32::from_str_radix(s, 8) else {
+        return false;
+    };
     let sum: u32 = block[..BLOCK]
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
         .sum();
     sum == stored
 }
@@ -260,37 +327,90 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn e(path: &str, kind: EntryKind) -> PlannedEntry<u32> {
-        PlannedEntry { path: path.into(), kind, source: Some(0) }
+        PlannedEntry {
+            path: path.into(),
+            kind,
+            source: Some(0),
+        }
     }
 
     #[test]
     fn plan_adds_parents_and_sorts_componentwise() {
         let p = plan(vec![
-            e("src/weights/b.bin", EntryKind::File { size: 1, executable: false }),
-            e("/src/weights/a-b/x", EntryKind::File { size: 1, executable: false }),
+            e(
+                "src/weights/b.bin",
+                EntryKind::File {
+                    size: 1,
+                    executable: false,
+                },
+            ),
+            e(
+                "/src/weights/a-b/x",
+                EntryKind::File {
+                    size: 1,
+                    executable: false,
+                },
+            ),
             e("src/weights/a", EntryKind::Symlink("b.bin".into())),
         ])
         .unwrap();
         let paths: Vec<&str> = p.iter().map(|x| x.path.as_str()).collect();
-        assert_eq!(paths, ["src", "src/weights", "src/weights/a", "src/weights/a-b", "src/weights/a-b/x", "src/weights/b.bin"]);
+        assert_eq!(
+            paths,
+            [
+                "src",
+                "src/weights",
+                "src/weights/a",
+                "src/weights/a-b",
+                "src/weights/a-b/x",
+                "src/weights/b.bin"
+            ]
+        );
         assert!(plan(vec![e("a/b", EntryKind::Dir), e("/a/b/", EntryKind::Dir)]).is_err());
         assert!(plan(vec![e("a/../b", EntryKind::Dir)]).is_err());
-        assert!(plan(vec![e("a", EntryKind::File { size: 0, executable: false }), e("a/b", EntryKind::Dir)]).is_err());
+        assert!(plan(vec![
+            e(
+                "a",
+                EntryKind::File {
+                    size: 0,
+                    executable: false
+                }
+            ),
+            e("a/b", EntryKind::Dir)
+        ])
+        .is_err());
     }
 
     fn build(chunk: usize, size: usize, long: bool) -> Vec<u8> {
         let mut out = Vec::new();
         let mut sink = |b: &[u8]| out.extend_from_slice(b);
         let mut w = TarWriter::new(946_684_800);
-        let name = if long { format!("models/{}/w.bin", "d".repeat(120)) } else { "models/w.bin".into() };
+        let name = if long {
+            format!("models/{}/w.bin", "d".repeat(120))
+        } else {
+            "models/w.bin".into()
+        };
         let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         w.entry("models", &EntryKind::Dir, &mut sink).unwrap();
-        w.entry(&name, &EntryKind::File { size: size as u64, executable: false }, &mut sink).unwrap();
+        w.entry(
+            &name,
+            &EntryKind::File {
+                size: size as u64,
+                executable: false,
+            },
+            &mut sink,
+        )
+        .unwrap();
         for c in data.chunks(chunk.max(1)) {
             w.data(c, &mut sink).unwrap();
         }
         w.end_file().unwrap();
-        w.entry("models/link", &EntryKind::Symlink(format!("{}/target", "t".repeat(150))), &mut sink).unwrap();
+        w.entry(
+            "models/link",
+            &EntryKind::Symlink(format!("{}/target", "t".repeat(150))),
+            &mut sink,
+        )
+        .unwrap();
         w.finish(&mut sink).unwrap();
         out
     }
@@ -308,7 +428,10 @@ mod tests {
             for ent in ar.entries().unwrap() {
                 let mut ent = ent.unwrap();
                 let h = ent.header();
-                assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0, 0, 946_684_800));
+                assert_eq!(
+                    (h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()),
+                    (0, 0, 946_684_800)
+                );
                 assert_eq!(h.username().unwrap(), Some(""));
                 let path = ent.path().unwrap().to_string_lossy().into_owned();
                 if path.ends_with("w.bin") {
@@ -319,7 +442,12 @@ mod tests {
                     assert_eq!(ent.header().mode().unwrap(), 0o644);
                 }
                 if path.ends_with("link") {
-                    assert!(ent.link_name().unwrap().unwrap().to_string_lossy().ends_with("/target"));
+                    assert!(ent
+                        .link_name()
+                        .unwrap()
+                        .unwrap()
+                        .to_string_lossy()
+                        .ends_with("/target"));
                 }
                 names.push(path);
             }
@@ -332,8 +460,20 @@ mod tests {
     fn size_mismatches_are_errors() {
         let mut sink = |_: &[u8]| {};
         let mut w = TarWriter::new(0);
-        w.entry("a", &EntryKind::File { size: 3, executable: true }, &mut sink).unwrap();
-        assert!(w.data(b"abcd", &mut sink).unwrap_err().to_string().contains("grew"));
+        w.entry(
+            "a",
+            &EntryKind::File {
+                size: 3,
+                executable: true,
+            },
+            &mut sink,
+        )
+        .unwrap();
+        assert!(w
+            .data(b"abcd", &mut sink)
+            .unwrap_err()
+            .to_string()
+            .contains("grew"));
         w.data(b"ab", &mut sink).unwrap();
         assert!(w.end_file().unwrap_err().to_string().contains("shrank"));
         assert!(w.finish(&mut sink).is_err());
@@ -344,7 +484,15 @@ mod tests {
         let mut out = Vec::new();
         let mut w = TarWriter::new(0);
         let size = 9u64 << 30;
-        w.entry("big", &EntryKind::File { size, executable: false }, &mut |b: &[u8]| out.extend_from_slice(b)).unwrap();
+        w.entry(
+            "big",
+            &EntryKind::File {
+                size,
+                executable: false,
+            },
+            &mut |b: &[u8]| out.extend_from_slice(b),
+        )
+        .unwrap();
         let h = tar::Header::from_byte_slice(&out[..512]);
         assert_eq!(h.size().unwrap(), size);
         assert!(looks_like_tar_header(&out));

@@ -1,1 +1,236 @@
+//! Support for lamina's end-to-end tests: the real registries of `tests/harness/`, the built
+//! `lamina` binary, and the peer tools (skopeo, umoci) that check its results.
+//!
+//! The registries are started once per test process (`registry.sh start` and `fixtures.sh`
+//! are idempotent). Every test uses its own repository names, so tests run in parallel.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Plain registry (no auth).
+pub const PLAIN: &str = "127.0.0.1:5100";
+/// htpasswd Basic auth registry.
+pub const BASIC: &str = "127.0.0.1:5101";
+/// Bearer token registry.
+pub const TOKEN: &str = "127.0.0.1:5103";
+/// Test user.
+pub const USER: &str = "testuser";
+/// Test password.
+pub const PASS: &str = "testpass";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// State directory of the harness.
+pub fn state() -> PathBuf {
+    PathBuf::from(std::env::var("LAMINA_TEST_STATE").unwrap_or_else(|_| "/tmp/lamina-test".into()))
+}
+
+/// Starts the registries and pushes the fixtures (once per process).
+pub fn harness() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        for script in ["registry.sh", "fixtures.sh"] {
+            let mut c = Command::new(root().join("tests/harness").join(script));
+            if script == "registry.sh" {
+                c.arg("start");
+            }
+            let out = c.output().expect("run harness script");
+            assert!(
+                out.status.success(),
+                "{script} failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+}
+
+/// Path of the `lamina` binary, built once per process in the same profile as the tests.
+pub fn lamina_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("LAMINA_BIN") {
+            return PathBuf::from(p);
+        }
+        let release = !cfg!(debug_assertions);
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.current_dir(root())
+            .args(["build", "-q", "-p", "lamina-cli", "--bin", "lamina"]);
+        if release {
+            c.arg("--release");
+        }
+        let st = c.status().expect("cargo build");
+        assert!(st.success(), "building lamina failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root().join("target"));
+        target
+            .join(if release { "release" } else { "debug" })
+            .join("lamina")
+    })
+    .clone()
+}
+
+/// Result of a command.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    /// Panics with the output unless the command succeeded.
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `lamina` with `args` and a clean credentials environment.
+pub fn lamina(args: &[&str]) -> Run {
+    lamina_env(args, &[])
+}
+
+/// Runs `lamina` with extra environment variables.
+pub fn lamina_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(lamina_bin());
+    c.args(args)
+        .env_remove("COG_TOKEN")
+        .env_remove("LAMINA_USERNAME")
+        .env_remove("LAMINA_PASSWORD")
+        .env_remove("LAMINA_REGISTRY")
+        .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
+        .env("SOURCE_DATE_EPOCH", "946684800");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Run::from(c.output().expect("run lamina"))
+}
+
+/// Runs any command.
+pub fn cmd(prog: &str, args: &[&str]) -> Run {
+    Run::from(
+        Command::new(prog)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{prog}: {e}")),
+    )
+}
+
+/// `skopeo inspect --raw` of a reference (plain HTTP, optional creds).
+pub fn raw_manifest(reference: &str, creds: Option<&str>) -> serde_json::Value {
+    let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+    if let Some(c) = creds {
+        args.push("--creds");
+        args.push(c);
+    }
+    let r = format!("docker://{reference}");
+    args.push(&r);
+    let out = cmd("skopeo", &args).ok();
+    serde_json::from_str(&out.stdout).expect("manifest JSON")
+}
+
+/// `skopeo copy` the image to a fresh OCI layout and `umoci unpack` it; returns the rootfs.
+pub fn unpack(reference: &str, creds: Option<&str>, dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let dst = format!("oci:{}:img", layout.display());
+    let src = format!("docker://{reference}");
+    let mut args = vec!["copy", "-q", "--src-tls-verify=false"];
+    if let Some(c) = creds {
+        args.push("--src-creds");
+        args.push(c);
+    }
+    args.push(&src);
+    args.push(&dst);
+    cmd("skopeo", &args).ok();
+    let img = format!("{}:img", layout.display());
+    cmd(
+        "umoci",
+        &[
+            "unpack",
+            "--rootless",
+            "--image",
+            &img,
+            bundle.to_str().expect("utf-8"),
+        ],
+    )
+    .ok();
+    bundle.join("rootfs")
+}
+
+/// A fresh temporary directory under the harness state, unique to this test.
+pub fn tempdir(name: &str) -> PathBuf {
+    let d = state()
+        .join("tmp")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("mkdir temp");
+    d
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible like weights.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Lines of a registry's log (plain / basic / token) that mention `needle`.
+pub fn log_lines(registry: &str, needle: &str) -> Vec<String> {
+    let name = match registry {
+        PLAIN => "plain",
+        BASIC => "basic",
+        TOKEN => "token",
+        other => panic!("unknown registry {other}"),
+    };
+    let text = std::fs::read_to_string(state().join("run").join(format!("{name}.log")))
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains(needle) && l.starts_with("127.0.0.1 - "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// sha256 of bytes as `sha256:...`.
+pub fn sha256(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(b);
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Unique repository name for a test.
+pub fn repo(test: &str) -> String {
+    format!("e2e/{test}-{}", std::process::id())
+}

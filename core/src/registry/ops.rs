@@ -20,8 +20,12 @@ pub fn push_scope(repo: &str) -> String {
 fn expect_response(o: Option<Outcome>, method: Method, what: &str) -> Result<Response, Error> {
     match o {
         Some(Ok(r)) => Ok(r),
-        Some(Err(e)) => Err(Error::Protocol { reason: format!("{method} {what}: {e}") }),
-        None => Err(Error::Protocol { reason: format!("{method} {what}: no response") }),
+        Some(Err(e)) => Err(Error::Protocol {
+            reason: format!("{method} {what}: {e}"),
+        }),
+        None => Err(Error::Protocol {
+            reason: format!("{method} {what}: no response"),
+        }),
     }
 }
 
@@ -48,7 +52,11 @@ pub struct GetManifest {
 impl GetManifest {
     /// `reference` is a tag or a digest.
     pub fn new(repo: &str, reference: &str) -> Self {
-        GetManifest { repo: repo.into(), reference: reference.into(), sent: false }
+        GetManifest {
+            repo: repo.into(),
+            reference: reference.into(),
+            sent: false,
+        }
     }
 }
 
@@ -58,7 +66,8 @@ impl Op for GetManifest {
         let path = format!("/v2/{}/manifests/{}", self.repo, self.reference);
         if !self.sent {
             self.sent = true;
-            let mut c = Call::new(Method::Get, &path, vec![pull_scope(&self.repo)]).header("Accept", MANIFEST_ACCEPT);
+            let mut c = Call::new(Method::Get, &path, vec![pull_scope(&self.repo)])
+                .header("Accept", MANIFEST_ACCEPT);
             c.max_response_body = MAX_MANIFEST_SIZE + 1;
             return Ok(Step::Call(c));
         }
@@ -68,35 +77,62 @@ impl Op for GetManifest {
                 method: "GET".into(),
                 url: path,
                 status: 404,
-                detail: format!("manifest {}:{} not found ({})", self.repo, self.reference, r.error_detail()),
+                detail: format!(
+                    "manifest {}:{} not found ({})",
+                    self.repo,
+                    self.reference,
+                    r.error_detail()
+                ),
             });
         }
         if r.status != 200 {
             return Err(http_error(Method::Get, &path, &r));
         }
         if r.truncated || r.body.len() as u64 > MAX_MANIFEST_SIZE {
-            return Err(Error::TooLarge { what: format!("manifest {}:{}", self.repo, self.reference), limit: MAX_MANIFEST_SIZE });
+            return Err(Error::TooLarge {
+                what: format!("manifest {}:{}", self.repo, self.reference),
+                limit: MAX_MANIFEST_SIZE,
+            });
         }
-        if let Some(len) = r.header("content-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+        if let Some(len) = r
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
             if len != r.body.len() as u64 {
-                return Err(Error::SizeMismatch { what: format!("manifest {}:{}", self.repo, self.reference), expected: len, found: r.body.len() as u64 });
+                return Err(Error::SizeMismatch {
+                    what: format!("manifest {}:{}", self.repo, self.reference),
+                    expected: len,
+                    found: r.body.len() as u64,
+                });
             }
         }
         let digest = Digest::of(&r.body);
         let what = format!("manifest {}@{}", self.repo, self.reference);
         if let Ok(want) = Digest::parse(&self.reference) {
             if want != digest {
-                return Err(Error::DigestMismatch { what, expected: want, found: digest });
+                return Err(Error::DigestMismatch {
+                    what,
+                    expected: want,
+                    found: digest,
+                });
             }
         }
         if let Some(h) = r.header("docker-content-digest") {
             if let Ok(claimed) = Digest::parse(h.trim()) {
                 if claimed != digest {
-                    return Err(Error::DigestMismatch { what: format!("{what} (Docker-Content-Digest)"), expected: claimed, found: digest });
+                    return Err(Error::DigestMismatch {
+                        what: format!("{what} (Docker-Content-Digest)"),
+                        expected: claimed,
+                        found: digest,
+                    });
                 }
             }
         }
-        Ok(Step::Done(FetchedManifest { content_type: r.header("content-type").map(str::to_string), bytes: r.body, digest }))
+        Ok(Step::Done(FetchedManifest {
+            content_type: r.header("content-type").map(str::to_string),
+            bytes: r.body,
+            digest,
+        }))
     }
 }
 
@@ -112,7 +148,12 @@ pub struct GetBlob {
 impl GetBlob {
     /// Fetches `digest` from `repo`, refusing more than `limit` bytes.
     pub fn new(repo: &str, digest: &Digest, limit: u64) -> Self {
-        GetBlob { repo: repo.into(), digest: digest.clone(), limit, sent: false }
+        GetBlob {
+            repo: repo.into(),
+            digest: digest.clone(),
+            limit,
+            sent: false,
+        }
     }
 }
 
@@ -131,9 +172,13 @@ impl Op for GetBlob {
             return Err(http_error(Method::Get, &path, &r));
         }
         if r.truncated || r.body.len() as u64 > self.limit {
-            return Err(Error::TooLarge { what: format!("blob {}", self.digest), limit: self.limit });
+            return Err(Error::TooLarge {
+                what: format!("blob {}", self.digest),
+                limit: self.limit,
+            });
         }
-        self.digest.verify(&r.body, &format!("blob {}@{}", self.repo, self.digest))?;
+        self.digest
+            .verify(&r.body, &format!("blob {}@{}", self.repo, self.digest))?;
         Ok(Step::Done(r.body))
     }
 }
@@ -151,7 +196,11 @@ pub struct OpenBlob {
 impl OpenBlob {
     /// Opens `digest` in `repo` for streaming.
     pub fn new(repo: &str, digest: &Digest) -> Self {
-        OpenBlob { repo: repo.into(), digest: digest.clone(), sent: false }
+        OpenBlob {
+            repo: repo.into(),
+            digest: digest.clone(),
+            sent: false,
+        }
     }
 }
 
@@ -169,7 +218,10 @@ impl Op for OpenBlob {
         if r.status != 200 {
             return Err(http_error(Method::Get, &path, &r));
         }
-        Ok(Step::Done(r.header("content-length").and_then(|v| v.trim().parse().ok())))
+        Ok(Step::Done(
+            r.header("content-length")
+                .and_then(|v| v.trim().parse().ok()),
+        ))
     }
 }
 
@@ -186,7 +238,12 @@ impl HeadBlob {
     /// Checks `digest` in `repo`. `for_push` asks for a push-scoped token (saves a token round
     /// trip when the same repository is pushed to next).
     pub fn new(repo: &str, digest: &Digest, for_push: bool) -> Self {
-        HeadBlob { repo: repo.into(), digest: digest.clone(), sent: false, push: for_push }
+        HeadBlob {
+            repo: repo.into(),
+            digest: digest.clone(),
+            sent: false,
+            push: for_push,
+        }
     }
 }
 
@@ -196,12 +253,20 @@ impl Op for HeadBlob {
         let path = format!("/v2/{}/blobs/{}", self.repo, self.digest);
         if !self.sent {
             self.sent = true;
-            let scope = if self.push { push_scope(&self.repo) } else { pull_scope(&self.repo) };
+            let scope = if self.push {
+                push_scope(&self.repo)
+            } else {
+                pull_scope(&self.repo)
+            };
             return Ok(Step::Call(Call::new(Method::Head, &path, vec![scope])));
         }
         let r = expect_response(o, Method::Head, &path)?;
         match r.status {
-            200 => Ok(Step::Done(Some(r.header("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0)))),
+            200 => Ok(Step::Done(Some(
+                r.header("content-length")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
+            ))),
             404 => Ok(Step::Done(None)),
             _ => Err(http_error(Method::Head, &path, &r)),
         }
@@ -222,7 +287,12 @@ pub struct MountBlob {
 impl MountBlob {
     /// Mounts `digest` from repository `from` into `repo` (same registry).
     pub fn new(repo: &str, from: &str, digest: &Digest) -> Self {
-        MountBlob { repo: repo.into(), from: from.into(), digest: digest.clone(), state: 0 }
+        MountBlob {
+            repo: repo.into(),
+            from: from.into(),
+            digest: digest.clone(),
+            state: 0,
+        }
     }
 }
 
@@ -233,8 +303,16 @@ impl Op for MountBlob {
         match self.state {
             0 => {
                 self.state = 1;
-                let target = add_query(&add_query(&path, "mount", &self.digest.to_string()), "from", &self.from);
-                let mut c = Call::new(Method::Post, target, vec![push_scope(&self.repo), pull_scope(&self.from)]);
+                let target = add_query(
+                    &add_query(&path, "mount", &self.digest.to_string()),
+                    "from",
+                    &self.from,
+                );
+                let mut c = Call::new(
+                    Method::Post,
+                    target,
+                    vec![push_scope(&self.repo), pull_scope(&self.from)],
+                );
                 c.idempotent = true; // a repeated mount is harmless
                 c.headers.push(("Content-Length".into(), "0".into()));
                 Ok(Step::Call(c))
@@ -249,7 +327,11 @@ impl Op for MountBlob {
                             Some(loc) => {
                                 self.state = 2;
                                 let url = resolve(&format!("{base}{path}"), loc);
-                                Ok(Step::Call(Call::new(Method::Delete, url, vec![push_scope(&self.repo)])))
+                                Ok(Step::Call(Call::new(
+                                    Method::Delete,
+                                    url,
+                                    vec![push_scope(&self.repo)],
+                                )))
                             }
                             None => Ok(Step::Done(false)),
                         }
@@ -276,7 +358,13 @@ impl PutManifest {
     /// Pushes `bytes` (already digested by the caller) as `reference` (tag or digest).
     pub fn new(repo: &str, reference: &str, media_type: &str, bytes: Vec<u8>) -> Self {
         let digest = Digest::of(&bytes);
-        PutManifest { repo: repo.into(), reference: reference.into(), media_type: media_type.into(), bytes: Some(bytes), digest }
+        PutManifest {
+            repo: repo.into(),
+            reference: reference.into(),
+            media_type: media_type.into(),
+            bytes: Some(bytes),
+            digest,
+        }
     }
 }
 
@@ -286,7 +374,10 @@ impl Op for PutManifest {
         let path = format!("/v2/{}/manifests/{}", self.repo, self.reference);
         if let Some(b) = self.bytes.take() {
             if b.len() as u64 > MAX_MANIFEST_SIZE {
-                return Err(Error::TooLarge { what: format!("manifest for {}:{}", self.repo, self.reference), limit: MAX_MANIFEST_SIZE });
+                return Err(Error::TooLarge {
+                    what: format!("manifest for {}:{}", self.repo, self.reference),
+                    limit: MAX_MANIFEST_SIZE,
+                });
             }
             let c = Call::new(Method::Put, &path, vec![push_scope(&self.repo)])
                 .header("Content-Type", self.media_type.clone())
@@ -301,7 +392,10 @@ impl Op for PutManifest {
             let claimed = Digest::parse(h.trim())?;
             if claimed != self.digest {
                 return Err(Error::DigestMismatch {
-                    what: format!("manifest pushed to {}:{} (registry's Docker-Content-Digest)", self.repo, self.reference),
+                    what: format!(
+                        "manifest pushed to {}:{} (registry's Docker-Content-Digest)",
+                        self.repo, self.reference
+                    ),
                     expected: self.digest.clone(),
                     found: claimed,
                 });
@@ -326,7 +420,12 @@ pub struct UploadConfig {
 
 impl Default for UploadConfig {
     fn default() -> Self {
-        UploadConfig { monolithic_max: 8 << 20, chunk_max: 16 << 20, chunk_min: 0, max_resumes: 8 }
+        UploadConfig {
+            monolithic_max: 8 << 20,
+            chunk_max: 16 << 20,
+            chunk_min: 0,
+            max_resumes: 8,
+        }
     }
 }
 
@@ -421,9 +520,16 @@ impl Upload {
 
     fn set_location(&mut self, r: &Response, base: &str) -> Result<(), Error> {
         let loc = r.header("location").ok_or_else(|| Error::Protocol {
-            reason: format!("upload to {} answered HTTP {} without a Location", self.repo, r.status),
+            reason: format!(
+                "upload to {} answered HTTP {} without a Location",
+                self.repo, r.status
+            ),
         })?;
-        let prev = if self.location.is_empty() { format!("{base}/v2/{}/blobs/uploads/", self.repo) } else { self.location.clone() };
+        let prev = if self.location.is_empty() {
+            format!("{base}/v2/{}/blobs/uploads/", self.repo)
+        } else {
+            self.location.clone()
+        };
         self.location = resolve(&prev, loc);
         Ok(())
     }
@@ -436,7 +542,10 @@ impl Upload {
                 let url = add_query(&self.location, "digest", &digest.to_string());
                 let c = Call::new(Method::Put, url, self.scopes())
                     .header("Content-Type", "application/octet-stream")
-                    .body(Body::Blob { start: 0, end: *size });
+                    .body(Body::Blob {
+                        start: 0,
+                        end: *size,
+                    });
                 return Ok(Step::Call(c));
             }
             if self.confirmed == *size {
@@ -448,7 +557,10 @@ impl Upload {
             }
             if self.confirmed > *size {
                 return Err(Error::Protocol {
-                    reason: format!("registry reports {} bytes of a {size}-byte blob", self.confirmed),
+                    reason: format!(
+                        "registry reports {} bytes of a {size}-byte blob",
+                        self.confirmed
+                    ),
                 });
             }
         }
@@ -479,11 +591,17 @@ impl Upload {
         if self.resumes > self.cfg.max_resumes {
             return Err(Error::RetriesExhausted {
                 attempts: self.resumes,
-                last: Box::new(Error::Protocol { reason: format!("upload to {}: {why}", self.repo) }),
+                last: Box::new(Error::Protocol {
+                    reason: format!("upload to {}: {why}", self.repo),
+                }),
             });
         }
         self.state = Up::Status;
-        Ok(Step::Call(Call::new(Method::Get, self.location.clone(), self.scopes())))
+        Ok(Step::Call(Call::new(
+            Method::Get,
+            self.location.clone(),
+            self.scopes(),
+        )))
     }
 }
 
@@ -505,11 +623,17 @@ impl Op for Upload {
                     return Err(http_error(Method::Post, &upath, &r));
                 }
                 self.set_location(&r, base)?;
-                if let Some(min) = r.header("oci-chunk-min-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+                if let Some(min) = r
+                    .header("oci-chunk-min-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
                     self.cfg.chunk_min = self.cfg.chunk_min.max(min);
                     self.cfg.chunk_max = self.cfg.chunk_max.max(min);
                 }
-                if let Some(max) = r.header("oci-chunk-max-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+                if let Some(max) = r
+                    .header("oci-chunk-max-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
                     if max > 0 {
                         self.cfg.chunk_max = self.cfg.chunk_max.min(max).max(self.cfg.chunk_min);
                         self.cfg.monolithic_max = self.cfg.monolithic_max.min(max);
@@ -521,7 +645,11 @@ impl Op for Upload {
             Up::Started => {
                 // resumed session: ask where it stands
                 self.state = Up::Status;
-                Ok(Step::Call(Call::new(Method::Get, self.location.clone(), self.scopes())))
+                Ok(Step::Call(Call::new(
+                    Method::Get,
+                    self.location.clone(),
+                    self.scopes(),
+                )))
             }
             Up::Patch { end } => {
                 match o {
@@ -540,7 +668,9 @@ impl Op for Upload {
                             self.next_send()
                         }
                         416 => self.recover("registry answered 416 (range not satisfiable)".into()),
-                        s if matches!(s, 408 | 429 | 500 | 502 | 503 | 504) => self.recover(format!("PATCH answered HTTP {s}")),
+                        s if matches!(s, 408 | 429 | 500 | 502 | 503 | 504) => {
+                            self.recover(format!("PATCH answered HTTP {s}"))
+                        }
                         _ => Err(http_error(Method::Patch, &self.location, &r)),
                     },
                 }
@@ -556,7 +686,10 @@ impl Op for Upload {
                         self.next_send()
                     }
                     404 => Err(Error::Protocol {
-                        reason: format!("the upload session for {} is gone (HTTP 404); start again", self.repo),
+                        reason: format!(
+                            "the upload session for {} is gone (HTTP 404); start again",
+                            self.repo
+                        ),
                     }),
                     _ => Err(http_error(Method::Get, &self.location, &r)),
                 }
@@ -566,12 +699,17 @@ impl Op for Upload {
                 if r.status != 201 && r.status != 204 && r.status != 200 {
                     return Err(http_error(Method::Put, &self.location, &r));
                 }
-                let (digest, size) = self.complete.clone().ok_or_else(|| Error::Protocol { reason: "upload committed before completion".into() })?;
+                let (digest, size) = self.complete.clone().ok_or_else(|| Error::Protocol {
+                    reason: "upload committed before completion".into(),
+                })?;
                 if let Some(h) = r.header("docker-content-digest") {
                     let claimed = Digest::parse(h.trim())?;
                     if claimed != digest {
                         return Err(Error::DigestMismatch {
-                            what: format!("blob uploaded to {} (registry's Docker-Content-Digest)", self.repo),
+                            what: format!(
+                                "blob uploaded to {} (registry's Docker-Content-Digest)",
+                                self.repo
+                            ),
                             expected: digest,
                             found: claimed,
                         });
@@ -583,7 +721,9 @@ impl Op for Upload {
                 self.state = Up::Done;
                 Ok(Step::Done(digest))
             }
-            Up::Done => Err(Error::Usage { reason: "upload already finished".into() }),
+            Up::Done => Err(Error::Usage {
+                reason: "upload already finished".into(),
+            }),
         }
     }
 }
@@ -591,7 +731,13 @@ impl Op for Upload {
 /// Uploads a blob held in memory (configs, small layers): mounts nothing, sends one `PUT`.
 pub fn upload_bytes(repo: &str, bytes: &[u8]) -> (Upload, Digest) {
     let digest = Digest::of(bytes);
-    let mut u = Upload::new(repo, UploadConfig { monolithic_max: u64::MAX, ..UploadConfig::default() });
+    let mut u = Upload::new(
+        repo,
+        UploadConfig {
+            monolithic_max: u64::MAX,
+            ..UploadConfig::default()
+        },
+    );
     u.data_complete(digest.clone(), bytes.len() as u64);
     (u, digest)
 }
@@ -612,12 +758,20 @@ impl Verifier {
         let n = self.h.len();
         if let Some(s) = size {
             if s != n {
-                return Err(Error::SizeMismatch { what: what.into(), expected: s, found: n });
+                return Err(Error::SizeMismatch {
+                    what: what.into(),
+                    expected: s,
+                    found: n,
+                });
             }
         }
         let found = self.h.finish();
         if &found != digest {
-            return Err(Error::DigestMismatch { what: what.into(), expected: digest.clone(), found });
+            return Err(Error::DigestMismatch {
+                what: what.into(),
+                expected: digest.clone(),
+                found,
+            });
         }
         Ok(())
     }

@@ -77,10 +77,14 @@ impl Session {
             return Some(format!("Bearer {}", t.expose()));
         }
         if self.bearer.is_some() {
-            return self.token_for(&scope_key(scopes), now).map(|t| format!("Bearer {}", t.expose()));
+            return self
+                .token_for(&scope_key(scopes), now)
+                .map(|t| format!("Bearer {}", t.expose()));
         }
         if self.basic {
-            return self.basic_creds().map(|(u, p)| Credentials::basic_header(&u, &p));
+            return self
+                .basic_creds()
+                .map(|(u, p)| Credentials::basic_header(&u, &p));
         }
         None
     }
@@ -131,7 +135,10 @@ impl Call {
             headers: Vec::new(),
             body: Body::Empty,
             scopes,
-            idempotent: matches!(method, Method::Get | Method::Head | Method::Put | Method::Delete),
+            idempotent: matches!(
+                method,
+                Method::Get | Method::Head | Method::Put | Method::Delete
+            ),
             max_response_body: SMALL_BODY,
             stream_response: false,
         }
@@ -169,7 +176,11 @@ pub trait Op {
     /// Result of the operation.
     type Output;
     /// Advances the operation.
-    fn step(&mut self, outcome: Option<Outcome>, base_url: &str) -> Result<Step<Self::Output>, Error>;
+    fn step(
+        &mut self,
+        outcome: Option<Outcome>,
+        base_url: &str,
+    ) -> Result<Step<Self::Output>, Error>;
 }
 
 /// What the driver does next.
@@ -311,7 +322,9 @@ impl<O: Op> Machine<O> {
             }
             match std::mem::replace(&mut self.phase, Phase::Finished) {
                 Phase::Finished => {
-                    return Output::Done(Err(Error::Usage { reason: "operation already finished".into() }));
+                    return Output::Done(Err(Error::Usage {
+                        reason: "operation already finished".into(),
+                    }));
                 }
                 Phase::NeedData => {
                     self.phase = Phase::NeedData;
@@ -335,7 +348,11 @@ impl<O: Op> Machine<O> {
                         Ok(Step::Done(v)) => self.done = Some(Ok(v)),
                         Ok(Step::NeedData) => self.phase = Phase::NeedData,
                         Ok(Step::Call(c)) => {
-                            self.url = if c.target.contains("://") { c.target.clone() } else { format!("{base}{}", c.target) };
+                            self.url = if c.target.contains("://") {
+                                c.target.clone()
+                            } else {
+                                format!("{base}{}", c.target)
+                            };
                             self.foreign = !same_authority(&self.url, &base);
                             self.call = Some(c);
                             self.attempts = 0;
@@ -356,11 +373,18 @@ impl<O: Op> Machine<O> {
             return Output::Pending;
         };
         let s = &self.session;
-        let needs_auth = !self.foreign && !s.anonymous_ok && !matches!(s.creds, Credentials::Bearer(_));
+        let needs_auth =
+            !self.foreign && !s.anonymous_ok && !matches!(s.creds, Credentials::Bearer(_));
         // Ping first so a large body is never sent only to be answered 401.
         if needs_auth && !s.pinged {
             self.phase = Phase::Await(Awaiting::Ping);
-            return Output::Send(self.request(Method::Get, format!("{}/v2/", s.base_url()), vec![], Body::Empty, SMALL_BODY));
+            return Output::Send(self.request(
+                Method::Get,
+                format!("{}/v2/", s.base_url()),
+                vec![],
+                Body::Empty,
+                SMALL_BODY,
+            ));
         }
         if needs_auth {
             if let Some((realm, service)) = &s.bearer {
@@ -371,7 +395,10 @@ impl<O: Op> Machine<O> {
                         let mut r = self.request(
                             Method::Post,
                             format!("{}/cog/v1/verify-token", s.base_url()),
-                            vec![("Content-Type".into(), "application/x-www-form-urlencoded".into())],
+                            vec![(
+                                "Content-Type".into(),
+                                "application/x-www-form-urlencoded".into(),
+                            )],
                             Body::Bytes(body.into_bytes()),
                             SMALL_BODY,
                         );
@@ -403,16 +430,35 @@ impl<O: Op> Machine<O> {
                 headers.push(("Authorization".into(), a));
             }
         }
-        let (method, body, max, stream) = (call.method, call.body.clone(), call.max_response_body, call.stream_response);
+        let (method, body, max, stream) = (
+            call.method,
+            call.body.clone(),
+            call.max_response_body,
+            call.stream_response,
+        );
         self.phase = Phase::Await(Awaiting::Main);
         let mut r = self.request(method, self.url.clone(), headers, body, max);
         r.stream_response = stream;
         Output::Send(r)
     }
 
-    fn request(&mut self, method: Method, url: String, headers: Vec<(String, String)>, body: Body, max: u64) -> Request {
+    fn request(
+        &mut self,
+        method: Method,
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Body,
+        max: u64,
+    ) -> Request {
         self.last_url = url.clone();
-        Request { method, url, headers, body, max_response_body: max, stream_response: false }
+        Request {
+            method,
+            url,
+            headers,
+            body,
+            max_response_body: max,
+            stream_response: false,
+        }
     }
 
     fn fail(&mut self, e: Error) {
@@ -421,7 +467,10 @@ impl<O: Op> Machine<O> {
     }
 
     fn auth_error(&self, reason: impl Into<String>) -> Error {
-        Error::Auth { registry: self.session.host.clone(), reason: reason.into() }
+        Error::Auth {
+            registry: self.session.host.clone(),
+            reason: reason.into(),
+        }
     }
 
     /// Schedules a retry if attempts remain; returns false if not.
@@ -431,8 +480,14 @@ impl<O: Op> Machine<O> {
             return false;
         }
         let base = 250u64 << (self.attempts - 1).min(6);
-        let delay = retry_after_ms.unwrap_or_else(|| base.min(8_000) + self.session.jitter(base.min(8_000) / 2 + 1)).min(60_000);
-        self.events.push(Event::Retrying { reason, attempt: self.attempts, delay_ms: delay });
+        let delay = retry_after_ms
+            .unwrap_or_else(|| base.min(8_000) + self.session.jitter(base.min(8_000) / 2 + 1))
+            .min(60_000);
+        self.events.push(Event::Retrying {
+            reason,
+            attempt: self.attempts,
+            delay_ms: delay,
+        });
         self.phase = Phase::Sleep(now + delay);
         true
     }
@@ -493,16 +548,27 @@ impl<O: Op> Machine<O> {
             }
             Awaiting::Token => {
                 if is_retryable(resp.status) {
-                    if !self.retry(now, format!("token request: HTTP {}", resp.status), retry_after(&resp)) {
-                        let e = self.auth_error(format!("token server answered HTTP {}", resp.status));
+                    if !self.retry(
+                        now,
+                        format!("token request: HTTP {}", resp.status),
+                        retry_after(&resp),
+                    ) {
+                        let e =
+                            self.auth_error(format!("token server answered HTTP {}", resp.status));
                         self.fail(e);
                     }
                     return;
                 }
                 if resp.status == 401 || resp.status == 403 {
                     let e = self.auth_error(match self.session.creds {
-                        Credentials::Anonymous => "the token server refused anonymous access; give credentials".to_string(),
-                        _ => format!("the token server refused the credentials (HTTP {})", resp.status),
+                        Credentials::Anonymous => {
+                            "the token server refused anonymous access; give credentials"
+                                .to_string()
+                        }
+                        _ => format!(
+                            "the token server refused the credentials (HTTP {})",
+                            resp.status
+                        ),
                     });
                     return self.fail(e);
                 }
@@ -512,21 +578,34 @@ impl<O: Op> Machine<O> {
                     access_token: Option<String>,
                     expires_in: Option<u64>,
                 }
-                let t: Option<T> = if resp.status == 200 { serde_json::from_slice(&resp.body).ok() } else { None };
+                let t: Option<T> = if resp.status == 200 {
+                    serde_json::from_slice(&resp.body).ok()
+                } else {
+                    None
+                };
                 let Some(t) = t else {
-                    let e = self.auth_error(format!("token server answered HTTP {} without a JSON token", resp.status));
+                    let e = self.auth_error(format!(
+                        "token server answered HTTP {} without a JSON token",
+                        resp.status
+                    ));
                     return self.fail(e);
                 };
                 let Some(tok) = t.token.or(t.access_token).filter(|t| !t.is_empty()) else {
                     let e = self.auth_error("token answer holds no token");
                     return self.fail(e);
                 };
-                let scopes = self.call.as_ref().map(|c| scope_key(&c.scopes)).unwrap_or_default();
+                let scopes = self
+                    .call
+                    .as_ref()
+                    .map(|c| scope_key(&c.scopes))
+                    .unwrap_or_default();
                 // expire a little early; default lifetime 60 s as the token spec says
                 let ttl = t.expires_in.unwrap_or(60).max(10);
                 let exp = now + (ttl - ttl.min(5)) * 1000;
                 self.session.tokens.retain(|(k, _, _)| k != &scopes);
-                self.session.tokens.push((scopes.clone(), Secret::new(tok), Some(exp)));
+                self.session
+                    .tokens
+                    .push((scopes.clone(), Secret::new(tok), Some(exp)));
                 self.events.push(Event::Authenticated { scopes });
                 self.phase = Phase::Prepare;
             }
@@ -535,24 +614,35 @@ impl<O: Op> Machine<O> {
     }
 
     fn learn_challenge(&mut self, resp: &Response) -> Result<(), Error> {
-        let ch = resp.headers_named("www-authenticate").filter_map(parse_challenge).min_by_key(|c| match c {
-            Challenge::Bearer { .. } => 0,
-            Challenge::Basic => 1,
-        });
+        let ch = resp
+            .headers_named("www-authenticate")
+            .filter_map(parse_challenge)
+            .min_by_key(|c| match c {
+                Challenge::Bearer { .. } => 0,
+                Challenge::Basic => 1,
+            });
         match ch {
             Some(Challenge::Bearer { realm, service, .. }) => {
                 if !realm.starts_with("http://") && !realm.starts_with("https://") {
-                    return Err(self.auth_error(format!("token realm {realm:?} is not an http(s) URL")));
+                    return Err(
+                        self.auth_error(format!("token realm {realm:?} is not an http(s) URL"))
+                    );
                 }
                 self.session.bearer = Some((realm, service));
                 Ok(())
             }
             Some(Challenge::Basic) => {
-                if self.session.basic_creds().is_none() && !matches!(self.session.creds, Credentials::CogToken(_)) {
+                if self.session.basic_creds().is_none()
+                    && !matches!(self.session.creds, Credentials::CogToken(_))
+                {
                     return Err(self.auth_error("the registry requires a username and password (--username/--password or docker login)"));
                 }
-                if matches!(self.session.creds, Credentials::CogToken(_)) && self.session.cog_username.is_none() {
-                    return Err(self.auth_error("the registry asked for Basic auth; a Cog token needs a Bearer token flow"));
+                if matches!(self.session.creds, Credentials::CogToken(_))
+                    && self.session.cog_username.is_none()
+                {
+                    return Err(self.auth_error(
+                        "the registry asked for Basic auth; a Cog token needs a Bearer token flow",
+                    ));
                 }
                 self.session.basic = true;
                 Ok(())
@@ -562,7 +652,9 @@ impl<O: Op> Machine<O> {
     }
 
     fn handle_main(&mut self, now: u64, resp: Response) {
-        let Some(call) = self.call.clone() else { return };
+        let Some(call) = self.call.clone() else {
+            return;
+        };
         let status = resp.status;
         if status == 401 && !self.foreign {
             self.auth_retries += 1;
@@ -572,7 +664,11 @@ impl<O: Op> Machine<O> {
                     "{} {} was refused (HTTP 401){}",
                     call.method,
                     self.url,
-                    if had_auth { " although credentials were sent: they are wrong or lack access" } else { "" }
+                    if had_auth {
+                        " although credentials were sent: they are wrong or lack access"
+                    } else {
+                        ""
+                    }
                 ));
                 return self.fail(e);
             }
@@ -586,29 +682,45 @@ impl<O: Op> Machine<O> {
             }
             return;
         }
-        if matches!(status, 301 | 302 | 303 | 307 | 308) && matches!(call.method, Method::Get | Method::Head) {
+        if matches!(status, 301 | 302 | 303 | 307 | 308)
+            && matches!(call.method, Method::Get | Method::Head)
+        {
             if let Some(loc) = resp.header("location") {
                 self.redirects += 1;
                 if self.redirects > MAX_REDIRECTS {
                     return self.fail(Error::Protocol {
-                        reason: format!("more than {MAX_REDIRECTS} redirects for {} {}", call.method, call.target),
+                        reason: format!(
+                            "more than {MAX_REDIRECTS} redirects for {} {}",
+                            call.method, call.target
+                        ),
                     });
                 }
                 let to = resolve(&self.url, loc);
                 if !to.starts_with("http://") && !to.starts_with("https://") {
-                    return self.fail(Error::Protocol { reason: format!("redirect to a non-http URL {to:?}") });
+                    return self.fail(Error::Protocol {
+                        reason: format!("redirect to a non-http URL {to:?}"),
+                    });
                 }
                 let base = self.session.base_url();
                 self.foreign = !same_authority(&to, &base);
-                self.events.push(Event::Redirected { to: strip_query(&to) });
+                self.events.push(Event::Redirected {
+                    to: strip_query(&to),
+                });
                 self.url = to;
                 self.phase = Phase::Prepare;
                 return;
             }
         }
         if is_retryable(status) && call.idempotent {
-            if !self.retry(now, format!("{} {}: HTTP {status}", call.method, strip_query(&self.url)), retry_after(&resp)) {
-                let e = Error::RetriesExhausted { attempts: self.attempts, last: Box::new(http_error(call.method, &self.url, &resp)) };
+            if !self.retry(
+                now,
+                format!("{} {}: HTTP {status}", call.method, strip_query(&self.url)),
+                retry_after(&resp),
+            ) {
+                let e = Error::RetriesExhausted {
+                    attempts: self.attempts,
+                    last: Box::new(http_error(call.method, &self.url, &resp)),
+                };
                 self.fail(e);
             }
             return;
@@ -623,7 +735,8 @@ impl<O: Op> Machine<O> {
             Phase::Await(a) => *a,
             _ => return,
         };
-        let idempotent = awaiting != Awaiting::Main || self.call.as_ref().is_some_and(|c| c.idempotent);
+        let idempotent =
+            awaiting != Awaiting::Main || self.call.as_ref().is_some_and(|c| c.idempotent);
         if idempotent {
             if awaiting == Awaiting::Ping {
                 self.session.pinged = false;
@@ -632,7 +745,9 @@ impl<O: Op> Machine<O> {
             if !self.retry(now, format!("{url}: {error}"), None) {
                 let e = Error::RetriesExhausted {
                     attempts: self.attempts,
-                    last: Box::new(Error::Protocol { reason: format!("{url}: {error}") }),
+                    last: Box::new(Error::Protocol {
+                        reason: format!("{url}: {error}"),
+                    }),
                 };
                 self.fail(e);
             }
@@ -665,5 +780,10 @@ fn retry_after(resp: &Response) -> Option<u64> {
 
 /// An error for an unexpected HTTP status, with the registry's error codes.
 pub fn http_error(method: Method, url: &str, resp: &Response) -> Error {
-    Error::Http { method: method.to_string(), url: strip_query(url), status: resp.status, detail: resp.error_detail() }
+    Error::Http {
+        method: method.to_string(),
+        url: strip_query(url),
+        status: resp.status,
+        detail: resp.error_detail(),
+    }
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The one command that runs every test (README "Tests"; .ci/run calls it too):
+#   formatting, clippy, core's dependency rule, unit tests (native and wasm32 in Node),
+#   and the end-to-end tests against real registries on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '\n[tests] %s\n' "$*"; }
+
+tests/setup.sh
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "core is sans-IO: no HTTP client, async runtime or file-system crate in its dependency tree"
+forbidden='^(reqwest|hyper|http|h2|tokio|async-std|smol|mio|futures|filetime|walkdir|tempfile|libc|ureq|curl|socket2) v'
+if cargo tree -p lamina-core -e normal --prefix none --locked | grep -E "$forbidden"; then
+  echo "lamina-core depends on the crates above; it must stay sans-IO" >&2
+  exit 1
+fi
+
+log "registries and fixtures"
+tests/harness/registry.sh start
+tests/harness/fixtures.sh
+
+log "cargo test (unit and end-to-end)"
+cargo test --workspace --locked
+
+log "core's tests on wasm32-unknown-unknown"
+cargo test -p lamina-core --target wasm32-unknown-unknown --locked
+
+log "all tests passed"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything the tests need, idempotently, on Debian 12 (as root, or through sudo):
+# Debian packages (registry, skopeo, umoci, ...), the wasm32 target, and wasm-bindgen-cli at the
+# exact version of the wasm-bindgen crate in Cargo.lock (its test runner runs core's tests in Node).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[setup] %s\n' "$*"; }
+
+tests/harness/install-deps.sh
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  log "rustup target add wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+
+WBG=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+if [[ -z $WBG ]]; then echo "[setup] wasm-bindgen not found in Cargo.lock" >&2; exit 1; fi
+if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $WBG\$"; then
+  log "cargo install wasm-bindgen-cli $WBG (2-4 minutes, once)"
+  cargo install -q wasm-bindgen-cli --version "$WBG"
+fi
+command -v node >/dev/null || { log "apt-get install nodejs"; apt-get install -y -q nodejs >/dev/null; }
+log "ready: $(wasm-bindgen-test-runner --version), node $(node --version)"

@@ -1,0 +1,701 @@
+//! `lamina affix` and `lamina layers` against real registries, checked with skopeo and umoci.
+
+use lamina_tests::*;
+
+fn layer_digests(m: &serde_json::Value) -> Vec<String> {
+    m["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_string())
+        .collect()
+}
+
+fn digest_of_output(stdout: &str) -> String {
+    let line = stdout.trim();
+    line.rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_else(|| panic!("no digest in {line:?}"))
+}
+
+#[test]
+fn affix_file_onto_oci_base_mounts_base_layers_and_never_downloads_them() {
+    harness();
+    let dir = tempdir("affix-oci");
+    let weights = random_bytes(64 << 20, 7);
+    std::fs::write(dir.join("model.safetensors"), &weights).unwrap();
+    let dest = format!("{PLAIN}/{}:v1", repo("oci"));
+    let base = raw_manifest(&format!("{PLAIN}/fixtures/base:latest"), None);
+    let base_layers = layer_digests(&base);
+    let before: usize = base_layers
+        .iter()
+        .map(|d| log_lines(PLAIN, &format!("GET /v2/fixtures/base/blobs/{d}")).len())
+        .sum();
+
+    let out = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "--dest",
+        &dest,
+        "--chunk-size",
+        "8",
+        dir.join("model.safetensors").to_str().unwrap(),
+    ])
+    .ok();
+    let digest = digest_of_output(&out.stdout);
+    assert!(
+        out.stdout
+            .starts_with(&format!("{PLAIN}/{}@sha256:", repo("oci"))),
+        "{}",
+        out.stdout
+    );
+
+    // the manifest: base layers unchanged, one new uncompressed layer (weights do not compress)
+    let m = raw_manifest(&dest, None);
+    // umoci leaves out the optional mediaType; lamina keeps the manifest as it was
+    assert_eq!(m["mediaType"], base["mediaType"]);
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    let layers = layer_digests(&m);
+    assert_eq!(&layers[..2], &base_layers[..]);
+    assert_eq!(layers.len(), 3);
+    assert_eq!(
+        m["layers"][2]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    let raw = cmd(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{dest}"),
+        ],
+    )
+    .ok();
+    assert_eq!(
+        sha256(raw.stdout.as_bytes()),
+        digest,
+        "printed digest is the manifest's"
+    );
+
+    // the config: diff_ids and a weights history entry
+    let cfg = cmd(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--tls-verify=false",
+            &format!("docker://{dest}"),
+        ],
+    )
+    .ok();
+    let cfg: serde_json::Value = serde_json::from_str(&cfg.stdout).unwrap();
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    let h = cfg["history"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        h["created_by"].as_str().unwrap().ends_with(" # weights"),
+        "{h}"
+    );
+    assert_eq!(h["comment"], "weights");
+    assert_eq!(h["created"], "2000-01-01T00:00:00Z");
+
+    // the files, byte for byte, by tools we did not write
+    let rootfs = unpack(&dest, None, &dir.join("unpack"));
+    assert_eq!(
+        std::fs::read(rootfs.join("src/weights/model.safetensors")).unwrap(),
+        weights
+    );
+    assert!(
+        rootfs.join("bin/busybox").exists() && rootfs.join("src/predict.py").exists(),
+        "base files are there"
+    );
+
+    // no base layer blob was fetched by lamina: only the mounts
+    let after: usize = base_layers
+        .iter()
+        .map(|d| log_lines(PLAIN, &format!("GET /v2/fixtures/base/blobs/{d}")).len())
+        .sum();
+    let skopeo_reads = 0; // skopeo read from the new repository, not fixtures/base
+    assert_eq!(
+        after - before,
+        skopeo_reads,
+        "lamina downloaded a base layer"
+    );
+    for d in &base_layers {
+        assert!(
+            !log_lines(PLAIN, &format!("mount={}", d.replace(':', "%3A"))).is_empty(),
+            "layer {d} was not mounted"
+        );
+    }
+    // chunked: 64 MiB in 8 MiB PATCHes
+    let patches = log_lines(PLAIN, &format!("PATCH /v2/{}/blobs/uploads/", repo("oci"))).len();
+    assert!(patches >= 8, "expected chunked PATCHes, saw {patches}");
+}
+
+#[test]
+fn affix_directory_onto_docker_v2_base_keeps_docker_format_and_symlinks() {
+    harness();
+    let dir = tempdir("affix-v2");
+    let w = dir.join("weights");
+    std::fs::create_dir_all(w.join("sub/deeper")).unwrap();
+    std::fs::write(w.join("config.json"), b"{\"hidden\": 1}\n").unwrap();
+    let big = random_bytes(3 << 20, 11);
+    std::fs::write(w.join("sub/deeper/shard-00001.bin"), &big).unwrap();
+    std::os::unix::fs::symlink("config.json", w.join("link.json")).unwrap();
+    let long = "d".repeat(120);
+    std::fs::create_dir_all(w.join(&long)).unwrap();
+    std::fs::write(w.join(&long).join("f.txt"), b"long path\n").unwrap();
+    let dest = format!("{PLAIN}/{}:v1", repo("v2"));
+    lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:v2s2"),
+        "--dest",
+        &dest,
+        "--path",
+        "/models",
+        w.to_str().unwrap(),
+    ])
+    .ok();
+
+    let m = raw_manifest(&dest, None);
+    assert_eq!(
+        m["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    let lt = m["layers"][2]["mediaType"].as_str().unwrap();
+    assert!(
+        lt.starts_with("application/vnd.docker.image.rootfs.diff.tar"),
+        "{lt}"
+    );
+    let rootfs = unpack(&dest, None, &dir.join("unpack"));
+    assert_eq!(
+        std::fs::read(rootfs.join("models/sub/deeper/shard-00001.bin")).unwrap(),
+        big
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("models/link.json"))
+            .unwrap()
+            .to_str(),
+        Some("config.json")
+    );
+    assert_eq!(
+        std::fs::read(rootfs.join("models").join(&long).join("f.txt")).unwrap(),
+        b"long path\n"
+    );
+    assert!(
+        !rootfs.join("models/weights").exists(),
+        "a directory's contents go under --path, not the directory"
+    );
+}
+
+#[test]
+fn affix_all_platforms_of_an_index_and_default_platform_only() {
+    harness();
+    let dir = tempdir("affix-multi");
+    std::fs::write(dir.join("w.bin"), random_bytes(1 << 20, 3)).unwrap();
+    let base = format!("{PLAIN}/fixtures/multi:latest");
+    let base_index = raw_manifest(&base, None);
+
+    let all = format!("{PLAIN}/{}:all", repo("multi"));
+    lamina(&[
+        "affix",
+        "--base",
+        &base,
+        "--dest",
+        &all,
+        "--platform",
+        "all",
+        dir.join("w.bin").to_str().unwrap(),
+    ])
+    .ok();
+    let idx = raw_manifest(&all, None);
+    assert_eq!(idx["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let entries = idx["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    let mut new_layers = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(
+            e["platform"], base_index["manifests"][i]["platform"],
+            "platform kept"
+        );
+        let child = raw_manifest(
+            &format!(
+                "{PLAIN}/{}@{}",
+                repo("multi"),
+                e["digest"].as_str().unwrap()
+            ),
+            None,
+        );
+        assert_eq!(child["layers"].as_array().unwrap().len(), 3);
+        new_layers.push(child["layers"][2]["digest"].clone());
+    }
+    assert_eq!(
+        new_layers[0], new_layers[1],
+        "one layer blob shared by all platforms"
+    );
+
+    let one = format!("{PLAIN}/{}:amd64", repo("multi"));
+    lamina(&[
+        "affix",
+        "--base",
+        &base,
+        "--dest",
+        &one,
+        dir.join("w.bin").to_str().unwrap(),
+    ])
+    .ok();
+    let idx = raw_manifest(&one, None);
+    assert_ne!(
+        idx["manifests"][0]["digest"], base_index["manifests"][0]["digest"],
+        "amd64 edited"
+    );
+    assert_eq!(
+        idx["manifests"][1]["digest"], base_index["manifests"][1]["digest"],
+        "arm64 untouched"
+    );
+    let out = lamina(&["layers", &one, "--platform", "linux/arm64", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["platforms"].as_array().unwrap().len(), 2);
+    assert_eq!(v["images"][0]["layers"].as_array().unwrap().len(), 2);
+
+    // a Docker manifest list, all platforms
+    let dl = format!("{PLAIN}/{}:list", repo("multi"));
+    lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/multi:v2s2"),
+        "--dest",
+        &dl,
+        "--platform",
+        "all",
+        dir.join("w.bin").to_str().unwrap(),
+    ])
+    .ok();
+    let idx = raw_manifest(&dl, None);
+    assert_eq!(
+        idx["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    let rootfs = unpack(&dl, None, &dir.join("unpack"));
+    assert!(rootfs.join("src/weights/w.bin").exists());
+}
+
+#[test]
+fn affix_with_basic_and_bearer_auth_and_wrong_password() {
+    harness();
+    let dir = tempdir("affix-auth");
+    let data = random_bytes(2 << 20, 5);
+    std::fs::write(dir.join("w.bin"), &data).unwrap();
+    let creds = format!("{USER}:{PASS}");
+    for reg in [BASIC, TOKEN] {
+        let dest = format!("{reg}/{}:v1", repo("auth"));
+        lamina(&[
+            "affix",
+            "--base",
+            &format!("{reg}/fixtures/base:latest"),
+            "--dest",
+            &dest,
+            "--username",
+            USER,
+            "--password",
+            PASS,
+            dir.join("w.bin").to_str().unwrap(),
+        ])
+        .ok();
+        let rootfs = unpack(
+            &dest,
+            Some(&creds),
+            &dir.join(format!("unpack-{}", &reg[10..])),
+        );
+        assert_eq!(
+            std::fs::read(rootfs.join("src/weights/w.bin")).unwrap(),
+            data
+        );
+        // environment variables work the same
+        let dest2 = format!("{reg}/{}:env", repo("auth"));
+        lamina_env(
+            &[
+                "affix",
+                "--base",
+                &format!("{reg}/fixtures/base:latest"),
+                "--dest",
+                &dest2,
+                dir.join("w.bin").to_str().unwrap(),
+            ],
+            &[("LAMINA_USERNAME", USER), ("LAMINA_PASSWORD", PASS)],
+        )
+        .ok();
+
+        let bad = format!("{reg}/{}:bad", repo("auth"));
+        let r = lamina(&[
+            "affix",
+            "--base",
+            &format!("{reg}/fixtures/base:latest"),
+            "--dest",
+            &bad,
+            "--username",
+            USER,
+            "--password",
+            "wrong-pass-123",
+            dir.join("w.bin").to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(
+            r.stderr.contains("authentication with") && r.stderr.contains(reg),
+            "{}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains("wrong-pass-123") && !r.stdout.contains("wrong-pass-123"),
+            "password leaked"
+        );
+        let tag = cmd(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                &creds,
+                &format!("docker://{bad}"),
+            ],
+        );
+        assert_ne!(tag.code, 0, "no tag may exist after a failed run");
+    }
+    // anonymous pull of a public repository through the token server works
+    lamina(&["layers", &format!("{TOKEN}/public/base:latest")]).ok();
+}
+
+#[test]
+fn affix_tar_passthrough_and_zstd_conversion() {
+    harness();
+    let dir = tempdir("affix-tar");
+    let src = dir.join("src/weights");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), "text weights\n".repeat(1000)).unwrap();
+    let tgz = dir.join("w.tar.gz");
+    cmd(
+        "tar",
+        &[
+            "-C",
+            dir.to_str().unwrap(),
+            "-czf",
+            tgz.to_str().unwrap(),
+            "src",
+        ],
+    )
+    .ok();
+    let dest = format!("{PLAIN}/{}:tgz", repo("tar"));
+    lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "--dest",
+        &dest,
+        "--tar",
+        tgz.to_str().unwrap(),
+    ])
+    .ok();
+    let m = raw_manifest(&dest, None);
+    assert_eq!(
+        m["layers"][2]["digest"].as_str().unwrap(),
+        sha256(&std::fs::read(&tgz).unwrap()),
+        "gzip tar passed through unchanged"
+    );
+    assert_eq!(
+        m["layers"][2]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let rootfs = unpack(&dest, None, &dir.join("unpack"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("src/weights/a.txt")).unwrap(),
+        "text weights\n".repeat(1000)
+    );
+
+    // zstd onto a Docker base: the manifest becomes OCI (Docker has no zstd layer type)
+    let z = format!("{PLAIN}/{}:zstd", repo("tar"));
+    lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:v2s2"),
+        "--dest",
+        &z,
+        "--compression",
+        "zstd",
+        src.to_str().unwrap(),
+    ])
+    .ok();
+    let m = raw_manifest(&z, None);
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_eq!(
+        m["layers"][2]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    // the zstd blob decompresses with the zstd CLI to a tar GNU tar lists
+    let lay = dir.join("zlayout");
+    cmd(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            &format!("docker://{z}"),
+            &format!("oci:{}:z", lay.display()),
+        ],
+    )
+    .ok();
+    let d = m["layers"][2]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blob = lay.join("blobs/sha256").join(&d);
+    let out = cmd(
+        "sh",
+        &["-c", &format!("zstd -dc {} | tar -tv", blob.display())],
+    )
+    .ok();
+    assert!(out.stdout.contains("src/weights/a.txt"), "{}", out.stdout);
+
+    // stdin
+    let s = format!("{PLAIN}/{}:stdin", repo("tar"));
+    let st = std::process::Command::new(lamina_bin())
+        .args([
+            "affix",
+            "--base",
+            &format!("{PLAIN}/fixtures/base:latest"),
+            "--dest",
+            &s,
+            "--tar",
+            "-",
+            "-q",
+        ])
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .stdin(std::fs::File::open(&tgz).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert_eq!(
+        raw_manifest(&s, None)["layers"][2]["digest"],
+        m_layer(&dest)
+    );
+}
+
+fn m_layer(r: &str) -> serde_json::Value {
+    raw_manifest(r, None)["layers"][2]["digest"].clone()
+}
+
+#[test]
+fn affix_is_deterministic_and_small_layers_go_in_one_put() {
+    harness();
+    let dir = tempdir("affix-det");
+    std::fs::write(dir.join("w.bin"), random_bytes(100_000, 9)).unwrap();
+    let r = repo("det");
+    let a = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "--dest",
+        &format!("{PLAIN}/{r}:a"),
+        dir.join("w.bin").to_str().unwrap(),
+    ])
+    .ok();
+    let b = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "--dest",
+        &format!("{PLAIN}/{r}:b"),
+        dir.join("w.bin").to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        digest_of_output(&a.stdout),
+        digest_of_output(&b.stdout),
+        "same inputs, same image"
+    );
+    assert!(
+        log_lines(PLAIN, &format!("PATCH /v2/{r}/")).is_empty(),
+        "a small layer is uploaded monolithically"
+    );
+    assert!(!log_lines(PLAIN, &format!("PUT /v2/{r}/blobs/uploads/")).is_empty());
+}
+
+#[test]
+fn affix_across_registries_streams_the_base_blobs() {
+    harness();
+    let dir = tempdir("affix-cross");
+    std::fs::write(dir.join("w.bin"), random_bytes(1 << 20, 13)).unwrap();
+    let dest = format!("{BASIC}/{}:x", repo("cross"));
+    lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/big:latest"),
+        "--dest",
+        &dest,
+        "--username",
+        USER,
+        "--password",
+        PASS,
+        dir.join("w.bin").to_str().unwrap(),
+    ])
+    .ok();
+    let creds = format!("{USER}:{PASS}");
+    let m = raw_manifest(&dest, Some(&creds));
+    let base = raw_manifest(&format!("{PLAIN}/fixtures/big:latest"), None);
+    assert_eq!(&layer_digests(&m)[..3], &layer_digests(&base)[..]);
+    unpack(&dest, Some(&creds), &dir.join("unpack"));
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_exit_codes() {
+    harness();
+    let dir = tempdir("affix-bad");
+    std::fs::write(dir.join("w.bin"), b"x").unwrap();
+    let w = dir.join("w.bin");
+    let w = w.to_str().unwrap();
+    let r = lamina(&[
+        "affix",
+        "--base",
+        "Bad/Ref",
+        "--dest",
+        &format!("{PLAIN}/x"),
+        w,
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("invalid image reference \"Bad/Ref\"") && r.stderr.contains("lowercase"),
+        "{}",
+        r.stderr
+    );
+    let r = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base"),
+        "--dest",
+        &format!("{PLAIN}/x"),
+        "/nonexistent/file",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("/nonexistent/file"), "{}", r.stderr);
+    let dest = format!("{PLAIN}/{}:nope", repo("bad"));
+    let r = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/does-not-exist:latest"),
+        "--dest",
+        &dest,
+        w,
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("404") && r.stderr.contains("fixtures/does-not-exist"),
+        "{}",
+        r.stderr
+    );
+    assert_ne!(
+        cmd(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{dest}")
+            ]
+        )
+        .code,
+        0
+    );
+    let r = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/multi"),
+        "--dest",
+        &dest,
+        "--platform",
+        "linux/s390x",
+        w,
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("linux/s390x") && r.stderr.contains("linux/arm64/v8"),
+        "{}",
+        r.stderr
+    );
+    let r = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base"),
+        "--dest",
+        &dest,
+        "--tar",
+        w,
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not a tar"), "{}", r.stderr);
+    assert_ne!(
+        cmd(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{dest}")
+            ]
+        )
+        .code,
+        0
+    );
+    let r = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base"),
+        "--dest",
+        &dest,
+    ]);
+    assert_eq!(r.code, 2);
+}
+
+#[test]
+fn layers_lists_history_and_json() {
+    harness();
+    let out = lamina(&["layers", &format!("{PLAIN}/fixtures/base:latest")]).ok();
+    assert!(
+        out.stdout.contains("ADD rootfs") && out.stdout.contains("COPY . /src"),
+        "{}",
+        out.stdout
+    );
+    let out = lamina(&["layers", &format!("{PLAIN}/fixtures/base:latest"), "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let base = raw_manifest(&format!("{PLAIN}/fixtures/base:latest"), None);
+    assert_eq!(
+        v["images"][0]["layers"][1]["digest"],
+        base["layers"][1]["digest"]
+    );
+    assert_eq!(v["images"][0]["layers"][1]["created_by"], "COPY . /src");
+    assert_eq!(
+        v["images"][0]["layers"][0]["size"],
+        base["layers"][0]["size"]
+    );
+}
