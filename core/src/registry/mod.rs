@@ -38,3 +38,6 @@ mod session;
 
 pub use ops::*;
 pub use session::*;
+
+#[cfg(test)]
+mod tests;

@@ -658,7 +658,13 @@ impl Op for Upload {
                     Some(Ok(r)) => match r.status {
                         202 | 204 => {
                             self.set_location(&r, base)?;
-                            let got = r.header("range").and_then(parse_range_end).unwrap_or(end);
+                            // distribution answers "0-0" both for 0 and for 1 byte; after
+                            // sending bytes 0..1 it can only mean 1
+                            let got = r
+                                .header("range")
+                                .and_then(parse_range_end)
+                                .map(|g| if g == 0 && end == 1 { 1 } else { g })
+                                .unwrap_or(end);
                             if got != end {
                                 // the registry kept less (or more) than was sent: continue from its count
                                 self.confirmed = got;

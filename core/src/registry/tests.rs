@@ -1,0 +1,787 @@
+//! The machines against an in-memory registry that can be made to misbehave: request sequences
+//! (snapshots), auth flows, upload recovery, retries, redirects and lying registries.
+
+use super::*;
+use crate::auth::{Credentials, Secret};
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::http::{Body, Method, Request, Response};
+use crate::reference::Scheme;
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+#[derive(Default)]
+struct Fake {
+    bearer: bool,
+    basic: bool,
+    cog: bool,
+    token_ttl: u64,
+    log: Vec<String>,
+    upload: Vec<u8>,
+    committed: Vec<(String, Vec<u8>)>,
+    manifests: Vec<(String, Vec<u8>)>,
+    /// answer the Nth PATCH with this status (then behave)
+    patch_fail: Option<(usize, u16)>,
+    /// drop the connection on the Nth PATCH after storing half of it
+    patch_drop: Option<usize>,
+    patches: usize,
+    fail_get_manifest: Vec<u16>,
+    lie_digest: bool,
+    tokens_issued: usize,
+    redirect_blob_to: Option<String>,
+    token_body: Option<String>,
+    seen_auth: Vec<(String, Option<String>)>,
+}
+
+enum Reply {
+    R(Response),
+    Drop,
+}
+
+impl Fake {
+    fn path(url: &str) -> String {
+        crate::http::split_url(url)
+            .map(|(_, _, p)| p.to_string())
+            .unwrap_or_default()
+    }
+
+    fn handle(&mut self, req: &Request, body: &[u8]) -> Reply {
+        let path = Self::path(&req.url);
+        let auth = req.header("authorization").map(str::to_string);
+        self.seen_auth.push((req.url.clone(), auth.clone()));
+        let shown = match (&auth, req.method) {
+            (Some(a), _) if a.starts_with("Bearer") => " [bearer]",
+            (Some(a), _) if a.starts_with("Basic") => " [basic]",
+            _ => "",
+        };
+        let short_path = path.split("?_state").next().unwrap_or(&path).to_string();
+        let cr = req
+            .header("content-range")
+            .map(|c| format!(" range={c}"))
+            .unwrap_or_default();
+        self.log.push(format!(
+            "{} {}{}{}{}",
+            req.method,
+            short_path,
+            cr,
+            if body.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} B)", body.len())
+            },
+            shown
+        ));
+        let r = |s: u16, h: &[(&str, &str)], b: &[u8]| Reply::R(Response::new(s, h, b));
+        if path.starts_with("/token") {
+            self.tokens_issued += 1;
+            if let Some(b) = &self.token_body {
+                return r(200, &[], b.clone().as_bytes());
+            }
+            if self.cog
+                && auth.as_deref()
+                    != Some(&Credentials::basic_header(
+                        "cog-user",
+                        &Secret::new("r8_tok"),
+                    ))
+            {
+                return r(401, &[], b"");
+            }
+            let body = format!(
+                "{{\"token\":\"tok{}\",\"expires_in\":{}}}",
+                self.tokens_issued,
+                self.token_ttl.max(60)
+            );
+            return r(200, &[], body.as_bytes());
+        }
+        if path == "/cog/v1/verify-token" {
+            return if body == b"token=r8_tok" {
+                r(200, &[], br#"{"username":"cog-user"}"#)
+            } else {
+                r(401, &[], b"")
+            };
+        }
+        let authed = match &auth {
+            Some(a) if self.bearer => a.starts_with("Bearer tok"),
+            Some(a) if self.basic => a == &Credentials::basic_header("u", &Secret::new("p")),
+            None => !self.bearer && !self.basic,
+            _ => false,
+        };
+        if !authed {
+            if let Some(host) = req
+                .url
+                .split("://")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+            {
+                if host.starts_with("storage") {
+                    return r(200, &[], b"blobdata");
+                }
+            }
+            let ch = if self.bearer {
+                "Bearer realm=\"https://auth.example/token\",service=\"reg\",scope=\"repository:a/b:pull\"".to_string()
+            } else {
+                "Basic realm=\"x\"".into()
+            };
+            return r(
+                401,
+                &[("WWW-Authenticate", &ch)],
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            );
+        }
+        if path == "/v2/" {
+            return r(200, &[], b"{}");
+        }
+        if path.starts_with("/v2/a/b/blobs/uploads/") && req.method == Method::Post {
+            if path.contains("mount=") {
+                return r(201, &[], b"");
+            }
+            self.upload.clear();
+            return r(
+                202,
+                &[
+                    ("Location", "/v2/a/b/blobs/uploads/u1?_state=0"),
+                    ("Range", "0-0"),
+                ],
+                b"",
+            );
+        }
+        if path.starts_with("/v2/a/b/blobs/uploads/u1") {
+            match req.method {
+                Method::Patch => {
+                    self.patches += 1;
+                    if self.patch_drop == Some(self.patches) {
+                        self.upload.extend_from_slice(&body[..body.len() / 2]);
+                        return Reply::Drop;
+                    }
+                    if let Some((n, s)) = self.patch_fail {
+                        if n == self.patches {
+                            return r(s, &[], b"");
+                        }
+                    }
+                    let start: usize = req
+                        .header("content-range")
+                        .and_then(|c| c.split('-').next())
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    if start != self.upload.len() {
+                        return r(416, &[], b"");
+                    }
+                    self.upload.extend_from_slice(body);
+                    let range = format!("0-{}", self.upload.len() - 1);
+                    let loc = format!("/v2/a/b/blobs/uploads/u1?_state={}", self.upload.len());
+                    return r(202, &[("Location", &loc), ("Range", &range)], b"");
+                }
+                Method::Get => {
+                    let range = format!("0-{}", self.upload.len().saturating_sub(1));
+                    return r(
+                        204,
+                        &[
+                            ("Range", &range),
+                            ("Location", "/v2/a/b/blobs/uploads/u1?_state=s"),
+                        ],
+                        b"",
+                    );
+                }
+                Method::Put => {
+                    self.upload.extend_from_slice(body);
+                    let d = Digest::of(&self.upload);
+                    let want = path
+                        .split("digest=")
+                        .nth(1)
+                        .unwrap_or("")
+                        .replace("%3A", ":");
+                    if d.to_string() != want {
+                        return r(400, &[], br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#);
+                    }
+                    let shown = if self.lie_digest {
+                        Digest::of(b"lie").to_string()
+                    } else {
+                        d.to_string()
+                    };
+                    self.committed
+                        .push((d.to_string(), std::mem::take(&mut self.upload)));
+                    return r(201, &[("Docker-Content-Digest", &shown)], b"");
+                }
+                _ => {}
+            }
+        }
+        if let Some(reference) = path.strip_prefix("/v2/a/b/manifests/") {
+            match req.method {
+                Method::Put => {
+                    self.manifests.push((reference.to_string(), body.to_vec()));
+                    let d = if self.lie_digest {
+                        Digest::of(b"lie")
+                    } else {
+                        Digest::of(body)
+                    };
+                    return r(201, &[("Docker-Content-Digest", &d.to_string())], b"");
+                }
+                Method::Get => {
+                    if let Some(s) = self.fail_get_manifest.pop() {
+                        return r(s, &[("Retry-After", "2")], b"");
+                    }
+                    let m = self
+                        .manifests
+                        .iter()
+                        .find(|(t, _)| t == reference)
+                        .map(|(_, b)| b.clone());
+                    return match m {
+                        Some(b) => {
+                            let d = if self.lie_digest { Digest::of(b"lie") } else { Digest::of(&b) };
+                            r(200, &[("Docker-Content-Digest", &d.to_string()), ("Content-Type", crate::media::OCI_MANIFEST)], &b)
+                        }
+                        None => r(404, &[], br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
+                    };
+                }
+                _ => {}
+            }
+        }
+        if path.starts_with("/v2/a/b/blobs/sha256:") {
+            if let Some(to) = &self.redirect_blob_to {
+                return r(307, &[("Location", to)], b"");
+            }
+            return r(404, &[], b"");
+        }
+        r(404, &[], b"")
+    }
+}
+
+struct Run<T> {
+    result: Result<T, Error>,
+    sent_blob_bytes: u64,
+    waits: Vec<u64>,
+}
+
+/// The driver loop of the crate docs, over the fake, with upload data given in `feed` steps.
+fn drive<O: Op>(
+    fake: &mut Fake,
+    session: Session,
+    op: O,
+    data: &[u8],
+    step: usize,
+    on_data: impl Fn(&mut O, u64, bool, &[u8]),
+) -> (Run<O::Output>, Session) {
+    let mut m = Machine::new(session, op);
+    let mut now = 1_000u64;
+    // step usize::MAX: all data is there from the start (blobs uploaded from memory)
+    let mut given = if step == usize::MAX { data.len() } else { 0 };
+    let mut sent_blob_bytes = 0;
+    let mut waits = Vec::new();
+    let mut answered = now;
+    for _ in 0..100_000 {
+        match m.poll(now) {
+            Output::Send(req) => {
+                let body: Vec<u8> = match &req.body {
+                    Body::Empty => Vec::new(),
+                    Body::Bytes(b) => b.clone(),
+                    Body::Blob { start, end } => {
+                        assert!(*end as usize <= given, "asked for bytes not yet given");
+                        sent_blob_bytes += end - start;
+                        data[*start as usize..*end as usize].to_vec()
+                    }
+                };
+                answered = now;
+                match fake.handle(&req, &body) {
+                    Reply::R(r) => m.handle_response(now, r),
+                    Reply::Drop => m.handle_error(now, "connection reset by peer".into()),
+                }
+            }
+            Output::Wait(t) => {
+                waits.push(t - answered);
+                now = t;
+            }
+            Output::NeedData => {
+                given = (given + step).min(data.len());
+                on_data(m.op_mut(), given as u64, given == data.len(), data);
+                m.data_ready();
+            }
+            Output::Event(_) => {}
+            Output::Done(r) => {
+                return (
+                    Run {
+                        result: r,
+                        sent_blob_bytes,
+                        waits,
+                    },
+                    m.into_session(),
+                )
+            }
+            Output::Pending => panic!("pending"),
+        }
+        now += 1;
+    }
+    panic!("machine did not finish");
+}
+
+fn feed_upload(u: &mut Upload, given: u64, done: bool, data: &[u8]) {
+    if done {
+        u.data_complete(Digest::of(data), data.len() as u64);
+    } else {
+        u.data_available(given);
+    }
+}
+
+fn session(creds: Credentials) -> Session {
+    Session::new("reg.example", Scheme::Https, creds, 42)
+}
+
+fn cfg(chunk: u64) -> UploadConfig {
+    UploadConfig {
+        monolithic_max: 0,
+        chunk_max: chunk,
+        chunk_min: 0,
+        max_resumes: 4,
+    }
+}
+
+#[test]
+fn chunked_push_with_bearer_auth_request_sequence() {
+    let mut fake = Fake {
+        bearer: true,
+        ..Fake::default()
+    };
+    let data = b"0123456789".to_vec();
+    let creds = Credentials::Basic {
+        username: "u".into(),
+        password: Secret::new("p"),
+    };
+    let (run, s) = drive(
+        &mut fake,
+        session(creds),
+        Upload::new("a/b", cfg(4)),
+        &data,
+        4,
+        feed_upload,
+    );
+    assert_eq!(run.result.unwrap(), Digest::of(&data));
+    let (run2, _) = drive(
+        &mut fake,
+        s,
+        PutManifest::new("a/b", "v1", crate::media::OCI_MANIFEST, b"{}".to_vec()),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    run2.result.unwrap();
+    let want = [
+        "GET /v2/",
+        "GET /token?service=reg&scope=repository%3Aa%2Fb%3Apull%2Cpush [basic]",
+        "POST /v2/a/b/blobs/uploads/ [bearer]",
+        "PATCH /v2/a/b/blobs/uploads/u1 range=0-3 (4 B) [bearer]",
+        "PATCH /v2/a/b/blobs/uploads/u1 range=4-7 (4 B) [bearer]",
+        "PATCH /v2/a/b/blobs/uploads/u1 range=8-9 (2 B) [bearer]",
+        "PUT /v2/a/b/blobs/uploads/u1 [bearer]",
+        "PUT /v2/a/b/manifests/v1 (2 B) [bearer]",
+    ];
+    let got: Vec<String> = fake
+        .log
+        .iter()
+        .map(|l| {
+            l.replace("?digest=sha256%3A", "")
+                .split("?digest")
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let got: Vec<String> = got
+        .iter()
+        .map(|l| {
+            if l.starts_with("PUT /v2/a/b/blobs/uploads/u1") {
+                "PUT /v2/a/b/blobs/uploads/u1 [bearer]".into()
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    assert_eq!(
+        got,
+        want,
+        "request sequence changed:\n{}",
+        fake.log.join("\n")
+    );
+    assert_eq!(fake.committed[0].1, data);
+    assert_eq!(
+        fake.tokens_issued, 1,
+        "the token is reused for the manifest push"
+    );
+}
+
+#[test]
+fn uploads_agree_at_every_feed_size_and_small_blobs_go_monolithic() {
+    let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 256) as u8).collect();
+    for step in [1usize, 7, 4096, data.len()] {
+        let mut fake = Fake::default();
+        let (run, _) = drive(
+            &mut fake,
+            session(Credentials::Anonymous),
+            Upload::new("a/b", cfg(1000)),
+            &data,
+            step,
+            feed_upload,
+        );
+        assert_eq!(run.result.unwrap(), Digest::of(&data), "step {step}");
+        assert_eq!(fake.committed[0].1, data);
+        assert_eq!(run.sent_blob_bytes, data.len() as u64, "nothing sent twice");
+    }
+    let mut fake = Fake::default();
+    let (u, d) = upload_bytes("a/b", b"config");
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        u,
+        b"config",
+        usize::MAX,
+        |_, _, _, _| {},
+    );
+    assert_eq!(run.result.unwrap(), d);
+    assert!(
+        fake.log.iter().all(|l| !l.starts_with("PATCH")),
+        "{:?}",
+        fake.log
+    );
+}
+
+#[test]
+fn a_416_is_recovered_from_the_upload_status() {
+    let data: Vec<u8> = (0..100u8).collect();
+    let mut fake = Fake {
+        patch_fail: Some((2, 416)),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::new("a/b", cfg(30)),
+        &data,
+        100,
+        feed_upload,
+    );
+    assert_eq!(run.result.unwrap(), Digest::of(&data));
+    assert!(
+        fake.log
+            .iter()
+            .any(|l| l.starts_with("GET /v2/a/b/blobs/uploads/u1")),
+        "{:?}",
+        fake.log
+    );
+    assert_eq!(fake.committed[0].1, data);
+}
+
+#[test]
+fn a_dropped_connection_mid_chunk_resends_at_most_one_chunk() {
+    let data: Vec<u8> = (0..200u8).collect();
+    let mut fake = Fake {
+        patch_drop: Some(3),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::new("a/b", cfg(50)),
+        &data,
+        200,
+        feed_upload,
+    );
+    assert_eq!(run.result.unwrap(), Digest::of(&data));
+    assert_eq!(fake.committed[0].1, data);
+    assert!(
+        run.sent_blob_bytes - data.len() as u64 <= 50,
+        "resent {} bytes",
+        run.sent_blob_bytes - 200
+    );
+}
+
+#[test]
+fn retries_5xx_with_retry_after_then_succeeds() {
+    let mut fake = Fake {
+        fail_get_manifest: vec![503, 429],
+        ..Fake::default()
+    };
+    fake.manifests
+        .push(("v1".into(), b"{\"schemaVersion\":2}".to_vec()));
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        GetManifest::new("a/b", "v1"),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    assert_eq!(run.result.unwrap().bytes, b"{\"schemaVersion\":2}");
+    assert_eq!(run.waits, vec![2000, 2000], "Retry-After honoured");
+    // without end: bounded
+    let mut fake = Fake {
+        fail_get_manifest: vec![500; 20],
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        GetManifest::new("a/b", "v1"),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    let e = run.result.unwrap_err();
+    assert!(
+        matches!(e, Error::RetriesExhausted { attempts: 5, .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn cog_token_flow_verifies_then_uses_basic_for_the_token() {
+    let mut fake = Fake {
+        bearer: true,
+        cog: true,
+        ..Fake::default()
+    };
+    fake.manifests.push(("v1".into(), b"{}".to_vec()));
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::CogToken(Secret::new("r8_tok"))),
+        GetManifest::new("a/b", "v1"),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    run.result.unwrap();
+    assert_eq!(fake.log[1], "POST /cog/v1/verify-token (12 B)");
+    assert!(
+        fake.log[2].starts_with("GET /token") && fake.log[2].ends_with("[basic]"),
+        "{:?}",
+        fake.log
+    );
+    let mut fake = Fake {
+        bearer: true,
+        cog: true,
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::CogToken(Secret::new("wrong"))),
+        GetManifest::new("a/b", "v1"),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    let e = run.result.unwrap_err().to_string();
+    assert!(
+        e.contains("Cog token was refused") && !e.contains("wrong"),
+        "{e}"
+    );
+}
+
+#[test]
+fn expired_tokens_are_fetched_again() {
+    let mut fake = Fake {
+        bearer: true,
+        token_ttl: 60,
+        ..Fake::default()
+    };
+    fake.manifests.push(("v1".into(), b"{}".to_vec()));
+    let creds = Credentials::Basic {
+        username: "u".into(),
+        password: Secret::new("p"),
+    };
+    let (_, mut s) = drive(
+        &mut fake,
+        session(creds),
+        GetManifest::new("a/b", "v1"),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    assert_eq!(fake.tokens_issued, 1);
+    // same scopes, time moved past expiry: the machine fetches a new one before sending
+    let mut m = Machine::new(s.clone(), GetManifest::new("a/b", "v1"));
+    match m.poll(120_000) {
+        Output::Send(r) => assert!(r.url.contains("/token"), "{r:?}"),
+        o => panic!("{o:?}"),
+    }
+    // and within the lifetime it reuses the token
+    s = m.into_session();
+    let mut m = Machine::new(s, GetManifest::new("a/b", "v1"));
+    match m.poll(2_000) {
+        Output::Send(r) => {
+            assert!(r.url.ends_with("/manifests/v1") && r.header("authorization").is_some())
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn redirects_to_another_host_carry_no_credentials_and_loops_end() {
+    let mut fake = Fake {
+        basic: true,
+        redirect_blob_to: Some("https://storage.example/blob?sig=1".into()),
+        ..Fake::default()
+    };
+    let d = Digest::of(b"blobdata");
+    let creds = Credentials::Basic {
+        username: "u".into(),
+        password: Secret::new("p"),
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(creds.clone()),
+        GetBlob::new("a/b", &d, 100),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    assert_eq!(run.result.unwrap(), b"blobdata");
+    let storage: Vec<_> = fake
+        .seen_auth
+        .iter()
+        .filter(|(u, _)| u.contains("storage.example"))
+        .collect();
+    assert_eq!(storage.len(), 1);
+    assert_eq!(
+        storage[0].1, None,
+        "Authorization must not follow a redirect to another host"
+    );
+    let mut fake = Fake {
+        redirect_blob_to: Some("/v2/a/b/blobs/sha256:loop".into()),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        GetBlob::new("a/b", &d, 100),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    assert!(run.result.unwrap_err().to_string().contains("redirects"));
+}
+
+#[test]
+fn lying_registries_are_caught() {
+    let mut fake = Fake {
+        lie_digest: true,
+        ..Fake::default()
+    };
+    fake.manifests.push(("v1".into(), b"{}".to_vec()));
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        GetManifest::new("a/b", "v1"),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    assert!(matches!(
+        run.result.unwrap_err(),
+        Error::DigestMismatch { .. }
+    ));
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        PutManifest::new("a/b", "v2", crate::media::OCI_MANIFEST, b"{}".to_vec()),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    assert!(matches!(
+        run.result.unwrap_err(),
+        Error::DigestMismatch { .. }
+    ));
+    let data = b"abc".to_vec();
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::new("a/b", cfg(2)),
+        &data,
+        3,
+        feed_upload,
+    );
+    assert!(matches!(
+        run.result.unwrap_err(),
+        Error::DigestMismatch { .. }
+    ));
+    // a manifest over 4 MiB is refused
+    let mut fake = Fake::default();
+    fake.manifests
+        .push(("big".into(), vec![b' '; (4 << 20) + 10]));
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        GetManifest::new("a/b", "big"),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    assert!(matches!(run.result.unwrap_err(), Error::TooLarge { .. }));
+    // a token answer without a token
+    let mut fake = Fake {
+        bearer: true,
+        token_body: Some("{\"expires_in\":60}".into()),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        GetManifest::new("a/b", "v1"),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    assert!(run
+        .result
+        .unwrap_err()
+        .to_string()
+        .contains("holds no token"));
+}
+
+#[test]
+fn secrets_stay_out_of_errors_and_debug_output() {
+    let mut fake = Fake {
+        bearer: true,
+        ..Fake::default()
+    };
+    let creds = Credentials::Basic {
+        username: "u".into(),
+        password: Secret::new("hunter2-secret"),
+    };
+    let s = session(creds);
+    assert!(!format!("{s:?}").contains("hunter2"));
+    let (run, s) = drive(
+        &mut fake,
+        s,
+        GetManifest::new("a/b", "missing"),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    let e = run.result.unwrap_err().to_string();
+    assert!(
+        e.contains("404") && !e.contains("hunter2") && !e.contains("tok1"),
+        "{e}"
+    );
+    assert!(!format!("{s:?}").contains("tok1"), "tokens are secrets too");
+}
+
+#[test]
+fn mount_is_one_post_with_from() {
+    let mut fake = Fake::default();
+    let d = Digest::of(b"x");
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        MountBlob::new("a/b", "c/d", &d),
+        &[],
+        1,
+        |_, _, _, _| {},
+    );
+    assert!(run.result.unwrap());
+    assert!(
+        fake.log
+            .last()
+            .unwrap()
+            .contains(&format!("mount=sha256%3A{}&from=c%2Fd", d.hex())),
+        "{:?}",
+        fake.log
+    );
+}
