@@ -4,6 +4,7 @@ mod affix;
 mod blobs;
 mod client;
 mod creds;
+mod extract;
 mod inputs;
 mod layers;
 mod progress;
@@ -117,6 +118,35 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pull the weights out of an image: the files of its weights layers under src/weights.
+    ///
+    /// Weights layers are found as r8im does (history `... # weights`, else `COPY . /src`); all
+    /// of them are applied in order with whiteouts, so later layers win. Symlinks and hard links
+    /// are kept; nothing is ever written outside the output.
+    ///
+    /// Examples:
+    ///   lamina extract r8.im/me/model -o weights/          (a directory)
+    ///   lamina extract r8.im/me/model -o weights.tar       (a tar file)
+    ///   lamina extract r8.im/me/model | tar -t             (a tar on stdout)
+    ///   lamina extract 127.0.0.1:5000/modelcar --path /models -o models/
+    #[command(verbatim_doc_comment)]
+    Extract {
+        /// Image reference.
+        #[arg(value_name = "REF")]
+        image: String,
+        /// Output: a directory (existing, or ending in /) or a tar file; stdout when absent.
+        #[arg(short, long, value_name = "FILE|DIR")]
+        output: Option<String>,
+        /// Sub-tree of the image to extract instead of src/weights.
+        #[arg(long, value_name = "DIR")]
+        path: Option<String>,
+        /// Extract the whole flattened filesystem of all layers.
+        #[arg(long)]
+        all: bool,
+        /// Platform of an index: os/arch[/variant] (default linux/amd64).
+        #[arg(long)]
+        platform: Option<String>,
+    },
     /// List the layers of an image (and the platforms of an index).
     Layers {
         /// Image reference.
@@ -175,7 +205,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
     }
     let dest_registry = match &cli.cmd {
         Cmd::Affix { dest, .. } => Some(parse(dest)?.registry),
-        Cmd::Layers { image, .. } => Some(parse(image)?.registry),
+        Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => Some(parse(image)?.registry),
     };
     match (&cli.username, &cli.password) {
         (Some(u), Some(p)) => {
@@ -236,5 +266,22 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             platform,
             json,
         } => layers::run(&mut client, &parse(&image)?, platform.as_deref(), json),
+        Cmd::Extract {
+            image,
+            output,
+            path,
+            all,
+            platform,
+        } => extract::run(
+            &mut client,
+            extract::Args {
+                image: parse(&image)?,
+                output,
+                path,
+                all,
+                platform,
+                quiet: cli.quiet,
+            },
+        ),
     }
 }

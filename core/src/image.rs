@@ -766,6 +766,29 @@ impl Config {
     }
 }
 
+/// The weights layers of a Cog/Replicate image, as r8im finds them: layers whose history
+/// `created_by` ends in ` # weights`, else layers whose `created_by` starts with `COPY . /src`.
+/// Indexes into the manifest's layers, in order.
+pub fn weights_layers(config: &Config) -> Vec<usize> {
+    let hist = config.layer_history();
+    let pick = |f: &dyn Fn(&str) -> bool| -> Vec<usize> {
+        hist.iter()
+            .enumerate()
+            .filter(|(_, h)| {
+                h.as_ref()
+                    .and_then(|h| h.created_by.as_deref())
+                    .is_some_and(f)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let marked = pick(&|c: &str| c.trim_end().ends_with(" # weights"));
+    if !marked.is_empty() {
+        return marked;
+    }
+    pick(&|c: &str| c.starts_with("COPY . /src"))
+}
+
 /// RFC 3339 UTC time (`1970-01-01T00:00:00Z`) for a Unix time, e.g. `SOURCE_DATE_EPOCH`.
 pub fn rfc3339(unix: u64) -> String {
     let days = unix / 86_400;

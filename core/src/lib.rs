@@ -19,6 +19,7 @@
 //! - [`media`]: OCI and Docker media types
 //! - [`image`]: lossless manifest / index / config editing
 //! - [`tar`]: deterministic streaming tar writing
+//! - [`untar`]: push-based tar reading and path safety
 //! - [`compress`]: push-based gzip and zstd encoders and decoders
 //! - [`layer`]: layer blobs with diff_id and digest in one pass
 //! - [`http`], [`auth`]: requests, responses, credentials, challenges
@@ -37,6 +38,7 @@ pub mod media;
 pub mod reference;
 pub mod registry;
 pub mod tar;
+pub mod untar;
 
 pub use digest::Digest;
 pub use error::Error;
