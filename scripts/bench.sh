@@ -50,23 +50,27 @@ curl_upload() {
   curl -sf -o /dev/null -T "$F" -H 'Content-Type: application/octet-stream' "$loc&digest=$DIG"
 }
 
-olot_workflow() {
-  local dir=$1 tag=$2
-  rm -rf "$dir"; mkdir -p "$dir"
-  skopeo copy -q --src-tls-verify=false "docker://$REG/fixtures/big:latest" "oci:$dir/layout:latest"
-  "$B/venv/bin/olot" "$dir/layout" "$F"
-  skopeo copy -q --dest-tls-verify=false "oci:$dir/layout:latest" "docker://$REG/bench/olot-$RUNID:$tag"
-}
-# skopeo keeps a blob-info cache that turns repeat copies into mounts; give it a cold one per run
-cold() { unshare -m sh -c 'mkdir -p /var/lib/containers/cache && mount -t tmpfs tmpfs /var/lib/containers/cache && exec "$@"' sh "$@"; }
-export -f olot_workflow; export B REG RUNID F
+# the olot workflow as its own script (it runs inside a private mount namespace, see cold)
+cat >"$B/olot-wf.sh" <<WF
+#!/usr/bin/env bash
+set -euo pipefail
+dir=\$1 tag=\$2
+rm -rf "\$dir"; mkdir -p "\$dir"
+skopeo copy -q --src-tls-verify=false "docker://$REG/fixtures/big:latest" "oci:\$dir/layout:latest"
+"$B/venv/bin/olot" "\$dir/layout" "$F"
+skopeo copy -q --dest-tls-verify=false "oci:\$dir/layout:latest" "docker://$REG/bench/olot-$RUNID:\$tag"
+WF
+chmod +x "$B/olot-wf.sh"
+# skopeo keeps a blob-info cache that turns repeat copies into mounts; each olot run gets a cold
+# one (a tmpfs over the cache directory in a private mount namespace)
+export -f curl_upload; export REG F DIG
 
 RES=$B/results-$RUNID.tsv
 printf 'name\twall_s\tmaxrss_MiB\n' >"$RES"
 for i in $(seq "$RUNS"); do
-  t "curl-put-blob" curl_upload "bench/curl-$RUNID-$i" >>"$RES"
+  t "curl-put-blob" bash -c 'curl_upload "$1"' _ "bench/curl-$RUNID-$i" >>"$RES"
   t "lamina-affix" "$LAMINA" affix -q --base "$REG/fixtures/big:latest" --dest "$REG/bench/lamina-$RUNID:r$i" "$F" >>"$RES"
-  t "olot-workflow" cold bash -c "olot_workflow $B/olot-wf r$i" >>"$RES"
+  t "olot-workflow" unshare -m sh -c 'mkdir -p /var/lib/containers/cache && mount -t tmpfs tmpfs /var/lib/containers/cache && exec "$@"' sh "$B/olot-wf.sh" "$B/olot-wf" "r$i" >>"$RES"
 done
 # memory does not grow with the file: a file 4x smaller for comparison
 head -c $((BYTES / 4)) "$F" >"$B/quarter.bin"

@@ -5,20 +5,19 @@ use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use lamina_core::compress::Compression;
-use lamina_core::image::{detect_kind, rfc3339, Descriptor, History, Index, Manifest};
+use lamina_core::image::{rfc3339, Descriptor, History};
 use lamina_core::layer::{choose_auto, LayerInfo, LayerWriter, TarInput};
-use lamina_core::media::{self, DocKind, Family};
 use lamina_core::reference::Reference;
-use lamina_core::registry::{GetManifest, PutManifest, Upload, UploadConfig};
+use lamina_core::registry::{Upload, UploadConfig};
 use lamina_core::tar::{EntryKind, PlannedEntry, TarWriter};
 use lamina_core::Error;
 
-use crate::blobs::ensure_blobs;
+use crate::blobs::{copy_other_platforms, ensure_blobs};
 use crate::client::anyhow_like::Result;
-use crate::client::{Client, Data};
+use crate::client::{Chunker, Client, Data};
 use crate::progress::{human, Progress};
+use crate::push::{push_images, NewLayer};
 use crate::resolve::{self, PlatformSel, Top};
 
 /// What to add and where.
@@ -114,27 +113,6 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     for img in &images {
         configs.push(resolve::config(client, &a.base, &img.manifest)?);
     }
-    // Docker manifests have no zstd layers and no annotations: such images become OCI.
-    let needs_oci = compression == Compression::Zstd || !a.annotations.is_empty();
-    if needs_oci && images.iter().any(|i| i.manifest.family() == Family::Docker) {
-        if !a.quiet {
-            eprintln!(
-                "note: converting the Docker v2 manifest to OCI ({})",
-                if compression == Compression::Zstd {
-                    "zstd layers"
-                } else {
-                    "annotations"
-                }
-            );
-        }
-        for i in &mut images {
-            i.manifest.convert_to_oci();
-        }
-        if let Some(ix) = &mut index {
-            ix.convert_to_oci();
-        }
-    }
-
     // 2. base blobs must exist in the destination repository (mounted, never downloaded)
     let mut base_blobs = Vec::new();
     for img in &images {
@@ -145,15 +123,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         }
     }
     ensure_blobs(client, &a.base, &a.dest, &base_blobs, a.quiet)?;
-    // platforms of an index that are not edited must exist in the destination repository too
-    if let Some(ix) = &index {
-        let picked: Vec<usize> = images.iter().filter_map(|i| i.index_pos).collect();
-        for (i, e) in ix.manifests()?.iter().enumerate() {
-            if !picked.contains(&i) {
-                copy_manifest(client, &a.base, &a.dest, e, a.quiet)?;
-            }
-        }
-    }
+    copy_other_platforms(client, &a.base, &a.dest, index.as_ref(), &images, a.quiet)?;
 
     // 3. build the layer and upload it as it is made
     let (tx, rx) = sync_channel::<Data>(1);
@@ -244,59 +214,25 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         comment: Some("weights".into()),
         author: None,
     };
-    let mut pushed = Vec::new();
-    for (img, mut config) in images.iter_mut().zip(configs) {
-        config.push_layer(&info.diff_id, &history);
-        for (k, v) in &a.labels {
-            config.set_label(k, v);
-        }
-        let cbytes = config.bytes().to_vec();
-        let cdigest = client.upload_bytes(&a.dest, cbytes.clone())?;
-        let m = &mut img.manifest;
-        m.set_config(&cdigest, cbytes.len() as u64);
-        let lt = media::layer_type(m.family(), info.compression)
-            .ok_or("no layer media type for this manifest family")?;
-        m.push_layer(&Descriptor::new(lt, info.digest.clone(), info.size));
-        for (k, v) in &a.annotations {
-            m.set_annotation(k, v)?;
-        }
-        let bytes = m.bytes().to_vec();
-        let reference = if index.is_some() {
-            m.digest().to_string()
-        } else {
-            a.dest.tag_or_latest().to_string()
-        };
-        let d = client.run(
-            &a.dest,
-            PutManifest::new(
-                &a.dest.repository,
-                &reference,
-                m.media_type(),
-                bytes.clone(),
-            ),
-        )?;
-        pushed.push((img.index_pos, d, bytes.len() as u64, m.media_type()));
-    }
-    let final_digest = match &mut index {
-        Some(ix) => {
-            for (pos, d, size, mt) in &pushed {
-                if let Some(p) = pos {
-                    ix.replace(*p, mt, d, *size);
-                }
-            }
-            let bytes = ix.bytes().to_vec();
-            client.run(
-                &a.dest,
-                PutManifest::new(
-                    &a.dest.repository,
-                    a.dest.tag_or_latest(),
-                    ix.media_type(),
-                    bytes,
-                ),
-            )?
-        }
-        None => pushed[0].1.clone(),
+    let layer = NewLayer {
+        compression: info.compression,
+        digest: info.digest.clone(),
+        size: info.size,
+        diff_id: info.diff_id.clone(),
+        history,
     };
+    let final_digest = push_images(
+        client,
+        &a.dest,
+        &mut images,
+        configs,
+        &mut index,
+        &[layer],
+        &a.labels,
+        &a.annotations,
+        a.quiet,
+    )?;
+    let platforms = images.len();
     let name = a.dest.name();
     if a.json {
         let v = serde_json::json!({
@@ -310,7 +246,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 "uncompressed_size": info.uncompressed_size,
                 "compression": info.compression.name(),
             },
-            "platforms": pushed.len(),
+            "platforms": platforms,
             "seconds": t0.elapsed().as_secs_f64(),
         });
         println!("{v}");
@@ -320,43 +256,6 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     if !a.quiet {
         eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
     }
-    Ok(())
-}
-
-/// Copies one manifest (and its blobs) that is kept unchanged into the destination repository.
-fn copy_manifest(
-    client: &mut Client,
-    src: &Reference,
-    dst: &Reference,
-    d: &Descriptor,
-    quiet: bool,
-) -> Result<()> {
-    if src.registry == dst.registry && src.repository == dst.repository {
-        return Ok(());
-    }
-    let f = client.run(
-        src,
-        GetManifest::new(&src.repository, &d.digest.to_string()),
-    )?;
-    let (kind, mt) = detect_kind(&f.bytes, f.content_type.as_deref().or(Some(&d.media_type)))?;
-    match kind {
-        DocKind::Manifest(_) => {
-            let m = Manifest::parse(f.bytes.clone(), &mt)?;
-            let mut blobs = vec![m.config()?];
-            blobs.extend(m.layers()?);
-            ensure_blobs(client, src, dst, &blobs, quiet)?;
-        }
-        DocKind::Index(_) => {
-            let ix = Index::parse(f.bytes.clone(), &mt)?;
-            for e in ix.manifests()? {
-                copy_manifest(client, src, dst, &e, quiet)?;
-            }
-        }
-    }
-    client.run(
-        dst,
-        PutManifest::new(&dst.repository, &d.digest.to_string(), &mt, f.bytes),
-    )?;
     Ok(())
 }
 
@@ -371,41 +270,6 @@ pub fn source_date_epoch() -> Option<u64> {
     std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
 }
 
-/// Collects blob bytes into fixed-size chunks and sends them to the uploader.
-struct Chunker {
-    buf: BytesMut,
-    chunk: usize,
-    tx: SyncSender<Data>,
-    closed: bool,
-}
-
-impl Chunker {
-    fn push(&mut self, b: &[u8]) {
-        if self.closed {
-            return;
-        }
-        self.buf.extend_from_slice(b);
-        while self.buf.len() >= self.chunk {
-            let full: Bytes = self.buf.split_to(self.chunk).freeze();
-            if self.tx.send(Data::Chunk(full)).is_err() {
-                self.closed = true;
-                return;
-            }
-        }
-    }
-    fn done(mut self, r: std::result::Result<LayerInfo, Error>) {
-        match r {
-            Ok(info) => {
-                let rest = self.buf.split().freeze();
-                let _ = self.tx.send(Data::Done(rest, info));
-            }
-            Err(e) => {
-                let _ = self.tx.send(Data::Failed(e));
-            }
-        }
-    }
-}
-
 const READ: usize = 1 << 20;
 
 fn build_files(
@@ -416,12 +280,7 @@ fn build_files(
     chunk: usize,
     tx: SyncSender<Data>,
 ) {
-    let mut ch = Chunker {
-        buf: BytesMut::with_capacity(chunk),
-        chunk,
-        tx,
-        closed: false,
-    };
+    let mut ch = Chunker::new(chunk, tx);
     let r = (|| -> std::result::Result<LayerInfo, Error> {
         let mut lw = LayerWriter::new(c, level);
         let mut tw = TarWriter::new(mtime);
@@ -474,12 +333,7 @@ fn build_files(
 }
 
 fn build_tar(path: &str, c: Compression, level: Option<i32>, chunk: usize, tx: SyncSender<Data>) {
-    let mut ch = Chunker {
-        buf: BytesMut::with_capacity(chunk),
-        chunk,
-        tx,
-        closed: false,
-    };
+    let mut ch = Chunker::new(chunk, tx);
     let r = (|| -> std::result::Result<LayerInfo, Error> {
         let mut input: Box<dyn std::io::Read> = if path == "-" {
             Box::new(std::io::stdin().lock())

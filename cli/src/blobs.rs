@@ -6,15 +6,19 @@ use std::io::Read as _;
 use std::sync::mpsc::sync_channel;
 
 use lamina_core::digest::Hasher;
-use lamina_core::image::Descriptor;
+use lamina_core::image::{detect_kind, Descriptor, Index, Manifest};
 use lamina_core::layer::LayerInfo;
+use lamina_core::media::DocKind;
 use lamina_core::reference::Reference;
-use lamina_core::registry::{HeadBlob, MountBlob, OpenBlob, Upload, UploadConfig};
+use lamina_core::registry::{
+    GetManifest, HeadBlob, MountBlob, OpenBlob, PutManifest, Upload, UploadConfig,
+};
 use lamina_core::Error;
 
 use crate::client::anyhow_like::Result;
-use crate::client::{Client, Data};
+use crate::client::{Chunker, Client, Data};
 use crate::progress::Progress;
+use crate::resolve::Image;
 
 /// Ensures every blob of `blobs` (found in `src`) is in `dst`'s repository.
 pub fn ensure_blobs(
@@ -72,64 +76,57 @@ pub fn copy_blob(
     let want = b.clone();
     let chunk = 16usize << 20;
     let reader = std::thread::spawn(move || {
-        let mut h = Hasher::new();
-        let mut buf = bytes::BytesMut::with_capacity(chunk);
-        let mut tmp = vec![0u8; 1 << 20];
-        let r: std::result::Result<(), String> = (|| {
+        let mut ch = Chunker::new(chunk, tx);
+        let r = (|| -> std::result::Result<LayerInfo, Error> {
+            let mut h = Hasher::new();
+            let mut tmp = vec![0u8; 1 << 20];
             loop {
-                let n = body
-                    .read(&mut tmp)
-                    .map_err(|e| format!("downloading {}: {e}", want.digest))?;
+                let n = body.read(&mut tmp).map_err(|e| Error::Protocol {
+                    reason: format!("downloading {}: {e}", want.digest),
+                })?;
                 if n == 0 {
                     break;
                 }
                 h.update(&tmp[..n]);
                 if h.len() > want.size {
-                    return Err(format!(
-                        "blob {} is larger than its descriptor says ({} bytes)",
-                        want.digest, want.size
-                    ));
+                    return Err(Error::SizeMismatch {
+                        what: format!("blob {}", want.digest),
+                        expected: want.size,
+                        found: h.len(),
+                    });
                 }
-                buf.extend_from_slice(&tmp[..n]);
-                if buf.len() >= chunk {
-                    tx.send(Data::Chunk(buf.split_to(chunk).freeze()))
-                        .map_err(|_| "upload stopped".to_string())?;
+                ch.push(&tmp[..n]);
+                if ch.closed {
+                    return Err(Error::Protocol {
+                        reason: "upload stopped".into(),
+                    });
                 }
             }
-            Ok(())
-        })();
-        if let Err(e) = r {
-            let _ = tx.send(Data::Failed(Error::Protocol { reason: e }));
-            return;
-        }
-        let size = h.len();
-        let digest = h.finish();
-        if size != want.size {
-            let _ = tx.send(Data::Failed(Error::SizeMismatch {
-                what: format!("blob {}", want.digest),
-                expected: want.size,
-                found: size,
-            }));
-            return;
-        }
-        if digest != want.digest {
-            let _ = tx.send(Data::Failed(Error::DigestMismatch {
-                what: "blob downloaded from the base registry".to_string(),
-                expected: want.digest.clone(),
-                found: digest,
-            }));
-            return;
-        }
-        let _ = tx.send(Data::Done(
-            buf.split().freeze(),
-            LayerInfo {
+            let size = h.len();
+            let digest = h.finish();
+            if size != want.size {
+                return Err(Error::SizeMismatch {
+                    what: format!("blob {}", want.digest),
+                    expected: want.size,
+                    found: size,
+                });
+            }
+            if digest != want.digest {
+                return Err(Error::DigestMismatch {
+                    what: "blob downloaded from the base registry".to_string(),
+                    expected: want.digest.clone(),
+                    found: digest,
+                });
+            }
+            Ok(LayerInfo {
                 compression: lamina_core::compress::Compression::None,
                 digest: digest.clone(),
                 size,
                 diff_id: digest,
                 uncompressed_size: size,
-            },
-        ));
+            })
+        })();
+        ch.done(r);
     });
     let cfg = UploadConfig {
         chunk_max: chunk as u64,
@@ -141,5 +138,63 @@ pub fn copy_blob(
     let _ = reader.join();
     r?;
     p.finish(b.size);
+    Ok(())
+}
+
+/// Copies the platforms of an index that are not being edited (`images` are) into the
+/// destination repository, with their blobs, so the new index points at nothing missing.
+pub fn copy_other_platforms(
+    client: &mut Client,
+    src: &Reference,
+    dst: &Reference,
+    index: Option<&Index>,
+    images: &[Image],
+    quiet: bool,
+) -> Result<()> {
+    let Some(ix) = index else { return Ok(()) };
+    let picked: Vec<usize> = images.iter().filter_map(|i| i.index_pos).collect();
+    for (i, e) in ix.manifests()?.iter().enumerate() {
+        if !picked.contains(&i) {
+            copy_manifest(client, src, dst, e, quiet)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies one manifest (and its blobs, or an index and everything under it) unchanged into the
+/// destination repository.
+pub fn copy_manifest(
+    client: &mut Client,
+    src: &Reference,
+    dst: &Reference,
+    d: &Descriptor,
+    quiet: bool,
+) -> Result<()> {
+    if src.registry == dst.registry && src.repository == dst.repository {
+        return Ok(());
+    }
+    let f = client.run(
+        src,
+        GetManifest::new(&src.repository, &d.digest.to_string()),
+    )?;
+    let (kind, mt) = detect_kind(&f.bytes, f.content_type.as_deref().or(Some(&d.media_type)))?;
+    match kind {
+        DocKind::Manifest(_) => {
+            let m = Manifest::parse(f.bytes.clone(), &mt)?;
+            let mut blobs = vec![m.config()?];
+            blobs.extend(m.layers()?);
+            ensure_blobs(client, src, dst, &blobs, quiet)?;
+        }
+        DocKind::Index(_) => {
+            let ix = Index::parse(f.bytes.clone(), &mt)?;
+            for e in ix.manifests()? {
+                copy_manifest(client, src, dst, &e, quiet)?;
+            }
+        }
+    }
+    client.run(
+        dst,
+        PutManifest::new(&dst.repository, &d.digest.to_string(), &mt, f.bytes),
+    )?;
     Ok(())
 }

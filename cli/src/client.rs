@@ -38,6 +38,53 @@ pub enum Data {
     Failed(Error),
 }
 
+/// Cuts a producer's bytes into exact-size chunks for the uploader (no over-allocation: memory
+/// is the chunk being filled, the one in the channel, and the ones not yet confirmed).
+#[derive(Debug)]
+pub struct Chunker {
+    cur: Vec<u8>,
+    chunk: usize,
+    tx: std::sync::mpsc::SyncSender<Data>,
+    /// The uploader went away (it failed); stop producing.
+    pub closed: bool,
+}
+
+impl Chunker {
+    /// Chunks of `chunk` bytes into `tx`.
+    pub fn new(chunk: usize, tx: std::sync::mpsc::SyncSender<Data>) -> Self {
+        Chunker {
+            cur: Vec::with_capacity(chunk),
+            chunk: chunk.max(1),
+            tx,
+            closed: false,
+        }
+    }
+
+    /// Adds bytes.
+    pub fn push(&mut self, mut b: &[u8]) {
+        while !b.is_empty() && !self.closed {
+            let take = (self.chunk - self.cur.len()).min(b.len());
+            self.cur.extend_from_slice(&b[..take]);
+            b = &b[take..];
+            if self.cur.len() == self.chunk {
+                let full = std::mem::replace(&mut self.cur, Vec::with_capacity(self.chunk));
+                if self.tx.send(Data::Chunk(Bytes::from(full))).is_err() {
+                    self.closed = true;
+                }
+            }
+        }
+    }
+
+    /// Ends the blob with its info, or reports the producer's error.
+    pub fn done(mut self, r: Result<LayerInfo, Error>) {
+        let msg = match r {
+            Ok(info) => Data::Done(Bytes::from(std::mem::take(&mut self.cur)), info),
+            Err(e) => Data::Failed(e),
+        };
+        let _ = self.tx.send(msg);
+    }
+}
+
 /// Registry client: one session per registry host, reused across operations.
 pub struct Client {
     http: reqwest::blocking::Client,

@@ -77,19 +77,16 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 .ok_or("--path names no directory")?,
         )
     };
-    let picked: Vec<usize> = if a.all {
+    // weights layers for the default src/weights; every layer (flattened) for --all or --path
+    let picked: Vec<usize> = if a.all || a.path.is_some() {
         (0..layers.len()).collect()
     } else {
         let w = weights_layers(&config);
-        if w.is_empty() && a.path.is_some() {
-            (0..layers.len()).collect()
-        } else if w.is_empty() {
+        if w.is_empty() {
             return Err(format!("{}: no weights layers (history `... # weights` or `COPY . /src`); use --path DIR or --all", a.image).into());
-        } else {
-            w
         }
+        w
     };
-
     if a.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         return Err(Box::new(Error::Usage {
             reason: "refusing to write a tar to the terminal: give -o FILE|DIR/ or pipe the output"
@@ -351,7 +348,7 @@ fn layer(
         }));
     }
     let got = blob.finish();
-    if &got != &d.digest {
+    if got != d.digest {
         return Err(Box::new(Error::DigestMismatch {
             what: format!("layer {idx} downloaded from {r}"),
             expected: d.digest.clone(),

@@ -8,7 +8,11 @@ mod extract;
 mod inputs;
 mod layers;
 mod progress;
+mod push;
+mod recompress;
+mod remix;
 mod resolve;
+mod zstdenc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,7 +116,7 @@ enum Cmd {
         #[arg(long = "label", value_name = "K=V")]
         labels: Vec<String>,
         /// Upload chunk size in MiB (each PATCH; memory use is about three chunks).
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
         chunk_size: u64,
         /// Print the result as JSON.
         #[arg(long)]
@@ -146,6 +150,68 @@ enum Cmd {
         /// Platform of an index: os/arch[/variant] (default linux/amd64).
         #[arg(long)]
         platform: Option<String>,
+    },
+    /// Put the weights layers of one image on top of another, without downloading a layer.
+    ///
+    /// Layers are mounted across repositories, or streamed registry to registry. The new history
+    /// entries keep the `# weights` mark, the diff_ids come from the weights image's config.
+    ///
+    /// Example:
+    ///   lamina remix --base r8.im/me/base --weights r8.im/me/model:v1 --dest r8.im/me/model:v2
+    #[command(verbatim_doc_comment)]
+    Remix {
+        /// The image to add the weights to.
+        #[arg(long, value_name = "REF")]
+        base: String,
+        /// The image to take the weights layers from.
+        #[arg(long, value_name = "REF")]
+        weights: String,
+        /// Destination.
+        #[arg(long, value_name = "REF")]
+        dest: String,
+        /// Take this layer of the weights image (by index, see `lamina layers`; repeatable)
+        /// instead of its weights layers.
+        #[arg(long = "layer", value_name = "N")]
+        layers: Vec<usize>,
+        /// Platform: os/arch[/variant], or all for every platform of the base (default linux/amd64).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompress every layer of an image to zstd, registry to registry.
+    ///
+    /// Layers are processed in parallel, each in one streaming pass. A layer that zstd does not
+    /// shrink below --min-ratio of its uncompressed size is stored uncompressed; layers already
+    /// zstd are kept. The result is an OCI manifest (Docker v2 images are converted); config,
+    /// history and diff_ids are unchanged.
+    ///
+    /// Example:
+    ///   lamina zstd r8.im/me/model:v1 r8.im/me/model:v1-zstd --level 9
+    #[command(verbatim_doc_comment)]
+    Zstd {
+        /// Source image.
+        #[arg(value_name = "REF")]
+        image: String,
+        /// Destination.
+        #[arg(value_name = "DEST")]
+        dest: String,
+        /// zstd level.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+        level: i32,
+        /// Platform: os/arch[/variant] or all (default linux/amd64).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Store a layer uncompressed unless zstd makes it smaller than this fraction.
+        #[arg(long, default_value_t = 0.9)]
+        min_ratio: f64,
+        /// Layers recompressed at once (default: one per core).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List the layers of an image (and the platforms of an index).
     Layers {
@@ -206,6 +272,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
     let dest_registry = match &cli.cmd {
         Cmd::Affix { dest, .. } => Some(parse(dest)?.registry),
         Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => Some(parse(image)?.registry),
+        Cmd::Remix { dest, .. } | Cmd::Zstd { dest, .. } => Some(parse(dest)?.registry),
     };
     match (&cli.username, &cli.password) {
         (Some(u), Some(p)) => {
@@ -222,11 +289,12 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             }))
         }
     }
-    let mut client = Client::new(Options {
+    let opts = Options {
         insecure: cli.insecure,
         verbose: cli.verbose,
         given,
-    })?;
+    };
+    let mut client = Client::new(opts.clone())?;
     match cli.cmd {
         Cmd::Affix {
             base,
@@ -266,6 +334,51 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             platform,
             json,
         } => layers::run(&mut client, &parse(&image)?, platform.as_deref(), json),
+        Cmd::Remix {
+            base,
+            weights,
+            dest,
+            layers,
+            platform,
+            json,
+        } => remix::run(
+            &mut client,
+            remix::Args {
+                base: parse(&base)?,
+                weights: parse(&weights)?,
+                dest: parse(&dest)?,
+                layers,
+                platform,
+                json,
+                quiet: cli.quiet,
+            },
+        ),
+        Cmd::Zstd {
+            image,
+            dest,
+            level,
+            platform,
+            min_ratio,
+            jobs,
+            json,
+        } => recompress::run(
+            &mut client,
+            &opts,
+            recompress::Args {
+                image: parse(&image)?,
+                dest: parse(&dest)?,
+                level,
+                platform,
+                min_ratio,
+                jobs: jobs.unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
+                }),
+                json,
+                quiet: cli.quiet,
+            },
+        ),
         Cmd::Extract {
             image,
             output,

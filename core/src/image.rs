@@ -402,6 +402,17 @@ impl Manifest {
         }
     }
 
+    /// Points layer `i` at another blob (media type, digest, size; annotations kept).
+    pub fn set_layer(&mut self, i: usize, media_type: &str, digest: &Digest, size: u64) {
+        if let Some(Value::Array(a)) = self.doc.value_mut().get_mut("layers") {
+            if let Some(Value::Object(l)) = a.get_mut(i) {
+                l.insert("mediaType".into(), Value::String(media_type.into()));
+                l.insert("digest".into(), Value::String(digest.to_string()));
+                l.insert("size".into(), Value::from(size));
+            }
+        }
+    }
+
     /// Replaces the config descriptor (digest and size; other fields kept).
     pub fn set_config(&mut self, digest: &Digest, size: u64) {
         if let Some(Value::Object(c)) = self.doc.value_mut().get_mut("config") {

@@ -48,6 +48,17 @@ impl LayerWriter {
         }
     }
 
+    /// A writer with a caller-supplied encoder for `compression` (e.g. a native libzstd one in
+    /// the CLI; the core's own codecs are the default).
+    pub fn with_encoder(compression: Compression, enc: Box<dyn Encoder>) -> Self {
+        LayerWriter {
+            compression,
+            enc,
+            diff: Hasher::new(),
+            blob: Hasher::new(),
+        }
+    }
+
     /// Uncompressed bytes in; blob bytes go to `sink`.
     pub fn write(&mut self, tar: &[u8], sink: &mut dyn FnMut(&[u8])) -> Result<(), Error> {
         self.diff.update(tar);

@@ -1,5 +1,7 @@
 //! `lamina affix` and `lamina layers` against real registries, checked with skopeo and umoci.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use lamina_tests::*;
 
 fn layer_digests(m: &serde_json::Value) -> Vec<String> {

@@ -1,0 +1,374 @@
+//! `lamina zstd`: every layer recompressed to zstd, registry to registry, in parallel.
+//!
+//! Each layer is one streaming pass (download, verify, decompress, hash the diff_id, compress
+//! with libzstd, hash, upload in chunks); no layer touches the disk or sits in memory whole. A
+//! layer whose zstd size is not below `--min-ratio` of its uncompressed size is stored
+//! uncompressed (r8im's rule): an uncompressed source layer is then simply kept, a gzip one is
+//! decompressed and uploaded in a second pass. Layers already zstd are kept. diff_ids are checked
+//! against the config and stay the same; config, history and `created` are kept. The output is
+//! always a valid OCI manifest (a Docker v2 image is converted).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+
+use lamina_core::compress::{self, Compression};
+use lamina_core::digest::Hasher;
+use lamina_core::image::Descriptor;
+use lamina_core::layer::{LayerInfo, LayerWriter};
+use lamina_core::media;
+use lamina_core::reference::Reference;
+use lamina_core::registry::{OpenBlob, PutManifest, Upload, UploadConfig};
+use lamina_core::{Digest, Error};
+
+use crate::blobs::{copy_other_platforms, ensure_blobs};
+use crate::client::anyhow_like::Result;
+use crate::client::{Chunker, Client, Data, Options};
+use crate::progress::{human, Progress};
+use crate::push::push_manifest_of;
+use crate::resolve::{self, PlatformSel, Top};
+use crate::zstdenc::NativeZstd;
+
+/// What to recompress.
+#[derive(Debug)]
+pub struct Args {
+    /// Source image.
+    pub image: Reference,
+    /// Destination.
+    pub dest: Reference,
+    /// zstd level 1-19.
+    pub level: i32,
+    /// Platform or all.
+    pub platform: Option<String>,
+    /// Keep a layer uncompressed unless zstd makes it smaller than this fraction.
+    pub min_ratio: f64,
+    /// Layers at once.
+    pub jobs: usize,
+    /// Print JSON.
+    pub json: bool,
+    /// No progress.
+    pub quiet: bool,
+}
+
+const CHUNK: usize = 16 << 20;
+
+#[derive(Debug, Clone)]
+struct Outcome {
+    compression: Compression,
+    digest: Digest,
+    size: u64,
+    note: &'static str,
+}
+
+/// Runs `zstd`.
+pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let sel = PlatformSel::parse(a.platform.as_deref())?;
+    let (mut images, mut index) = match resolve::fetch(client, &a.image, &sel)? {
+        Top::Single(i) => (vec![i], None),
+        Top::Index {
+            index, children, ..
+        } => (children, Some(index)),
+    };
+    // unique layers, with the diff_id each config gives them
+    let mut layers: BTreeMap<Digest, (Descriptor, Digest)> = BTreeMap::new();
+    let mut configs = Vec::new();
+    for img in &images {
+        let cfg = resolve::config(client, &a.image, &img.manifest)?;
+        let ids = cfg.diff_ids()?;
+        let ls = img.manifest.layers()?;
+        if ids.len() != ls.len() {
+            return Err(format!(
+                "{}: the config lists {} diff_ids for {} layers",
+                a.image,
+                ids.len(),
+                ls.len()
+            )
+            .into());
+        }
+        for (l, id) in ls.into_iter().zip(ids) {
+            media::layer_compression(&l.media_type).ok_or_else(|| Error::UnsupportedMediaType {
+                what: format!("layer {}", l.digest),
+                media_type: l.media_type.clone(),
+            })?;
+            layers.entry(l.digest.clone()).or_insert((l, id));
+        }
+        configs.push(img.manifest.config()?);
+    }
+    ensure_blobs(client, &a.image, &a.dest, &configs, a.quiet)?;
+    copy_other_platforms(client, &a.image, &a.dest, index.as_ref(), &images, a.quiet)?;
+
+    // recompress in parallel: a queue of layers, `jobs` workers each with its own connections
+    let queue: Arc<Mutex<Vec<(Descriptor, Digest)>>> =
+        Arc::new(Mutex::new(layers.values().cloned().collect()));
+    let results: Arc<Mutex<BTreeMap<Digest, Result<Outcome, String>>>> =
+        Arc::new(Mutex::new(BTreeMap::new()));
+    let jobs = a.jobs.clamp(1, layers.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            let queue = Arc::clone(&queue);
+            let results = Arc::clone(&results);
+            let (src, dst) = (a.image.clone(), a.dest.clone());
+            let opts = opts.clone();
+            let (level, min_ratio, quiet) = (a.level, a.min_ratio, a.quiet);
+            s.spawn(move || {
+                let mut c = match Client::new(opts) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        results
+                            .lock()
+                            .map(|mut r| r.insert(Digest::of(b""), Err(e.to_string())))
+                            .ok();
+                        return;
+                    }
+                };
+                loop {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop());
+                    let Some((l, diff_id)) = next else { break };
+                    let r = one_layer(&mut c, &src, &dst, &l, &diff_id, level, min_ratio, quiet)
+                        .map_err(|e| e.to_string());
+                    let failed = r.is_err();
+                    if let Ok(mut m) = results.lock() {
+                        m.insert(l.digest.clone(), r);
+                    }
+                    if failed {
+                        if let Ok(mut q) = queue.lock() {
+                            q.clear(); // stop early: the image cannot be pushed anyway
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let results = Arc::try_unwrap(results)
+        .map_err(|_| "worker still running")?
+        .into_inner()
+        .map_err(|_| "worker panicked")?;
+    let mut done: BTreeMap<Digest, Outcome> = BTreeMap::new();
+    for (d, r) in results {
+        done.insert(
+            d,
+            r.map_err(|e| format!("layer recompression failed: {e}"))?,
+        );
+    }
+    if done.len() != layers.len() {
+        return Err("not every layer was recompressed".into());
+    }
+
+    // manifests: OCI, new layer descriptors, configs unchanged
+    let mut pushed = Vec::new();
+    for img in images.iter_mut() {
+        img.manifest.convert_to_oci();
+        for (i, l) in img.manifest.layers()?.iter().enumerate() {
+            let o = &done[&l.digest];
+            let mt = media::layer_type(media::Family::Oci, o.compression).ok_or("no media type")?;
+            img.manifest.set_layer(i, mt, &o.digest, o.size);
+        }
+        pushed.push(push_manifest_of(client, &a.dest, img, index.is_some())?);
+    }
+    let d = match &mut index {
+        Some(ix) => {
+            ix.convert_to_oci();
+            for (pos, d, size, mt) in &pushed {
+                if let Some(p) = pos {
+                    ix.replace(*p, mt, d, *size);
+                }
+            }
+            let bytes = ix.bytes().to_vec();
+            client.run(
+                &a.dest,
+                PutManifest::new(
+                    &a.dest.repository,
+                    a.dest.tag_or_latest(),
+                    ix.media_type(),
+                    bytes,
+                ),
+            )?
+        }
+        None => pushed[0].1.clone(),
+    };
+    let before: u64 = layers.values().map(|(l, _)| l.size).sum();
+    let after: u64 = done.values().map(|o| o.size).sum();
+    let name = a.dest.name();
+    if a.json {
+        let rows: Vec<_> = layers
+            .values()
+            .map(|(l, _)| {
+                let o = &done[&l.digest];
+                serde_json::json!({"from": l.digest.to_string(), "from_size": l.size, "to": o.digest.to_string(), "size": o.size, "compression": o.compression.name(), "note": o.note})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"image": format!("{name}@{d}"), "digest": d.to_string(), "layers": rows, "bytes_before": before, "bytes_after": after, "seconds": t0.elapsed().as_secs_f64()})
+        );
+    } else {
+        println!("{name}@{d}");
+    }
+    if !a.quiet {
+        eprintln!(
+            "{} layers: {} -> {} in {:.1}s",
+            layers.len(),
+            human(before),
+            human(after),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_layer(
+    c: &mut Client,
+    src: &Reference,
+    dst: &Reference,
+    l: &Descriptor,
+    diff_id: &Digest,
+    level: i32,
+    min_ratio: f64,
+    quiet: bool,
+) -> Result<Outcome> {
+    let from = media::layer_compression(&l.media_type).ok_or("unknown layer type")?;
+    if from == Compression::Zstd {
+        ensure_blobs(c, src, dst, std::slice::from_ref(l), true)?;
+        return Ok(Outcome {
+            compression: Compression::Zstd,
+            digest: l.digest.clone(),
+            size: l.size,
+            note: "already zstd",
+        });
+    }
+    let info = stream(c, src, dst, l, diff_id, Some(level), quiet)?;
+    if (info.size as f64) < min_ratio * info.uncompressed_size as f64 {
+        return Ok(Outcome {
+            compression: Compression::Zstd,
+            digest: info.digest,
+            size: info.size,
+            note: "zstd",
+        });
+    }
+    // does not compress enough: store uncompressed
+    if from == Compression::None {
+        ensure_blobs(c, src, dst, std::slice::from_ref(l), true)?;
+        return Ok(Outcome {
+            compression: Compression::None,
+            digest: l.digest.clone(),
+            size: l.size,
+            note: "kept uncompressed (ratio)",
+        });
+    }
+    let info = stream(c, src, dst, l, diff_id, None, quiet)?;
+    Ok(Outcome {
+        compression: Compression::None,
+        digest: info.digest,
+        size: info.size,
+        note: "stored uncompressed (ratio)",
+    })
+}
+
+/// Download -> verify -> decompress -> (zstd at `level`, or nothing) -> upload, in one pass.
+fn stream(
+    c: &mut Client,
+    src: &Reference,
+    dst: &Reference,
+    l: &Descriptor,
+    diff_id: &Digest,
+    level: Option<i32>,
+    quiet: bool,
+) -> Result<LayerInfo> {
+    let from = media::layer_compression(&l.media_type).ok_or("unknown layer type")?;
+    c.run(src, OpenBlob::new(&src.repository, &l.digest))?;
+    let mut body = c.take_stream()?;
+    let (tx, rx) = sync_channel::<Data>(1);
+    let want = l.clone();
+    let want_diff = diff_id.clone();
+    let producer = std::thread::spawn(move || {
+        let mut ch = Chunker::new(CHUNK, tx);
+        let r = (|| -> std::result::Result<LayerInfo, Error> {
+            let mut lw = match level {
+                Some(lv) => LayerWriter::with_encoder(
+                    Compression::Zstd,
+                    Box::new(NativeZstd::new(Some(lv), 0).map_err(|e| Error::Protocol {
+                        reason: format!("libzstd: {e}"),
+                    })?),
+                ),
+                None => LayerWriter::new(Compression::None, None),
+            };
+            let mut dec = compress::decoder::<Error>(from);
+            let mut blob = Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = body.read(&mut buf).map_err(|e| Error::Protocol {
+                    reason: format!("downloading {}: {e}", want.digest),
+                })?;
+                if n == 0 {
+                    break;
+                }
+                blob.update(&buf[..n]);
+                if blob.len() > want.size {
+                    return Err(Error::SizeMismatch {
+                        what: format!("layer {}", want.digest),
+                        expected: want.size,
+                        found: blob.len(),
+                    });
+                }
+                dec.write(&buf[..n], &mut |o: &[u8]| {
+                    lw.write(o, &mut |z: &[u8]| ch.push(z))
+                })
+                .map_err(flatten)?;
+            }
+            dec.finish(&mut |o: &[u8]| lw.write(o, &mut |z: &[u8]| ch.push(z)))
+                .map_err(flatten)?;
+            let got_size = blob.len();
+            let got = blob.finish();
+            if got_size != want.size {
+                return Err(Error::SizeMismatch {
+                    what: format!("layer {}", want.digest),
+                    expected: want.size,
+                    found: got_size,
+                });
+            }
+            if got != want.digest {
+                return Err(Error::DigestMismatch {
+                    what: "layer downloaded from the source registry".into(),
+                    expected: want.digest.clone(),
+                    found: got,
+                });
+            }
+            let info = lw.finish(&mut |z: &[u8]| ch.push(z))?;
+            if info.diff_id != want_diff {
+                return Err(Error::DigestMismatch {
+                    what: format!("uncompressed layer {} (diff_id in the config)", want.digest),
+                    expected: want_diff.clone(),
+                    found: info.diff_id,
+                });
+            }
+            Ok(info)
+        })();
+        ch.done(r);
+    });
+    let cfg = UploadConfig {
+        chunk_max: CHUNK as u64,
+        monolithic_max: CHUNK as u64,
+        ..UploadConfig::default()
+    };
+    let label = format!(
+        "{} {}",
+        if level.is_some() { "zstd" } else { "tar" },
+        l.digest.short()
+    );
+    let mut p = Progress::new(label, None, quiet);
+    let r = c.upload_stream(dst, Upload::new(&dst.repository, cfg), rx, &mut p);
+    let _ = producer.join();
+    let (_, info) = r?;
+    p.finish(info.size);
+    Ok(info)
+}
+
+fn flatten(e: compress::StreamError<Error>) -> Error {
+    match e {
+        compress::StreamError::Codec(c) => Error::Codec(c),
+        compress::StreamError::Sink(e) => e,
+    }
+}
