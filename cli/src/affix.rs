@@ -6,7 +6,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Instant;
 
 use lamina_core::compress::Compression;
-use lamina_core::image::{rfc3339, Descriptor, History};
+use lamina_core::image::{Descriptor, History};
 use lamina_core::layer::{choose_auto, LayerInfo, LayerWriter, TarInput};
 use lamina_core::reference::Reference;
 use lamina_core::registry::{Upload, UploadConfig};
@@ -200,14 +200,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     }
 
     // 4. edit configs and manifests, push them (blobs first, manifests last)
-    let created = source_date_epoch().map(rfc3339).unwrap_or_else(|| {
-        rfc3339(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        )
-    });
+    let created = resolve::history_time();
     let history = History {
         created: Some(created),
         created_by,

@@ -24,7 +24,7 @@ use lamina_core::Error;
 use crate::client::anyhow_like::Result;
 use crate::client::Client;
 use crate::progress::{human, Progress};
-use crate::resolve::{self, PlatformSel, Top};
+use crate::resolve::{self, PlatformSel};
 
 /// What to extract.
 #[derive(Debug)]
@@ -51,24 +51,12 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             reason: "extract takes one platform (--platform os/arch)".into(),
         }));
     }
-    let img = match resolve::fetch(client, &a.image, &sel)? {
-        Top::Single(i) => i,
-        Top::Index { mut children, .. } => children
-            .pop()
-            .ok_or("the index has no image for the platform")?,
-    };
+    let img = resolve::fetch_one(client, &a.image, &sel)?;
     let config = resolve::config(client, &a.image, &img.manifest)?;
-    let layers = img.manifest.layers()?;
-    let diff_ids = config.diff_ids()?;
-    if diff_ids.len() != layers.len() {
-        return Err(format!(
-            "{}: the config lists {} diff_ids for {} layers",
-            a.image,
-            diff_ids.len(),
-            layers.len()
-        )
-        .into());
-    }
+    let (layers, diff_ids): (Vec<_>, Vec<_>) =
+        resolve::layers_with_diff_ids(&a.image, &img.manifest, &config)?
+            .into_iter()
+            .unzip();
     let prefix = if a.all {
         a.path.as_deref().and_then(safe_path)
     } else {
@@ -335,10 +323,10 @@ fn layer(
         }
         p.set(blob.len());
         dec.write(&buf[..n], &mut |o: &[u8]| feed(o, &mut tar, &mut diff, ex))
-            .map_err(stream_err)?;
+            .map_err(resolve::flatten)?;
     }
     dec.finish(&mut |o: &[u8]| feed(o, &mut tar, &mut diff, ex))
-        .map_err(stream_err)?;
+        .map_err(resolve::flatten)?;
     let size = blob.len();
     if size != d.size {
         return Err(Box::new(Error::SizeMismatch {
@@ -369,13 +357,6 @@ fn layer(
         eprintln!("layer {idx}: {} verified", d.digest);
     }
     Ok(())
-}
-
-fn stream_err(e: compress::StreamError<Error>) -> Error {
-    match e {
-        compress::StreamError::Codec(c) => Error::Codec(c),
-        compress::StreamError::Sink(e) => e,
-    }
 }
 
 struct Extractor {

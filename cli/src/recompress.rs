@@ -76,18 +76,7 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
     let mut configs = Vec::new();
     for img in &images {
         let cfg = resolve::config(client, &a.image, &img.manifest)?;
-        let ids = cfg.diff_ids()?;
-        let ls = img.manifest.layers()?;
-        if ids.len() != ls.len() {
-            return Err(format!(
-                "{}: the config lists {} diff_ids for {} layers",
-                a.image,
-                ids.len(),
-                ls.len()
-            )
-            .into());
-        }
-        for (l, id) in ls.into_iter().zip(ids) {
+        for (l, id) in resolve::layers_with_diff_ids(&a.image, &img.manifest, &cfg)? {
             media::layer_compression(&l.media_type).ok_or_else(|| Error::UnsupportedMediaType {
                 what: format!("layer {}", l.digest),
                 media_type: l.media_type.clone(),
@@ -316,10 +305,10 @@ fn stream(
                 dec.write(&buf[..n], &mut |o: &[u8]| {
                     lw.write(o, &mut |z: &[u8]| ch.push(z))
                 })
-                .map_err(flatten)?;
+                .map_err(resolve::flatten)?;
             }
             dec.finish(&mut |o: &[u8]| lw.write(o, &mut |z: &[u8]| ch.push(z)))
-                .map_err(flatten)?;
+                .map_err(resolve::flatten)?;
             let got_size = blob.len();
             let got = blob.finish();
             if got_size != want.size {
@@ -364,11 +353,4 @@ fn stream(
     let (_, info) = r?;
     p.finish(info.size);
     Ok(info)
-}
-
-fn flatten(e: compress::StreamError<Error>) -> Error {
-    match e {
-        compress::StreamError::Codec(c) => Error::Codec(c),
-        compress::StreamError::Sink(e) => e,
-    }
 }

@@ -1,7 +1,7 @@
 //! `lamina remix`: the weights layers of one image on top of another, without downloading a
 //! layer: blobs are mounted across repositories, or streamed registry to registry.
 
-use lamina_core::image::{rfc3339, weights_layers, History};
+use lamina_core::image::{weights_layers, History};
 use lamina_core::media;
 use lamina_core::reference::Reference;
 use lamina_core::Error;
@@ -40,24 +40,12 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         PlatformSel::All => PlatformSel::parse(None)?,
         one => one.clone(),
     };
-    let w = match resolve::fetch(client, &a.weights, &wsel)? {
-        Top::Single(i) => i,
-        Top::Index { mut children, .. } => children
-            .pop()
-            .ok_or("the weights index has no image for the platform")?,
-    };
+    let w = resolve::fetch_one(client, &a.weights, &wsel)?;
     let wconfig = resolve::config(client, &a.weights, &w.manifest)?;
-    let wlayers = w.manifest.layers()?;
-    let wdiff = wconfig.diff_ids()?;
-    if wdiff.len() != wlayers.len() {
-        return Err(format!(
-            "{}: its config lists {} diff_ids for {} layers",
-            a.weights,
-            wdiff.len(),
-            wlayers.len()
-        )
-        .into());
-    }
+    let (wlayers, wdiff): (Vec<_>, Vec<_>) =
+        resolve::layers_with_diff_ids(&a.weights, &w.manifest, &wconfig)?
+            .into_iter()
+            .unzip();
     let picked = if a.layers.is_empty() {
         let p = weights_layers(&wconfig);
         if p.is_empty() {
@@ -109,16 +97,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     let take: Vec<_> = picked.iter().map(|&i| wlayers[i].clone()).collect();
     ensure_blobs(client, &a.weights, &a.dest, &take, a.quiet)?;
 
-    let created = crate::affix::source_date_epoch()
-        .map(rfc3339)
-        .unwrap_or_else(|| {
-            rfc3339(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            )
-        });
+    let created = resolve::history_time();
     let mut new_layers = Vec::new();
     for &i in &picked {
         let l = &wlayers[i];

@@ -118,3 +118,51 @@ pub fn config(client: &mut Client, r: &Reference, m: &Manifest) -> Result<Config
     let raw = client.run(r, GetBlob::new(&r.repository, &d.digest, MAX_CONFIG_SIZE))?;
     Ok(Config::parse(raw)?)
 }
+
+/// Fetches the one image `sel` names (an index is resolved to its platform).
+pub fn fetch_one(client: &mut Client, r: &Reference, sel: &PlatformSel) -> Result<Image> {
+    match fetch(client, r, sel)? {
+        Top::Single(i) => Ok(i),
+        Top::Index { mut children, .. } => children
+            .pop()
+            .ok_or_else(|| format!("{r}: the index has no image for the platform").into()),
+    }
+}
+
+/// The layers of an image paired with their diff_ids from its config (checked to agree).
+pub fn layers_with_diff_ids(
+    r: &Reference,
+    m: &Manifest,
+    c: &Config,
+) -> Result<Vec<(lamina_core::image::Descriptor, Digest)>> {
+    let layers = m.layers()?;
+    let ids = c.diff_ids()?;
+    if ids.len() != layers.len() {
+        return Err(format!(
+            "{r}: the config lists {} diff_ids for {} layers",
+            ids.len(),
+            layers.len()
+        )
+        .into());
+    }
+    Ok(layers.into_iter().zip(ids).collect())
+}
+
+/// `created` for new history entries: `SOURCE_DATE_EPOCH` when set, else now.
+pub fn history_time() -> String {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    lamina_core::image::rfc3339(crate::affix::source_date_epoch().unwrap_or_else(now))
+}
+
+/// A codec error, or the error of the sink it fed.
+pub fn flatten(e: lamina_core::compress::StreamError<lamina_core::Error>) -> lamina_core::Error {
+    match e {
+        lamina_core::compress::StreamError::Codec(c) => lamina_core::Error::Codec(c),
+        lamina_core::compress::StreamError::Sink(e) => e,
+    }
+}
