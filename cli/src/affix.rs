@@ -19,6 +19,7 @@ use crate::client::{Chunker, Client, Data};
 use crate::progress::{human, Progress};
 use crate::push::{push_images, NewLayer};
 use crate::resolve::{self, PlatformSel, Top};
+use crate::zstdenc::NativeZstd;
 
 /// What to add and where.
 #[derive(Debug)]
@@ -275,7 +276,16 @@ fn build_files(
 ) {
     let mut ch = Chunker::new(chunk, tx);
     let r = (|| -> std::result::Result<LayerInfo, Error> {
-        let mut lw = LayerWriter::new(c, level);
+        let mut lw = match c {
+            // libzstd (one worker thread, so compression overlaps tar building and hashing)
+            Compression::Zstd => LayerWriter::with_encoder(
+                c,
+                Box::new(NativeZstd::new(level, 1).map_err(|e| Error::Protocol {
+                    reason: format!("libzstd: {e}"),
+                })?),
+            ),
+            _ => LayerWriter::new(c, level),
+        };
         let mut tw = TarWriter::new(mtime);
         let mut err: Option<Error> = None;
         let mut buf = vec![0u8; READ];

@@ -278,7 +278,7 @@ fn stream(
             let mut lw = match level {
                 Some(lv) => LayerWriter::with_encoder(
                     Compression::Zstd,
-                    Box::new(NativeZstd::new(Some(lv), 0).map_err(|e| Error::Protocol {
+                    Box::new(NativeZstd::new(Some(lv), 1).map_err(|e| Error::Protocol {
                         reason: format!("libzstd: {e}"),
                     })?),
                 ),
