@@ -598,3 +598,107 @@ fn zstd_recompresses_oci_docker_and_index_images() {
     lamina(&["zstd", &dest, &again]).ok();
     assert_eq!(raw_manifest(&again, None)["layers"], m["layers"]);
 }
+
+#[test]
+fn remix_onto_every_platform_of_an_index_then_extract_one_platform() {
+    harness();
+    let dir = tempdir("remix-multi");
+    let (w, big) = model("remix-multi-w", &dir);
+    let dest = format!("{PLAIN}/{}:all", repo("remix-multi"));
+    lamina(&[
+        "remix",
+        "--base",
+        &format!("{PLAIN}/fixtures/multi:latest"),
+        "--weights",
+        &w,
+        "--dest",
+        &dest,
+        "--platform",
+        "all",
+    ])
+    .ok();
+    let idx = raw_manifest(&dest, None);
+    assert_eq!(idx["manifests"].as_array().unwrap().len(), 2);
+    for (plat, sub) in [("linux/amd64", "amd64"), ("linux/arm64/v8", "arm64")] {
+        let o = dir.join(sub);
+        lamina(&[
+            "extract",
+            &dest,
+            "--platform",
+            plat,
+            "-o",
+            &format!("{}/", o.display()),
+        ])
+        .ok();
+        assert_eq!(std::fs::read(o.join("model.bin")).unwrap(), big, "{plat}");
+    }
+    // a Docker v2 base keeps its format: the weights layer gets the Docker media type
+    let dv2 = format!("{PLAIN}/{}:v2", repo("remix-multi"));
+    lamina(&[
+        "remix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:v2s2"),
+        "--weights",
+        &w,
+        "--dest",
+        &dv2,
+    ])
+    .ok();
+    let m2 = raw_manifest(&dv2, None);
+    assert_eq!(
+        m2["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        m2["layers"][2]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar"
+    );
+    let rootfs = unpack(&dv2, None, &dir.join("unpack-v2"));
+    assert_eq!(
+        std::fs::read(rootfs.join("src/weights/model.bin")).unwrap(),
+        big
+    );
+    // a layer whose size does not match its descriptor is refused, nothing is left behind
+    let layer = tar_of(&[("src/weights/a.txt", b'0', b"a\n", "")]);
+    let r = push_raw_layer(
+        "badsize",
+        &layer,
+        "application/vnd.oci.image.layer.v1.tar",
+        &sha256(&layer),
+    );
+    let m = raw_manifest(&r, None);
+    let lied = m.to_string().replace(
+        &format!("\"size\":{}", layer.len()),
+        &format!("\"size\":{}", layer.len() + 512),
+    );
+    let mf = dir.join("lied.json");
+    std::fs::write(&mf, lied).unwrap();
+    let (host_repo, _) = r.rsplit_once(':').unwrap();
+    let (_, rp) = host_repo.split_once('/').unwrap();
+    cmd(
+        "curl",
+        &[
+            "-sf",
+            "-o",
+            "/dev/null",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            &format!("@{}", mf.display()),
+            &format!("http://{PLAIN}/v2/{rp}/manifests/lied"),
+        ],
+    )
+    .ok();
+    let out = dir.join("lied");
+    let run = lamina(&[
+        "extract",
+        &format!("{PLAIN}/{rp}:lied"),
+        "-o",
+        &format!("{}/", out.display()),
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("size mismatch"), "{}", run.stderr);
+    assert!(!out.exists());
+}
