@@ -15,7 +15,7 @@ use lamina_core::Error;
 
 use crate::blobs::{copy_other_platforms, ensure_blobs};
 use crate::client::anyhow_like::Result;
-use crate::client::{Chunker, Client, Data};
+use crate::client::{Chunker, Client, Data, Restart};
 use crate::progress::{human, Progress};
 use crate::push::{push_images, NewLayer};
 use crate::resolve::{self, PlatformSel, Top};
@@ -46,6 +46,8 @@ pub struct Args {
     pub labels: Vec<(String, String)>,
     /// Upload chunk size.
     pub chunk_size: u64,
+    /// Upload in chunks (one PATCH per chunk) instead of one streamed PATCH.
+    pub chunked: bool,
     /// Print JSON.
     pub json: bool,
     /// No progress.
@@ -126,15 +128,23 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     ensure_blobs(client, &a.base, &a.dest, &base_blobs, a.quiet)?;
     copy_other_platforms(client, &a.base, &a.dest, index.as_ref(), &images, a.quiet)?;
 
-    // 3. build the layer and upload it as it is made
-    let (tx, rx) = sync_channel::<Data>(1);
-    let chunk = a.chunk_size.max(1) as usize;
+    // 3. build the layer and upload it as it is made. The producer can be started again (files
+    // and tar files are read again; the layer is deterministic), so a streamed upload that is cut
+    // resumes from the registry's offset; stdin cannot be read twice and goes in chunks.
+    let streamed = !a.chunked && !matches!(&source, Source::Tar(t) if t == "-");
+    // a streamed upload needs no chunk-sized buffers: 1 MiB pieces keep memory small
+    let chunk = if streamed {
+        1 << 20
+    } else {
+        a.chunk_size.max(1) as usize
+    };
     let total = match &source {
         Source::Files(e) => Some(crate::inputs::tar_size(e)),
         Source::Tar(t) if t != "-" => std::fs::metadata(t).ok().map(|m| m.len()),
         Source::Tar(_) => None,
     };
-    let (created_by, producer) = match source {
+    let level = a.level;
+    let (created_by, mut spawn, rewindable): (String, Restart, bool) = match source {
         Source::Files(entries) => {
             let names: Vec<String> = a
                 .inputs
@@ -151,16 +161,20 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 names.join(" ")
             };
             let mtime = source_date_epoch().unwrap_or(0);
-            let level = a.level;
             (
                 format!("COPY {what} {path} # weights"),
-                std::thread::spawn(move || {
-                    build_files(entries, compression, level, mtime, chunk, tx)
+                Box::new(move || {
+                    let (tx, rx) = sync_channel::<Data>(1);
+                    let entries = entries.clone();
+                    std::thread::spawn(move || {
+                        build_files(entries, compression, level, mtime, chunk, tx)
+                    });
+                    rx
                 }),
+                true,
             )
         }
         Source::Tar(t) => {
-            let level = a.level;
             let name = if t == "-" {
                 "stdin".to_string()
             } else {
@@ -169,25 +183,34 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             };
+            let rewindable = t != "-";
             (
                 format!("ADD {name} / # weights"),
-                std::thread::spawn(move || build_tar(&t, compression, level, chunk, tx)),
+                Box::new(move || {
+                    let (tx, rx) = sync_channel::<Data>(1);
+                    let t = t.clone();
+                    std::thread::spawn(move || build_tar(&t, compression, level, chunk, tx));
+                    rx
+                }),
+                rewindable,
             )
         }
     };
     let cfg = UploadConfig {
         chunk_max: a.chunk_size,
-        monolithic_max: a.chunk_size,
+        monolithic_max: chunk as u64,
+        stream: streamed,
         ..UploadConfig::default()
     };
     let mut progress = Progress::new("layer", total, a.quiet);
+    let rx = spawn();
     let upload = client.upload_stream(
         &a.dest,
         Upload::new(&a.dest.repository, cfg),
         rx,
+        if rewindable { Some(spawn) } else { None },
         &mut progress,
     );
-    let _ = producer.join();
     let (_digest, info) = upload?;
     progress.finish(info.size);
     if !a.quiet {

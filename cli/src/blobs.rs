@@ -134,7 +134,7 @@ pub fn copy_blob(
         ..UploadConfig::default()
     };
     let mut p = Progress::new(format!("copy {}", b.digest.short()), Some(b.size), quiet);
-    let r = client.upload_stream(dst, Upload::new(&dst.repository, cfg), rx, &mut p);
+    let r = client.upload_stream(dst, Upload::new(&dst.repository, cfg), rx, None, &mut p);
     let _ = reader.join();
     r?;
     p.finish(b.size);

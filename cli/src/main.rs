@@ -115,7 +115,12 @@ enum Cmd {
         /// Config label key=value (repeatable).
         #[arg(long = "label", value_name = "K=V")]
         labels: Vec<String>,
-        /// Upload chunk size in MiB (each PATCH; memory use is about three chunks).
+        /// Upload in chunks of --chunk-size (one PATCH each) instead of one streamed PATCH, for
+        /// registries that refuse streamed uploads. Input from stdin always goes in chunks.
+        #[arg(long)]
+        chunked: bool,
+        /// Chunk size in MiB: the unit of buffering (memory use is about three chunks) and of
+        /// chunked uploads.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
         chunk_size: u64,
         /// Print the result as JSON.
@@ -308,6 +313,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             annotations,
             labels,
             chunk_size,
+            chunked,
             json,
         } => {
             let a = affix::Args {
@@ -324,6 +330,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
                 labels: kv(&labels, "label")
                     .map_err(|r| lamina_core::Error::Usage { reason: r })?,
                 chunk_size: chunk_size << 20,
+                chunked,
                 json,
                 quiet: cli.quiet,
             };

@@ -5,7 +5,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
 
 /// Progress of one transfer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Progress {
     label: String,
     total: Option<u64>,

@@ -348,7 +348,7 @@ fn stream(
         l.digest.short()
     );
     let mut p = Progress::new(label, None, quiet);
-    let r = c.upload_stream(dst, Upload::new(&dst.repository, cfg), rx, &mut p);
+    let r = c.upload_stream(dst, Upload::new(&dst.repository, cfg), rx, None, &mut p);
     let _ = producer.join();
     let (_, info) = r?;
     p.finish(info.size);

@@ -53,15 +53,23 @@ pub enum Body {
         /// One past the last byte.
         end: u64,
     },
+    /// The blob from `start` to its end, streamed as the driver produces it (chunked transfer
+    /// encoding, length unknown up front). Before answering, the driver reports the blob's
+    /// completion (digest and size) to the upload.
+    Stream {
+        /// First byte offset.
+        start: u64,
+    },
 }
 
 impl Body {
-    /// Length in bytes.
+    /// Length in bytes (0 for a stream, whose length is not known up front).
     pub fn len(&self) -> u64 {
         match self {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::Blob { start, end } => end - start,
+            Body::Stream { .. } => 0,
         }
     }
     /// True when there is nothing to send.
@@ -76,6 +84,7 @@ impl fmt::Debug for Body {
             Body::Empty => f.write_str("Empty"),
             Body::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
             Body::Blob { start, end } => write!(f, "Blob({start}..{end})"),
+            Body::Stream { start } => write!(f, "Stream({start}..)"),
         }
     }
 }

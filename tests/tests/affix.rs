@@ -40,6 +40,7 @@ fn affix_file_onto_oci_base_mounts_base_layers_and_never_downloads_them() {
         &format!("{PLAIN}/fixtures/base:latest"),
         "--dest",
         &dest,
+        "--chunked",
         "--chunk-size",
         "8",
         dir.join("model.safetensors").to_str().unwrap(),
@@ -136,6 +137,28 @@ fn affix_file_onto_oci_base_mounts_base_layers_and_never_downloads_them() {
     // chunked: 64 MiB in 8 MiB PATCHes
     let patches = log_lines(PLAIN, &format!("PATCH /v2/{}/blobs/uploads/", repo("oci"))).len();
     assert!(patches >= 8, "expected chunked PATCHes, saw {patches}");
+    // by default the layer goes in one streamed PATCH, and the result is the same image
+    let streamed = format!("{PLAIN}/{}:v1", repo("oci-stream"));
+    let out2 = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "--dest",
+        &streamed,
+        dir.join("model.safetensors").to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        digest_of_output(&out2.stdout),
+        digest,
+        "streamed and chunked uploads give the same image"
+    );
+    let patches = log_lines(
+        PLAIN,
+        &format!("PATCH /v2/{}/blobs/uploads/", repo("oci-stream")),
+    )
+    .len();
+    assert_eq!(patches, 1, "one streamed PATCH");
 }
 
 #[test]

@@ -416,6 +416,10 @@ pub struct UploadConfig {
     pub chunk_min: u64,
     /// Most times the upload is resumed after an error before giving up.
     pub max_resumes: u32,
+    /// Send the blob in one streaming `PATCH` ([`Body::Stream`]) instead of chunks: no
+    /// per-chunk round trips and no chunk held in memory, at the price that after an error the
+    /// driver must produce the bytes again from the registry's offset.
+    pub stream: bool,
 }
 
 impl Default for UploadConfig {
@@ -425,6 +429,7 @@ impl Default for UploadConfig {
             chunk_max: 16 << 20,
             chunk_min: 0,
             max_resumes: 8,
+            stream: false,
         }
     }
 }
@@ -564,6 +569,19 @@ impl Upload {
                 });
             }
         }
+        if self.cfg.stream {
+            // wait for the first bytes, so a blob that is complete at once still goes in one PUT
+            if self.available <= self.confirmed && self.complete.is_none() {
+                return Ok(Step::NeedData);
+            }
+            let start = self.confirmed;
+            self.state = Up::Patch { end: u64::MAX };
+            let mut c = Call::new(Method::Patch, self.location.clone(), self.scopes())
+                .header("Content-Type", "application/octet-stream")
+                .body(Body::Stream { start });
+            c.idempotent = false;
+            return Ok(Step::Call(c));
+        }
         let pending = self.available - self.confirmed.min(self.available);
         let last = self.complete.is_some();
         if pending == 0 || (!last && pending < self.cfg.chunk_min.max(1)) {
@@ -630,6 +648,12 @@ impl Op for Upload {
                     self.cfg.chunk_min = self.cfg.chunk_min.max(min);
                     self.cfg.chunk_max = self.cfg.chunk_max.max(min);
                 }
+                if r.header("oci-chunk-max-length").is_some()
+                    || r.header("oci-chunk-min-length").is_some()
+                {
+                    // a registry with chunk rules (serverless ones) gets chunks, not a stream
+                    self.cfg.stream = false;
+                }
                 if let Some(max) = r
                     .header("oci-chunk-max-length")
                     .and_then(|v| v.trim().parse::<u64>().ok())
@@ -658,6 +682,15 @@ impl Op for Upload {
                     Some(Ok(r)) => match r.status {
                         202 | 204 => {
                             self.set_location(&r, base)?;
+                            // a streamed PATCH sent the whole blob: the driver reported its size
+                            let end = if end == u64::MAX {
+                                self.complete
+                                    .as_ref()
+                                    .map(|c| c.1)
+                                    .unwrap_or(self.available)
+                            } else {
+                                end
+                            };
                             // distribution answers "0-0" both for 0 and for 1 byte; after
                             // sending bytes 0..1 it can only mean 1
                             let got = r
@@ -665,12 +698,8 @@ impl Op for Upload {
                                 .and_then(parse_range_end)
                                 .map(|g| if g == 0 && end == 1 { 1 } else { g })
                                 .unwrap_or(end);
-                            if got != end {
-                                // the registry kept less (or more) than was sent: continue from its count
-                                self.confirmed = got;
-                            } else {
-                                self.confirmed = end;
-                            }
+                            // the registry may have kept less than was sent: continue from its count
+                            self.confirmed = got;
                             self.next_send()
                         }
                         416 => self.recover("registry answered 416 (range not satisfiable)".into()),

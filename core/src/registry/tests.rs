@@ -158,11 +158,14 @@ impl Fake {
                             return r(s, &[], b"");
                         }
                     }
-                    let start: usize = req
-                        .header("content-range")
-                        .and_then(|c| c.split('-').next())
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
+                    let start: usize = if req.header("content-range").is_none() {
+                        self.upload.len()
+                    } else {
+                        req.header("content-range")
+                            .and_then(|c| c.split('-').next())
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0)
+                    };
                     if start != self.upload.len() {
                         return r(416, &[], b"");
                     }
@@ -274,6 +277,18 @@ fn drive<O: Op>(
                 let body: Vec<u8> = match &req.body {
                     Body::Empty => Vec::new(),
                     Body::Bytes(b) => b.clone(),
+                    Body::Stream { start } => {
+                        // the driver streams to the end, then reports completion
+                        while given < data.len() {
+                            given = (given + step).min(data.len());
+                            on_data(m.op_mut(), given as u64, given == data.len(), data);
+                        }
+                        if given == data.len() {
+                            on_data(m.op_mut(), given as u64, true, data);
+                        }
+                        sent_blob_bytes += (data.len() as u64).saturating_sub(*start);
+                        data[*start as usize..].to_vec()
+                    }
                     Body::Blob { start, end } => {
                         assert!(*end as usize <= given, "asked for bytes not yet given");
                         sent_blob_bytes += end - start;
@@ -331,6 +346,7 @@ fn cfg(chunk: u64) -> UploadConfig {
         chunk_max: chunk,
         chunk_min: 0,
         max_resumes: 4,
+        stream: false,
     }
 }
 
@@ -781,6 +797,77 @@ fn mount_is_one_post_with_from() {
             .last()
             .unwrap()
             .contains(&format!("mount=sha256%3A{}&from=c%2Fd", d.hex())),
+        "{:?}",
+        fake.log
+    );
+}
+
+#[test]
+fn streamed_upload_is_one_patch_and_resumes_from_the_registry_offset() {
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    let scfg = UploadConfig {
+        stream: true,
+        monolithic_max: 1000,
+        ..cfg(4096)
+    };
+    let mut fake = Fake::default();
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::new("a/b", scfg),
+        &data,
+        4096,
+        feed_upload,
+    );
+    assert_eq!(run.result.unwrap(), Digest::of(&data));
+    assert_eq!(fake.committed[0].1, data);
+    let patches: Vec<_> = fake.log.iter().filter(|l| l.starts_with("PATCH")).collect();
+    assert_eq!(patches.len(), 1, "{:?}", fake.log);
+    assert!(
+        !patches[0].contains("range="),
+        "a streamed PATCH has no Content-Range"
+    );
+    // the connection drops half way: the upload asks the registry where it stands and streams
+    // the rest from there
+    let mut fake = Fake {
+        patch_drop: Some(1),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::new("a/b", scfg),
+        &data,
+        4096,
+        feed_upload,
+    );
+    assert_eq!(run.result.unwrap(), Digest::of(&data));
+    assert_eq!(fake.committed[0].1, data);
+    assert!(
+        fake.log
+            .iter()
+            .any(|l| l.starts_with("GET /v2/a/b/blobs/uploads/u1")),
+        "{:?}",
+        fake.log
+    );
+    assert_eq!(
+        run.sent_blob_bytes,
+        data.len() as u64 + data.len() as u64 / 2,
+        "only the unconfirmed half was sent again"
+    );
+    // a small blob still goes in one PUT
+    let mut fake = Fake::default();
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::new("a/b", scfg),
+        &data[..500],
+        4096,
+        feed_upload,
+    );
+    run.result.unwrap();
+    assert!(
+        fake.log.iter().all(|l| !l.starts_with("PATCH")),
         "{:?}",
         fake.log
     );
