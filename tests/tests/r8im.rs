@@ -702,3 +702,95 @@ fn remix_onto_every_platform_of_an_index_then_extract_one_platform() {
     assert!(run.stderr.contains("size mismatch"), "{}", run.stderr);
     assert!(!out.exists());
 }
+
+#[test]
+fn a_blob_whose_bytes_do_not_match_its_digest_is_refused_everywhere() {
+    harness();
+    let dir = tempdir("corrupt");
+    // a unique weights layer, then one byte of it flipped in the registry's own storage (what
+    // disk or storage corruption looks like to a client: distribution does not check on read)
+    let data = random_bytes(3 << 20, std::process::id() as u64 ^ 0xC0FF_EE00);
+    std::fs::write(dir.join("w.bin"), &data).unwrap();
+    let r = format!("{PLAIN}/{}:v1", repo("corrupt"));
+    lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "--dest",
+        &r,
+        dir.join("w.bin").to_str().unwrap(),
+    ])
+    .ok();
+    let m = raw_manifest(&r, None);
+    let d = m["layers"][2]["digest"].as_str().unwrap()[7..].to_string();
+    let blob = state()
+        .join("storage/plain/docker/registry/v2/blobs/sha256")
+        .join(&d[..2])
+        .join(&d)
+        .join("data");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[2 << 20] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let out = dir.join("out");
+    let run = lamina(&["extract", &r, "-o", &format!("{}/", out.display())]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("digest mismatch") && run.stderr.contains(&d[..12]),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.exists(), "no output from a corrupt layer");
+
+    let z = format!("{PLAIN}/{}:z", repo("corrupt"));
+    let run = lamina(&["zstd", &r, &z]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("digest mismatch"), "{}", run.stderr);
+    assert_ne!(
+        cmd(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{z}")
+            ]
+        )
+        .code,
+        0,
+        "no tag after a failed zstd"
+    );
+
+    // copying it to another registry (affix across registries) refuses it too
+    let x = format!("{BASIC}/{}:x", repo("corrupt"));
+    let run = lamina(&[
+        "remix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "--weights",
+        &r,
+        "--dest",
+        &x,
+        "--username",
+        USER,
+        "--password",
+        PASS,
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("digest mismatch"), "{}", run.stderr);
+    assert_ne!(
+        cmd(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                &format!("{USER}:{PASS}"),
+                &format!("docker://{x}")
+            ]
+        )
+        .code,
+        0
+    );
+}
