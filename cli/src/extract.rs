@@ -235,11 +235,27 @@ impl Drop for Cleanup {
 fn write_tar(root: &Path, out: &mut dyn std::io::Write) -> Result<()> {
     use lamina_core::tar::{EntryKind, TarWriter};
     let has_any = std::fs::read_dir(root)?.next().is_some();
-    let entries = if has_any {
+    let mut entries = if has_any {
         crate::inputs::collect(&[root.to_path_buf()], "")?
     } else {
         Vec::new()
     };
+    // files that are hard links of each other stay hard links in the tar
+    let mut seen: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
+    for e in &mut entries {
+        if let (EntryKind::File { .. }, Some(src)) = (&e.kind, &e.source) {
+            use std::os::unix::fs::MetadataExt as _;
+            let m = std::fs::symlink_metadata(src)?;
+            if m.nlink() > 1 {
+                match seen.get(&(m.dev(), m.ino())) {
+                    Some(first) => e.kind = EntryKind::Hardlink(first.clone()),
+                    None => {
+                        seen.insert((m.dev(), m.ino()), e.path.clone());
+                    }
+                }
+            }
+        }
+    }
     let mut tw = TarWriter::new(crate::affix::source_date_epoch().unwrap_or(0));
     let mut err: Option<std::io::Error> = None;
     let mut sink = |b: &[u8]| {

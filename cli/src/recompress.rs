@@ -149,6 +149,7 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
     let mut pushed = Vec::new();
     for img in images.iter_mut() {
         img.manifest.convert_to_oci();
+        img.manifest.ensure_media_type();
         for (i, l) in img.manifest.layers()?.iter().enumerate() {
             let o = &done[&l.digest];
             let mt = media::layer_type(media::Family::Oci, o.compression).ok_or("no media type")?;

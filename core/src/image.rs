@@ -438,6 +438,17 @@ impl Manifest {
         Ok(())
     }
 
+    /// Writes the optional `mediaType` field if the manifest lacks it (umoci leaves it out; the
+    /// image spec says it SHOULD be there).
+    pub fn ensure_media_type(&mut self) {
+        if !self.doc.value.contains_key("mediaType") {
+            let mt = self.media_type();
+            self.doc
+                .value_mut()
+                .insert("mediaType".into(), Value::String(mt.into()));
+        }
+    }
+
     /// Converts a Docker v2 manifest to OCI (config and layer media types; layer blobs unchanged).
     pub fn convert_to_oci(&mut self) {
         if self.family == Family::Oci {

@@ -26,6 +26,8 @@ pub enum EntryKind {
     },
     /// A symbolic link to this target (kept as given).
     Symlink(String),
+    /// A hard link to an earlier entry of the archive (its archive path).
+    Hardlink(String),
 }
 
 /// One entry of a planned archive. `source` is the driver's own handle (a path, an index).
@@ -181,6 +183,14 @@ impl TarWriter {
                     });
                 }
                 (path.clone(), 0, b'2', 0o777, target.as_str())
+            }
+            EntryKind::Hardlink(target) => {
+                if target.is_empty() || target.contains('\0') {
+                    return Err(Error::Tar {
+                        reason: format!("hard link {path:?} has an invalid target"),
+                    });
+                }
+                (path.clone(), 0, b'1', 0o644, target.as_str())
             }
         };
         if link.len() > 100 {

@@ -724,3 +724,46 @@ fn layers_lists_history_and_json() {
         base["layers"][0]["size"]
     );
 }
+
+#[test]
+fn credentials_from_docker_config_auths_and_credential_helpers() {
+    harness();
+    let dir = tempdir("dockercfg");
+    let cfgdir = dir.join("docker");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&cfgdir).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    // base64("testuser:testpass")
+    let cfg = format!(
+        r#"{{"auths": {{"{BASIC}": {{"auth": "dGVzdHVzZXI6dGVzdHBhc3M="}}}}, "credHelpers": {{"{TOKEN}": "lamina-test"}}}}"#
+    );
+    std::fs::write(cfgdir.join("config.json"), cfg).unwrap();
+    let helper = bin.join("docker-credential-lamina-test");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = \"{TOKEN}\" ] || exit 1\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASS}\"}}' \"$server\"\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [
+        ("DOCKER_CONFIG", cfgdir.to_str().unwrap()),
+        ("PATH", path.as_str()),
+    ];
+    for reg in [BASIC, TOKEN] {
+        let r = format!("{reg}/fixtures/base:latest");
+        assert_ne!(lamina(&["layers", &r]).code, 0, "{reg} needs credentials");
+        let out = lamina_env(&["layers", &r], &env).ok();
+        assert!(out.stdout.contains("COPY . /src"), "{}", out.stdout);
+        let out = lamina_env(&["layers", &r, "-v"], &env).ok();
+        assert!(
+            !out.stderr.contains(PASS) && !out.stdout.contains(PASS),
+            "a password was printed"
+        );
+    }
+}

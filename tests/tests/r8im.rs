@@ -242,6 +242,7 @@ fn hostile_layers_never_write_outside_and_bad_bytes_leave_nothing() {
     let escape = format!("../../../../../../../..{}", canary.display());
     let layer = tar_of(&[
         ("src/weights/ok.txt", b'0', b"fine\n", ""),
+        ("src/weights/ok-hard", b'1', b"", "src/weights/ok.txt"),
         (&format!("src/weights/{escape}"), b'0', b"pwned\n", ""),
         ("src/weights/evil-link", b'2', b"", "/etc"),
         ("src/weights/up-link", b'2', b"", "../../../../../../tmp"),
@@ -259,6 +260,24 @@ fn hostile_layers_never_write_outside_and_bad_bytes_leave_nothing() {
     let run = lamina(&["extract", &r, "-o", &format!("{}/", out.display())]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(std::fs::read(out.join("ok.txt")).unwrap(), b"fine\n");
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let a = std::fs::metadata(out.join("ok.txt")).unwrap();
+        let b = std::fs::metadata(out.join("ok-hard")).unwrap();
+        assert_eq!(
+            (a.dev(), a.ino()),
+            (b.dev(), b.ino()),
+            "a hard link inside the tree stays a hard link"
+        );
+    }
+    // in a tar too
+    let tarf = dir.join("hostile.tar");
+    lamina(&["extract", &r, "-o", tarf.to_str().unwrap()]).ok();
+    let list = cmd("tar", &["-tvf", tarf.to_str().unwrap()]).ok().stdout;
+    assert!(
+        list.contains("ok-hard link to ok.txt") || list.contains("ok.txt link to ok-hard"),
+        "{list}"
+    );
     assert!(!canary.exists(), "a path climbed out of the output");
     assert!(
         std::fs::symlink_metadata(out.join("up-link"))
@@ -593,6 +612,16 @@ fn zstd_recompresses_oci_docker_and_index_images() {
         let child = format!("{PLAIN}/{}@{}", repo("zstd"), e["digest"].as_str().unwrap());
         check_zstd_image(&child, &dir.join(&e["digest"].as_str().unwrap()[7..19]));
     }
+    // an OCI source (umoci's manifest, gzip layers)
+    let doci = format!("{PLAIN}/{}:oci", repo("zstd"));
+    lamina(&["zstd", &format!("{PLAIN}/fixtures/base:latest"), &doci]).ok();
+    check_zstd_image(&doci, &dir.join("oci"));
+    let rootfs = unpack(
+        &format!("{PLAIN}/fixtures/base:latest"),
+        None,
+        &dir.join("oci-src"),
+    );
+    assert!(rootfs.join("bin/busybox").exists());
     // zstd of a zstd image keeps the layers
     let again = format!("{PLAIN}/{}:again", repo("zstd"));
     lamina(&["zstd", &dest, &again]).ok();
