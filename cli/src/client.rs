@@ -176,17 +176,15 @@ impl Client {
         let out = rt.block_on(async move {
             let resp = b.send().await.map_err(|e| error_chain(&e))?;
             let status = resp.status().as_u16();
-            let headers = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let mut body = resp.bytes().await.map_err(|e| error_chain(&e))?.to_vec();
+            let headers = header_pairs(resp.headers());
+            let mut resp = resp;
+            let mut body = Vec::new();
+            while let Some(c) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+                body.extend_from_slice(&c);
+                if body.len() as u64 > max {
+                    break; // a hostile registry cannot make us read without end
+                }
+            }
             let truncated = body.len() as u64 > max;
             body.truncate(max as usize);
             Ok::<_, String>(Response {
@@ -447,16 +445,7 @@ impl Client {
         }
         let resp = b.send().map_err(|e| error_chain(&e))?;
         let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_pairs(resp.headers());
         if req.stream_response && (200..300).contains(&status) {
             self.stream = Some(resp);
             return Ok(Response {
@@ -483,6 +472,17 @@ impl Client {
             truncated,
         })
     }
+}
+
+fn header_pairs(h: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -32,14 +32,7 @@ pub fn collect(args: &[PathBuf], dest: &str) -> Result<Vec<PlannedEntry<PathBuf>
                 .ok_or_else(|| format!("{}: has no file name", a.display()))?
                 .to_str()
                 .ok_or_else(|| format!("{}: file name is not UTF-8", a.display()))?;
-            out.push(PlannedEntry {
-                path: format!("{dest}/{name}"),
-                kind: EntryKind::File {
-                    size: meta.len(),
-                    executable: meta.permissions().mode() & 0o111 != 0,
-                },
-                source: Some(a.clone()),
-            });
+            out.push(file_entry(format!("{dest}/{name}"), &meta, a.clone()));
         } else {
             return Err(format!("{}: not a regular file or directory", a.display()).into());
         }
@@ -101,14 +94,7 @@ fn walk(
                         });
                         walk_into(root, &r, &archive, out, seen)?;
                     } else if m.is_file() {
-                        out.push(PlannedEntry {
-                            path: archive,
-                            kind: EntryKind::File {
-                                size: m.len(),
-                                executable: m.permissions().mode() & 0o111 != 0,
-                            },
-                            source: Some(r),
-                        });
+                        out.push(file_entry(archive, &m, r));
                     } else {
                         return Err(format!(
                             "{}: links to something that is not a file or directory",
@@ -140,14 +126,7 @@ fn walk(
             });
             walk(root, &p, rel_root, dest, out, seen)?;
         } else if ft.is_file() {
-            out.push(PlannedEntry {
-                path: archive,
-                kind: EntryKind::File {
-                    size: lmeta.len(),
-                    executable: lmeta.permissions().mode() & 0o111 != 0,
-                },
-                source: Some(p),
-            });
+            out.push(file_entry(archive, &lmeta, p));
         } else {
             return Err(format!(
                 "{}: unsupported file type (device, socket or pipe)",
@@ -157,6 +136,18 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// A regular file's entry: its size, and 0755 if any execute bit is set.
+fn file_entry(path: String, m: &std::fs::Metadata, source: PathBuf) -> PlannedEntry<PathBuf> {
+    PlannedEntry {
+        path,
+        kind: EntryKind::File {
+            size: m.len(),
+            executable: m.permissions().mode() & 0o111 != 0,
+        },
+        source: Some(source),
+    }
 }
 
 /// Walks a directory reached through a symlink, placing its contents under `archive`.
