@@ -174,7 +174,7 @@ impl Client {
         }
         let max = req.max_response_body;
         let out = rt.block_on(async move {
-            let resp = b.send().await.map_err(|e| error_chain(&e))?;
+            let resp = b.send().await.map_err(|e| error_chain(&e.without_url()))?;
             let status = resp.status().as_u16();
             let headers = header_pairs(resp.headers());
             let mut resp = resp;
@@ -331,6 +331,13 @@ impl Client {
                         );
                     }
                     let res = self.send(&req, body);
+                    if stream_state.is_some() {
+                        // the stream took chunks past the window: only a restart can give them again
+                        if let Some(w) = win.as_deref_mut() {
+                            w.chunks.clear();
+                            w.end = u64::MAX;
+                        }
+                    }
                     if let Some(sh) = stream_state {
                         let mut sh = sh.lock().map_err(|_| "lock")?;
                         if let Some(e) = sh.err.take() {
@@ -443,7 +450,7 @@ impl Client {
         {
             b = b.header("Content-Length", "0");
         }
-        let resp = b.send().map_err(|e| error_chain(&e))?;
+        let resp = b.send().map_err(|e| error_chain(&e.without_url()))?;
         let status = resp.status().as_u16();
         let headers = header_pairs(resp.headers());
         if req.stream_response && (200..300).contains(&status) {

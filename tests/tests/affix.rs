@@ -767,3 +767,112 @@ fn credentials_from_docker_config_auths_and_credential_helpers() {
         );
     }
 }
+
+/// (The base is fixtures/big: other tests count the downloads of fixtures/base's blobs.)
+/// A registry killed in the middle of a layer upload and started again: lamina waits, finds
+/// the upload session lost (distribution cannot resume a cut PATCH), starts the upload over by
+/// building the deterministic layer again, and pushes the same image it pushes without faults.
+#[test]
+fn affix_survives_a_registry_restart_in_the_middle_of_the_upload() {
+    harness();
+    let dir = tempdir("restart");
+    let store = dir.join("store");
+    let port = 5120;
+    let cfg = dir.join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: lamina-restart-test\n", store.display()),
+    )
+    .unwrap();
+    let start = || {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("registry.log"))
+            .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child
+    };
+    /// Kills and reaps the registry whatever happens to the test.
+    struct Reg(std::process::Child);
+    impl Drop for Reg {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let reg = Reg(start());
+    let w = dir.join("w.bin");
+    let data = random_bytes(256 << 20, 77);
+    std::fs::write(&w, &data).unwrap();
+    let dest = format!("127.0.0.1:{port}/resume/model:v1");
+    let run = {
+        let (dest, w) = (dest.clone(), w.clone());
+        std::thread::spawn(move || {
+            lamina(&[
+                "affix",
+                "--base",
+                &format!("{PLAIN}/fixtures/big:latest"),
+                "--dest",
+                &dest,
+                w.to_str().unwrap(),
+            ])
+        })
+    };
+    // kill the registry once a third of the layer has arrived, start it again a second later
+    let uploads = store.join("docker/registry/v2/repositories/resume/model/_uploads");
+    let mut killed = false;
+    for _ in 0..600 {
+        let size: u64 = std::fs::read_dir(&uploads)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
+            .map(|m| m.len())
+            .sum();
+        if size > 80 << 20 {
+            killed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(reg); // SIGKILL, mid-PATCH
+    assert!(killed, "the upload never got going");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let reg = Reg(start());
+    let out = run.join().unwrap();
+    drop(reg);
+    let out = out.ok();
+    assert!(out.stderr.contains("retrying"), "{}", out.stderr);
+    // the same image as an undisturbed push (deterministic layer, SOURCE_DATE_EPOCH)
+    let reference = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/big:latest"),
+        "--dest",
+        &format!("{PLAIN}/{}:v1", repo("restart")),
+        w.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        digest_of_output(&out.stdout),
+        digest_of_output(&reference.stdout)
+    );
+    assert!(
+        !out.stderr.contains("_state="),
+        "opaque upload state leaked into messages: {}",
+        out.stderr
+    );
+}

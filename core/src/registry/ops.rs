@@ -720,6 +720,22 @@ impl Op for Upload {
                         self.state = Up::Patch { end: got };
                         self.next_send()
                     }
+                    404 if self.cfg.stream => {
+                        // the registry lost the session (distribution does when a PATCH was cut
+                        // before it could save its hash state): start over; a streamed upload's
+                        // driver can produce the bytes again
+                        self.location.clear();
+                        self.confirmed = 0;
+                        self.state = Up::Started;
+                        let mut c = Call::new(
+                            Method::Post,
+                            format!("/v2/{}/blobs/uploads/", self.repo),
+                            self.scopes(),
+                        );
+                        c.idempotent = true;
+                        c.headers.push(("Content-Length".into(), "0".into()));
+                        Ok(Step::Call(c))
+                    }
                     404 => Err(Error::Protocol {
                         reason: format!(
                             "the upload session for {} is gone (HTTP 404); start again",
