@@ -2,7 +2,7 @@
 //! repositories of one registry, found by HEAD, or streamed registry to registry (download and
 //! upload in one pass, digest verified, never held in memory).
 
-use std::io::Read as _;
+use std::io::Read;
 use std::sync::mpsc::sync_channel;
 
 use lamina_core::digest::Hasher;
@@ -62,6 +62,53 @@ pub fn ensure_blobs(
     Ok(())
 }
 
+/// Reads a blob's body to its end, handing each piece to `each`, and checks it against its
+/// descriptor: never more bytes than its size (a lying registry cannot make us read without
+/// end), then exactly its size and digest. `what` names the blob in errors.
+pub fn read_verified(
+    body: &mut dyn Read,
+    want: &Descriptor,
+    what: &str,
+    each: &mut dyn FnMut(&[u8]) -> std::result::Result<(), Error>,
+) -> std::result::Result<(), Error> {
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = body.read(&mut buf).map_err(|e| Error::Protocol {
+            reason: format!("downloading {what}: {e}"),
+        })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        if h.len() > want.size {
+            return Err(Error::SizeMismatch {
+                what: what.to_string(),
+                expected: want.size,
+                found: h.len(),
+            });
+        }
+        each(&buf[..n])?;
+    }
+    let size = h.len();
+    if size != want.size {
+        return Err(Error::SizeMismatch {
+            what: what.to_string(),
+            expected: want.size,
+            found: size,
+        });
+    }
+    let found = h.finish();
+    if found != want.digest {
+        return Err(Error::DigestMismatch {
+            what: what.to_string(),
+            expected: want.digest.clone(),
+            found,
+        });
+    }
+    Ok(())
+}
+
 /// Streams one blob from `src` to `dst`, verifying its digest and size on the way.
 pub fn copy_blob(
     client: &mut Client,
@@ -74,50 +121,22 @@ pub fn copy_blob(
     let mut body = client.take_stream()?;
     let (tx, rx) = sync_channel::<Data>(1);
     let want = b.clone();
+    let src_name = src.name();
     let chunk = 16usize << 20;
     let reader = std::thread::spawn(move || {
         let mut ch = Chunker::new(chunk, tx);
         let r = (|| -> std::result::Result<LayerInfo, Error> {
-            let mut h = Hasher::new();
-            let mut tmp = vec![0u8; 1 << 20];
-            loop {
-                let n = body.read(&mut tmp).map_err(|e| Error::Protocol {
-                    reason: format!("downloading {}: {e}", want.digest),
-                })?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&tmp[..n]);
-                if h.len() > want.size {
-                    return Err(Error::SizeMismatch {
-                        what: format!("blob {}", want.digest),
-                        expected: want.size,
-                        found: h.len(),
-                    });
-                }
-                ch.push(&tmp[..n]);
+            let what = format!("blob {} downloaded from {src_name}", want.digest);
+            read_verified(&mut body, &want, &what, &mut |piece: &[u8]| {
+                ch.push(piece);
                 if ch.closed {
                     return Err(Error::Protocol {
                         reason: "upload stopped".into(),
                     });
                 }
-            }
-            let size = h.len();
-            let digest = h.finish();
-            if size != want.size {
-                return Err(Error::SizeMismatch {
-                    what: format!("blob {}", want.digest),
-                    expected: want.size,
-                    found: size,
-                });
-            }
-            if digest != want.digest {
-                return Err(Error::DigestMismatch {
-                    what: "blob downloaded from the base registry".to_string(),
-                    expected: want.digest.clone(),
-                    found: digest,
-                });
-            }
+                Ok(())
+            })?;
+            let (digest, size) = (want.digest.clone(), want.size);
             Ok(LayerInfo {
                 compression: lamina_core::compress::Compression::None,
                 digest: digest.clone(),

@@ -21,6 +21,7 @@ use lamina_core::registry::OpenBlob;
 use lamina_core::untar::{resolve_link, safe_path, Event, Kind, TarReader};
 use lamina_core::Error;
 
+use crate::blobs::read_verified;
 use crate::client::anyhow_like::Result;
 use crate::client::Client;
 use crate::progress::{human, Progress};
@@ -304,11 +305,9 @@ fn layer(
     })?;
     client.run(r, OpenBlob::new(&r.repository, &d.digest))?;
     let mut body = client.take_stream()?;
-    let mut blob = Hasher::new();
     let mut diff = Hasher::new();
     let mut dec = compress::decoder::<Error>(c);
     let mut tar = TarReader::new();
-    let mut buf = vec![0u8; 1 << 20];
     let mut p = Progress::new(
         format!("layer {idx} {}", d.digest.short()),
         Some(d.size),
@@ -322,43 +321,21 @@ fn layer(
         diff.update(data);
         tar.write(data, &mut |e| ex.event(e))
     };
-    loop {
-        let n = body
-            .read(&mut buf)
-            .map_err(|e| format!("downloading layer {idx} ({}): {e}", d.digest))?;
-        if n == 0 {
-            break;
-        }
-        blob.update(&buf[..n]);
-        if blob.len() > d.size {
-            return Err(Box::new(Error::SizeMismatch {
-                what: format!("layer {idx} {}", d.digest),
-                expected: d.size,
-                found: blob.len(),
-            }));
-        }
-        p.set(blob.len());
-        dec.write(&buf[..n], &mut |o: &[u8]| feed(o, &mut tar, &mut diff, ex))
-            .map_err(resolve::flatten)?;
-    }
+    let mut read = 0u64;
+    read_verified(
+        &mut body,
+        d,
+        &format!("layer {idx} ({}) downloaded from {r}", d.digest),
+        &mut |piece: &[u8]| {
+            read += piece.len() as u64;
+            p.set(read);
+            dec.write(piece, &mut |o: &[u8]| feed(o, &mut tar, &mut diff, ex))
+                .map_err(resolve::flatten)
+        },
+    )?;
     dec.finish(&mut |o: &[u8]| feed(o, &mut tar, &mut diff, ex))
         .map_err(resolve::flatten)?;
-    let size = blob.len();
-    if size != d.size {
-        return Err(Box::new(Error::SizeMismatch {
-            what: format!("layer {idx} {}", d.digest),
-            expected: d.size,
-            found: size,
-        }));
-    }
-    let got = blob.finish();
-    if got != d.digest {
-        return Err(Box::new(Error::DigestMismatch {
-            what: format!("layer {idx} downloaded from {r}"),
-            expected: d.digest.clone(),
-            found: got,
-        }));
-    }
+    let size = d.size;
     let got = diff.finish();
     if &got != diff_id {
         return Err(Box::new(Error::DigestMismatch {

@@ -9,12 +9,10 @@
 //! always a valid OCI manifest (a Docker v2 image is converted).
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
 use lamina_core::compress::{self, Compression};
-use lamina_core::digest::Hasher;
 use lamina_core::image::Descriptor;
 use lamina_core::layer::{LayerInfo, LayerWriter};
 use lamina_core::media;
@@ -22,7 +20,7 @@ use lamina_core::reference::Reference;
 use lamina_core::registry::{OpenBlob, PutManifest, Upload, UploadConfig};
 use lamina_core::{Digest, Error};
 
-use crate::blobs::{copy_other_platforms, ensure_blobs};
+use crate::blobs::{copy_other_platforms, ensure_blobs, read_verified};
 use crate::client::anyhow_like::Result;
 use crate::client::{Chunker, Client, Data, Options};
 use crate::progress::{human, Progress};
@@ -273,6 +271,7 @@ fn stream(
     let (tx, rx) = sync_channel::<Data>(1);
     let want = l.clone();
     let want_diff = diff_id.clone();
+    let src_name = src.name();
     let producer = std::thread::spawn(move || {
         let mut ch = Chunker::new(CHUNK, tx);
         let r = (|| -> std::result::Result<LayerInfo, Error> {
@@ -286,46 +285,15 @@ fn stream(
                 None => LayerWriter::new(Compression::None, None),
             };
             let mut dec = compress::decoder::<Error>(from);
-            let mut blob = Hasher::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = body.read(&mut buf).map_err(|e| Error::Protocol {
-                    reason: format!("downloading {}: {e}", want.digest),
-                })?;
-                if n == 0 {
-                    break;
-                }
-                blob.update(&buf[..n]);
-                if blob.len() > want.size {
-                    return Err(Error::SizeMismatch {
-                        what: format!("layer {}", want.digest),
-                        expected: want.size,
-                        found: blob.len(),
-                    });
-                }
-                dec.write(&buf[..n], &mut |o: &[u8]| {
+            let what = format!("layer {} downloaded from {src_name}", want.digest);
+            read_verified(&mut body, &want, &what, &mut |piece: &[u8]| {
+                dec.write(piece, &mut |o: &[u8]| {
                     lw.write(o, &mut |z: &[u8]| ch.push(z))
                 })
-                .map_err(resolve::flatten)?;
-            }
+                .map_err(resolve::flatten)
+            })?;
             dec.finish(&mut |o: &[u8]| lw.write(o, &mut |z: &[u8]| ch.push(z)))
                 .map_err(resolve::flatten)?;
-            let got_size = blob.len();
-            let got = blob.finish();
-            if got_size != want.size {
-                return Err(Error::SizeMismatch {
-                    what: format!("layer {}", want.digest),
-                    expected: want.size,
-                    found: got_size,
-                });
-            }
-            if got != want.digest {
-                return Err(Error::DigestMismatch {
-                    what: "layer downloaded from the source registry".into(),
-                    expected: want.digest.clone(),
-                    found: got,
-                });
-            }
             let info = lw.finish(&mut |z: &[u8]| ch.push(z))?;
             if info.diff_id != want_diff {
                 return Err(Error::DigestMismatch {
