@@ -25,7 +25,8 @@ pub struct LayerWriter {
     compression: Compression,
     enc: Box<dyn Encoder>,
     diff: Hasher,
-    blob: Hasher,
+    /// `None` for an uncompressed layer, whose blob is its tar: one hash serves both digests.
+    blob: Option<Hasher>,
 }
 
 impl core::fmt::Debug for LayerWriter {
@@ -44,7 +45,7 @@ impl LayerWriter {
             compression,
             enc: compress::encoder(compression, level),
             diff: Hasher::new(),
-            blob: Hasher::new(),
+            blob: blob_hasher(compression),
         }
     }
 
@@ -55,7 +56,7 @@ impl LayerWriter {
             compression,
             enc,
             diff: Hasher::new(),
-            blob: Hasher::new(),
+            blob: blob_hasher(compression),
         }
     }
 
@@ -65,7 +66,9 @@ impl LayerWriter {
         let blob = &mut self.blob;
         self.enc
             .write(tar, &mut |b: &[u8]| {
-                blob.update(b);
+                if let Some(h) = blob.as_mut() {
+                    h.update(b);
+                }
                 sink(b);
                 Ok(())
             })
@@ -83,21 +86,34 @@ impl LayerWriter {
         let blob = &mut self.blob;
         self.enc
             .finish(&mut |b: &[u8]| {
-                blob.update(b);
+                if let Some(h) = blob.as_mut() {
+                    h.update(b);
+                }
                 sink(b);
                 Ok(())
             })
             .map_err(CodecError::from)?;
         let uncompressed_size = self.diff.len();
-        let size = self.blob.len();
+        let diff_id = self.diff.finish();
+        let (digest, size) = match self.blob {
+            Some(h) => {
+                let size = h.len();
+                (h.finish(), size)
+            }
+            None => (diff_id.clone(), uncompressed_size),
+        };
         Ok(LayerInfo {
             compression: self.compression,
-            digest: self.blob.finish(),
+            digest,
             size,
-            diff_id: self.diff.finish(),
+            diff_id,
             uncompressed_size,
         })
     }
+}
+
+fn blob_hasher(compression: Compression) -> Option<Hasher> {
+    (compression != Compression::None).then(Hasher::new)
 }
 
 /// Picks a compression for `auto`: samples of the content are deflated at level 1; data that
