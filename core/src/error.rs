@@ -81,6 +81,11 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// Something looked for is not there (a tag in a layout, a blob file).
+    NotFound {
+        /// What was looked for, and where.
+        what: String,
+    },
     /// Something larger than lamina accepts (e.g. a manifest over 4 MiB).
     TooLarge {
         /// What.
@@ -171,6 +176,7 @@ impl fmt::Display for Error {
             Error::Auth { registry, reason } => {
                 write!(f, "authentication with {registry} failed: {reason}")
             }
+            Error::NotFound { what } => write!(f, "not found: {what}"),
             Error::TooLarge { what, limit } => {
                 write!(f, "{what} is larger than the limit of {limit} bytes")
             }

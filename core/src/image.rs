@@ -580,6 +580,15 @@ impl Index {
         }
     }
 
+    /// Removes entry `i`.
+    pub fn remove(&mut self, i: usize) {
+        if let Some(Value::Array(a)) = self.doc.value_mut().get_mut("manifests") {
+            if i < a.len() {
+                a.remove(i);
+            }
+        }
+    }
+
     /// Appends an entry.
     pub fn push(&mut self, d: &Descriptor) {
         if let Some(Value::Array(a)) = self.doc.value_mut().get_mut("manifests") {

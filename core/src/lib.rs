@@ -22,6 +22,7 @@
 //! - [`untar`]: push-based tar reading and path safety
 //! - [`compress`]: push-based gzip and zstd encoders and decoders
 //! - [`layer`]: layer blobs with diff_id and digest in one pass
+//! - [`layout`]: OCI image layouts (`index.json`, blob paths, tags)
 //! - [`http`], [`auth`]: requests, responses, credentials, challenges
 //! - [`registry`]: the distribution protocol as state machines
 //!
@@ -34,6 +35,7 @@ pub mod error;
 pub mod http;
 pub mod image;
 pub mod layer;
+pub mod layout;
 pub mod media;
 pub mod reference;
 pub mod registry;
