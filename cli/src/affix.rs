@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Instant;
 
+use crate::store::Loc;
 use lamina_core::compress::Compression;
 use lamina_core::image::{Descriptor, History};
 use lamina_core::layer::{choose_auto, LayerInfo, LayerWriter, TarInput};
-use lamina_core::reference::Reference;
-use lamina_core::registry::{Upload, UploadConfig};
+use lamina_core::registry::UploadConfig;
 use lamina_core::tar::{EntryKind, PlannedEntry, TarWriter};
 use lamina_core::Error;
 
@@ -25,9 +25,9 @@ use crate::zstdenc::NativeZstd;
 #[derive(Debug)]
 pub struct Args {
     /// Base image.
-    pub base: Reference,
+    pub base: Loc,
     /// Destination.
-    pub dest: Reference,
+    pub dest: Loc,
     /// A whole tar (path or `-`).
     pub tar: Option<String>,
     /// Files and directories.
@@ -204,9 +204,10 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     };
     let mut progress = Progress::new("layer", total, a.quiet);
     let rx = spawn();
-    let upload = client.upload_stream(
+    let upload = crate::store::put_stream(
+        client,
         &a.dest,
-        Upload::new(&a.dest.repository, cfg),
+        cfg,
         rx,
         if rewindable { Some(spawn) } else { None },
         &mut progress,
@@ -250,12 +251,13 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         a.quiet,
     )?;
     let platforms = images.len();
+    crate::store::commit(&a.dest)?;
     let name = a.dest.name();
     if a.json {
         let v = serde_json::json!({
             "image": format!("{name}@{final_digest}"),
             "digest": final_digest.to_string(),
-            "tag": a.dest.tag_or_latest(),
+            "tag": a.dest.tag(),
             "layer": {
                 "digest": info.digest.to_string(),
                 "size": info.size,

@@ -1,5 +1,5 @@
-//! Making sure the base image's blobs exist in the destination repository: mounted across
-//! repositories of one registry, found by HEAD, or streamed registry to registry (download and
+//! Making sure an image's blobs exist at the destination: mounted across repositories of one
+//! registry, found by HEAD (or in the layout), or streamed from wherever they are (download and
 //! upload in one pass, digest verified, never held in memory).
 
 use std::io::Read;
@@ -9,44 +9,37 @@ use lamina_core::digest::Hasher;
 use lamina_core::image::{detect_kind, Descriptor, Index, Manifest};
 use lamina_core::layer::LayerInfo;
 use lamina_core::media::DocKind;
-use lamina_core::reference::Reference;
-use lamina_core::registry::{
-    GetManifest, HeadBlob, MountBlob, OpenBlob, PutManifest, Upload, UploadConfig,
-};
+use lamina_core::registry::{MountBlob, Upload, UploadConfig};
 use lamina_core::Error;
 
 use crate::client::anyhow_like::Result;
 use crate::client::{Chunker, Client, Data};
 use crate::progress::Progress;
 use crate::resolve::Image;
+use crate::store::{self, Loc};
 
-/// Ensures every blob of `blobs` (found in `src`) is in `dst`'s repository.
+/// Ensures every blob of `blobs` (found in `src`) is in `dst`.
 pub fn ensure_blobs(
     client: &mut Client,
-    src: &Reference,
-    dst: &Reference,
+    src: &Loc,
+    dst: &Loc,
     blobs: &[Descriptor],
     quiet: bool,
 ) -> Result<()> {
-    if src.registry == dst.registry && src.repository == dst.repository {
+    if src.same_store(dst) {
         return Ok(()); // the manifest we read proves they are there
     }
-    let same_registry = src.registry == dst.registry;
     let (mut mounted, mut present, mut copied) = (0, 0, 0);
     for b in blobs {
-        if same_registry
-            && client.run(
-                dst,
-                MountBlob::new(&dst.repository, &src.repository, &b.digest),
-            )?
-        {
-            mounted += 1;
-            continue;
+        if let (Loc::Registry(s), Loc::Registry(d)) = (src, dst) {
+            if s.registry == d.registry
+                && client.run(d, MountBlob::new(&d.repository, &s.repository, &b.digest))?
+            {
+                mounted += 1;
+                continue;
+            }
         }
-        if client
-            .run(dst, HeadBlob::new(&dst.repository, &b.digest, true))?
-            .is_some()
-        {
+        if store::has_blob(client, dst, b, true)? {
             present += 1;
             continue;
         }
@@ -54,8 +47,13 @@ pub fn ensure_blobs(
         copied += 1;
     }
     if !quiet && !blobs.is_empty() {
+        let mounted = if matches!(dst, Loc::Registry(_)) {
+            format!("{mounted} mounted, ")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "base layers in {}: {mounted} mounted, {present} already there, {copied} copied",
+            "base layers in {}: {mounted}{present} already there, {copied} copied",
             dst.name()
         );
     }
@@ -112,21 +110,28 @@ pub fn read_verified(
 /// Streams one blob from `src` to `dst`, verifying its digest and size on the way.
 pub fn copy_blob(
     client: &mut Client,
-    src: &Reference,
-    dst: &Reference,
+    src: &Loc,
+    dst: &Loc,
     b: &Descriptor,
     quiet: bool,
 ) -> Result<()> {
-    client.run(src, OpenBlob::new(&src.repository, &b.digest))?;
-    let mut body = client.take_stream()?;
+    let mut body = store::open_blob(client, src, &b.digest)?;
+    let what = format!("blob {} from {}", b.digest, src.name());
+    let mut p = Progress::new(format!("copy {}", b.digest.short()), Some(b.size), quiet);
+    let d = match dst {
+        Loc::Layout(l) => {
+            l.write_blob_from(&mut body, b, &what, &mut p)?;
+            p.finish(b.size);
+            return Ok(());
+        }
+        Loc::Registry(d) => d,
+    };
     let (tx, rx) = sync_channel::<Data>(1);
     let want = b.clone();
-    let src_name = src.name();
     let chunk = 16usize << 20;
     let reader = std::thread::spawn(move || {
         let mut ch = Chunker::new(chunk, tx);
         let r = (|| -> std::result::Result<LayerInfo, Error> {
-            let what = format!("blob {} downloaded from {src_name}", want.digest);
             read_verified(&mut body, &want, &what, &mut |piece: &[u8]| {
                 ch.push(piece);
                 if ch.closed {
@@ -152,8 +157,7 @@ pub fn copy_blob(
         monolithic_max: chunk as u64,
         ..UploadConfig::default()
     };
-    let mut p = Progress::new(format!("copy {}", b.digest.short()), Some(b.size), quiet);
-    let r = client.upload_stream(dst, Upload::new(&dst.repository, cfg), rx, None, &mut p);
+    let r = client.upload_stream(d, Upload::new(&d.repository, cfg), rx, None, &mut p);
     let _ = reader.join();
     r?;
     p.finish(b.size);
@@ -161,11 +165,11 @@ pub fn copy_blob(
 }
 
 /// Copies the platforms of an index that are not being edited (`images` are) into the
-/// destination repository, with their blobs, so the new index points at nothing missing.
+/// destination, with their blobs, so the new index points at nothing missing.
 pub fn copy_other_platforms(
     client: &mut Client,
-    src: &Reference,
-    dst: &Reference,
+    src: &Loc,
+    dst: &Loc,
     index: Option<&Index>,
     images: &[Image],
     quiet: bool,
@@ -181,21 +185,18 @@ pub fn copy_other_platforms(
 }
 
 /// Copies one manifest (and its blobs, or an index and everything under it) unchanged into the
-/// destination repository.
+/// destination.
 pub fn copy_manifest(
     client: &mut Client,
-    src: &Reference,
-    dst: &Reference,
+    src: &Loc,
+    dst: &Loc,
     d: &Descriptor,
     quiet: bool,
 ) -> Result<()> {
-    if src.registry == dst.registry && src.repository == dst.repository {
+    if src.same_store(dst) {
         return Ok(());
     }
-    let f = client.run(
-        src,
-        GetManifest::new(&src.repository, &d.digest.to_string()),
-    )?;
+    let f = store::get_manifest(client, src, &d.digest.to_string())?;
     let (kind, mt) = detect_kind(&f.bytes, f.content_type.as_deref().or(Some(&d.media_type)))?;
     match kind {
         DocKind::Manifest(_) => {
@@ -211,9 +212,6 @@ pub fn copy_manifest(
             }
         }
     }
-    client.run(
-        dst,
-        PutManifest::new(&dst.repository, &d.digest.to_string(), &mt, f.bytes),
-    )?;
+    store::put_manifest(client, dst, &d.digest.to_string(), &mt, f.bytes)?;
     Ok(())
 }

@@ -12,12 +12,11 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::store::Loc;
 use lamina_core::compress::{self, Compression};
 use lamina_core::digest::Hasher;
 use lamina_core::image::{weights_layers, Descriptor};
 use lamina_core::media;
-use lamina_core::reference::Reference;
-use lamina_core::registry::OpenBlob;
 use lamina_core::untar::{resolve_link, safe_path, Event, Kind, TarReader};
 use lamina_core::Error;
 
@@ -31,7 +30,7 @@ use crate::resolve::{self, PlatformSel};
 #[derive(Debug)]
 pub struct Args {
     /// Image.
-    pub image: Reference,
+    pub image: Loc,
     /// `-o`: a directory (existing or with a trailing slash) or a tar file; stdout if absent.
     pub output: Option<String>,
     /// Sub-tree to extract (default `src/weights`).
@@ -292,7 +291,7 @@ fn write_tar(root: &Path, out: &mut dyn std::io::Write) -> Result<()> {
 /// Streams one layer into the extractor, verifying digest, size and diff_id.
 fn layer(
     client: &mut Client,
-    r: &Reference,
+    r: &Loc,
     d: &Descriptor,
     diff_id: &lamina_core::Digest,
     idx: usize,
@@ -303,8 +302,7 @@ fn layer(
         what: format!("layer {idx}"),
         media_type: d.media_type.clone(),
     })?;
-    client.run(r, OpenBlob::new(&r.repository, &d.digest))?;
-    let mut body = client.take_stream()?;
+    let mut body = crate::store::open_blob(client, r, &d.digest)?;
     let mut diff = Hasher::new();
     let mut dec = compress::decoder::<Error>(c);
     let mut tar = TarReader::new();

@@ -1,7 +1,7 @@
 //! `lamina layers`: what an image is made of.
 
+use crate::store::Loc;
 use lamina_core::media;
-use lamina_core::reference::Reference;
 
 use crate::client::anyhow_like::Result;
 use crate::client::Client;
@@ -9,7 +9,7 @@ use crate::progress::human;
 use crate::resolve::{self, PlatformSel, Top};
 
 /// Prints the layers of `r` (for an index: its platforms, then the selected platform's layers).
-pub fn run(client: &mut Client, r: &Reference, platform: Option<&str>, json: bool) -> Result<()> {
+pub fn run(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> Result<()> {
     let sel = PlatformSel::parse(platform)?;
     let top = resolve::fetch(client, r, &sel)?;
     let (platforms, images, top_digest, top_type) = match top {

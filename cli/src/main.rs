@@ -12,6 +12,7 @@ mod push;
 mod recompress;
 mod remix;
 mod resolve;
+mod store;
 mod zstdenc;
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lamina_core::auth::Secret;
-use lamina_core::reference::Reference;
+use lamina_core::reference::ImageRef;
 
 use crate::client::{Client, Options};
 use crate::creds::Given;
@@ -269,15 +270,25 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> client::anyhow_like::Result<()> {
-    let parse = |s: &str| Reference::parse(s, &cli.registry);
+    let image_ref = |s: &str| ImageRef::parse(s, &cli.registry);
+    let parse =
+        |s: &str| -> client::anyhow_like::Result<store::Loc> { store::Loc::source(image_ref(s)?) };
+    let parse_dest =
+        |s: &str| -> client::anyhow_like::Result<store::Loc> { store::Loc::dest(image_ref(s)?) };
     let mut given = Given::default();
     if let Some(t) = cli.token.as_ref().filter(|t| !t.is_empty()) {
         given.token = Some((Secret::new(t.clone()), cli.registry.clone()));
     }
+    let registry_of = |s: &str| -> client::anyhow_like::Result<Option<String>> {
+        Ok(match image_ref(s)? {
+            ImageRef::Registry(r) => Some(r.registry),
+            _ => None,
+        })
+    };
     let dest_registry = match &cli.cmd {
-        Cmd::Affix { dest, .. } => Some(parse(dest)?.registry),
-        Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => Some(parse(image)?.registry),
-        Cmd::Remix { dest, .. } | Cmd::Zstd { dest, .. } => Some(parse(dest)?.registry),
+        Cmd::Affix { dest, .. } => registry_of(dest)?,
+        Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => registry_of(image)?,
+        Cmd::Remix { dest, .. } | Cmd::Zstd { dest, .. } => registry_of(dest)?,
     };
     match (&cli.username, &cli.password) {
         (Some(u), Some(p)) => {
@@ -318,7 +329,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         } => {
             let a = affix::Args {
                 base: parse(&base)?,
-                dest: parse(&dest)?,
+                dest: parse_dest(&dest)?,
                 tar,
                 inputs,
                 path,
@@ -353,7 +364,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             remix::Args {
                 base: parse(&base)?,
                 weights: parse(&weights)?,
-                dest: parse(&dest)?,
+                dest: parse_dest(&dest)?,
                 layers,
                 platform,
                 json,
@@ -373,7 +384,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             &opts,
             recompress::Args {
                 image: parse(&image)?,
-                dest: parse(&dest)?,
+                dest: parse_dest(&dest)?,
                 level,
                 platform,
                 min_ratio,

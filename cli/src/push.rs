@@ -5,13 +5,12 @@
 use lamina_core::compress::Compression;
 use lamina_core::image::{Config, Descriptor, History, Index};
 use lamina_core::media::{self, Family};
-use lamina_core::reference::Reference;
-use lamina_core::registry::PutManifest;
 use lamina_core::Digest;
 
 use crate::client::anyhow_like::Result;
 use crate::client::Client;
 use crate::resolve::Image;
+use crate::store::{self, Loc};
 
 /// A layer to append (its blob is already in the destination repository).
 #[derive(Debug, Clone)]
@@ -58,7 +57,7 @@ pub fn convert_if_needed(
 #[allow(clippy::too_many_arguments)]
 pub fn push_images(
     client: &mut Client,
-    dest: &Reference,
+    dest: &Loc,
     images: &mut [Image],
     configs: Vec<Config>,
     index: &mut Option<Index>,
@@ -79,7 +78,7 @@ pub fn push_images(
         }
         let cbytes = config.bytes().to_vec();
         let csize = cbytes.len() as u64;
-        let cdigest = client.upload_bytes(dest, cbytes)?;
+        let cdigest = store::put_bytes(client, dest, cbytes)?;
         let m = &mut img.manifest;
         m.set_config(&cdigest, csize);
         for l in layers {
@@ -100,15 +99,7 @@ pub fn push_images(
                 }
             }
             let bytes = ix.bytes().to_vec();
-            Ok(client.run(
-                dest,
-                PutManifest::new(
-                    &dest.repository,
-                    dest.tag_or_latest(),
-                    ix.media_type(),
-                    bytes,
-                ),
-            )?)
+            store::put_manifest(client, dest, dest.tag(), ix.media_type(), bytes)
         }
         None => Ok(pushed[0].1.clone()),
     }
@@ -117,7 +108,7 @@ pub fn push_images(
 /// Pushes one image's manifest: by digest when an index will point at it, else by tag.
 pub fn push_manifest_of(
     client: &mut Client,
-    dest: &Reference,
+    dest: &Loc,
     img: &mut Image,
     in_index: bool,
 ) -> Result<(Option<usize>, Digest, u64, &'static str)> {
@@ -126,12 +117,9 @@ pub fn push_manifest_of(
     let reference = if in_index {
         m.digest().to_string()
     } else {
-        dest.tag_or_latest().to_string()
+        dest.tag().to_string()
     };
     let size = bytes.len() as u64;
-    let d = client.run(
-        dest,
-        PutManifest::new(&dest.repository, &reference, m.media_type(), bytes),
-    )?;
+    let d = store::put_manifest(client, dest, &reference, m.media_type(), bytes)?;
     Ok((img.index_pos, d, size, m.media_type()))
 }

@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
+use crate::store::{self, Loc};
 use lamina_core::compress::{self, Compression};
 use lamina_core::image::Descriptor;
 use lamina_core::layer::{LayerInfo, LayerWriter};
 use lamina_core::media;
-use lamina_core::reference::Reference;
-use lamina_core::registry::{OpenBlob, PutManifest, Upload, UploadConfig};
+use lamina_core::registry::UploadConfig;
 use lamina_core::{Digest, Error};
 
 use crate::blobs::{copy_other_platforms, ensure_blobs, read_verified};
@@ -32,9 +32,9 @@ use crate::zstdenc::NativeZstd;
 #[derive(Debug)]
 pub struct Args {
     /// Source image.
-    pub image: Reference,
+    pub image: Loc,
     /// Destination.
-    pub dest: Reference,
+    pub dest: Loc,
     /// zstd level 1-19.
     pub level: i32,
     /// Platform or all.
@@ -96,7 +96,7 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
         for _ in 0..jobs {
             let queue = Arc::clone(&queue);
             let results = Arc::clone(&results);
-            let (src, dst) = (a.image.clone(), a.dest.clone());
+            let (src, dst) = (&a.image, &a.dest);
             let opts = opts.clone();
             let (level, min_ratio, quiet) = (a.level, a.min_ratio, a.quiet);
             s.spawn(move || {
@@ -113,7 +113,7 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
                 loop {
                     let next = queue.lock().ok().and_then(|mut q| q.pop());
                     let Some((l, diff_id)) = next else { break };
-                    let r = one_layer(&mut c, &src, &dst, &l, &diff_id, level, min_ratio, quiet)
+                    let r = one_layer(&mut c, src, dst, &l, &diff_id, level, min_ratio, quiet)
                         .map_err(|e| e.to_string());
                     let failed = r.is_err();
                     if let Ok(mut m) = results.lock() {
@@ -164,20 +164,13 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
                 }
             }
             let bytes = ix.bytes().to_vec();
-            client.run(
-                &a.dest,
-                PutManifest::new(
-                    &a.dest.repository,
-                    a.dest.tag_or_latest(),
-                    ix.media_type(),
-                    bytes,
-                ),
-            )?
+            store::put_manifest(client, &a.dest, a.dest.tag(), ix.media_type(), bytes)?
         }
         None => pushed[0].1.clone(),
     };
     let before: u64 = layers.values().map(|(l, _)| l.size).sum();
     let after: u64 = done.values().map(|o| o.size).sum();
+    crate::store::commit(&a.dest)?;
     let name = a.dest.name();
     if a.json {
         let rows: Vec<_> = layers
@@ -209,8 +202,8 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn one_layer(
     c: &mut Client,
-    src: &Reference,
-    dst: &Reference,
+    src: &Loc,
+    dst: &Loc,
     l: &Descriptor,
     diff_id: &Digest,
     level: i32,
@@ -258,16 +251,15 @@ fn one_layer(
 /// Download -> verify -> decompress -> (zstd at `level`, or nothing) -> upload, in one pass.
 fn stream(
     c: &mut Client,
-    src: &Reference,
-    dst: &Reference,
+    src: &Loc,
+    dst: &Loc,
     l: &Descriptor,
     diff_id: &Digest,
     level: Option<i32>,
     quiet: bool,
 ) -> Result<LayerInfo> {
     let from = media::layer_compression(&l.media_type).ok_or("unknown layer type")?;
-    c.run(src, OpenBlob::new(&src.repository, &l.digest))?;
-    let mut body = c.take_stream()?;
+    let mut body = store::open_blob(c, src, &l.digest)?;
     let (tx, rx) = sync_channel::<Data>(1);
     let want = l.clone();
     let want_diff = diff_id.clone();
@@ -317,7 +309,7 @@ fn stream(
         l.digest.short()
     );
     let mut p = Progress::new(label, None, quiet);
-    let r = c.upload_stream(dst, Upload::new(&dst.repository, cfg), rx, None, &mut p);
+    let r = store::put_stream(c, dst, cfg, rx, None, &mut p);
     let _ = producer.join();
     let (_, info) = r?;
     p.finish(info.size);

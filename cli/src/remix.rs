@@ -1,9 +1,9 @@
 //! `lamina remix`: the weights layers of one image on top of another, without downloading a
 //! layer: blobs are mounted across repositories, or streamed registry to registry.
 
+use crate::store::Loc;
 use lamina_core::image::{weights_layers, History};
 use lamina_core::media;
-use lamina_core::reference::Reference;
 use lamina_core::Error;
 
 use crate::blobs::{copy_other_platforms, ensure_blobs};
@@ -16,11 +16,11 @@ use crate::resolve::{self, PlatformSel, Top};
 #[derive(Debug)]
 pub struct Args {
     /// The image to add to.
-    pub base: Reference,
+    pub base: Loc,
     /// The image whose weights layers are taken.
-    pub weights: Reference,
+    pub weights: Loc,
     /// Destination.
-    pub dest: Reference,
+    pub dest: Loc,
     /// Take only these layers of the weights image (by index) instead of its weights layers.
     pub layers: Vec<usize>,
     /// Platform.
@@ -148,6 +148,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         &[],
         a.quiet,
     )?;
+    crate::store::commit(&a.dest)?;
     let name = a.dest.name();
     if a.json {
         println!(
@@ -155,7 +156,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             serde_json::json!({
                 "image": format!("{name}@{d}"),
                 "digest": d.to_string(),
-                "tag": a.dest.tag_or_latest(),
+                "tag": a.dest.tag(),
                 "layers": new_layers.iter().map(|l| serde_json::json!({"digest": l.digest.to_string(), "size": l.size, "diff_id": l.diff_id.to_string()})).collect::<Vec<_>>(),
                 "seconds": t0.elapsed().as_secs_f64(),
             })

@@ -1,13 +1,12 @@
-//! Fetching an image's manifest(s) and config from a registry.
+//! Fetching an image's manifest(s) and config from a registry or a layout.
 
 use lamina_core::image::{detect_kind, Config, Index, Manifest, Platform, MAX_CONFIG_SIZE};
 use lamina_core::media::DocKind;
-use lamina_core::reference::Reference;
-use lamina_core::registry::{GetBlob, GetManifest};
 use lamina_core::Digest;
 
 use crate::client::anyhow_like::Result;
 use crate::client::Client;
+use crate::store::{self, Loc};
 
 /// One platform image.
 #[derive(Debug, Clone)]
@@ -59,8 +58,8 @@ impl PlatformSel {
 }
 
 /// Fetches `r` and the manifests selected by `sel`.
-pub fn fetch(client: &mut Client, r: &Reference, sel: &PlatformSel) -> Result<Top> {
-    let top = client.run(r, GetManifest::new(&r.repository, &r.reference()))?;
+pub fn fetch(client: &mut Client, r: &Loc, sel: &PlatformSel) -> Result<Top> {
+    let top = store::get_manifest(client, r, &r.reference())?;
     let (kind, mt) = detect_kind(&top.bytes, top.content_type.as_deref())?;
     match kind {
         DocKind::Manifest(_) => {
@@ -87,7 +86,7 @@ pub fn fetch(client: &mut Client, r: &Reference, sel: &PlatformSel) -> Result<To
             let mut children = Vec::new();
             for i in picks {
                 let e = &entries[i];
-                let f = client.run(r, GetManifest::new(&r.repository, &e.digest.to_string()))?;
+                let f = store::get_manifest(client, r, &e.digest.to_string())?;
                 let (k, cmt) =
                     detect_kind(&f.bytes, f.content_type.as_deref().or(Some(&e.media_type)))?;
                 if !matches!(k, DocKind::Manifest(_)) {
@@ -113,14 +112,20 @@ pub fn fetch(client: &mut Client, r: &Reference, sel: &PlatformSel) -> Result<To
 }
 
 /// Fetches and parses an image's config.
-pub fn config(client: &mut Client, r: &Reference, m: &Manifest) -> Result<Config> {
+pub fn config(client: &mut Client, r: &Loc, m: &Manifest) -> Result<Config> {
     let d = m.config()?;
-    let raw = client.run(r, GetBlob::new(&r.repository, &d.digest, MAX_CONFIG_SIZE))?;
+    if d.size > MAX_CONFIG_SIZE {
+        return Err(Box::new(lamina_core::Error::TooLarge {
+            what: format!("config {} of {r}", d.digest),
+            limit: MAX_CONFIG_SIZE,
+        }));
+    }
+    let raw = store::get_config(client, r, &d.digest)?;
     Ok(Config::parse(raw)?)
 }
 
 /// Fetches the one image `sel` names (an index is resolved to its platform).
-pub fn fetch_one(client: &mut Client, r: &Reference, sel: &PlatformSel) -> Result<Image> {
+pub fn fetch_one(client: &mut Client, r: &Loc, sel: &PlatformSel) -> Result<Image> {
     match fetch(client, r, sel)? {
         Top::Single(i) => Ok(i),
         Top::Index { mut children, .. } => children
@@ -131,7 +136,7 @@ pub fn fetch_one(client: &mut Client, r: &Reference, sel: &PlatformSel) -> Resul
 
 /// The layers of an image paired with their diff_ids from its config (checked to agree).
 pub fn layers_with_diff_ids(
-    r: &Reference,
+    r: &Loc,
     m: &Manifest,
     c: &Config,
 ) -> Result<Vec<(lamina_core::image::Descriptor, Digest)>> {
