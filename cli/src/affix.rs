@@ -291,7 +291,7 @@ pub fn source_date_epoch() -> Option<u64> {
 
 const READ: usize = 1 << 20;
 
-fn build_files(
+pub fn build_files(
     entries: Vec<PlannedEntry<PathBuf>>,
     c: Compression,
     level: Option<i32>,

@@ -139,7 +139,7 @@ fn walk(
 }
 
 /// A regular file's entry: its size, and 0755 if any execute bit is set.
-fn file_entry(path: String, m: &std::fs::Metadata, source: PathBuf) -> PlannedEntry<PathBuf> {
+pub fn file_entry(path: String, m: &std::fs::Metadata, source: PathBuf) -> PlannedEntry<PathBuf> {
     PlannedEntry {
         path,
         kind: EntryKind::File {

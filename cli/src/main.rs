@@ -1,12 +1,14 @@
 //! `lamina`: edit container images that carry ML models, directly in the registry.
 
 mod affix;
+mod append;
 mod blobs;
 mod client;
 mod creds;
 mod extract;
 mod inputs;
 mod layers;
+mod modelcar;
 mod progress;
 mod push;
 mod recompress;
@@ -219,6 +221,64 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Append model files to an OCI image layout as modelcar layers (olot-compatible).
+    ///
+    /// One layer per file or directory, under /models, uncompressed; the model card (-m) is the
+    /// last layer, gzipped, marked io.opendatahub.modelcar.layer.type=modelcard, and the
+    /// manifest's io.opendatahub.layers.modelcard points at it. Every image manifest of the
+    /// layout (through nested indexes) gets the layers; Docker-format manifests become OCI;
+    /// artifacts, attestations and manifests absent from a sparse layout are left alone.
+    ///
+    /// Layers are deterministic (mtime SOURCE_DATE_EPOCH or 0, owner 0:0), so running again
+    /// on the same files adds nothing. A symlink (a Hugging Face cache snapshot) is stored as
+    /// the file it points to, under its own name. The layout is edited atomically: new blobs
+    /// first, index.json replaced last.
+    ///
+    /// Examples:
+    ///   skopeo copy docker://quay.io/me/base oci:layout:latest
+    ///   lamina append layout model.safetensors config.json -m README.md
+    ///   lamina append layout ~/.cache/huggingface/hub/models--x--y/snapshots/abc/ --modelpack
+    ///   lamina append oci:layout:v1 --root-dir model model/onnx/model.onnx
+    #[command(verbatim_doc_comment)]
+    Append {
+        /// The OCI image layout directory (or oci:DIR:TAG to edit only that image).
+        #[arg(value_name = "LAYOUT")]
+        layout: String,
+        /// Model files and directories, one layer each.
+        #[arg(value_name = "FILE_OR_DIR")]
+        files: Vec<PathBuf>,
+        /// The model card (README.md), added as the last layer.
+        #[arg(short = 'm', long, value_name = "FILE")]
+        modelcard: Option<PathBuf>,
+        /// Keep each input's path relative to this directory (default: just its name).
+        #[arg(long, value_name = "DIR")]
+        root_dir: Option<PathBuf>,
+        /// Where the files go in the image.
+        #[arg(long, default_value = "/models")]
+        path: String,
+        /// Delete the inputs after the layout is written: default (model files) or all (also
+        /// the model card). A symlink given is removed, never what it points to. (olot's -r:
+        /// here -r is r8im's --registry.)
+        #[arg(long, value_name = "WHICH", num_args = 0..=1,
+              default_missing_value = "default", value_parser = ["default", "all"],
+              require_equals = true)]
+        remove_originals: Option<String>,
+        /// Also write a CNCF ModelPack manifest over the same blobs into index.json.
+        #[arg(long)]
+        modelpack: bool,
+        /// The ref.name of the ModelPack manifest in index.json.
+        #[arg(long, default_value = "modelpack", value_name = "TAG")]
+        modelpack_tag: String,
+        /// Compression of the model file layers (the card is always gzip).
+        #[arg(long, default_value = "none", value_parser = ["auto", "none", "gzip", "zstd"])]
+        compression: String,
+        /// Compression level (gzip 0-9, zstd 1-19).
+        #[arg(long)]
+        level: Option<i32>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the layers of an image (and the platforms of an index).
     Layers {
         /// Image reference.
@@ -289,6 +349,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         Cmd::Affix { dest, .. } => registry_of(dest)?,
         Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => registry_of(image)?,
         Cmd::Remix { dest, .. } | Cmd::Zstd { dest, .. } => registry_of(dest)?,
+        Cmd::Append { .. } => None,
     };
     match (&cli.username, &cli.password) {
         (Some(u), Some(p)) => {
@@ -347,6 +408,35 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             };
             affix::run(&mut client, a)
         }
+        Cmd::Append {
+            layout,
+            files,
+            modelcard,
+            root_dir,
+            path,
+            remove_originals,
+            modelpack,
+            modelpack_tag,
+            compression,
+            level,
+            json,
+        } => append::run(
+            &mut client,
+            append::Args {
+                layout,
+                files,
+                modelcard,
+                root_dir,
+                path,
+                remove_originals,
+                modelpack,
+                modelpack_tag,
+                compression,
+                level,
+                json,
+                quiet: cli.quiet,
+            },
+        ),
         Cmd::Layers {
             image,
             platform,

@@ -15,7 +15,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 
-use lamina_core::digest::Hasher;
 use lamina_core::image::{Descriptor, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
 use lamina_core::layer::LayerInfo;
 use lamina_core::layout::{self, Found, LayoutIndex};
@@ -435,26 +434,27 @@ impl Layout {
             f: Some(std::io::BufWriter::with_capacity(1 << 20, f)),
             tmp,
             dir: self.dir.clone(),
-            hasher: Hasher::new(),
+            len: 0,
         })
     }
 }
 
 static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// A blob being written to a layout; removed unless committed.
+/// A blob being written to a layout; removed unless committed. It does not hash: its callers
+/// know the digest (a producer computed it over the same bytes, or `read_verified` checked it).
 #[derive(Debug)]
 pub struct BlobWriter {
     f: Option<std::io::BufWriter<File>>,
     tmp: PathBuf,
     dir: PathBuf,
-    hasher: Hasher,
+    len: u64,
 }
 
 impl BlobWriter {
     /// Appends bytes.
     pub fn write(&mut self, b: &[u8]) -> std::result::Result<(), Error> {
-        self.hasher.update(b);
+        self.len += b.len() as u64;
         let f = self.f.as_mut().ok_or_else(|| Error::Protocol {
             reason: "blob writer already closed".into(),
         })?;
@@ -465,23 +465,14 @@ impl BlobWriter {
 
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
-        self.hasher.len()
+        self.len
     }
 
-    /// Checks the bytes hash to `want` and renames the file into place.
+    /// Names the finished file by its digest (already verified by the caller).
     pub fn commit(mut self, want: &Digest) -> Result<()> {
         let mut f = self.f.take().ok_or("blob writer already closed")?;
         f.flush().map_err(|e| io_err(self.tmp.display(), e))?;
         drop(f);
-        let h = std::mem::take(&mut self.hasher);
-        let got = h.finish();
-        if &got != want {
-            return Err(Box::new(Error::DigestMismatch {
-                what: "blob written to the layout".into(),
-                expected: want.clone(),
-                found: got,
-            }));
-        }
         let to = self.dir.join(layout::blob_path(want));
         fs::rename(&self.tmp, &to).map_err(|e| io_err(to.display(), e))?;
         Ok(())
@@ -588,8 +579,20 @@ pub fn put_stream(
         Loc::Registry(r) => {
             client.upload_stream(r, Upload::new(&r.repository, cfg), rx, restart, progress)
         }
-        Loc::Layout(l) => {
-            let mut w = l.blob_writer()?;
+        Loc::Layout(l) => l.take_stream(rx, progress),
+    }
+}
+
+impl Layout {
+    /// Takes a blob from a producer: into a temp file, named by the producer's digest when it
+    /// finishes (the producer hashed the very bytes it sent).
+    pub fn take_stream(
+        &self,
+        rx: Receiver<Data>,
+        progress: &mut Progress,
+    ) -> Result<(Digest, LayerInfo)> {
+        {
+            let mut w = self.blob_writer()?;
             loop {
                 match rx.recv() {
                     Ok(Data::Chunk(b)) => {

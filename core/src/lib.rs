@@ -23,6 +23,7 @@
 //! - [`compress`]: push-based gzip and zstd encoders and decoders
 //! - [`layer`]: layer blobs with diff_id and digest in one pass
 //! - [`layout`]: OCI image layouts (`index.json`, blob paths, tags)
+//! - [`modelcar`]: modelcar (olot) layers and CNCF ModelPack manifests
 //! - [`http`], [`auth`]: requests, responses, credentials, challenges
 //! - [`registry`]: the distribution protocol as state machines
 //!
@@ -37,6 +38,7 @@ pub mod image;
 pub mod layer;
 pub mod layout;
 pub mod media;
+pub mod modelcar;
 pub mod reference;
 pub mod registry;
 pub mod tar;
