@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need, idempotently, on Debian 12 (as root, or through sudo):
 # Debian packages (registry, skopeo, umoci, ...), the wasm32 target, and wasm-bindgen-cli at the
-# exact version of the wasm-bindgen crate in Cargo.lock (its test runner runs core's tests in Node).
+# exact version of the wasm-bindgen crate in Cargo.lock (its test runner runs core's tests in Node),
+# and olot (PyPI, in a virtualenv) for the tests that compare `lamina append` with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*"; }
@@ -19,5 +20,6 @@ if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $WBG\$"; then
   log "cargo install wasm-bindgen-cli $WBG (2-4 minutes, once)"
   cargo install -q wasm-bindgen-cli --version "$WBG"
 fi
+tests/harness/olot.sh >/dev/null
 command -v node >/dev/null || { log "apt-get install nodejs"; apt-get install -y -q nodejs >/dev/null; }
 log "ready: $(wasm-bindgen-test-runner --version), node $(node --version)"

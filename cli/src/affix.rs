@@ -32,10 +32,16 @@ pub struct Args {
     pub tar: Option<String>,
     /// Files and directories.
     pub inputs: Vec<PathBuf>,
-    /// Where inputs land in the image.
-    pub path: String,
+    /// Where inputs land in the image (default /src/weights, or /models with --modelcar).
+    pub path: Option<String>,
+    /// Modelcar layout: one layer per input under /models, the card last.
+    pub modelcar: bool,
+    /// The model card (with --modelcar).
+    pub modelcard: Option<PathBuf>,
+    /// Keep input paths relative to this directory (with --modelcar).
+    pub root_dir: Option<PathBuf>,
     /// `auto|none|gzip|zstd`.
-    pub compression: String,
+    pub compression: Option<String>,
     /// Compression level.
     pub level: Option<i32>,
     /// `--platform`.
@@ -64,13 +70,38 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     let t0 = Instant::now();
     let sel = PlatformSel::parse(a.platform.as_deref())?;
     // Inputs are checked before any network traffic.
-    let path = a.path.trim_end_matches('/').to_string();
+    let default_path = if a.modelcar {
+        "/models"
+    } else {
+        "/src/weights"
+    };
+    let path = a.path.as_deref().unwrap_or(default_path);
+    let path = path.trim_end_matches('/').to_string();
     let path = if path.is_empty() {
         "/".to_string()
     } else {
         path
     };
-    let source = match (&a.tar, a.inputs.is_empty()) {
+    if !a.modelcar && (a.modelcard.is_some() || a.root_dir.is_some()) {
+        return Err(Box::new(usage(
+            "--modelcard and --root-dir go with --modelcar",
+        )));
+    }
+    let car_plan = if a.modelcar {
+        if a.tar.is_some() {
+            return Err(Box::new(usage("--modelcar takes files, not --tar")));
+        }
+        Some(crate::modelcar::plan(
+            &a.inputs,
+            a.modelcard.as_deref(),
+            a.root_dir.as_deref(),
+            &path,
+            a.quiet,
+        )?)
+    } else {
+        None
+    };
+    let source = match (&a.tar, a.inputs.is_empty() && car_plan.is_none()) {
         (Some(_), false) => return Err(Box::new(usage("give either --tar or files, not both"))),
         (None, true) => {
             return Err(Box::new(usage(
@@ -83,9 +114,14 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             }
             Source::Tar(t.clone())
         }
+        (None, false) if car_plan.is_some() => Source::Files(Vec::new()),
         (None, false) => Source::Files(crate::inputs::collect(&a.inputs, &path)?),
     };
-    let compression = match a.compression.as_str() {
+    let compression_arg = a
+        .compression
+        .clone()
+        .unwrap_or_else(|| if a.modelcar { "none" } else { "auto" }.to_string());
+    let compression = match compression_arg.as_str() {
         "auto" => match &source {
             Source::Files(e) => choose_auto(&crate::inputs::sample(e)),
             Source::Tar(_) => Compression::Gzip,
@@ -127,6 +163,68 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     }
     ensure_blobs(client, &a.base, &a.dest, &base_blobs, a.quiet)?;
     copy_other_platforms(client, &a.base, &a.dest, index.as_ref(), &images, a.quiet)?;
+
+    if let Some(planned) = car_plan {
+        // modelcar: one layer per input, the card last (see `lamina append`)
+        let mut layers = Vec::new();
+        let mut annotations = a.annotations.clone();
+        let created = resolve::history_time();
+        for p in &planned {
+            let l = crate::modelcar::build(client, &a.dest, p, &compression_arg, a.level, a.quiet)?;
+            let d = l.descriptor(lamina_core::media::Family::Oci)?;
+            if l.part == lamina_core::modelcar::Part::Card {
+                annotations.retain(|(k, _)| k != lamina_core::modelcar::ANN_MODELCARD);
+                annotations.push((
+                    lamina_core::modelcar::ANN_MODELCARD.into(),
+                    l.info.digest.to_string(),
+                ));
+            }
+            layers.push(NewLayer {
+                compression: l.info.compression,
+                digest: l.info.digest.clone(),
+                size: l.info.size,
+                diff_id: l.info.diff_id.clone(),
+                history: l.history(&created),
+                annotations: d.annotations,
+            });
+        }
+        let final_digest = push_images(
+            client,
+            &a.dest,
+            &mut images,
+            configs,
+            &mut index,
+            &layers,
+            &a.labels,
+            &annotations,
+            a.quiet,
+        )?;
+        crate::store::commit(&a.dest)?;
+        let name = a.dest.name();
+        if a.json {
+            let v = serde_json::json!({
+                "image": format!("{name}@{final_digest}"),
+                "digest": final_digest.to_string(),
+                "tag": a.dest.tag(),
+                "layers": layers.iter().map(|l| serde_json::json!({
+                    "digest": l.digest.to_string(),
+                    "size": l.size,
+                    "diff_id": l.diff_id.to_string(),
+                    "compression": l.compression.name(),
+                    "created_by": l.history.created_by,
+                })).collect::<Vec<_>>(),
+                "platforms": images.len(),
+                "seconds": t0.elapsed().as_secs_f64(),
+            });
+            println!("{v}");
+        } else {
+            println!("{name}@{final_digest}");
+        }
+        if !a.quiet {
+            eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
+        }
+        return Ok(());
+    }
 
     // 3. build the layer and upload it as it is made. The producer can be started again (files
     // and tar files are read again; the layer is deterministic), so a streamed upload that is cut
@@ -238,6 +336,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         size: info.size,
         diff_id: info.diff_id.clone(),
         history,
+        annotations: Vec::new(),
     };
     let final_digest = push_images(
         client,

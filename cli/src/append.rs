@@ -15,7 +15,7 @@ use std::time::Instant;
 use lamina_core::image::{
     detect_kind, Config, Descriptor, Index, Manifest, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
 };
-use lamina_core::layout::{ref_name, Found, REF_NAME};
+use lamina_core::layout::{ref_name, Found};
 use lamina_core::media::{DocKind, Family};
 use lamina_core::modelcar::{self, CarLayer};
 use lamina_core::reference::ImageRef;
@@ -140,10 +140,8 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             .iter()
             .any(|e| e.digest == d && ref_name(e) == Some(a.modelpack_tag.as_str()));
         if !already {
-            let mut desc =
-                Descriptor::new(lamina_core::media::OCI_MANIFEST, d.clone(), size);
-            desc.annotations
-                .push((REF_NAME.into(), a.modelpack_tag.clone()));
+            let mut desc = Descriptor::new(lamina_core::media::OCI_MANIFEST, d.clone(), size);
+            desc.artifact_type = Some(modelcar::MODELPACK_ARTIFACT.into());
             ix.set_tag(&a.modelpack_tag, &desc)?;
             changed = true;
         }
@@ -291,9 +289,10 @@ impl<'a> Walker<'a> {
                 }
                 self.images += 1;
                 let cd = m.config()?;
-                let craw = self.l.read_blob(&cd.digest, MAX_CONFIG_SIZE).map_err(|e| {
-                    format!("the config of image manifest {}: {e}", d.digest)
-                })?;
+                let craw = self
+                    .l
+                    .read_blob(&cd.digest, MAX_CONFIG_SIZE)
+                    .map_err(|e| format!("the config of image manifest {}: {e}", d.digest))?;
                 let mut c = Config::parse(craw.clone())?;
                 if m.family() == Family::Docker {
                     m.convert_to_oci();

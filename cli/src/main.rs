@@ -100,12 +100,24 @@ enum Cmd {
         /// Files and directories to add (a directory's contents go under --path).
         #[arg(value_name = "FILE_OR_DIR")]
         inputs: Vec<PathBuf>,
-        /// Where the files land in the image.
-        #[arg(long, default_value = "/src/weights")]
-        path: String,
-        /// Layer compression: auto stores incompressible data (weights) uncompressed and gzips text.
-        #[arg(long, default_value = "auto", value_parser = ["auto", "none", "gzip", "zstd"])]
-        compression: String,
+        /// Where the files land in the image [default: /src/weights, or /models with --modelcar].
+        #[arg(long)]
+        path: Option<String>,
+        /// Make a modelcar (as `lamina append` does on a layout, olot-compatible): one layer per
+        /// file or directory under /models, the model card (-m) last and gzipped, with
+        /// olot's annotations. The result is OCI.
+        #[arg(long)]
+        modelcar: bool,
+        /// The model card for --modelcar (README.md).
+        #[arg(short = 'm', long, value_name = "FILE")]
+        modelcard: Option<PathBuf>,
+        /// With --modelcar: keep input paths relative to this directory.
+        #[arg(long, value_name = "DIR")]
+        root_dir: Option<PathBuf>,
+        /// Layer compression: auto stores incompressible data (weights) uncompressed and gzips
+        /// text [default: auto, or none with --modelcar, as olot; the card is always gzip].
+        #[arg(long, value_parser = ["auto", "none", "gzip", "zstd"])]
+        compression: Option<String>,
         /// Compression level (gzip 0-9, zstd 1-19).
         #[arg(long)]
         level: Option<i32>,
@@ -379,6 +391,9 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             tar,
             inputs,
             path,
+            modelcar,
+            modelcard,
+            root_dir,
             compression,
             level,
             platform,
@@ -394,6 +409,9 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
                 tar,
                 inputs,
                 path,
+                modelcar,
+                modelcard,
+                root_dir,
                 compression,
                 level,
                 platform,

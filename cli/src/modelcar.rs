@@ -104,7 +104,8 @@ pub fn plan(
     };
     let mut seen = Vec::new();
     let mut out = Vec::new();
-    let mut inputs: Vec<(PathBuf, Part)> = inputs.iter().map(|p| (p.clone(), Part::Weights)).collect();
+    let mut inputs: Vec<(PathBuf, Part)> =
+        inputs.iter().map(|p| (p.clone(), Part::Weights)).collect();
     if let Some(c) = card {
         inputs.push((c.to_path_buf(), Part::Card));
     }
@@ -128,15 +129,11 @@ pub fn plan(
         let rel = match (&root, part) {
             (Some(r), Part::Weights) => {
                 let rel = at.strip_prefix(r).map_err(|_| {
-                    format!(
-                        "{} is not under --root-dir {}",
-                        p.display(),
-                        r.display()
-                    )
+                    format!("{} is not under --root-dir {}", p.display(), r.display())
                 })?;
-                let rel = rel.to_str().ok_or_else(|| {
-                    format!("{}: path is not UTF-8", p.display())
-                })?;
+                let rel = rel
+                    .to_str()
+                    .ok_or_else(|| format!("{}: path is not UTF-8", p.display()))?;
                 if rel.is_empty() {
                     title.clone()
                 } else {
@@ -147,7 +144,10 @@ pub fn plan(
         };
         let in_layer = format!("{base}/{rel}");
         let (entries, directory) = if meta.is_dir() {
-            (crate::inputs::collect(std::slice::from_ref(&p), &in_layer)?, true)
+            (
+                crate::inputs::collect(std::slice::from_ref(&p), &in_layer)?,
+                true,
+            )
         } else if meta.is_file() {
             let e = crate::inputs::file_entry(in_layer.clone(), &meta, p.clone());
             (plan_entries(vec![e])?, false)

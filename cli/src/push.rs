@@ -25,6 +25,8 @@ pub struct NewLayer {
     pub diff_id: Digest,
     /// History entry.
     pub history: History,
+    /// Layer annotations (an OCI manifest carries them; a Docker one is converted).
+    pub annotations: Vec<(String, String)>,
 }
 
 /// Docker manifests have no zstd layer type and no annotations: turn images (and their index)
@@ -67,7 +69,8 @@ pub fn push_images(
     quiet: bool,
 ) -> Result<Digest> {
     let zstd = layers.iter().any(|l| l.compression == Compression::Zstd);
-    convert_if_needed(images, index, zstd, !annotations.is_empty(), quiet);
+    let annotated = !annotations.is_empty() || layers.iter().any(|l| !l.annotations.is_empty());
+    convert_if_needed(images, index, zstd, annotated, quiet);
     let mut pushed = Vec::new();
     for (img, mut config) in images.iter_mut().zip(configs) {
         for l in layers {
@@ -84,7 +87,9 @@ pub fn push_images(
         for l in layers {
             let lt = media::layer_type(m.family(), l.compression)
                 .ok_or("no layer media type for this manifest family")?;
-            m.push_layer(&Descriptor::new(lt, l.digest.clone(), l.size));
+            let mut d = Descriptor::new(lt, l.digest.clone(), l.size);
+            d.annotations = l.annotations.clone();
+            m.push_layer(&d);
         }
         for (k, v) in annotations {
             m.set_annotation(k, v)?;

@@ -129,6 +129,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             digest: l.digest.clone(),
             size: l.size,
             diff_id: wdiff[i].clone(),
+            annotations: l.annotations.clone(),
             history: History {
                 created: Some(created.clone()),
                 created_by,

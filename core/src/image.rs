@@ -190,6 +190,8 @@ pub struct Descriptor {
     pub annotations: Vec<(String, String)>,
     /// Platform (index entries only).
     pub platform: Option<Platform>,
+    /// `artifactType` (artifact manifests and their index entries).
+    pub artifact_type: Option<String>,
 }
 
 impl Descriptor {
@@ -201,6 +203,7 @@ impl Descriptor {
             size,
             annotations: Vec::new(),
             platform: None,
+            artifact_type: None,
         }
     }
 
@@ -235,12 +238,17 @@ impl Descriptor {
             })
             .unwrap_or_default();
         let platform = o.get("platform").and_then(Platform::from_value);
+        let artifact_type = o
+            .get("artifactType")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         Ok(Descriptor {
             media_type: media_type.to_string(),
             digest,
             size,
             annotations,
             platform,
+            artifact_type,
         })
     }
 
@@ -250,6 +258,9 @@ impl Descriptor {
         m.insert("mediaType".into(), Value::String(self.media_type.clone()));
         m.insert("digest".into(), Value::String(self.digest.to_string()));
         m.insert("size".into(), Value::from(self.size));
+        if let Some(t) = &self.artifact_type {
+            m.insert("artifactType".into(), Value::String(t.clone()));
+        }
         if !self.annotations.is_empty() {
             let a: Map<String, Value> = self
                 .annotations

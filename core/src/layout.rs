@@ -135,6 +135,7 @@ impl LayoutIndex {
         }
         let mut e = Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size);
         e.platform = d.platform.clone();
+        e.artifact_type = d.artifact_type.clone();
         e.annotations.push((REF_NAME.into(), tag.into()));
         self.index.push(&e);
         Ok(())

@@ -267,10 +267,16 @@ mod tests {
             layer(Part::Weights, Compression::None, 1),
             layer(Part::Card, Compression::Gzip, 2),
         ];
-        assert_eq!(apply(&mut m, &mut c, &ls, "2026-01-01T00:00:00Z").unwrap(), 2);
+        assert_eq!(
+            apply(&mut m, &mut c, &ls, "2026-01-01T00:00:00Z").unwrap(),
+            2
+        );
         let (m1, c1) = (m.bytes().to_vec(), c.bytes().to_vec());
         // idempotent: nothing added the second time, documents unchanged
-        assert_eq!(apply(&mut m, &mut c, &ls, "2027-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(
+            apply(&mut m, &mut c, &ls, "2027-01-01T00:00:00Z").unwrap(),
+            0
+        );
         assert_eq!(m.bytes(), &m1[..]);
         assert_eq!(c.bytes(), &c1[..]);
 
