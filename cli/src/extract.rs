@@ -57,16 +57,29 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         resolve::layers_with_diff_ids(&a.image, &img.manifest, &config)?
             .into_iter()
             .unzip();
+    // a modelcar (olot's, or lamina's append / affix --modelcar) keeps its files under /models
+    let modelcar = img
+        .manifest
+        .annotations()
+        .iter()
+        .any(|(k, _)| k == lamina_core::modelcar::ANN_MODELCARD)
+        || img.manifest.layers()?.iter().any(|l| {
+            l.annotations
+                .iter()
+                .any(|(k, _)| k == lamina_core::modelcar::ANN_IN_LAYER_PATH)
+        });
+    let default_path = if modelcar { "models" } else { "src/weights" };
     let prefix = if a.all {
         a.path.as_deref().and_then(safe_path)
     } else {
         Some(
-            safe_path(a.path.as_deref().unwrap_or("src/weights"))
+            safe_path(a.path.as_deref().unwrap_or(default_path))
                 .ok_or("--path names no directory")?,
         )
     };
-    // weights layers for the default src/weights; every layer (flattened) for --all or --path
-    let picked: Vec<usize> = if a.all || a.path.is_some() {
+    // weights layers for the default src/weights; every layer (flattened) for --all, --path or
+    // a modelcar's /models
+    let picked: Vec<usize> = if a.all || a.path.is_some() || modelcar {
         (0..layers.len()).collect()
     } else {
         let w = weights_layers(&config);

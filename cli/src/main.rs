@@ -142,11 +142,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Pull the weights out of an image: the files of its weights layers under src/weights.
+    /// Pull the weights out of an image: the files of its weights layers under src/weights
+    /// (or under /models for a modelcar).
     ///
     /// Weights layers are found as r8im does (history `... # weights`, else `COPY . /src`); all
-    /// of them are applied in order with whiteouts, so later layers win. Symlinks and hard links
-    /// are kept; nothing is ever written outside the output.
+    /// of them are applied in order with whiteouts, so later layers win. A modelcar (made by olot,
+    /// `lamina append` or `affix --modelcar`) gives the files under /models. Symlinks and hard
+    /// links are kept; nothing is ever written outside the output.
     ///
     /// Examples:
     ///   lamina extract r8.im/me/model -o weights/          (a directory)
@@ -161,7 +163,7 @@ enum Cmd {
         /// Output: a directory (existing, or ending in /) or a tar file; stdout when absent.
         #[arg(short, long, value_name = "FILE|DIR")]
         output: Option<String>,
-        /// Sub-tree of the image to extract instead of src/weights.
+        /// Sub-tree of the image to extract instead of src/weights (or /models).
         #[arg(long, value_name = "DIR")]
         path: Option<String>,
         /// Extract the whole flattened filesystem of all layers.

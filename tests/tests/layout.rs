@@ -367,6 +367,29 @@ fn append_and_olot_differ_only_where_intended() {
         oa.keys().collect::<Vec<_>>(),
         l.annotations.keys().collect::<Vec<_>>()
     );
+    // the files a modelcar consumer sees are the same: `lamina extract` gives /models of each
+    for (layout, name) in [(&a, "olot"), (&b, "lamina")] {
+        let out = dir.join(format!("x-{name}"));
+        lamina(&[
+            "extract",
+            &format!("oci:{}:base", layout.display()),
+            "-o",
+            &format!("{}/", out.display()),
+        ])
+        .ok();
+        for (rel, src) in [
+            ("model.safetensors", weights.clone()),
+            ("config.json", config.clone()),
+            ("tok/vocab.txt", tok.join("vocab.txt")),
+            ("README.md", card.clone()),
+        ] {
+            assert_eq!(
+                std::fs::read(out.join(rel)).unwrap(),
+                std::fs::read(&src).unwrap(),
+                "{name}: {rel}"
+            );
+        }
+    }
     // history: one entry per layer; lamina's reads like the Dockerfile line and carries the
     // weights mark (`lamina extract` and r8im find the layers by it)
     for (i, h) in l.history.iter().enumerate() {
