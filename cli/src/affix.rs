@@ -412,7 +412,8 @@ pub fn build_files(
         };
         let mut tw = TarWriter::new(mtime);
         let mut err: Option<Error> = None;
-        let mut buf = vec![0u8; READ];
+        // read in pieces no larger than the chunks handed on: memory stays a few chunks
+        let mut buf = vec![0u8; READ.min(chunk.max(64 << 10))];
         for e in &entries {
             {
                 let mut sink = |b: &[u8]| {

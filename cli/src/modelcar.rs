@@ -208,7 +208,11 @@ pub fn build(
             .ok_or_else(|| format!("unknown compression {other:?} (auto, none, gzip, zstd)"))?,
     };
     let mtime = crate::affix::source_date_epoch().unwrap_or(0);
-    let chunk = 1usize << 20;
+    // a registry upload sends 1 MiB pieces; a layout's disk needs less buffering
+    let chunk: usize = match dst {
+        Loc::Registry(_) => 1 << 20,
+        Loc::Layout(_) => 256 << 10,
+    };
     let entries = p.entries.clone();
     let mut spawn: Restart = Box::new(move || {
         let (tx, rx) = sync_channel::<Data>(1);

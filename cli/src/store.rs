@@ -431,7 +431,7 @@ impl Layout {
         ));
         let f = File::create(&tmp).map_err(|e| io_err(tmp.display(), e))?;
         Ok(BlobWriter {
-            f: Some(std::io::BufWriter::with_capacity(1 << 20, f)),
+            f: Some(f),
             tmp,
             dir: self.dir.clone(),
             len: 0,
@@ -445,7 +445,8 @@ static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 /// know the digest (a producer computed it over the same bytes, or `read_verified` checked it).
 #[derive(Debug)]
 pub struct BlobWriter {
-    f: Option<std::io::BufWriter<File>>,
+    // unbuffered: every caller writes pieces of 256 KiB to 1 MiB
+    f: Option<File>,
     tmp: PathBuf,
     dir: PathBuf,
     len: u64,
