@@ -14,6 +14,7 @@ mod push;
 mod recompress;
 mod remix;
 mod resolve;
+mod slice;
 mod store;
 mod zstdenc;
 
@@ -293,6 +294,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Delta archives for offline sites: only the blobs above shared base images.
+    ///
+    /// `save` writes an OCI layout tar (skopeo and oras read it) holding the image's manifests,
+    /// config and only the blobs no base image has, plus lamina-slice.json listing what was left
+    /// out. `load` checks that the destination has every blob left out and stops before writing
+    /// anything if not, then uploads the blobs (digests verified as they stream) and the
+    /// manifests; the image keeps its digest.
+    ///
+    /// Examples:
+    ///   lamina slice save r8.im/me/model:v2 --base r8.im/me/base -o model-v2.slice.tar
+    ///   lamina slice save me/model --base nvidia/cuda:12 --base me/torch -o - | ssh site lamina slice load - --dest reg.local/me/model
+    ///   lamina slice ls model-v2.slice.tar
+    ///   lamina slice load model-v2.slice.tar --dest 10.0.0.5:5000/me/model:v2 --from me/base
+    #[command(verbatim_doc_comment)]
+    Slice {
+        #[command(subcommand)]
+        cmd: SliceCmd,
+    },
     /// List the layers of an image (and the platforms of an index).
     Layers {
         /// Image reference.
@@ -302,6 +321,52 @@ enum Cmd {
         #[arg(long)]
         platform: Option<String>,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SliceCmd {
+    /// Write a delta archive of IMAGE against one or more base images.
+    Save {
+        /// The image to ship.
+        #[arg(value_name = "IMAGE")]
+        image: String,
+        /// A base image the offline site already has (repeatable).
+        #[arg(long = "base", value_name = "REF", required = true)]
+        bases: Vec<String>,
+        /// The archive to write (- for stdout).
+        #[arg(short, long, value_name = "FILE")]
+        output: String,
+        /// One platform of an index (os/arch[/variant]), or all [default: all].
+        #[arg(long)]
+        platform: Option<String>,
+        /// Print a JSON summary (not with -o -).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a delta archive into a registry or a layout whose base blobs are there.
+    Load {
+        /// The archive (- for stdin).
+        #[arg(value_name = "FILE")]
+        input: String,
+        /// Where to put the image (a registry reference or oci:DIR[:TAG]).
+        #[arg(long, value_name = "REF")]
+        dest: String,
+        /// A repository of the destination registry holding the base blobs, to mount them from.
+        #[arg(long, value_name = "REPO")]
+        from: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what an archive holds and what it needs.
+    Ls {
+        /// The archive (- for stdin).
+        #[arg(value_name = "FILE")]
+        input: String,
+        /// Print the metadata as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -364,6 +429,13 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => registry_of(image)?,
         Cmd::Remix { dest, .. } | Cmd::Zstd { dest, .. } => registry_of(dest)?,
         Cmd::Append { .. } => None,
+        Cmd::Slice {
+            cmd: SliceCmd::Save { image, .. },
+        } => registry_of(image)?,
+        Cmd::Slice {
+            cmd: SliceCmd::Load { dest, .. },
+        } => registry_of(dest)?,
+        Cmd::Slice { .. } => None,
     };
     match (&cli.username, &cli.password) {
         (Some(u), Some(p)) => {
@@ -457,6 +529,49 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
                 quiet: cli.quiet,
             },
         ),
+        Cmd::Slice { cmd } => match cmd {
+            SliceCmd::Save {
+                image,
+                bases,
+                output,
+                platform,
+                json,
+            } => {
+                let mut opened = Vec::new();
+                for b in bases {
+                    let loc = parse(&b)?;
+                    opened.push((b, loc));
+                }
+                slice::save(
+                    &mut client,
+                    slice::SaveArgs {
+                        image: parse(&image)?,
+                        image_text: image,
+                        bases: opened,
+                        output,
+                        platform,
+                        json,
+                        quiet: cli.quiet,
+                    },
+                )
+            }
+            SliceCmd::Load {
+                input,
+                dest,
+                from,
+                json,
+            } => slice::load(
+                &mut client,
+                slice::LoadArgs {
+                    input,
+                    dest: parse_dest(&dest)?,
+                    from,
+                    json,
+                    quiet: cli.quiet,
+                },
+            ),
+            SliceCmd::Ls { input, json } => slice::ls(&input, json),
+        },
         Cmd::Layers {
             image,
             platform,

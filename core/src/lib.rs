@@ -26,6 +26,7 @@
 //! - [`modelcar`]: modelcar (olot) layers and CNCF ModelPack manifests
 //! - [`http`], [`auth`]: requests, responses, credentials, challenges
 //! - [`registry`]: the distribution protocol as state machines
+//! - [`slice`]: delta archives (the blobs above shared base images)
 //!
 //! Errors are values ([`Error`]); no input makes the core panic.
 
@@ -41,6 +42,7 @@ pub mod media;
 pub mod modelcar;
 pub mod reference;
 pub mod registry;
+pub mod slice;
 pub mod tar;
 pub mod untar;
 

@@ -1028,3 +1028,32 @@ fn affix_zstd_and_extract_read_and_write_layouts_and_archives() {
     assert_eq!(r.code, 1);
     assert!(!nowhere.exists());
 }
+
+#[test]
+fn files_over_8_gib_get_gnu_sizes_that_tar_reads() {
+    let dir = tempdir("append-huge");
+    let layout = copy_fixture("ocilayout5", &dir);
+    let huge = dir.join("huge.bin");
+    let size: u64 = 9 << 30; // over the 8 GiB of an octal tar size field
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(size).unwrap(); // sparse: zeros, so zstd keeps the blob small
+    drop(f);
+    let out = lamina(&[
+        "append",
+        "--json",
+        "--compression",
+        "zstd",
+        s(&layout),
+        s(&huge),
+    ])
+    .ok();
+    let j: Value = serde_json::from_str(&out.stdout).unwrap();
+    let l = &j["layers"][0];
+    assert_eq!(l["compression"], "zstd");
+    let entries = tar_list(&blob(&layout, l["digest"].as_str().unwrap()));
+    let e = entries
+        .iter()
+        .find(|e| e.name == "models/huge.bin")
+        .unwrap();
+    assert_eq!(e.size, size, "{entries:?}");
+}
