@@ -1,0 +1,291 @@
+//! `lamina slice`: delta archives moved from an "online" registry (plain, :5100) to an "offline"
+//! one (Basic auth, :5101) and to layouts; checked with skopeo, umoci and GNU tar.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::path::Path;
+
+use lamina_tests::*;
+use serde_json::Value;
+
+const CREDS: &str = "testuser:testpass";
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// lamina with the offline registry's credentials.
+fn lamina_offline(args: &[&str]) -> Run {
+    lamina_env(
+        args,
+        &[("LAMINA_USERNAME", USER), ("LAMINA_PASSWORD", PASS)],
+    )
+}
+
+/// An image online: fixtures/base plus a weights layer.
+fn online_image(name: &str, dir: &Path, base: &str) -> (String, Vec<u8>) {
+    let w = dir.join("weights.bin");
+    let bytes = random_bytes(4 << 20, 99);
+    std::fs::write(&w, &bytes).unwrap();
+    let r = format!("{PLAIN}/{}:v1", repo(name));
+    lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/{base}"),
+        "--dest",
+        &r,
+        s(&w),
+    ])
+    .ok();
+    (r, bytes)
+}
+
+fn digest_of(reference: &str, creds: Option<&str>) -> String {
+    let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+    if let Some(c) = creds {
+        args.extend(["--creds", c]);
+    }
+    let r = format!("docker://{reference}");
+    args.push(&r);
+    let raw = cmd("skopeo", &args).ok().stdout;
+    sha256(raw.as_bytes())
+}
+
+fn tag_exists(reference: &str) -> bool {
+    cmd(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            CREDS,
+            &format!("docker://{reference}"),
+        ],
+    )
+    .code
+        == 0
+}
+
+#[test]
+fn save_then_load_into_the_offline_registry_keeps_the_digest() {
+    harness();
+    let dir = tempdir("slice-roundtrip");
+    let (online, bytes) = online_image("slice-roundtrip", &dir, "fixtures/base:latest");
+    let archive = dir.join("d.tar");
+    let out = lamina(&[
+        "slice",
+        "save",
+        &online,
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "-o",
+        s(&archive),
+        "--json",
+    ])
+    .ok();
+    let j: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(j["omitted"]["blobs"], 2, "{j}");
+
+    // the archive holds the manifest, config and only the new layer, and skopeo reads it
+    let listing = cmd("tar", &["-tf", s(&archive)]).ok().stdout;
+    let blobs: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with("blobs/sha256/") && l.len() > 13)
+        .collect();
+    assert_eq!(blobs.len(), 3, "{listing}");
+    let m = raw_manifest(&online, None);
+    for l in &m["layers"].as_array().unwrap()[..2] {
+        let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        assert!(!listing.contains(hex), "base layer {hex} left out");
+    }
+    cmd(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}:v1", archive.display())],
+    )
+    .ok();
+    let ls = lamina(&["slice", "ls", s(&archive)]).ok();
+    assert!(
+        ls.stdout.contains("saved") && ls.stdout.contains("fixtures/base"),
+        "{}",
+        ls.stdout
+    );
+
+    // the offline registry lacks the base in the target repository: refused, nothing written
+    let offline = format!("{BASIC}/{}:v1", repo("slice-roundtrip"));
+    let r = lamina_offline(&["slice", "load", s(&archive), "--dest", &offline]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("lacks 2 of the 2 base blobs"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--from"), "{}", r.stderr);
+    assert!(!tag_exists(&offline), "no tag after a refused load");
+
+    // with the base mounted from where it is, the image arrives with its digest
+    let out = lamina_offline(&[
+        "slice",
+        "load",
+        s(&archive),
+        "--dest",
+        &offline,
+        "--from",
+        "fixtures/base",
+    ])
+    .ok();
+    let want = digest_of(&online, None);
+    assert!(
+        out.stdout.trim().ends_with(&want),
+        "{} vs {want}",
+        out.stdout
+    );
+    assert_eq!(digest_of(&offline, Some(CREDS)), want);
+    let rootfs = unpack(&offline, Some(CREDS), &dir.join("unpacked"));
+    assert_eq!(
+        std::fs::read(rootfs.join("src/weights/weights.bin")).unwrap(),
+        bytes
+    );
+    assert!(rootfs.join("src/predict.py").exists());
+}
+
+#[test]
+fn damaged_and_truncated_archives_are_refused_before_any_tag() {
+    harness();
+    let dir = tempdir("slice-bad");
+    let (online, _) = online_image("slice-bad", &dir, "fixtures/base:latest");
+    let archive = dir.join("d.tar");
+    lamina(&[
+        "slice",
+        "save",
+        &online,
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "-o",
+        s(&archive),
+    ])
+    .ok();
+    let good = std::fs::read(&archive).unwrap();
+
+    // one byte flipped inside the weights layer
+    let mut bad = good.clone();
+    let at = good.len() - (2 << 20);
+    bad[at] ^= 0x55;
+    let flipped = dir.join("flipped.tar");
+    std::fs::write(&flipped, &bad).unwrap();
+    let dest = format!("{BASIC}/{}:flipped", repo("slice-bad"));
+    let r = lamina_offline(&[
+        "slice",
+        "load",
+        s(&flipped),
+        "--dest",
+        &dest,
+        "--from",
+        "fixtures/base",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("digest"), "{}", r.stderr);
+    assert!(!tag_exists(&dest));
+
+    // cut in the middle of the layer, and cut where the layer's member would begin (the
+    // archive then ends cleanly after the manifests, without its end marker)
+    let meta: Value =
+        serde_json::from_str(&lamina(&["slice", "ls", "--json", s(&archive)]).ok().stdout).unwrap();
+    let layer = meta["included"][0]["size"].as_u64().unwrap() as usize;
+    let boundary = good.len() - 1024 - layer.div_ceil(512) * 512 - 512;
+    for (name, len) in [("mid", good.len() / 2), ("boundary", boundary)] {
+        let cut = dir.join(format!("{name}.tar"));
+        std::fs::write(&cut, &good[..len]).unwrap();
+        let dest = format!("{BASIC}/{}:{name}", repo("slice-bad"));
+        let r = lamina_offline(&[
+            "slice",
+            "load",
+            s(&cut),
+            "--dest",
+            &dest,
+            "--from",
+            "fixtures/base",
+        ]);
+        assert_eq!(r.code, 1, "{name}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("truncated") || r.stderr.contains("size"),
+            "{name}: {}",
+            r.stderr
+        );
+        assert!(!tag_exists(&dest), "{name}: no tag");
+    }
+
+    // a file that is not a slice
+    let other = dir.join("other.tar");
+    cmd("tar", &["-cf", s(&other), "-C", s(&dir), "flipped.tar"]).ok();
+    let r = lamina(&[
+        "slice",
+        "load",
+        s(&other),
+        "--dest",
+        &format!("oci:{}", dir.join("x").display()),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("lamina-slice.json"), "{}", r.stderr);
+}
+
+#[test]
+fn a_multi_platform_image_through_a_pipe_into_a_layout() {
+    harness();
+    let dir = tempdir("slice-pipe");
+    let w = dir.join("w.bin");
+    std::fs::write(&w, random_bytes(1 << 20, 3)).unwrap();
+    let online = format!("{PLAIN}/{}:v1", repo("slice-pipe"));
+    lamina(&[
+        "affix",
+        "--platform",
+        "all",
+        "--base",
+        &format!("{PLAIN}/fixtures/multi:latest"),
+        "--dest",
+        &online,
+        s(&w),
+    ])
+    .ok();
+    // the offline site: a layout holding the base image (every platform)
+    let layout = dir.join("site");
+    cmd(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{PLAIN}/fixtures/multi:latest"),
+            &format!("oci:{}:base", layout.display()),
+        ],
+    )
+    .ok();
+    let script = format!(
+        "set -o pipefail; {bin} slice save {online} --base {PLAIN}/fixtures/multi:latest -o - \
+         | {bin} slice load - --dest oci:{site}:v1",
+        bin = lamina_bin().display(),
+        site = layout.display()
+    );
+    let out = cmd("bash", &["-c", &script]).ok();
+    let want = digest_of(&online, None);
+    assert!(out.stdout.trim().ends_with(&want), "{}", out.stdout);
+    // the layout now has the image: skopeo reads every platform, umoci unpacks amd64
+    let raw = cmd(
+        "skopeo",
+        &["inspect", "--raw", &format!("oci:{}:v1", layout.display())],
+    )
+    .ok();
+    assert_eq!(sha256(raw.stdout.as_bytes()), want);
+    cmd(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            "--all",
+            &format!("oci:{}:v1", layout.display()),
+            &format!("oci:{}:copy", dir.join("copy").display()),
+        ],
+    )
+    .ok();
+}
