@@ -387,6 +387,15 @@ fn reader(input: Box<dyn Read + Send>, tx: SyncSender<Member>) {
             Err(err) => return fail(&tx, format!("a member has an unreadable name: {err}")),
         };
         let size = e.size();
+        if meta.is_none() && name != layout::LAYOUT_FILE && name != slice::META_FILE {
+            return fail(
+                &tx,
+                format!(
+                    "not a lamina slice: {} comes first in one, found {name:?}",
+                    slice::META_FILE
+                ),
+            );
+        }
         let blob = meta.as_ref().and_then(|m| {
             name.strip_prefix("blobs/sha256/")
                 .and_then(|hex| {

@@ -168,6 +168,8 @@ pub fn ref_name(d: &Descriptor) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn d(n: u8) -> Digest {
         Digest::of(&[n])

@@ -223,6 +223,8 @@ pub fn not_an_image(m: &Manifest) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn layer(part: Part, c: Compression, n: u8) -> CarLayer {
         let d = Digest::of(&[n]);

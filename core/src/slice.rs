@@ -145,6 +145,8 @@ pub fn split(layers: &[Descriptor], bases: &[(String, Vec<Digest>)]) -> (Vec<Blo
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn split_ships_only_what_no_base_has() {
