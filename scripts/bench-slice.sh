@@ -31,8 +31,9 @@ head -c $((SIZE_MIB << 20)) /dev/urandom >"$B/top-layer.bin"
 export SOURCE_DATE_EPOCH=0
 "$LAMINA" -q affix --base "$ON/fixtures/big:latest" --dest "$ON/bench/base:$RUNID" "$B/base-layer.bin" >/dev/null
 "$LAMINA" -q affix --base "$ON/bench/base:$RUNID" --dest "$ON/bench/model:$RUNID" "$B/top-layer.bin" >/dev/null
-# the offline site has the base
-skopeo copy -q --src-tls-verify=false --dest-tls-verify=false --dest-creds "$CREDS" \
+# the offline site has the base, blob for blob (skopeo would gzip the uncompressed layer
+# otherwise, and the offline base would not be the same image)
+skopeo copy -q --preserve-digests --src-tls-verify=false --dest-tls-verify=false --dest-creds "$CREDS" \
   "docker://$ON/bench/base:$RUNID" "docker://$OFF/bench/base:$RUNID"
 layers=$(skopeo inspect --raw --tls-verify=false "docker://$ON/bench/model:$RUNID" | jq '.layers | length')
 log "image: $layers layers, the top one new ($SIZE_MIB MiB)"
@@ -46,13 +47,17 @@ t() { # name bytes-file cmd...
   e=$(date +%s.%N)
   printf '%s\t%.2f\t%s\n' "$name" "$(echo "$e - $s" | bc -l)" "$(stat -c %s "$out" 2>/dev/null || echo 0)" >>"$RES"
 }
+# skopeo keeps a blob-info cache that turns repeat copies into cross-repository mounts (here: of
+# the layer lamina just loaded); each skopeo run gets a cold one, a tmpfs over the cache directory
+# in a private mount namespace
+cold() { unshare -m sh -c 'mkdir -p /var/lib/containers/cache && mount -t tmpfs tmpfs /var/lib/containers/cache && exec "$@"' sh "$@"; }
 for i in $(seq "$RUNS"); do
   rm -f "$B/slice.tar" "$B/full.tar"
   t lamina-save "$B/slice.tar" "$LAMINA" -q slice save "$ON/bench/model:$RUNID" --base "$ON/bench/base:$RUNID" -o "$B/slice.tar"
   t lamina-load /dev/null env LAMINA_USERNAME=testuser LAMINA_PASSWORD=testpass \
     "$LAMINA" -q slice load "$B/slice.tar" --dest "$OFF/bench/lamina-$i:$RUNID" --from bench/base
-  t full-save "$B/full.tar" skopeo copy -q --src-tls-verify=false "docker://$ON/bench/model:$RUNID" "oci-archive:$B/full.tar"
-  t full-load /dev/null skopeo copy -q --dest-tls-verify=false --dest-creds "$CREDS" \
+  t full-save "$B/full.tar" cold skopeo copy -q --preserve-digests --src-tls-verify=false "docker://$ON/bench/model:$RUNID" "oci-archive:$B/full.tar"
+  t full-load /dev/null cold skopeo copy -q --preserve-digests --dest-tls-verify=false --dest-creds "$CREDS" \
     "oci-archive:$B/full.tar" "docker://$OFF/bench/full-$i:$RUNID"
 done
 want=$(skopeo inspect --raw --tls-verify=false "docker://$ON/bench/model:$RUNID" | sha256sum | cut -d' ' -f1)
