@@ -289,3 +289,103 @@ fn a_multi_platform_image_through_a_pipe_into_a_layout() {
     )
     .ok();
 }
+
+#[test]
+fn docker_images_layouts_and_a_manifest_pointing_nowhere() {
+    harness();
+    let dir = tempdir("slice-more");
+    // a Docker v2 image, sliced from a layout copy of it against a layout copy of its base
+    let (online, _) = online_image("slice-more", &dir, "fixtures/base:v2s2");
+    let src = dir.join("src");
+    for (r, tag) in [
+        (online.as_str(), "img"),
+        (&format!("{PLAIN}/fixtures/base:v2s2"), "base"),
+    ] {
+        cmd(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--preserve-digests",
+                "--src-tls-verify=false",
+                &format!("docker://{r}"),
+                &format!("oci:{}:{tag}", src.display()),
+            ],
+        )
+        .ok();
+    }
+    let archive = dir.join("d.tar");
+    lamina(&[
+        "slice",
+        "save",
+        &format!("oci:{}:img", src.display()),
+        "--base",
+        &format!("oci:{}:base", src.display()),
+        "-o",
+        s(&archive),
+    ])
+    .ok();
+    let offline = format!("{BASIC}/{}:v2s2", repo("slice-more"));
+    let out = lamina_offline(&[
+        "slice",
+        "load",
+        s(&archive),
+        "--dest",
+        &offline,
+        "--from",
+        "fixtures/base",
+    ])
+    .ok();
+    let want = digest_of(&online, None);
+    assert!(out.stdout.trim().ends_with(&want), "{}", out.stdout);
+    let m = raw_manifest(&offline, Some(CREDS));
+    assert_eq!(
+        m["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+
+    // an archive whose metadata forgets a base blob the manifest needs: refused before writing
+    let x = dir.join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    cmd("tar", &["-xf", s(&archive), "-C", s(&x)]).ok();
+    let order: Vec<String> = cmd("tar", &["-tf", s(&archive)])
+        .ok()
+        .stdout
+        .lines()
+        .filter(|l| !l.ends_with('/'))
+        .map(str::to_string)
+        .collect();
+    let meta_path = x.join("lamina-slice.json");
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let forgotten = meta["omitted"].as_array_mut().unwrap().remove(0);
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let forged = dir.join("forged.tar");
+    let mut args = vec![
+        "-cf".to_string(),
+        s(&forged).to_string(),
+        "-C".into(),
+        s(&x).into(),
+    ];
+    args.extend(order);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cmd("tar", &args).ok();
+    let dest = format!("{BASIC}/{}:forged", repo("slice-more"));
+    let r = lamina_offline(&[
+        "slice",
+        "load",
+        s(&forged),
+        "--dest",
+        &dest,
+        "--from",
+        "fixtures/base",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(forgotten["digest"].as_str().unwrap())
+            && r.stderr
+                .contains("neither in the archive nor listed as omitted"),
+        "{}",
+        r.stderr
+    );
+    assert!(!tag_exists(&dest));
+}
