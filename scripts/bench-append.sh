@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): `lamina append` against olot, appending one weights file (default
-# 1 GiB) to the multi-layer layout (fixtures/big: 3 layers, one of 32 MiB, copied from the local
-# registry with skopeo). Each run gets a fresh copy of the layout; the input file is in the page
-# cache for both. Reports wall time and peak memory (max RSS), medians of RUNS runs.
-#   SIZE_MIB=1024 RUNS=3 scripts/bench-append.sh
+# 1 GiB) to two multi-layer layouts:
+#   small: fixtures/big as skopeo copies it from the local registry (3 layers, one of 32 MiB)
+#   big:   the shape of the shared test bed's multi-layer image (5 layers: fixtures/big, a
+#          200 MiB pseudo-random layer, a layer of 2,000 small files)
+# Each run gets a fresh copy of the layout; the input file is in the page cache for both tools.
+# Reports wall time and peak memory (max RSS), medians of RUNS runs.
+#   SIZE_MIB=1024 RUNS=5 scripts/bench-append.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-1024}
@@ -19,7 +22,13 @@ OLOT=$(tests/harness/olot.sh)
 tests/harness/registry.sh start >/dev/null
 tests/harness/fixtures.sh >/dev/null
 mkdir -p "$B"
-rm -rf "$B/base" && skopeo copy -q --src-tls-verify=false docker://127.0.0.1:5100/fixtures/big:latest "oci:$B/base:latest"
+rm -rf "$B/small" "$B/big" "$B/parts" "$B/base" && mkdir -p "$B/parts/many"
+skopeo copy -q --src-tls-verify=false docker://127.0.0.1:5100/fixtures/big:latest "oci:$B/small:latest"
+head -c $((200 << 20)) /dev/urandom >"$B/parts/blob.bin"
+for i in $(seq 2000); do echo "file $i" >"$B/parts/many/f$i.txt"; done
+"$LAMINA" -q affix --base "oci:$B/small:latest" --dest "oci:$B/parts/mid:latest" --path /opt/big "$B/parts/blob.bin" >/dev/null
+"$LAMINA" -q affix --base "oci:$B/parts/mid:latest" --dest "oci:$B/big:latest" --path /opt/many "$B/parts/many" >/dev/null
+rm -rf "$B/parts"
 
 F=$B/model-${SIZE_MIB}m.safetensors
 if [[ ! -s $F || $(stat -c %s "$F") != $((SIZE_MIB << 20)) ]]; then
@@ -30,8 +39,8 @@ cat "$F" >/dev/null
 RES=$B/results-$(date +%s).tsv
 printf 'name\twall_s\tmaxrss_MiB\n' >"$RES"
 t() {
-  local name=$1; shift
-  rm -rf "$B/run" && cp -a "$B/base" "$B/run" && sync
+  local name=$1 base=$2; shift 2
+  rm -rf "$B/run" && cp -a "$B/$base" "$B/run" && sync
   local tf; tf=$(mktemp)
   /usr/bin/time -f '%e %M' -o "$tf" "$@" >/dev/null 2>"$B/$name.err" || { log "FAILED $name"; tail -5 "$B/$name.err" >&2; exit 1; }
   read -r wall rss <"$tf"; rm -f "$tf"
@@ -41,15 +50,19 @@ t() {
   [[ $last == "$(basename "$F")" ]] || { log "$name: last layer is $last"; exit 1; }
 }
 for i in $(seq "$RUNS"); do
-  t lamina "$LAMINA" append -q "$B/run" "$F"
-  t olot "$OLOT" "$B/run" "$F"
+  for base in small big; do
+    t "lamina-$base" "$base" "$LAMINA" append -q "$B/run" "$F"
+    t "olot-$base" "$base" "$OLOT" "$B/run" "$F"
+  done
 done
 rm -rf "$B/run"
 
 med() { awk -F'\t' -v n="$1" -v c="$2" '$1==n{print $c}' "$RES" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-L=$(med lamina 2); O=$(med olot 2); LM=$(med lamina 3); OM=$(med olot 3)
 log "results ($SIZE_MIB MiB, $RUNS runs, medians; $RES):"
-printf '| tool | wall (s) | MB/s | peak RSS (MiB) |\n|---|---|---|---|\n'
-printf '| lamina append | %s | %.0f | %s |\n' "$L" "$(echo "($SIZE_MIB*1048576)/$L/1000000" | bc -l)" "$LM"
-printf '| olot 1.2.1 | %s | %.0f | %s |\n' "$O" "$(echo "($SIZE_MIB*1048576)/$O/1000000" | bc -l)" "$OM"
-printf '\nolot / lamina: %.1fx the time, %.1fx the memory\n' "$(echo "$O/$L" | bc -l)" "$(echo "$OM/$LM" | bc -l)"
+printf '| layout | tool | wall (s) | MB/s | peak RSS (MiB) |\n|---|---|---|---|---|\n'
+for base in small big; do
+  L=$(med "lamina-$base" 2); O=$(med "olot-$base" 2); LM=$(med "lamina-$base" 3); OM=$(med "olot-$base" 3)
+  printf '| %s | lamina append | %s | %.0f | %s |\n' "$base" "$L" "$(echo "($SIZE_MIB*1048576)/$L/1000000" | bc -l)" "$LM"
+  printf '| %s | olot 1.2.1 | %s | %.0f | %s |\n' "$base" "$O" "$(echo "($SIZE_MIB*1048576)/$O/1000000" | bc -l)" "$OM"
+  printf '| %s | olot / lamina | %.1fx | | %.1fx |\n' "$base" "$(echo "$O/$L" | bc -l)" "$(echo "$OM/$LM" | bc -l)"
+done
