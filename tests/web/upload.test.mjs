@@ -1,0 +1,139 @@
+// The browser uploader end to end: web/dist served on 127.0.0.1, Debian's chromium driven by
+// playwright-core, a real registry (distribution 2.8 with CORS headers, :5100), results checked
+// with skopeo and umoci.
+//   (web/build.sh; tests/harness/registry.sh start; tests/harness/fixtures.sh) then
+//   cd tests/web && npm test
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import crypto from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const dist = path.join(root, 'web/dist');
+const REG = '127.0.0.1:5100';
+const artifacts = path.join(here, 'artifacts');
+const run = `${process.pid}`;
+
+// the same pseudo-random bytes in Node and in the page: xorshift32 per 4-byte word, seeded per MiB
+const GEN = `(mib, seed) => {
+  const out = new Uint8Array(mib * 1048576);
+  const w = new Uint32Array(out.buffer);
+  for (let b = 0; b < mib; b++) {
+    let x = (seed * 2654435761 + b * 40503 + 1) >>> 0 || 1;
+    for (let i = b * 262144, e = i + 262144; i < e; i++) {
+      x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+      w[i] = x;
+    }
+  }
+  return out;
+}`;
+const gen = eval(GEN);
+
+let server, base, browser, ctx;
+
+function serve() {
+  const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm' };
+  server = http.createServer((req, res) => {
+    const p = path.join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+    const file = p.endsWith('/') ? path.join(p, 'index.html') : p;
+    if (!file.startsWith(dist) || !fs.existsSync(file)) { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { 'content-type': types[path.extname(file)] || 'application/octet-stream' });
+    fs.createReadStream(file).pipe(res);
+  });
+  return new Promise((r) => server.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${server.address().port}/`)));
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(path.join(dist, 'pkg/lamina_web_bg.wasm')), 'web/dist is built (web/build.sh)');
+  fs.mkdirSync(artifacts, { recursive: true });
+  base = await serve();
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-chromium-'));
+  ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await ctx?.close();
+  server?.close();
+});
+
+function sh(cmd, args) {
+  return execFileSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
+}
+
+function sha256(buf) {
+  return crypto.createHash('sha256').update(buf).digest('hex');
+}
+
+// drops files made in the page (name, MiB, seed) onto the drop zone
+async function dropGenerated(page, files) {
+  const dt = await page.evaluateHandle(([specs, src]) => {
+    const g = eval(src);
+    const dt = new DataTransfer();
+    for (const [name, mib, seed, text] of specs) {
+      const body = text !== undefined ? [text] : [g(mib, seed)];
+      dt.items.add(new File(body, name));
+    }
+    return dt;
+  }, [files, GEN]);
+  await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
+}
+
+async function openPage() {
+  const page = await ctx.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') console.log('page:', m.text()); });
+  await page.goto(base);
+  return page;
+}
+
+test('drop two files (one of 200 MiB), get the image, check it with skopeo and umoci', async () => {
+  const page = await openPage();
+  const dest = `${REG}/e2e/web-${run}:v1`;
+  await page.fill('#base', `${REG}/fixtures/base:latest`);
+  await page.fill('#dest', dest);
+  await page.click('#show');
+  await page.waitForSelector('#baseinfo:not([hidden]) tbody tr');
+  assert.equal(await page.locator('#baseinfo tbody tr').count(), 2, 'the base has two layers');
+
+  await dropGenerated(page, [['model.bin', 200, 7], ['config.json', 0, 0, '{"hidden": 64}\n']]);
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 2);
+  const t0 = Date.now();
+  await page.click('#go');
+  await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
+  const result = await page.textContent('#result');
+  assert.match(result, /^127\.0\.0\.1:5100\/e2e\/web-\d+@sha256:[0-9a-f]{64}$/, result);
+  console.log(`browser affix of 200 MiB: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  await page.screenshot({ path: path.join(artifacts, 'finished.png'), fullPage: true });
+
+  // the registry has it: base layers unchanged, one new layer; the pushed digest is the tag's
+  const raw = sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`]);
+  assert.equal(`${REG}/e2e/web-${run}@sha256:${sha256(raw)}`, result);
+  const m = JSON.parse(raw);
+  const b = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${REG}/fixtures/base:latest`]));
+  assert.equal(m.layers.length, b.layers.length + 1);
+  assert.deepEqual(m.layers.slice(0, b.layers.length), b.layers);
+  assert.equal(m.layers.at(-1).mediaType, 'application/vnd.oci.image.layer.v1.tar');
+
+  // umoci unpacks it; the files are there byte for byte
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-web-'));
+  sh('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${dest}`, `oci:${dir}/layout:img`]);
+  sh('umoci', ['unpack', '--rootless', '--image', `${dir}/layout:img`, `${dir}/bundle`]);
+  const w = path.join(dir, 'bundle/rootfs/src/weights');
+  assert.equal(sha256(fs.readFileSync(path.join(w, 'model.bin'))), sha256(gen(200, 7)));
+  assert.equal(fs.readFileSync(path.join(w, 'config.json'), 'utf8'), '{"hidden": 64}\n');
+  assert.ok(fs.existsSync(path.join(dir, 'bundle/rootfs/src/predict.py')), 'base files kept');
+  fs.rmSync(dir, { recursive: true, force: true });
+  await page.close();
+});

@@ -1,0 +1,964 @@
+//! lamina in the browser. The page's Web Worker calls [`affix`] with the dropped files; this
+//! crate is the driver: it reads the files as streams, feeds the core's tar and layer writers,
+//! and runs the core's registry machines over `fetch`. The core does the protocol (auth,
+//! chunked uploads, resume from the registry's `Range`), the image edits and the hashing.
+
+use std::collections::{HashMap, VecDeque};
+
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use lamina_core::auth::{Credentials, Secret};
+use lamina_core::compress::Compression;
+use lamina_core::http::{Body, Method, Request, Response};
+use lamina_core::image::{detect_kind, Config, Descriptor, History, Index, Manifest, Platform};
+use lamina_core::layer::{LayerInfo, LayerWriter};
+use lamina_core::media::{self, DocKind, Family};
+use lamina_core::modelcar::{self, CarLayer, Part};
+use lamina_core::reference::Reference;
+use lamina_core::registry::{
+    Event, FetchedManifest, GetBlob, GetManifest, HeadBlob, Machine, MountBlob, Op, Output,
+    PutManifest, Session, Upload, UploadConfig,
+};
+use lamina_core::tar::{archive_path, plan, EntryKind, PlannedEntry, TarWriter};
+use lamina_core::Digest;
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+type Res<T> = Result<T, String>;
+/// A file with its path in the layer.
+type Named = (String, web_sys::File);
+
+/// What the page asks for.
+#[derive(Debug, Deserialize)]
+struct Opts {
+    base: String,
+    dest: String,
+    /// Where the files go (`/src/weights`, or `/models` for a modelcar).
+    #[serde(default = "default_path")]
+    path: String,
+    /// One layer per file under /models, the card last (olot's modelcar shape).
+    #[serde(default)]
+    modelcar: bool,
+    /// `none` or `gzip` for the model files.
+    #[serde(default = "default_compression")]
+    compression: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    /// A bearer token (sent as is).
+    #[serde(default)]
+    token: Option<String>,
+    /// Same-origin proxy prefix (the edge worker): requests go to `{proxy}/{url}`.
+    #[serde(default)]
+    proxy: Option<String>,
+    /// PATCH size in MiB (a Cloudflare Worker takes at most 100 MB per request).
+    #[serde(default = "default_chunk")]
+    chunk_mib: u64,
+    /// Registry used for short names.
+    #[serde(default = "default_registry")]
+    registry: String,
+    /// `created` of the history entries (the page passes its clock: the core reads none).
+    #[serde(default)]
+    created: Option<String>,
+}
+
+fn default_path() -> String {
+    "/src/weights".into()
+}
+fn default_compression() -> String {
+    "none".into()
+}
+fn default_chunk() -> u64 {
+    64
+}
+fn default_registry() -> String {
+    "r8.im".into()
+}
+
+fn js_err(e: JsValue) -> String {
+    e.as_string()
+        .or_else(|| {
+            e.dyn_ref::<js_sys::Error>()
+                .map(|x| String::from(x.message()))
+        })
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn global() -> Object {
+    js_sys::global()
+}
+
+async fn sleep_ms(ms: f64) {
+    let p = Promise::new(&mut |resolve, _| {
+        if let Ok(f) = Reflect::get(&global(), &"setTimeout".into()) {
+            if let Some(f) = f.dyn_ref::<Function>() {
+                let _ = f.call2(&JsValue::NULL, &resolve, &JsValue::from_f64(ms));
+            }
+        }
+    });
+    let _ = JsFuture::from(p).await;
+}
+
+/// Headers a page may not set (the browser does).
+fn forbidden(h: &str) -> bool {
+    matches!(
+        h.to_ascii_lowercase().as_str(),
+        "content-length" | "host" | "connection" | "accept-encoding" | "user-agent" | "expect"
+    )
+}
+
+/// Progress to the page: a JSON object per call.
+struct Report {
+    f: Function,
+}
+
+impl Report {
+    fn send(&self, v: serde_json::Value) {
+        let _ = self
+            .f
+            .call1(&JsValue::NULL, &JsValue::from_str(&v.to_string()));
+    }
+    fn log(&self, msg: &str) {
+        self.send(serde_json::json!({"kind": "log", "message": msg}));
+    }
+}
+
+/// Bytes of the blob being uploaded that the registry has not confirmed yet.
+#[derive(Default)]
+struct Window {
+    start: u64,
+    chunks: VecDeque<Vec<u8>>,
+    end: u64,
+}
+
+impl Window {
+    fn push(&mut self, b: Vec<u8>) {
+        self.end += b.len() as u64;
+        if !b.is_empty() {
+            self.chunks.push_back(b);
+        }
+    }
+    fn drop_before(&mut self, c: u64) {
+        while let Some(f) = self.chunks.front() {
+            let flen = f.len() as u64;
+            if self.start + flen <= c {
+                self.start += flen;
+                self.chunks.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+    fn slice(&self, a: u64, b: u64) -> Res<Vec<u8>> {
+        if a < self.start || b > self.end {
+            return Err(format!(
+                "bytes {a}..{b} of the layer are no longer held (have {}..{})",
+                self.start, self.end
+            ));
+        }
+        let mut out = Vec::with_capacity((b - a) as usize);
+        let mut off = self.start;
+        for c in &self.chunks {
+            let (cs, ce) = (off, off + c.len() as u64);
+            if ce > a && cs < b {
+                let s = (a.max(cs) - cs) as usize;
+                let e = (b.min(ce) - cs) as usize;
+                out.extend_from_slice(&c[s..e]);
+            }
+            off = ce;
+        }
+        Ok(out)
+    }
+}
+
+/// Makes a layer from browser files as their streams are read.
+struct LayerSource {
+    entries: Vec<PlannedEntry<usize>>,
+    files: Vec<web_sys::File>,
+    next: usize,
+    reader: Option<web_sys::ReadableStreamDefaultReader>,
+    /// The next read, asked for before the current chunk is hashed (the browser reads ahead
+    /// while the wasm hashes).
+    pending: Option<JsFuture>,
+    /// Reused for copying chunks out of JS.
+    buf: Vec<u8>,
+    tw: TarWriter,
+    lw: Option<LayerWriter>,
+    done: Option<LayerInfo>,
+    /// Uncompressed bytes read so far (for progress).
+    read: u64,
+    total: u64,
+}
+
+impl LayerSource {
+    fn new(files: Vec<Named>, dest: &str, c: Compression) -> Res<LayerSource> {
+        let mut entries = Vec::new();
+        let mut fs = Vec::new();
+        let mut total = 0u64;
+        for (i, (name, f)) in files.into_iter().enumerate() {
+            let size = f.size() as u64;
+            total += size;
+            entries.push(PlannedEntry {
+                path: format!("{dest}/{name}"),
+                kind: EntryKind::File {
+                    size,
+                    executable: false,
+                },
+                source: Some(i),
+            });
+            fs.push(f);
+        }
+        Ok(LayerSource {
+            entries: plan(entries).map_err(|e| e.to_string())?,
+            files: fs,
+            next: 0,
+            reader: None,
+            pending: None,
+            buf: Vec::new(),
+            tw: TarWriter::new(0),
+            lw: Some(LayerWriter::new(c, None)),
+            done: None,
+            read: 0,
+            total,
+        })
+    }
+
+    /// Produces at least some more blob bytes into `win` (or finishes the layer).
+    async fn fill(&mut self, win: &mut Window, want: usize) -> Res<()> {
+        let mut out: Vec<u8> = Vec::with_capacity(want.max(1 << 16) + (4 << 20));
+        while out.len() < want && self.done.is_none() {
+            let lw = self.lw.as_mut().ok_or("layer already finished")?;
+            let mut err = None;
+            if let Some(r) = &self.reader {
+                let fut = match self.pending.take() {
+                    Some(f) => f,
+                    None => JsFuture::from(r.read()),
+                };
+                let res = fut.await.map_err(js_err)?;
+                let done = Reflect::get(&res, &"done".into())
+                    .map_err(js_err)?
+                    .as_bool()
+                    .unwrap_or(true);
+                if done {
+                    self.tw.end_file().map_err(|e| e.to_string())?;
+                    self.reader = None;
+                    continue;
+                }
+                // ask for the next piece now: the browser reads it while this one is hashed
+                self.pending = Some(JsFuture::from(r.read()));
+                let v: Uint8Array = Reflect::get(&res, &"value".into())
+                    .map_err(js_err)?
+                    .dyn_into()
+                    .map_err(|_| "a file stream gave something else than bytes")?;
+                let n = v.length() as usize;
+                if self.buf.len() < n {
+                    self.buf.resize(n, 0);
+                }
+                v.copy_to(&mut self.buf[..n]);
+                let chunk = &self.buf[..n];
+                self.read += n as u64;
+                self.tw
+                    .data(chunk, &mut |b| {
+                        if err.is_none() {
+                            if let Err(e) = lw.write(b, &mut |o| out.extend_from_slice(o)) {
+                                err = Some(e);
+                            }
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+            } else if self.next < self.entries.len() {
+                let e = &self.entries[self.next];
+                self.next += 1;
+                self.tw
+                    .entry(&e.path, &e.kind, &mut |b| {
+                        if err.is_none() {
+                            if let Err(e) = lw.write(b, &mut |o| out.extend_from_slice(o)) {
+                                err = Some(e);
+                            }
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                if let (EntryKind::File { size, .. }, Some(i)) = (&e.kind, e.source) {
+                    if *size > 0 {
+                        let stream = self.files[i].stream();
+                        let reader: web_sys::ReadableStreamDefaultReader = stream
+                            .get_reader()
+                            .dyn_into()
+                            .map_err(|_| "no stream reader for a file")?;
+                        self.reader = Some(reader);
+                    }
+                }
+            } else {
+                self.tw
+                    .finish(&mut |b| {
+                        if err.is_none() {
+                            if let Err(e) = lw.write(b, &mut |o| out.extend_from_slice(o)) {
+                                err = Some(e);
+                            }
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                let lw = self.lw.take().ok_or("layer already finished")?;
+                let info = lw
+                    .finish(&mut |o| out.extend_from_slice(o))
+                    .map_err(|e| e.to_string())?;
+                self.done = Some(info);
+            }
+            if let Some(e) = err {
+                return Err(e.to_string());
+            }
+        }
+        win.push(out);
+        Ok(())
+    }
+}
+
+/// Gives an operation the upload data it asks for (only uploads take any).
+trait Feedable {
+    fn data(&mut self, _end: u64, _complete: Option<(Digest, u64)>) {}
+    fn confirmed_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+impl Feedable for GetManifest {}
+impl Feedable for GetBlob {}
+impl Feedable for HeadBlob {}
+impl Feedable for MountBlob {}
+impl Feedable for PutManifest {}
+impl Feedable for Upload {
+    fn data(&mut self, end: u64, complete: Option<(Digest, u64)>) {
+        match complete {
+            Some((d, size)) => self.data_complete(d, size),
+            None => self.data_available(end),
+        }
+    }
+    fn confirmed_bytes(&self) -> Option<u64> {
+        Some(self.confirmed())
+    }
+}
+
+/// Runs the core's machines over `fetch`.
+struct Driver {
+    sessions: HashMap<String, Session>,
+    creds: HashMap<String, Credentials>,
+    proxy: Option<String>,
+    t0: f64,
+    seed: u64,
+}
+
+impl Driver {
+    fn now(&self) -> u64 {
+        (js_sys::Date::now() - self.t0).max(0.0) as u64
+    }
+
+    fn session(&mut self, r: &Reference) -> Session {
+        if let Some(s) = self.sessions.remove(&r.registry) {
+            return s;
+        }
+        let creds = self.creds.get(&r.registry).cloned().unwrap_or_default();
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        Session::new(r.api_host(), r.default_scheme(), creds, self.seed)
+    }
+
+    fn url(&self, u: &str) -> String {
+        match &self.proxy {
+            Some(p) => format!("{}/{}", p.trim_end_matches('/'), u),
+            None => u.to_string(),
+        }
+    }
+
+    /// Starts a request; the browser sends it while the caller goes on.
+    fn start(&self, req: &Request, body: Option<Vec<u8>>) -> Res<Promise> {
+        let init = Object::new();
+        let method = match req.method {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        };
+        let set = |k: &str, v: &JsValue| Reflect::set(&init, &k.into(), v).map_err(js_err);
+        set("method", &method.into())?;
+        let headers = Object::new();
+        for (k, v) in &req.headers {
+            if !forbidden(k) {
+                Reflect::set(&headers, &k.as_str().into(), &v.as_str().into()).map_err(js_err)?;
+            }
+        }
+        set("headers", &headers)?;
+        set("cache", &"no-store".into())?;
+        if let Some(b) = body {
+            // a Blob body: Chromium uploads an ArrayBuffer body at ~20 MB/s here, the same
+            // bytes as a Blob at ~200 MB/s (measured, 64 MiB PATCH to a local server)
+            let parts = Array::of1(&Uint8Array::from(b.as_slice()));
+            let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).map_err(js_err)?;
+            set("body", &blob)?;
+        }
+        let fetch: Function = Reflect::get(&global(), &"fetch".into())
+            .map_err(js_err)?
+            .dyn_into()
+            .map_err(|_| "no fetch in this context")?;
+        let url = self.url(&req.url);
+        fetch
+            .call2(&JsValue::NULL, &url.into(), &init)
+            .map_err(js_err)?
+            .dyn_into()
+            .map_err(|_| "fetch did not return a promise".into())
+    }
+
+    /// Waits for a started request's response.
+    async fn finish(&self, req: &Request, p: Promise) -> Res<Response> {
+        let resp = JsFuture::from(p).await.map_err(|e| {
+            format!(
+                "network error or blocked by CORS ({}): the registry may need the proxy",
+                js_err(e)
+            )
+        })?;
+        let status = Reflect::get(&resp, &"status".into())
+            .map_err(js_err)?
+            .as_f64()
+            .unwrap_or(0.0) as u16;
+        let hs = Reflect::get(&resp, &"headers".into()).map_err(js_err)?;
+        let entries: Function = Reflect::get(&hs, &"entries".into())
+            .map_err(js_err)?
+            .dyn_into()
+            .map_err(|_| "no headers")?;
+        let it = entries.call0(&hs).map_err(js_err)?;
+        let mut headers = Vec::new();
+        if let Some(iter) = js_sys::try_iter(&it).map_err(js_err)? {
+            for pair in iter {
+                let pair: Array = pair.map_err(js_err)?.dyn_into().map_err(|_| "header")?;
+                headers.push((
+                    pair.get(0).as_string().unwrap_or_default(),
+                    pair.get(1).as_string().unwrap_or_default(),
+                ));
+            }
+        }
+        let ab: Function = Reflect::get(&resp, &"arrayBuffer".into())
+            .map_err(js_err)?
+            .dyn_into()
+            .map_err(|_| "no body")?;
+        let buf = JsFuture::from(
+            ab.call0(&resp)
+                .map_err(js_err)?
+                .dyn_into::<Promise>()
+                .map_err(|_| "no body promise")?,
+        )
+        .await
+        .map_err(js_err)?;
+        let mut body = Uint8Array::new(&buf).to_vec();
+        let truncated = body.len() as u64 > req.max_response_body;
+        if truncated {
+            body.truncate(req.max_response_body as usize);
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+            truncated,
+        })
+    }
+
+    /// Runs an operation; uploads take their bytes from `src` through `win`.
+    async fn run<O: Op + Feedable>(
+        &mut self,
+        r: &Reference,
+        op: O,
+        mut src: Option<(&mut LayerSource, &mut Window, u64)>,
+        report: &Report,
+    ) -> Res<O::Output> {
+        let session = self.session(r);
+        let mut m = Machine::new(session, op);
+        let out = loop {
+            match m.poll(self.now()) {
+                Output::Send(req) => {
+                    let body = match &req.body {
+                        Body::Empty => None,
+                        Body::Bytes(b) => Some(b.clone()),
+                        Body::Blob { start, end } => {
+                            let (_, w, _) = src
+                                .as_mut()
+                                .ok_or("the machine asked for upload data that does not exist")?;
+                            Some(w.slice(*start, *end)?)
+                        }
+                        Body::Stream { .. } => {
+                            break Err("streamed request bodies are not used in the browser".into())
+                        }
+                    };
+                    let started = self.start(&req, body);
+                    // while a chunk is on the wire, build the next one (the browser uploads on
+                    // its network thread; this thread tars and hashes)
+                    if let (Ok(_), Some((s, w, chunk)), Body::Blob { .. }) =
+                        (&started, src.as_mut(), &req.body)
+                    {
+                        if s.done.is_none() && w.end - w.start < 2 * *chunk {
+                            s.fill(w, *chunk as usize).await?;
+                            report.send(serde_json::json!({
+                                "kind": "read", "read": s.read, "total": s.total
+                            }));
+                            match &s.done {
+                                Some(info) => m
+                                    .op_mut()
+                                    .data(w.end, Some((info.digest.clone(), info.size))),
+                                None => m.op_mut().data(w.end, None),
+                            }
+                        }
+                    }
+                    let res = match started {
+                        Ok(p) => self.finish(&req, p).await,
+                        Err(e) => Err(e),
+                    };
+                    match res {
+                        Ok(resp) => m.handle_response(self.now(), resp),
+                        Err(e) => {
+                            report.log(&format!("request failed: {e}"));
+                            m.handle_error(self.now(), e)
+                        }
+                    }
+                    if let (Some((s, w, _)), Some(c)) = (src.as_mut(), m.op().confirmed_bytes()) {
+                        w.drop_before(c);
+                        report.send(serde_json::json!({
+                            "kind": "upload", "confirmed": c, "read": s.read, "total": s.total
+                        }));
+                    }
+                }
+                Output::Wait(until) => {
+                    let now = self.now();
+                    if until > now {
+                        sleep_ms((until - now) as f64).await;
+                    }
+                }
+                Output::NeedData => {
+                    let (s, w, chunk) = src
+                        .as_mut()
+                        .ok_or("the machine asked for more data than there is")?;
+                    s.fill(w, *chunk as usize).await?;
+                    report.send(serde_json::json!({
+                        "kind": "read", "read": s.read, "total": s.total
+                    }));
+                    match &s.done {
+                        Some(info) => m
+                            .op_mut()
+                            .data(w.end, Some((info.digest.clone(), info.size))),
+                        None => m.op_mut().data(w.end, None),
+                    }
+                    m.data_ready();
+                }
+                Output::Event(Event::Retrying {
+                    reason,
+                    attempt,
+                    delay_ms,
+                }) => report.log(&format!(
+                    "retrying ({attempt}) in {:.1}s: {reason}",
+                    delay_ms as f64 / 1000.0
+                )),
+                Output::Event(_) => {}
+                Output::Done(r) => break r.map_err(|e| e.to_string()),
+                Output::Pending => break Err("internal error: request in flight".into()),
+            }
+        };
+        self.sessions.insert(r.registry.clone(), m.into_session());
+        out
+    }
+
+    async fn upload_bytes(
+        &mut self,
+        r: &Reference,
+        bytes: Vec<u8>,
+        report: &Report,
+    ) -> Res<Digest> {
+        let (up, _) = lamina_core::registry::upload_bytes(&r.repository, &bytes);
+        let mut src = LayerSource {
+            entries: Vec::new(),
+            files: Vec::new(),
+            next: 0,
+            reader: None,
+            pending: None,
+            buf: Vec::new(),
+            tw: TarWriter::new(0),
+            lw: None,
+            done: None,
+            read: 0,
+            total: 0,
+        };
+        let mut win = Window::default();
+        win.push(bytes);
+        self.run(r, up, Some((&mut src, &mut win, 0)), report).await
+    }
+}
+
+fn creds_for(o: &Opts) -> Credentials {
+    match (&o.username, &o.password, &o.token) {
+        (_, _, Some(t)) if !t.is_empty() => Credentials::Bearer(Secret::new(t.clone())),
+        (Some(u), Some(p), _) if !u.is_empty() => Credentials::Basic {
+            username: u.clone(),
+            password: Secret::new(p.clone()),
+        },
+        _ => Credentials::Anonymous,
+    }
+}
+
+/// One platform image of the base.
+struct Img {
+    manifest: Manifest,
+    config: Config,
+}
+
+async fn fetch_base(
+    d: &mut Driver,
+    base: &Reference,
+    report: &Report,
+) -> Res<(FetchedManifest, Option<(Index, usize)>, Img)> {
+    let top = d
+        .run(
+            base,
+            GetManifest::new(&base.repository, &base.reference()),
+            None,
+            report,
+        )
+        .await?;
+    let (kind, mt) =
+        detect_kind(&top.bytes, top.content_type.as_deref()).map_err(|e| e.to_string())?;
+    let (ix, man_bytes, man_mt) = match kind {
+        DocKind::Manifest(_) => (None, top.bytes.clone(), mt),
+        DocKind::Index(_) => {
+            let ix = Index::parse(top.bytes.clone(), &mt).map_err(|e| e.to_string())?;
+            let i = ix
+                .select(&Platform::linux_amd64())
+                .map_err(|e| e.to_string())?;
+            let e = &ix.manifests().map_err(|e| e.to_string())?[i];
+            let f = d
+                .run(
+                    base,
+                    GetManifest::new(&base.repository, &e.digest.to_string()),
+                    None,
+                    report,
+                )
+                .await?;
+            let (_, cmt) = detect_kind(&f.bytes, f.content_type.as_deref().or(Some(&e.media_type)))
+                .map_err(|e| e.to_string())?;
+            (Some((ix, i)), f.bytes, cmt)
+        }
+    };
+    let manifest = Manifest::parse(man_bytes, &man_mt).map_err(|e| e.to_string())?;
+    let c = manifest.config().map_err(|e| e.to_string())?;
+    let raw = d
+        .run(
+            base,
+            GetBlob::new(
+                &base.repository,
+                &c.digest,
+                lamina_core::image::MAX_CONFIG_SIZE,
+            ),
+            None,
+            report,
+        )
+        .await?;
+    let config = Config::parse(raw).map_err(|e| e.to_string())?;
+    Ok((top, ix, Img { manifest, config }))
+}
+
+fn setup(opts_json: &str) -> Res<(Opts, Reference, Reference, Driver)> {
+    let o: Opts = serde_json::from_str(opts_json).map_err(|e| format!("options: {e}"))?;
+    let base = Reference::parse(&o.base, &o.registry).map_err(|e| e.to_string())?;
+    let dest = Reference::parse(&o.dest, &o.registry).map_err(|e| e.to_string())?;
+    let mut creds = HashMap::new();
+    // credentials belong to the destination registry only
+    creds.insert(dest.registry.clone(), creds_for(&o));
+    let d = Driver {
+        sessions: HashMap::new(),
+        creds,
+        proxy: o.proxy.clone().filter(|p| !p.is_empty()),
+        t0: js_sys::Date::now(),
+        seed: js_sys::Date::now() as u64 ^ 0x9E37_79B9_7F4A_7C15,
+    };
+    Ok((o, base, dest, d))
+}
+
+/// The base image's layers, for the page to show before uploading (JSON).
+#[wasm_bindgen]
+pub async fn inspect(opts_json: String, progress: Function) -> Result<String, JsError> {
+    let report = Report { f: progress };
+    let (_, base, _, mut d) = setup(&opts_json).map_err(|e| JsError::new(&e))?;
+    let (top, ix, img) = fetch_base(&mut d, &base, &report)
+        .await
+        .map_err(|e| JsError::new(&e))?;
+    let hist = img.config.layer_history();
+    let layers: Vec<serde_json::Value> = img
+        .manifest
+        .layers()
+        .map_err(|e| JsError::new(&e.to_string()))?
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let h = hist.get(i).cloned().flatten();
+            serde_json::json!({
+                "digest": l.digest.to_string(),
+                "size": l.size,
+                "mediaType": l.media_type,
+                "createdBy": h.as_ref().and_then(|h| h.created_by.clone()),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "digest": top.digest.to_string(),
+        "index": ix.is_some(),
+        "layers": layers,
+    })
+    .to_string())
+}
+
+/// Builds the layer(s) from `files` (File objects; `names` their paths in the layer, relative)
+/// on top of the base and pushes the result; returns `dest@sha256:...`.
+#[wasm_bindgen]
+pub async fn affix(
+    opts_json: String,
+    files: Array,
+    names: Array,
+    modelcard: Option<web_sys::File>,
+    progress: Function,
+) -> Result<String, JsError> {
+    run_affix(opts_json, files, names, modelcard, progress)
+        .await
+        .map_err(|e| JsError::new(&e))
+}
+
+async fn run_affix(
+    opts_json: String,
+    files: Array,
+    names: Array,
+    modelcard: Option<web_sys::File>,
+    progress: Function,
+) -> Res<String> {
+    let report = Report { f: progress };
+    let (o, base, dest, mut d) = setup(&opts_json)?;
+    let mut inputs: Vec<Named> = Vec::new();
+    for (f, n) in files.iter().zip(names.iter()) {
+        let f: web_sys::File = f.dyn_into().map_err(|_| "not a File")?;
+        let name = n.as_string().unwrap_or_else(|| f.name());
+        let name = archive_path(&name).map_err(|e| e.to_string())?;
+        inputs.push((name, f));
+    }
+    if inputs.is_empty() && modelcard.is_none() {
+        return Err("nothing to add: drop model files first".into());
+    }
+    let compression = match o.compression.as_str() {
+        "gzip" => Compression::Gzip,
+        "none" => Compression::None,
+        other => {
+            return Err(format!(
+                "compression {other:?}: none or gzip in the browser"
+            ))
+        }
+    };
+    let path = archive_path(&o.path).map_err(|e| e.to_string())?;
+    let created = o
+        .created
+        .clone()
+        .unwrap_or_else(|| lamina_core::image::rfc3339((js_sys::Date::now() / 1000.0) as u64));
+
+    // 1. the base (manifest and config); its layers stay in the registry
+    report.send(serde_json::json!({"kind": "phase", "phase": "base"}));
+    let (_top, ix, mut img) = fetch_base(&mut d, &base, &report).await?;
+    // 2. base layers into the destination repository: mounted, or already there
+    report.send(serde_json::json!({"kind": "phase", "phase": "mount"}));
+    let mut blobs = img.manifest.layers().map_err(|e| e.to_string())?;
+    if ix.is_some() {
+        return Err(
+            "the base is a multi-platform index: the browser edits single images (use the CLI's --platform all)"
+                .into(),
+        );
+    }
+    blobs.push(img.manifest.config().map_err(|e| e.to_string())?);
+    if base.registry != dest.registry || base.repository != dest.repository {
+        for b in &blobs {
+            if base.registry == dest.registry
+                && d.run(
+                    &dest,
+                    MountBlob::new(&dest.repository, &base.repository, &b.digest),
+                    None,
+                    &report,
+                )
+                .await?
+            {
+                continue;
+            }
+            if d.run(
+                &dest,
+                HeadBlob::new(&dest.repository, &b.digest, true),
+                None,
+                &report,
+            )
+            .await?
+            .is_none()
+            {
+                return Err(format!(
+                    "base blob {} is not in {} and cannot be mounted from another registry in \
+                     the browser; push the base there first",
+                    b.digest,
+                    dest.name()
+                ));
+            }
+        }
+    }
+
+    // 3. the layer(s): built as the files stream, uploaded in chunks
+    // (files, weights or card, title)
+    type Group = (Vec<Named>, Part, String);
+    let mut groups: Vec<Group> = Vec::new();
+    if o.modelcar {
+        for (n, f) in inputs {
+            let title = n.rsplit('/').next().unwrap_or(&n).to_string();
+            groups.push((vec![(n, f)], Part::Weights, title));
+        }
+        if let Some(c) = modelcard {
+            let n = c.name();
+            groups.push((vec![(n.clone(), c)], Part::Card, n));
+        }
+    } else {
+        if modelcard.is_some() {
+            return Err("a model card goes with the modelcar layout".into());
+        }
+        groups.push((inputs, Part::Weights, String::new()));
+    }
+    let chunk = o.chunk_mib.clamp(1, 512) << 20;
+    let mut built: Vec<(CarLayer, History)> = Vec::new();
+    for (i, (files, part, title)) in groups.into_iter().enumerate() {
+        let c = if part == Part::Card {
+            Compression::Gzip
+        } else {
+            compression
+        };
+        let what = files
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut src = LayerSource::new(files, &path, c)?;
+        report.send(serde_json::json!({
+            "kind": "layer", "index": i, "files": what, "total": src.total
+        }));
+        let mut win = Window::default();
+        let cfg = UploadConfig {
+            monolithic_max: 0,
+            chunk_max: chunk,
+            stream: false,
+            ..UploadConfig::default()
+        };
+        let up = Upload::new(&dest.repository, cfg);
+        let _ = d
+            .run(&dest, up, Some((&mut src, &mut win, chunk)), &report)
+            .await?;
+        let info = src.done.clone().ok_or("the layer did not finish")?;
+        report.send(serde_json::json!({
+            "kind": "layerDone", "index": i, "digest": info.digest.to_string(), "size": info.size
+        }));
+        let in_layer = if o.modelcar {
+            format!("/{path}/{what}")
+        } else {
+            format!("/{path}")
+        };
+        let history = if o.modelcar {
+            CarLayer {
+                title: title.clone(),
+                in_layer_path: in_layer.clone(),
+                directory: false,
+                part,
+                info: info.clone(),
+            }
+            .history(&created)
+        } else {
+            History {
+                created: Some(created.clone()),
+                created_by: format!("COPY {what} /{path} # weights"),
+                comment: Some("weights".into()),
+                author: None,
+            }
+        };
+        built.push((
+            CarLayer {
+                title,
+                in_layer_path: in_layer,
+                directory: false,
+                part,
+                info,
+            },
+            history,
+        ));
+    }
+
+    // 4. config and manifest, last
+    report.send(serde_json::json!({"kind": "phase", "phase": "manifest"}));
+    if o.modelcar && img.manifest.family() == Family::Docker {
+        img.manifest.convert_to_oci();
+    }
+    for (l, h) in &built {
+        img.config.push_layer(&l.info.diff_id, h);
+        let desc = if o.modelcar {
+            l.descriptor(img.manifest.family())
+                .map_err(|e| e.to_string())?
+        } else {
+            let mt = media::layer_type(img.manifest.family(), l.info.compression)
+                .ok_or("no layer media type")?;
+            Descriptor::new(mt, l.info.digest.clone(), l.info.size)
+        };
+        img.manifest.push_layer(&desc);
+    }
+    if let Some((card, _)) = built.iter().rev().find(|(l, _)| l.part == Part::Card) {
+        img.manifest
+            .set_annotation(modelcar::ANN_MODELCARD, &card.info.digest.to_string())
+            .map_err(|e| e.to_string())?;
+    }
+    let cbytes = img.config.bytes().to_vec();
+    let csize = cbytes.len() as u64;
+    let cd = d.upload_bytes(&dest, cbytes, &report).await?;
+    img.manifest.set_config(&cd, csize);
+    let mbytes = img.manifest.bytes().to_vec();
+    let mt = img.manifest.media_type();
+    let digest = d
+        .run(
+            &dest,
+            PutManifest::new(&dest.repository, dest.tag_or_latest(), mt, mbytes),
+            None,
+            &report,
+        )
+        .await?;
+    Ok(format!("{}@{digest}", dest.name()))
+}
+
+/// Builds the layer of `files` without uploading it and returns its digest, size and the time it
+/// took (JSON): the browser's layer-building and hashing throughput, for the benchmark.
+#[wasm_bindgen]
+pub async fn build_only(
+    files: Array,
+    names: Array,
+    compression: String,
+) -> Result<String, JsError> {
+    let mut inputs: Vec<Named> = Vec::new();
+    for (f, n) in files.iter().zip(names.iter()) {
+        let f: web_sys::File = f.dyn_into().map_err(|_| JsError::new("not a File"))?;
+        inputs.push((n.as_string().unwrap_or_else(|| f.name()), f));
+    }
+    let c = Compression::parse(&compression).ok_or_else(|| JsError::new("compression"))?;
+    let t0 = js_sys::Date::now();
+    let mut src = LayerSource::new(inputs, "src/weights", c).map_err(|e| JsError::new(&e))?;
+    let mut win = Window::default();
+    while src.done.is_none() {
+        src.fill(&mut win, 8 << 20)
+            .await
+            .map_err(|e| JsError::new(&e))?;
+        win.drop_before(win.end);
+    }
+    let ms = js_sys::Date::now() - t0;
+    let info = src.done.clone().ok_or_else(|| JsError::new("no layer"))?;
+    Ok(serde_json::json!({
+        "digest": info.digest.to_string(),
+        "size": info.size,
+        "uncompressed": info.uncompressed_size,
+        "ms": ms,
+    })
+    .to_string())
+}
