@@ -2,7 +2,8 @@
 # Installs everything the tests need, idempotently, on Debian 12 (as root, or through sudo):
 # Debian packages (registry, skopeo, umoci, ...), the wasm32 target, and wasm-bindgen-cli at the
 # exact version of the wasm-bindgen crate in Cargo.lock (its test runner runs core's tests in Node),
-# and olot (PyPI, in a virtualenv) for the tests that compare `lamina append` with it.
+# olot (PyPI, in a virtualenv) for the tests that compare `lamina append` with it, and
+# playwright-core (npm) with Debian's chromium for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*"; }
@@ -22,4 +23,10 @@ if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $WBG\$"; then
 fi
 tests/harness/olot.sh >/dev/null
 command -v node >/dev/null || { log "apt-get install nodejs"; apt-get install -y -q nodejs >/dev/null; }
+command -v npm >/dev/null || { log "apt-get install npm"; apt-get install -y -q --no-install-recommends npm >/dev/null; }
+# playwright-core drives Debian's chromium in the browser tests (no browser download)
+if ! cmp -s tests/web/package-lock.json tests/web/node_modules/.lamina-installed-lock; then
+  log "npm ci (tests/web: playwright-core)"
+  (cd tests/web && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.lamina-installed-lock)
+fi
 log "ready: $(wasm-bindgen-test-runner --version), node $(node --version)"
