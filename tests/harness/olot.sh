@@ -6,7 +6,8 @@ set -euo pipefail
 OLOT_VERSION=1.2.1
 STATE=${LAMINA_TEST_STATE:-/tmp/lamina-test}
 VENV=$STATE/olot-venv
-if [[ ! -x $VENV/bin/olot ]] || ! "$VENV/bin/pip" show olot 2>/dev/null | grep -qx "Version: $OLOT_VERSION"; then
+have=$("$VENV/bin/pip" show olot 2>/dev/null || true)   # (not piped into grep -q: SIGPIPE)
+if [[ ! -x $VENV/bin/olot ]] || ! grep -qx "Version: $OLOT_VERSION" <<<"$have"; then
   printf '[olot] installing olot %s into %s (PyPI)\n' "$OLOT_VERSION" "$VENV" >&2
   rm -rf "$VENV"
   mkdir -p "$STATE"
