@@ -137,3 +137,60 @@ test('drop two files (one of 200 MiB), get the image, check it with skopeo and u
   fs.rmSync(dir, { recursive: true, force: true });
   await page.close();
 });
+
+// A TCP relay to the registry that cuts every connection once, after `cutAfter` bytes went
+// towards the registry: the network loss in the middle of a chunk.
+function relay(cutAfter) {
+  const socks = new Set();
+  let up = 0, cut = 0;
+  const srv = net.createServer((c) => {
+    const r = net.connect(5100, '127.0.0.1');
+    socks.add(c); socks.add(r);
+    const drop = () => { c.destroy(); r.destroy(); socks.delete(c); socks.delete(r); };
+    c.on('data', (d) => {
+      up += d.length;
+      if (!cut && up > cutAfter) {
+        cut++;
+        for (const s of socks) s.destroy();
+        socks.clear();
+        return;
+      }
+      r.write(d);
+    });
+    r.on('data', (d) => c.write(d));
+    c.on('error', drop); r.on('error', drop); c.on('close', drop); r.on('close', drop);
+  });
+  return new Promise((res) => srv.listen(0, '127.0.0.1', () => res({ srv, port: srv.address().port, cuts: () => cut })));
+}
+
+test('the connection is cut mid-upload: the upload resumes from the registry\'s offset', async () => {
+  const { srv, port, cuts } = await relay(100 << 20);
+  const page = await openPage();
+  const host = `127.0.0.1:${port}`;
+  const dest = `${host}/e2e/web-resume-${run}:v1`;
+  await page.fill('#base', `${host}/fixtures/base:latest`);
+  await page.fill('#dest', dest);
+  await dropGenerated(page, [['model.bin', 160, 11]]);
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 1);
+  await page.click('#go');
+  await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
+  const result = await page.textContent('#result');
+  const log = await page.textContent('#log');
+  srv.close();
+  assert.equal(cuts(), 1, 'the relay cut the connections once');
+  assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${log}`);
+  // the page said what happened: the chunk was refused or failed, and the upload went on from
+  // the registry's offset (or, when the registry dropped the session, from the start)
+  assert.match(log, /resuming from the registry's offset|request failed|starting it over/, log);
+  // the layer is whole: it unpacks to the file, byte for byte
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-web-'));
+  sh('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${REG}/e2e/web-resume-${run}:v1`, `oci:${dir}/layout:img`]);
+  sh('umoci', ['unpack', '--rootless', '--image', `${dir}/layout:img`, `${dir}/bundle`]);
+  assert.equal(sha256(fs.readFileSync(path.join(dir, 'bundle/rootfs/src/weights/model.bin'))), sha256(gen(160, 11)));
+  fs.rmSync(dir, { recursive: true, force: true });
+  // and the registry saw the chunk sent again from where it stopped, not the whole layer
+  const patches = fs.readFileSync('/tmp/lamina-test/run/plain.log', 'utf8').split('\n')
+    .filter((l) => l.includes(`PATCH /v2/e2e/web-resume-${run}/blobs/uploads/`));
+  assert.ok(patches.length >= 4, `160 MiB in 64 MiB chunks is 3 PATCHes; with the cut chunk sent again, more: ${patches.length}`);
+  await page.close();
+});

@@ -190,6 +190,7 @@ struct LayerSource {
     /// Uncompressed bytes read so far (for progress).
     read: u64,
     total: u64,
+    compression: Compression,
 }
 
 impl LayerSource {
@@ -222,7 +223,40 @@ impl LayerSource {
             done: None,
             read: 0,
             total,
+            compression: c,
         })
+    }
+
+    /// Starts the layer again from its first byte (the registry lost the upload session): the
+    /// files are read again and, the layer being deterministic, give the same bytes.
+    fn restart(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.cancel();
+        }
+        self.pending = None;
+        self.next = 0;
+        self.tw = TarWriter::new(0);
+        self.lw = Some(LayerWriter::new(self.compression, None));
+        self.done = None;
+        self.read = 0;
+    }
+
+    /// Makes bytes `start..end` of the blob available in `win`, starting over when they were
+    /// dropped already.
+    async fn ensure(&mut self, win: &mut Window, start: u64, end: u64, chunk: u64) -> Res<()> {
+        if start < win.start {
+            if self.entries.is_empty() {
+                return Err(
+                    "the upload must start over, and these bytes cannot be made again".into(),
+                );
+            }
+            self.restart();
+            *win = Window::default();
+        }
+        while win.end < end && self.done.is_none() {
+            self.fill(win, chunk as usize).await?;
+        }
+        Ok(())
     }
 
     /// Produces at least some more blob bytes into `win` (or finishes the layer).
@@ -479,9 +513,13 @@ impl Driver {
                         Body::Empty => None,
                         Body::Bytes(b) => Some(b.clone()),
                         Body::Blob { start, end } => {
-                            let (_, w, _) = src
+                            let (s, w, chunk) = src
                                 .as_mut()
                                 .ok_or("the machine asked for upload data that does not exist")?;
+                            if *start < w.start || *end > w.end {
+                                report.log("the registry lost the upload: starting it over");
+                                s.ensure(w, *start, *end, *chunk).await?;
+                            }
                             Some(w.slice(*start, *end)?)
                         }
                         Body::Stream { .. } => {
@@ -512,7 +550,17 @@ impl Driver {
                         Err(e) => Err(e),
                     };
                     match res {
-                        Ok(resp) => m.handle_response(self.now(), resp),
+                        Ok(resp) => {
+                            if req.method == Method::Patch && matches!(resp.status, 404 | 416) {
+                                report.log(&format!(
+                                    "the registry refused a chunk (HTTP {}; the connection was \
+                                     probably cut and the browser sent it again): resuming from \
+                                     the registry's offset",
+                                    resp.status
+                                ));
+                            }
+                            m.handle_response(self.now(), resp)
+                        }
                         Err(e) => {
                             report.log(&format!("request failed: {e}"));
                             m.handle_error(self.now(), e)
@@ -583,6 +631,7 @@ impl Driver {
             done: None,
             read: 0,
             total: 0,
+            compression: Compression::None,
         };
         let mut win = Window::default();
         win.push(bytes);
@@ -846,6 +895,8 @@ async fn run_affix(
             monolithic_max: 0,
             chunk_max: chunk,
             stream: false,
+            // the files can be read again: if the registry loses the session, start over
+            restartable: true,
             ..UploadConfig::default()
         };
         let up = Upload::new(&dest.repository, cfg);

@@ -136,7 +136,7 @@ $('show').addEventListener('click', async () => {
 
 function explain(m) {
   if (/401|unauthorized|authentication/i.test(m)) return `Authentication failed: ${m}`;
-  if (/manifest unknown|404|not found/i.test(m)) return `The base image was not found: ${m}`;
+  if (/MANIFEST_UNKNOWN|NAME_UNKNOWN|manifest unknown/i.test(m)) return `The image was not found: ${m}`;
   if (/CORS|network error/i.test(m)) return `The registry could not be reached from this page (network or CORS): ${m}`;
   return m;
 }

@@ -420,6 +420,10 @@ pub struct UploadConfig {
     /// per-chunk round trips and no chunk held in memory, at the price that after an error the
     /// driver must produce the bytes again from the registry's offset.
     pub stream: bool,
+    /// The driver can produce the blob again from its first byte (files that can be read
+    /// again, a deterministic layer): when the registry lost the session, start over instead of
+    /// failing. Streamed uploads are always treated so.
+    pub restartable: bool,
 }
 
 impl Default for UploadConfig {
@@ -430,6 +434,7 @@ impl Default for UploadConfig {
             chunk_min: 0,
             max_resumes: 8,
             stream: false,
+            restartable: false,
         }
     }
 }
@@ -703,6 +708,11 @@ impl Op for Upload {
                             self.next_send()
                         }
                         416 => self.recover("registry answered 416 (range not satisfiable)".into()),
+                        // distribution answers 404 BLOB_UPLOAD_INVALID to a chunk sent at an
+                        // offset it no longer has, e.g. when a browser transparently resent a
+                        // PATCH whose connection was cut after part of it was stored: ask where
+                        // the upload stands (a session that is really gone answers 404 there too)
+                        404 => self.recover("PATCH answered 404 (chunk at a stale offset)".into()),
                         s if matches!(s, 408 | 429 | 500 | 502 | 503 | 504) => {
                             self.recover(format!("PATCH answered HTTP {s}"))
                         }
@@ -720,10 +730,10 @@ impl Op for Upload {
                         self.state = Up::Patch { end: got };
                         self.next_send()
                     }
-                    404 if self.cfg.stream => {
+                    404 if self.cfg.stream || self.cfg.restartable => {
                         // the registry lost the session (distribution does when a PATCH was cut
-                        // before it could save its hash state): start over; a streamed upload's
-                        // driver can produce the bytes again
+                        // before it could save its hash state): start over; the driver can
+                        // produce the bytes again
                         self.location.clear();
                         self.confirmed = 0;
                         self.state = Up::Started;

@@ -485,6 +485,33 @@ fn a_416_is_recovered_from_the_upload_status() {
 }
 
 #[test]
+fn a_404_to_a_chunk_at_a_stale_offset_is_recovered_from_the_upload_status() {
+    // distribution's answer when a browser resent a cut PATCH on its own with an old `_state`
+    let data: Vec<u8> = (0..100u8).collect();
+    let mut fake = Fake {
+        patch_fail: Some((2, 404)),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::new("a/b", cfg(30)),
+        &data,
+        100,
+        feed_upload,
+    );
+    assert_eq!(run.result.unwrap(), Digest::of(&data));
+    assert!(
+        fake.log
+            .iter()
+            .any(|l| l.starts_with("GET /v2/a/b/blobs/uploads/u1")),
+        "{:?}",
+        fake.log
+    );
+    assert_eq!(fake.committed[0].1, data);
+}
+
+#[test]
 fn a_dropped_connection_mid_chunk_resends_at_most_one_chunk() {
     let data: Vec<u8> = (0..200u8).collect();
     let mut fake = Fake {
