@@ -24,6 +24,9 @@ struct Fake {
     patch_fail: Option<(usize, u16)>,
     /// drop the connection on the Nth PATCH after storing half of it
     patch_drop: Option<usize>,
+    /// drop the connection on the Nth PATCH and forget the upload session (404 until a new POST)
+    lose_session: Option<usize>,
+    lost: bool,
     patches: usize,
     fail_get_manifest: Vec<u16>,
     lie_digest: bool,
@@ -136,6 +139,7 @@ impl Fake {
                 return r(201, &[], b"");
             }
             self.upload.clear();
+            self.lost = false;
             return r(
                 202,
                 &[
@@ -146,9 +150,17 @@ impl Fake {
             );
         }
         if path.starts_with("/v2/a/b/blobs/uploads/u1") {
+            if self.lost {
+                return r(404, &[], br#"{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown"}]}"#);
+            }
             match req.method {
                 Method::Patch => {
                     self.patches += 1;
+                    if self.lose_session == Some(self.patches) {
+                        self.lost = true;
+                        self.upload.clear();
+                        return Reply::Drop;
+                    }
                     if self.patch_drop == Some(self.patches) {
                         self.upload.extend_from_slice(&body[..body.len() / 2]);
                         return Reply::Drop;
@@ -347,6 +359,7 @@ fn cfg(chunk: u64) -> UploadConfig {
         chunk_min: 0,
         max_resumes: 4,
         stream: false,
+        restartable: false,
     }
 }
 
@@ -509,6 +522,44 @@ fn a_404_to_a_chunk_at_a_stale_offset_is_recovered_from_the_upload_status() {
         fake.log
     );
     assert_eq!(fake.committed[0].1, data);
+}
+
+#[test]
+fn a_lost_session_starts_over_when_the_driver_can_make_the_bytes_again() {
+    let data: Vec<u8> = (0..200u8).collect();
+    for restartable in [true, false] {
+        let mut fake = Fake {
+            lose_session: Some(3),
+            ..Fake::default()
+        };
+        let (run, _) = drive(
+            &mut fake,
+            session(Credentials::Anonymous),
+            Upload::new(
+                "a/b",
+                UploadConfig {
+                    restartable,
+                    ..cfg(50)
+                },
+            ),
+            &data,
+            200,
+            feed_upload,
+        );
+        if restartable {
+            assert_eq!(run.result.unwrap(), Digest::of(&data));
+            assert_eq!(fake.committed[0].1, data);
+            assert_eq!(
+                fake.log.iter().filter(|l| l.starts_with("POST")).count(),
+                2,
+                "a second session: {:?}",
+                fake.log
+            );
+        } else {
+            let e = run.result.unwrap_err().to_string();
+            assert!(e.contains("gone"), "{e}");
+        }
+    }
 }
 
 #[test]
