@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): the browser uploader in headless Chromium against the CLI, for one
+# weights file (default 1 GiB) onto the 3-layer base in the local registry (CORS-enabled, :5100):
+#   - layer building + hashing in the browser (goal in issue 6: at least 300 MB/s)
+#   - the whole affix in the browser against `lamina affix` for the same file (goal: within 1.5x)
+# Medians of RUNS runs.      SIZE_MIB=1024 RUNS=3 scripts/bench-web.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${SIZE_MIB:-1024}
+RUNS=${RUNS:-3}
+STATE=${LAMINA_TEST_STATE:-/tmp/lamina-test}
+B=$STATE/bench-web
+log() { printf '[bench-web] %s\n' "$*" >&2; }
+tests/setup.sh >/dev/null
+cargo build --release --locked -q -p lamina-cli
+web/build.sh >/dev/null
+tests/harness/registry.sh start >/dev/null
+tests/harness/fixtures.sh >/dev/null
+mkdir -p "$B"
+F=$B/model-${SIZE_MIB}m.safetensors
+[[ -s $F && $(stat -c %s "$F") == $((SIZE_MIB << 20)) ]] || head -c $((SIZE_MIB << 20)) /dev/urandom >"$F"
+cat "$F" >/dev/null
+RUNID=$(date +%s)
+node tests/web/bench-web.mjs web/dist "$F" "127.0.0.1:5100/bench/web-$RUNID" "$RUNS" >"$B/web.jsonl" 2>"$B/web.err" || { cat "$B/web.err" >&2; exit 1; }
+: >"$B/cli.txt"
+for i in $(seq "$RUNS"); do
+  /usr/bin/time -f '%e' -a -o "$B/cli.txt" target/release/lamina -q affix --chunked --chunk-size 64 \
+    --base 127.0.0.1:5100/fixtures/big:latest --dest "127.0.0.1:5100/bench/cli-$RUNID:c$i" "$F" >/dev/null
+done
+: >"$B/cli-stream.txt"
+for i in $(seq "$RUNS"); do
+  /usr/bin/time -f '%e' -a -o "$B/cli-stream.txt" target/release/lamina -q affix \
+    --base 127.0.0.1:5100/fixtures/big:latest --dest "127.0.0.1:5100/bench/cli-$RUNID:s$i" "$F" >/dev/null
+done
+med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+BUILD=$(jq -r 'select(.kind=="build") | .bytes / .ms / 1000' "$B/web.jsonl" | med)
+WEB=$(jq -r 'select(.kind=="affix") | .ms / 1000' "$B/web.jsonl" | med)
+CLI=$(med <"$B/cli.txt"); CLIS=$(med <"$B/cli-stream.txt")
+log "results ($SIZE_MIB MiB, $RUNS runs, medians):"
+printf '| | value |\n|---|---|\n'
+printf '| browser: layer building + hashing | %.0f MB/s |\n' "$BUILD"
+printf '| browser: affix (64 MiB PATCH chunks) | %.2f s |\n' "$WEB"
+printf '| CLI: affix --chunked --chunk-size 64 | %.2f s |\n' "$CLI"
+printf '| CLI: affix (one streamed PATCH) | %.2f s |\n' "$CLIS"
+printf '\nbrowser / CLI chunked = %.2fx; browser / CLI streamed = %.2fx\n' "$(echo "$WEB/$CLI" | bc -l)" "$(echo "$WEB/$CLIS" | bc -l)"

@@ -1,0 +1,50 @@
+// Benchmark (not a test, npm test does not run it) of the browser uploader, run by
+// scripts/bench-web.sh: for one file on
+// disk (given to the page like a user's pick, so the browser reads it from disk):
+//   build: layer building + hashing in the Web Worker, no upload (MB/s)
+//   affix: the whole job against the local registry (seconds)
+import { chromium } from 'playwright-core';
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+
+const [dist, file, dest, runs] = process.argv.slice(2);
+const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm' };
+const server = http.createServer((req, res) => {
+  const p = path.join(dist, new URL(req.url, 'http://x').pathname);
+  const f = p.endsWith('/') ? path.join(p, 'index.html') : p;
+  if (!fs.existsSync(f)) { res.writeHead(404); res.end(); return; }
+  res.writeHead(200, { 'content-type': types[path.extname(f)] || 'application/octet-stream' });
+  fs.createReadStream(f).pipe(res);
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const ctx = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-bench-')), {
+  executablePath: '/usr/bin/chromium', headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking'],
+});
+const page = await ctx.newPage();
+await page.goto(`http://127.0.0.1:${server.address().port}/`);
+await page.setInputFiles('#files', file);
+const out = await page.evaluate(async ([dest, runs]) => {
+  const f = document.getElementById('files').files[0];
+  const w = new Worker('worker.js', { type: 'module' });
+  const ask = (msg) => new Promise((res, rej) => {
+    w.onmessage = (e) => { const m = e.data; if (m.type === 'error') rej(new Error(m.message)); else if (m.type !== 'progress') res(m.result); };
+    w.postMessage(msg);
+  });
+  const rows = [];
+  for (let i = 0; i < runs; i++) {
+    const b = await ask({ type: 'build', files: [f], names: [f.name] });
+    rows.push({ kind: 'build', ms: b.ms, bytes: b.uncompressed });
+  }
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now();
+    const r = await ask({ type: 'affix', opts: { base: '127.0.0.1:5100/fixtures/big:latest', dest: `${dest}:w${i}`, chunk_mib: 64 }, files: [f], names: [f.name], card: null });
+    rows.push({ kind: 'affix', ms: performance.now() - t, result: r });
+  }
+  return rows;
+}, [dest, +runs]);
+for (const r of out) console.log(JSON.stringify(r));
+await ctx.close();
+server.close();
