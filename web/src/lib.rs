@@ -533,7 +533,15 @@ impl Driver {
                         (&started, src.as_mut(), &req.body)
                     {
                         if s.done.is_none() && w.end - w.start < 2 * *chunk {
-                            s.fill(w, *chunk as usize).await?;
+                            // build in pieces, giving the event loop a turn between them: the
+                            // browser only gets on with the request (its preflight, its body)
+                            // when the worker yields; awaiting ready stream reads does not
+                            let piece = (*chunk / 8).max(1 << 20);
+                            let goal = w.end + *chunk;
+                            while w.end < goal && s.done.is_none() {
+                                sleep_ms(0.0).await;
+                                s.fill(w, piece as usize).await?;
+                            }
                             report.send(serde_json::json!({
                                 "kind": "read", "read": s.read, "total": s.total
                             }));
@@ -894,6 +902,8 @@ async fn run_affix(
         let cfg = UploadConfig {
             monolithic_max: 0,
             chunk_max: chunk,
+            // whole chunks only (but the last): no small PATCH for the bytes a fill overshot
+            chunk_min: chunk,
             stream: false,
             // the files can be read again: if the registry loses the session, start over
             restartable: true,
