@@ -216,12 +216,14 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 "platforms": images.len(),
                 "seconds": t0.elapsed().as_secs_f64(),
             });
-            println!("{v}");
+            print_result(&a, t0, &format!("{name}@{final_digest}"), v);
         } else {
-            println!("{name}@{final_digest}");
-        }
-        if !a.quiet {
-            eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
+            print_result(
+                &a,
+                t0,
+                &format!("{name}@{final_digest}"),
+                serde_json::Value::Null,
+            );
         }
         return Ok(());
     }
@@ -367,14 +369,28 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             "platforms": platforms,
             "seconds": t0.elapsed().as_secs_f64(),
         });
-        println!("{v}");
+        print_result(&a, t0, &format!("{name}@{final_digest}"), v);
     } else {
-        println!("{name}@{final_digest}");
+        print_result(
+            &a,
+            t0,
+            &format!("{name}@{final_digest}"),
+            serde_json::Value::Null,
+        );
+    }
+    Ok(())
+}
+
+/// The result on stdout (JSON with `--json`, else `dest@sha256:...`), the time on stderr.
+fn print_result(a: &Args, t0: Instant, line: &str, json: serde_json::Value) {
+    if a.json {
+        println!("{json}");
+    } else {
+        println!("{line}");
     }
     if !a.quiet {
         eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
     }
-    Ok(())
 }
 
 fn usage(msg: &str) -> Error {

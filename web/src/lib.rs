@@ -374,6 +374,17 @@ impl Feedable for Upload {
     }
 }
 
+/// Tells the upload how much of the blob is there (and, at the end, what it is); reports it.
+fn offer<O: Op + Feedable>(m: &mut Machine<O>, s: &LayerSource, w: &Window, report: &Report) {
+    report.send(serde_json::json!({"kind": "read", "read": s.read, "total": s.total}));
+    match &s.done {
+        Some(info) => m
+            .op_mut()
+            .data(w.end, Some((info.digest.clone(), info.size))),
+        None => m.op_mut().data(w.end, None),
+    }
+}
+
 /// Runs the core's machines over `fetch`.
 struct Driver {
     sessions: HashMap<String, Session>,
@@ -542,15 +553,7 @@ impl Driver {
                                 sleep_ms(0.0).await;
                                 s.fill(w, piece as usize).await?;
                             }
-                            report.send(serde_json::json!({
-                                "kind": "read", "read": s.read, "total": s.total
-                            }));
-                            match &s.done {
-                                Some(info) => m
-                                    .op_mut()
-                                    .data(w.end, Some((info.digest.clone(), info.size))),
-                                None => m.op_mut().data(w.end, None),
-                            }
+                            offer(&mut m, s, w, report);
                         }
                     }
                     let res = match started {
@@ -592,15 +595,7 @@ impl Driver {
                         .as_mut()
                         .ok_or("the machine asked for more data than there is")?;
                     s.fill(w, *chunk as usize).await?;
-                    report.send(serde_json::json!({
-                        "kind": "read", "read": s.read, "total": s.total
-                    }));
-                    match &s.done {
-                        Some(info) => m
-                            .op_mut()
-                            .data(w.end, Some((info.digest.clone(), info.size))),
-                        None => m.op_mut().data(w.end, None),
-                    }
+                    offer(&mut m, s, w, report);
                     m.data_ready();
                 }
                 Output::Event(Event::Retrying {
