@@ -95,6 +95,13 @@ fn tar_list(path: &Path) -> Vec<TarEntry> {
         .collect()
 }
 
+/// `lamina append --json ARGS...`, which must succeed; its JSON.
+fn append_json(args: &[&str]) -> Value {
+    let mut all = vec!["append", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&lamina(&all).ok().stdout).unwrap()
+}
+
 /// Writes the model inputs used by several tests into `dir`.
 fn model_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(dir.join("tok")).unwrap();
@@ -119,18 +126,8 @@ fn append_to_a_skopeo_layout_then_push_it_and_unpack_it() {
     let base_layers = base["layers"].as_array().unwrap().len();
     let (weights, config, tok, card) = model_inputs(&dir.join("in"));
 
-    let out = lamina(&[
-        "append",
-        s(&layout),
-        s(&weights),
-        s(&config),
-        s(&tok),
-        "-m",
-        s(&card),
-        "--json",
-    ])
-    .ok();
-    let j: Value = serde_json::from_str(&out.stdout).unwrap();
+    let append = || append_json(&[s(&layout), s(&weights), s(&config), s(&tok), "-m", s(&card)]);
+    let j = append();
     assert_eq!(j["updated"], 1, "{j}");
     assert_eq!(j["layers"].as_array().unwrap().len(), 4);
 
@@ -208,18 +205,7 @@ fn append_to_a_skopeo_layout_then_push_it_and_unpack_it() {
 
     // running again on the same files adds nothing and leaves index.json byte-identical
     let before = std::fs::read(layout.join("index.json")).unwrap();
-    let again = lamina(&[
-        "append",
-        s(&layout),
-        s(&weights),
-        s(&config),
-        s(&tok),
-        "-m",
-        s(&card),
-        "--json",
-    ])
-    .ok();
-    let j: Value = serde_json::from_str(&again.stdout).unwrap();
+    let j = append();
     assert_eq!(j["updated"], 0, "{j}");
     assert_eq!(std::fs::read(layout.join("index.json")).unwrap(), before);
 }
@@ -649,8 +635,7 @@ fn symlinks_collisions_root_dir_and_removing_originals() {
     let snap = hf.join("snapshots/abc");
 
     // a directory: one layer, the links stored as the files they point to
-    let out = lamina(&["append", "--json", s(&layout), s(&snap)]).ok();
-    let j: Value = serde_json::from_str(&out.stdout).unwrap();
+    let j = append_json(&[s(&layout), s(&snap)]);
     let d = j["layers"][0]["digest"].as_str().unwrap();
     let names: Vec<(String, String)> = tar_list(&blob(&layout, d))
         .into_iter()
@@ -666,8 +651,7 @@ fn symlinks_collisions_root_dir_and_removing_originals() {
     );
 
     // a linked file keeps its own name (olot would name it after the blob, "1111")
-    let out = lamina(&["append", "--json", s(&layout), s(&snap.join("model.bin"))]).ok();
-    let j: Value = serde_json::from_str(&out.stdout).unwrap();
+    let j = append_json(&[s(&layout), s(&snap.join("model.bin"))]);
     assert_eq!(j["layers"][0]["path"], "/models/model.bin");
 
     // same-named files from two directories are refused, naming both, and nothing is written

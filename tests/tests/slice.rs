@@ -22,6 +22,19 @@ fn lamina_offline(args: &[&str]) -> Run {
     )
 }
 
+/// `slice load ARCHIVE --dest DEST --from fixtures/base` into the offline registry.
+fn load_offline(archive: &Path, dest: &str) -> Run {
+    lamina_offline(&[
+        "slice",
+        "load",
+        s(archive),
+        "--dest",
+        dest,
+        "--from",
+        "fixtures/base",
+    ])
+}
+
 /// An image online: fixtures/base plus a weights layer.
 fn online_image(name: &str, dir: &Path, base: &str) -> (String, Vec<u8>) {
     let w = dir.join("weights.bin");
@@ -124,16 +137,7 @@ fn save_then_load_into_the_offline_registry_keeps_the_digest() {
     assert!(!tag_exists(&offline), "no tag after a refused load");
 
     // with the base mounted from where it is, the image arrives with its digest
-    let out = lamina_offline(&[
-        "slice",
-        "load",
-        s(&archive),
-        "--dest",
-        &offline,
-        "--from",
-        "fixtures/base",
-    ])
-    .ok();
+    let out = load_offline(&archive, &offline).ok();
     let want = digest_of(&online, None);
     assert!(
         out.stdout.trim().ends_with(&want),
@@ -174,15 +178,7 @@ fn damaged_and_truncated_archives_are_refused_before_any_tag() {
     let flipped = dir.join("flipped.tar");
     std::fs::write(&flipped, &bad).unwrap();
     let dest = format!("{BASIC}/{}:flipped", repo("slice-bad"));
-    let r = lamina_offline(&[
-        "slice",
-        "load",
-        s(&flipped),
-        "--dest",
-        &dest,
-        "--from",
-        "fixtures/base",
-    ]);
+    let r = load_offline(&flipped, &dest);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("digest"), "{}", r.stderr);
     assert!(!tag_exists(&dest));
@@ -197,15 +193,7 @@ fn damaged_and_truncated_archives_are_refused_before_any_tag() {
         let cut = dir.join(format!("{name}.tar"));
         std::fs::write(&cut, &good[..len]).unwrap();
         let dest = format!("{BASIC}/{}:{name}", repo("slice-bad"));
-        let r = lamina_offline(&[
-            "slice",
-            "load",
-            s(&cut),
-            "--dest",
-            &dest,
-            "--from",
-            "fixtures/base",
-        ]);
+        let r = load_offline(&cut, &dest);
         assert_eq!(r.code, 1, "{name}: {}", r.stderr);
         assert!(
             r.stderr.contains("truncated") || r.stderr.contains("size"),
@@ -326,16 +314,7 @@ fn docker_images_layouts_and_a_manifest_pointing_nowhere() {
     ])
     .ok();
     let offline = format!("{BASIC}/{}:v2s2", repo("slice-more"));
-    let out = lamina_offline(&[
-        "slice",
-        "load",
-        s(&archive),
-        "--dest",
-        &offline,
-        "--from",
-        "fixtures/base",
-    ])
-    .ok();
+    let out = load_offline(&archive, &offline).ok();
     let want = digest_of(&online, None);
     assert!(out.stdout.trim().ends_with(&want), "{}", out.stdout);
     let m = raw_manifest(&offline, Some(CREDS));
@@ -370,15 +349,7 @@ fn docker_images_layouts_and_a_manifest_pointing_nowhere() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cmd("tar", &args).ok();
     let dest = format!("{BASIC}/{}:forged", repo("slice-more"));
-    let r = lamina_offline(&[
-        "slice",
-        "load",
-        s(&forged),
-        "--dest",
-        &dest,
-        "--from",
-        "fixtures/base",
-    ]);
+    let r = load_offline(&forged, &dest);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains(forgotten["digest"].as_str().unwrap())
