@@ -324,9 +324,18 @@ impl Layout {
     }
 
     fn read_small(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
-        let (mut r, size) = self
+        let opened = self
             .open(name)?
             .ok_or_else(|| format!("{}: no {name}", self.shown))?;
+        self.read_opened(name, opened, limit)
+    }
+
+    fn read_opened(
+        &self,
+        name: &str,
+        (mut r, size): (Box<dyn Read + Send>, u64),
+        limit: u64,
+    ) -> Result<Vec<u8>> {
         if size > limit {
             return Err(Box::new(Error::TooLarge {
                 what: format!("{} in {}", name, self.shown),
@@ -339,12 +348,13 @@ impl Layout {
         Ok(v)
     }
 
-    /// The layout's `index.json`.
+    /// The layout's `index.json` (empty for a destination not written yet).
     pub fn index(&self) -> Result<LayoutIndex> {
-        if !self.init.is_completed() {
-            return Ok(LayoutIndex::empty());
-        }
-        let raw = self.read_small(layout::INDEX_FILE, layout::MAX_INDEX_SIZE)?;
+        let raw = match self.open(layout::INDEX_FILE)? {
+            Some(opened) => self.read_opened(layout::INDEX_FILE, opened, layout::MAX_INDEX_SIZE)?,
+            None if !self.init.is_completed() => return Ok(LayoutIndex::empty()),
+            None => return Err(format!("{}: no {}", self.shown, layout::INDEX_FILE).into()),
+        };
         LayoutIndex::parse(raw).map_err(|e| format!("{}: {e}", self.shown).into())
     }
 
@@ -380,11 +390,7 @@ impl Layout {
 
     /// Reads a small blob (manifest, config) and verifies its digest.
     pub fn read_blob(&self, d: &Digest, limit: u64) -> Result<Vec<u8>> {
-        let name = layout::blob_path(d);
-        if self.open(&name)?.is_none() {
-            self.open_blob(d)?;
-        }
-        let v = self.read_small(&name, limit)?;
+        let v = self.read_opened(&layout::blob_path(d), self.open_blob(d)?, limit)?;
         d.verify(&v, &format!("blob {d} in {}", self.shown))?;
         Ok(v)
     }
@@ -566,8 +572,8 @@ pub fn put_bytes(client: &mut Client, loc: &Loc, bytes: Vec<u8>) -> Result<Diges
     }
 }
 
-/// Stores a blob while a producer makes it. A layout takes it into a temp file, checks the
-/// producer's digest against its own hash of the bytes, then names it.
+/// Stores a blob while a producer makes it. A layout takes it into a temp file, checks its size
+/// against the producer's, then names it by the producer's digest.
 pub fn put_stream(
     client: &mut Client,
     loc: &Loc,
@@ -592,31 +598,29 @@ impl Layout {
         rx: Receiver<Data>,
         progress: &mut Progress,
     ) -> Result<(Digest, LayerInfo)> {
-        {
-            let mut w = self.blob_writer()?;
-            loop {
-                match rx.recv() {
-                    Ok(Data::Chunk(b)) => {
-                        w.write(&b)?;
-                        progress.set(w.len());
-                    }
-                    Ok(Data::Done(b, info)) => {
-                        w.write(&b)?;
-                        progress.set(w.len());
-                        if w.len() != info.size {
-                            return Err(Box::new(Error::SizeMismatch {
-                                what: "layer written to the layout".into(),
-                                expected: info.size,
-                                found: w.len(),
-                            }));
-                        }
-                        let d = info.digest.clone();
-                        w.commit(&d)?;
-                        return Ok((d, info));
-                    }
-                    Ok(Data::Failed(e)) => return Err(Box::new(e)),
-                    Err(_) => return Err("the layer producer stopped without a result".into()),
+        let mut w = self.blob_writer()?;
+        loop {
+            match rx.recv() {
+                Ok(Data::Chunk(b)) => {
+                    w.write(&b)?;
+                    progress.set(w.len());
                 }
+                Ok(Data::Done(b, info)) => {
+                    w.write(&b)?;
+                    progress.set(w.len());
+                    if w.len() != info.size {
+                        return Err(Box::new(Error::SizeMismatch {
+                            what: "layer written to the layout".into(),
+                            expected: info.size,
+                            found: w.len(),
+                        }));
+                    }
+                    let d = info.digest.clone();
+                    w.commit(&d)?;
+                    return Ok((d, info));
+                }
+                Ok(Data::Failed(e)) => return Err(Box::new(e)),
+                Err(_) => return Err("the layer producer stopped without a result".into()),
             }
         }
     }
