@@ -1,6 +1,8 @@
 //! Fetching an image's manifest(s) and config from a registry or a layout.
 
-use lamina_core::image::{detect_kind, Config, Index, Manifest, Platform, MAX_CONFIG_SIZE};
+use lamina_core::image::{
+    detect_kind, Config, Descriptor, Index, Manifest, Platform, MAX_CONFIG_SIZE,
+};
 use lamina_core::media::DocKind;
 use lamina_core::Digest;
 
@@ -113,15 +115,18 @@ pub fn fetch(client: &mut Client, r: &Loc, sel: &PlatformSel) -> Result<Top> {
 
 /// Fetches and parses an image's config.
 pub fn config(client: &mut Client, r: &Loc, m: &Manifest) -> Result<Config> {
-    let d = m.config()?;
+    Ok(Config::parse(config_bytes(client, r, &m.config()?)?)?)
+}
+
+/// Fetches a config blob's bytes, refusing one larger than lamina reads.
+pub fn config_bytes(client: &mut Client, r: &Loc, d: &Descriptor) -> Result<Vec<u8>> {
     if d.size > MAX_CONFIG_SIZE {
         return Err(Box::new(lamina_core::Error::TooLarge {
             what: format!("config {} of {r}", d.digest),
             limit: MAX_CONFIG_SIZE,
         }));
     }
-    let raw = store::get_config(client, r, &d.digest)?;
-    Ok(Config::parse(raw)?)
+    store::get_config(client, r, &d.digest)
 }
 
 /// Fetches the one image `sel` names (an index is resolved to its platform).

@@ -6,9 +6,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use lamina_core::image::{
-    detect_kind, Descriptor, Index, Manifest, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
-};
+use lamina_core::image::{detect_kind, Descriptor, Index, Manifest, MAX_MANIFEST_SIZE};
 use lamina_core::layer::LayerInfo;
 use lamina_core::layout::{self, LayoutIndex};
 use lamina_core::media::{self, DocKind};
@@ -21,7 +19,7 @@ use crate::blobs::read_verified;
 use crate::client::anyhow_like::Result;
 use crate::client::{Chunker, Client, Data};
 use crate::progress::{human, Progress};
-use crate::resolve::PlatformSel;
+use crate::resolve::{self, PlatformSel};
 use crate::store::{self, Loc};
 
 /// One manifest, index or config of the sliced image.
@@ -32,17 +30,20 @@ struct Doc {
     bytes: Vec<u8>,
 }
 
-/// The documents (top first) and the layer descriptors of an image, every platform of an index
-/// unless `sel` picks one (the slice's top is then that platform's manifest).
-fn collect(
-    client: &mut Client,
-    loc: &Loc,
-    sel: Option<&PlatformSel>,
-) -> Result<(Vec<Doc>, Vec<Descriptor>)> {
+/// What an image is made of: its manifests and indexes (top first, children after their index),
+/// its configs' and layers' descriptors.
+struct Parts {
+    docs: Vec<Doc>,
+    configs: Vec<Descriptor>,
+    layers: Vec<Descriptor>,
+}
+
+/// The parts of an image, every platform of an index unless `sel` picks one (the slice's top is
+/// then that platform's manifest). Only manifests are read; configs and layers are named.
+fn collect(client: &mut Client, loc: &Loc, sel: Option<&PlatformSel>) -> Result<Parts> {
     let top = store::get_manifest(client, loc, &loc.reference())?;
     let (kind, mt) = detect_kind(&top.bytes, top.content_type.as_deref())?;
-    let mut docs = Vec::new();
-    let mut layers = Vec::new();
+    let (mut docs, mut configs, mut layers) = (Vec::new(), Vec::new(), Vec::new());
     let first = match (kind, sel) {
         (DocKind::Index(_), Some(PlatformSel::One(p))) => {
             let ix = Index::parse(top.bytes.clone(), &mt)?;
@@ -72,27 +73,10 @@ fn collect(
             DocKind::Manifest(_) => {
                 let m = Manifest::parse(f.bytes.clone(), &mt)?;
                 let c = m.config()?;
-                if c.size > MAX_CONFIG_SIZE {
-                    return Err(Box::new(Error::TooLarge {
-                        what: format!("config {}", c.digest),
-                        limit: MAX_CONFIG_SIZE,
-                    }));
+                if !configs.iter().any(|x: &Descriptor| x.digest == c.digest) {
+                    configs.push(c);
                 }
-                let cb = store::get_config(client, loc, &c.digest)?;
                 layers.extend(m.layers()?);
-                docs.push(Doc {
-                    digest: f.digest.clone(),
-                    media_type: mt,
-                    bytes: f.bytes,
-                });
-                if !docs.iter().any(|x| x.digest == c.digest) {
-                    docs.push(Doc {
-                        digest: c.digest,
-                        media_type: c.media_type,
-                        bytes: cb,
-                    });
-                }
-                continue;
             }
         }
         docs.push(Doc {
@@ -102,7 +86,11 @@ fn collect(
         });
     }
     // the top was handled first, so it is docs[0]; children follow their index
-    Ok((docs, layers))
+    Ok(Parts {
+        docs,
+        configs,
+        layers,
+    })
 }
 
 /// What `save` needs.
@@ -131,16 +119,32 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
         None | Some("all") => None,
         Some(p) => Some(PlatformSel::parse(Some(p))?),
     };
-    let (docs, layers) = collect(client, &a.image, sel.as_ref())?;
+    let Parts {
+        mut docs,
+        configs,
+        layers,
+    } = collect(client, &a.image, sel.as_ref())?;
+    // the configs travel in the archive, after the manifests
+    for c in configs {
+        let bytes = resolve::config_bytes(client, &a.image, &c)?;
+        docs.push(Doc {
+            digest: c.digest,
+            media_type: c.media_type,
+            bytes,
+        });
+    }
+    // of the bases, only what their manifests name is needed
     let mut bases = Vec::new();
     let mut base_meta = Vec::new();
     for (name, loc) in &a.bases {
-        let (bdocs, blayers) = collect(client, loc, None)?;
-        let mut ds: Vec<Digest> = blayers.into_iter().map(|l| l.digest).collect();
-        ds.extend(bdocs.iter().map(|d| d.digest.clone()));
+        let b = collect(client, loc, None)?;
+        let ds: Vec<Digest> = (b.layers.iter().chain(&b.configs))
+            .map(|d| d.digest.clone())
+            .chain(b.docs.iter().map(|d| d.digest.clone()))
+            .collect();
         base_meta.push(Base {
             reference: name.clone(),
-            digest: bdocs[0].digest.to_string(),
+            digest: b.docs[0].digest.to_string(),
         });
         bases.push((name.clone(), ds));
     }
