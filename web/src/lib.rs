@@ -9,7 +9,7 @@ use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use lamina_core::auth::{Credentials, Secret};
 use lamina_core::compress::Compression;
 use lamina_core::http::{Body, Method, Request, Response};
-use lamina_core::image::{detect_kind, Config, Descriptor, History, Index, Manifest, Platform};
+use lamina_core::image::{detect_kind, Config, Descriptor, Index, Manifest, Platform};
 use lamina_core::layer::{LayerInfo, LayerWriter};
 use lamina_core::media::{self, DocKind, Family};
 use lamina_core::modelcar::{self, CarLayer, Part};
@@ -877,7 +877,7 @@ async fn run_affix(
         groups.push((inputs, Part::Weights, String::new()));
     }
     let chunk = o.chunk_mib.clamp(1, 512) << 20;
-    let mut built: Vec<(CarLayer, History)> = Vec::new();
+    let mut built: Vec<CarLayer> = Vec::new();
     for (i, (files, part, title)) in groups.into_iter().enumerate() {
         let c = if part == Part::Card {
             Compression::Gzip
@@ -912,38 +912,20 @@ async fn run_affix(
         report.send(serde_json::json!({
             "kind": "layerDone", "index": i, "digest": info.digest.to_string(), "size": info.size
         }));
-        let in_layer = if o.modelcar {
-            format!("/{path}/{what}")
+        // a modelcar layer is one file under /models; a weights layer is all the files under
+        // the path, its history `COPY <names> <path> # weights` as r8im writes it
+        let (title, in_layer) = if o.modelcar {
+            (title, format!("/{path}/{what}"))
         } else {
-            format!("/{path}")
+            (what, format!("/{path}"))
         };
-        let history = if o.modelcar {
-            CarLayer {
-                title: title.clone(),
-                in_layer_path: in_layer.clone(),
-                directory: false,
-                part,
-                info: info.clone(),
-            }
-            .history(&created)
-        } else {
-            History {
-                created: Some(created.clone()),
-                created_by: format!("COPY {what} /{path} # weights"),
-                comment: Some("weights".into()),
-                author: None,
-            }
-        };
-        built.push((
-            CarLayer {
-                title,
-                in_layer_path: in_layer,
-                directory: false,
-                part,
-                info,
-            },
-            history,
-        ));
+        built.push(CarLayer {
+            title,
+            in_layer_path: in_layer,
+            directory: false,
+            part,
+            info,
+        });
     }
 
     // 4. config and manifest, last
@@ -951,8 +933,8 @@ async fn run_affix(
     if o.modelcar && img.manifest.family() == Family::Docker {
         img.manifest.convert_to_oci();
     }
-    for (l, h) in &built {
-        img.config.push_layer(&l.info.diff_id, h);
+    for l in &built {
+        img.config.push_layer(&l.info.diff_id, &l.history(&created));
         let desc = if o.modelcar {
             l.descriptor(img.manifest.family())
                 .map_err(|e| e.to_string())?
@@ -963,7 +945,7 @@ async fn run_affix(
         };
         img.manifest.push_layer(&desc);
     }
-    if let Some((card, _)) = built.iter().rev().find(|(l, _)| l.part == Part::Card) {
+    if let Some(card) = built.iter().rev().find(|l| l.part == Part::Card) {
         img.manifest
             .set_annotation(modelcar::ANN_MODELCARD, &card.info.digest.to_string())
             .map_err(|e| e.to_string())?;
