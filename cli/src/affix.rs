@@ -201,8 +201,8 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         )?;
         crate::store::commit(&a.dest)?;
         let name = a.dest.name();
-        if a.json {
-            let v = serde_json::json!({
+        print_result(&a, t0, &format!("{name}@{final_digest}"), || {
+            serde_json::json!({
                 "image": format!("{name}@{final_digest}"),
                 "digest": final_digest.to_string(),
                 "tag": a.dest.tag(),
@@ -215,16 +215,8 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 })).collect::<Vec<_>>(),
                 "platforms": images.len(),
                 "seconds": t0.elapsed().as_secs_f64(),
-            });
-            print_result(&a, t0, &format!("{name}@{final_digest}"), v);
-        } else {
-            print_result(
-                &a,
-                t0,
-                &format!("{name}@{final_digest}"),
-                serde_json::Value::Null,
-            );
-        }
+            })
+        });
         return Ok(());
     }
 
@@ -354,8 +346,8 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     let platforms = images.len();
     crate::store::commit(&a.dest)?;
     let name = a.dest.name();
-    if a.json {
-        let v = serde_json::json!({
+    print_result(&a, t0, &format!("{name}@{final_digest}"), || {
+        serde_json::json!({
             "image": format!("{name}@{final_digest}"),
             "digest": final_digest.to_string(),
             "tag": a.dest.tag(),
@@ -368,23 +360,15 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             },
             "platforms": platforms,
             "seconds": t0.elapsed().as_secs_f64(),
-        });
-        print_result(&a, t0, &format!("{name}@{final_digest}"), v);
-    } else {
-        print_result(
-            &a,
-            t0,
-            &format!("{name}@{final_digest}"),
-            serde_json::Value::Null,
-        );
-    }
+        })
+    });
     Ok(())
 }
 
 /// The result on stdout (JSON with `--json`, else `dest@sha256:...`), the time on stderr.
-fn print_result(a: &Args, t0: Instant, line: &str, json: serde_json::Value) {
+fn print_result(a: &Args, t0: Instant, line: &str, json: impl FnOnce() -> serde_json::Value) {
     if a.json {
-        println!("{json}");
+        println!("{}", json());
     } else {
         println!("{line}");
     }
