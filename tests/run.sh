@@ -27,6 +27,8 @@ tests/harness/registry.sh start
 tests/harness/fixtures.sh
 
 log "cargo test (unit and end-to-end)"
+# a failed test keeps its temporary directory for a look; the next run starts without them
+rm -rf "${LAMINA_TEST_STATE:-/tmp/lamina-test}/tmp"
 cargo test --workspace --locked
 
 log "core's tests on wasm32-unknown-unknown"

@@ -210,18 +210,35 @@ impl TarWriter {
 
     /// File content, in chunks of any size.
     pub fn data(&mut self, chunk: &[u8], sink: &mut dyn FnMut(&[u8])) -> Result<(), Error> {
+        self.advance(chunk.len() as u64, Some(chunk), sink)
+    }
+
+    /// Accounts for `n` bytes of file content that the caller places in the archive itself
+    /// (see [`segments`]); only the padding after the file's last byte goes to `sink`.
+    pub fn skip(&mut self, n: u64, sink: &mut dyn FnMut(&[u8])) -> Result<(), Error> {
+        self.advance(n, None, sink)
+    }
+
+    fn advance(
+        &mut self,
+        n: u64,
+        chunk: Option<&[u8]>,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), Error> {
         let Some(path) = &self.current else {
             return Err(Error::Tar {
                 reason: "file data outside of a file entry".into(),
             });
         };
-        if chunk.len() as u64 > self.remaining {
+        if n > self.remaining {
             return Err(Error::Tar {
                 reason: format!("{path:?} grew while it was being read (more bytes than its size)"),
             });
         }
-        self.remaining -= chunk.len() as u64;
-        sink(chunk);
+        self.remaining -= n;
+        if let Some(c) = chunk {
+            sink(c);
+        }
         if self.remaining == 0 {
             sink(&[0u8; BLOCK][..self.pad]);
             self.current = None;
@@ -249,6 +266,50 @@ impl TarWriter {
         self.finished = true;
         Ok(())
     }
+}
+
+/// One stretch of an uncompressed layer, as [`segments`] lays it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment<S> {
+    /// Bytes made here: headers, padding, the end-of-archive marker.
+    Bytes(Vec<u8>),
+    /// The whole content of a file entry, `len` bytes, taken as they are from `source`.
+    Content {
+        /// The driver's handle for the file.
+        source: S,
+        /// Its size.
+        len: u64,
+    },
+}
+
+/// Lays out the uncompressed tar of planned `entries` (see [`plan`]) without reading any file:
+/// the archive is the concatenation of the segments, with each [`Segment::Content`] replaced by
+/// that file's bytes. A driver that can send a file without copying it (a browser `Blob`
+/// slice, `sendfile`) uploads the layer from this and hashes the same bytes on the side.
+pub fn segments<S: Clone>(
+    entries: &[PlannedEntry<S>],
+    mtime: u64,
+) -> Result<Vec<Segment<S>>, Error> {
+    let mut out: Vec<Segment<S>> = Vec::new();
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut tw = TarWriter::new(mtime);
+    for e in entries {
+        tw.entry(&e.path, &e.kind, &mut |b| bytes.extend_from_slice(b))?;
+        if let EntryKind::File { size, .. } = e.kind {
+            if size > 0 {
+                let source = e.source.clone().ok_or_else(|| Error::Tar {
+                    reason: format!("file {:?} has no source", e.path),
+                })?;
+                out.push(Segment::Bytes(core::mem::take(&mut bytes)));
+                out.push(Segment::Content { source, len: size });
+                tw.skip(size, &mut |b| bytes.extend_from_slice(b))?;
+            }
+        }
+    }
+    tw.finish(&mut |b| bytes.extend_from_slice(b))?;
+    out.push(Segment::Bytes(bytes));
+    out.retain(|s| !matches!(s, Segment::Bytes(b) if b.is_empty()));
+    Ok(out)
 }
 
 fn long_entry(kind: u8, name: &str, mtime: u64, sink: &mut dyn FnMut(&[u8])) {
@@ -506,5 +567,65 @@ mod tests {
         let h = tar::Header::from_byte_slice(&out[..512]);
         assert_eq!(h.size().unwrap(), size);
         assert!(looks_like_tar_header(&out));
+    }
+    #[test]
+    fn segments_filled_with_the_files_are_the_streamed_archive() {
+        let content = |i: usize, len: u64| -> Vec<u8> {
+            (0..len).map(|j| (j as usize * 7 + i) as u8).collect()
+        };
+        let long = format!("models/{}/deep.bin", "d".repeat(120));
+        let sizes = [
+            (long.as_str(), 1000u64),
+            ("models/a.bin", 512),
+            ("models/empty", 0),
+        ];
+        let entries = plan(
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, (p, size))| PlannedEntry {
+                    path: (*p).into(),
+                    kind: EntryKind::File {
+                        size: *size,
+                        executable: false,
+                    },
+                    source: Some(i),
+                })
+                .collect(),
+        )
+        .unwrap();
+        // the archive written the ordinary way
+        let mut streamed = Vec::new();
+        let mut w = TarWriter::new(7);
+        for e in &entries {
+            let mut sink = |b: &[u8]| streamed.extend_from_slice(b);
+            w.entry(&e.path, &e.kind, &mut sink).unwrap();
+            if let (EntryKind::File { size, .. }, Some(i)) = (&e.kind, e.source) {
+                if *size > 0 {
+                    w.data(&content(i, *size), &mut sink).unwrap();
+                }
+            }
+            w.end_file().unwrap();
+        }
+        w.finish(&mut |b: &[u8]| streamed.extend_from_slice(b))
+            .unwrap();
+        // the same from segments
+        let segs = segments(&entries, 7).unwrap();
+        let mut composed = Vec::new();
+        let mut contents = 0;
+        for s in &segs {
+            match s {
+                Segment::Bytes(b) => {
+                    assert!(!b.is_empty());
+                    composed.extend_from_slice(b)
+                }
+                Segment::Content { source, len } => {
+                    contents += 1;
+                    composed.extend_from_slice(&content(*source, *len))
+                }
+            }
+        }
+        assert_eq!(contents, 2, "empty files have no content segment");
+        assert_eq!(composed, streamed);
     }
 }

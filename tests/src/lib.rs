@@ -182,14 +182,40 @@ pub fn unpack(reference: &str, creds: Option<&str>, dir: &Path) -> PathBuf {
     bundle.join("rootfs")
 }
 
-/// A fresh temporary directory under the harness state, unique to this test.
-pub fn tempdir(name: &str) -> PathBuf {
+/// A fresh temporary directory under the harness state, unique to this test. It is removed when
+/// the test passes and kept (for a look) when it fails.
+pub fn tempdir(name: &str) -> TempDir {
     let d = state()
         .join("tmp")
         .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("mkdir temp");
-    d
+    TempDir(d)
+}
+
+/// See [`tempdir`].
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Deterministic pseudo-random bytes (xorshift), incompressible like weights.

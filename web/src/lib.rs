@@ -18,7 +18,7 @@ use lamina_core::registry::{
     Event, FetchedManifest, GetBlob, GetManifest, HeadBlob, Machine, MountBlob, Op, Output,
     PutManifest, Session, Upload, UploadConfig,
 };
-use lamina_core::tar::{archive_path, plan, EntryKind, PlannedEntry, TarWriter};
+use lamina_core::tar::{archive_path, plan, segments, EntryKind, PlannedEntry, Segment, TarWriter};
 use lamina_core::Digest;
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
@@ -174,6 +174,181 @@ impl Window {
     }
 }
 
+/// Bytes of a file read (and hashed) at a time.
+const READ: u64 = 16 << 20;
+
+/// An uncompressed layer sent straight from the user's files. A request body is a `Blob` made of
+/// the tar's own bytes (headers, padding) and slices of the files, so the browser sends the
+/// files from disk and nothing goes through wasm memory; the same bytes are read and hashed on
+/// the side, for the digest the upload needs only at its end.
+struct Composed {
+    /// (offset in the layer, segment)
+    segs: Vec<(u64, Segment<usize>)>,
+    len: u64,
+    /// hashing position: a segment, and the bytes of it hashed
+    at: usize,
+    off: u64,
+    hashed: u64,
+    /// The next file piece's read (segment, offset, length), asked for before the current piece
+    /// is hashed.
+    pending: Option<(usize, u64, u64, JsFuture)>,
+    /// Reused for copying pieces into wasm memory.
+    buf: Vec<u8>,
+    lw: Option<LayerWriter>,
+}
+
+impl Composed {
+    fn new(entries: &[PlannedEntry<usize>]) -> Res<Composed> {
+        let mut segs = Vec::new();
+        let mut off = 0u64;
+        for sg in segments(entries, 0).map_err(|e| e.to_string())? {
+            let n = match &sg {
+                Segment::Bytes(b) => b.len() as u64,
+                Segment::Content { len, .. } => *len,
+            };
+            segs.push((off, sg));
+            off += n;
+        }
+        Ok(Composed {
+            segs,
+            len: off,
+            at: 0,
+            off: 0,
+            hashed: 0,
+            pending: None,
+            buf: Vec::new(),
+            lw: Some(LayerWriter::new(Compression::None, None)),
+        })
+    }
+
+    /// Bytes `a..b` of the layer as blob parts: copies of the tar's own bytes, slices of files.
+    fn parts(&self, files: &[web_sys::File], a: u64, b: u64) -> Res<Array> {
+        let out = Array::new();
+        for (start, sg) in &self.segs {
+            let (s, e) = match sg {
+                Segment::Bytes(v) => (*start, start + v.len() as u64),
+                Segment::Content { len, .. } => (*start, start + len),
+            };
+            if e <= a || s >= b {
+                continue;
+            }
+            let (x, y) = (a.max(s) - s, b.min(e) - s);
+            match sg {
+                Segment::Bytes(v) => out.push(&Uint8Array::from(&v[x as usize..y as usize])),
+                Segment::Content { source, .. } => {
+                    let slice = files[*source]
+                        .slice_with_f64_and_f64(x as f64, y as f64)
+                        .map_err(js_err)?;
+                    out.push(&slice)
+                }
+            };
+        }
+        Ok(out)
+    }
+
+    /// The file piece to read at segment `at`, offset `off`, or at the next file content after.
+    fn piece_from(&self, mut at: usize, mut off: u64) -> Option<(usize, u64, u64)> {
+        while at < self.segs.len() {
+            if let Segment::Content { len, .. } = &self.segs[at].1 {
+                if off < *len {
+                    return Some((at, off, (len - off).min(READ)));
+                }
+            }
+            at += 1;
+            off = 0;
+        }
+        None
+    }
+
+    fn read(&self, files: &[web_sys::File], at: usize, off: u64, n: u64) -> Res<JsFuture> {
+        let Segment::Content { source, .. } = &self.segs[at].1 else {
+            return Err("internal error: reading a made segment from a file".into());
+        };
+        let file = &files[*source];
+        // the page's reader worker when there is one (see web/static/worker.js)
+        if let Ok(f) = Reflect::get(&global(), &"laminaReadSlice".into()) {
+            if let Some(f) = f.dyn_ref::<Function>() {
+                let p = f
+                    .call3(
+                        &JsValue::NULL,
+                        file,
+                        &JsValue::from_f64(off as f64),
+                        &JsValue::from_f64((off + n) as f64),
+                    )
+                    .map_err(js_err)?;
+                let p: Promise = p
+                    .dyn_into()
+                    .map_err(|_| "laminaReadSlice gave no promise")?;
+                return Ok(JsFuture::from(p));
+            }
+        }
+        let blob = file
+            .slice_with_f64_and_f64(off as f64, (off + n) as f64)
+            .map_err(js_err)?;
+        Ok(JsFuture::from(blob.array_buffer()))
+    }
+
+    /// Hashes the next piece: a run of the tar's own bytes, or up to [`READ`] bytes of a file
+    /// (reading the piece after it meanwhile). Gives the layer's digests after the last.
+    async fn hash_piece(&mut self, files: &[web_sys::File]) -> Res<Option<LayerInfo>> {
+        let lw = self.lw.as_mut().ok_or("layer already finished")?;
+        let Some((_, sg)) = self.segs.get(self.at) else {
+            let lw = self.lw.take().ok_or("layer already finished")?;
+            return lw.finish(&mut |_| {}).map(Some).map_err(|e| e.to_string());
+        };
+        let source = match sg {
+            Segment::Bytes(v) => {
+                lw.write(v, &mut |_| {}).map_err(|e| e.to_string())?;
+                self.hashed += v.len() as u64;
+                self.at += 1;
+                self.off = 0;
+                return Ok(None);
+            }
+            Segment::Content { source, .. } => *source,
+        };
+        let (at, off, n) = self
+            .piece_from(self.at, self.off)
+            .ok_or("internal error: no file piece where one was expected")?;
+        let fut = match self.pending.take() {
+            Some((pa, po, pn, f)) if (pa, po, pn) == (at, off, n) => f,
+            _ => self.read(files, at, off, n)?,
+        };
+        if let Some((na, no, nn)) = self.piece_from(at, off + n) {
+            self.pending = Some((na, no, nn, self.read(files, na, no, nn)?));
+        }
+        let name = files[source].name();
+        let ab = fut.await.map_err(|e| {
+            format!(
+                "reading {name} failed ({}): was it changed or moved after it was picked?",
+                js_err(e)
+            )
+        })?;
+        let v = Uint8Array::new(&ab);
+        if u64::from(v.length()) != n {
+            return Err(format!(
+                "{name} changed while it was being read (got {} bytes where {n} were expected)",
+                v.length()
+            ));
+        }
+        // one copy into wasm memory, for the hash
+        let n = n as usize;
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
+        v.copy_to(&mut self.buf[..n]);
+        let lw = self.lw.as_mut().ok_or("layer already finished")?;
+        lw.write(&self.buf[..n], &mut |_| {})
+            .map_err(|e| e.to_string())?;
+        self.hashed += n as u64;
+        self.off = off + n as u64;
+        if matches!(&self.segs[at].1, Segment::Content { len, .. } if *len == self.off) {
+            self.at += 1;
+            self.off = 0;
+        }
+        Ok(None)
+    }
+}
+
 /// Makes a layer from browser files as their streams are read.
 struct LayerSource {
     entries: Vec<PlannedEntry<usize>>,
@@ -192,6 +367,8 @@ struct LayerSource {
     read: u64,
     total: u64,
     compression: Compression,
+    /// An uncompressed layer: sent from the files as they are (see [`Composed`]).
+    composed: Option<Composed>,
 }
 
 impl LayerSource {
@@ -212,8 +389,14 @@ impl LayerSource {
             });
             fs.push(f);
         }
+        let entries = plan(entries).map_err(|e| e.to_string())?;
+        let composed = match c {
+            Compression::None => Some(Composed::new(&entries)?),
+            _ => None,
+        };
+
         Ok(LayerSource {
-            entries: plan(entries).map_err(|e| e.to_string())?,
+            entries,
             files: fs,
             next: 0,
             reader: None,
@@ -225,12 +408,44 @@ impl LayerSource {
             read: 0,
             total,
             compression: c,
+            composed,
         })
+    }
+
+    /// Bytes of the blob that can be asked for now.
+    fn available(&self, win: &Window) -> u64 {
+        match &self.composed {
+            Some(c) => c.len,
+            None => win.end,
+        }
+    }
+
+    /// Bytes `a..b` of the blob as blob parts (see [`Window::parts`], [`Composed::parts`]).
+    async fn body(&mut self, win: &mut Window, a: u64, b: u64, chunk: u64) -> Res<Array> {
+        if let Some(c) = &self.composed {
+            return c.parts(&self.files, a, b);
+        }
+        if a < win.start || b > win.end {
+            self.ensure(win, a, b, chunk).await?;
+        }
+        win.parts(a, b)
+    }
+
+    /// Where producing (or, for a composed layer, hashing) the blob has got to.
+    fn produced(&self, win: &Window) -> u64 {
+        match &self.composed {
+            Some(c) => c.hashed,
+            None => win.end,
+        }
     }
 
     /// Starts the layer again from its first byte (the registry lost the upload session): the
     /// files are read again and, the layer being deterministic, give the same bytes.
     fn restart(&mut self) {
+        if self.composed.is_some() {
+            // any range can be made again from the files; the hashing goes on as it was
+            return;
+        }
         if let Some(r) = self.reader.take() {
             let _ = r.cancel();
         }
@@ -262,6 +477,14 @@ impl LayerSource {
 
     /// Produces at least some more blob bytes into `win` (or finishes the layer).
     async fn fill(&mut self, win: &mut Window, want: usize) -> Res<()> {
+        if let Some(c) = self.composed.as_mut() {
+            let goal = c.hashed + want as u64;
+            while c.hashed < goal && self.done.is_none() {
+                self.done = c.hash_piece(&self.files).await?;
+                self.read = c.hashed.min(self.total);
+            }
+            return Ok(());
+        }
         let mut out: Vec<u8> = Vec::with_capacity(want.max(1 << 16) + (4 << 20));
         while out.len() < want && self.done.is_none() {
             let lw = self.lw.as_mut().ok_or("layer already finished")?;
@@ -380,8 +603,8 @@ fn offer<O: Op + Feedable>(m: &mut Machine<O>, s: &LayerSource, w: &Window, repo
     match &s.done {
         Some(info) => m
             .op_mut()
-            .data(w.end, Some((info.digest.clone(), info.size))),
-        None => m.op_mut().data(w.end, None),
+            .data(s.available(w), Some((info.digest.clone(), info.size))),
+        None => m.op_mut().data(s.available(w), None),
     }
 }
 
@@ -527,11 +750,10 @@ impl Driver {
                             let (s, w, chunk) = src
                                 .as_mut()
                                 .ok_or("the machine asked for upload data that does not exist")?;
-                            if *start < w.start || *end > w.end {
+                            if s.composed.is_none() && *start < w.start {
                                 report.log("the registry lost the upload: starting it over");
-                                s.ensure(w, *start, *end, *chunk).await?;
                             }
-                            Some(w.parts(*start, *end)?)
+                            Some(s.body(w, *start, *end, *chunk).await?)
                         }
                         Body::Stream { .. } => {
                             break Err("streamed request bodies are not used in the browser".into())
@@ -540,16 +762,23 @@ impl Driver {
                     let started = self.start(&req, body);
                     // while a chunk is on the wire, build the next one (the browser uploads on
                     // its network thread; this thread tars and hashes)
-                    if let (Ok(_), Some((s, w, chunk)), Body::Blob { .. }) =
+                    // (a composed layer is sent from the files: hash up to a chunk past this one)
+                    if let (Ok(_), Some((s, w, chunk)), Body::Blob { end, .. }) =
                         (&started, src.as_mut(), &req.body)
                     {
-                        if s.done.is_none() && w.end - w.start < 2 * *chunk {
-                            // build in pieces, giving the event loop a turn between them: the
+                        let goal = if s.composed.is_some() {
+                            end + *chunk
+                        } else if w.end - w.start < 2 * *chunk {
+                            w.end + *chunk
+                        } else {
+                            0
+                        };
+                        if s.done.is_none() && s.produced(w) < goal {
+                            // work in pieces, giving the event loop a turn between them: the
                             // browser only gets on with the request (its preflight, its body)
                             // when the worker yields; awaiting ready stream reads does not
-                            let piece = (*chunk / 8).max(1 << 20);
-                            let goal = w.end + *chunk;
-                            while w.end < goal && s.done.is_none() {
+                            let piece = (*chunk / 8).clamp(1 << 20, READ);
+                            while s.produced(w) < goal && s.done.is_none() {
                                 sleep_ms(0.0).await;
                                 s.fill(w, piece as usize).await?;
                             }
@@ -635,6 +864,7 @@ impl Driver {
             read: 0,
             total: 0,
             compression: Compression::None,
+            composed: None,
         };
         let mut win = Window::default();
         win.push(bytes);
@@ -967,12 +1197,14 @@ async fn run_affix(
     Ok(format!("{}@{digest}", dest.name()))
 }
 
-/// Builds the layer of `files` without uploading it and returns its digest, size and the time it
-/// took (JSON): the browser's layer-building and hashing throughput, for the benchmark.
+/// Builds the layer of `files` (`names` their paths under `dest` in the layer) without
+/// uploading it and returns its digests and sizes and the time it took (JSON): the browser's
+/// layer building and hashing throughput, for the benchmark.
 #[wasm_bindgen]
-pub async fn build_only(
+pub async fn layer_digests(
     files: Array,
     names: Array,
+    dest: String,
     compression: String,
 ) -> Result<String, JsError> {
     let mut inputs: Vec<Named> = Vec::new();
@@ -982,7 +1214,7 @@ pub async fn build_only(
     }
     let c = Compression::parse(&compression).ok_or_else(|| JsError::new("compression"))?;
     let t0 = js_sys::Date::now();
-    let mut src = LayerSource::new(inputs, "src/weights", c).map_err(|e| JsError::new(&e))?;
+    let mut src = LayerSource::new(inputs, &dest, c).map_err(|e| JsError::new(&e))?;
     let mut win = Window::default();
     while src.done.is_none() {
         src.fill(&mut win, 8 << 20)
@@ -995,6 +1227,7 @@ pub async fn build_only(
     Ok(serde_json::json!({
         "digest": info.digest.to_string(),
         "size": info.size,
+        "diffId": info.diff_id.to_string(),
         "uncompressed": info.uncompressed_size,
         "ms": ms,
     })

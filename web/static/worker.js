@@ -1,8 +1,37 @@
 // The Web Worker: loads lamina's WebAssembly and runs jobs off the page's thread, so the page
 // stays responsive while files are tarred, hashed and uploaded.
-import init, { affix, inspect, build_only } from './pkg/lamina_web.js';
+import init, { affix, inspect, layer_digests } from './pkg/lamina_web.js';
 
 const ready = init();
+
+// Reads `file` bytes start..end for the wasm (which calls it when it is there) on a reader
+// worker; where workers cannot start workers, on this thread.
+let reader = null;
+let nextRead = 0;
+const reads = new Map();
+self.laminaReadSlice = (file, start, end) => {
+  if (!reader) {
+    try {
+      reader = new Worker(new URL('./reader.js', import.meta.url));
+    } catch (_) {
+      return file.slice(start, end).arrayBuffer();
+    }
+    reader.onmessage = ({ data: { id, buf, error } }) => {
+      const r = reads.get(id);
+      reads.delete(id);
+      if (error !== undefined) r.reject(new Error(error)); else r.resolve(buf);
+    };
+    reader.onerror = (e) => {
+      for (const r of reads.values()) r.reject(new Error(`the reader worker failed: ${e.message}`));
+      reads.clear();
+    };
+  }
+  const id = nextRead++;
+  return new Promise((resolve, reject) => {
+    reads.set(id, { resolve, reject });
+    reader.postMessage({ id, file, start, end });
+  });
+};
 
 self.onmessage = async (ev) => {
   const msg = ev.data;
@@ -13,7 +42,7 @@ self.onmessage = async (ev) => {
       const out = await inspect(JSON.stringify(msg.opts), progress);
       self.postMessage({ type: 'inspected', result: JSON.parse(out) });
     } else if (msg.type === 'build') {
-      const out = await build_only(msg.files, msg.names, msg.compression || 'none');
+      const out = await layer_digests(msg.files, msg.names, msg.dest ?? 'src/weights', msg.compression || 'none');
       self.postMessage({ type: 'built', result: JSON.parse(out) });
     } else if (msg.type === 'affix') {
       const out = await affix(JSON.stringify(msg.opts), msg.files, msg.names, msg.card || undefined, progress);
