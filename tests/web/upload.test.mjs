@@ -111,9 +111,18 @@ test('drop two files (one of 200 MiB), get the image, check it with skopeo and u
   await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 2);
   const t0 = Date.now();
   await page.click('#go');
+  // the big file's own bar moves while it uploads, with bytes, rate and ETA beside it
+  const midway = await page.waitForFunction(() => {
+    const li = document.querySelector('#filelist li');
+    const p = li.querySelector('progress');
+    return p.value > 0 && p.value < p.max && /ETA/.test(li.textContent) ? li.textContent : false;
+  }, null, { timeout: 120000, polling: 20 });
+  assert.match(await midway.jsonValue(), /^model\.bin \(200\.0 MiB\).*MiB of 200\.0 MiB · .*\/s · ETA \d+ s$/);
   await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
   const result = await page.textContent('#result');
   assert.match(result, /^127\.0\.0\.1:5100\/e2e\/web-\d+@sha256:[0-9a-f]{64}$/, result);
+  const bars = await page.$$eval('#filelist progress', (ps) => ps.map((p) => [p.value, p.max]));
+  assert.deepEqual(bars, [[200 << 20, 200 << 20], [15, 15]], 'each file\'s bar is full');
   console.log(`browser affix of 200 MiB: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   await page.screenshot({ path: path.join(artifacts, 'finished.png'), fullPage: true });
 
@@ -192,5 +201,45 @@ test('the connection is cut mid-upload: the upload resumes from the registry\'s 
   const patches = fs.readFileSync('/tmp/lamina-test/run/plain.log', 'utf8').split('\n')
     .filter((l) => l.includes(`PATCH /v2/e2e/web-resume-${run}/blobs/uploads/`));
   assert.ok(patches.length >= 4, `160 MiB in 64 MiB chunks is 3 PATCHes; with the cut chunk sent again, more: ${patches.length}`);
+  await page.close();
+});
+
+test('a folder picked with the folder input, as a modelcar with a model card', async () => {
+  // a model folder on disk, given to the page's folder input like a user's pick
+  const src = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-folder-'));
+  fs.mkdirSync(path.join(src, 'tiny/weights'), { recursive: true });
+  fs.writeFileSync(path.join(src, 'tiny/weights/part-1.bin'), gen(3, 21));
+  fs.writeFileSync(path.join(src, 'tiny/tokenizer.json'), '{"vocab": 3}\n');
+  fs.writeFileSync(path.join(src, 'README.md'), '# tiny\nA model card.\n');
+  const page = await openPage();
+  const dest = `${REG}/e2e/web-folder-${run}:v1`;
+  await page.fill('#base', `${REG}/fixtures/base:latest`);
+  await page.fill('#dest', dest);
+  await page.check('input[name=layout][value=modelcar]');
+  await page.setInputFiles('#folder', path.join(src, 'tiny'));
+  await page.setInputFiles('#card', path.join(src, 'README.md'));
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 2);
+  const names = await page.$$eval('#filelist li span:first-child', (s) => s.map((x) => x.textContent).sort());
+  assert.deepEqual(names, ['tiny/tokenizer.json (13 B)', 'tiny/weights/part-1.bin (3.0 MiB)']);
+  await page.click('#go');
+  await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
+  const result = await page.textContent('#result');
+  assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${await page.textContent('#log')}`);
+  // one layer per file and the card last, with olot's annotations; the files under /models
+  const m = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`]));
+  const b = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${REG}/fixtures/base:latest`]));
+  const added = m.layers.slice(b.layers.length);
+  assert.equal(added.length, 3);
+  assert.equal(added[2].annotations['io.opendatahub.modelcar.layer.type'], 'modelcard');
+  assert.equal(m.annotations['io.opendatahub.layers.modelcard'], added[2].digest);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-web-'));
+  sh('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${dest}`, `oci:${dir}/layout:img`]);
+  sh('umoci', ['unpack', '--rootless', '--image', `${dir}/layout:img`, `${dir}/bundle`]);
+  const models = path.join(dir, 'bundle/rootfs/models');
+  assert.equal(sha256(fs.readFileSync(path.join(models, 'tiny/weights/part-1.bin'))), sha256(gen(3, 21)));
+  assert.equal(fs.readFileSync(path.join(models, 'tiny/tokenizer.json'), 'utf8'), '{"vocab": 3}\n');
+  assert.equal(fs.readFileSync(path.join(models, 'README.md'), 'utf8'), '# tiny\nA model card.\n');
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.rmSync(src, { recursive: true, force: true });
   await page.close();
 });

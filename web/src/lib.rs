@@ -369,14 +369,18 @@ struct LayerSource {
     compression: Compression,
     /// An uncompressed layer: sent from the files as they are (see [`Composed`]).
     composed: Option<Composed>,
+    /// Each file's name (as given) and bytes in the uncompressed tar.
+    spans: Vec<(String, u64, u64)>,
 }
 
 impl LayerSource {
     fn new(files: Vec<Named>, dest: &str, c: Compression) -> Res<LayerSource> {
         let mut entries = Vec::new();
         let mut fs = Vec::new();
+        let mut names = Vec::new();
         let mut total = 0u64;
         for (i, (name, f)) in files.into_iter().enumerate() {
+            names.push(name.clone());
             let size = f.size() as u64;
             total += size;
             entries.push(PlannedEntry {
@@ -394,6 +398,18 @@ impl LayerSource {
             Compression::None => Some(Composed::new(&entries)?),
             _ => None,
         };
+        // where each file's bytes are in the tar, for per-file progress
+        let mut spans = Vec::new();
+        let mut at = 0u64;
+        for sg in segments(&entries, 0).map_err(|e| e.to_string())? {
+            match sg {
+                Segment::Bytes(b) => at += b.len() as u64,
+                Segment::Content { source, len } => {
+                    spans.push((names[source].clone(), at, len));
+                    at += len;
+                }
+            }
+        }
 
         Ok(LayerSource {
             entries,
@@ -409,6 +425,7 @@ impl LayerSource {
             total,
             compression: c,
             composed,
+            spans,
         })
     }
 
@@ -429,6 +446,31 @@ impl LayerSource {
             self.ensure(win, a, b, chunk).await?;
         }
         win.parts(a, b)
+    }
+
+    /// How far the uncompressed tar has got, for per-file progress: for a layer sent from the
+    /// files, the bytes the registry confirmed; else the bytes read, tarred and compressed.
+    fn tar_at(&self, confirmed: u64) -> u64 {
+        match (&self.composed, &self.lw) {
+            (Some(_), _) => confirmed,
+            (None, Some(lw)) => lw.uncompressed_len(),
+            (None, None) => u64::MAX,
+        }
+    }
+
+    /// Files as `{name, done, size}`: bytes of each that are done (see [`Self::tar_at`]).
+    fn per_file(&self, confirmed: u64) -> serde_json::Value {
+        let at = self.tar_at(confirmed);
+        serde_json::Value::Array(
+            self.spans
+                .iter()
+                .map(|(name, start, len)| {
+                    serde_json::json!({
+                        "name": name, "done": at.saturating_sub(*start).min(*len), "size": len
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Where producing (or, for a composed layer, hashing) the blob has got to.
@@ -599,7 +641,10 @@ impl Feedable for Upload {
 
 /// Tells the upload how much of the blob is there (and, at the end, what it is); reports it.
 fn offer<O: Op + Feedable>(m: &mut Machine<O>, s: &LayerSource, w: &Window, report: &Report) {
-    report.send(serde_json::json!({"kind": "read", "read": s.read, "total": s.total}));
+    let confirmed = m.op().confirmed_bytes().unwrap_or(0);
+    report.send(serde_json::json!({
+        "kind": "read", "read": s.read, "total": s.total, "files": s.per_file(confirmed)
+    }));
     match &s.done {
         Some(info) => m
             .op_mut()
@@ -809,7 +854,8 @@ impl Driver {
                     if let (Some((s, w, _)), Some(c)) = (src.as_mut(), m.op().confirmed_bytes()) {
                         w.drop_before(c);
                         report.send(serde_json::json!({
-                            "kind": "upload", "confirmed": c, "read": s.read, "total": s.total
+                            "kind": "upload", "confirmed": c, "read": s.read, "total": s.total,
+                            "files": s.per_file(c)
                         }));
                     }
                 }
@@ -865,6 +911,7 @@ impl Driver {
             total: 0,
             compression: Compression::None,
             composed: None,
+            spans: Vec::new(),
         };
         let mut win = Window::default();
         win.push(bytes);

@@ -12,13 +12,40 @@ const human = (n) => {
 };
 const log = (m) => { $('log').textContent += m + '\n'; };
 
+// one row per file: its name and size, and (once the job runs) its own bar with bytes, rate, ETA
+let rows = new Map(); // name -> { bar, stat, size, t0 }
 function showFiles() {
   const ul = $('filelist');
   ul.innerHTML = '';
+  rows = new Map();
   for (const p of picked) {
     const li = document.createElement('li');
-    li.textContent = `${p.name} (${human(p.file.size)})`;
+    const label = document.createElement('span');
+    label.textContent = `${p.name} (${human(p.file.size)})`;
+    const bar = document.createElement('progress');
+    bar.max = Math.max(p.file.size, 1);
+    bar.value = 0;
+    bar.setAttribute('aria-label', `${p.name} uploaded`);
+    const stat = document.createElement('span');
+    stat.className = 'small';
+    li.append(label, bar, stat);
     ul.appendChild(li);
+    rows.set(p.name, { bar, stat, size: p.file.size, t0: 0 });
+  }
+}
+
+function fileProgress(files) {
+  const now = performance.now();
+  for (const f of files || []) {
+    const r = rows.get(f.name);
+    if (!r) continue;
+    if (f.done > 0 && !r.t0) r.t0 = now;
+    r.bar.value = f.done;
+    if (f.done >= f.size) { r.stat.textContent = 'done'; continue; }
+    const secs = r.t0 ? (now - r.t0) / 1000 : 0;
+    const rate = secs > 0.2 ? f.done / secs : 0;
+    r.stat.textContent = `${human(f.done)} of ${human(f.size)}` +
+      (rate ? ` · ${human(rate)}/s · ETA ${((f.size - f.done) / rate).toFixed(0)} s` : '');
   }
 }
 
@@ -57,10 +84,13 @@ drop.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' '
 drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));
 drop.addEventListener('drop', (e) => { e.preventDefault(); drop.classList.remove('over'); addDropped(e.dataTransfer); });
-$('files').addEventListener('change', (e) => {
-  for (const f of e.target.files) picked.push({ file: f, name: f.webkitRelativePath || f.name });
-  showFiles();
-});
+for (const id of ['files', 'folder']) {
+  $(id).addEventListener('change', (e) => {
+    for (const f of e.target.files) picked.push({ file: f, name: f.webkitRelativePath || f.name });
+    e.target.value = '';
+    showFiles();
+  });
+}
 
 function hostOf(ref) {
   const first = ref.replace(/^https?:\/\//, '').split('/')[0];
@@ -157,11 +187,13 @@ $('form').addEventListener('submit', async (e) => {
     if (p.kind === 'phase') $('phase').textContent = { base: 'Reading the base image…', mount: 'Linking the base layers…', manifest: 'Writing the manifest…' }[p.phase] || p.phase;
     if (p.kind === 'layer') { layerTotal = p.total; $('phase').textContent = `Building and uploading: ${p.files}`; }
     if (p.kind === 'layerDone') { doneBefore += layerTotal; confirmed = 0; }
-    if (p.kind === 'read' || p.kind === 'upload') {
+    // (the config's upload, last, has no files)
+    if ((p.kind === 'read' || p.kind === 'upload') && p.total > 0) {
       if (p.kind === 'upload') confirmed = p.confirmed;
+      fileProgress(p.files);
       const fileFrac = p.total ? Math.min(1, p.read / p.total) : 1;
       $('filebar').style.width = `${(fileFrac * 100).toFixed(1)}%`;
-      $('filestat').textContent = `${human(p.read)} of ${human(p.total)} read and hashed; ${human(confirmed)} confirmed by the registry`;
+      $('filestat').textContent = `This layer: ${human(p.read)} of ${human(p.total)} read and hashed; ${human(confirmed)} confirmed by the registry`;
       const done = doneBefore + Math.min(p.read, p.total);
       const secs = (performance.now() - t0) / 1000;
       const rate = done / Math.max(secs, 0.001);
@@ -174,6 +206,7 @@ $('form').addEventListener('submit', async (e) => {
     const out = await job({ type: 'affix', opts: o, files: picked.map((p) => p.file), names: picked.map((p) => p.name), card }, onProgress);
     $('totalbar').style.width = '100%';
     $('filebar').style.width = '100%';
+    for (const r of rows.values()) { r.bar.value = r.bar.max; r.stat.textContent = 'done'; }
     $('phase').textContent = `Done in ${((performance.now() - t0) / 1000).toFixed(1)} s`;
     $('result').textContent = out;
   } catch (err) {
