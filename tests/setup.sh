@@ -3,7 +3,7 @@
 # Debian packages (registry, skopeo, umoci, ...), the wasm32 target, and wasm-bindgen-cli at the
 # exact version of the wasm-bindgen crate in Cargo.lock (its test runner runs core's tests in Node),
 # olot (PyPI, in a virtualenv) for the tests that compare `lamina append` with it, and
-# playwright-core (npm) with Debian's chromium for the browser tests.
+# playwright-core and puppeteer-core (npm) with Debian's chromium and firefox-esr for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*"; }
@@ -24,9 +24,10 @@ fi
 tests/harness/olot.sh >/dev/null
 command -v node >/dev/null || { log "apt-get install nodejs"; apt-get install -y -q nodejs >/dev/null; }
 command -v npm >/dev/null || { log "apt-get install npm"; apt-get install -y -q --no-install-recommends npm >/dev/null; }
-# playwright-core drives Debian's chromium in the browser tests (no browser download)
+# playwright-core drives Debian's chromium, puppeteer-core its firefox-esr (WebDriver BiDi), in
+# the browser tests (no browser download)
 if ! cmp -s tests/web/package-lock.json tests/web/node_modules/.lamina-installed-lock; then
-  log "npm ci (tests/web: playwright-core)"
+  log "npm ci (tests/web: playwright-core, puppeteer-core)"
   (cd tests/web && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.lamina-installed-lock)
 fi
 log "ready: $(wasm-bindgen-test-runner --version), node $(node --version)"

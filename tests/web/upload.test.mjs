@@ -5,56 +5,19 @@
 //   cd tests/web && npm test
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import crypto from 'node:crypto';
-import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { serve, sh, sha256, gen, GEN, REG, artifacts, checkPushed } from './common.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '../..');
-const dist = path.join(root, 'web/dist');
-const REG = '127.0.0.1:5100';
-const artifacts = path.join(here, 'artifacts');
 const run = `${process.pid}`;
-
-// the same pseudo-random bytes in Node and in the page: xorshift32 per 4-byte word, seeded per MiB
-const GEN = `(mib, seed) => {
-  const out = new Uint8Array(mib * 1048576);
-  const w = new Uint32Array(out.buffer);
-  for (let b = 0; b < mib; b++) {
-    let x = (seed * 2654435761 + b * 40503 + 1) >>> 0 || 1;
-    for (let i = b * 262144, e = i + 262144; i < e; i++) {
-      x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-      w[i] = x;
-    }
-  }
-  return out;
-}`;
-const gen = eval(GEN);
 
 let server, base, browser, ctx;
 
-function serve() {
-  const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm' };
-  server = http.createServer((req, res) => {
-    const p = path.join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
-    const file = p.endsWith('/') ? path.join(p, 'index.html') : p;
-    if (!file.startsWith(dist) || !fs.existsSync(file)) { res.writeHead(404); res.end(); return; }
-    res.writeHead(200, { 'content-type': types[path.extname(file)] || 'application/octet-stream' });
-    fs.createReadStream(file).pipe(res);
-  });
-  return new Promise((r) => server.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${server.address().port}/`)));
-}
-
 before(async () => {
-  assert.ok(fs.existsSync(path.join(dist, 'pkg/lamina_web_bg.wasm')), 'web/dist is built (web/build.sh)');
-  fs.mkdirSync(artifacts, { recursive: true });
-  base = await serve();
+  ({ server, url: base } = await serve());
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-chromium-'));
   ctx = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
@@ -68,14 +31,6 @@ after(async () => {
   await ctx?.close();
   server?.close();
 });
-
-function sh(cmd, args) {
-  return execFileSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
-}
-
-function sha256(buf) {
-  return crypto.createHash('sha256').update(buf).digest('hex');
-}
 
 // drops files made in the page (name, MiB, seed) onto the drop zone
 async function dropGenerated(page, files) {
@@ -126,24 +81,15 @@ test('drop two files (one of 200 MiB), get the image, check it with skopeo and u
   console.log(`browser affix of 200 MiB: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   await page.screenshot({ path: path.join(artifacts, 'finished.png'), fullPage: true });
 
-  // the registry has it: base layers unchanged, one new layer; the pushed digest is the tag's
-  const raw = sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`]);
-  assert.equal(`${REG}/e2e/web-${run}@sha256:${sha256(raw)}`, result);
-  const m = JSON.parse(raw);
-  const b = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${REG}/fixtures/base:latest`]));
-  assert.equal(m.layers.length, b.layers.length + 1);
-  assert.deepEqual(m.layers.slice(0, b.layers.length), b.layers);
-  assert.equal(m.layers.at(-1).mediaType, 'application/vnd.oci.image.layer.v1.tar');
-
-  // umoci unpacks it; the files are there byte for byte
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-web-'));
-  sh('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${dest}`, `oci:${dir}/layout:img`]);
-  sh('umoci', ['unpack', '--rootless', '--image', `${dir}/layout:img`, `${dir}/bundle`]);
-  const w = path.join(dir, 'bundle/rootfs/src/weights');
-  assert.equal(sha256(fs.readFileSync(path.join(w, 'model.bin'))), sha256(gen(200, 7)));
-  assert.equal(fs.readFileSync(path.join(w, 'config.json'), 'utf8'), '{"hidden": 64}\n');
-  assert.ok(fs.existsSync(path.join(dir, 'bundle/rootfs/src/predict.py')), 'base files kept');
-  fs.rmSync(dir, { recursive: true, force: true });
+  // the registry has it: base layers unchanged, one new layer; the files byte for byte
+  checkPushed(dest, result, `${REG}/fixtures/base:latest`, (m, b, rootfs) => {
+    assert.equal(m.layers.length, b.layers.length + 1);
+    assert.equal(m.layers.at(-1).mediaType, 'application/vnd.oci.image.layer.v1.tar');
+    const w = path.join(rootfs, 'src/weights');
+    assert.equal(sha256(fs.readFileSync(path.join(w, 'model.bin'))), sha256(gen(200, 7)));
+    assert.equal(fs.readFileSync(path.join(w, 'config.json'), 'utf8'), '{"hidden": 64}\n');
+    assert.ok(fs.existsSync(path.join(rootfs, 'src/predict.py')), 'base files kept');
+  });
   await page.close();
 });
 
@@ -192,11 +138,9 @@ test('the connection is cut mid-upload: the upload resumes from the registry\'s 
   // the registry's offset (or, when the registry dropped the session, from the start)
   assert.match(log, /resuming from the registry's offset|request failed|starting it over/, log);
   // the layer is whole: it unpacks to the file, byte for byte
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-web-'));
-  sh('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${REG}/e2e/web-resume-${run}:v1`, `oci:${dir}/layout:img`]);
-  sh('umoci', ['unpack', '--rootless', '--image', `${dir}/layout:img`, `${dir}/bundle`]);
-  assert.equal(sha256(fs.readFileSync(path.join(dir, 'bundle/rootfs/src/weights/model.bin'))), sha256(gen(160, 11)));
-  fs.rmSync(dir, { recursive: true, force: true });
+  checkPushed(`${REG}/e2e/web-resume-${run}:v1`, result.replace(host, REG), `${REG}/fixtures/base:latest`, (m, b, rootfs) => {
+    assert.equal(sha256(fs.readFileSync(path.join(rootfs, 'src/weights/model.bin'))), sha256(gen(160, 11)));
+  });
   // and the registry saw the chunk sent again from where it stopped, not the whole layer
   const patches = fs.readFileSync('/tmp/lamina-test/run/plain.log', 'utf8').split('\n')
     .filter((l) => l.includes(`PATCH /v2/e2e/web-resume-${run}/blobs/uploads/`));
@@ -226,20 +170,16 @@ test('a folder picked with the folder input, as a modelcar with a model card', a
   const result = await page.textContent('#result');
   assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${await page.textContent('#log')}`);
   // one layer per file and the card last, with olot's annotations; the files under /models
-  const m = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`]));
-  const b = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${REG}/fixtures/base:latest`]));
-  const added = m.layers.slice(b.layers.length);
-  assert.equal(added.length, 3);
-  assert.equal(added[2].annotations['io.opendatahub.modelcar.layer.type'], 'modelcard');
-  assert.equal(m.annotations['io.opendatahub.layers.modelcard'], added[2].digest);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-web-'));
-  sh('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${dest}`, `oci:${dir}/layout:img`]);
-  sh('umoci', ['unpack', '--rootless', '--image', `${dir}/layout:img`, `${dir}/bundle`]);
-  const models = path.join(dir, 'bundle/rootfs/models');
-  assert.equal(sha256(fs.readFileSync(path.join(models, 'tiny/weights/part-1.bin'))), sha256(gen(3, 21)));
-  assert.equal(fs.readFileSync(path.join(models, 'tiny/tokenizer.json'), 'utf8'), '{"vocab": 3}\n');
-  assert.equal(fs.readFileSync(path.join(models, 'README.md'), 'utf8'), '# tiny\nA model card.\n');
-  fs.rmSync(dir, { recursive: true, force: true });
+  checkPushed(dest, result, `${REG}/fixtures/base:latest`, (m, b, rootfs) => {
+    const added = m.layers.slice(b.layers.length);
+    assert.equal(added.length, 3);
+    assert.equal(added[2].annotations['io.opendatahub.modelcar.layer.type'], 'modelcard');
+    assert.equal(m.annotations['io.opendatahub.layers.modelcard'], added[2].digest);
+    const models = path.join(rootfs, 'models');
+    assert.equal(sha256(fs.readFileSync(path.join(models, 'tiny/weights/part-1.bin'))), sha256(gen(3, 21)));
+    assert.equal(fs.readFileSync(path.join(models, 'tiny/tokenizer.json'), 'utf8'), '{"vocab": 3}\n');
+    assert.equal(fs.readFileSync(path.join(models, 'README.md'), 'utf8'), '# tiny\nA model card.\n');
+  });
   fs.rmSync(src, { recursive: true, force: true });
   await page.close();
 });
