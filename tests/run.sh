@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every test (README "Tests"; .ci/run calls it too):
 #   formatting, clippy, core's dependency rule, unit tests (native and wasm32 in Node),
-#   the end-to-end tests against real registries on 127.0.0.1, and the browser uploader in
-#   headless Chromium.
+#   the end-to-end tests against real registries on 127.0.0.1, the browser uploader in headless
+#   Chromium and Firefox, and the edge Worker in workerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\n[tests] %s\n' "$*"; }
@@ -34,9 +34,11 @@ cargo test --workspace --locked
 log "core's tests on wasm32-unknown-unknown"
 cargo test -p lamina-core --target wasm32-unknown-unknown --locked
 
-log "the browser uploader: build web/dist, drive it in headless Chromium"
-cargo clippy -p lamina-web --target wasm32-unknown-unknown --locked -- -D warnings
+log "the browser uploader and the edge Worker: build web/dist and edge/build, drive the page in"
+log "headless Chromium and Firefox, run the Worker in workerd (wrangler dev --local)"
+cargo clippy -p lamina-web -p lamina-edge --target wasm32-unknown-unknown --locked -- -D warnings
 web/build.sh
+edge/build.sh
 (cd tests/web && npm test)
 
 log "all tests passed"

@@ -30,4 +30,10 @@ if ! cmp -s tests/web/package-lock.json tests/web/node_modules/.lamina-installed
   log "npm ci (tests/web: playwright-core, puppeteer-core)"
   (cd tests/web && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.lamina-installed-lock)
 fi
+# wrangler (pinned to 4.86.0, the last release that runs on Node 20) runs the edge Worker in
+# workerd for the edge tests
+if ! cmp -s edge/package-lock.json edge/node_modules/.lamina-installed-lock; then
+  log "npm ci (edge: wrangler)"
+  (cd edge && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.lamina-installed-lock)
+fi
 log "ready: $(wasm-bindgen-test-runner --version), node $(node --version)"

@@ -27,9 +27,11 @@ const ctx = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.t
 });
 const page = await ctx.newPage();
 await page.goto(`http://127.0.0.1:${server.address().port}/`);
-await page.setInputFiles('#files', file);
+// an input of the benchmark's own (the page's inputs hand their files over and clear)
+await page.evaluate(() => { const i = document.createElement('input'); i.type = 'file'; i.id = 'benchfile'; document.body.append(i); });
+await page.setInputFiles('#benchfile', file);
 const out = await page.evaluate(async ([dest, runs]) => {
-  const f = document.getElementById('files').files[0];
+  const f = document.getElementById('benchfile').files[0];
   const w = new Worker('worker.js', { type: 'module' });
   const ask = (msg) => new Promise((res, rej) => {
     w.onmessage = (e) => { const m = e.data; if (m.type === 'error') rej(new Error(m.message)); else if (m.type !== 'progress') res(m.result); };

@@ -55,15 +55,16 @@ export function sha256(buf) {
 
 /// Checks a pushed image of `dest` (`result` the page's `repo@sha256:...`) against the base with
 /// skopeo, unpacks it with umoci, and gives the unpacked rootfs to `check` before cleaning up.
-export function checkPushed(dest, result, baseRef, check) {
-  const raw = sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`]);
+export function checkPushed(dest, result, baseRef, check, creds = null) {
+  const auth = creds ? ['--creds', creds] : [];
+  const raw = sh('skopeo', ['inspect', '--raw', '--tls-verify=false', ...auth, `docker://${dest}`]);
   assert.equal(`${dest.replace(/:[^:/]+$/, '')}@sha256:${sha256(raw)}`, result, 'the pushed digest is the tag\'s');
   const m = JSON.parse(raw);
-  const b = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${baseRef}`]));
+  const b = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', ...auth, `docker://${baseRef}`]));
   assert.deepEqual(m.layers.slice(0, b.layers.length), b.layers, 'the base layers are unchanged');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-web-'));
   try {
-    sh('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${dest}`, `oci:${dir}/layout:img`]);
+    sh('skopeo', ['copy', '-q', '--src-tls-verify=false', ...(creds ? ['--src-creds', creds] : []), `docker://${dest}`, `oci:${dir}/layout:img`]);
     sh('umoci', ['unpack', '--rootless', '--image', `${dir}/layout:img`, `${dir}/bundle`]);
     check(m, b, path.join(dir, 'bundle/rootfs'));
   } finally {

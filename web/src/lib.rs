@@ -744,10 +744,21 @@ impl Driver {
         if let Some(iter) = js_sys::try_iter(&it).map_err(js_err)? {
             for pair in iter {
                 let pair: Array = pair.map_err(js_err)?.dyn_into().map_err(|_| "header")?;
-                headers.push((
-                    pair.get(0).as_string().unwrap_or_default(),
-                    pair.get(1).as_string().unwrap_or_default(),
-                ));
+                let mut name = pair.get(0).as_string().unwrap_or_default();
+                // the edge proxy hands a browser the registry's challenge under another name
+                // (a same-origin Basic challenge would open the browser's login dialog)
+                if self.proxy.is_some() && name.eq_ignore_ascii_case("x-lamina-www-authenticate") {
+                    name = "www-authenticate".into();
+                }
+                let mut value = pair.get(1).as_string().unwrap_or_default();
+                // the proxy sends Locations through itself; the machines keep the registry's
+                if let (Some(p), true) = (&self.proxy, name.eq_ignore_ascii_case("location")) {
+                    let prefix = format!("{}/", p.trim_end_matches('/'));
+                    if let Some(real) = value.strip_prefix(&prefix) {
+                        value = real.to_string();
+                    }
+                }
+                headers.push((name, value));
             }
         }
         let ab: Function = Reflect::get(&resp, &"arrayBuffer".into())

@@ -1,0 +1,156 @@
+// The edge Worker in the real runtime: `wrangler dev --local` (workerd) serving web/dist and the
+// registry proxy on 127.0.0.1, in front of the local registries. The browser test drives the page
+// the Worker serves against the Basic-auth registry (:5101), which sends no CORS headers, so the
+// page must go through the proxy.
+//   (web/build.sh; edge/build.sh; registries and fixtures running) then cd tests/web && npm test
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import { spawn } from 'node:child_process';
+import { chromium } from 'playwright-core';
+import { root, sha256, gen, GEN, artifacts, checkPushed } from './common.mjs';
+
+const PORT = 8797;
+const EDGE = `http://127.0.0.1:${PORT}`;
+const BASIC = '127.0.0.1:5101';
+const CREDS = 'testuser:testpass';
+let dev, fake, storage, ctx;
+const storageAuth = [];
+
+// A registry stand-in that redirects blob GETs to object storage on another host (distribution
+// with filesystem storage never redirects), and the "storage" that records what it was sent.
+function startFakes() {
+  storage = http.createServer((req, res) => {
+    storageAuth.push(req.headers.authorization || null);
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    res.end('blob bytes from storage');
+  });
+  fake = http.createServer((req, res) => {
+    res.writeHead(307, { location: `http://localhost:${storage.address().port}/bucket/blob?signature=x` });
+    res.end();
+  });
+  return Promise.all([
+    new Promise((r) => storage.listen(0, '127.0.0.1', r)),
+    new Promise((r) => fake.listen(0, '127.0.0.1', r)),
+  ]);
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(path.join(root, 'edge/build/index_bg.wasm')), 'the Worker is built (edge/build.sh)');
+  await startFakes();
+  const allowed = ['127.0.0.1:5100', BASIC, '127.0.0.1:5103', '127.0.0.1:5104', `127.0.0.1:${fake.address().port}`].join(',');
+  dev = spawn('npx', ['wrangler', 'dev', '--local', '--ip', '127.0.0.1', '--port', `${PORT}`,
+    '--show-interactive-dev-session=false', '--var', `ALLOWED_REGISTRIES:${allowed}`,
+    '--var', 'ALLOWED_ORIGINS:http://allowed.example'],
+  { cwd: path.join(root, 'edge'), env: { ...process.env, WRANGLER_SEND_METRICS: 'false' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`wrangler dev did not start:\n${out}`)), 90000);
+    const on = (d) => { out += d; if (/Ready on/.test(out)) { clearTimeout(t); resolve(); } };
+    dev.stdout.on('data', on);
+    dev.stderr.on('data', on);
+    dev.on('exit', (c) => reject(new Error(`wrangler dev exited (${c}):\n${out}`)));
+  });
+});
+
+after(async () => {
+  await ctx?.close();
+  if (dev) { try { process.kill(-dev.pid); } catch (_) { /* gone */ } }
+  fake?.close();
+  storage?.close();
+});
+
+test('the proxy refuses registries not on the allow list, and bad paths', async () => {
+  let r = await fetch(`${EDGE}/proxy/http://127.0.0.1:5102/v2/`);
+  assert.equal(r.status, 403);
+  assert.match(await r.text(), /127\.0\.0\.1:5102 is not on this proxy's allow list/);
+  r = await fetch(`${EDGE}/proxy/https://registry-1.docker.io/v2/`);
+  assert.equal(r.status, 403);
+  r = await fetch(`${EDGE}/proxy/ftp://127.0.0.1:5100/v2/`);
+  assert.equal(r.status, 400);
+});
+
+test('CORS headers only for allowed origins', async () => {
+  const pre = (origin) => fetch(`${EDGE}/proxy/http://${BASIC}/v2/`, {
+    method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'PATCH' },
+  });
+  let r = await pre('http://allowed.example');
+  assert.equal(r.status, 204);
+  assert.equal(r.headers.get('access-control-allow-origin'), 'http://allowed.example');
+  assert.match(r.headers.get('access-control-allow-headers'), /content-range/);
+  r = await pre(EDGE);
+  assert.equal(r.headers.get('access-control-allow-origin'), EDGE, 'the Worker\'s own origin');
+  r = await pre('http://evil.example');
+  assert.equal(r.status, 403);
+  assert.equal(r.headers.get('access-control-allow-origin'), null);
+  // a real request from a foreign origin is refused before it reaches the registry
+  r = await fetch(`${EDGE}/proxy/http://${BASIC}/v2/`, { headers: { origin: 'http://evil.example' } });
+  assert.equal(r.status, 403);
+  r = await fetch(`${EDGE}/proxy/http://${BASIC}/v2/`, { headers: { origin: 'http://allowed.example' } });
+  assert.equal(r.status, 401, 'the registry\'s own answer');
+  assert.equal(r.headers.get('access-control-allow-origin'), 'http://allowed.example');
+  assert.match(r.headers.get('access-control-expose-headers'), /WWW-Authenticate/);
+});
+
+test('upload Locations are rewritten through the proxy', async () => {
+  const auth = `Basic ${Buffer.from(CREDS).toString('base64')}`;
+  const r = await fetch(`${EDGE}/proxy/http://${BASIC}/v2/e2e/edge-loc/blobs/uploads/`, { method: 'POST', headers: { authorization: auth } });
+  assert.equal(r.status, 202);
+  const loc = r.headers.get('location');
+  assert.ok(loc.startsWith(`${EDGE}/proxy/http://${BASIC}/v2/e2e/edge-loc/blobs/uploads/`), loc);
+  // and the rewritten Location works: the session's status through the proxy
+  const st = await fetch(loc, { headers: { authorization: auth } });
+  assert.equal(st.status, 204);
+  assert.equal(st.headers.get('range'), '0-0');
+});
+
+test('a blob redirect to another host is followed without the browser\'s Authorization', async () => {
+  const r = await fetch(`${EDGE}/proxy/http://127.0.0.1:${fake.address().port}/v2/x/blobs/sha256:${'a'.repeat(64)}`, {
+    headers: { authorization: 'Bearer secret-for-the-registry-only' },
+  });
+  assert.equal(r.status, 200);
+  assert.equal(await r.text(), 'blob bytes from storage');
+  assert.deepEqual(storageAuth, [null], 'storage never saw the registry credentials');
+});
+
+test('the page served by the Worker pushes to a registry without CORS through the proxy', async () => {
+  ctx = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-chromium-')), {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const page = await ctx.newPage();
+  await page.goto(`${EDGE}/`);
+  const dest = `${BASIC}/e2e/web-edge-${process.pid}:v1`;
+  await page.fill('#base', `${BASIC}/fixtures/base:latest`);
+  await page.fill('#dest', dest);
+  const [user, pass] = CREDS.split(':');
+  await page.fill('#username', user);
+  await page.fill('#password', pass);
+  const dt = await page.evaluateHandle((src) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([eval(src)(150, 9)], 'model.bin'));
+    return dt;
+  }, GEN);
+  await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 1);
+  await page.click('#go');
+  await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
+  const result = await page.textContent('#result');
+  const log = await page.textContent('#log');
+  assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${log}`);
+  assert.match(log, /no CORS\): using the proxy/, log);
+  await page.screenshot({ path: path.join(artifacts, 'finished-edge.png'), fullPage: true });
+  checkPushed(dest, result, `${BASIC}/fixtures/base:latest`, (m, b, rootfs) => {
+    assert.equal(m.layers.length, b.layers.length + 1);
+    assert.equal(sha256(fs.readFileSync(path.join(rootfs, 'src/weights/model.bin'))), sha256(gen(150, 9)));
+  }, CREDS);
+  // the chunks went through the Worker: the registry saw 150 MiB in 64 MiB PATCHes
+  const patches = fs.readFileSync('/tmp/lamina-test/run/basic.log', 'utf8').split('\n')
+    .filter((l) => l.includes(`PATCH /v2/e2e/web-edge-${process.pid}/blobs/uploads/`));
+  assert.equal(patches.length, 3, patches.join('\n'));
+});
