@@ -282,6 +282,21 @@ pub enum Segment<S> {
     },
 }
 
+impl<S> Segment<S> {
+    /// Bytes of the archive it stands for.
+    pub fn len(&self) -> u64 {
+        match self {
+            Segment::Bytes(b) => b.len() as u64,
+            Segment::Content { len, .. } => *len,
+        }
+    }
+
+    /// No bytes (never the case for what [`segments`] gives).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Lays out the uncompressed tar of planned `entries` (see [`plan`]) without reading any file:
 /// the archive is the concatenation of the segments, with each [`Segment::Content`] replaced by
 /// that file's bytes. A driver that can send a file without copying it (a browser `Blob`
@@ -308,7 +323,7 @@ pub fn segments<S: Clone>(
     }
     tw.finish(&mut |b| bytes.extend_from_slice(b))?;
     out.push(Segment::Bytes(bytes));
-    out.retain(|s| !matches!(s, Segment::Bytes(b) if b.is_empty()));
+    out.retain(|s| !s.is_empty());
     Ok(out)
 }
 

@@ -197,38 +197,38 @@ struct Composed {
     lw: Option<LayerWriter>,
 }
 
+/// The segments of a layer (see [`segments`]) with the offset each starts at.
+fn placed(entries: &[PlannedEntry<usize>]) -> Res<Vec<(u64, Segment<usize>)>> {
+    let mut off = 0u64;
+    let mut out = Vec::new();
+    for sg in segments(entries, 0).map_err(|e| e.to_string())? {
+        let n = sg.len();
+        out.push((off, sg));
+        off += n;
+    }
+    Ok(out)
+}
+
 impl Composed {
-    fn new(entries: &[PlannedEntry<usize>]) -> Res<Composed> {
-        let mut segs = Vec::new();
-        let mut off = 0u64;
-        for sg in segments(entries, 0).map_err(|e| e.to_string())? {
-            let n = match &sg {
-                Segment::Bytes(b) => b.len() as u64,
-                Segment::Content { len, .. } => *len,
-            };
-            segs.push((off, sg));
-            off += n;
-        }
-        Ok(Composed {
+    fn new(segs: Vec<(u64, Segment<usize>)>) -> Composed {
+        let len = segs.last().map(|(o, s)| o + s.len()).unwrap_or(0);
+        Composed {
             segs,
-            len: off,
+            len,
             at: 0,
             off: 0,
             hashed: 0,
             pending: None,
             buf: Vec::new(),
             lw: Some(LayerWriter::new(Compression::None, None)),
-        })
+        }
     }
 
     /// Bytes `a..b` of the layer as blob parts: copies of the tar's own bytes, slices of files.
     fn parts(&self, files: &[web_sys::File], a: u64, b: u64) -> Res<Array> {
         let out = Array::new();
         for (start, sg) in &self.segs {
-            let (s, e) = match sg {
-                Segment::Bytes(v) => (*start, start + v.len() as u64),
-                Segment::Content { len, .. } => (*start, start + len),
-            };
+            let (s, e) = (*start, start + sg.len());
             if e <= a || s >= b {
                 continue;
             }
@@ -394,22 +394,19 @@ impl LayerSource {
             fs.push(f);
         }
         let entries = plan(entries).map_err(|e| e.to_string())?;
+        let segs = placed(&entries)?;
+        // where each file's bytes are in the tar, for per-file progress
+        let spans = segs
+            .iter()
+            .filter_map(|(at, sg)| match sg {
+                Segment::Content { source, len } => Some((names[*source].clone(), *at, *len)),
+                Segment::Bytes(_) => None,
+            })
+            .collect();
         let composed = match c {
-            Compression::None => Some(Composed::new(&entries)?),
+            Compression::None => Some(Composed::new(segs)),
             _ => None,
         };
-        // where each file's bytes are in the tar, for per-file progress
-        let mut spans = Vec::new();
-        let mut at = 0u64;
-        for sg in segments(&entries, 0).map_err(|e| e.to_string())? {
-            match sg {
-                Segment::Bytes(b) => at += b.len() as u64,
-                Segment::Content { source, len } => {
-                    spans.push((names[source].clone(), at, len));
-                    at += len;
-                }
-            }
-        }
 
         Ok(LayerSource {
             entries,
@@ -676,9 +673,16 @@ impl Driver {
         Session::new(r.api_host(), r.default_scheme(), creds, self.seed)
     }
 
+    /// What the proxy puts before a registry URL (`{proxy}/`).
+    fn proxy_prefix(&self) -> Option<String> {
+        self.proxy
+            .as_ref()
+            .map(|p| format!("{}/", p.trim_end_matches('/')))
+    }
+
     fn url(&self, u: &str) -> String {
-        match &self.proxy {
-            Some(p) => format!("{}/{}", p.trim_end_matches('/'), u),
+        match self.proxy_prefix() {
+            Some(p) => format!("{p}{u}"),
             None => u.to_string(),
         }
     }
@@ -686,16 +690,8 @@ impl Driver {
     /// Starts a request; the browser sends it while the caller goes on.
     fn start(&self, req: &Request, body: Option<Array>) -> Res<Promise> {
         let init = Object::new();
-        let method = match req.method {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
-        };
         let set = |k: &str, v: &JsValue| Reflect::set(&init, &k.into(), v).map_err(js_err);
-        set("method", &method.into())?;
+        set("method", &req.method.as_str().into())?;
         let headers = Object::new();
         for (k, v) in &req.headers {
             if !forbidden(k) {
@@ -752,8 +748,9 @@ impl Driver {
                 }
                 let mut value = pair.get(1).as_string().unwrap_or_default();
                 // the proxy sends Locations through itself; the machines keep the registry's
-                if let (Some(p), true) = (&self.proxy, name.eq_ignore_ascii_case("location")) {
-                    let prefix = format!("{}/", p.trim_end_matches('/'));
+                if let (Some(prefix), true) =
+                    (self.proxy_prefix(), name.eq_ignore_ascii_case("location"))
+                {
                     if let Some(real) = value.strip_prefix(&prefix) {
                         value = real.to_string();
                     }
