@@ -23,7 +23,7 @@ F=$B/model-${SIZE_MIB}m.safetensors
 [[ -s $F && $(stat -c %s "$F") == $((SIZE_MIB << 20)) ]] || head -c $((SIZE_MIB << 20)) /dev/urandom >"$F"
 cat "$F" >/dev/null
 RUNID=$(date +%s)
-node tests/web/bench-web.mjs web/dist "$F" "127.0.0.1:5100/bench/web-$RUNID" "$RUNS" >"$B/web.jsonl" 2>"$B/web.err" || { cat "$B/web.err" >&2; exit 1; }
+node tests/web/bench-web.mjs "$F" "127.0.0.1:5100/bench/web-$RUNID" "$RUNS" >"$B/web.jsonl" 2>"$B/web.err" || { cat "$B/web.err" >&2; exit 1; }
 : >"$B/cli.txt"
 for i in $(seq "$RUNS"); do
   /usr/bin/time -f '%e' -a -o "$B/cli.txt" target/release/lamina -q affix --chunked --chunk-size 64 \

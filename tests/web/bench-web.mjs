@@ -5,28 +5,14 @@
 //   affix: the whole job against the local registry (seconds)
 //   floor: the same file PATCHed to the registry in 64 MiB Blob slices by plain JS in a worker,
 //          no tar, no hashing, no lamina: what this browser's uploads alone take (seconds)
-import { chromium } from 'playwright-core';
-import http from 'node:http';
-import fs from 'node:fs';
-import path from 'node:path';
-import os from 'node:os';
+import { serve, launchChromium } from './common.mjs';
 
-const [dist, file, dest, runs] = process.argv.slice(2);
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm' };
-const server = http.createServer((req, res) => {
-  const p = path.join(dist, new URL(req.url, 'http://x').pathname);
-  const f = p.endsWith('/') ? path.join(p, 'index.html') : p;
-  if (!fs.existsSync(f)) { res.writeHead(404); res.end(); return; }
-  res.writeHead(200, { 'content-type': types[path.extname(f)] || 'application/octet-stream' });
-  fs.createReadStream(f).pipe(res);
-});
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const ctx = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-bench-')), {
-  executablePath: '/usr/bin/chromium', headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking'],
-});
+// web/dist, served as the tests serve it
+const [file, dest, runs] = process.argv.slice(2);
+const { server, url } = await serve();
+const ctx = await launchChromium();
 const page = await ctx.newPage();
-await page.goto(`http://127.0.0.1:${server.address().port}/`);
+await page.goto(url);
 // an input of the benchmark's own (the page's inputs hand their files over and clear)
 await page.evaluate(() => { const i = document.createElement('input'); i.type = 'file'; i.id = 'benchfile'; document.body.append(i); });
 await page.setInputFiles('#benchfile', file);

@@ -8,6 +8,7 @@ import os from 'node:os';
 import crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
 
 export const here = path.dirname(fileURLToPath(import.meta.url));
 export const root = path.resolve(here, '../..');
@@ -70,4 +71,34 @@ export function checkPushed(dest, result, baseRef, check, creds = null) {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/// Debian's chromium, headless, with a fresh profile (playwright-core; no browser download).
+export function launchChromium() {
+  return chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-chromium-')), {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/// Drops files made in the page ([name, MiB, seed] or [name, 0, 0, text]) onto the drop zone.
+export async function dropGenerated(page, files) {
+  const dt = await page.evaluateHandle(([specs, src]) => {
+    const g = eval(src);
+    const dt = new DataTransfer();
+    for (const [name, mib, seed, text] of specs) {
+      const body = text !== undefined ? [text] : [g(mib, seed)];
+      dt.items.add(new File(body, name));
+    }
+    return dt;
+  }, [files, GEN]);
+  await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
+}
+
+/// Waits until the page shows a digest or an error; gives the result line and the log.
+export async function waitResult(page) {
+  await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
+  return { result: await page.textContent('#result'), log: await page.textContent('#log') };
 }

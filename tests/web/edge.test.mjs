@@ -8,10 +8,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-import os from 'node:os';
 import { spawn } from 'node:child_process';
-import { chromium } from 'playwright-core';
-import { root, sha256, gen, GEN, artifacts, checkPushed } from './common.mjs';
+import { root, sha256, gen, artifacts, checkPushed, launchChromium, dropGenerated, waitResult } from './common.mjs';
 
 const PORT = 8797;
 const EDGE = `http://127.0.0.1:${PORT}`;
@@ -117,12 +115,7 @@ test('a blob redirect to another host is followed without the browser\'s Authori
 });
 
 test('the page served by the Worker pushes to a registry without CORS through the proxy', async () => {
-  ctx = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-chromium-')), {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  ctx = await launchChromium();
   const page = await ctx.newPage();
   await page.goto(`${EDGE}/`);
   const dest = `${BASIC}/e2e/web-edge-${process.pid}:v1`;
@@ -131,17 +124,10 @@ test('the page served by the Worker pushes to a registry without CORS through th
   const [user, pass] = CREDS.split(':');
   await page.fill('#username', user);
   await page.fill('#password', pass);
-  const dt = await page.evaluateHandle((src) => {
-    const dt = new DataTransfer();
-    dt.items.add(new File([eval(src)(150, 9)], 'model.bin'));
-    return dt;
-  }, GEN);
-  await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
+  await dropGenerated(page, [['model.bin', 150, 9]]);
   await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 1);
   await page.click('#go');
-  await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
-  const result = await page.textContent('#result');
-  const log = await page.textContent('#log');
+  const { result, log } = await waitResult(page);
   assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${log}`);
   assert.match(log, /no CORS\): using the proxy/, log);
   await page.screenshot({ path: path.join(artifacts, 'finished-edge.png'), fullPage: true });

@@ -9,8 +9,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import { chromium } from 'playwright-core';
-import { serve, sh, sha256, gen, GEN, REG, artifacts, checkPushed } from './common.mjs';
+import { serve, sha256, gen, REG, artifacts, checkPushed, launchChromium, dropGenerated, waitResult } from './common.mjs';
 
 const run = `${process.pid}`;
 
@@ -18,33 +17,13 @@ let server, base, browser, ctx;
 
 before(async () => {
   ({ server, url: base } = await serve());
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-chromium-'));
-  ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  ctx = await launchChromium();
 });
 
 after(async () => {
   await ctx?.close();
   server?.close();
 });
-
-// drops files made in the page (name, MiB, seed) onto the drop zone
-async function dropGenerated(page, files) {
-  const dt = await page.evaluateHandle(([specs, src]) => {
-    const g = eval(src);
-    const dt = new DataTransfer();
-    for (const [name, mib, seed, text] of specs) {
-      const body = text !== undefined ? [text] : [g(mib, seed)];
-      dt.items.add(new File(body, name));
-    }
-    return dt;
-  }, [files, GEN]);
-  await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
-}
 
 async function openPage() {
   const page = await ctx.newPage();
@@ -73,8 +52,7 @@ test('drop two files (one of 200 MiB), get the image, check it with skopeo and u
     return p.value > 0 && p.value < p.max && /ETA/.test(li.textContent) ? li.textContent : false;
   }, null, { timeout: 120000, polling: 20 });
   assert.match(await midway.jsonValue(), /^model\.bin \(200\.0 MiB\).*MiB of 200\.0 MiB · .*\/s · ETA \d+ s$/);
-  await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
-  const result = await page.textContent('#result');
+  const { result, log } = await waitResult(page);
   assert.match(result, /^127\.0\.0\.1:5100\/e2e\/web-\d+@sha256:[0-9a-f]{64}$/, result);
   const bars = await page.$$eval('#filelist progress', (ps) => ps.map((p) => [p.value, p.max]));
   assert.deepEqual(bars, [[200 << 20, 200 << 20], [15, 15]], 'each file\'s bar is full');
@@ -128,9 +106,7 @@ test('the connection is cut mid-upload: the upload resumes from the registry\'s 
   await dropGenerated(page, [['model.bin', 160, 11]]);
   await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 1);
   await page.click('#go');
-  await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
-  const result = await page.textContent('#result');
-  const log = await page.textContent('#log');
+  const { result, log } = await waitResult(page);
   srv.close();
   assert.equal(cuts(), 1, 'the relay cut the connections once');
   assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${log}`);
@@ -166,9 +142,8 @@ test('a folder picked with the folder input, as a modelcar with a model card', a
   const names = await page.$$eval('#filelist li span:first-child', (s) => s.map((x) => x.textContent).sort());
   assert.deepEqual(names, ['tiny/tokenizer.json (13 B)', 'tiny/weights/part-1.bin (3.0 MiB)']);
   await page.click('#go');
-  await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
-  const result = await page.textContent('#result');
-  assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${await page.textContent('#log')}`);
+  const { result, log } = await waitResult(page);
+  assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${log}`);
   // one layer per file and the card last, with olot's annotations; the files under /models
   checkPushed(dest, result, `${REG}/fixtures/base:latest`, (m, b, rootfs) => {
     const added = m.layers.slice(b.layers.length);
