@@ -2,7 +2,7 @@
 //! layer: blobs are mounted across repositories, or streamed registry to registry.
 
 use crate::store::Loc;
-use lamina_core::image::{weights_layers, History};
+use lamina_core::image::{remixed_history, weights_layers};
 use lamina_core::media;
 use lamina_core::Error;
 
@@ -106,36 +106,15 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 what: format!("layer {i} of {}", a.weights),
                 media_type: l.media_type.clone(),
             })?;
-        let orig = hist
-            .get(i)
-            .cloned()
-            .flatten()
-            .and_then(|h| h.created_by)
-            .unwrap_or_default();
-        let created_by = if orig.trim_end().ends_with(" # weights") {
-            orig
-        } else {
-            format!(
-                "{} # weights",
-                if orig.is_empty() {
-                    format!("layer {i} of {}", a.weights)
-                } else {
-                    orig
-                }
-            )
-        };
+        let orig = hist.get(i).cloned().flatten().and_then(|h| h.created_by);
+        let history = remixed_history(orig.as_deref(), i, &a.weights.to_string(), &created);
         new_layers.push(NewLayer {
             compression,
             digest: l.digest.clone(),
             size: l.size,
             diff_id: wdiff[i].clone(),
             annotations: l.annotations.clone(),
-            history: History {
-                created: Some(created.clone()),
-                created_by,
-                comment: Some("weights".into()),
-                author: None,
-            },
+            history,
         });
     }
     let d = push_images(

@@ -831,6 +831,25 @@ pub fn weights_layers(config: &Config) -> Vec<usize> {
     pick(&|c: &str| c.starts_with("COPY . /src"))
 }
 
+/// The history entry for layer `i` of `from` taken into another image (`lamina remix`): its
+/// original `created_by`, marked ` # weights` so the result's weights layers are found again.
+pub fn remixed_history(original: Option<&str>, i: usize, from: &str, created: &str) -> History {
+    let orig = original.unwrap_or_default();
+    let created_by = if orig.trim_end().ends_with(" # weights") {
+        orig.to_string()
+    } else if orig.is_empty() {
+        format!("layer {i} of {from} # weights")
+    } else {
+        format!("{orig} # weights")
+    };
+    History {
+        created: Some(created.to_string()),
+        created_by,
+        comment: Some("weights".into()),
+        author: None,
+    }
+}
+
 /// RFC 3339 UTC time (`1970-01-01T00:00:00Z`) for a Unix time, e.g. `SOURCE_DATE_EPOCH`.
 pub fn rfc3339(unix: u64) -> String {
     let days = unix / 86_400;

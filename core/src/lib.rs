@@ -24,6 +24,7 @@
 //! - [`layer`]: layer blobs with diff_id and digest in one pass
 //! - [`layout`]: OCI image layouts (`index.json`, blob paths, tags)
 //! - [`modelcar`]: modelcar (olot) layers and CNCF ModelPack manifests
+//! - [`hook`]: signed webhooks (HMAC-SHA256, timestamps) and the jobs they start
 //! - [`http`], [`auth`]: requests, responses, credentials, challenges
 //! - [`registry`]: the distribution protocol as state machines
 //! - [`slice`]: delta archives (the blobs above shared base images)
@@ -34,6 +35,7 @@ pub mod auth;
 pub mod compress;
 pub mod digest;
 pub mod error;
+pub mod hook;
 pub mod http;
 pub mod image;
 pub mod layer;

@@ -17,8 +17,14 @@
 //! Every other path serves the built page (`web/dist`, the `ASSETS` binding), so one
 //! `wrangler deploy` ships both.
 
-use wasm_bindgen::JsCast;
 use worker::{event, Context, Env, Fetch, Method, Request, Response, Result, Url};
+
+mod driver;
+mod jobs;
+mod produce;
+mod work;
+
+pub use jobs::LaminaJob;
 
 /// Response headers a page may read (the registry protocol needs these).
 const EXPOSE: &str = "Docker-Content-Digest, Docker-Upload-UUID, Location, Range, \
@@ -51,9 +57,9 @@ const MAX_REDIRECTS: usize = 5;
 
 /// The Worker's settings (`[vars]` in wrangler.toml).
 #[derive(Debug)]
-struct Config {
+pub(crate) struct Config {
     /// `host[:port]` of the registries (and their token servers) the proxy forwards to.
-    registries: Vec<String>,
+    pub(crate) registries: Vec<String>,
     /// Origins, besides the Worker's own, whose pages may use the proxy.
     origins: Vec<String>,
 }
@@ -92,8 +98,15 @@ fn host_port(u: &Url) -> String {
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let url = req.url()?;
-    if url.path().starts_with("/proxy/") {
+    let path = url.path().to_string();
+    if path.starts_with("/proxy/") {
         return proxy(req, &Config::from_env(&env), &url).await;
+    }
+    if let Some(kind) = path.strip_prefix("/hooks/") {
+        return jobs::hook(req, &env, &Config::from_env(&env), kind).await;
+    }
+    if let Some(id) = path.strip_prefix("/jobs/") {
+        return jobs::job_status(&env, id).await;
     }
     match env.assets("ASSETS") {
         Ok(assets) => assets.fetch_request(req).await,
@@ -102,8 +115,20 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 }
 
 /// A JSON error naming what was wrong.
-fn refuse(status: u16, msg: &str) -> Result<Response> {
-    let body = serde_json::json!({"errors": [{"code": "PROXY", "message": msg}]});
+pub(crate) fn refuse(status: u16, msg: &str) -> Result<Response> {
+    // error codes as registries spell them, so a client's error handling reads them too
+    let code = match status {
+        400 => "BAD_REQUEST",
+        401 => "UNAUTHORIZED",
+        403 => "DENIED",
+        404 => "NOT_FOUND",
+        405 => "UNSUPPORTED",
+        409 => "REPLAYED",
+        413 => "TOO_LARGE",
+        508 => "TOO_MANY_REDIRECTS",
+        _ => "UNAVAILABLE",
+    };
+    let body = serde_json::json!({"errors": [{"code": code, "message": msg}]});
     let mut r = Response::error(body.to_string(), status)?;
     r.headers_mut().set("content-type", "application/json")?;
     Ok(r)
@@ -232,7 +257,7 @@ fn pass_back(
     let inner: web_sys::Response = resp.into();
     let headers = web_sys::Headers::new()?;
     let from = inner.headers();
-    let entries = js_sys_entries(&from)?;
+    let entries = driver::header_pairs(&from).map_err(worker::Error::RustError)?;
     for (k, v) in entries {
         let k = k.to_ascii_lowercase();
         if DROP.contains(&k.as_str()) {
@@ -265,26 +290,4 @@ fn pass_back(
     let body = inner.body();
     let out = web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &init)?;
     Ok(Response::from(out))
-}
-
-/// A Headers object's (name, value) pairs.
-fn js_sys_entries(h: &web_sys::Headers) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let entries = worker::js_sys::Reflect::get(h, &"entries".into())?;
-    let f: worker::js_sys::Function = entries
-        .dyn_into()
-        .map_err(|_| worker::Error::RustError("Headers has no entries()".into()))?;
-    let it = f.call0(h)?;
-    if let Some(iter) = worker::js_sys::try_iter(&it)? {
-        for pair in iter {
-            let pair: worker::js_sys::Array = pair?
-                .dyn_into()
-                .map_err(|_| worker::Error::RustError("a header is not a pair".into()))?;
-            out.push((
-                pair.get(0).as_string().unwrap_or_default(),
-                pair.get(1).as_string().unwrap_or_default(),
-            ));
-        }
-    }
-    Ok(out)
 }

@@ -1,0 +1,448 @@
+//! The Worker's driver for the core's registry machines: each request a machine asks for goes
+//! out through the Worker's `fetch` (redirects manual: the core follows them and keeps
+//! credentials on their host), and each response goes back in. Blobs stream: a download's body
+//! is handed to the caller as a `ReadableStream`, and an upload takes its bytes from a
+//! [`Produce`]r through a [`Window`] that holds only what the registry has not confirmed yet.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use lamina_core::auth::Credentials;
+use lamina_core::http::{Body, Request, Response};
+use lamina_core::reference::Reference;
+use lamina_core::registry::{Event, Machine, Op, Output, Session, Upload, UploadConfig};
+use lamina_core::Digest;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::js_sys::{Reflect, Uint8Array};
+use worker::{Delay, Fetch};
+
+/// Errors as text, for a job's status.
+pub type Res<T> = std::result::Result<T, String>;
+
+/// A JS exception as text.
+pub fn js_err(e: impl Into<wasm_bindgen::JsValue>) -> String {
+    let e: wasm_bindgen::JsValue = e.into();
+    e.as_string()
+        .or_else(|| {
+            e.dyn_ref::<worker::js_sys::Error>()
+                .map(|x| String::from(x.message()))
+        })
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// Milliseconds since the epoch (the Worker's clock; the core reads none).
+pub fn now_ms() -> f64 {
+    worker::js_sys::Date::now()
+}
+
+/// Reads a `ReadableStream` of bytes a chunk at a time.
+#[derive(Debug)]
+pub struct Reader {
+    r: web_sys::ReadableStreamDefaultReader,
+    what: String,
+    /// Bytes read so far.
+    pub read: u64,
+}
+
+impl Reader {
+    /// A reader over `s` (`what` names it in errors).
+    pub fn new(s: &web_sys::ReadableStream, what: &str) -> Reader {
+        Reader {
+            r: s.get_reader().unchecked_into(),
+            what: what.into(),
+            read: 0,
+        }
+    }
+
+    /// The next chunk, or `None` at the end.
+    pub async fn next(&mut self) -> Res<Option<Vec<u8>>> {
+        let v = JsFuture::from(self.r.read())
+            .await
+            .map_err(|e| format!("reading {}: {}", self.what, js_err(e)))?;
+        let done = Reflect::get(&v, &"done".into())
+            .map_err(js_err)?
+            .as_bool()
+            .unwrap_or(true);
+        if done {
+            return Ok(None);
+        }
+        let value: Uint8Array = Reflect::get(&v, &"value".into())
+            .map_err(js_err)?
+            .dyn_into()
+            .map_err(|_| format!("{} gave something other than bytes", self.what))?;
+        self.read += value.length() as u64;
+        Ok(Some(value.to_vec()))
+    }
+
+    /// Stops reading (the rest of the body is not wanted).
+    pub fn cancel(&self) {
+        let _ = self.r.cancel();
+    }
+}
+
+/// Bytes of the blob being uploaded that the registry has not confirmed yet.
+#[derive(Debug, Default)]
+pub struct Window {
+    start: u64,
+    chunks: VecDeque<Vec<u8>>,
+    /// One past the last byte produced.
+    pub end: u64,
+}
+
+impl Window {
+    /// Appends produced bytes.
+    pub fn push(&mut self, b: &[u8]) {
+        if !b.is_empty() {
+            self.end += b.len() as u64;
+            self.chunks.push_back(b.to_vec());
+        }
+    }
+    /// Bytes held.
+    pub fn held(&self) -> u64 {
+        self.end - self.start
+    }
+    fn drop_before(&mut self, c: u64) {
+        while let Some(f) = self.chunks.front() {
+            let flen = f.len() as u64;
+            if self.start + flen <= c {
+                self.start += flen;
+                self.chunks.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+    /// Bytes `a..b` as one JS byte array (one copy out of wasm memory).
+    fn slice(&self, a: u64, b: u64) -> Res<Uint8Array> {
+        if a < self.start || b > self.end {
+            return Err(format!(
+                "bytes {a}..{b} of the blob are no longer held (have {}..{})",
+                self.start, self.end
+            ));
+        }
+        let out = Uint8Array::new_with_length((b - a) as u32);
+        let mut off = self.start;
+        for c in &self.chunks {
+            let (cs, ce) = (off, off + c.len() as u64);
+            if ce > a && cs < b {
+                let s = (a.max(cs) - cs) as usize;
+                let e = (b.min(ce) - cs) as usize;
+                out.set(&Uint8Array::from(&c[s..e]), (a.max(cs) - a) as u32);
+            }
+            off = ce;
+        }
+        Ok(out)
+    }
+}
+
+/// Makes a blob's bytes as the upload needs them.
+#[allow(async_fn_in_trait)] // one thread: Send is not needed
+pub trait Produce {
+    /// Adds about `want` more bytes to `w` (fewer at the end), or finishes the blob.
+    async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()>;
+    /// The blob's digest and size, once it is whole.
+    fn finished(&self) -> Option<(Digest, u64)>;
+    /// Input bytes read so far (for progress).
+    fn read(&self) -> u64;
+}
+
+/// Where a long job reports how far it got.
+#[allow(async_fn_in_trait)]
+pub trait Progress {
+    /// `sent` bytes of the current blob confirmed by the registry, `read` input bytes read.
+    async fn bytes(&self, sent: u64, read: u64);
+    /// A line for the job's log.
+    async fn log(&self, line: &str);
+}
+
+/// Runs the core's machines over the Worker's `fetch`, one session per registry.
+#[derive(Debug)]
+pub struct Driver {
+    sessions: HashMap<String, Session>,
+    creds: HashMap<String, Credentials>,
+    seed: u64,
+    t0: f64,
+}
+
+impl Driver {
+    /// A driver using `creds` (per registry host) for the registries it talks to.
+    pub fn new(creds: HashMap<String, Credentials>) -> Driver {
+        let t0 = now_ms();
+        Driver {
+            sessions: HashMap::new(),
+            creds,
+            seed: (t0 as u64) ^ 0x9E37_79B9_7F4A_7C15,
+            t0,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        (now_ms() - self.t0).max(0.0) as u64
+    }
+
+    fn session(&mut self, r: &Reference) -> Session {
+        if let Some(s) = self.sessions.remove(&r.registry) {
+            return s;
+        }
+        let creds = self.creds.get(&r.registry).cloned().unwrap_or_default();
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        Session::new(r.api_host(), r.default_scheme(), creds, self.seed)
+    }
+
+    /// Sends one request; a 2xx answer to a streaming request keeps its body as a stream.
+    async fn send(
+        &self,
+        req: &Request,
+        body: Option<Uint8Array>,
+    ) -> Res<(Response, Option<web_sys::ReadableStream>)> {
+        let headers = web_sys::Headers::new().map_err(js_err)?;
+        for (k, v) in &req.headers {
+            if !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("host") {
+                headers.append(k, v).map_err(js_err)?;
+            }
+        }
+        let init = web_sys::RequestInit::new();
+        init.set_method(req.method.as_str());
+        init.set_headers(&headers);
+        init.set_redirect(web_sys::RequestRedirect::Manual);
+        if let Some(b) = &body {
+            init.set_body(b);
+        }
+        let out = web_sys::Request::new_with_str_and_init(&req.url, &init).map_err(js_err)?;
+        let resp = Fetch::Request(worker::Request::from(out))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let inner: web_sys::Response = resp.into();
+        let status = inner.status();
+        let headers = header_pairs(&inner.headers())?;
+        let stream = inner.body();
+        if req.stream_response && (200..300).contains(&status) {
+            let r = Response {
+                status,
+                headers,
+                body: Vec::new(),
+                truncated: false,
+            };
+            return Ok((r, stream));
+        }
+        let mut body = Vec::new();
+        let mut truncated = false;
+        if let Some(s) = stream {
+            let mut rd = Reader::new(&s, &format!("the answer from {}", req.url));
+            while let Some(c) = rd.next().await? {
+                body.extend_from_slice(&c);
+                if body.len() as u64 > req.max_response_body {
+                    body.truncate(req.max_response_body as usize);
+                    truncated = true;
+                    rd.cancel();
+                    break;
+                }
+            }
+        }
+        Ok((
+            Response {
+                status,
+                headers,
+                body,
+                truncated,
+            },
+            None,
+        ))
+    }
+
+    /// Runs `op` against `r`'s registry; returns its result and, for a streaming download, the
+    /// body.
+    pub async fn run<O: Op>(
+        &mut self,
+        r: &Reference,
+        op: O,
+    ) -> Res<(O::Output, Option<web_sys::ReadableStream>)> {
+        let mut m = Machine::new(self.session(r), op);
+        let mut stream = None;
+        let out = loop {
+            match m.poll(self.now()) {
+                Output::Send(req) => {
+                    let body = match &req.body {
+                        Body::Empty => None,
+                        Body::Bytes(b) => Some(Uint8Array::from(b.as_slice())),
+                        other => break Err(format!("internal error: {other:?} outside an upload")),
+                    };
+                    match self.send(&req, body).await {
+                        Ok((resp, s)) => {
+                            stream = s;
+                            m.handle_response(self.now(), resp)
+                        }
+                        Err(e) => m.handle_error(self.now(), e),
+                    }
+                }
+                Output::Wait(until) => self.sleep_until(until).await,
+                Output::Done(d) => break d.map_err(|e| e.to_string()),
+                Output::Event(_) => {}
+                Output::NeedData | Output::Pending => {
+                    break Err("internal error: the machine waits for nothing".into())
+                }
+            }
+        };
+        self.sessions.insert(r.registry.clone(), m.into_session());
+        out.map(|o| (o, stream))
+    }
+
+    async fn sleep_until(&self, until: u64) {
+        let now = self.now();
+        if until > now {
+            Delay::from(Duration::from_millis(until - now)).await;
+        }
+    }
+
+    /// Uploads the blob `p` makes into `r`'s repository in chunks of `chunk` bytes; while one
+    /// chunk is on the wire the next is made. Holds at most about two chunks.
+    pub async fn upload<P: Produce, G: Progress>(
+        &mut self,
+        r: &Reference,
+        p: &mut P,
+        chunk: u64,
+        progress: &G,
+    ) -> Res<Digest> {
+        let cfg = UploadConfig {
+            monolithic_max: 0,
+            chunk_max: chunk,
+            // whole chunks only (but the last)
+            chunk_min: chunk,
+            stream: false,
+            restartable: false,
+            ..UploadConfig::default()
+        };
+        let mut m = Machine::new(self.session(r), Upload::new(&r.repository, cfg));
+        let mut w = Window::default();
+        let offer = |m: &mut Machine<Upload>, p: &P, w: &Window| match p.finished() {
+            Some((d, n)) => m.op_mut().data_complete(d, n),
+            None => m.op_mut().data_available(w.end),
+        };
+        let out = loop {
+            match m.poll(self.now()) {
+                Output::Send(req) => {
+                    let body = match &req.body {
+                        Body::Empty => None,
+                        Body::Bytes(b) => Some(Uint8Array::from(b.as_slice())),
+                        Body::Blob { start, end } => match w.slice(*start, *end) {
+                            Ok(b) => Some(b),
+                            Err(e) => break Err(e),
+                        },
+                        Body::Stream { .. } => {
+                            break Err("internal error: streamed bodies are not used here".into())
+                        }
+                    };
+                    // the next chunk is made while this one travels
+                    let more = async {
+                        if p.finished().is_none() && w.held() < 2 * chunk {
+                            p.produce(&mut w, chunk).await
+                        } else {
+                            Ok(())
+                        }
+                    };
+                    let (res, made) = futures_util::join!(self.send(&req, body), more);
+                    if let Err(e) = made {
+                        break Err(e);
+                    }
+                    offer(&mut m, p, &w);
+                    match res {
+                        Ok((resp, _)) => m.handle_response(self.now(), resp),
+                        Err(e) => {
+                            progress.log(&format!("request failed: {e}")).await;
+                            m.handle_error(self.now(), e)
+                        }
+                    }
+                    let c = m.op().confirmed();
+                    w.drop_before(c);
+                    progress.bytes(c, p.read()).await;
+                }
+                Output::NeedData => {
+                    if let Err(e) = p.produce(&mut w, chunk).await {
+                        break Err(e);
+                    }
+                    offer(&mut m, p, &w);
+                    m.data_ready();
+                }
+                Output::Wait(until) => self.sleep_until(until).await,
+                Output::Event(Event::Retrying {
+                    reason,
+                    attempt,
+                    delay_ms,
+                }) => {
+                    progress
+                        .log(&format!(
+                            "retrying ({attempt}) in {:.1}s: {reason}",
+                            delay_ms as f64 / 1000.0
+                        ))
+                        .await
+                }
+                Output::Event(_) => {}
+                Output::Done(d) => break d.map_err(|e| e.to_string()),
+                Output::Pending => break Err("internal error: request in flight".into()),
+            }
+        };
+        self.sessions.insert(r.registry.clone(), m.into_session());
+        out
+    }
+
+    /// Uploads small bytes (a config) in one request.
+    pub async fn upload_bytes(&mut self, r: &Reference, bytes: &[u8]) -> Res<Digest> {
+        let (up, d) = lamina_core::registry::upload_bytes(&r.repository, bytes);
+        let mut m = Machine::new(self.session(r), up);
+        let out = loop {
+            match m.poll(self.now()) {
+                Output::Send(req) => {
+                    let body = match &req.body {
+                        Body::Empty => None,
+                        Body::Bytes(b) => Some(Uint8Array::from(b.as_slice())),
+                        Body::Blob { start, end } => {
+                            Some(Uint8Array::from(&bytes[*start as usize..*end as usize]))
+                        }
+                        Body::Stream { .. } => break Err("internal error: stream".into()),
+                    };
+                    match self.send(&req, body).await {
+                        Ok((resp, _)) => m.handle_response(self.now(), resp),
+                        Err(e) => m.handle_error(self.now(), e),
+                    }
+                }
+                Output::Wait(until) => self.sleep_until(until).await,
+                Output::Done(r) => break r.map_err(|e| e.to_string()),
+                Output::Event(_) => {}
+                Output::NeedData | Output::Pending => {
+                    break Err("internal error: the config upload wants more data".into())
+                }
+            }
+        };
+        self.sessions.insert(r.registry.clone(), m.into_session());
+        let got = out?;
+        if got != d {
+            return Err(format!("the registry stored {got} for a blob of {d}"));
+        }
+        Ok(d)
+    }
+}
+
+/// A `Headers` object's (name, value) pairs.
+pub fn header_pairs(h: &web_sys::Headers) -> Res<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let entries = Reflect::get(h, &"entries".into()).map_err(js_err)?;
+    let f: worker::js_sys::Function = entries
+        .dyn_into()
+        .map_err(|_| "Headers has no entries()".to_string())?;
+    let it = f.call0(h).map_err(js_err)?;
+    if let Some(iter) = worker::js_sys::try_iter(&it).map_err(js_err)? {
+        for pair in iter {
+            let pair: worker::js_sys::Array = pair
+                .map_err(js_err)?
+                .dyn_into()
+                .map_err(|_| "a header is not a pair".to_string())?;
+            out.push((
+                pair.get(0).as_string().unwrap_or_default(),
+                pair.get(1).as_string().unwrap_or_default(),
+            ));
+        }
+    }
+    Ok(out)
+}

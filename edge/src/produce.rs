@@ -1,0 +1,394 @@
+//! Blob makers for uploads, each streaming from a `ReadableStream` (a fetched URL or a registry
+//! blob) into the upload's [`Window`]; none holds more than the piece it is working on.
+
+use std::collections::VecDeque;
+
+use lamina_core::compress::{self, Compression, Decoder};
+use lamina_core::layer::{LayerInfo, LayerWriter, TarInput};
+use lamina_core::registry::Verifier;
+use lamina_core::tar::{plan, EntryKind, PlannedEntry, TarWriter};
+use lamina_core::Digest;
+use worker::Fetch;
+
+use crate::driver::{Produce, Reader, Res, Window};
+
+/// Fetches `url` (no credentials: sources are public or carry their own token in the URL) and
+/// returns its body with the length it announced.
+pub async fn open_url(url: &str) -> Res<(Reader, Option<u64>)> {
+    let resp = Fetch::Url(worker::Url::parse(url).map_err(|e| format!("{url}: {e}"))?)
+        .send()
+        .await
+        .map_err(|e| format!("fetching {}: {e}", redact(url)))?;
+    let status = resp.status_code();
+    if status != 200 {
+        return Err(format!("fetching {}: HTTP {status}", redact(url)));
+    }
+    let len = resp
+        .headers()
+        .get("content-length")
+        .map_err(|e| e.to_string())?
+        .and_then(|v| v.trim().parse().ok());
+    let inner: web_sys::Response = resp.into();
+    let body = inner
+        .body()
+        .ok_or_else(|| format!("fetching {}: no body", redact(url)))?;
+    Ok((Reader::new(&body, &redact(url)), len))
+}
+
+/// A URL for messages: its query (which may carry a signed token) left out.
+pub fn redact(url: &str) -> String {
+    match url.split_once('?') {
+        Some((a, _)) => format!("{a}?<query>"),
+        None => url.to_string(),
+    }
+}
+
+fn tar_err(e: lamina_core::Error) -> String {
+    e.to_string()
+}
+
+/// A tar given by URL: an uncompressed one is compressed as asked; a `.tar.gz` / `.tar.zst` is
+/// passed through as is (the core's [`TarInput`]).
+#[derive(Debug)]
+pub struct GivenTar {
+    rd: Reader,
+    announced: Option<u64>,
+    ti: Option<TarInput>,
+    info: Option<LayerInfo>,
+}
+
+impl GivenTar {
+    /// Streams the tar at `url`.
+    pub async fn open(url: &str, want: Compression) -> Res<GivenTar> {
+        let (rd, announced) = open_url(url).await?;
+        Ok(GivenTar {
+            rd,
+            announced,
+            ti: Some(TarInput::new(want, None)),
+            info: None,
+        })
+    }
+    /// The layer, once made.
+    pub fn info(&self) -> Option<&LayerInfo> {
+        self.info.as_ref()
+    }
+}
+
+impl Produce for GivenTar {
+    async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()> {
+        let goal = w.end + want;
+        while w.end < goal && self.info.is_none() {
+            let Some(ti) = self.ti.as_mut() else { break };
+            match self.rd.next().await? {
+                Some(c) => ti.write(&c, &mut |b| w.push(b)).map_err(tar_err)?,
+                None => {
+                    if let Some(n) = self.announced.filter(|n| *n != self.rd.read) {
+                        return Err(format!(
+                            "the tar ended after {} of the {n} bytes its Content-Length announced",
+                            self.rd.read
+                        ));
+                    }
+                    let ti = self.ti.take().ok_or("tar finished twice")?;
+                    self.info = Some(ti.finish(&mut |b| w.push(b)).map_err(tar_err)?);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn finished(&self) -> Option<(Digest, u64)> {
+        self.info.as_ref().map(|i| (i.digest.clone(), i.size))
+    }
+    fn read(&self) -> u64 {
+        self.rd.read
+    }
+}
+
+/// Where a file of a built layer comes from.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// Fetched (its `Content-Length` is the size in the tar header).
+    Url(String),
+    /// Given inline.
+    Inline(Vec<u8>),
+}
+
+/// A layer made of files (under a directory) as a deterministic tar, compressed as asked.
+#[derive(Debug)]
+pub struct Built {
+    entries: VecDeque<PlannedEntry<usize>>,
+    contents: Vec<Content>,
+    /// the file being streamed: its reader, bytes still owed, its name
+    cur: Option<(Reader, u64, String)>,
+    tw: TarWriter,
+    lw: Option<LayerWriter>,
+    info: Option<LayerInfo>,
+    read: u64,
+    /// (path in the layer, size) of each file, as fetched
+    pub files: Vec<(String, u64)>,
+}
+
+impl Built {
+    /// A layer of `files` (path in the layer, content), compressed with `c`.
+    pub fn new(files: Vec<(String, Content)>, c: Compression) -> Res<Built> {
+        let mut entries = Vec::new();
+        let mut contents = Vec::new();
+        for (i, (path, content)) in files.into_iter().enumerate() {
+            let size = match &content {
+                Content::Inline(b) => b.len() as u64,
+                // the real size comes with the answer
+                Content::Url(_) => 0,
+            };
+            entries.push(PlannedEntry {
+                path,
+                kind: EntryKind::File {
+                    size,
+                    executable: false,
+                },
+                source: Some(i),
+            });
+            contents.push(content);
+        }
+        Ok(Built {
+            entries: plan(entries).map_err(tar_err)?.into(),
+            contents,
+            cur: None,
+            tw: TarWriter::new(0),
+            lw: Some(LayerWriter::new(c, None)),
+            info: None,
+            read: 0,
+            files: Vec::new(),
+        })
+    }
+
+    /// The layer, once made.
+    pub fn info(&self) -> Option<&LayerInfo> {
+        self.info.as_ref()
+    }
+
+    /// Tar bytes through the layer writer into the window.
+    fn emit(lw: &mut Option<LayerWriter>, w: &mut Window, tar: &[u8]) -> Res<()> {
+        let lw = lw.as_mut().ok_or("layer already finished")?;
+        lw.write(tar, &mut |b| w.push(b)).map_err(tar_err)
+    }
+
+    fn tar_op(
+        &mut self,
+        w: &mut Window,
+        f: impl FnOnce(&mut TarWriter, &mut dyn FnMut(&[u8])) -> Result<(), lamina_core::Error>,
+    ) -> Res<()> {
+        let mut err = None;
+        let lw = &mut self.lw;
+        f(&mut self.tw, &mut |t: &[u8]| {
+            if err.is_none() {
+                if let Err(e) = Self::emit(lw, w, t) {
+                    err = Some(e);
+                }
+            }
+        })
+        .map_err(tar_err)?;
+        err.map_or(Ok(()), Err)
+    }
+}
+
+impl Produce for Built {
+    async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()> {
+        let goal = w.end + want;
+        while w.end < goal && self.info.is_none() {
+            if let Some((rd, left, name)) = self.cur.as_mut() {
+                match rd.next().await? {
+                    Some(c) => {
+                        if c.len() as u64 > *left {
+                            return Err(format!(
+                                "{name}: the download is longer than its Content-Length"
+                            ));
+                        }
+                        *left -= c.len() as u64;
+                        self.read += c.len() as u64;
+                        self.tar_op(w, |tw, s| tw.data(&c, s))?;
+                    }
+                    None => {
+                        if *left != 0 {
+                            return Err(format!(
+                                "{name}: the download ended {left} bytes short of its Content-Length"
+                            ));
+                        }
+                        self.cur = None;
+                        self.tar_op(w, |tw, _| tw.end_file())?;
+                    }
+                }
+                continue;
+            }
+            let Some(e) = self.entries.pop_front() else {
+                self.tar_op(w, |tw, s| tw.finish(s))?;
+                let lw = self.lw.take().ok_or("layer finished twice")?;
+                self.info = Some(lw.finish(&mut |b| w.push(b)).map_err(tar_err)?);
+                break;
+            };
+            let Some(i) = e.source else {
+                self.tar_op(w, |tw, s| tw.entry(&e.path, &EntryKind::Dir, s))?;
+                continue;
+            };
+            match self.contents[i].clone() {
+                Content::Inline(b) => {
+                    let kind = EntryKind::File {
+                        size: b.len() as u64,
+                        executable: false,
+                    };
+                    self.tar_op(w, |tw, s| tw.entry(&e.path, &kind, s))?;
+                    self.tar_op(w, |tw, s| tw.data(&b, s))?;
+                    self.tar_op(w, |tw, _| tw.end_file())?;
+                    self.read += b.len() as u64;
+                    self.files.push((e.path.clone(), b.len() as u64));
+                }
+                Content::Url(u) => {
+                    let (rd, len) = open_url(&u).await?;
+                    let size = len.ok_or_else(|| {
+                        format!(
+                            "{}: the answer has no Content-Length (the tar header needs the size \
+                             before the bytes; use a tar URL instead)",
+                            redact(&u)
+                        )
+                    })?;
+                    let kind = EntryKind::File {
+                        size,
+                        executable: false,
+                    };
+                    self.tar_op(w, |tw, s| tw.entry(&e.path, &kind, s))?;
+                    self.files.push((e.path.clone(), size));
+                    self.cur = Some((rd, size, redact(&u)));
+                }
+            }
+        }
+        Ok(())
+    }
+    fn finished(&self) -> Option<(Digest, u64)> {
+        self.info.as_ref().map(|i| (i.digest.clone(), i.size))
+    }
+    fn read(&self) -> u64 {
+        self.read
+    }
+}
+
+/// A registry blob streamed into another upload: copied as it is (verified against its
+/// digest), or decompressed and compressed again (`lamina zstd`), its diff_id computed on the
+/// way.
+pub struct FromBlob {
+    rd: Reader,
+    digest: Digest,
+    size: u64,
+    verify: Option<Verifier>,
+    recode: Option<(Box<dyn Decoder>, LayerWriter)>,
+    done: Option<(Digest, u64)>,
+    info: Option<LayerInfo>,
+}
+
+impl std::fmt::Debug for FromBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromBlob")
+            .field("digest", &self.digest)
+            .field("read", &self.rd.read)
+            .field("recode", &self.recode.is_some())
+            .finish()
+    }
+}
+
+impl FromBlob {
+    /// The blob `digest` of `size` bytes, read from `rd`, copied unchanged.
+    pub fn copy(rd: Reader, digest: &Digest, size: u64) -> FromBlob {
+        FromBlob {
+            rd,
+            digest: digest.clone(),
+            size,
+            verify: Some(Verifier::default()),
+            recode: None,
+            done: None,
+            info: None,
+        }
+    }
+    /// The layer blob `digest` (compressed with `from`) made into a `to` layer.
+    pub fn recode(
+        rd: Reader,
+        digest: &Digest,
+        size: u64,
+        from: Compression,
+        to: Compression,
+    ) -> FromBlob {
+        FromBlob {
+            recode: Some((compress::decoder(from), LayerWriter::new(to, None))),
+            ..FromBlob::copy(rd, digest, size)
+        }
+    }
+    /// The new layer (for a recoded one), once made.
+    pub fn info(&self) -> Option<&LayerInfo> {
+        self.info.as_ref()
+    }
+}
+
+fn recode_into(
+    dec: &mut Box<dyn Decoder>,
+    lw: &mut LayerWriter,
+    w: &mut Window,
+    input: &[u8],
+    last: bool,
+) -> Res<()> {
+    let mut err = None;
+    let mut sink = |t: &[u8]| -> Result<(), std::convert::Infallible> {
+        if err.is_none() {
+            if let Err(e) = lw.write(t, &mut |b| w.push(b)) {
+                err = Some(e.to_string());
+            }
+        }
+        Ok(())
+    };
+    let r = if last {
+        dec.finish(&mut sink)
+    } else {
+        dec.write(input, &mut sink)
+    };
+    r.map_err(|e| format!("decompressing the layer: {e}"))?;
+    err.map_or(Ok(()), Err)
+}
+
+impl Produce for FromBlob {
+    async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()> {
+        let goal = w.end + want;
+        while w.end < goal && self.done.is_none() {
+            match self.rd.next().await? {
+                Some(c) => {
+                    if let Some(v) = self.verify.as_mut() {
+                        v.update(&c);
+                    }
+                    match self.recode.as_mut() {
+                        None => w.push(&c),
+                        Some((dec, lw)) => recode_into(dec, lw, w, &c, false)?,
+                    }
+                }
+                None => {
+                    let v = self.verify.take().ok_or("blob finished twice")?;
+                    v.check(
+                        &format!("blob {}", self.digest),
+                        &self.digest,
+                        Some(self.size),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    match self.recode.take() {
+                        None => self.done = Some((self.digest.clone(), self.size)),
+                        Some((mut dec, mut lw)) => {
+                            recode_into(&mut dec, &mut lw, w, &[], true)?;
+                            let info = lw.finish(&mut |b| w.push(b)).map_err(tar_err)?;
+                            self.done = Some((info.digest.clone(), info.size));
+                            self.info = Some(info);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    fn finished(&self) -> Option<(Digest, u64)> {
+        self.done.clone()
+    }
+    fn read(&self) -> u64 {
+        self.rd.read
+    }
+}
