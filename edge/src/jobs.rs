@@ -6,7 +6,7 @@
 //! job's status in its storage and runs the job from an alarm, so a job outlives the request
 //! that started it (alarms may run 15 minutes; a request is cut when its caller goes away).
 //! The same signed request sent again names the same object, which refuses it: a replay. The
-//! hook waits up to `SYNC_WAIT_MS` for the job: `200` with the image when it finished, `422`
+//! hook waits up to `SYNC_WAIT_MS` (or `?wait=MS`, less) for the job: `200` with the image when it finished, `422`
 //! when it failed, else `202` with the job's URL; `GET /jobs/ID` reports it.
 //!
 //! Registry credentials come only from the `REGISTRY_AUTH` secret, per host; a hook body cannot
@@ -213,11 +213,18 @@ pub async fn hook(mut req: Request, env: &Env, cfg: &Config, kind: &str) -> Resu
         return refuse(500, &format!("job {id} did not start"));
     }
     // wait a while for the job, so short ones answer with their result
-    let wait = env
+    // (`?wait=MS` asks for less: 0 answers 202 at once)
+    let most = env
         .var("SYNC_WAIT_MS")
         .ok()
         .and_then(|v| v.to_string().parse::<f64>().ok())
         .unwrap_or(20_000.0);
+    let asked = req
+        .url()?
+        .query_pairs()
+        .find(|(k, _)| k == "wait")
+        .and_then(|(_, v)| v.parse::<f64>().ok());
+    let wait = asked.map_or(most, |a| a.clamp(0.0, most));
     let until = now_ms() + wait;
     loop {
         let st = status(env, &id).await?;

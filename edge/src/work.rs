@@ -149,6 +149,7 @@ async fn put_image(c: &mut Ctx, dest: &Reference, img: &mut Img) -> Res<String> 
     let cbytes = img.config.bytes().to_vec();
     let cd = c.d.upload_bytes(dest, &cbytes).await?;
     img.manifest.set_config(&cd, cbytes.len() as u64);
+    img.manifest.ensure_media_type();
     let mbytes = img.manifest.bytes().to_vec();
     let mt = img.manifest.media_type();
     let (digest, _) =

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import crypto from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -101,4 +101,34 @@ export async function dropGenerated(page, files) {
 export async function waitResult(page) {
   await page.waitForFunction(() => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className), null, { timeout: 300000 });
   return { result: await page.textContent('#result'), log: await page.textContent('#log') };
+}
+
+/// Runs the edge Worker (edge/build) in workerd with `wrangler dev --local` on 127.0.0.1:`port`,
+/// with `vars` (name -> value) overriding wrangler.toml's; resolves to the child once it is
+/// ready. `stop(child)` ends it.
+export async function startWrangler(port, vars) {
+  assert.ok(fs.existsSync(path.join(root, 'edge/build/index_bg.wasm')), 'the Worker is built (edge/build.sh)');
+  const args = ['wrangler', 'dev', '--local', '--ip', '127.0.0.1', '--port', `${port}`,
+    '--show-interactive-dev-session=false',
+    // a fresh state directory: Durable Objects of earlier runs are gone
+    '--persist-to', fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-wrangler-'))];
+  for (const [k, v] of Object.entries(vars)) args.push('--var', `${k}:${v}`);
+  const dev = spawn('npx', args, {
+    cwd: path.join(root, 'edge'), env: { ...process.env, WRANGLER_SEND_METRICS: 'false' },
+    detached: true, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`wrangler dev did not start:\n${out}`)), 90000);
+    const on = (d) => { out += d; if (/Ready on/.test(out)) { clearTimeout(t); resolve(); } };
+    dev.stdout.on('data', on);
+    dev.stderr.on('data', on);
+    dev.on('exit', (c) => reject(new Error(`wrangler dev exited (${c}):\n${out}`)));
+  });
+  dev.output = () => out;
+  return dev;
+}
+
+export function stop(dev) {
+  if (dev) { try { process.kill(-dev.pid); } catch (_) { /* gone */ } }
 }

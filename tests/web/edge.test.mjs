@@ -8,8 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { root, sha256, gen, artifacts, checkPushed, launchChromium, dropGenerated, waitResult } from './common.mjs';
+import { sha256, gen, artifacts, checkPushed, launchChromium, dropGenerated, waitResult, startWrangler, stop } from './common.mjs';
 
 const PORT = 8797;
 const EDGE = `http://127.0.0.1:${PORT}`;
@@ -37,26 +36,14 @@ function startFakes() {
 }
 
 before(async () => {
-  assert.ok(fs.existsSync(path.join(root, 'edge/build/index_bg.wasm')), 'the Worker is built (edge/build.sh)');
   await startFakes();
   const allowed = ['127.0.0.1:5100', BASIC, '127.0.0.1:5103', '127.0.0.1:5104', `127.0.0.1:${fake.address().port}`].join(',');
-  dev = spawn('npx', ['wrangler', 'dev', '--local', '--ip', '127.0.0.1', '--port', `${PORT}`,
-    '--show-interactive-dev-session=false', '--var', `ALLOWED_REGISTRIES:${allowed}`,
-    '--var', 'ALLOWED_ORIGINS:http://allowed.example'],
-  { cwd: path.join(root, 'edge'), env: { ...process.env, WRANGLER_SEND_METRICS: 'false' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`wrangler dev did not start:\n${out}`)), 90000);
-    const on = (d) => { out += d; if (/Ready on/.test(out)) { clearTimeout(t); resolve(); } };
-    dev.stdout.on('data', on);
-    dev.stderr.on('data', on);
-    dev.on('exit', (c) => reject(new Error(`wrangler dev exited (${c}):\n${out}`)));
-  });
+  dev = await startWrangler(PORT, { ALLOWED_REGISTRIES: allowed, ALLOWED_ORIGINS: 'http://allowed.example' });
 });
 
 after(async () => {
   await ctx?.close();
-  if (dev) { try { process.kill(-dev.pid); } catch (_) { /* gone */ } }
+  stop(dev);
   fake?.close();
   storage?.close();
 });
