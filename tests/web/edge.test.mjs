@@ -127,3 +127,31 @@ test('the page served by the Worker pushes to a registry without CORS through th
     .filter((l) => l.includes(`PATCH /v2/e2e/web-edge-${process.pid}/blobs/uploads/`));
   assert.equal(patches.length, 3, patches.join('\n'));
 });
+
+test('the page pushes through the proxy to the token-auth registry (token server proxied too)', async () => {
+  ctx ??= await launchChromium();
+  const page = await ctx.newPage();
+  await page.goto(`${EDGE}/`);
+  const TOKEN = '127.0.0.1:5103';
+  const dest = `${TOKEN}/e2e/web-edge-token-${process.pid}:v1`;
+  await page.fill('#base', `${TOKEN}/fixtures/base:latest`);
+  await page.fill('#dest', dest);
+  const [user, pass] = CREDS.split(':');
+  await page.fill('#username', user);
+  await page.fill('#password', pass);
+  await dropGenerated(page, [['adapter.bin', 70, 12]]);
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 1);
+  await page.click('#go');
+  const { result, log } = await waitResult(page);
+  assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${log}`);
+  checkPushed(dest, result, `${TOKEN}/fixtures/base:latest`, (m, b, rootfs) => {
+    assert.equal(m.layers.length, b.layers.length + 1);
+    assert.equal(sha256(fs.readFileSync(path.join(rootfs, 'src/weights/adapter.bin'))), sha256(gen(70, 12)));
+  }, CREDS);
+  // the token came from the token server through the Worker, and the chunks went through it
+  const tokens = fs.readFileSync('/tmp/lamina-test/run/tokenserver.log', 'utf8');
+  assert.match(tokens, new RegExp(`e2e/web-edge-token-${process.pid}`), 'a token for the destination was issued');
+  const patches = fs.readFileSync('/tmp/lamina-test/run/token.log', 'utf8').split('\n')
+    .filter((l) => l.includes(`PATCH /v2/e2e/web-edge-token-${process.pid}/blobs/uploads/`));
+  assert.equal(patches.length, 2, patches.join('\n'));
+});
