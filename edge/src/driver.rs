@@ -36,10 +36,29 @@ pub fn now_ms() -> f64 {
     worker::js_sys::Date::now()
 }
 
-/// Reads a `ReadableStream` of bytes a chunk at a time.
+/// Bytes of WebAssembly memory this instance has (it grows and never shrinks: its peak).
+pub fn wasm_memory() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) as u64 * 65536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}
+
+/// Bytes asked for per read: workerd hands a fetched body over in pieces of a few KiB, and each
+/// read is a trip through JS; a BYOB read of at least this much is one trip per MiB.
+const READ_AT_LEAST: u32 = 1 << 20;
+
+/// Reads a `ReadableStream` of bytes a large piece at a time: with a BYOB reader and workerd's
+/// `readAtLeast` where the stream offers them, else with the default reader.
 #[derive(Debug)]
 pub struct Reader {
-    r: web_sys::ReadableStreamDefaultReader,
+    r: worker::js_sys::Object,
+    /// `readAtLeast` of a BYOB reader, and the buffer it fills (handed back after each read)
+    byob: Option<(worker::js_sys::Function, Option<Uint8Array>)>,
     what: String,
     /// Bytes read so far.
     pub read: u64,
@@ -48,36 +67,77 @@ pub struct Reader {
 impl Reader {
     /// A reader over `s` (`what` names it in errors).
     pub fn new(s: &web_sys::ReadableStream, what: &str) -> Reader {
-        Reader {
-            r: s.get_reader().unchecked_into(),
-            what: what.into(),
-            read: 0,
+        let opts = worker::js_sys::Object::new();
+        let _ = Reflect::set(&opts, &"mode".into(), &"byob".into());
+        let byob = Reflect::get(s, &"getReader".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<worker::js_sys::Function>().ok())
+            .and_then(|f| f.call1(s, &opts).ok())
+            .and_then(|r| {
+                let f = Reflect::get(&r, &"readAtLeast".into()).ok()?;
+                let f = f.dyn_into::<worker::js_sys::Function>().ok()?;
+                Some((r, f))
+            });
+        match byob {
+            Some((r, f)) => Reader {
+                r: r.unchecked_into(),
+                byob: Some((f, None)),
+                what: what.into(),
+                read: 0,
+            },
+            None => Reader {
+                r: s.get_reader(),
+                byob: None,
+                what: what.into(),
+                read: 0,
+            },
         }
     }
 
-    /// The next chunk, or `None` at the end.
-    pub async fn next(&mut self) -> Res<Option<Vec<u8>>> {
-        let v = JsFuture::from(self.r.read())
+    /// The next piece into `out` (replacing what it held); false at the end.
+    pub async fn next_into(&mut self, out: &mut Vec<u8>) -> Res<bool> {
+        let promise = match &mut self.byob {
+            Some((f, buf)) => {
+                let view = buf
+                    .take()
+                    .unwrap_or_else(|| Uint8Array::new_with_length(READ_AT_LEAST));
+                f.call2(&self.r, &READ_AT_LEAST.into(), &view)
+                    .map_err(|e| format!("reading {}: {}", self.what, js_err(e)))?
+            }
+            None => {
+                let r: &web_sys::ReadableStreamDefaultReader = self.r.unchecked_ref();
+                r.read().into()
+            }
+        };
+        let v = JsFuture::from(worker::js_sys::Promise::from(promise))
             .await
             .map_err(|e| format!("reading {}: {}", self.what, js_err(e)))?;
+        let value = Reflect::get(&v, &"value".into()).map_err(js_err)?;
         let done = Reflect::get(&v, &"done".into())
             .map_err(js_err)?
             .as_bool()
             .unwrap_or(true);
-        if done {
-            return Ok(None);
+        let value: Option<Uint8Array> = value.dyn_into().ok();
+        let n = value.as_ref().map_or(0, |v| v.length() as usize);
+        out.resize(n, 0);
+        if let Some(v) = &value {
+            v.copy_to(&mut out[..]);
+            // the buffer was handed over; the next read fills it again
+            if let Some((_, buf)) = &mut self.byob {
+                *buf = Some(Uint8Array::new(&v.buffer()));
+            }
         }
-        let value: Uint8Array = Reflect::get(&v, &"value".into())
-            .map_err(js_err)?
-            .dyn_into()
-            .map_err(|_| format!("{} gave something other than bytes", self.what))?;
-        self.read += value.length() as u64;
-        Ok(Some(value.to_vec()))
+        self.read += n as u64;
+        Ok(!(done && n == 0))
     }
 
     /// Stops reading (the rest of the body is not wanted).
     pub fn cancel(&self) {
-        let _ = self.r.cancel();
+        if let Ok(f) = Reflect::get(&self.r, &"cancel".into()) {
+            if let Ok(f) = f.dyn_into::<worker::js_sys::Function>() {
+                let _ = f.call0(&self.r);
+            }
+        }
     }
 }
 
@@ -91,11 +151,21 @@ pub struct Window {
 }
 
 impl Window {
-    /// Appends produced bytes.
+    /// Appends produced bytes (gathered into pieces of about 1 MiB: the codecs hand over
+    /// small slices).
     pub fn push(&mut self, b: &[u8]) {
-        if !b.is_empty() {
-            self.end += b.len() as u64;
-            self.chunks.push_back(b.to_vec());
+        const PIECE: usize = 1 << 20;
+        if b.is_empty() {
+            return;
+        }
+        self.end += b.len() as u64;
+        match self.chunks.back_mut() {
+            Some(last) if last.len() + b.len() <= last.capacity() => last.extend_from_slice(b),
+            _ => {
+                let mut v = Vec::with_capacity(PIECE.max(b.len()));
+                v.extend_from_slice(b);
+                self.chunks.push_back(v);
+            }
         }
     }
     /// Bytes held.
@@ -231,7 +301,8 @@ impl Driver {
         let mut truncated = false;
         if let Some(s) = stream {
             let mut rd = Reader::new(&s, &format!("the answer from {}", req.url));
-            while let Some(c) = rd.next().await? {
+            let mut c = Vec::new();
+            while rd.next_into(&mut c).await? {
                 body.extend_from_slice(&c);
                 if body.len() as u64 > req.max_response_body {
                     body.truncate(req.max_response_body as usize);
@@ -316,6 +387,8 @@ impl Driver {
         };
         let mut m = Machine::new(self.session(r), Upload::new(&r.repository, cfg));
         let mut w = Window::default();
+        // where the time goes, for the job's log: making bytes, and the registry
+        let (mut making, mut waiting, t0) = (0.0f64, 0.0f64, now_ms());
         let offer = |m: &mut Machine<Upload>, p: &P, w: &Window| match p.finished() {
             Some((d, n)) => m.op_mut().data_complete(d, n),
             None => m.op_mut().data_available(w.end),
@@ -336,13 +409,22 @@ impl Driver {
                     };
                     // the next chunk is made while this one travels
                     let more = async {
-                        if p.finished().is_none() && w.held() < 2 * chunk {
+                        let t = now_ms();
+                        let r = if p.finished().is_none() && w.held() < 2 * chunk {
                             p.produce(&mut w, chunk).await
                         } else {
                             Ok(())
-                        }
+                        };
+                        (r, now_ms() - t)
                     };
-                    let (res, made) = futures_util::join!(self.send(&req, body), more);
+                    let sent = async {
+                        let t = now_ms();
+                        let r = self.send(&req, body).await;
+                        (r, now_ms() - t)
+                    };
+                    let ((res, ws), (made, ms)) = futures_util::join!(sent, more);
+                    making += ms;
+                    waiting += ws;
                     if let Err(e) = made {
                         break Err(e);
                     }
@@ -359,9 +441,11 @@ impl Driver {
                     progress.bytes(c, p.read()).await;
                 }
                 Output::NeedData => {
+                    let t = now_ms();
                     if let Err(e) = p.produce(&mut w, chunk).await {
                         break Err(e);
                     }
+                    making += now_ms() - t;
                     offer(&mut m, p, &w);
                     m.data_ready();
                 }
@@ -384,6 +468,14 @@ impl Driver {
             }
         };
         self.sessions.insert(r.registry.clone(), m.into_session());
+        progress
+            .log(&format!(
+                "upload: {:.1}s in all, {:.1}s making bytes, {:.1}s in requests (the two overlap)",
+                (now_ms() - t0) / 1000.0,
+                making / 1000.0,
+                waiting / 1000.0
+            ))
+            .await;
         out
     }
 

@@ -25,7 +25,7 @@ use worker::{
     State, Storage,
 };
 
-use crate::driver::{now_ms, Driver, Progress};
+use crate::driver::{now_ms, wasm_memory, Driver, Progress};
 use crate::work::{self, Ctx, DEFAULT_REGISTRY};
 use crate::{refuse, Config};
 
@@ -57,6 +57,8 @@ pub struct Status {
     pub sent: u64,
     /// Input bytes read.
     pub read: u64,
+    /// The WebAssembly memory of the isolate running the job, MiB (its peak so far).
+    pub wasm_mib: u64,
     /// What it did.
     pub log: Vec<String>,
     /// Unix ms.
@@ -419,6 +421,7 @@ impl Progress for Recorder {
             let mut s = self.status.borrow_mut();
             s.sent = sent;
             s.read = read;
+            s.wasm_mib = wasm_memory() >> 20;
         }
         self.save(false).await;
     }

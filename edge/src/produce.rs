@@ -55,6 +55,7 @@ pub struct GivenTar {
     announced: Option<u64>,
     ti: Option<TarInput>,
     info: Option<LayerInfo>,
+    buf: Vec<u8>,
 }
 
 impl GivenTar {
@@ -66,6 +67,7 @@ impl GivenTar {
             announced,
             ti: Some(TarInput::new(want, None)),
             info: None,
+            buf: Vec::new(),
         })
     }
     /// The layer, once made.
@@ -79,9 +81,9 @@ impl Produce for GivenTar {
         let goal = w.end + want;
         while w.end < goal && self.info.is_none() {
             let Some(ti) = self.ti.as_mut() else { break };
-            match self.rd.next().await? {
-                Some(c) => ti.write(&c, &mut |b| w.push(b)).map_err(tar_err)?,
-                None => {
+            match self.rd.next_into(&mut self.buf).await? {
+                true => ti.write(&self.buf, &mut |b| w.push(b)).map_err(tar_err)?,
+                false => {
                     if let Some(n) = self.announced.filter(|n| *n != self.rd.read) {
                         return Err(format!(
                             "the tar ended after {} of the {n} bytes its Content-Length announced",
@@ -123,6 +125,7 @@ pub struct Built {
     lw: Option<LayerWriter>,
     info: Option<LayerInfo>,
     read: u64,
+    buf: Vec<u8>,
     /// (path in the layer, size) of each file, as fetched
     pub files: Vec<(String, u64)>,
 }
@@ -156,6 +159,7 @@ impl Built {
             lw: Some(LayerWriter::new(c, None)),
             info: None,
             read: 0,
+            buf: Vec::new(),
             files: Vec::new(),
         })
     }
@@ -195,8 +199,9 @@ impl Produce for Built {
         let goal = w.end + want;
         while w.end < goal && self.info.is_none() {
             if let Some((rd, left, name)) = self.cur.as_mut() {
-                match rd.next().await? {
-                    Some(c) => {
+                let mut c = std::mem::take(&mut self.buf);
+                match rd.next_into(&mut c).await? {
+                    true => {
                         if c.len() as u64 > *left {
                             return Err(format!(
                                 "{name}: the download is longer than its Content-Length"
@@ -205,8 +210,9 @@ impl Produce for Built {
                         *left -= c.len() as u64;
                         self.read += c.len() as u64;
                         self.tar_op(w, |tw, s| tw.data(&c, s))?;
+                        self.buf = c;
                     }
-                    None => {
+                    false => {
                         if *left != 0 {
                             return Err(format!(
                                 "{name}: the download ended {left} bytes short of its Content-Length"
@@ -280,6 +286,7 @@ pub struct FromBlob {
     recode: Option<(Box<dyn Decoder>, LayerWriter)>,
     done: Option<(Digest, u64)>,
     info: Option<LayerInfo>,
+    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for FromBlob {
@@ -303,6 +310,7 @@ impl FromBlob {
             recode: None,
             done: None,
             info: None,
+            buf: Vec::new(),
         }
     }
     /// The layer blob `digest` (compressed with `from`) made into a `to` layer.
@@ -353,17 +361,18 @@ impl Produce for FromBlob {
     async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()> {
         let goal = w.end + want;
         while w.end < goal && self.done.is_none() {
-            match self.rd.next().await? {
-                Some(c) => {
+            match self.rd.next_into(&mut self.buf).await? {
+                true => {
+                    let c = &self.buf;
                     if let Some(v) = self.verify.as_mut() {
-                        v.update(&c);
+                        v.update(c);
                     }
                     match self.recode.as_mut() {
-                        None => w.push(&c),
-                        Some((dec, lw)) => recode_into(dec, lw, w, &c, false)?,
+                        None => w.push(c),
+                        Some((dec, lw)) => recode_into(dec, lw, w, c, false)?,
                     }
                 }
-                None => {
+                false => {
                     let v = self.verify.take().ok_or("blob finished twice")?;
                     v.check(
                         &format!("blob {}", self.digest),
