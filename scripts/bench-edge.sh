@@ -93,7 +93,7 @@ for i in $(seq "$RUNS"); do
 done
 med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 EDGE=$(awk '{print $1}' "$B/edge.txt" | med)
-BASE=$(awk '{print $2}' "$B/edge.txt" | med)
+BASE=$(head -1 "$B/edge.txt" | awk '{print $2}')
 PEAK=$(awk '{print $3}' "$B/edge.txt" | sort -n | tail -1)
 WASM=$(awk '{print $4}' "$B/edge.txt" | sort -n | tail -1)
 CLI=$(awk '{print $1}' "$B/cli.txt" | med)
@@ -101,7 +101,7 @@ CLIM=$(awk '{print $2}' "$B/cli.txt" | sort -n | tail -1)
 log "results ($SIZE_MIB MiB, $RUNS runs, medians; memory: highest of the runs):"
 printf '| | value |\n|---|---|\n'
 printf '| edge: affix hook in workerd (16 MiB chunks) | %.2f s (%.0f MB/s) |\n' "$EDGE" "$(echo "$SIZE_MIB*1.048576/$EDGE" | bc -l)"
-printf '| edge: workerd resident set before -> peak | %d -> %d MiB (+%d MiB) |\n' $((BASE / 1024)) $((PEAK / 1024)) $(((PEAK - BASE) / 1024))
+printf '| edge: workerd resident set, fresh -> peak of all runs | %d -> %d MiB (+%d MiB) |\n' $((BASE / 1024)) $((PEAK / 1024)) $(((PEAK - BASE) / 1024))
 printf '| edge: WebAssembly memory of the isolate (peak) | %d MiB |\n' "$WASM"
 printf '| CLI: affix --chunked --chunk-size 16 | %.2f s |\n' "$CLI"
 printf '| CLI: peak resident set | %d MiB |\n' $((CLIM / 1024))
