@@ -163,6 +163,53 @@ pub fn is_job_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Registry credentials per host from a JSON object (the edge Worker's `REGISTRY_AUTH` secret):
+/// `{"host[:port]": {"username": .., "password": ..} | {"token": ..} | {"cog_token": ..}}`.
+/// Errors name the host or the position, never a value.
+pub fn registry_auth(raw: &str) -> Result<Vec<(String, crate::auth::Credentials)>, String> {
+    use crate::auth::{Credentials, Secret};
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        username: Option<String>,
+        password: Option<String>,
+        token: Option<String>,
+        cog_token: Option<String>,
+    }
+    if raw.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).map_err(|e| {
+        // only the position: serde's message may quote a value, and the values are secrets
+        format!(
+            "REGISTRY_AUTH is not a JSON object of hosts (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let mut out = Vec::new();
+    for (host, e) in v {
+        let shape = || {
+            format!(
+                "REGISTRY_AUTH[{host}]: give {{username, password}}, {{token}} or {{cog_token}}, \
+                 as strings"
+            )
+        };
+        let e: Entry = serde_json::from_value(e).map_err(|_| shape())?;
+        let c = match (e.username, e.password, e.token, e.cog_token) {
+            (Some(username), Some(p), None, None) => Credentials::Basic {
+                username,
+                password: Secret::new(p),
+            },
+            (None, None, Some(t), None) => Credentials::Bearer(Secret::new(t)),
+            (None, None, None, Some(t)) => Credentials::CogToken(Secret::new(t)),
+            _ => return Err(shape()),
+        };
+        out.push((host.to_ascii_lowercase(), c));
+    }
+    Ok(out)
+}
+
 /// Where an affix hook's layer comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -455,6 +502,31 @@ mod tests {
         // the refusal never names the expected signature
         let msg = Refusal::WrongSignature.to_string();
         assert!(!msg.contains(&sig[7..]));
+    }
+
+    #[test]
+    fn registry_auth_reads_hosts_and_never_quotes_a_secret() {
+        let ok = registry_auth(
+            r#"{"R8.im":{"cog_token":"c"},"h:5001":{"username":"u","password":"p"},"g":{"token":"t"}}"#,
+        )
+        .expect("parses");
+        assert_eq!(ok.len(), 3);
+        assert!(ok
+            .iter()
+            .any(|(h, c)| h == "r8.im" && matches!(c, crate::auth::Credentials::CogToken(_))));
+        assert!(registry_auth("  ").expect("empty").is_empty());
+        for bad in [
+            r#"{"h":"s3cret-value"}"#,
+            r#"{"h":{"username":"u","password":"s3cret-value","token":"s3cret-value"}}"#,
+            r#"{"h":{"password":"s3cret-value"}}"#,
+            r#"{"h":{"username":"u","password":"s3cret-value","extra":1}}"#,
+            r#"["s3cret-value"]"#,
+            r#"{"h": s3cret-value}"#,
+        ] {
+            let e = registry_auth(bad).expect_err(bad);
+            assert!(!e.contains("s3cret"), "{e}");
+            assert!(e.contains("REGISTRY_AUTH"), "{e}");
+        }
     }
 
     #[test]

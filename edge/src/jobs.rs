@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lamina_core::auth::{Credentials, Secret};
+use lamina_core::auth::Credentials;
 use lamina_core::hook::{self, job_id, Job};
 use lamina_core::image::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -89,54 +89,7 @@ fn registry_creds(env: &Env) -> std::result::Result<HashMap<String, Credentials>
         .map(|s| s.to_string())
         .or_else(|_| env.var("REGISTRY_AUTH").map(|v| v.to_string()))
         .unwrap_or_default();
-    if raw.trim().is_empty() {
-        return Ok(HashMap::new());
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Entry {
-        username: Option<String>,
-        password: Option<String>,
-        token: Option<String>,
-        cog_token: Option<String>,
-    }
-    let map: HashMap<String, Entry> = serde_json::from_str(&raw).map_err(|e| {
-        // serde's message names the position, never the secret's text
-        format!("REGISTRY_AUTH is not a JSON object of hosts: {e}")
-    })?;
-    let mut out = HashMap::new();
-    for (host, e) in map {
-        let c = match e {
-            Entry {
-                username: Some(u),
-                password: Some(p),
-                token: None,
-                cog_token: None,
-            } => Credentials::Basic {
-                username: u,
-                password: Secret::new(p),
-            },
-            Entry {
-                token: Some(t),
-                username: None,
-                password: None,
-                cog_token: None,
-            } => Credentials::Bearer(Secret::new(t)),
-            Entry {
-                cog_token: Some(t),
-                username: None,
-                password: None,
-                token: None,
-            } => Credentials::CogToken(Secret::new(t)),
-            _ => {
-                return Err(format!(
-                    "REGISTRY_AUTH[{host}]: give username and password, or token, or cog_token"
-                ))
-            }
-        };
-        out.insert(host.to_ascii_lowercase(), c);
-    }
-    Ok(out)
+    Ok(hook::registry_auth(&raw)?.into_iter().collect())
 }
 
 /// `POST /hooks/<kind>`.
