@@ -330,6 +330,16 @@ impl Driver {
         r: &Reference,
         op: O,
     ) -> Res<(O::Output, Option<web_sys::ReadableStream>)> {
+        self.run_with(r, op, None).await
+    }
+
+    /// [`Driver::run`], with `blob` the bytes an upload op asks for.
+    async fn run_with<O: Op>(
+        &mut self,
+        r: &Reference,
+        op: O,
+        blob: Option<&[u8]>,
+    ) -> Res<(O::Output, Option<web_sys::ReadableStream>)> {
         let mut m = Machine::new(self.session(r), op);
         let mut stream = None;
         let out = loop {
@@ -338,7 +348,15 @@ impl Driver {
                     let body = match &req.body {
                         Body::Empty => None,
                         Body::Bytes(b) => Some(Uint8Array::from(b.as_slice())),
-                        other => break Err(format!("internal error: {other:?} outside an upload")),
+                        Body::Blob { start, end } => match blob
+                            .and_then(|b| b.get(*start as usize..*end as usize))
+                        {
+                            Some(b) => Some(Uint8Array::from(b)),
+                            None => break Err(format!("internal error: no bytes {start}..{end}")),
+                        },
+                        Body::Stream { .. } => {
+                            break Err("internal error: streamed bodies are not used here".into())
+                        }
                     };
                     match self.send(&req, body).await {
                         Ok((resp, s)) => {
@@ -482,33 +500,7 @@ impl Driver {
     /// Uploads small bytes (a config) in one request.
     pub async fn upload_bytes(&mut self, r: &Reference, bytes: &[u8]) -> Res<Digest> {
         let (up, d) = lamina_core::registry::upload_bytes(&r.repository, bytes);
-        let mut m = Machine::new(self.session(r), up);
-        let out = loop {
-            match m.poll(self.now()) {
-                Output::Send(req) => {
-                    let body = match &req.body {
-                        Body::Empty => None,
-                        Body::Bytes(b) => Some(Uint8Array::from(b.as_slice())),
-                        Body::Blob { start, end } => {
-                            Some(Uint8Array::from(&bytes[*start as usize..*end as usize]))
-                        }
-                        Body::Stream { .. } => break Err("internal error: stream".into()),
-                    };
-                    match self.send(&req, body).await {
-                        Ok((resp, _)) => m.handle_response(self.now(), resp),
-                        Err(e) => m.handle_error(self.now(), e),
-                    }
-                }
-                Output::Wait(until) => self.sleep_until(until).await,
-                Output::Done(r) => break r.map_err(|e| e.to_string()),
-                Output::Event(_) => {}
-                Output::NeedData | Output::Pending => {
-                    break Err("internal error: the config upload wants more data".into())
-                }
-            }
-        };
-        self.sessions.insert(r.registry.clone(), m.into_session());
-        let got = out?;
+        let (got, _) = self.run_with(r, up, Some(bytes)).await?;
         if got != d {
             return Err(format!("the registry stored {got} for a blob of {d}"));
         }
