@@ -18,7 +18,6 @@ log() { printf '[bench-edge] %s\n' "$*" >&2; }
 tests/setup.sh >/dev/null
 cargo build --release --locked -q -p lamina-cli
 edge/build.sh >/dev/null
-[[ -d edge/node_modules ]] || (cd edge && npm ci --no-audit --no-fund >/dev/null)
 tests/harness/registry.sh start >/dev/null
 tests/harness/fixtures.sh >/dev/null
 mkdir -p "$B/files"

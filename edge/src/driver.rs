@@ -345,18 +345,14 @@ impl Driver {
         let out = loop {
             match m.poll(self.now()) {
                 Output::Send(req) => {
-                    let body = match &req.body {
-                        Body::Empty => None,
-                        Body::Bytes(b) => Some(Uint8Array::from(b.as_slice())),
-                        Body::Blob { start, end } => match blob
-                            .and_then(|b| b.get(*start as usize..*end as usize))
-                        {
-                            Some(b) => Some(Uint8Array::from(b)),
-                            None => break Err(format!("internal error: no bytes {start}..{end}")),
-                        },
-                        Body::Stream { .. } => {
-                            break Err("internal error: streamed bodies are not used here".into())
-                        }
+                    let body = request_body(&req.body, |a, b| {
+                        blob.and_then(|x| x.get(a as usize..b as usize))
+                            .map(Uint8Array::from)
+                            .ok_or_else(|| format!("internal error: no bytes {a}..{b}"))
+                    });
+                    let body = match body {
+                        Ok(b) => b,
+                        Err(e) => break Err(e),
                     };
                     match self.send(&req, body).await {
                         Ok((resp, s)) => {
@@ -414,16 +410,9 @@ impl Driver {
         let out = loop {
             match m.poll(self.now()) {
                 Output::Send(req) => {
-                    let body = match &req.body {
-                        Body::Empty => None,
-                        Body::Bytes(b) => Some(Uint8Array::from(b.as_slice())),
-                        Body::Blob { start, end } => match w.slice(*start, *end) {
-                            Ok(b) => Some(b),
-                            Err(e) => break Err(e),
-                        },
-                        Body::Stream { .. } => {
-                            break Err("internal error: streamed bodies are not used here".into())
-                        }
+                    let body = match request_body(&req.body, |a, b| w.slice(a, b)) {
+                        Ok(b) => b,
+                        Err(e) => break Err(e),
                     };
                     // the next chunk is made while this one travels
                     let more = async {
@@ -506,6 +495,24 @@ impl Driver {
         }
         Ok(d)
     }
+}
+
+/// A request's body as JS bytes; `blob` gives bytes `a..b` of the blob being uploaded.
+fn request_body(
+    body: &Body,
+    blob: impl FnOnce(u64, u64) -> Res<Uint8Array>,
+) -> Res<Option<Uint8Array>> {
+    match body {
+        Body::Empty => Ok(None),
+        Body::Bytes(b) => Ok(Some(Uint8Array::from(b.as_slice()))),
+        Body::Blob { start, end } => blob(*start, *end).map(Some),
+        Body::Stream { .. } => Err("internal error: streamed bodies are not used here".into()),
+    }
+}
+
+/// A core error as text.
+pub fn e2s(e: lamina_core::Error) -> String {
+    e.to_string()
 }
 
 /// A `Headers` object's (name, value) pairs.

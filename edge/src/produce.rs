@@ -10,7 +10,7 @@ use lamina_core::tar::{plan, EntryKind, PlannedEntry, TarWriter};
 use lamina_core::Digest;
 use worker::Fetch;
 
-use crate::driver::{Produce, Reader, Res, Window};
+use crate::driver::{e2s, Produce, Reader, Res, Window};
 
 /// Fetches `url` (no credentials: sources are public or carry their own token in the URL) and
 /// returns its body with the length it announced.
@@ -41,10 +41,6 @@ pub fn redact(url: &str) -> String {
         Some((a, _)) => format!("{a}?<query>"),
         None => url.to_string(),
     }
-}
-
-fn tar_err(e: lamina_core::Error) -> String {
-    e.to_string()
 }
 
 /// A tar given by URL: an uncompressed one is compressed as asked; a `.tar.gz` / `.tar.zst` is
@@ -82,7 +78,7 @@ impl Produce for GivenTar {
         while w.end < goal && self.info.is_none() {
             let Some(ti) = self.ti.as_mut() else { break };
             match self.rd.next_into(&mut self.buf).await? {
-                true => ti.write(&self.buf, &mut |b| w.push(b)).map_err(tar_err)?,
+                true => ti.write(&self.buf, &mut |b| w.push(b)).map_err(e2s)?,
                 false => {
                     if let Some(n) = self.announced.filter(|n| *n != self.rd.read) {
                         return Err(format!(
@@ -91,7 +87,7 @@ impl Produce for GivenTar {
                         ));
                     }
                     let ti = self.ti.take().ok_or("tar finished twice")?;
-                    self.info = Some(ti.finish(&mut |b| w.push(b)).map_err(tar_err)?);
+                    self.info = Some(ti.finish(&mut |b| w.push(b)).map_err(e2s)?);
                 }
             }
         }
@@ -152,7 +148,7 @@ impl Built {
             contents.push(content);
         }
         Ok(Built {
-            entries: plan(entries).map_err(tar_err)?.into(),
+            entries: plan(entries).map_err(e2s)?.into(),
             contents,
             cur: None,
             tw: TarWriter::new(0),
@@ -172,7 +168,7 @@ impl Built {
     /// Tar bytes through the layer writer into the window.
     fn emit(lw: &mut Option<LayerWriter>, w: &mut Window, tar: &[u8]) -> Res<()> {
         let lw = lw.as_mut().ok_or("layer already finished")?;
-        lw.write(tar, &mut |b| w.push(b)).map_err(tar_err)
+        lw.write(tar, &mut |b| w.push(b)).map_err(e2s)
     }
 
     fn tar_op(
@@ -189,7 +185,7 @@ impl Built {
                 }
             }
         })
-        .map_err(tar_err)?;
+        .map_err(e2s)?;
         err.map_or(Ok(()), Err)
     }
 }
@@ -227,7 +223,7 @@ impl Produce for Built {
             let Some(e) = self.entries.pop_front() else {
                 self.tar_op(w, |tw, s| tw.finish(s))?;
                 let lw = self.lw.take().ok_or("layer finished twice")?;
-                self.info = Some(lw.finish(&mut |b| w.push(b)).map_err(tar_err)?);
+                self.info = Some(lw.finish(&mut |b| w.push(b)).map_err(e2s)?);
                 break;
             };
             let Some(i) = e.source else {
@@ -384,7 +380,7 @@ impl Produce for FromBlob {
                         None => self.done = Some((self.digest.clone(), self.size)),
                         Some((mut dec, mut lw)) => {
                             recode_into(&mut dec, &mut lw, w, &[], true)?;
-                            let info = lw.finish(&mut |b| w.push(b)).map_err(tar_err)?;
+                            let info = lw.finish(&mut |b| w.push(b)).map_err(e2s)?;
                             self.done = Some((info.digest.clone(), info.size));
                             self.info = Some(info);
                         }

@@ -13,7 +13,7 @@ use lamina_core::reference::Reference;
 use lamina_core::registry::{GetBlob, GetManifest, HeadBlob, MountBlob, OpenBlob, PutManifest};
 use lamina_core::tar::archive_path;
 
-use crate::driver::{Driver, Progress, Reader, Res};
+use crate::driver::{e2s, Driver, Progress, Reader, Res};
 use crate::produce::{Built, Content, FromBlob, GivenTar};
 
 /// Registry used for short names (as the CLI: Replicate's).
@@ -38,10 +38,6 @@ struct Img {
 
 fn reference(s: &str) -> Res<Reference> {
     Reference::parse(s, DEFAULT_REGISTRY).map_err(|e| e.to_string())
-}
-
-fn e2s(e: lamina_core::Error) -> String {
-    e.to_string()
 }
 
 async fn fetch_image(c: &mut Ctx, r: &Reference) -> Res<Img> {
