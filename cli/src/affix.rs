@@ -236,6 +236,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         Source::Tar(_) => None,
     };
     let level = a.level;
+    let identity = upload_identity(&source, compression, level, source_date_epoch());
     let (created_by, mut spawn, rewindable): (String, Restart, bool) = match source {
         Source::Files(entries) => {
             let names: Vec<String> = a
@@ -303,6 +304,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         rx,
         if rewindable { Some(spawn) } else { None },
         &mut progress,
+        identity.as_deref(),
     );
     let (_digest, info) = upload?;
     progress.finish(info.size);
@@ -493,4 +495,52 @@ fn io(p: &std::path::Path, e: std::io::Error) -> Error {
     Error::Usage {
         reason: format!("{}: {e}", p.display()),
     }
+}
+
+/// What the layer is made from, for resuming its upload in a later run (see [`crate::resume`]):
+/// each input's path in the layer, where it is read from, its size and modification time, and
+/// the layer's options. `None` for stdin, which cannot be read again.
+fn upload_identity(
+    source: &Source,
+    compression: Compression,
+    level: Option<i32>,
+    mtime: Option<u64>,
+) -> Option<String> {
+    use std::fmt::Write as _;
+    let stamp = |p: &std::path::Path| -> Option<String> {
+        let m = std::fs::metadata(p).ok()?;
+        let t = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(format!(
+            "{} {}.{:09}",
+            m.len(),
+            t.as_secs(),
+            t.subsec_nanos()
+        ))
+    };
+    let mut id = format!(
+        "affix layer v1\n{}\n{level:?}\n{mtime:?}\n",
+        compression.name()
+    );
+    match source {
+        Source::Files(entries) => {
+            for e in entries {
+                let from = match &e.source {
+                    Some(p) => format!("{} {}", p.display(), stamp(p)?),
+                    None => String::new(),
+                };
+                let _ = writeln!(id, "{} {:?} {from}", e.path, e.kind);
+            }
+        }
+        Source::Tar(t) if t == "-" => return None,
+        Source::Tar(t) => {
+            let p = std::path::Path::new(t);
+            let full = p.canonicalize().ok()?;
+            let _ = writeln!(id, "tar {} {}", full.display(), stamp(p)?);
+        }
+    }
+    Some(id)
 }

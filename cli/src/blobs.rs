@@ -9,7 +9,7 @@ use lamina_core::digest::Hasher;
 use lamina_core::image::{detect_kind, Descriptor, Index, Manifest};
 use lamina_core::layer::LayerInfo;
 use lamina_core::media::DocKind;
-use lamina_core::registry::{MountBlob, Upload, UploadConfig};
+use lamina_core::registry::{MountBlob, UploadConfig};
 use lamina_core::Error;
 
 use crate::client::anyhow_like::Result;
@@ -157,7 +157,10 @@ pub fn copy_blob(
         monolithic_max: chunk as u64,
         ..UploadConfig::default()
     };
-    let r = client.upload_stream(d, Upload::new(&d.repository, cfg), rx, None, &mut p);
+    // a copy cut short is resumed by the next run (the source blob is fetched again, the bytes
+    // the destination has are not sent again)
+    let identity = format!("copy of {}", b.digest);
+    let r = client.upload_stream(d, cfg, rx, None, &mut p, Some(&identity));
     let _ = reader.join();
     r?;
     p.finish(b.size);

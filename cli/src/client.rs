@@ -11,11 +11,12 @@ use bytes::Bytes;
 use lamina_core::http::{Body, Method, Request, Response};
 use lamina_core::layer::LayerInfo;
 use lamina_core::reference::{Reference, Scheme};
-use lamina_core::registry::{Event, Machine, Op, Output, Session, Upload};
+use lamina_core::registry::{Event, Machine, Op, Output, Session, Upload, UploadConfig};
 use lamina_core::{Digest, Error};
 
 use crate::creds::{self, Given};
 use crate::progress::Progress;
+use crate::resume::ResumeFile;
 
 /// Global options that shape every connection.
 #[derive(Clone, Debug, Default)]
@@ -251,14 +252,36 @@ impl Client {
     }
 
     /// Uploads a blob while a producer makes it; returns the producer's final info.
+    ///
+    /// With an `identity` (what the blob is made from, see [`crate::resume`]) the upload's state
+    /// is kept in a file while it runs: a run that was killed or failed leaves it behind, and
+    /// the same upload started again continues that session from the registry's offset.
     pub fn upload_stream(
         &mut self,
         r: &Reference,
-        up: Upload,
+        cfg: UploadConfig,
         rx: Receiver<Data>,
         restart: Option<Restart>,
         progress: &mut Progress,
+        identity: Option<&str>,
     ) -> anyhow_like::Result<(Digest, LayerInfo)> {
+        let file = identity.and_then(|id| ResumeFile::new(&r.registry, &r.repository, id));
+        let saved = file.as_ref().and_then(ResumeFile::load);
+        let up = match &saved {
+            Some(s) => {
+                if !progress.quiet() {
+                    eprintln!(
+                        "resuming the upload an earlier run left at {} (state in {})",
+                        crate::progress::human(s.confirmed),
+                        crate::resume::dir()
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_default()
+                    );
+                }
+                Upload::resume(&r.repository, cfg, &s.location)
+            }
+            None => Upload::new(&r.repository, cfg),
+        };
         let session = self.session_for(r)?;
         let mut m = Machine::new(session, up);
         let mut win = Window::default();
@@ -266,9 +289,23 @@ impl Client {
             rx: Arc::new(Mutex::new(rx)),
             info: None,
             restart,
+            resume: file,
         };
         let out = self.drive(&mut m, Some(&mut win), Some((&mut feed, progress)));
         self.sessions.insert(r.registry.clone(), m.into_session());
+        if let Some(f) = &feed.resume {
+            // kept after a failure that a later run can continue from; gone after success, and
+            // after failures that the same session cannot get past
+            let hopeless = out.as_ref().err().is_some_and(|e| {
+                let t = e.to_string();
+                t.contains("DIGEST_INVALID")
+                    || t.contains("digest mismatch")
+                    || t.contains("is gone")
+            });
+            if out.is_ok() || hopeless {
+                f.remove();
+            }
+        }
         let d = out?;
         let info = feed.info.ok_or("upload finished before its data")?;
         Ok((d, info))
@@ -284,6 +321,15 @@ impl Client {
             let now = self.now();
             match m.poll(now) {
                 Output::Send(req) => {
+                    // the operation has taken in every answer so far: record where the upload
+                    // stands before the next request, which may never come back
+                    if let (Some((f, _)), Some(c), Some(loc)) =
+                        (feed.as_mut(), m.op().confirmed_bytes(), m.op().location())
+                    {
+                        if let Some(file) = f.resume.as_mut() {
+                            file.save(loc, c);
+                        }
+                    }
                     let mut stream_state = None;
                     let body = match &req.body {
                         Body::Empty => SendBody::None,
@@ -390,6 +436,10 @@ impl Client {
                     match msg {
                         Ok(Data::Chunk(b)) => {
                             let end = w.push(b);
+                            // bytes the registry has already (a resumed upload) are not kept
+                            if let Some(c) = m.op().confirmed_bytes() {
+                                w.drop_before(c);
+                            }
                             m.op_mut().more_data(end, None);
                         }
                         Ok(Data::Done(rest, info)) => {
@@ -519,6 +569,7 @@ struct Feed {
     rx: Arc<Mutex<Receiver<Data>>>,
     info: Option<LayerInfo>,
     restart: Option<Restart>,
+    resume: Option<ResumeFile>,
 }
 
 /// State a streamed request body shares with the driver.
@@ -662,11 +713,18 @@ pub trait UploadProgress {
     }
     /// New data for uploads.
     fn more_data(&mut self, _end: u64, _complete: Option<(Digest, u64)>) {}
+    /// The upload session's URL, for uploads that started one.
+    fn location(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl UploadProgress for Upload {
     fn confirmed_bytes(&self) -> Option<u64> {
         Some(self.confirmed())
+    }
+    fn location(&self) -> Option<&str> {
+        Upload::location(self)
     }
     fn more_data(&mut self, end: u64, complete: Option<(Digest, u64)>) {
         match complete {

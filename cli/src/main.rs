@@ -14,6 +14,7 @@ mod push;
 mod recompress;
 mod remix;
 mod resolve;
+mod resume;
 mod slice;
 mod store;
 mod zstdenc;

@@ -229,7 +229,7 @@ pub fn build(
         ..UploadConfig::default()
     };
     let rx = spawn();
-    let (_, info) = store::put_stream(client, dst, cfg, rx, Some(spawn), &mut progress)?;
+    let (_, info) = store::put_stream(client, dst, cfg, rx, Some(spawn), &mut progress, None)?;
     progress.finish(info.size);
     if !quiet {
         eprintln!(

@@ -30,6 +30,11 @@ impl Progress {
         }
     }
 
+    /// Whether nothing is shown (`-q`).
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Sets the bytes done.
     pub fn set(&mut self, done: u64) {
         self.done = done;

@@ -308,8 +308,9 @@ fn stream(
         if level.is_some() { "zstd" } else { "tar" },
         l.digest.short()
     );
+    let identity = format!("{label} of {} at level {level:?}", l.digest);
     let mut p = Progress::new(label, None, quiet);
-    let r = store::put_stream(c, dst, cfg, rx, None, &mut p);
+    let r = store::put_stream(c, dst, cfg, rx, None, &mut p, Some(&identity));
     let _ = producer.join();
     let (_, info) = r?;
     p.finish(info.size);

@@ -593,7 +593,7 @@ fn load_from(client: &mut Client, a: &LoadArgs, rx: &Receiver<Member>) -> Result
                         stream: true,
                         ..UploadConfig::default()
                     };
-                    store::put_stream(client, &a.dest, cfg, brx, None, &mut p)?;
+                    store::put_stream(client, &a.dest, cfg, brx, None, &mut p, None)?;
                     bytes += b.size;
                 }
                 p.finish(b.size);

@@ -21,7 +21,7 @@ use lamina_core::layout::{self, Found, LayoutIndex};
 use lamina_core::media;
 use lamina_core::reference::{ImageRef, Reference};
 use lamina_core::registry::{
-    FetchedManifest, GetBlob, GetManifest, HeadBlob, OpenBlob, PutManifest, Upload, UploadConfig,
+    FetchedManifest, GetBlob, GetManifest, HeadBlob, OpenBlob, PutManifest, UploadConfig,
 };
 use lamina_core::{Digest, Error};
 
@@ -573,7 +573,8 @@ pub fn put_bytes(client: &mut Client, loc: &Loc, bytes: Vec<u8>) -> Result<Diges
 }
 
 /// Stores a blob while a producer makes it. A layout takes it into a temp file, checks its size
-/// against the producer's, then names it by the producer's digest.
+/// against the producer's, then names it by the producer's digest. A registry upload with an
+/// `identity` can be resumed by a later run (see [`crate::resume`]).
 pub fn put_stream(
     client: &mut Client,
     loc: &Loc,
@@ -581,11 +582,10 @@ pub fn put_stream(
     rx: Receiver<Data>,
     restart: Option<Restart>,
     progress: &mut Progress,
+    identity: Option<&str>,
 ) -> Result<(Digest, LayerInfo)> {
     match loc {
-        Loc::Registry(r) => {
-            client.upload_stream(r, Upload::new(&r.repository, cfg), rx, restart, progress)
-        }
+        Loc::Registry(r) => client.upload_stream(r, cfg, rx, restart, progress, identity),
         Loc::Layout(l) => l.take_stream(rx, progress),
     }
 }

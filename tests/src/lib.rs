@@ -4,6 +4,8 @@
 //! The registries are started once per test process (`registry.sh start` and `fixtures.sh`
 //! are idempotent). Every test uses its own repository names, so tests run in parallel.
 
+pub mod faultproxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -122,6 +124,7 @@ pub fn lamina_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         .env_remove("LAMINA_PASSWORD")
         .env_remove("LAMINA_REGISTRY")
         .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
+        .env("LAMINA_CACHE_DIR", state().join("cache"))
         .env("SOURCE_DATE_EPOCH", "946684800");
     for (k, v) in env {
         c.env(k, v);

@@ -471,6 +471,8 @@ pub struct Upload {
     resumes: u32,
     /// bytes of each chunk sent, for progress
     sent_bytes: u64,
+    /// resumed from a saved session that may be gone: a 404 on its status starts over
+    saved: bool,
 }
 
 impl Upload {
@@ -486,15 +488,19 @@ impl Upload {
             confirmed: 0,
             resumes: 0,
             sent_bytes: 0,
+            saved: false,
         }
     }
 
-    /// Resumes an upload session that exists already at `location` (e.g. from a state file).
+    /// Resumes an upload session that exists already at `location` (e.g. from a state file):
+    /// the first call asks the registry where the upload stands, and the upload goes on from its
+    /// `Range`. A session the registry no longer has (404) starts over with a new one; the first
+    /// status is asked before any data is wanted, so the driver still has every byte.
     pub fn resume(repo: &str, cfg: UploadConfig, location: &str) -> Self {
         let mut u = Upload::new(repo, cfg);
         u.location = location.into();
         u.state = Up::Started;
-        u.resumes = 0;
+        u.saved = true;
         u
     }
 
@@ -609,7 +615,9 @@ impl Upload {
         Ok(Step::Call(c))
     }
 
-    fn recover(&mut self, why: String) -> Result<Step<Digest>, Error> {
+    /// Asks where the upload stands after a failed chunk, backing off first: as `Retry-After`
+    /// asks, else exponentially (after a refused range, at once).
+    fn recover(&mut self, why: String, wait: Option<u64>) -> Result<Step<Digest>, Error> {
         self.resumes += 1;
         if self.resumes > self.cfg.max_resumes {
             return Err(Error::RetriesExhausted {
@@ -620,11 +628,12 @@ impl Upload {
             });
         }
         self.state = Up::Status;
-        Ok(Step::Call(Call::new(
-            Method::Get,
-            self.location.clone(),
-            self.scopes(),
-        )))
+        let mut c = Call::new(Method::Get, self.location.clone(), self.scopes());
+        let wait = wait.unwrap_or_else(|| (250u64 << (self.resumes - 1).min(5)).min(8_000));
+        if wait > 0 {
+            c.wait_first = Some((wait, format!("upload to {}: {why}", self.repo)));
+        }
+        Ok(Step::Call(c))
     }
 }
 
@@ -683,7 +692,7 @@ impl Op for Upload {
             Up::Patch { end } => {
                 match o {
                     None => self.next_send(),
-                    Some(Err(e)) => self.recover(format!("PATCH failed: {e}")),
+                    Some(Err(e)) => self.recover(format!("PATCH failed: {e}"), None),
                     Some(Ok(r)) => match r.status {
                         202 | 204 => {
                             self.set_location(&r, base)?;
@@ -707,15 +716,22 @@ impl Op for Upload {
                             self.confirmed = got;
                             self.next_send()
                         }
-                        416 => self.recover("registry answered 416 (range not satisfiable)".into()),
+                        416 => self.recover(
+                            "registry answered 416 (range not satisfiable)".into(),
+                            Some(0),
+                        ),
                         // distribution answers 404 BLOB_UPLOAD_INVALID to a chunk sent at an
                         // offset it no longer has, e.g. when a browser transparently resent a
                         // PATCH whose connection was cut after part of it was stored: ask where
                         // the upload stands (a session that is really gone answers 404 there too)
-                        404 => self.recover("PATCH answered 404 (chunk at a stale offset)".into()),
-                        s if matches!(s, 408 | 429 | 500 | 502 | 503 | 504) => {
-                            self.recover(format!("PATCH answered HTTP {s}"))
-                        }
+                        404 => self.recover(
+                            "PATCH answered 404 (chunk at a stale offset)".into(),
+                            Some(0),
+                        ),
+                        s if matches!(s, 408 | 429 | 500 | 502 | 503 | 504) => self.recover(
+                            format!("PATCH answered HTTP {s}"),
+                            super::session::retry_after(&r),
+                        ),
                         _ => Err(http_error(Method::Patch, &self.location, &r)),
                     },
                 }
@@ -724,13 +740,15 @@ impl Op for Upload {
                 let r = expect_response(o, Method::Get, &strip_query(&self.location))?;
                 match r.status {
                     204 | 200 => {
+                        self.saved = false;
                         self.set_location(&r, base).ok();
                         let got = r.header("range").and_then(parse_range_end).unwrap_or(0);
                         self.confirmed = got;
                         self.state = Up::Patch { end: got };
                         self.next_send()
                     }
-                    404 if self.cfg.stream || self.cfg.restartable => {
+                    404 if self.cfg.stream || self.cfg.restartable || self.saved => {
+                        self.saved = false;
                         // the registry lost the session (distribution does when a PATCH was cut
                         // before it could save its hash state): start over; the driver can
                         // produce the bytes again

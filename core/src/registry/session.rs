@@ -9,6 +9,11 @@ use crate::reference::Scheme;
 pub const MAX_REDIRECTS: u32 = 5;
 /// Most attempts for one request that may be retried.
 pub const MAX_ATTEMPTS: u32 = 5;
+/// Longest a request is retried for, from its first failure (ms): a `Retry-After` that would
+/// end later gives up at once instead of waiting.
+pub const MAX_RETRY_MS: u64 = 120_000;
+/// Longest wait before one retry (ms), whatever `Retry-After` asks.
+pub const MAX_RETRY_DELAY_MS: u64 = 60_000;
 /// Response bodies the core reads by default (JSON answers, errors).
 pub const SMALL_BODY: u64 = 1024 * 1024;
 
@@ -124,6 +129,9 @@ pub struct Call {
     pub max_response_body: u64,
     /// Keep a 2xx body as a stream for the driver's caller (see [`crate::http::Request::stream_response`]).
     pub stream_response: bool,
+    /// Wait this long (ms) before sending, and say why: an operation recovering from a failed
+    /// request backs off as the machine's own retries do (`Retry-After` or exponential).
+    pub wait_first: Option<(u64, String)>,
 }
 
 impl Call {
@@ -141,6 +149,7 @@ impl Call {
             ),
             max_response_body: SMALL_BODY,
             stream_response: false,
+            wait_first: None,
         }
     }
     /// Adds a header.
@@ -257,6 +266,8 @@ pub struct Machine<O: Op> {
     url: String,
     foreign: bool,
     attempts: u32,
+    /// when the current call first failed (ms), for [`MAX_RETRY_MS`]
+    failing_since: Option<u64>,
     redirects: u32,
     auth_retries: u32,
     events: Vec<Event>,
@@ -275,6 +286,7 @@ impl<O: Op> Machine<O> {
             url: String::new(),
             foreign: false,
             attempts: 0,
+            failing_since: None,
             redirects: 0,
             auth_retries: 0,
             events: Vec::new(),
@@ -347,7 +359,8 @@ impl<O: Op> Machine<O> {
                         Err(e) => self.done = Some(Err(e)),
                         Ok(Step::Done(v)) => self.done = Some(Ok(v)),
                         Ok(Step::NeedData) => self.phase = Phase::NeedData,
-                        Ok(Step::Call(c)) => {
+                        Ok(Step::Call(mut c)) => {
+                            let wait = c.wait_first.take();
                             self.url = if c.target.contains("://") {
                                 c.target.clone()
                             } else {
@@ -356,9 +369,20 @@ impl<O: Op> Machine<O> {
                             self.foreign = !same_authority(&self.url, &base);
                             self.call = Some(c);
                             self.attempts = 0;
+                            self.failing_since = None;
                             self.redirects = 0;
                             self.auth_retries = 0;
                             self.phase = Phase::Prepare;
+                            if let Some((ms, reason)) = wait {
+                                let delay = ms.min(MAX_RETRY_DELAY_MS);
+                                let delay = delay + self.session.jitter(delay / 4 + 1);
+                                self.events.push(Event::Retrying {
+                                    reason,
+                                    attempt: 1,
+                                    delay_ms: delay,
+                                });
+                                self.phase = Phase::Sleep(now + delay);
+                            }
                         }
                     }
                 }
@@ -473,16 +497,22 @@ impl<O: Op> Machine<O> {
         }
     }
 
-    /// Schedules a retry if attempts remain; returns false if not.
+    /// Schedules a retry if attempts and time remain; returns false if not. The delay doubles
+    /// from 250 ms (to at most 8 s) plus up to half again of jitter, or is what `Retry-After`
+    /// asked (at most [`MAX_RETRY_DELAY_MS`]).
     fn retry(&mut self, now: u64, reason: String, retry_after_ms: Option<u64>) -> bool {
         self.attempts += 1;
         if self.attempts >= MAX_ATTEMPTS {
             return false;
         }
+        let since = *self.failing_since.get_or_insert(now);
         let base = 250u64 << (self.attempts - 1).min(6);
         let delay = retry_after_ms
             .unwrap_or_else(|| base.min(8_000) + self.session.jitter(base.min(8_000) / 2 + 1))
-            .min(60_000);
+            .min(MAX_RETRY_DELAY_MS);
+        if now + delay > since + MAX_RETRY_MS {
+            return false;
+        }
         self.events.push(Event::Retrying {
             reason,
             attempt: self.attempts,
@@ -773,7 +803,9 @@ fn is_retryable(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
-fn retry_after(resp: &Response) -> Option<u64> {
+/// A `Retry-After` in seconds, as ms (an HTTP date is not understood: the core has no clock
+/// of the wall, so the usual backoff applies).
+pub(crate) fn retry_after(resp: &Response) -> Option<u64> {
     let v = resp.header("retry-after")?;
     v.trim().parse::<u64>().ok().map(|s| s.min(60) * 1000)
 }

@@ -927,3 +927,68 @@ fn streamed_upload_is_one_patch_and_resumes_from_the_registry_offset() {
         fake.log
     );
 }
+
+#[test]
+fn a_saved_session_is_resumed_from_its_range_or_started_again_when_gone() {
+    let data: Vec<u8> = (0..200u8).collect();
+    // a run that stopped after 100 bytes left the session behind
+    let mut fake = Fake {
+        upload: data[..100].to_vec(),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::resume("a/b", cfg(50), "/v2/a/b/blobs/uploads/u1?_state=100"),
+        &data,
+        50,
+        feed_upload,
+    );
+    assert_eq!(run.result.unwrap(), Digest::of(&data));
+    assert_eq!(fake.committed[0].1, data);
+    assert_eq!(run.sent_blob_bytes, 100, "only the rest is sent");
+    assert!(
+        fake.log[0] == "GET /v2/" && fake.log[1].starts_with("GET /v2/a/b/blobs/uploads/u1"),
+        "{:?}",
+        fake.log
+    );
+    assert!(
+        !fake.log.iter().any(|l| l.starts_with("POST")),
+        "{:?}",
+        fake.log
+    );
+
+    // the registry forgot the session: a new one, with every byte (not restartable otherwise)
+    let mut fake = Fake {
+        lost: true,
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::resume("a/b", cfg(50), "/v2/a/b/blobs/uploads/u1?_state=100"),
+        &data,
+        50,
+        feed_upload,
+    );
+    assert_eq!(run.result.unwrap(), Digest::of(&data));
+    assert_eq!(fake.committed[0].1, data);
+    assert_eq!(run.sent_blob_bytes, 200);
+    assert_eq!(fake.log.iter().filter(|l| l.starts_with("POST")).count(), 1);
+
+    // once the resumed session answered, losing it later is the ordinary case again
+    let mut fake = Fake {
+        upload: data[..100].to_vec(),
+        lose_session: Some(1),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::resume("a/b", cfg(50), "/v2/a/b/blobs/uploads/u1?_state=100"),
+        &data,
+        50,
+        feed_upload,
+    );
+    assert!(run.result.unwrap_err().to_string().contains("gone"));
+}

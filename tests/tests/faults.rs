@@ -1,0 +1,559 @@
+//! lamina under faults: the fault-injecting proxy of `lamina_tests::faultproxy` in front of the
+//! real registries breaks uploads, downloads and answers, and lamina must resume, retry within
+//! bounds, refuse what lies, and never leave a tag that points at missing or wrong data.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lamina_tests::faultproxy::{Action, FaultProxy, Logged, Rule};
+use lamina_tests::*;
+
+const MIB: u64 = 1 << 20;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// lamina with its upload state kept in the test's own directory.
+fn run(dir: &Path, args: &[&str]) -> Run {
+    let cache = dir.join("cache");
+    lamina_env(args, &[("LAMINA_CACHE_DIR", s(&cache))])
+}
+
+fn digest_of_output(stdout: &str) -> String {
+    let line = stdout.trim();
+    line.rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_else(|| panic!("no digest in {line:?}"))
+}
+
+/// Whether `reference` resolves (through `skopeo inspect`).
+fn resolves(reference: &str, creds: Option<&str>) -> bool {
+    let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+    if let Some(c) = creds {
+        args.push("--creds");
+        args.push(c);
+    }
+    let r = format!("docker://{reference}");
+    args.push(&r);
+    cmd("skopeo", &args).code == 0
+}
+
+fn patch_bytes(log: &[Logged]) -> u64 {
+    log.iter()
+        .filter(|l| l.method == "PATCH")
+        .map(|l| l.body_bytes)
+        .sum()
+}
+
+fn is_blob_upload(l: &Logged) -> bool {
+    l.path.contains("/blobs/uploads/") && l.method != "GET"
+}
+
+/// Every manifest PUT comes after the last blob upload request, and none was made at all when
+/// `none` is set.
+fn manifests_last(log: &[Logged]) {
+    let last_blob = log.iter().rposition(is_blob_upload);
+    let first_manifest = log
+        .iter()
+        .position(|l| l.method == "PUT" && l.path.contains("/manifests/"));
+    if let (Some(b), Some(m)) = (last_blob, first_manifest) {
+        assert!(
+            m > b,
+            "a manifest went up before a blob: {:#?}",
+            &log[m..=b]
+        );
+    }
+}
+
+/// A chunked upload through a proxy that cuts the connection in the middle of a chunk (before
+/// the registry sees it, as behind a buffering front end), refuses a chunk with 503, answers
+/// another 416, and asks to slow down with 429: lamina asks the registry where the upload stands
+/// each time and goes on from there. Each fault costs at most one chunk sent again, the image is
+/// whole, and the waits follow `Retry-After`.
+#[test]
+fn chunked_uploads_resume_from_the_registry_offset_after_faults() {
+    harness();
+    let dir = tempdir("fault-chunks");
+    let p = FaultProxy::start(PLAIN);
+    let data = random_bytes(40 << 20, 801);
+    std::fs::write(dir.join("w.bin"), &data).unwrap();
+    let chunk = 4 * MIB;
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(2)
+            .action(Action::ResetRequestBuffered(3 * MIB)),
+    );
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(3)
+            .action(Action::Status(503)),
+    );
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(4)
+            .action(Action::Status(416)),
+    );
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(5)
+            .action(Action::RetryAfter(429, 2)),
+    );
+    // and on the way: a base manifest that fails once, a mount that fails once
+    p.add(Rule::new("GET", "/manifests/").action(Action::Status(502)));
+    p.add(Rule::new("POST", "mount=").action(Action::Status(503)));
+    let dest = format!("{}/{}:v1", p.addr(), repo("chunks"));
+    let out = run(
+        &dir,
+        &[
+            "affix",
+            "--base",
+            &format!("{}/fixtures/base:latest", p.addr()),
+            "--dest",
+            &dest,
+            "--chunked",
+            "--chunk-size",
+            "4",
+            "--compression",
+            "none",
+            s(&dir.join("w.bin")),
+        ],
+    )
+    .ok();
+    let log = p.requests();
+    let faults = log.iter().filter(|l| l.fault.is_some()).count();
+    assert_eq!(faults, 6, "every fault was met: {log:#?}");
+    // each fault is retried after a wait, but for the 416: a refused range is asked about at once
+    assert_eq!(out.stderr.matches("retrying").count(), 5, "{}", out.stderr);
+
+    // bytes sent again: at most one chunk for each of the four broken PATCHes
+    let local = dest.replace(p.addr(), PLAIN);
+    let m = raw_manifest(&local, None);
+    let size = m["layers"].as_array().unwrap().last().unwrap()["size"]
+        .as_u64()
+        .unwrap();
+    let resent = patch_bytes(&log) - size;
+    println!(
+        "PATCH bytes {} for a {size}-byte layer: {resent} sent again",
+        patch_bytes(&log)
+    );
+    assert!(resent > 0 && resent <= 4 * chunk, "sent again: {resent}");
+
+    // after the 429 lamina waited its Retry-After before asking where the upload stands
+    let i = log
+        .iter()
+        .position(|l| l.status == 429)
+        .expect("the 429 was answered");
+    let next = &log[i + 1];
+    assert!(
+        next.method == "GET" && next.path.contains("/blobs/uploads/"),
+        "{next:?}"
+    );
+    let waited = next.at - log[i].at;
+    assert!(waited >= Duration::from_millis(1900), "waited {waited:?}");
+    manifests_last(&log);
+
+    // the image is whole: skopeo and umoci read it, the file is the one given
+    let rootfs = unpack(&local, None, &dir.join("unpacked"));
+    assert_eq!(
+        std::fs::read(rootfs.join("src/weights/w.bin")).unwrap(),
+        data
+    );
+    assert!(
+        !dir.join("cache/uploads").exists()
+            || std::fs::read_dir(dir.join("cache/uploads"))
+                .unwrap()
+                .count()
+                == 0,
+        "the upload state was removed after success"
+    );
+}
+
+/// A streamed upload cut in the middle after the registry stored part of it: distribution then
+/// forgets the session, so lamina starts a new one and makes the (deterministic) layer again.
+/// The result is the image an undisturbed run makes.
+#[test]
+fn a_cut_streamed_upload_starts_over_and_makes_the_same_image() {
+    harness();
+    let dir = tempdir("fault-stream");
+    let p = FaultProxy::start(PLAIN);
+    std::fs::write(dir.join("w.bin"), random_bytes(24 << 20, 802)).unwrap();
+    p.add(Rule::new("PATCH", "/blobs/uploads/").action(Action::ResetRequestForwarded(5 * MIB)));
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let out = run(
+        &dir,
+        &[
+            "affix",
+            "--base",
+            &base,
+            "--dest",
+            &format!("{}/{}:v1", p.addr(), repo("stream")),
+            s(&dir.join("w.bin")),
+        ],
+    )
+    .ok();
+    assert!(out.stderr.contains("retrying"), "{}", out.stderr);
+    let clean = run(
+        &dir,
+        &[
+            "affix",
+            "--base",
+            &base,
+            "--dest",
+            &format!("{PLAIN}/{}:clean", repo("stream")),
+            s(&dir.join("w.bin")),
+        ],
+    )
+    .ok();
+    assert_eq!(
+        digest_of_output(&out.stdout),
+        digest_of_output(&clean.stdout)
+    );
+    let log = p.requests();
+    let cut = log.iter().find(|l| l.fault.is_some()).unwrap();
+    assert!(!cut.body_complete && cut.body_bytes == 5 * MIB, "{cut:?}");
+    manifests_last(&log);
+}
+
+/// A killed `lamina affix` leaves its upload state behind; the same command run again continues
+/// the same upload session from the registry's offset and sends only the rest.
+#[test]
+fn a_killed_upload_resumes_in_the_same_session_when_run_again() {
+    harness();
+    let dir = tempdir("fault-kill");
+    let p = FaultProxy::start(PLAIN);
+    let size = 20 * MIB;
+    std::fs::write(dir.join("w.bin"), random_bytes(size as usize, 803)).unwrap();
+    // the third chunk hangs in a front end that buffers it: the process is killed meanwhile
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(3)
+            .action(Action::Stall(Duration::from_secs(60))),
+    );
+    let dest = format!("{}/{}:v1", p.addr(), repo("kill"));
+    let base = format!("{}/fixtures/base:latest", p.addr());
+    let w = dir.join("w.bin");
+    let args = [
+        "affix",
+        "--base",
+        &base,
+        "--dest",
+        &dest,
+        "--chunked",
+        "--chunk-size",
+        "4",
+        "--compression",
+        "none",
+        s(&w),
+    ];
+    let cache = dir.join("cache");
+    let mut child = std::process::Command::new(lamina_bin())
+        .args(args)
+        .env("LAMINA_CACHE_DIR", &cache)
+        .env("SOURCE_DATE_EPOCH", "946684800")
+        .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let stalled = p
+            .requests()
+            .iter()
+            .any(|l| l.fault.is_some() && l.body_complete);
+        if stalled {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never reached the third chunk"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no clean-up of any kind
+    child.wait().unwrap();
+    let state: Vec<_> = std::fs::read_dir(cache.join("uploads"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(state.len(), 1, "one upload state file");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state[0].path()).unwrap()).unwrap();
+    let seen: Vec<String> = p
+        .requests()
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {} {} {} {:?}",
+                l.method, l.path, l.body_bytes, l.status, l.fault
+            )
+        })
+        .collect();
+    assert_eq!(saved["confirmed"], 8 * MIB, "{saved} {seen:#?}");
+    let uuid = saved["location"]
+        .as_str()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    let uuid = uuid.rsplit('/').next().unwrap().to_string();
+    assert!(
+        !resolves(&dest.replace(p.addr(), PLAIN), None),
+        "no tag yet"
+    );
+
+    p.clear();
+    p.clear_log();
+    let out = run(&dir, &args).ok();
+    assert!(out.stderr.contains("resuming the upload"), "{}", out.stderr);
+    let log = p.requests();
+    // no new upload session for the layer: the first upload request after the mounts asks where
+    // the old session stands (the config, a new blob, gets its own afterwards)
+    let first = log
+        .iter()
+        .find(|l| l.path.contains("/blobs/uploads/") && !l.path.contains("mount="))
+        .unwrap();
+    assert_eq!(first.method, "GET", "{first:?}");
+    assert!(first.path.contains(&uuid), "{} vs {uuid}", first.path);
+    let m = raw_manifest(&dest.replace(p.addr(), PLAIN), None);
+    let layer = m["layers"].as_array().unwrap().last().unwrap()["size"]
+        .as_u64()
+        .unwrap();
+    assert!(layer > size, "{layer}");
+    assert_eq!(patch_bytes(&log), layer - 8 * MIB, "only the rest was sent");
+    assert_eq!(std::fs::read_dir(cache.join("uploads")).unwrap().count(), 0);
+    // the same image as an undisturbed run
+    let clean = run(
+        &dir,
+        &[
+            "affix",
+            "--base",
+            &format!("{PLAIN}/fixtures/base:latest"),
+            "--dest",
+            &format!("{PLAIN}/{}:clean", repo("kill")),
+            "--compression",
+            "none",
+            s(&w),
+        ],
+    )
+    .ok();
+    assert_eq!(
+        digest_of_output(&out.stdout),
+        digest_of_output(&clean.stdout)
+    );
+}
+
+/// Retries are bounded in count and time, never repeat a request that is not safe to repeat,
+/// and a run that fails leaves no tag: a registry whose manifest PUT always fails, one that
+/// lies about a blob's digest, and one that never stops answering 503.
+#[test]
+fn failing_runs_stop_in_bounded_time_and_leave_no_tag() {
+    harness();
+    let dir = tempdir("fault-notag");
+    std::fs::write(dir.join("w.bin"), random_bytes(3 << 20, 804)).unwrap();
+    let w = dir.join("w.bin");
+    let base = format!("{PLAIN}/fixtures/base:latest");
+
+    // 1. the manifest PUT always fails: bounded retries, then a clear error and no tag
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("PUT", "/manifests/")
+            .times(u32::MAX)
+            .action(Action::Status(500)),
+    );
+    let dest = format!("{}/{}:v1", p.addr(), repo("notag"));
+    let t0 = Instant::now();
+    let r = run(&dir, &["affix", "--base", &base, "--dest", &dest, s(&w)]);
+    let took = t0.elapsed();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("gave up after 5 attempts") && r.stderr.contains("500"),
+        "{}",
+        r.stderr
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let puts = p
+        .requests()
+        .iter()
+        .filter(|l| l.method == "PUT" && l.path.contains("/manifests/"))
+        .count();
+    assert_eq!(puts, 5);
+    assert!(!resolves(&dest.replace(p.addr(), PLAIN), None));
+    manifests_last(&p.requests());
+
+    // 2. the registry claims another digest for the uploaded layer: refused, no manifest at all
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("PUT", "/blobs/uploads/")
+            .times(u32::MAX)
+            .action(Action::WrongDigest),
+    );
+    let dest = format!("{}/{}:v2", p.addr(), repo("notag"));
+    let r = run(&dir, &["affix", "--base", &base, "--dest", &dest, s(&w)]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("Docker-Content-Digest") && r.stderr.contains("0bad"),
+        "{}",
+        r.stderr
+    );
+    assert!(!p
+        .requests()
+        .iter()
+        .any(|l| l.path.contains("/manifests/") && l.method == "PUT"));
+    assert!(!resolves(&dest.replace(p.addr(), PLAIN), None));
+
+    // 3. a registry that answers 503 with a long Retry-After: lamina does not wait past its
+    // time budget, it gives up at once
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("GET", "/manifests/")
+            .times(u32::MAX)
+            .action(Action::RetryAfter(503, 100)),
+    );
+    let t0 = Instant::now();
+    let r = run(
+        &dir,
+        &["layers", &format!("{}/fixtures/base:latest", p.addr())],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(125) && took >= Duration::from_secs(59),
+        "took {took:?}"
+    );
+    assert!(r.stderr.contains("503"), "{}", r.stderr);
+
+    // 4. a streamed PATCH that fails with 500 is not sent again blindly: lamina asks the upload's
+    // status first (the registry may have kept part of it)
+    let p = FaultProxy::start(PLAIN);
+    p.add(Rule::new("PATCH", "/blobs/uploads/").action(Action::Status(500)));
+    let dest = format!("{}/{}:v3", p.addr(), repo("notag"));
+    run(
+        &dir,
+        &[
+            "affix",
+            "--base",
+            &base,
+            "--dest",
+            &dest,
+            "--compression",
+            "none",
+            s(&w),
+        ],
+    )
+    .ok();
+    let log = p.requests();
+    let i = log.iter().position(|l| l.status == 500).unwrap();
+    assert!(
+        log[i + 1].method == "GET" && log[i + 1].path.contains("/blobs/uploads/"),
+        "{:?}",
+        log[i + 1]
+    );
+}
+
+/// Slow answers and answers cut short on the way down: a delayed manifest is waited for, a cut
+/// manifest body is fetched again, and a blob download cut in the middle fails `extract` with a
+/// clear error and no output file left looking complete.
+#[test]
+fn slow_and_truncated_answers() {
+    harness();
+    let dir = tempdir("fault-slow");
+    let p = FaultProxy::start(PLAIN);
+    // the first answer is cut after 10 bytes of its body, the second comes 2 s late
+    p.add(Rule::new("GET", "/manifests/").action(Action::ResetResponse(10)));
+    p.add(Rule::new("GET", "/manifests/").action(Action::Delay(Duration::from_secs(2))));
+    let r = run(
+        &dir,
+        &[
+            "layers",
+            "--json",
+            &format!("{}/fixtures/base:latest", p.addr()),
+        ],
+    )
+    .ok();
+    assert!(r.stdout.contains("sha256:"), "{}", r.stdout);
+    assert!(r.stderr.contains("retrying"), "{}", r.stderr);
+
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("GET", "/blobs/sha256:")
+            .times(u32::MAX)
+            .action(Action::ResetResponse(1000)),
+    );
+    let out = dir.join("all.tar");
+    let r = run(
+        &dir,
+        &[
+            "extract",
+            "--all",
+            "-o",
+            s(&out),
+            &format!("{}/fixtures/base:latest", p.addr()),
+        ],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(!out.exists(), "no output file after a failed extract");
+    assert!(
+        r.stderr.to_lowercase().contains("blob") || r.stderr.contains("sha256:"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Eight `lamina affix` runs at once onto the same base and into the same repository: all
+/// finish, every tag has the base's layers and its own.
+#[test]
+fn eight_concurrent_affix_runs_onto_one_base_and_repository() {
+    harness();
+    let dir = tempdir("fault-load");
+    let name = repo("load");
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let base_layers: Vec<String> = raw_manifest(&base, None)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let t0 = Instant::now();
+    let runs: Vec<_> = (0..8)
+        .map(|i| {
+            let f = dir.join(format!("w{i}.bin"));
+            std::fs::write(&f, random_bytes(16 << 20, 900 + i)).unwrap();
+            let dest = format!("{PLAIN}/{name}:t{i}");
+            let (base, d) = (base.clone(), dir.to_path_buf());
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = run(&d, &["affix", "--base", &base, "--dest", &dest, s(&f)]);
+                (dest, r, t.elapsed())
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for h in runs {
+        let (dest, r, t) = h.join().unwrap();
+        let r = r.ok();
+        times.push(t.as_secs_f64());
+        let m = raw_manifest(&dest, None);
+        let layers: Vec<&str> = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(layers.len(), base_layers.len() + 1, "{dest}");
+        assert_eq!(
+            layers[..base_layers.len()],
+            base_layers.iter().map(String::as_str).collect::<Vec<_>>()[..]
+        );
+        assert!(r.stdout.contains(&name), "{}", r.stdout);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "LOAD 8 concurrent affix (16 MiB each): wall {wall:.2} s, per run median {:.2} s, max {:.2} s",
+        times[4], times[7]
+    );
+}
