@@ -177,6 +177,11 @@ impl fmt::Display for Error {
                 write!(f, "authentication with {registry} failed: {reason}")
             }
             Error::NotFound { what } => write!(f, "not found: {what}"),
+            Error::TooLarge { what, limit } if limit % (1 << 20) == 0 => write!(
+                f,
+                "{what} is larger than the limit of {} MiB ({limit} bytes); it was not read further",
+                limit >> 20
+            ),
             Error::TooLarge { what, limit } => {
                 write!(f, "{what} is larger than the limit of {limit} bytes")
             }

@@ -373,7 +373,14 @@ impl Manifest {
             .value
             .get("config")
             .ok_or_else(|| self.doc.invalid("no config descriptor"))?;
-        Descriptor::from_value(c, "image manifest config descriptor")
+        let d = Descriptor::from_value(c, "image manifest config descriptor")?;
+        if media::is_layer(&d.media_type) || media::doc_kind(&d.media_type).is_some() {
+            return Err(self.doc.invalid(format!(
+                "its config descriptor has media type {}, which is not a config's",
+                d.media_type
+            )));
+        }
+        Ok(d)
     }
 
     /// The layer descriptors, in order (base first).
@@ -382,7 +389,17 @@ impl Manifest {
             None => Ok(Vec::new()),
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|l| Descriptor::from_value(l, "image manifest layer"))
+                .enumerate()
+                .map(|(i, l)| {
+                    let d = Descriptor::from_value(l, "image manifest layer")?;
+                    if media::is_document(&d.media_type) {
+                        return Err(self.doc.invalid(format!(
+                            "layer {i} has media type {}, which is not a layer's",
+                            d.media_type
+                        )));
+                    }
+                    Ok(d)
+                })
                 .collect(),
             Some(_) => Err(self.doc.invalid("layers is not an array")),
         }

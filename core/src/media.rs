@@ -116,3 +116,15 @@ pub fn short(media_type: &str) -> &str {
         other => other,
     }
 }
+
+/// Whether a media type is that of an image layer (OCI or Docker, any compression).
+pub fn is_layer(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.oci.image.layer.")
+        || media_type.starts_with("application/vnd.docker.image.rootfs.")
+}
+
+/// Whether a media type is that of a manifest, an index or an image config: never a layer's
+/// (a descriptor with one points at the wrong kind of blob).
+pub fn is_document(media_type: &str) -> bool {
+    doc_kind(media_type).is_some() || media_type == OCI_CONFIG || media_type == DOCKER_CONFIG
+}

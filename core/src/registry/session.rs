@@ -9,10 +9,11 @@ use crate::reference::Scheme;
 pub const MAX_REDIRECTS: u32 = 5;
 /// Most attempts for one request that may be retried.
 pub const MAX_ATTEMPTS: u32 = 5;
-/// Longest a request is retried for, from its first failure (ms): a `Retry-After` that would
-/// end later gives up at once instead of waiting.
+/// Longest a request is retried for, from its first failure (ms): a retry that would start
+/// later is not made.
 pub const MAX_RETRY_MS: u64 = 120_000;
-/// Longest wait before one retry (ms), whatever `Retry-After` asks.
+/// Longest wait before one retry (ms): a `Retry-After` asking for more gives up at once (a retry
+/// sooner than the registry asked would be refused again).
 pub const MAX_RETRY_DELAY_MS: u64 = 60_000;
 /// Response bodies the core reads by default (JSON answers, errors).
 pub const SMALL_BODY: u64 = 1024 * 1024;
@@ -268,6 +269,8 @@ pub struct Machine<O: Op> {
     attempts: u32,
     /// when the current call first failed (ms), for [`MAX_RETRY_MS`]
     failing_since: Option<u64>,
+    /// the registry asked to wait longer than [`MAX_RETRY_DELAY_MS`] (ms)
+    asked_too_long: Option<u64>,
     redirects: u32,
     auth_retries: u32,
     events: Vec<Event>,
@@ -287,6 +290,7 @@ impl<O: Op> Machine<O> {
             foreign: false,
             attempts: 0,
             failing_since: None,
+            asked_too_long: None,
             redirects: 0,
             auth_retries: 0,
             events: Vec::new(),
@@ -506,10 +510,13 @@ impl<O: Op> Machine<O> {
             return false;
         }
         let since = *self.failing_since.get_or_insert(now);
+        if let Some(ra) = retry_after_ms.filter(|ra| *ra > MAX_RETRY_DELAY_MS) {
+            self.asked_too_long = Some(ra);
+            return false;
+        }
         let base = 250u64 << (self.attempts - 1).min(6);
         let delay = retry_after_ms
-            .unwrap_or_else(|| base.min(8_000) + self.session.jitter(base.min(8_000) / 2 + 1))
-            .min(MAX_RETRY_DELAY_MS);
+            .unwrap_or_else(|| base.min(8_000) + self.session.jitter(base.min(8_000) / 2 + 1));
         if now + delay > since + MAX_RETRY_MS {
             return false;
         }
@@ -747,9 +754,19 @@ impl<O: Op> Machine<O> {
                 format!("{} {}: HTTP {status}", call.method, strip_query(&self.url)),
                 retry_after(&resp),
             ) {
-                let e = Error::RetriesExhausted {
-                    attempts: self.attempts,
-                    last: Box::new(http_error(call.method, &self.url, &resp)),
+                let last = http_error(call.method, &self.url, &resp);
+                let e = match self.asked_too_long {
+                    Some(ms) => Error::Protocol {
+                        reason: format!(
+                            "{last}; the registry asked to try again in {} s, longer than lamina waits ({} s): try again later",
+                            ms / 1000,
+                            MAX_RETRY_DELAY_MS / 1000
+                        ),
+                    },
+                    None => Error::RetriesExhausted {
+                        attempts: self.attempts,
+                        last: Box::new(last),
+                    },
                 };
                 self.fail(e);
             }
@@ -807,7 +824,7 @@ fn is_retryable(status: u16) -> bool {
 /// of the wall, so the usual backoff applies).
 pub(crate) fn retry_after(resp: &Response) -> Option<u64> {
     let v = resp.header("retry-after")?;
-    v.trim().parse::<u64>().ok().map(|s| s.min(60) * 1000)
+    v.trim().parse::<u64>().ok().map(|s| s.min(86_400) * 1000)
 }
 
 /// An error for an unexpected HTTP status, with the registry's error codes.
