@@ -753,3 +753,269 @@ fn lying_registries_get_clear_errors_and_nothing_is_written() {
         "tagged"
     );
 }
+
+/// Every place a secret could leak in one run: lamina's stdout and stderr (at its most verbose),
+/// and every request the proxies saw. A secret may only appear in the `Authorization` header of
+/// a request to the host it belongs to (and a Cog token in the verify-token form it is made for).
+fn assert_no_leak(
+    r: &Run,
+    secrets: &[String],
+    proxies: &[(&FaultProxy, &dyn Fn(&Logged, &str) -> bool)],
+) {
+    for sec in secrets {
+        assert!(
+            !r.stdout.contains(sec.as_str()),
+            "secret in stdout: {}",
+            r.stdout
+        );
+        assert!(
+            !r.stderr.contains(sec.as_str()),
+            "secret in stderr: {}",
+            r.stderr
+        );
+        for (p, allowed) in proxies {
+            for l in p.requests() {
+                let mut places: Vec<String> = vec![l.path.clone()];
+                places.extend(l.headers.iter().map(|(k, v)| format!("{k}: {v}")));
+                places.push(String::from_utf8_lossy(&l.body).into_owned());
+                for place in places {
+                    if place.contains(sec.as_str()) {
+                        assert!(
+                            allowed(&l, &place),
+                            "secret sent to {} in {place:?} of {} {}",
+                            p.addr(),
+                            l.method,
+                            l.path
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn authorization(place: &str) -> bool {
+    place.to_ascii_lowercase().starts_with("authorization: ")
+}
+
+/// Full pushes with logging at its most verbose, with Basic auth, a Bearer token flow and a Cog
+/// token: no password, token or Basic header anywhere but where it belongs.
+#[test]
+fn secrets_appear_only_in_authorization_to_their_own_host() {
+    harness();
+    let dir = tempdir("fault-secrets");
+    std::fs::write(dir.join("w.bin"), random_bytes(3 << 20, 805)).unwrap();
+    let w = dir.join("w.bin");
+    let basic_b64 = "dGVzdHVzZXI6dGVzdHBhc3M="; // testuser:testpass
+    let creds = [("LAMINA_USERNAME", USER), ("LAMINA_PASSWORD", PASS)];
+    let with_cache = |env: &[(&'static str, &'static str)]| {
+        let mut v: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        v.push(("LAMINA_CACHE_DIR", s(&dir.join("cache")).to_string()));
+        v
+    };
+    let go = |args: &[&str], env: &[(&'static str, &'static str)]| {
+        let env = with_cache(env);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        lamina_env(args, &env)
+    };
+
+    // Basic: the password goes nowhere but the registry's Authorization header
+    let p = FaultProxy::start(BASIC);
+    let base = format!("{}/fixtures/base:latest", p.addr());
+    let dest = format!("{}/{}:basic", p.addr(), repo("secrets"));
+    let r = go(
+        &[
+            "-v",
+            "affix",
+            "--base",
+            &base,
+            "--dest",
+            &dest,
+            "--chunked",
+            "--chunk-size",
+            "1",
+            s(&w),
+        ],
+        &creds,
+    )
+    .ok();
+    assert!(r.stderr.contains("> PATCH"), "verbose log: {}", r.stderr);
+    let basic_ok = |_: &Logged, place: &str| authorization(place);
+    assert_no_leak(&r, &[PASS.into(), basic_b64.into()], &[(&p, &basic_ok)]);
+    assert!(p
+        .requests()
+        .iter()
+        .any(|l| l.header("authorization").is_some()));
+
+    // a wrong password is not repeated in the error
+    let r = go(
+        &["-v", "layers", &base],
+        &[
+            ("LAMINA_USERNAME", USER),
+            ("LAMINA_PASSWORD", "hunter2-wrong-secret"),
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert_no_leak(&r, &["hunter2-wrong-secret".into()], &[(&p, &basic_ok)]);
+
+    // Bearer: the password goes to the token server only, the tokens to the registry only
+    let pt = FaultProxy::start("127.0.0.1:5104");
+    let realm = |p: &FaultProxy| {
+        p.add(
+            Rule::new("*", "/")
+                .times(u32::MAX)
+                .action(Action::RewriteHeader(
+                    "WWW-Authenticate".into(),
+                    "127.0.0.1:5104".into(),
+                    pt.addr().into(),
+                )),
+        );
+    };
+    let p = FaultProxy::start(TOKEN);
+    realm(&p);
+    let base = format!("{}/fixtures/base:latest", p.addr());
+    let dest = format!("{}/{}:bearer", p.addr(), repo("secrets"));
+    let r = go(
+        &["-v", "affix", "--base", &base, "--dest", &dest, s(&w)],
+        &creds,
+    )
+    .ok();
+    let tokens: Vec<String> = pt
+        .requests()
+        .iter()
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(&l.response_body).ok())
+        .filter_map(|v| v["token"].as_str().map(str::to_string))
+        .collect();
+    assert!(!tokens.is_empty(), "tokens were issued");
+    let registry_ok = |_: &Logged, place: &str| authorization(place) && place.contains("Bearer ");
+    let tokenserver_ok = |_: &Logged, place: &str| authorization(place) && place.contains("Basic ");
+    let mut secrets: Vec<String> = vec![PASS.into(), basic_b64.into()];
+    secrets.extend(tokens.iter().cloned());
+    // the registry never sees the password; the token server never sees a token
+    let never = |_: &Logged, _: &str| false;
+    assert_no_leak(
+        &r,
+        &[PASS.into(), basic_b64.into()],
+        &[(&p, &never), (&pt, &tokenserver_ok)],
+    );
+    assert_no_leak(&r, &tokens, &[(&p, &registry_ok), (&pt, &never)]);
+
+    // Cog: the token is checked at the registry's verify-token, then is the Basic password for
+    // the token server
+    let pt_before = pt.requests().len();
+    let p = FaultProxy::start(TOKEN);
+    p.add(
+        Rule::new("POST", "/cog/v1/verify-token")
+            .times(u32::MAX)
+            .action(Action::Respond(
+                200,
+                vec![],
+                br#"{"username":"testuser"}"#.to_vec(),
+            )),
+    );
+    realm(&p);
+    let base = format!("{}/fixtures/base:latest", p.addr());
+    let dest = format!("{}/{}:cog", p.addr(), repo("secrets"));
+    let reg = p.addr().to_string();
+    let r = go(
+        &[
+            "-v",
+            "-r",
+            &reg,
+            "affix",
+            "--base",
+            &base,
+            "--dest",
+            &dest,
+            s(&w),
+        ],
+        &[("COG_TOKEN", PASS)],
+    )
+    .ok();
+    let verify = p
+        .requests()
+        .into_iter()
+        .find(|l| l.path.contains("verify-token"))
+        .expect("verify-token was asked");
+    assert_eq!(verify.body, b"token=testpass");
+    let new_tokens: Vec<String> = pt.requests()[pt_before..]
+        .iter()
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(&l.response_body).ok())
+        .filter_map(|v| v["token"].as_str().map(str::to_string))
+        .collect();
+    let cog_ok =
+        |l: &Logged, place: &str| l.path == "/cog/v1/verify-token" && place == "token=testpass";
+    assert_no_leak(
+        &r,
+        &[PASS.into(), basic_b64.into()],
+        &[(&p, &cog_ok), (&pt, &tokenserver_ok)],
+    );
+    assert_no_leak(&r, &new_tokens, &[(&p, &registry_ok), (&pt, &never)]);
+    assert!(resolves(
+        &dest.replace(p.addr(), TOKEN),
+        Some(&format!("{USER}:{PASS}"))
+    ));
+}
+
+/// A registry that redirects blob downloads to another host (port): the download follows the
+/// redirect, and `Authorization` (Basic or Bearer) never goes with it.
+#[test]
+fn authorization_never_follows_a_redirect_to_another_host() {
+    harness();
+    let dir = tempdir("fault-redirect");
+    let cache = dir.join("cache");
+    let creds = [
+        ("LAMINA_USERNAME", USER),
+        ("LAMINA_PASSWORD", PASS),
+        ("LAMINA_CACHE_DIR", s(&cache)),
+    ];
+    for upstream in [BASIC, TOKEN] {
+        // the "storage" host serves the same blobs without auth
+        let cdn = FaultProxy::start(PLAIN);
+        let p = FaultProxy::start(upstream);
+        p.add(
+            Rule::new("GET", "/blobs/sha256:")
+                .times(u32::MAX)
+                .action(Action::Redirect(format!("http://{}{{path}}", cdn.addr()))),
+        );
+        let out = dir.join(format!("all-{}.tar", upstream.replace([':', '.'], "_")));
+        let r = lamina_env(
+            &[
+                "-v",
+                "extract",
+                "--all",
+                "-o",
+                s(&out),
+                &format!("{}/fixtures/base:latest", p.addr()),
+            ],
+            &creds,
+        )
+        .ok();
+        let list = cmd("tar", &["-tf", s(&out)]).ok();
+        assert!(!list.stdout.is_empty());
+        let followed = cdn.requests();
+        assert!(
+            !followed.is_empty(),
+            "the redirect was followed: {}",
+            r.stderr
+        );
+        for l in &followed {
+            assert!(
+                l.header("authorization").is_none(),
+                "Authorization sent across hosts: {l:?}"
+            );
+        }
+        let redirected = p
+            .requests()
+            .into_iter()
+            .filter(|l| l.status == 302)
+            .collect::<Vec<_>>();
+        assert!(!redirected.is_empty());
+        assert!(
+            redirected
+                .iter()
+                .all(|l| l.header("authorization").is_some()),
+            "the registry itself gets credentials"
+        );
+    }
+}
