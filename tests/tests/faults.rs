@@ -543,11 +543,17 @@ fn eight_concurrent_affix_runs_onto_one_base_and_repository() {
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect();
+    for i in 0..8 {
+        std::fs::write(
+            dir.join(format!("w{i}.bin")),
+            random_bytes(16 << 20, 900 + i),
+        )
+        .unwrap();
+    }
     let t0 = Instant::now();
     let runs: Vec<_> = (0..8)
         .map(|i| {
             let f = dir.join(format!("w{i}.bin"));
-            std::fs::write(&f, random_bytes(16 << 20, 900 + i)).unwrap();
             let dest = format!("{PLAIN}/{name}:t{i}");
             let (base, d) = (base.clone(), dir.to_path_buf());
             std::thread::spawn(move || {
