@@ -529,15 +529,33 @@ fn slow_and_truncated_answers() {
     );
 }
 
-/// Eight `lamina affix` runs at once onto the same base and into the same repository: all
+/// Eight `lamina affix` runs at once onto the same base and into the same repository, through a
+/// proxy that fails some of their requests (502 on manifests, 503 on chunks and mounts): all
 /// finish, every tag has the base's layers and its own.
 #[test]
 fn eight_concurrent_affix_runs_onto_one_base_and_repository() {
     harness();
     let dir = tempdir("fault-load");
     let name = repo("load");
-    let base = format!("{PLAIN}/fixtures/base:latest");
-    let base_layers: Vec<String> = raw_manifest(&base, None)["layers"]
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("GET", "/manifests/")
+            .times(3)
+            .action(Action::Status(502)),
+    );
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .times(4)
+            .action(Action::Status(503)),
+    );
+    p.add(
+        Rule::new("POST", "mount=")
+            .times(2)
+            .action(Action::Status(503)),
+    );
+    let base = format!("{}/fixtures/base:latest", p.addr());
+    let base_layers: Vec<String> = raw_manifest(&format!("{PLAIN}/fixtures/base:latest"), None)
+        ["layers"]
         .as_array()
         .unwrap()
         .iter()
@@ -554,11 +572,24 @@ fn eight_concurrent_affix_runs_onto_one_base_and_repository() {
     let runs: Vec<_> = (0..8)
         .map(|i| {
             let f = dir.join(format!("w{i}.bin"));
-            let dest = format!("{PLAIN}/{name}:t{i}");
+            let dest = format!("{}/{name}:t{i}", p.addr());
             let (base, d) = (base.clone(), dir.to_path_buf());
             std::thread::spawn(move || {
                 let t = Instant::now();
-                let r = run(&d, &["affix", "--base", &base, "--dest", &dest, s(&f)]);
+                let r = run(
+                    &d,
+                    &[
+                        "affix",
+                        "--base",
+                        &base,
+                        "--dest",
+                        &dest,
+                        "--chunked",
+                        "--chunk-size",
+                        "4",
+                        s(&f),
+                    ],
+                );
                 (dest, r, t.elapsed())
             })
         })
@@ -568,7 +599,7 @@ fn eight_concurrent_affix_runs_onto_one_base_and_repository() {
         let (dest, r, t) = h.join().unwrap();
         let r = r.ok();
         times.push(t.as_secs_f64());
-        let m = raw_manifest(&dest, None);
+        let m = raw_manifest(&dest.replace(p.addr(), PLAIN), None);
         let layers: Vec<&str> = m["layers"]
             .as_array()
             .unwrap()
@@ -583,9 +614,11 @@ fn eight_concurrent_affix_runs_onto_one_base_and_repository() {
         assert!(r.stdout.contains(&name), "{}", r.stdout);
     }
     let wall = t0.elapsed().as_secs_f64();
+    let faults = p.requests().iter().filter(|l| l.fault.is_some()).count();
+    assert_eq!(faults, 9, "every fault was met");
     times.sort_by(f64::total_cmp);
     println!(
-        "LOAD 8 concurrent affix (16 MiB each): wall {wall:.2} s, per run median {:.2} s, max {:.2} s",
+        "LOAD 8 concurrent affix (16 MiB each, 9 faults): wall {wall:.2} s, per run median {:.2} s, max {:.2} s",
         times[4], times[7]
     );
 }
@@ -760,14 +793,13 @@ fn lying_registries_get_clear_errors_and_nothing_is_written() {
     );
 }
 
+/// Whether a secret may appear in this place (`Header: value`, path or body) of this request.
+type Allowed<'a> = &'a dyn Fn(&Logged, &str) -> bool;
+
 /// Every place a secret could leak in one run: lamina's stdout and stderr (at its most verbose),
 /// and every request the proxies saw. A secret may only appear in the `Authorization` header of
 /// a request to the host it belongs to (and a Cog token in the verify-token form it is made for).
-fn assert_no_leak(
-    r: &Run,
-    secrets: &[String],
-    proxies: &[(&FaultProxy, &dyn Fn(&Logged, &str) -> bool)],
-) {
+fn assert_no_leak(r: &Run, secrets: &[String], proxies: &[(&FaultProxy, Allowed<'_>)]) {
     for sec in secrets {
         assert!(
             !r.stdout.contains(sec.as_str()),
