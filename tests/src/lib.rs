@@ -142,8 +142,8 @@ pub fn cmd(prog: &str, args: &[&str]) -> Run {
     )
 }
 
-/// `skopeo inspect --raw` of a reference (plain HTTP, optional creds).
-pub fn raw_manifest(reference: &str, creds: Option<&str>) -> serde_json::Value {
+/// `skopeo inspect --raw` of a reference (plain HTTP, optional creds), as it ran.
+pub fn skopeo_inspect(reference: &str, creds: Option<&str>) -> Run {
     let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
     if let Some(c) = creds {
         args.push("--creds");
@@ -151,8 +151,18 @@ pub fn raw_manifest(reference: &str, creds: Option<&str>) -> serde_json::Value {
     }
     let r = format!("docker://{reference}");
     args.push(&r);
-    let out = cmd("skopeo", &args).ok();
+    cmd("skopeo", &args)
+}
+
+/// The manifest `reference` resolves to, read by `skopeo inspect --raw`.
+pub fn raw_manifest(reference: &str, creds: Option<&str>) -> serde_json::Value {
+    let out = skopeo_inspect(reference, creds).ok();
     serde_json::from_str(&out.stdout).expect("manifest JSON")
+}
+
+/// Whether `reference` resolves (for checking that a failed run left no tag).
+pub fn resolves(reference: &str, creds: Option<&str>) -> bool {
+    skopeo_inspect(reference, creds).code == 0
 }
 
 /// `skopeo copy` the image to a fresh OCI layout and `umoci unpack` it; returns the rootfs.

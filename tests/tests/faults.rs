@@ -29,18 +29,6 @@ fn digest_of_output(stdout: &str) -> String {
         .unwrap_or_else(|| panic!("no digest in {line:?}"))
 }
 
-/// Whether `reference` resolves (through `skopeo inspect`).
-fn resolves(reference: &str, creds: Option<&str>) -> bool {
-    let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
-    if let Some(c) = creds {
-        args.push("--creds");
-        args.push(c);
-    }
-    let r = format!("docker://{reference}");
-    args.push(&r);
-    cmd("skopeo", &args).code == 0
-}
-
 fn patch_bytes(log: &[Logged]) -> u64 {
     log.iter()
         .filter(|l| l.method == "PATCH")

@@ -54,30 +54,12 @@ fn online_image(name: &str, dir: &Path, base: &str) -> (String, Vec<u8>) {
 }
 
 fn digest_of(reference: &str, creds: Option<&str>) -> String {
-    let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
-    if let Some(c) = creds {
-        args.extend(["--creds", c]);
-    }
-    let r = format!("docker://{reference}");
-    args.push(&r);
-    let raw = cmd("skopeo", &args).ok().stdout;
+    let raw = skopeo_inspect(reference, creds).ok().stdout;
     sha256(raw.as_bytes())
 }
 
 fn tag_exists(reference: &str) -> bool {
-    cmd(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            CREDS,
-            &format!("docker://{reference}"),
-        ],
-    )
-    .code
-        == 0
+    resolves(reference, Some(CREDS))
 }
 
 #[test]
