@@ -11,7 +11,7 @@ use bytes::Bytes;
 use lamina_core::http::{Body, Method, Request, Response};
 use lamina_core::layer::LayerInfo;
 use lamina_core::reference::{Reference, Scheme};
-use lamina_core::registry::{Event, Machine, Op, Output, Session, Upload, UploadConfig};
+use lamina_core::registry::{Event, Held, Machine, Op, Output, Session, Upload, UploadConfig};
 use lamina_core::{Digest, Error};
 
 use crate::creds::{self, Given};
@@ -338,13 +338,13 @@ impl Client {
                             let w = win.as_deref_mut().ok_or(
                                 "the registry machine asked for blob data that does not exist",
                             )?;
-                            SendBody::Bytes(w.slice(*start, *end)?)
+                            SendBody::Bytes(held_slice(w, *start, *end)?)
                         }
                         Body::Stream { start } => {
                             let (f, p) =
                                 feed.as_mut().ok_or("a streamed upload needs a producer")?;
                             let w = win.as_deref_mut().ok_or("no data window")?;
-                            let (first, skip) = match w.from(*start) {
+                            let (first, skip) = match held_from(w, *start) {
                                 Some(first) => (first, 0),
                                 None => {
                                     // the bytes from `start` were sent and dropped: make them again
@@ -352,7 +352,7 @@ impl Client {
                                         format!("the upload was interrupted at byte {start} and its input cannot be read again (stdin); run the command again")
                                     })?;
                                     f.rx = Arc::new(Mutex::new(restart()));
-                                    w.chunks.clear();
+                                    w.clear_to(u64::MAX);
                                     (VecDeque::new(), *start)
                                 }
                             };
@@ -380,8 +380,7 @@ impl Client {
                     if stream_state.is_some() {
                         // the stream took chunks past the window: only a restart can give them again
                         if let Some(w) = win.as_deref_mut() {
-                            w.chunks.clear();
-                            w.end = u64::MAX;
+                            w.clear_to(u64::MAX);
                         }
                     }
                     if let Some(sh) = stream_state {
@@ -638,70 +637,28 @@ impl StreamReader {
     }
 }
 
-/// Bytes of the blob not yet confirmed by the registry.
-#[derive(Default)]
-struct Window {
-    chunks: VecDeque<(u64, Bytes)>,
-    end: u64,
+/// Bytes of the blob not yet confirmed by the registry, in the producer's chunks.
+type Window = Held<Bytes>;
+
+/// The held bytes from `start` on (zero-copy slices), or `None` if some of them are gone.
+fn held_from(w: &Window, start: u64) -> Option<VecDeque<Bytes>> {
+    let parts = w.range(start, w.end()).ok()?;
+    Some(parts.into_iter().map(|(b, r)| b.slice(r)).collect())
 }
 
-impl Window {
-    fn push(&mut self, b: Bytes) -> u64 {
-        let start = self.end;
-        self.end += b.len() as u64;
-        self.chunks.push_back((start, b));
-        self.end
-    }
-
-    /// The buffered bytes from `start` on, or `None` if some of them are gone.
-    fn from(&self, start: u64) -> Option<VecDeque<Bytes>> {
-        let first = self.chunks.front().map(|(s, _)| *s).unwrap_or(self.end);
-        if start < first || start > self.end {
-            return None;
-        }
-        Some(
-            self.chunks
+/// Bytes `start..end`: a zero-copy slice when they lie in one chunk (the usual case).
+fn held_slice(w: &Window, start: u64, end: u64) -> Result<Bytes, String> {
+    let parts = w
+        .range(start, end)
+        .map_err(|e| format!("the registry asked again for {e}; run the command again"))?;
+    match parts.as_slice() {
+        [(b, r)] => Ok(b.slice(r.clone())),
+        _ => Ok(Bytes::from(
+            parts
                 .iter()
-                .filter(|(s, b)| s + b.len() as u64 > start)
-                .map(|(s, b)| b.slice((start.saturating_sub(*s)) as usize..))
-                .collect(),
-        )
-    }
-
-    fn drop_before(&mut self, confirmed: u64) {
-        while let Some((s, b)) = self.chunks.front() {
-            if s + b.len() as u64 <= confirmed {
-                self.chunks.pop_front();
-            } else {
-                break;
-            }
-        }
-    }
-
-    fn slice(&self, start: u64, end: u64) -> Result<Bytes, String> {
-        // zero-copy when the range lies in one chunk (the usual case)
-        for (s, b) in &self.chunks {
-            let e = s + b.len() as u64;
-            if start >= *s && end <= e {
-                return Ok(b.slice((start - s) as usize..(end - s) as usize));
-            }
-        }
-        let mut out = Vec::with_capacity((end - start) as usize);
-        for (s, b) in &self.chunks {
-            let e = s + b.len() as u64;
-            if e <= start || *s >= end {
-                continue;
-            }
-            let a = start.max(*s) - s;
-            let z = end.min(e) - s;
-            out.extend_from_slice(&b[a as usize..z as usize]);
-        }
-        if out.len() as u64 != end - start {
-            return Err(format!(
-                "the registry asked again for bytes {start}..{end} that are no longer buffered; run the command again"
-            ));
-        }
-        Ok(Bytes::from(out))
+                .flat_map(|(b, r)| b[r.clone()].iter().copied())
+                .collect::<Vec<u8>>(),
+        )),
     }
 }
 

@@ -4,13 +4,13 @@
 //! is handed to the caller as a `ReadableStream`, and an upload takes its bytes from a
 //! [`Produce`]r through a [`Window`] that holds only what the registry has not confirmed yet.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use lamina_core::auth::Credentials;
 use lamina_core::http::{Body, Request, Response};
 use lamina_core::reference::Reference;
-use lamina_core::registry::{Event, Machine, Op, Output, Session, Upload, UploadConfig};
+use lamina_core::registry::{Event, Held, Machine, Op, Output, Session, Upload, UploadConfig};
 use lamina_core::Digest;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -141,69 +141,23 @@ impl Reader {
     }
 }
 
-/// Bytes of the blob being uploaded that the registry has not confirmed yet.
-#[derive(Debug, Default)]
-pub struct Window {
-    start: u64,
-    chunks: VecDeque<Vec<u8>>,
-    /// One past the last byte produced.
-    pub end: u64,
-}
+/// The blob's bytes the registry has not confirmed yet, gathered into pieces of [`PIECE`].
+pub type Window = Held<Vec<u8>>;
 
-impl Window {
-    /// Appends produced bytes (gathered into pieces of about 1 MiB: the codecs hand over
-    /// small slices).
-    pub fn push(&mut self, b: &[u8]) {
-        const PIECE: usize = 1 << 20;
-        if b.is_empty() {
-            return;
-        }
-        self.end += b.len() as u64;
-        match self.chunks.back_mut() {
-            Some(last) if last.len() + b.len() <= last.capacity() => last.extend_from_slice(b),
-            _ => {
-                let mut v = Vec::with_capacity(PIECE.max(b.len()));
-                v.extend_from_slice(b);
-                self.chunks.push_back(v);
-            }
-        }
+/// Produced bytes are gathered into pieces of about this size (the codecs hand over small
+/// slices).
+pub const PIECE: usize = 1 << 20;
+
+/// Bytes `a..b` as one JS byte array (one copy out of wasm memory).
+fn js_bytes(w: &Window, a: u64, b: u64) -> Res<Uint8Array> {
+    let out = Uint8Array::new_with_length((b - a) as u32);
+    let mut at = 0u32;
+    for (p, r) in w.range(a, b).map_err(e2s)? {
+        let n = r.len() as u32;
+        out.set(&Uint8Array::from(&p[r]), at);
+        at += n;
     }
-    /// Bytes held.
-    pub fn held(&self) -> u64 {
-        self.end - self.start
-    }
-    fn drop_before(&mut self, c: u64) {
-        while let Some(f) = self.chunks.front() {
-            let flen = f.len() as u64;
-            if self.start + flen <= c {
-                self.start += flen;
-                self.chunks.pop_front();
-            } else {
-                break;
-            }
-        }
-    }
-    /// Bytes `a..b` as one JS byte array (one copy out of wasm memory).
-    fn slice(&self, a: u64, b: u64) -> Res<Uint8Array> {
-        if a < self.start || b > self.end {
-            return Err(format!(
-                "bytes {a}..{b} of the blob are no longer held (have {}..{})",
-                self.start, self.end
-            ));
-        }
-        let out = Uint8Array::new_with_length((b - a) as u32);
-        let mut off = self.start;
-        for c in &self.chunks {
-            let (cs, ce) = (off, off + c.len() as u64);
-            if ce > a && cs < b {
-                let s = (a.max(cs) - cs) as usize;
-                let e = (b.min(ce) - cs) as usize;
-                out.set(&Uint8Array::from(&c[s..e]), (a.max(cs) - a) as u32);
-            }
-            off = ce;
-        }
-        Ok(out)
-    }
+    Ok(out)
 }
 
 /// Makes a blob's bytes as the upload needs them.
@@ -405,12 +359,12 @@ impl Driver {
         let (mut making, mut waiting, t0) = (0.0f64, 0.0f64, now_ms());
         let offer = |m: &mut Machine<Upload>, p: &P, w: &Window| match p.finished() {
             Some((d, n)) => m.op_mut().data_complete(d, n),
-            None => m.op_mut().data_available(w.end),
+            None => m.op_mut().data_available(w.end()),
         };
         let out = loop {
             match m.poll(self.now()) {
                 Output::Send(req) => {
-                    let body = match request_body(&req.body, |a, b| w.slice(a, b)) {
+                    let body = match request_body(&req.body, |a, b| js_bytes(&w, a, b)) {
                         Ok(b) => b,
                         Err(e) => break Err(e),
                     };

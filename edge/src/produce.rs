@@ -10,7 +10,7 @@ use lamina_core::tar::{plan, EntryKind, PlannedEntry, TarWriter};
 use lamina_core::Digest;
 use worker::Fetch;
 
-use crate::driver::{e2s, Produce, Reader, Res, Window};
+use crate::driver::{e2s, Produce, Reader, Res, Window, PIECE};
 
 /// Fetches `url` (no credentials: sources are public or carry their own token in the URL) and
 /// returns its body with the length it announced.
@@ -74,11 +74,13 @@ impl GivenTar {
 
 impl Produce for GivenTar {
     async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()> {
-        let goal = w.end + want;
-        while w.end < goal && self.info.is_none() {
+        let goal = w.end() + want;
+        while w.end() < goal && self.info.is_none() {
             let Some(ti) = self.ti.as_mut() else { break };
             match self.rd.next_into(&mut self.buf).await? {
-                true => ti.write(&self.buf, &mut |b| w.push(b)).map_err(e2s)?,
+                true => ti
+                    .write(&self.buf, &mut |b| w.gather(b, PIECE))
+                    .map_err(e2s)?,
                 false => {
                     if let Some(n) = self.announced.filter(|n| *n != self.rd.read) {
                         return Err(format!(
@@ -87,7 +89,7 @@ impl Produce for GivenTar {
                         ));
                     }
                     let ti = self.ti.take().ok_or("tar finished twice")?;
-                    self.info = Some(ti.finish(&mut |b| w.push(b)).map_err(e2s)?);
+                    self.info = Some(ti.finish(&mut |b| w.gather(b, PIECE)).map_err(e2s)?);
                 }
             }
         }
@@ -168,7 +170,7 @@ impl Built {
     /// Tar bytes through the layer writer into the window.
     fn emit(lw: &mut Option<LayerWriter>, w: &mut Window, tar: &[u8]) -> Res<()> {
         let lw = lw.as_mut().ok_or("layer already finished")?;
-        lw.write(tar, &mut |b| w.push(b)).map_err(e2s)
+        lw.write(tar, &mut |b| w.gather(b, PIECE)).map_err(e2s)
     }
 
     fn tar_op(
@@ -192,8 +194,8 @@ impl Built {
 
 impl Produce for Built {
     async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()> {
-        let goal = w.end + want;
-        while w.end < goal && self.info.is_none() {
+        let goal = w.end() + want;
+        while w.end() < goal && self.info.is_none() {
             if let Some((rd, left, name)) = self.cur.as_mut() {
                 let mut c = std::mem::take(&mut self.buf);
                 match rd.next_into(&mut c).await? {
@@ -223,7 +225,7 @@ impl Produce for Built {
             let Some(e) = self.entries.pop_front() else {
                 self.tar_op(w, |tw, s| tw.finish(s))?;
                 let lw = self.lw.take().ok_or("layer finished twice")?;
-                self.info = Some(lw.finish(&mut |b| w.push(b)).map_err(e2s)?);
+                self.info = Some(lw.finish(&mut |b| w.gather(b, PIECE)).map_err(e2s)?);
                 break;
             };
             let Some(i) = e.source else {
@@ -338,7 +340,7 @@ fn recode_into(
     let mut err = None;
     let mut sink = |t: &[u8]| -> Result<(), std::convert::Infallible> {
         if err.is_none() {
-            if let Err(e) = lw.write(t, &mut |b| w.push(b)) {
+            if let Err(e) = lw.write(t, &mut |b| w.gather(b, PIECE)) {
                 err = Some(e.to_string());
             }
         }
@@ -355,8 +357,8 @@ fn recode_into(
 
 impl Produce for FromBlob {
     async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()> {
-        let goal = w.end + want;
-        while w.end < goal && self.done.is_none() {
+        let goal = w.end() + want;
+        while w.end() < goal && self.done.is_none() {
             match self.rd.next_into(&mut self.buf).await? {
                 true => {
                     let c = &self.buf;
@@ -364,7 +366,7 @@ impl Produce for FromBlob {
                         v.update(c);
                     }
                     match self.recode.as_mut() {
-                        None => w.push(c),
+                        None => w.gather(c, PIECE),
                         Some((dec, lw)) => recode_into(dec, lw, w, c, false)?,
                     }
                 }
@@ -380,7 +382,7 @@ impl Produce for FromBlob {
                         None => self.done = Some((self.digest.clone(), self.size)),
                         Some((mut dec, mut lw)) => {
                             recode_into(&mut dec, &mut lw, w, &[], true)?;
-                            let info = lw.finish(&mut |b| w.push(b)).map_err(e2s)?;
+                            let info = lw.finish(&mut |b| w.gather(b, PIECE)).map_err(e2s)?;
                             self.done = Some((info.digest.clone(), info.size));
                             self.info = Some(info);
                         }

@@ -129,6 +129,10 @@ export async function startWrangler(port, vars) {
   return dev;
 }
 
+/// Ends a `startWrangler` child; with LAMINA_WRANGLER_LOG=FILE its output is appended there.
 export function stop(dev) {
+  if (dev && process.env.LAMINA_WRANGLER_LOG) {
+    fs.appendFileSync(process.env.LAMINA_WRANGLER_LOG, dev.output());
+  }
   if (dev) { try { process.kill(-dev.pid); } catch (_) { /* gone */ } }
 }

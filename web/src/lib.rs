@@ -3,7 +3,7 @@
 //! and runs the core's registry machines over `fetch`. The core does the protocol (auth,
 //! chunked uploads, resume from the registry's `Range`), the image edits and the hashing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use lamina_core::auth::{Credentials, Secret};
@@ -15,7 +15,7 @@ use lamina_core::media::{self, DocKind, Family};
 use lamina_core::modelcar::{self, CarLayer, Part};
 use lamina_core::reference::Reference;
 use lamina_core::registry::{
-    Event, FetchedManifest, GetBlob, GetManifest, HeadBlob, Machine, MountBlob, Op, Output,
+    Event, FetchedManifest, GetBlob, GetManifest, HeadBlob, Held, Machine, MountBlob, Op, Output,
     PutManifest, Session, Upload, UploadConfig,
 };
 use lamina_core::tar::{archive_path, plan, segments, EntryKind, PlannedEntry, Segment, TarWriter};
@@ -125,53 +125,16 @@ impl Report {
     }
 }
 
-/// Bytes of the blob being uploaded that the registry has not confirmed yet.
-#[derive(Default)]
-struct Window {
-    start: u64,
-    chunks: VecDeque<Vec<u8>>,
-    end: u64,
-}
+/// The layer's bytes the registry has not confirmed yet.
+type Window = Held<Vec<u8>>;
 
-impl Window {
-    fn push(&mut self, b: Vec<u8>) {
-        self.end += b.len() as u64;
-        if !b.is_empty() {
-            self.chunks.push_back(b);
-        }
+/// Bytes `a..b` as JS byte arrays (one copy out of wasm memory, no gathering first).
+fn js_parts(w: &Window, a: u64, b: u64) -> Res<Array> {
+    let out = Array::new();
+    for (p, r) in w.range(a, b).map_err(|e| e.to_string())? {
+        out.push(&Uint8Array::from(&p[r]));
     }
-    fn drop_before(&mut self, c: u64) {
-        while let Some(f) = self.chunks.front() {
-            let flen = f.len() as u64;
-            if self.start + flen <= c {
-                self.start += flen;
-                self.chunks.pop_front();
-            } else {
-                break;
-            }
-        }
-    }
-    /// Bytes `a..b` as JS byte arrays (one copy out of wasm memory, no gathering first).
-    fn parts(&self, a: u64, b: u64) -> Res<Array> {
-        if a < self.start || b > self.end {
-            return Err(format!(
-                "bytes {a}..{b} of the layer are no longer held (have {}..{})",
-                self.start, self.end
-            ));
-        }
-        let out = Array::new();
-        let mut off = self.start;
-        for c in &self.chunks {
-            let (cs, ce) = (off, off + c.len() as u64);
-            if ce > a && cs < b {
-                let s = (a.max(cs) - cs) as usize;
-                let e = (b.min(ce) - cs) as usize;
-                out.push(&Uint8Array::from(&c[s..e]));
-            }
-            off = ce;
-        }
-        Ok(out)
-    }
+    Ok(out)
 }
 
 /// Bytes of a file read (and hashed) at a time.
@@ -430,19 +393,19 @@ impl LayerSource {
     fn available(&self, win: &Window) -> u64 {
         match &self.composed {
             Some(c) => c.len,
-            None => win.end,
+            None => win.end(),
         }
     }
 
-    /// Bytes `a..b` of the blob as blob parts (see [`Window::parts`], [`Composed::parts`]).
+    /// Bytes `a..b` of the blob as blob parts (see [`js_parts`], [`Composed::parts`]).
     async fn body(&mut self, win: &mut Window, a: u64, b: u64, chunk: u64) -> Res<Array> {
         if let Some(c) = &self.composed {
             return c.parts(&self.files, a, b);
         }
-        if a < win.start || b > win.end {
+        if a < win.start() || b > win.end() {
             self.ensure(win, a, b, chunk).await?;
         }
-        win.parts(a, b)
+        js_parts(win, a, b)
     }
 
     /// How far the uncompressed tar has got, for per-file progress: for a layer sent from the
@@ -474,7 +437,7 @@ impl LayerSource {
     fn produced(&self, win: &Window) -> u64 {
         match &self.composed {
             Some(c) => c.hashed,
-            None => win.end,
+            None => win.end(),
         }
     }
 
@@ -499,7 +462,7 @@ impl LayerSource {
     /// Makes bytes `start..end` of the blob available in `win`, starting over when they were
     /// dropped already.
     async fn ensure(&mut self, win: &mut Window, start: u64, end: u64, chunk: u64) -> Res<()> {
-        if start < win.start {
+        if start < win.start() {
             if self.entries.is_empty() {
                 return Err(
                     "the upload must start over, and these bytes cannot be made again".into(),
@@ -508,7 +471,7 @@ impl LayerSource {
             self.restart();
             *win = Window::default();
         }
-        while win.end < end && self.done.is_none() {
+        while win.end() < end && self.done.is_none() {
             self.fill(win, chunk as usize).await?;
         }
         Ok(())
@@ -803,7 +766,7 @@ impl Driver {
                             let (s, w, chunk) = src
                                 .as_mut()
                                 .ok_or("the machine asked for upload data that does not exist")?;
-                            if s.composed.is_none() && *start < w.start {
+                            if s.composed.is_none() && *start < w.start() {
                                 report.log("the registry lost the upload: starting it over");
                             }
                             Some(s.body(w, *start, *end, *chunk).await?)
@@ -821,8 +784,8 @@ impl Driver {
                     {
                         let goal = if s.composed.is_some() {
                             end + *chunk
-                        } else if w.end - w.start < 2 * *chunk {
-                            w.end + *chunk
+                        } else if w.held() < 2 * *chunk {
+                            w.end() + *chunk
                         } else {
                             0
                         };
@@ -1275,7 +1238,7 @@ pub async fn layer_digests(
         src.fill(&mut win, 8 << 20)
             .await
             .map_err(|e| JsError::new(&e))?;
-        win.drop_before(win.end);
+        win.drop_before(win.end());
     }
     let ms = js_sys::Date::now() - t0;
     let info = src.done.clone().ok_or_else(|| JsError::new("no layer"))?;

@@ -31,11 +31,14 @@
 //! challenges (token scopes widened for push and mount sources), r8.im's Cog token flow, redirects
 //! (credentials are dropped when the host changes), and retries with exponential backoff and
 //! jitter for 408, 429 (honouring `Retry-After`), 5xx and network errors on requests that are
-//! safe to repeat. A `Body::Blob` asks the driver to send a byte range of the blob it uploads.
+//! safe to repeat. A `Body::Blob` asks the driver to send a byte range of the blob it uploads;
+//! [`Held`] keeps those bytes, from the registry's confirmed offset on.
 
+mod held;
 mod ops;
 mod session;
 
+pub use held::Held;
 pub use ops::*;
 pub use session::*;
 
