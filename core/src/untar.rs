@@ -457,22 +457,25 @@ pub fn safe_path(p: &str) -> Option<String> {
 /// relative to the root; `None` if it escapes the root (absolute targets are resolved against
 /// the root, as in the image's own filesystem).
 pub fn resolve_link(link_path: &str, target: &str) -> Option<String> {
-    let mut stack: Vec<&str> = if target.starts_with('/') {
-        Vec::new()
-    } else {
-        let mut parts: Vec<&str> = link_path.split('/').filter(|c| !c.is_empty()).collect();
-        parts.pop();
-        parts
-    };
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                stack.pop()?;
+    // `.` and `..` count in the link's own path too: `a/../b` is at `b`, `a/../../b` outside
+    fn walk<'a>(stack: &mut Vec<&'a str>, path: &'a str) -> Option<()> {
+        for c in path.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    stack.pop()?;
+                }
+                c => stack.push(c),
             }
-            c => stack.push(c),
         }
+        Some(())
     }
+    let mut stack: Vec<&str> = Vec::new();
+    if !target.starts_with('/') {
+        walk(&mut stack, link_path)?;
+        stack.pop();
+    }
+    walk(&mut stack, target)?;
     Some(stack.join("/"))
 }
 
@@ -638,5 +641,19 @@ mod tests {
             Some("etc/passwd".into())
         );
         assert_eq!(resolve_link("a/b/c", "../d"), Some("a/d".into()));
+    }
+
+    #[test]
+    fn fuzz_resolve_link_reads_dot_dot_in_the_link_path() {
+        // fuzz/seeds/untar/resolve-link-dots: a link at "/src/./weights/../a" to
+        // "../../etc/passwd" resolved to "src/./etc/passwd" (the link's own `.` and `..` were
+        // kept as names); it is at "src/a", so the target climbs out of the root
+        let input: &[u8] = b"\x00/src/./weights/../a\n../../etc/passwd";
+        let s = std::str::from_utf8(&input[1..]).unwrap();
+        let (link, target) = s.split_once('\n').unwrap();
+        assert_eq!(resolve_link(link, target), None);
+        assert_eq!(resolve_link(link, "../b/./c"), Some("b/c".into()));
+        assert_eq!(resolve_link("a/../../x", "y"), None);
+        assert_eq!(resolve_link("a/../x", "y"), Some("y".into()));
     }
 }
