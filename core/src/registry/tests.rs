@@ -931,19 +931,24 @@ fn streamed_upload_is_one_patch_and_resumes_from_the_registry_offset() {
 #[test]
 fn a_saved_session_is_resumed_from_its_range_or_started_again_when_gone() {
     let data: Vec<u8> = (0..200u8).collect();
+    let resume = |fake: &mut Fake| {
+        let up = Upload::resume("a/b", cfg(50), "/v2/a/b/blobs/uploads/u1?_state=100");
+        drive(
+            fake,
+            session(Credentials::Anonymous),
+            up,
+            &data,
+            50,
+            feed_upload,
+        )
+        .0
+    };
     // a run that stopped after 100 bytes left the session behind
     let mut fake = Fake {
         upload: data[..100].to_vec(),
         ..Fake::default()
     };
-    let (run, _) = drive(
-        &mut fake,
-        session(Credentials::Anonymous),
-        Upload::resume("a/b", cfg(50), "/v2/a/b/blobs/uploads/u1?_state=100"),
-        &data,
-        50,
-        feed_upload,
-    );
+    let run = resume(&mut fake);
     assert_eq!(run.result.unwrap(), Digest::of(&data));
     assert_eq!(fake.committed[0].1, data);
     assert_eq!(run.sent_blob_bytes, 100, "only the rest is sent");
@@ -963,14 +968,7 @@ fn a_saved_session_is_resumed_from_its_range_or_started_again_when_gone() {
         lost: true,
         ..Fake::default()
     };
-    let (run, _) = drive(
-        &mut fake,
-        session(Credentials::Anonymous),
-        Upload::resume("a/b", cfg(50), "/v2/a/b/blobs/uploads/u1?_state=100"),
-        &data,
-        50,
-        feed_upload,
-    );
+    let run = resume(&mut fake);
     assert_eq!(run.result.unwrap(), Digest::of(&data));
     assert_eq!(fake.committed[0].1, data);
     assert_eq!(run.sent_blob_bytes, 200);
@@ -982,13 +980,9 @@ fn a_saved_session_is_resumed_from_its_range_or_started_again_when_gone() {
         lose_session: Some(1),
         ..Fake::default()
     };
-    let (run, _) = drive(
-        &mut fake,
-        session(Credentials::Anonymous),
-        Upload::resume("a/b", cfg(50), "/v2/a/b/blobs/uploads/u1?_state=100"),
-        &data,
-        50,
-        feed_upload,
-    );
-    assert!(run.result.unwrap_err().to_string().contains("gone"));
+    assert!(resume(&mut fake)
+        .result
+        .unwrap_err()
+        .to_string()
+        .contains("gone"));
 }
