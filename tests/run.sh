@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every test (README "Tests"; .ci/run calls it too):
 #   formatting, clippy, core's dependency rule, unit tests (native and wasm32 in Node),
-#   the end-to-end tests against real registries on 127.0.0.1, the browser uploader in headless
+#   the end-to-end tests against real registries on 127.0.0.1 (and through a fault-injecting
+#   proxy), a bounded fuzzing run of core's parsers and decoders, the browser uploader in headless
 #   Chromium and Firefox, and the edge Worker in workerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,9 @@ log "cargo test (unit and end-to-end)"
 # a failed test keeps its temporary directory for a look; the next run starts without them
 rm -rf "${LAMINA_TEST_STATE:-/tmp/lamina-test}/tmp"
 cargo test --workspace --locked
+
+log "fuzzing: every cargo-fuzz target for 20 s (scripts/fuzz.sh 300 runs them longer)"
+scripts/fuzz.sh 20
 
 log "core's tests on wasm32-unknown-unknown"
 cargo test -p lamina-core --target wasm32-unknown-unknown --locked

@@ -2,7 +2,7 @@
 # Installs everything the tests need, idempotently, on Debian 12 (as root, or through sudo):
 # Debian packages (registry, skopeo, umoci, ...), the wasm32 target, and wasm-bindgen-cli at the
 # exact version of the wasm-bindgen crate in Cargo.lock (its test runner runs core's tests in Node),
-# olot (PyPI, in a virtualenv) for the tests that compare `lamina append` with it, and
+# cargo-fuzz, olot (PyPI, in a virtualenv) for the tests that compare `lamina append` with it, and
 # playwright-core and puppeteer-core (npm) with Debian's chromium and firefox-esr for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,12 @@ if [[ -z $WBG ]]; then echo "[setup] wasm-bindgen not found in Cargo.lock" >&2; 
 if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $WBG\$"; then
   log "cargo install wasm-bindgen-cli $WBG (2-4 minutes, once)"
   cargo install -q wasm-bindgen-cli --version "$WBG"
+fi
+# cargo-fuzz builds the fuzz targets (fuzz/) on stable Rust; tests/run.sh runs them briefly
+CARGO_FUZZ=$(sed -n 's/^CARGO_FUZZ_VERSION=//p' scripts/fuzz.sh)
+if ! cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ\$"; then
+  log "cargo install cargo-fuzz $CARGO_FUZZ (about a minute, once)"
+  cargo install -q cargo-fuzz --locked --version "$CARGO_FUZZ"
 fi
 tests/harness/olot.sh >/dev/null
 command -v node >/dev/null || { log "apt-get install nodejs"; apt-get install -y -q nodejs >/dev/null; }
