@@ -292,20 +292,22 @@ impl Client {
             resume: file,
         };
         let out = self.drive(&mut m, Some(&mut win), Some((&mut feed, progress)));
-        self.sessions.insert(r.registry.clone(), m.into_session());
         if let Some(f) = &feed.resume {
             // kept after a failure that a later run can continue from; gone after success, and
-            // after failures that the same session cannot get past
-            let hopeless = out.as_ref().err().is_some_and(|e| {
-                let t = e.to_string();
-                t.contains("DIGEST_INVALID")
-                    || t.contains("digest mismatch")
-                    || t.contains("is gone")
-            });
+            // after failures that the same session cannot get past: the registry dropped it or
+            // refused its blob, or the bytes made were not the blob they claimed to be
+            let hopeless = m.op().abandoned()
+                || out.as_ref().err().is_some_and(|e| {
+                    matches!(
+                        e.downcast_ref::<Error>(),
+                        Some(Error::DigestMismatch { .. })
+                    )
+                });
             if out.is_ok() || hopeless {
                 f.remove();
             }
         }
+        self.sessions.insert(r.registry.clone(), m.into_session());
         let d = out?;
         let info = feed.info.ok_or("upload finished before its data")?;
         Ok((d, info))
@@ -653,12 +655,7 @@ fn held_slice(w: &Window, start: u64, end: u64) -> Result<Bytes, String> {
         .map_err(|e| format!("the registry asked again for {e}; run the command again"))?;
     match parts.as_slice() {
         [(b, r)] => Ok(b.slice(r.clone())),
-        _ => Ok(Bytes::from(
-            parts
-                .iter()
-                .flat_map(|(b, r)| b[r.clone()].iter().copied())
-                .collect::<Vec<u8>>(),
-        )),
+        _ => Ok(Bytes::from(w.copy(start, end).map_err(|e| e.to_string())?)),
     }
 }
 

@@ -392,6 +392,11 @@ fn failing_runs_stop_in_bounded_time_and_leave_no_tag() {
         .iter()
         .any(|l| l.path.contains("/manifests/") && l.method == "PUT"));
     assert!(!resolves(&dest.replace(p.addr(), PLAIN), None));
+    // the session whose blob was refused is of no use to a later run: no state file is kept
+    let kept = std::fs::read_dir(dir.join("cache/uploads"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(kept, 0, "upload state kept after a refused blob");
 
     // 3. a registry that answers 503 with a Retry-After of 1 s, again and again: five attempts
     // a second apart; one asking for 100 s: lamina gives up at once and says why

@@ -473,6 +473,8 @@ pub struct Upload {
     sent_bytes: u64,
     /// resumed from a saved session that may be gone: a 404 on its status starts over
     saved: bool,
+    /// the registry will not take this session any further (gone, or its blob refused)
+    abandoned: bool,
 }
 
 impl Upload {
@@ -489,6 +491,7 @@ impl Upload {
             resumes: 0,
             sent_bytes: 0,
             saved: false,
+            abandoned: false,
         }
     }
 
@@ -523,6 +526,12 @@ impl Upload {
     /// Total bytes put on the wire, including any sent again after an error.
     pub fn sent_bytes(&self) -> u64 {
         self.sent_bytes
+    }
+
+    /// Whether the registry will not take this upload session any further: it forgot the
+    /// session, or refused the blob when it was closed (a state file of it is of no use).
+    pub fn abandoned(&self) -> bool {
+        self.abandoned
     }
 
     /// The upload session's URL (for a state file), once started.
@@ -629,7 +638,7 @@ impl Upload {
         }
         self.state = Up::Status;
         let mut c = Call::new(Method::Get, self.location.clone(), self.scopes());
-        let wait = wait.unwrap_or_else(|| (250u64 << (self.resumes - 1).min(5)).min(8_000));
+        let wait = wait.unwrap_or_else(|| super::session::backoff_ms(self.resumes));
         if wait > 0 {
             c.wait_first = Some((wait, format!("upload to {}: {why}", self.repo)));
         }
@@ -764,18 +773,23 @@ impl Op for Upload {
                         c.headers.push(("Content-Length".into(), "0".into()));
                         Ok(Step::Call(c))
                     }
-                    404 => Err(Error::Protocol {
-                        reason: format!(
-                            "the upload session for {} is gone (HTTP 404); start again",
-                            self.repo
-                        ),
-                    }),
+                    404 => {
+                        self.abandoned = true;
+                        Err(Error::Protocol {
+                            reason: format!(
+                                "the upload session for {} is gone (HTTP 404); start again",
+                                self.repo
+                            ),
+                        })
+                    }
                     _ => Err(http_error(Method::Get, &self.location, &r)),
                 }
             }
             Up::Put | Up::Commit => {
                 let r = expect_response(o, Method::Put, &strip_query(&self.location))?;
                 if r.status != 201 && r.status != 204 && r.status != 200 {
+                    // 400: the registry refused the blob (DIGEST_INVALID, ...)
+                    self.abandoned = r.status == 400;
                     return Err(http_error(Method::Put, &self.location, &r));
                 }
                 let (digest, size) = self.complete.clone().ok_or_else(|| Error::Protocol {
@@ -784,6 +798,7 @@ impl Op for Upload {
                 if let Some(h) = r.header("docker-content-digest") {
                     let claimed = Digest::parse(h.trim())?;
                     if claimed != digest {
+                        self.abandoned = true;
                         return Err(Error::DigestMismatch {
                             what: format!(
                                 "blob uploaded to {} (registry's Docker-Content-Digest)",

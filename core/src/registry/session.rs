@@ -514,9 +514,10 @@ impl<O: Op> Machine<O> {
             self.asked_too_long = Some(ra);
             return false;
         }
-        let base = 250u64 << (self.attempts - 1).min(6);
-        let delay = retry_after_ms
-            .unwrap_or_else(|| base.min(8_000) + self.session.jitter(base.min(8_000) / 2 + 1));
+        let delay = retry_after_ms.unwrap_or_else(|| {
+            let base = backoff_ms(self.attempts);
+            base + self.session.jitter(base / 2 + 1)
+        });
         if now + delay > since + MAX_RETRY_MS {
             return false;
         }
@@ -809,6 +810,12 @@ fn same_authority(a: &str, b: &str) -> bool {
         (Some((sa, aa, _)), Some((sb, ab, _))) => sa == sb && aa.eq_ignore_ascii_case(ab),
         _ => false,
     }
+}
+
+/// The wait before retry number `attempt` (1-based) without jitter: 250 ms doubling, at most
+/// 8 s.
+pub(crate) fn backoff_ms(attempt: u32) -> u64 {
+    (250u64 << attempt.saturating_sub(1).min(6)).min(8_000)
 }
 
 /// The URL without its query (upload locations carry opaque state).
