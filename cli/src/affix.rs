@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::store::Loc;
 use lamina_core::compress::Compression;
 use lamina_core::image::{Descriptor, History};
-use lamina_core::layer::{choose_auto, LayerInfo, LayerWriter, TarInput};
+use lamina_core::layer::{LayerInfo, LayerWriter, TarInput};
 use lamina_core::registry::UploadConfig;
 use lamina_core::tar::{EntryKind, PlannedEntry, TarWriter};
 use lamina_core::Error;
@@ -121,11 +121,32 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         .compression
         .clone()
         .unwrap_or_else(|| if a.modelcar { "none" } else { "auto" }.to_string());
+    // `auto` on stdin decides inside the builder, from the tar's first bytes
+    let mut auto_stdin = false;
     let compression = match compression_arg.as_str() {
-        "auto" => match &source {
-            Source::Files(e) => choose_auto(&crate::inputs::sample(e)),
-            Source::Tar(_) => Compression::Gzip,
-        },
+        // a modelcar decides per layer (crate::modelcar::build)
+        "auto" if car_plan.is_some() => Compression::None,
+        "auto" => {
+            let choice = match &source {
+                Source::Files(e) => Some(crate::inputs::choose_auto(e)?),
+                Source::Tar(t) if t != "-" => {
+                    Some(crate::inputs::choose_auto_tar(std::path::Path::new(t))?)
+                }
+                Source::Tar(_) => None,
+            };
+            match choice {
+                Some(c) => {
+                    if !a.quiet {
+                        note_auto(&c);
+                    }
+                    c.compression
+                }
+                None => {
+                    auto_stdin = true;
+                    Compression::Gzip
+                }
+            }
+        }
         other => Compression::parse(other).ok_or_else(|| {
             usage(&format!(
                 "unknown compression {other:?} (auto, none, gzip, zstd)"
@@ -282,7 +303,9 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 Box::new(move || {
                     let (tx, rx) = sync_channel::<Data>(1);
                     let t = t.clone();
-                    std::thread::spawn(move || build_tar(&t, compression, level, chunk, tx));
+                    std::thread::spawn(move || {
+                        build_tar(&t, compression, auto_stdin, level, chunk, tx)
+                    });
                     rx
                 }),
                 rewindable,
@@ -462,7 +485,35 @@ pub fn build_files(
     ch.done(r);
 }
 
-fn build_tar(path: &str, c: Compression, level: Option<i32>, chunk: usize, tx: SyncSender<Data>) {
+/// Says what `--compression auto` chose and why (stderr).
+pub fn note_auto(c: &lamina_core::layer::AutoChoice) {
+    let pct = |n: u64| {
+        if c.total == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / c.total as f64
+        }
+    };
+    eprintln!(
+        "compression auto: {} ({:.0}% of {} is weights; gzip would save about {:.0}%)",
+        c.compression.name(),
+        pct(c.weights),
+        human(c.total),
+        pct(c.saving)
+    );
+}
+
+/// Most bytes of stdin read ahead to decide `--compression auto` on a plain tar.
+const AUTO_PREFIX: usize = 4 << 20;
+
+fn build_tar(
+    path: &str,
+    c: Compression,
+    auto: bool,
+    level: Option<i32>,
+    chunk: usize,
+    tx: SyncSender<Data>,
+) {
     let mut ch = Chunker::new(chunk, tx);
     let r = (|| -> std::result::Result<LayerInfo, Error> {
         let mut input: Box<dyn std::io::Read> = if path == "-" {
@@ -470,6 +521,17 @@ fn build_tar(path: &str, c: Compression, level: Option<i32>, chunk: usize, tx: S
         } else {
             Box::new(std::fs::File::open(path).map_err(|x| io(std::path::Path::new(path), x))?)
         };
+        let mut c = c;
+        if auto {
+            // read ahead, decide from the entries seen, then go on with those bytes first
+            let mut head = Vec::with_capacity(AUTO_PREFIX);
+            (&mut input)
+                .take(AUTO_PREFIX as u64)
+                .read_to_end(&mut head)
+                .map_err(|x| io(std::path::Path::new(path), x))?;
+            c = lamina_core::layer::choose_auto_tar_prefix(&head).compression;
+            input = Box::new(std::io::Cursor::new(head).chain(input));
+        }
         let mut t = TarInput::new(c, level);
         let mut buf = vec![0u8; READ];
         loop {

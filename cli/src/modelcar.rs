@@ -203,7 +203,13 @@ pub fn build(
 ) -> Result<CarLayer> {
     let c = match (p.part, compression) {
         (Part::Card, _) => Compression::Gzip,
-        (_, "auto") => lamina_core::layer::choose_auto(&crate::inputs::sample(&p.entries)),
+        (_, "auto") => {
+            let c = crate::inputs::choose_auto(&p.entries)?;
+            if !quiet {
+                crate::affix::note_auto(&c);
+            }
+            c.compression
+        }
         (_, other) => Compression::parse(other)
             .ok_or_else(|| format!("unknown compression {other:?} (auto, none, gzip, zstd)"))?,
     };

@@ -116,19 +116,177 @@ fn blob_hasher(compression: Compression) -> Option<Hasher> {
     (compression != Compression::None).then(Hasher::new)
 }
 
-/// Picks a compression for `auto`: samples of the content are deflated at level 1; data that
+/// Picks a compression for `auto` from one sample of bytes: data that deflate (level 1)
 /// shrinks by less than 10% (weights, already compressed files) is stored uncompressed, as r8im
-/// and ModelPack do, anything else is gzipped.
+/// and ModelPack do, anything else is gzipped. For a set of files, use [`choose_auto_files`],
+/// which weighs each file by its size.
 pub fn choose_auto(sample: &[u8]) -> Compression {
     if sample.is_empty() {
         return Compression::Gzip;
     }
-    let packed = miniz_oxide::deflate::compress_to_vec(sample, 1);
-    if packed.len() as f64 >= sample.len() as f64 * 0.9 {
+    if deflate_ratio(sample) >= 0.9 {
         Compression::None
     } else {
         Compression::Gzip
     }
+}
+
+/// Extensions of model weight formats. `auto` never compresses these: their bytes are
+/// floating-point tensors (or already packed), deflate gains a few percent at a large CPU
+/// cost, and uncompressed layers let registries dedupe and readers seek.
+pub const WEIGHT_EXTENSIONS: &[&str] = &[
+    "safetensors", "gguf", "ggml", "bin", "pt", "pth", "ckpt", "onnx", "h5", "msgpack", "npz",
+    "npy", "tflite", "pb", "keras", "mlmodel", "engine", "plan", "nemo", "dduf",
+];
+
+/// Whether `path` names a weights file, by its extension (case-insensitive).
+pub fn is_weight_file(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => WEIGHT_EXTENSIONS
+            .iter()
+            .any(|w| w.eq_ignore_ascii_case(ext)),
+        _ => false,
+    }
+}
+
+/// Most bytes `auto` samples from one file.
+pub const AUTO_SAMPLE_PER_FILE: u64 = 256 << 10;
+/// Most bytes `auto` samples in all.
+pub const AUTO_SAMPLE_TOTAL: u64 = 2 << 20;
+
+/// Which files `auto` wants to sample, and how many bytes from the start of each: the
+/// largest files that are not weights ([`is_weight_file`]), up to [`AUTO_SAMPLE_PER_FILE`]
+/// each and [`AUTO_SAMPLE_TOTAL`] in all. `files` are `(path, size)`; the answer is
+/// `(index into files, bytes)`, largest files first.
+pub fn auto_sample_plan(files: &[(&str, u64)]) -> Vec<(usize, u64)> {
+    let mut order: Vec<usize> = (0..files.len())
+        .filter(|&i| files[i].1 > 0 && !is_weight_file(files[i].0))
+        .collect();
+    order.sort_by(|&a, &b| files[b].1.cmp(&files[a].1).then(a.cmp(&b)));
+    let mut budget = AUTO_SAMPLE_TOTAL;
+    let mut out = Vec::new();
+    for i in order {
+        if budget == 0 {
+            break;
+        }
+        let n = files[i].1.min(AUTO_SAMPLE_PER_FILE).min(budget);
+        budget -= n;
+        out.push((i, n));
+    }
+    out
+}
+
+/// One file as `auto` sees it: its path, its size, and the bytes sampled from its start (empty
+/// when it was not sampled).
+#[derive(Debug, Clone, Copy)]
+pub struct AutoFile<'a> {
+    /// Path (only its extension matters).
+    pub path: &'a str,
+    /// Size in bytes.
+    pub size: u64,
+    /// The first bytes of the file, as [`auto_sample_plan`] asked.
+    pub sample: &'a [u8],
+}
+
+/// What `auto` decided, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AutoChoice {
+    /// The compression.
+    pub compression: Compression,
+    /// Bytes in all.
+    pub total: u64,
+    /// Bytes of weights files (never compressed).
+    pub weights: u64,
+    /// Bytes gzip is estimated to save over the whole layer.
+    pub saving: u64,
+}
+
+/// Decides `auto` for a layer made of `files`, weighing each file by its size: weights files
+/// save nothing; a sampled file saves `size * (1 - deflate ratio of its sample)`; a file not
+/// sampled counts at the mean ratio of those that were. The layer is gzipped only when that
+/// saves at least 10% of its bytes; a layer whose bytes are mostly weights is stored
+/// uncompressed. An empty set (or only empty files) is gzipped (tar headers shrink well).
+pub fn choose_auto_files(files: &[AutoFile<'_>]) -> AutoChoice {
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let weights: u64 = files
+        .iter()
+        .filter(|f| is_weight_file(f.path))
+        .map(|f| f.size)
+        .sum();
+    let mut ratios = Vec::new();
+    let mut saving = 0f64;
+    let mut unsampled = 0u64;
+    for f in files {
+        if is_weight_file(f.path) || f.size == 0 {
+            continue;
+        }
+        if f.sample.is_empty() {
+            unsampled += f.size;
+            continue;
+        }
+        let r = deflate_ratio(f.sample).min(1.0);
+        ratios.push(r);
+        saving += f.size as f64 * (1.0 - r);
+    }
+    if unsampled > 0 {
+        let mean = if ratios.is_empty() {
+            // nothing sampled (the driver could not): assume text-like data
+            0.5
+        } else {
+            ratios.iter().sum::<f64>() / ratios.len() as f64
+        };
+        saving += unsampled as f64 * (1.0 - mean);
+    }
+    let saving = saving.max(0.0) as u64;
+    let compression = if total == 0 || saving as f64 >= total as f64 * 0.1 {
+        Compression::Gzip
+    } else {
+        Compression::None
+    };
+    AutoChoice {
+        compression,
+        total,
+        weights,
+        saving,
+    }
+}
+
+/// Decides `auto` for a plain tar from its first bytes only (stdin cannot be read twice): the
+/// entries whose headers are in `prefix`, each sampled with the content `prefix` holds of it.
+/// A prefix that is not a plain tar decides gzip (a compressed tar is passed through anyway).
+pub fn choose_auto_tar_prefix(prefix: &[u8]) -> AutoChoice {
+    use crate::untar::{Event, TarReader};
+    let mut files: Vec<(String, u64, Vec<u8>)> = Vec::new();
+    let mut r = TarReader::new();
+    let _ = r.write(prefix, &mut |e| {
+        match e {
+            Event::Entry(h) if h.size > 0 => files.push((h.path.clone(), h.size, Vec::new())),
+            Event::Data(d) => {
+                if let Some(f) = files.last_mut() {
+                    let room = (AUTO_SAMPLE_PER_FILE as usize).saturating_sub(f.2.len());
+                    f.2.extend_from_slice(&d[..d.len().min(room)]);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    });
+    let auto: Vec<AutoFile<'_>> = files
+        .iter()
+        .map(|(p, s, sample)| AutoFile {
+            path: p,
+            size: *s,
+            sample,
+        })
+        .collect();
+    choose_auto_files(&auto)
+}
+
+/// Deflated size (level 1) over input size.
+fn deflate_ratio(sample: &[u8]) -> f64 {
+    let packed = miniz_oxide::deflate::compress_to_vec(sample, 1);
+    packed.len() as f64 / sample.len().max(1) as f64
 }
 
 enum Mode {
@@ -418,5 +576,108 @@ mod tests {
             choose_auto("hello world ".repeat(1000).as_bytes()),
             Compression::Gzip
         );
+    }
+
+    fn random(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weight_extensions_are_recognised_case_insensitively() {
+        for p in [
+            "model-00001-of-00002.safetensors",
+            "unet/diffusion_pytorch_model.SafeTensors",
+            "m.gguf",
+            "pytorch_model.bin",
+            "w.pt",
+            "w.pth",
+            "model.onnx",
+            "tf_model.h5",
+            "flax_model.msgpack",
+            "a.npz",
+            "m.tflite",
+        ] {
+            assert!(is_weight_file(p), "{p}");
+        }
+        for p in ["config.json", "tokenizer.json", "README.md", ".bin", "safetensors", "x.py"] {
+            assert!(!is_weight_file(p), "{p}");
+        }
+    }
+
+    /// Regression: `auto` sampled equal bytes per file, so on a folder with one big weights
+    /// file and a few text files the text outvoted the weights and the layer was gzipped (6x
+    /// slower for 0.3% smaller).
+    #[test]
+    fn auto_gzipped_weights_when_small_text_files_outvoted_them() {
+        let text = "{\"vocab\": [\"hello\", \"world\"]}\n".repeat(4000);
+        let noise = random(64 << 10);
+        let files = [
+            AutoFile { path: "config.json", size: 700, sample: &text.as_bytes()[..700] },
+            AutoFile { path: "tokenizer.json", size: 2 << 20, sample: text.as_bytes() },
+            AutoFile { path: "tokenizer_config.json", size: 1000, sample: &text.as_bytes()[..1000] },
+            AutoFile { path: "model.safetensors", size: 1 << 30, sample: &[] },
+        ];
+        let c = choose_auto_files(&files);
+        assert_eq!(c.compression, Compression::None, "{c:?}");
+        assert_eq!(c.weights, 1 << 30);
+        // the same weights under a name that is not a weights format are sampled as noise
+        let files = [
+            AutoFile { path: "config.json", size: 700, sample: &text.as_bytes()[..700] },
+            AutoFile { path: "blob", size: 1 << 30, sample: &noise },
+        ];
+        assert_eq!(choose_auto_files(&files).compression, Compression::None);
+        // mostly text: gzip
+        let files = [
+            AutoFile { path: "tokenizer.json", size: 8 << 20, sample: text.as_bytes() },
+            AutoFile { path: "model.safetensors", size: 1 << 20, sample: &[] },
+        ];
+        assert_eq!(choose_auto_files(&files).compression, Compression::Gzip);
+        assert_eq!(choose_auto_files(&[]).compression, Compression::Gzip);
+    }
+
+    #[test]
+    fn auto_sample_plan_takes_the_largest_non_weights_files_within_budget() {
+        let files = [
+            ("a.json", 10u64),
+            ("model.safetensors", 5 << 30),
+            ("big.txt", 10 << 20),
+            ("empty", 0),
+            ("mid.txt", 100 << 10),
+        ];
+        let plan = auto_sample_plan(&files);
+        assert_eq!(plan, vec![(2, AUTO_SAMPLE_PER_FILE), (4, 100 << 10), (0, 10)]);
+        let many: Vec<(String, u64)> = (0..100).map(|i| (format!("f{i}.txt"), 1 << 20)).collect();
+        let many: Vec<(&str, u64)> = many.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+        let plan = auto_sample_plan(&many);
+        assert_eq!(plan.iter().map(|p| p.1).sum::<u64>(), AUTO_SAMPLE_TOTAL);
+    }
+
+    #[test]
+    fn auto_on_a_tar_prefix_weighs_the_entries_it_sees() {
+        let mut tar = Vec::new();
+        let mut s = |b: &[u8]| tar.extend_from_slice(b);
+        let mut w = TarWriter::new(0);
+        let text = "{\"a\": 1}\n".repeat(100);
+        w.entry("config.json", &EntryKind::File { size: text.len() as u64, executable: false }, &mut s).unwrap();
+        w.data(text.as_bytes(), &mut s).unwrap();
+        w.end_file().unwrap();
+        let noise = random(3 << 20);
+        w.entry("blob", &EntryKind::File { size: noise.len() as u64, executable: false }, &mut s).unwrap();
+        w.data(&noise, &mut s).unwrap();
+        w.end_file().unwrap();
+        w.finish(&mut s).unwrap();
+        // only the first MiB is seen: the big entry's sample is noise
+        assert_eq!(choose_auto_tar_prefix(&tar[..1 << 20]).compression, Compression::None);
+        assert_eq!(choose_auto_tar_prefix(&tar).compression, Compression::None);
+        assert_eq!(choose_auto_tar_prefix(&tar[..2048]).compression, Compression::Gzip);
+        assert_eq!(choose_auto_tar_prefix(b"not a tar").compression, Compression::Gzip);
     }
 }

@@ -377,6 +377,36 @@ impl TarReader {
         Ok(())
     }
 
+    /// Bytes of the current file's content not yet fed, with the padding after it: a driver
+    /// that can seek (a file, `Range` requests) passes them to [`TarReader::skip_data`] instead of
+    /// reading them. `None` outside a file's content.
+    pub fn data_remaining(&self) -> Option<(u64, usize)> {
+        match self.st {
+            St::Body {
+                remaining,
+                pad,
+                meta: None,
+            } => Some((remaining, pad)),
+            _ => None,
+        }
+    }
+
+    /// Skips the rest of the current file's content and its padding, as if they had been fed
+    /// (no `Data` event; `EntryEnd` is sent), and returns how many stream bytes that was: the
+    /// driver moves its own position by as much. Outside a file's content, skips nothing.
+    pub fn skip_data(
+        &mut self,
+        on: &mut dyn FnMut(Event<'_>) -> Result<(), Error>,
+    ) -> Result<u64, Error> {
+        let Some((remaining, pad)) = self.data_remaining() else {
+            return Ok(0);
+        };
+        self.offset += remaining + pad as u64;
+        self.st = St::Header;
+        self.end_body(None, on)?;
+        Ok(remaining + pad as u64)
+    }
+
     /// Ends the stream. Fine at the end marker or right after a complete entry (no footer);
     /// an error inside an entry or a header.
     pub fn finish(&self) -> Result<(), Error> {
@@ -655,5 +685,42 @@ mod tests {
         assert_eq!(resolve_link(link, "../b/./c"), Some("b/c".into()));
         assert_eq!(resolve_link("a/../../x", "y"), None);
         assert_eq!(resolve_link("a/../x", "y"), Some("y".into()));
+    }
+
+    #[test]
+    fn skip_data_walks_headers_without_the_content() {
+        let data = sample();
+        // feed header by header, skipping each file's content: the same entries, positions
+        // that match the stream's
+        let mut all = Vec::new();
+        let mut r = TarReader::new();
+        r.write(&data, &mut |e| {
+            if let Event::Entry(h) = e {
+                all.push((h.path.clone(), h.size));
+            }
+            Ok(())
+        })
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut r = TarReader::new();
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let end = (pos + BLOCK).min(data.len());
+            r.write(&data[pos..end], &mut |e| {
+                if let Event::Entry(h) = e {
+                    seen.push((h.path.clone(), h.size));
+                }
+                assert!(!matches!(e, Event::Data(_)), "no content is fed");
+                Ok(())
+            })
+            .unwrap();
+            pos = end;
+            let skipped = r.skip_data(&mut |_| Ok(())).unwrap();
+            pos += skipped as usize;
+            assert_eq!(r.offset(), pos as u64);
+        }
+        r.finish().unwrap();
+        assert_eq!(seen, all);
+        assert!(seen.iter().any(|(_, s)| *s > 0), "the sample has file content");
     }
 }
