@@ -5,6 +5,7 @@
 //! are idempotent). Every test uses its own repository names, so tests run in parallel.
 
 pub mod faultproxy;
+pub mod models;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -272,4 +273,75 @@ pub fn sha256(b: &[u8]) -> String {
 /// Unique repository name for a test.
 pub fn repo(test: &str) -> String {
     format!("e2e/{test}-{}", std::process::id())
+}
+
+/// Runs `lamina` in the working directory `cwd` (the paths users type are relative to it).
+pub fn lamina_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(lamina_bin());
+    c.current_dir(cwd)
+        .args(args)
+        .env_remove("COG_TOKEN")
+        .env_remove("LAMINA_USERNAME")
+        .env_remove("LAMINA_PASSWORD")
+        .env_remove("LAMINA_REGISTRY")
+        .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
+        .env("LAMINA_CACHE_DIR", state().join("cache"))
+        .env("SOURCE_DATE_EPOCH", "946684800");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Run::from(c.output().expect("run lamina"))
+}
+
+/// What a tree holds, as a runtime or a user sees it (symlinks not followed): relative path ->
+/// `dir`, `file <sha256> <mode>` or `link <target>`.
+pub fn tree_listing(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry"))
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            if m.file_type().is_symlink() {
+                let t = std::fs::read_link(&p).expect("readlink");
+                out.insert(rel, format!("link {}", t.display()));
+            } else if m.is_dir() {
+                out.insert(rel, "dir".into());
+                walk(root, &p, out);
+            } else {
+                let b = std::fs::read(&p).expect("read");
+                out.insert(
+                    rel,
+                    format!("file {} {:o}", sha256(&b), m.permissions().mode() & 0o777),
+                );
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// `podman pull` the image from a plain-HTTP registry and `podman image mount` it: the files
+/// exactly as a container runtime lays them out (layers applied with whiteouts by overlayfs),
+/// listed under `sub` with [`tree_listing`]. The image is removed again.
+pub fn podman_listing(reference: &str, sub: &str) -> std::collections::BTreeMap<String, String> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    cmd("podman", &["pull", "-q", "--tls-verify=false", reference]).ok();
+    let mounted = cmd("podman", &["image", "mount", reference]).ok();
+    let dir = PathBuf::from(mounted.stdout.trim()).join(sub.trim_start_matches('/'));
+    let listing = tree_listing(&dir);
+    cmd("podman", &["image", "umount", reference]).ok();
+    cmd("podman", &["rmi", "-f", reference]).ok();
+    listing
 }
