@@ -11,7 +11,9 @@ use bytes::Bytes;
 use lamina_core::http::{Body, Method, Request, Response};
 use lamina_core::layer::LayerInfo;
 use lamina_core::reference::{Reference, Scheme};
-use lamina_core::registry::{Event, Held, Machine, Op, Output, Session, Upload, UploadConfig};
+use lamina_core::registry::{
+    Event, Held, Machine, Op, OpenBlob, Output, Session, Upload, UploadConfig,
+};
 use lamina_core::{Digest, Error};
 
 use crate::creds::{self, Given};
@@ -27,6 +29,27 @@ pub struct Options {
     pub verbose: bool,
     /// Credentials from flags and environment.
     pub given: Given,
+    /// Connect and idle timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// How long lamina waits on the network before it calls a request failed (and retries it, or
+/// resumes the upload, within the core's bounds).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Establishing a connection (TCP and TLS).
+    pub connect: Duration,
+    /// No byte sent or received on a request for this long (a stalled server, a dead link).
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            idle: Duration::from_secs(120),
+        }
+    }
 }
 
 /// Messages from a producer of upload data.
@@ -108,10 +131,13 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client.
     pub fn new(opts: Options) -> anyhow_like::Result<Self> {
+        // the blocking client applies `timeout` to each read of a body (an idle timeout) and to
+        // the exchange up to the answer's head; large bodies go through `send_async` instead
         let http = reqwest::blocking::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(None)
+            .connect_timeout(opts.timeouts.connect)
+            .timeout(opts.timeouts.idle)
+            .tcp_keepalive(Duration::from_secs(30))
             .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot set up HTTP: {e}"))?;
@@ -125,10 +151,18 @@ impl Client {
         })
     }
 
-    /// Sends a request whose body streams from a producer (chunked transfer encoding). The
-    /// blocking client reads bodies 8 KiB at a time through a channel, which costs half the
-    /// throughput; this path hands whole chunks to an async client instead.
-    fn send_stream(&mut self, req: &Request, mut r: StreamReader) -> Result<Response, String> {
+    /// Sends a request whose body is pulled from a producer (chunked transfer encoding) or is a
+    /// large buffer, on the async client. The blocking client reads bodies 8 KiB at a time
+    /// through a channel, which costs half the throughput; this path hands whole chunks over.
+    ///
+    /// Nothing here waits for ever: an idle watchdog fails the request when no byte has moved
+    /// either way for [`Timeouts::idle`] (a server that stopped reading, or stopped answering),
+    /// and a failed request tears down what it started. The runtime is dropped with its tasks
+    /// (a connection task may still hold the body after the response future failed, e.g. when a
+    /// front end answered early), which drops the body's receiver, which ends the pump thread;
+    /// only then does this return. (Regression: the pump stayed blocked on a channel that the
+    /// abandoned connection task held, and joining it hung the upload for ever.)
+    fn send_async(&mut self, req: &Request, body: AsyncBody) -> Result<Response, String> {
         if self.rt.is_none() {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -136,7 +170,8 @@ impl Client {
                 .map_err(|e| e.to_string())?;
             let http = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(30))
+                .connect_timeout(self.opts.timeouts.connect)
+                .tcp_keepalive(Duration::from_secs(30))
                 .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| e.to_string())?;
@@ -145,26 +180,77 @@ impl Client {
         let Some((rt, http)) = &self.rt else {
             return Err("no runtime".into());
         };
+        let watch = Arc::new(Watch::new());
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-        let pump = std::thread::spawn(move || loop {
-            match r.next_chunk() {
-                Ok(Some(b)) => {
-                    if tx.blocking_send(Ok(b)).is_err() {
+        let mut content_length = None;
+        let pump = match body {
+            AsyncBody::Stream(mut r) => {
+                let cancel = Arc::clone(&cancel);
+                Some(std::thread::spawn(move || loop {
+                    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
+                    match r.next_chunk() {
+                        Ok(Some(b)) => {
+                            if tx.blocking_send(Ok(b)).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            break;
+                        }
+                    }
+                }))
+            }
+            AsyncBody::Bytes(b) => {
+                content_length = Some(b.len());
+                // slices of the buffer, so the watchdog sees the upload move
+                const PIECE: usize = 256 << 10;
+                let mut at = 0;
+                while at < b.len() {
+                    let end = (at + PIECE).min(b.len());
+                    if tx.try_send(Ok(b.slice(at..end))).is_err() {
+                        break;
+                    }
+                    at = end;
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
+                if at < b.len() {
+                    // more pieces than the channel holds: a feeder thread for the rest
+                    let cancel = Arc::clone(&cancel);
+                    let feeder = std::thread::spawn(move || {
+                        while at < b.len() && !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                            let end = (at + PIECE).min(b.len());
+                            if tx.blocking_send(Ok(b.slice(at..end))).is_err() {
+                                break;
+                            }
+                            at = end;
+                        }
+                    });
+                    Some(feeder)
+                } else {
+                    drop(tx); // the body ends after the pieces queued
+                    None
                 }
             }
+        };
+        let w = Arc::clone(&watch);
+        let body_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::clone(&body_done);
+        let stream = futures_util::stream::unfold(rx, move |mut rx| {
+            let w = Arc::clone(&w);
+            let done = Arc::clone(&done);
+            async move {
+                let x = rx.recv().await;
+                w.touch();
+                if x.is_none() {
+                    done.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                x.map(|x| (x, rx))
+            }
         });
-        let stream =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
-            );
         let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
             .map_err(|e| e.to_string())?;
         let mut b = http
@@ -173,30 +259,84 @@ impl Client {
         for (k, v) in &req.headers {
             b = b.header(k.as_str(), v.as_str());
         }
+        if let Some(n) = content_length {
+            b = b.header("Content-Length", n.to_string());
+        }
         let max = req.max_response_body;
+        let idle = self.opts.timeouts.idle;
+        let w = Arc::clone(&watch);
         let out = rt.block_on(async move {
-            let resp = b.send().await.map_err(|e| error_chain(&e.without_url()))?;
-            let status = resp.status().as_u16();
-            let headers = header_pairs(resp.headers());
-            let mut resp = resp;
-            let mut body = Vec::new();
-            while let Some(c) = resp.chunk().await.map_err(|e| error_chain(&e))? {
-                body.extend_from_slice(&c);
-                if body.len() as u64 > max {
-                    break; // a hostile registry cannot make us read without end
+            let work = async {
+                let resp = b.send().await.map_err(|e| error_chain(&e.without_url()))?;
+                w.touch();
+                let status = resp.status().as_u16();
+                let headers = header_pairs(resp.headers());
+                let mut resp = resp;
+                let mut body = Vec::new();
+                while let Some(c) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+                    w.touch();
+                    body.extend_from_slice(&c);
+                    if body.len() as u64 > max {
+                        break; // a hostile registry cannot make us read without end
+                    }
                 }
+                let truncated = body.len() as u64 > max;
+                body.truncate(max as usize);
+                Ok::<_, String>(Response {
+                    status,
+                    headers,
+                    body,
+                    truncated,
+                })
+            };
+            let dog = async {
+                let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                loop {
+                    tokio::time::sleep(tick).await;
+                    if w.idle() >= idle {
+                        return format!(
+                            "timed out: nothing sent or received for {} (--timeout)",
+                            secs(idle)
+                        );
+                    }
+                }
+            };
+            let work = std::pin::pin!(work);
+            let dog = std::pin::pin!(dog);
+            match futures_util::future::select(work, dog).await {
+                futures_util::future::Either::Left((r, _)) => r,
+                futures_util::future::Either::Right((e, _)) => Err(e),
             }
-            let truncated = body.len() as u64 > max;
-            body.truncate(max as usize);
-            Ok::<_, String>(Response {
-                status,
-                headers,
-                body,
-                truncated,
-            })
         });
-        let _ = pump.join();
+        // failed, or answered before the body was taken whole (a front end refusing it early):
+        // the connection task may still hold the body
+        if out.is_err() || !body_done.load(std::sync::atomic::Ordering::Relaxed) {
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some((rt, _)) = self.rt.take() {
+                // drops every task, and with them the body's receiver
+                rt.shutdown_background();
+            }
+        }
+        if let Some(p) = pump {
+            let _ = p.join();
+        }
         out
+    }
+
+    /// Opens a blob for reading, continuing where a cut download stopped (see [`BlobReader`]).
+    pub fn open_blob(&mut self, r: &Reference, digest: &Digest) -> anyhow_like::Result<BlobReader> {
+        let opened = self.run(r, OpenBlob::new(&r.repository, digest))?;
+        let inner = self.take_stream()?;
+        let mut b = BlobReader {
+            inner,
+            opts: self.opts.clone(),
+            reference: r.clone(),
+            digest: digest.clone(),
+            pos: 0,
+            attempts: 0,
+        };
+        b.skip(opened.skip).map_err(|e| e.to_string())?;
+        Ok(b)
     }
 
     /// The body of the last streamed response (after an `OpenBlob`).
@@ -489,9 +629,15 @@ impl Client {
         for (k, v) in &req.headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        if let SendBody::Stream(r) = body {
-            return self.send_stream(req, r);
-        }
+        let body = match body {
+            SendBody::Stream(r) => return self.send_async(req, AsyncBody::Stream(r)),
+            // a large body could take longer than the idle timeout, which the blocking client
+            // applies to the whole exchange up to the answer's head
+            SendBody::Bytes(b) if b.len() > ASYNC_BODY => {
+                return self.send_async(req, AsyncBody::Bytes(b))
+            }
+            other => other,
+        };
         if let SendBody::Bytes(body) = body {
             b = b
                 .header("Content-Length", body.len().to_string())
@@ -564,6 +710,50 @@ enum SendBody {
     None,
     Bytes(Bytes),
     Stream(StreamReader),
+}
+
+/// A request body for [`Client::send_async`].
+enum AsyncBody {
+    Stream(StreamReader),
+    Bytes(Bytes),
+}
+
+/// Bodies larger than this go through [`Client::send_async`] and its idle watchdog.
+const ASYNC_BODY: usize = 1 << 20;
+
+/// When bytes last moved on a request, for the idle watchdog.
+struct Watch {
+    start: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Watch {
+            start: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn idle(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(
+            self.last_ms.load(std::sync::atomic::Ordering::Relaxed),
+        ))
+    }
+}
+
+/// `90 s`, `1.5 s`.
+fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 struct Feed {
@@ -699,6 +889,101 @@ no_upload!(
     lamina_core::registry::MountBlob,
     lamina_core::registry::PutManifest
 );
+
+/// Most times a cut download is continued before its error is final.
+const DOWNLOAD_RESUMES: u32 = 5;
+
+/// A blob download that continues where it was cut. A read that fails (a reset, a body cut
+/// short, nothing received for the idle timeout) reopens the blob with `Range: bytes=N-` from
+/// the byte it stopped at, after a backoff, up to [`DOWNLOAD_RESUMES`] times; a registry that
+/// ignores ranges sends the whole blob again and the bytes already read are dropped. The
+/// caller still verifies the digest of everything it read, so a resumed download is checked
+/// as a whole.
+pub struct BlobReader {
+    inner: reqwest::blocking::Response,
+    opts: Options,
+    reference: Reference,
+    digest: Digest,
+    pos: u64,
+    attempts: u32,
+}
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobReader")
+            .field("digest", &self.digest)
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+impl BlobReader {
+    fn skip(&mut self, mut n: u64) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 64 << 10];
+        while n > 0 {
+            let k = self.inner.read(&mut buf[..(n.min(64 << 10) as usize)])?;
+            if k == 0 {
+                return Err(std::io::Error::other(format!(
+                    "the registry sent the blob again but it ended before byte {}",
+                    self.pos
+                )));
+            }
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> anyhow_like::Result<()> {
+        let mut c = Client::new(self.opts.clone())?;
+        let opened = c.run(
+            &self.reference,
+            OpenBlob::from_offset(&self.reference.repository, &self.digest, self.pos),
+        )?;
+        self.inner = c.take_stream()?;
+        self.skip(opened.skip)?;
+        Ok(())
+    }
+}
+
+impl std::io::Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if self.attempts < DOWNLOAD_RESUMES => {
+                    self.attempts += 1;
+                    let wait = lamina_core::registry::backoff_ms(self.attempts);
+                    eprintln!(
+                        "retrying ({}) in {:.1}s: download of {} cut at byte {}: {}",
+                        self.attempts,
+                        wait as f64 / 1000.0,
+                        self.digest,
+                        self.pos,
+                        error_chain(&e)
+                    );
+                    std::thread::sleep(Duration::from_millis(wait));
+                    if let Err(e) = self.reopen() {
+                        if self.attempts >= DOWNLOAD_RESUMES {
+                            return Err(std::io::Error::other(e.to_string()));
+                        }
+                        // the next read fails again at once and counts another attempt
+                        eprintln!("reopening the download failed: {e}");
+                    }
+                }
+                Err(e) => {
+                    return Err(std::io::Error::other(format!(
+                        "{} (after {} attempts to continue the download)",
+                        error_chain(&e),
+                        self.attempts
+                    )))
+                }
+            }
+        }
+    }
+}
 
 /// Error plumbing for the CLI: a boxed error with a message chain.
 pub mod anyhow_like {

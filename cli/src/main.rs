@@ -75,6 +75,22 @@ struct Cli {
     /// Log every request (credentials are never printed).
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Seconds a request may go without sending or receiving a byte before it counts as failed
+    /// (and is retried or resumed).
+    #[arg(long, global = true, value_name = "SECS", env = "LAMINA_TIMEOUT", default_value_t = 120.0,
+          value_parser = parse_secs)]
+    timeout: f64,
+    /// Seconds to wait for a connection (TCP and TLS) to a registry.
+    #[arg(long, global = true, value_name = "SECS", env = "LAMINA_CONNECT_TIMEOUT",
+          default_value_t = 30.0, value_parser = parse_secs)]
+    connect_timeout: f64,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -457,6 +473,10 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         insecure: cli.insecure,
         verbose: cli.verbose,
         given,
+        timeouts: client::Timeouts {
+            connect: std::time::Duration::from_secs_f64(cli.connect_timeout),
+            idle: std::time::Duration::from_secs_f64(cli.timeout),
+        },
     };
     let mut client = Client::new(opts.clone())?;
     match cli.cmd {

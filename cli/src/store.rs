@@ -21,7 +21,7 @@ use lamina_core::layout::{self, Found, LayoutIndex};
 use lamina_core::media;
 use lamina_core::reference::{ImageRef, Reference};
 use lamina_core::registry::{
-    FetchedManifest, GetBlob, GetManifest, HeadBlob, OpenBlob, PutManifest, UploadConfig,
+    FetchedManifest, GetBlob, GetManifest, HeadBlob, PutManifest, UploadConfig,
 };
 use lamina_core::{Digest, Error};
 
@@ -546,10 +546,7 @@ pub fn get_config(client: &mut Client, loc: &Loc, d: &Digest) -> Result<Vec<u8>>
 /// Opens a blob for streaming; the caller verifies it (see `blobs::read_verified`).
 pub fn open_blob(client: &mut Client, loc: &Loc, d: &Digest) -> Result<Box<dyn Read + Send>> {
     match loc {
-        Loc::Registry(r) => {
-            client.run(r, OpenBlob::new(&r.repository, d))?;
-            Ok(Box::new(client.take_stream()?))
-        }
+        Loc::Registry(r) => Ok(Box::new(client.open_blob(r, d)?)),
         Loc::Layout(l) => Ok(l.open_blob(d)?.0),
     }
 }

@@ -57,6 +57,17 @@ pub enum Action {
     /// Read the request body, then answer nothing for this long and drop the connection (a
     /// hung registry; a test kills its client meanwhile).
     Stall(Duration),
+    /// Read this many bytes of the request body, then answer this status at once (with
+    /// `Connection: close`) while the client is still sending, stop reading, and close the
+    /// connection a second later (nginx refusing a body that is too large; a front end giving
+    /// up on a client whose link dropped).
+    AnswerEarly(u16, u64),
+    /// Read this many bytes of the request body, then stop reading and hold the connection open
+    /// for this long before resetting it (a stalled server: the client's writes block).
+    StopReading(u64, Duration),
+    /// Forward the exchange, send the answer's head and this many bytes of its body, then send
+    /// nothing for this long and reset (a download that stalls).
+    StallResponse(u64, Duration),
 }
 
 /// When a rule applies: method, a substring of the path (with query), which matches to skip and
@@ -380,6 +391,30 @@ impl FaultProxy {
             reset(out);
             return Ok(false);
         }
+        if let Some(Action::AnswerEarly(status, n)) = &action {
+            let mut sink = std::io::sink();
+            let _ = relay_body(client, &mut sink, framing, Some(*n), |k, b| {
+                self.add_body(i, k, b)
+            });
+            self.set_status(i, *status);
+            let _ = out.write_all(
+                format!("HTTP/1.1 {status} Early\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            let _ = out.flush();
+            std::thread::sleep(Duration::from_secs(1));
+            reset(out);
+            return Ok(false);
+        }
+        if let Some(Action::StopReading(n, d)) = &action {
+            let mut sink = std::io::sink();
+            let _ = relay_body(client, &mut sink, framing, Some(*n), |k, b| {
+                self.add_body(i, k, b)
+            });
+            std::thread::sleep(*d);
+            reset(out);
+            return Ok(false);
+        }
         if let Some(Action::ResetRequestBuffered(n)) = &action {
             let mut sink = std::io::sink();
             let _ = relay_body(client, &mut sink, framing, Some(*n), |k, b| {
@@ -454,7 +489,7 @@ impl FaultProxy {
         h.push_str("\r\n");
         out.write_all(h.as_bytes())?;
         let cut = match &action {
-            Some(Action::ResetResponse(n)) => Some(*n),
+            Some(Action::ResetResponse(n)) | Some(Action::StallResponse(n, _)) => Some(*n),
             _ => None,
         };
         let complete = {
@@ -472,6 +507,9 @@ impl FaultProxy {
             r
         };
         if !complete {
+            if let Some(Action::StallResponse(_, d)) = &action {
+                std::thread::sleep(*d);
+            }
             reset(out);
             return Ok(false);
         }

@@ -345,3 +345,54 @@ pub fn podman_listing(reference: &str, sub: &str) -> std::collections::BTreeMap<
     cmd("podman", &["rmi", "-f", reference]).ok();
     listing
 }
+
+/// Runs `lamina` like [`lamina_env`], but kills it after `limit`: `None` means it had to be
+/// killed (it hung).
+pub fn lamina_deadline(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: std::time::Duration,
+) -> Option<Run> {
+    let mut c = Command::new(lamina_bin());
+    c.args(args)
+        .env_remove("COG_TOKEN")
+        .env_remove("LAMINA_USERNAME")
+        .env_remove("LAMINA_PASSWORD")
+        .env_remove("LAMINA_REGISTRY")
+        .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
+        .env("LAMINA_CACHE_DIR", state().join("cache"))
+        .env("SOURCE_DATE_EPOCH", "946684800")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("run lamina");
+    let out = child.stdout.take().expect("stdout");
+    let err = child.stderr.take().expect("stderr");
+    let read = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = r.read_to_end(&mut s);
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let (o, e) = (read(Box::new(out)), read(Box::new(err)));
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return Some(Run {
+                code: st.code().unwrap_or(-1),
+                stdout: o.join().expect("stdout reader"),
+                stderr: e.join().expect("stderr reader"),
+            });
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("killed after {limit:?}; stderr:\n{}", e.join().unwrap_or_default());
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

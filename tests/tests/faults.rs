@@ -1050,3 +1050,121 @@ fn authorization_never_follows_a_redirect_to_another_host() {
         );
     }
 }
+
+/// Regression: behind a front end that stops reading a streamed `PATCH` part-way and closes the
+/// connection, `lamina affix` hung for ever at "layer 0 B": the request failed, but the body
+/// pump stayed blocked on a channel nobody read, and the driver waited for it. Both ways a cut
+/// can look (the front end swallows it, or passes it on to the registry) finish, with the image
+/// an undisturbed run makes.
+#[test]
+fn a_streamed_patch_cut_by_the_front_end_never_hangs() {
+    harness();
+    let dir = tempdir("fault-hang");
+    std::fs::write(dir.join("w.bin"), random_bytes(200 << 20, 1501)).unwrap();
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let clean = run(
+        &dir,
+        &["affix", "--base", &base, "--dest", &format!("{PLAIN}/{}:clean", repo("hang")), s(&dir.join("w.bin"))],
+    )
+    .ok();
+    for (i, action) in [
+        Action::ResetRequestBuffered(150 * MIB),
+        Action::ResetRequestForwarded(150 * MIB),
+        Action::AnswerEarly(502, 150 * MIB),
+        Action::StopReading(150 * MIB, Duration::from_secs(3)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = FaultProxy::start(PLAIN);
+        p.add(Rule::new("PATCH", "/blobs/uploads/").action(action.clone()));
+        let cache = dir.join(format!("cache{i}"));
+        let out = lamina_deadline(
+            &[
+                "affix",
+                "--base",
+                &base,
+                "--dest",
+                &format!("{}/{}:v{i}", p.addr(), repo("hang")),
+                s(&dir.join("w.bin")),
+            ],
+            &[("LAMINA_CACHE_DIR", s(&cache))],
+            Duration::from_secs(90),
+        )
+        .unwrap_or_else(|| panic!("{action:?}: lamina hung"))
+        .ok();
+        assert_eq!(digest_of_output(&out.stdout), digest_of_output(&clean.stdout), "{action:?}");
+        manifests_last(&p.requests());
+    }
+}
+
+/// A server that stops reading a request body and holds the connection, one that takes the
+/// body and never answers, and a download whose body stalls: each request fails after the idle
+/// timeout (`--timeout`) instead of waiting for ever, and the run goes on (resumes the upload,
+/// retries the download) to the same result.
+#[test]
+fn stalled_servers_fail_the_request_after_the_idle_timeout() {
+    harness();
+    let dir = tempdir("fault-stall");
+    std::fs::write(dir.join("w.bin"), random_bytes(24 << 20, 1502)).unwrap();
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let clean = run(
+        &dir,
+        &["affix", "--base", &base, "--dest", &format!("{PLAIN}/{}:clean", repo("stall")), s(&dir.join("w.bin"))],
+    )
+    .ok();
+    for (i, action) in [
+        Action::StopReading(10 * MIB, Duration::from_secs(120)),
+        Action::Stall(Duration::from_secs(120)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = FaultProxy::start(PLAIN);
+        p.add(Rule::new("PATCH", "/blobs/uploads/").action(action.clone()));
+        let t0 = Instant::now();
+        let out = lamina_deadline(
+            &[
+                "affix",
+                "--timeout",
+                "2",
+                "--base",
+                &base,
+                "--dest",
+                &format!("{}/{}:v{i}", p.addr(), repo("stall")),
+                s(&dir.join("w.bin")),
+            ],
+            &[("LAMINA_CACHE_DIR", s(&dir.join(format!("cache{i}"))))],
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|| panic!("{action:?}: lamina hung"))
+        .ok();
+        assert!(t0.elapsed() < Duration::from_secs(30), "{action:?}: {:?}", t0.elapsed());
+        assert!(out.stderr.contains("timed out: nothing sent or received for 2 s"), "{action:?}: {}", out.stderr);
+        assert_eq!(digest_of_output(&out.stdout), digest_of_output(&clean.stdout), "{action:?}");
+    }
+    // a layer download that stalls part-way: extract retries it
+    let src = format!("{PLAIN}/{}:clean", repo("stall"));
+    let m = raw_manifest(&src, None);
+    let layer = m["layers"].as_array().unwrap().last().unwrap()["digest"].as_str().unwrap().to_string();
+    let p = FaultProxy::start(PLAIN);
+    p.add(Rule::new("GET", &format!("/blobs/{layer}")).action(Action::StallResponse(MIB, Duration::from_secs(120))));
+    let t0 = Instant::now();
+    let out = lamina_deadline(
+        &[
+            "extract",
+            "--timeout",
+            "2",
+            &format!("{}/{}:clean", p.addr(), repo("stall")),
+            "-o",
+            s(&dir.join("out/")),
+        ],
+        &[],
+        Duration::from_secs(60),
+    )
+    .expect("extract hung");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    let out = out.ok();
+    assert!(out.stderr.contains("timed out") || out.stderr.contains("retrying"), "{}", out.stderr);
+    assert_eq!(std::fs::read(dir.join("out/w.bin")).unwrap(), random_bytes(24 << 20, 1502));
+}

@@ -186,42 +186,90 @@ impl Op for GetBlob {
 /// `GET /v2/<repo>/blobs/<digest>` with the body left to the driver as a stream (layers are
 /// never read into memory). Ends with the size the registry announced, if any; the caller
 /// verifies the digest as the bytes stream (see [`Verifier`]).
+///
+/// [`OpenBlob::from_offset`] continues a download that was cut: it asks for `Range:
+/// bytes=N-`. A `206` must start at `N`; a registry that ignores ranges answers `200` with the
+/// whole blob, and [`OpenedBlob::skip`] tells the driver how many bytes to drop first.
 #[derive(Debug)]
 pub struct OpenBlob {
     repo: String,
     digest: Digest,
+    start: u64,
     sent: bool,
+}
+
+/// What [`OpenBlob`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenedBlob {
+    /// The body's length as announced (`Content-Length`), if any.
+    pub content_length: Option<u64>,
+    /// Bytes at the start of the body the caller already has (the registry ignored `Range`).
+    pub skip: u64,
 }
 
 impl OpenBlob {
     /// Opens `digest` in `repo` for streaming.
     pub fn new(repo: &str, digest: &Digest) -> Self {
+        Self::from_offset(repo, digest, 0)
+    }
+
+    /// Opens `digest` in `repo` from byte `start` on.
+    pub fn from_offset(repo: &str, digest: &Digest, start: u64) -> Self {
         OpenBlob {
             repo: repo.into(),
             digest: digest.clone(),
+            start,
             sent: false,
         }
     }
 }
 
 impl Op for OpenBlob {
-    type Output = Option<u64>;
-    fn step(&mut self, o: Option<Outcome>, _: &str) -> Result<Step<Option<u64>>, Error> {
+    type Output = OpenedBlob;
+    fn step(&mut self, o: Option<Outcome>, _: &str) -> Result<Step<OpenedBlob>, Error> {
         let path = format!("/v2/{}/blobs/{}", self.repo, self.digest);
         if !self.sent {
             self.sent = true;
             let mut c = Call::new(Method::Get, &path, vec![pull_scope(&self.repo)]);
+            if self.start > 0 {
+                c.headers
+                    .push(("Range".into(), format!("bytes={}-", self.start)));
+            }
             c.stream_response = true;
             return Ok(Step::Call(c));
         }
         let r = expect_response(o, Method::Get, &path)?;
-        if r.status != 200 {
-            return Err(http_error(Method::Get, &path, &r));
+        let content_length = r
+            .header("content-length")
+            .and_then(|v| v.trim().parse().ok());
+        match r.status {
+            200 => Ok(Step::Done(OpenedBlob {
+                content_length,
+                skip: self.start,
+            })),
+            206 if self.start > 0 => {
+                let from = r
+                    .header("content-range")
+                    .and_then(|v| v.trim().strip_prefix("bytes "))
+                    .and_then(|v| v.split('-').next())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if from != Some(self.start) {
+                    return Err(Error::Protocol {
+                        reason: format!(
+                            "GET {path} from byte {}: the registry answered 206 with \
+                             Content-Range {:?}",
+                            self.start,
+                            r.header("content-range").unwrap_or("(none)")
+                        ),
+                    });
+                }
+                Ok(Step::Done(OpenedBlob {
+                    content_length,
+                    skip: 0,
+                }))
+            }
+            _ => Err(http_error(Method::Get, &path, &r)),
         }
-        Ok(Step::Done(
-            r.header("content-length")
-                .and_then(|v| v.trim().parse().ok()),
-        ))
     }
 }
 

@@ -814,7 +814,7 @@ fn same_authority(a: &str, b: &str) -> bool {
 
 /// The wait before retry number `attempt` (1-based) without jitter: 250 ms doubling, at most
 /// 8 s.
-pub(crate) fn backoff_ms(attempt: u32) -> u64 {
+pub fn backoff_ms(attempt: u32) -> u64 {
     (250u64 << attempt.saturating_sub(1).min(6)).min(8_000)
 }
 
