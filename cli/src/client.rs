@@ -31,7 +31,14 @@ pub struct Options {
     pub given: Given,
     /// Connect and idle timeouts.
     pub timeouts: Timeouts,
+    /// Most bytes in one streamed `PATCH` (0: [`SEGMENT`]).
+    pub segment: u64,
 }
+
+/// Default size of a streamed upload's segments: each is one `PATCH` the registry confirms,
+/// so a cut costs at most this much where the registry kept the session; large enough that
+/// the round trip between segments costs nothing measurable.
+pub const SEGMENT: u64 = 128 << 20;
 
 /// How long lamina waits on the network before it calls a request failed (and retries it, or
 /// resumes the upload, within the core's bounds).
@@ -405,6 +412,14 @@ impl Client {
         progress: &mut Progress,
         identity: Option<&str>,
     ) -> anyhow_like::Result<(Digest, LayerInfo)> {
+        let mut cfg = cfg;
+        if cfg.stream && cfg.segment == u64::MAX {
+            cfg.segment = if self.opts.segment == 0 {
+                SEGMENT
+            } else {
+                self.opts.segment
+            };
+        }
         let file = identity.and_then(|id| ResumeFile::new(&r.registry, &r.repository, id));
         let saved = file.as_ref().and_then(ResumeFile::load);
         let up = match &saved {
@@ -428,6 +443,7 @@ impl Client {
         let mut feed = Feed {
             rx: Arc::new(Mutex::new(rx)),
             info: None,
+            producer_done: false,
             restart,
             resume: file,
         };
@@ -482,7 +498,7 @@ impl Client {
                             )?;
                             SendBody::Bytes(held_slice(w, *start, *end)?)
                         }
-                        Body::Stream { start } => {
+                        Body::Stream { start, limit } => {
                             let (f, p) =
                                 feed.as_mut().ok_or("a streamed upload needs a producer")?;
                             let w = win.as_deref_mut().ok_or("no data window")?;
@@ -493,12 +509,24 @@ impl Client {
                                     let restart = f.restart.as_mut().ok_or_else(|| {
                                         format!("the upload was interrupted at byte {start} and its input cannot be read again (stdin); run the command again")
                                     })?;
+                                    if !p.quiet() && *start > 0 {
+                                        eprintln!(
+                                            "making the layer again to send it from byte {} ({} confirmed by the registry)",
+                                            start,
+                                            crate::progress::human(*start)
+                                        );
+                                    }
                                     f.rx = Arc::new(Mutex::new(restart()));
+                                    f.producer_done = false;
                                     w.clear_to(u64::MAX);
                                     (VecDeque::new(), *start)
                                 }
                             };
-                            let shared = Arc::new(Mutex::new(StreamShared::default()));
+                            let shared = Arc::new(Mutex::new(StreamShared {
+                                // a producer that ended in an earlier segment sends nothing more
+                                done: f.producer_done,
+                                ..StreamShared::default()
+                            }));
                             stream_state = Some(Arc::clone(&shared));
                             SendBody::Stream(StreamReader {
                                 first,
@@ -506,6 +534,7 @@ impl Client {
                                 rx: Arc::clone(&f.rx),
                                 shared,
                                 offset: *start,
+                                left: *limit,
                                 progress: p.clone(),
                             })
                         }
@@ -519,21 +548,30 @@ impl Client {
                         );
                     }
                     let res = self.send(&req, body);
-                    if stream_state.is_some() {
-                        // the stream took chunks past the window: only a restart can give them again
-                        if let Some(w) = win.as_deref_mut() {
-                            w.clear_to(u64::MAX);
-                        }
-                    }
                     if let Some(sh) = stream_state {
                         let mut sh = sh.lock().map_err(|_| "lock")?;
                         if let Some(e) = sh.err.take() {
                             return Err(e.into());
                         }
+                        let w = win.as_deref_mut().ok_or("no data window")?;
+                        match (&res, sh.limit_at) {
+                            // the segment went whole: the bytes made past it come next
+                            (Ok(_), Some(at)) => {
+                                w.clear_to(at);
+                                for c in sh.carry.drain(..) {
+                                    w.push(c);
+                                }
+                                m.op_mut().more_data(w.end(), None);
+                            }
+                            // the stream took chunks past the window: only a restart can give
+                            // them again
+                            _ => w.clear_to(u64::MAX),
+                        }
                         if let (Some(info), Some((f, _))) = (sh.info.take(), feed.as_mut()) {
                             m.op_mut()
                                 .more_data(info.size, Some((info.digest.clone(), info.size)));
                             f.info = Some(info);
+                            f.producer_done = true;
                         }
                     }
                     let now = self.now();
@@ -590,6 +628,7 @@ impl Client {
                             m.op_mut()
                                 .more_data(info.size, Some((info.digest.clone(), info.size)));
                             f.info = Some(info);
+                            f.producer_done = true;
                         }
                         Ok(Data::Failed(e)) => return Err(e.into()),
                         Err(_) => return Err("the layer builder stopped unexpectedly".into()),
@@ -741,9 +780,9 @@ impl Watch {
     }
     fn idle(&self) -> Duration {
         let now = self.start.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(
-            self.last_ms.load(std::sync::atomic::Ordering::Relaxed),
-        ))
+        Duration::from_millis(
+            now.saturating_sub(self.last_ms.load(std::sync::atomic::Ordering::Relaxed)),
+        )
     }
 }
 
@@ -759,6 +798,8 @@ fn secs(d: Duration) -> String {
 struct Feed {
     rx: Arc<Mutex<Receiver<Data>>>,
     info: Option<LayerInfo>,
+    /// The producer behind `rx` has sent its last bytes.
+    producer_done: bool,
     restart: Option<Restart>,
     resume: Option<ResumeFile>,
 }
@@ -768,7 +809,12 @@ struct Feed {
 struct StreamShared {
     info: Option<LayerInfo>,
     err: Option<Error>,
+    /// The producer sent its last bytes: nothing more to take from it.
     done: bool,
+    /// The body stopped at its limit, at this blob offset; `carry` holds the bytes taken from
+    /// the producer beyond it, for the next segment.
+    limit_at: Option<u64>,
+    carry: VecDeque<Bytes>,
 }
 
 /// A request body that pulls the blob's chunks from the producer as the socket takes them.
@@ -778,6 +824,8 @@ struct StreamReader {
     rx: Arc<Mutex<Receiver<Data>>>,
     shared: Arc<Mutex<StreamShared>>,
     offset: u64,
+    /// Bytes this body may still carry (the segment's limit).
+    left: u64,
     progress: Progress,
 }
 
@@ -785,11 +833,26 @@ impl StreamReader {
     /// The next piece of the body (whole chunks, no copy), `None` at the end.
     fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
         loop {
-            if let Some(b) = self.first.pop_front() {
+            if self.left == 0 {
+                // the segment is full: what was taken beyond it waits for the next one
+                let mut sh = self
+                    .shared
+                    .lock()
+                    .map_err(|_| std::io::Error::other("lock"))?;
+                sh.limit_at = Some(self.offset);
+                sh.carry = std::mem::take(&mut self.first);
+                return Ok(None);
+            }
+            if let Some(mut b) = self.first.pop_front() {
                 if b.is_empty() {
                     continue;
                 }
+                if b.len() as u64 > self.left {
+                    let rest = b.split_off(self.left as usize);
+                    self.first.push_front(rest);
+                }
                 self.offset += b.len() as u64;
+                self.left -= b.len() as u64;
                 self.progress.set(self.offset);
                 return Ok(Some(b));
             }

@@ -308,10 +308,7 @@ pub fn choose_auto_tar(path: &Path) -> Result<lamina_core::layer::AutoChoice> {
     let mut samples: Vec<Vec<u8>> = vec![Vec::new(); found.len()];
     for (i, n) in auto_sample_plan(&sizes) {
         f.seek(SeekFrom::Start(found[i].2)).map_err(err)?;
-        (&mut f)
-            .take(n)
-            .read_to_end(&mut samples[i])
-            .map_err(err)?;
+        (&mut f).take(n).read_to_end(&mut samples[i]).map_err(err)?;
     }
     let auto: Vec<AutoFile<'_>> = found
         .iter()
@@ -465,13 +462,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("f"), "x").unwrap();
         std::fs::set_permissions(t.path().join("f"), std::fs::Permissions::from_mode(0)).unwrap();
-        let err = collect(&[t.path().to_path_buf()], "x").unwrap_err().to_string();
+        let err = collect(&[t.path().to_path_buf()], "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Permission denied"), "{err}");
     }
 
     fn is_root() -> bool {
         std::fs::read_to_string("/proc/self/status")
-            .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+            })
             .unwrap_or(false)
     }
 }

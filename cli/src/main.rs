@@ -80,6 +80,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "SECS", env = "LAMINA_TIMEOUT", default_value_t = 120.0,
           value_parser = parse_secs)]
     timeout: f64,
+    /// Streamed uploads go as PATCHes of at most this many MiB, each confirmed by the registry:
+    /// after a cut, at most one is sent again.
+    #[arg(long, global = true, value_name = "MiB", env = "LAMINA_SEGMENT_SIZE", default_value_t = 128,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    segment_size: u64,
     /// Seconds to wait for a connection (TCP and TLS) to a registry.
     #[arg(long, global = true, value_name = "SECS", env = "LAMINA_CONNECT_TIMEOUT",
           default_value_t = 30.0, value_parser = parse_secs)]
@@ -89,7 +94,9 @@ struct Cli {
 fn parse_secs(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400")),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
     }
 }
 
@@ -477,6 +484,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             connect: std::time::Duration::from_secs_f64(cli.connect_timeout),
             idle: std::time::Duration::from_secs_f64(cli.timeout),
         },
+        segment: cli.segment_size << 20,
     };
     let mut client = Client::new(opts.clone())?;
     match cli.cmd {

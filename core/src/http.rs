@@ -53,12 +53,16 @@ pub enum Body {
         /// One past the last byte.
         end: u64,
     },
-    /// The blob from `start` to its end, streamed as the driver produces it (chunked transfer
-    /// encoding, length unknown up front). Before answering, the driver reports the blob's
-    /// completion (digest and size) to the upload.
+    /// The blob from `start` on, streamed as the driver produces it (chunked transfer
+    /// encoding, length unknown up front), for at most `limit` bytes or to the blob's end,
+    /// whichever comes first (`u64::MAX`: to the end). When the blob ends within the request,
+    /// the driver reports its completion (digest and size) to the upload before the answer;
+    /// when the limit is reached first, it reports the bytes it made beyond it as available.
     Stream {
         /// First byte offset.
         start: u64,
+        /// Most bytes in this request.
+        limit: u64,
     },
 }
 
@@ -84,7 +88,8 @@ impl fmt::Debug for Body {
             Body::Empty => f.write_str("Empty"),
             Body::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
             Body::Blob { start, end } => write!(f, "Blob({start}..{end})"),
-            Body::Stream { start } => write!(f, "Stream({start}..)"),
+            Body::Stream { start, limit } if *limit == u64::MAX => write!(f, "Stream({start}..)"),
+            Body::Stream { start, limit } => write!(f, "Stream({start}..+{limit})"),
         }
     }
 }

@@ -135,8 +135,26 @@ pub fn choose_auto(sample: &[u8]) -> Compression {
 /// floating-point tensors (or already packed), deflate gains a few percent at a large CPU
 /// cost, and uncompressed layers let registries dedupe and readers seek.
 pub const WEIGHT_EXTENSIONS: &[&str] = &[
-    "safetensors", "gguf", "ggml", "bin", "pt", "pth", "ckpt", "onnx", "h5", "msgpack", "npz",
-    "npy", "tflite", "pb", "keras", "mlmodel", "engine", "plan", "nemo", "dduf",
+    "safetensors",
+    "gguf",
+    "ggml",
+    "bin",
+    "pt",
+    "pth",
+    "ckpt",
+    "onnx",
+    "h5",
+    "msgpack",
+    "npz",
+    "npy",
+    "tflite",
+    "pb",
+    "keras",
+    "mlmodel",
+    "engine",
+    "plan",
+    "nemo",
+    "dduf",
 ];
 
 /// Whether `path` names a weights file, by its extension (case-insensitive).
@@ -607,7 +625,14 @@ mod tests {
         ] {
             assert!(is_weight_file(p), "{p}");
         }
-        for p in ["config.json", "tokenizer.json", "README.md", ".bin", "safetensors", "x.py"] {
+        for p in [
+            "config.json",
+            "tokenizer.json",
+            "README.md",
+            ".bin",
+            "safetensors",
+            "x.py",
+        ] {
             assert!(!is_weight_file(p), "{p}");
         }
     }
@@ -620,24 +645,56 @@ mod tests {
         let text = "{\"vocab\": [\"hello\", \"world\"]}\n".repeat(4000);
         let noise = random(64 << 10);
         let files = [
-            AutoFile { path: "config.json", size: 700, sample: &text.as_bytes()[..700] },
-            AutoFile { path: "tokenizer.json", size: 2 << 20, sample: text.as_bytes() },
-            AutoFile { path: "tokenizer_config.json", size: 1000, sample: &text.as_bytes()[..1000] },
-            AutoFile { path: "model.safetensors", size: 1 << 30, sample: &[] },
+            AutoFile {
+                path: "config.json",
+                size: 700,
+                sample: &text.as_bytes()[..700],
+            },
+            AutoFile {
+                path: "tokenizer.json",
+                size: 2 << 20,
+                sample: text.as_bytes(),
+            },
+            AutoFile {
+                path: "tokenizer_config.json",
+                size: 1000,
+                sample: &text.as_bytes()[..1000],
+            },
+            AutoFile {
+                path: "model.safetensors",
+                size: 1 << 30,
+                sample: &[],
+            },
         ];
         let c = choose_auto_files(&files);
         assert_eq!(c.compression, Compression::None, "{c:?}");
         assert_eq!(c.weights, 1 << 30);
         // the same weights under a name that is not a weights format are sampled as noise
         let files = [
-            AutoFile { path: "config.json", size: 700, sample: &text.as_bytes()[..700] },
-            AutoFile { path: "blob", size: 1 << 30, sample: &noise },
+            AutoFile {
+                path: "config.json",
+                size: 700,
+                sample: &text.as_bytes()[..700],
+            },
+            AutoFile {
+                path: "blob",
+                size: 1 << 30,
+                sample: &noise,
+            },
         ];
         assert_eq!(choose_auto_files(&files).compression, Compression::None);
         // mostly text: gzip
         let files = [
-            AutoFile { path: "tokenizer.json", size: 8 << 20, sample: text.as_bytes() },
-            AutoFile { path: "model.safetensors", size: 1 << 20, sample: &[] },
+            AutoFile {
+                path: "tokenizer.json",
+                size: 8 << 20,
+                sample: text.as_bytes(),
+            },
+            AutoFile {
+                path: "model.safetensors",
+                size: 1 << 20,
+                sample: &[],
+            },
         ];
         assert_eq!(choose_auto_files(&files).compression, Compression::Gzip);
         assert_eq!(choose_auto_files(&[]).compression, Compression::Gzip);
@@ -653,7 +710,10 @@ mod tests {
             ("mid.txt", 100 << 10),
         ];
         let plan = auto_sample_plan(&files);
-        assert_eq!(plan, vec![(2, AUTO_SAMPLE_PER_FILE), (4, 100 << 10), (0, 10)]);
+        assert_eq!(
+            plan,
+            vec![(2, AUTO_SAMPLE_PER_FILE), (4, 100 << 10), (0, 10)]
+        );
         let many: Vec<(String, u64)> = (0..100).map(|i| (format!("f{i}.txt"), 1 << 20)).collect();
         let many: Vec<(&str, u64)> = many.iter().map(|(p, s)| (p.as_str(), *s)).collect();
         let plan = auto_sample_plan(&many);
@@ -666,18 +726,43 @@ mod tests {
         let mut s = |b: &[u8]| tar.extend_from_slice(b);
         let mut w = TarWriter::new(0);
         let text = "{\"a\": 1}\n".repeat(100);
-        w.entry("config.json", &EntryKind::File { size: text.len() as u64, executable: false }, &mut s).unwrap();
+        w.entry(
+            "config.json",
+            &EntryKind::File {
+                size: text.len() as u64,
+                executable: false,
+            },
+            &mut s,
+        )
+        .unwrap();
         w.data(text.as_bytes(), &mut s).unwrap();
         w.end_file().unwrap();
         let noise = random(3 << 20);
-        w.entry("blob", &EntryKind::File { size: noise.len() as u64, executable: false }, &mut s).unwrap();
+        w.entry(
+            "blob",
+            &EntryKind::File {
+                size: noise.len() as u64,
+                executable: false,
+            },
+            &mut s,
+        )
+        .unwrap();
         w.data(&noise, &mut s).unwrap();
         w.end_file().unwrap();
         w.finish(&mut s).unwrap();
         // only the first MiB is seen: the big entry's sample is noise
-        assert_eq!(choose_auto_tar_prefix(&tar[..1 << 20]).compression, Compression::None);
+        assert_eq!(
+            choose_auto_tar_prefix(&tar[..1 << 20]).compression,
+            Compression::None
+        );
         assert_eq!(choose_auto_tar_prefix(&tar).compression, Compression::None);
-        assert_eq!(choose_auto_tar_prefix(&tar[..2048]).compression, Compression::Gzip);
-        assert_eq!(choose_auto_tar_prefix(b"not a tar").compression, Compression::Gzip);
+        assert_eq!(
+            choose_auto_tar_prefix(&tar[..2048]).compression,
+            Compression::Gzip
+        );
+        assert_eq!(
+            choose_auto_tar_prefix(b"not a tar").compression,
+            Compression::Gzip
+        );
     }
 }

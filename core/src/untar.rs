@@ -721,6 +721,9 @@ mod tests {
         }
         r.finish().unwrap();
         assert_eq!(seen, all);
-        assert!(seen.iter().any(|(_, s)| *s > 0), "the sample has file content");
+        assert!(
+            seen.iter().any(|(_, s)| *s > 0),
+            "the sample has file content"
+        );
     }
 }

@@ -398,8 +398,10 @@ impl FaultProxy {
             });
             self.set_status(i, *status);
             let _ = out.write_all(
-                format!("HTTP/1.1 {status} Early\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
+                format!(
+                    "HTTP/1.1 {status} Early\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
             );
             let _ = out.flush();
             std::thread::sleep(Duration::from_secs(1));

@@ -390,7 +390,10 @@ pub fn lamina_deadline(
         if t0.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            eprintln!("killed after {limit:?}; stderr:\n{}", e.join().unwrap_or_default());
+            eprintln!(
+                "killed after {limit:?}; stderr:\n{}",
+                e.join().unwrap_or_default()
+            );
             return None;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

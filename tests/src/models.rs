@@ -59,20 +59,85 @@ pub fn hf_folder(dir: &Path) -> BTreeMap<String, String> {
     put(dir, "model-00001-of-00002.safetensors", &shard1, &mut want);
     put(dir, "model-00002-of-00002.safetensors", &shard2, &mut want);
     let index = r#"{"metadata":{"total_size":5242880},"weight_map":{"model.layers.0.weight":"model-00001-of-00002.safetensors","model.layers.1.weight":"model-00002-of-00002.safetensors"}}"#;
-    put(dir, "model.safetensors.index.json", index.as_bytes(), &mut want);
-    put(dir, "config.json", br#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","torch_dtype":"float32"}"#, &mut want);
-    put(dir, "generation_config.json", br#"{"do_sample":true,"temperature":0.6}"#, &mut want);
+    put(
+        dir,
+        "model.safetensors.index.json",
+        index.as_bytes(),
+        &mut want,
+    );
+    put(
+        dir,
+        "config.json",
+        br#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","torch_dtype":"float32"}"#,
+        &mut want,
+    );
+    put(
+        dir,
+        "generation_config.json",
+        br#"{"do_sample":true,"temperature":0.6}"#,
+        &mut want,
+    );
     let vocab: String = (0..2000).map(|i| format!("\"tok{i}\":{i},")).collect();
-    put(dir, "tokenizer/tokenizer.json", format!("{{\"model\":{{\"vocab\":{{{vocab}\"end\":0}}}}}}").as_bytes(), &mut want);
-    put(dir, "tokenizer/tokenizer_config.json", br#"{"model_max_length":2048}"#, &mut want);
-    put(dir, "tokenizer/special_tokens_map.json", br#"{"bos_token":"<s>"}"#, &mut want);
-    put(dir, "text_encoder/config.json", br#"{"model_type":"clip_text_model"}"#, &mut want);
-    put(dir, "text_encoder/model.safetensors", &safetensors("te", 64 << 10, 13), &mut want);
-    put(dir, "unet/config.json", br#"{"_class_name":"UNet2DConditionModel"}"#, &mut want);
-    put(dir, "unet/diffusion_pytorch_model.safetensors", &safetensors("unet", 256 << 10, 14), &mut want);
-    put(dir, "vae/config.json", br#"{"_class_name":"AutoencoderKL"}"#, &mut want);
-    put(dir, "vae/diffusion_pytorch_model.safetensors", &safetensors("vae", 128 << 10, 15), &mut want);
-    put(dir, "sub/deeper/notes.txt", b"notes three levels down\n", &mut want);
+    put(
+        dir,
+        "tokenizer/tokenizer.json",
+        format!("{{\"model\":{{\"vocab\":{{{vocab}\"end\":0}}}}}}").as_bytes(),
+        &mut want,
+    );
+    put(
+        dir,
+        "tokenizer/tokenizer_config.json",
+        br#"{"model_max_length":2048}"#,
+        &mut want,
+    );
+    put(
+        dir,
+        "tokenizer/special_tokens_map.json",
+        br#"{"bos_token":"<s>"}"#,
+        &mut want,
+    );
+    put(
+        dir,
+        "text_encoder/config.json",
+        br#"{"model_type":"clip_text_model"}"#,
+        &mut want,
+    );
+    put(
+        dir,
+        "text_encoder/model.safetensors",
+        &safetensors("te", 64 << 10, 13),
+        &mut want,
+    );
+    put(
+        dir,
+        "unet/config.json",
+        br#"{"_class_name":"UNet2DConditionModel"}"#,
+        &mut want,
+    );
+    put(
+        dir,
+        "unet/diffusion_pytorch_model.safetensors",
+        &safetensors("unet", 256 << 10, 14),
+        &mut want,
+    );
+    put(
+        dir,
+        "vae/config.json",
+        br#"{"_class_name":"AutoencoderKL"}"#,
+        &mut want,
+    );
+    put(
+        dir,
+        "vae/diffusion_pytorch_model.safetensors",
+        &safetensors("vae", 128 << 10, 15),
+        &mut want,
+    );
+    put(
+        dir,
+        "sub/deeper/notes.txt",
+        b"notes three levels down\n",
+        &mut want,
+    );
     // a link inside the folder stays a link; one pointing out is stored as the file
     symlink("../config.json", dir.join("tokenizer/config.json")).expect("symlink");
     want.insert("tokenizer/config.json".into(), "link ../config.json".into());
@@ -98,7 +163,10 @@ pub fn hf_cache(hub: &Path) -> (PathBuf, BTreeMap<String, String>) {
         ("config.json", br#"{"model_type":"gpt2"}"#.to_vec()),
         ("model.safetensors", safetensors("h", 256 << 10, 21)),
         ("tokenizer.json", br#"{"model":{"vocab":{"a":0}}}"#.to_vec()),
-        ("unet/config.json", br#"{"_class_name":"UNet2DModel"}"#.to_vec()),
+        (
+            "unet/config.json",
+            br#"{"_class_name":"UNet2DModel"}"#.to_vec(),
+        ),
     ];
     for (rel, bytes) in files {
         let hex = sha256(&bytes).trim_start_matches("sha256:").to_string();

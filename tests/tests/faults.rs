@@ -1064,7 +1064,14 @@ fn a_streamed_patch_cut_by_the_front_end_never_hangs() {
     let base = format!("{PLAIN}/fixtures/base:latest");
     let clean = run(
         &dir,
-        &["affix", "--base", &base, "--dest", &format!("{PLAIN}/{}:clean", repo("hang")), s(&dir.join("w.bin"))],
+        &[
+            "affix",
+            "--base",
+            &base,
+            "--dest",
+            &format!("{PLAIN}/{}:clean", repo("hang")),
+            s(&dir.join("w.bin")),
+        ],
     )
     .ok();
     for (i, action) in [
@@ -1093,7 +1100,11 @@ fn a_streamed_patch_cut_by_the_front_end_never_hangs() {
         )
         .unwrap_or_else(|| panic!("{action:?}: lamina hung"))
         .ok();
-        assert_eq!(digest_of_output(&out.stdout), digest_of_output(&clean.stdout), "{action:?}");
+        assert_eq!(
+            digest_of_output(&out.stdout),
+            digest_of_output(&clean.stdout),
+            "{action:?}"
+        );
         manifests_last(&p.requests());
     }
 }
@@ -1110,7 +1121,14 @@ fn stalled_servers_fail_the_request_after_the_idle_timeout() {
     let base = format!("{PLAIN}/fixtures/base:latest");
     let clean = run(
         &dir,
-        &["affix", "--base", &base, "--dest", &format!("{PLAIN}/{}:clean", repo("stall")), s(&dir.join("w.bin"))],
+        &[
+            "affix",
+            "--base",
+            &base,
+            "--dest",
+            &format!("{PLAIN}/{}:clean", repo("stall")),
+            s(&dir.join("w.bin")),
+        ],
     )
     .ok();
     for (i, action) in [
@@ -1139,16 +1157,35 @@ fn stalled_servers_fail_the_request_after_the_idle_timeout() {
         )
         .unwrap_or_else(|| panic!("{action:?}: lamina hung"))
         .ok();
-        assert!(t0.elapsed() < Duration::from_secs(30), "{action:?}: {:?}", t0.elapsed());
-        assert!(out.stderr.contains("timed out: nothing sent or received for 2 s"), "{action:?}: {}", out.stderr);
-        assert_eq!(digest_of_output(&out.stdout), digest_of_output(&clean.stdout), "{action:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{action:?}: {:?}",
+            t0.elapsed()
+        );
+        assert!(
+            out.stderr
+                .contains("timed out: nothing sent or received for 2 s"),
+            "{action:?}: {}",
+            out.stderr
+        );
+        assert_eq!(
+            digest_of_output(&out.stdout),
+            digest_of_output(&clean.stdout),
+            "{action:?}"
+        );
     }
     // a layer download that stalls part-way: extract retries it
     let src = format!("{PLAIN}/{}:clean", repo("stall"));
     let m = raw_manifest(&src, None);
-    let layer = m["layers"].as_array().unwrap().last().unwrap()["digest"].as_str().unwrap().to_string();
+    let layer = m["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let p = FaultProxy::start(PLAIN);
-    p.add(Rule::new("GET", &format!("/blobs/{layer}")).action(Action::StallResponse(MIB, Duration::from_secs(120))));
+    p.add(
+        Rule::new("GET", &format!("/blobs/{layer}"))
+            .action(Action::StallResponse(MIB, Duration::from_secs(120))),
+    );
     let t0 = Instant::now();
     let out = lamina_deadline(
         &[
@@ -1165,6 +1202,82 @@ fn stalled_servers_fail_the_request_after_the_idle_timeout() {
     .expect("extract hung");
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     let out = out.ok();
-    assert!(out.stderr.contains("timed out") || out.stderr.contains("retrying"), "{}", out.stderr);
-    assert_eq!(std::fs::read(dir.join("out/w.bin")).unwrap(), random_bytes(24 << 20, 1502));
+    assert!(
+        out.stderr.contains("timed out") || out.stderr.contains("retrying"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read(dir.join("out/w.bin")).unwrap(),
+        random_bytes(24 << 20, 1502)
+    );
+}
+
+/// The default upload is a sequence of streamed `PATCH` segments, each confirmed by the
+/// registry: behind a front end that buffers request bodies (the registry never sees a cut
+/// segment, and keeps the session), a cut in the second segment costs only that segment, in the
+/// same session, and lamina says what it sends again.
+#[test]
+fn a_cut_segment_costs_one_segment_in_the_same_session() {
+    harness();
+    let dir = tempdir("fault-segment");
+    let data = random_bytes(48 << 20, 1503);
+    std::fs::write(dir.join("w.bin"), &data).unwrap();
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(2)
+            .action(Action::ResetRequestBuffered(5 * MIB)),
+    );
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let dest = format!("{}/{}:v1", p.addr(), repo("segment"));
+    let out = run(
+        &dir,
+        &[
+            "affix",
+            "--segment-size",
+            "16",
+            "--base",
+            &base,
+            "--dest",
+            &dest,
+            s(&dir.join("w.bin")),
+        ],
+    )
+    .ok();
+    assert!(
+        out.stderr.contains("making the layer again to send it from byte 16777216 (16.0 MiB confirmed by the registry)"),
+        "{}",
+        out.stderr
+    );
+    let log = p.requests();
+    let patches: Vec<&Logged> = log.iter().filter(|l| l.method == "PATCH").collect();
+    // the layer is 48 MiB of file and 2.5 KiB of tar: 3 full segments and a small one, and the
+    // cut one again
+    let m = raw_manifest(&format!("{PLAIN}/{}:v1", repo("segment")), None);
+    let size = m["layers"].as_array().unwrap().last().unwrap()["size"]
+        .as_u64()
+        .unwrap();
+    assert!(size > 48 * MIB && size < 49 * MIB, "{size}");
+    assert_eq!(patches.len(), 5, "{patches:#?}");
+    assert!(patches.iter().all(|l| l.body_bytes <= 16 * MIB));
+    let sessions: std::collections::BTreeSet<&str> = patches
+        .iter()
+        .map(|l| l.path.split('?').next().unwrap())
+        .collect();
+    assert_eq!(sessions.len(), 1, "one upload session: {sessions:?}");
+    let sent = patch_bytes(&log);
+    assert_eq!(
+        sent,
+        size + 5 * MIB,
+        "each byte once, plus the 5 MiB of the cut segment"
+    );
+    // the image is whole
+    let root = unpack(
+        &format!("{PLAIN}/{}:v1", repo("segment")),
+        None,
+        &dir.join("check"),
+    );
+    assert_eq!(std::fs::read(root.join("src/weights/w.bin")).unwrap(), data);
+    manifests_last(&log);
 }

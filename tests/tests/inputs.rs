@@ -57,17 +57,29 @@ fn affix_nested_model_folder_is_the_same_layer_for_every_spelling() {
     let mut digests = Vec::new();
     for (i, (cwd, arg)) in spellings.iter().enumerate() {
         let dest = format!("{PLAIN}/{repo}:s{i}");
-        let out = lamina_in(cwd, &["affix", "--base", &base(), "--dest", &dest, arg], &[]).ok();
+        let out = lamina_in(
+            cwd,
+            &["affix", "--base", &base(), "--dest", &dest, arg],
+            &[],
+        )
+        .ok();
         assert!(
             !out.stderr.contains("warning"),
             "{arg} in {}: {}",
             cwd.display(),
             out.stderr
         );
-        digests.push((format!("{arg} in {}", cwd.display()), digest_of(&out.stdout)));
+        digests.push((
+            format!("{arg} in {}", cwd.display()),
+            digest_of(&out.stdout),
+        ));
     }
     for (what, d) in &digests {
-        assert_eq!(d, &digests[0].1, "{what} made another image than {}", digests[0].0);
+        assert_eq!(
+            d, &digests[0].1,
+            "{what} made another image than {}",
+            digests[0].0
+        );
     }
     // the files as a container runtime sees them: the whole tree, same-named files apart
     let got = podman_listing(&format!("{PLAIN}/{repo}:s0"), "/src/weights");
@@ -90,7 +102,14 @@ fn affix_hf_cache_snapshot_stores_the_blobs_under_the_link_names() {
     let dest = format!("{PLAIN}/{}:v1", repo("hfcache"));
     lamina_in(
         repo_dir,
-        &["affix", "--base", &base(), "--dest", &dest, &format!("./snapshots/{rev}/")],
+        &[
+            "affix",
+            "--base",
+            &base(),
+            "--dest",
+            &dest,
+            &format!("./snapshots/{rev}/"),
+        ],
         &[],
     )
     .ok();
@@ -99,7 +118,11 @@ fn affix_hf_cache_snapshot_stores_the_blobs_under_the_link_names() {
 
 fn tar_names(path: &Path) -> Vec<String> {
     let out = cmd("tar", &["-tf", path.to_str().unwrap()]).ok();
-    let mut v: Vec<String> = out.stdout.lines().map(|l| l.trim_end_matches('/').to_string()).collect();
+    let mut v: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect();
     v.sort();
     v
 }
@@ -108,9 +131,17 @@ fn last_layer_blob(layout: &Path) -> std::path::PathBuf {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let digest = index["manifests"][0]["digest"].as_str().unwrap();
-    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(digest)).unwrap()).unwrap();
-    let last = m["layers"].as_array().unwrap().last().unwrap()["digest"].as_str().unwrap().to_string();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(digest)).unwrap()).unwrap();
+    let last = m["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     blob(&last)
 }
 
@@ -139,13 +170,25 @@ fn append_nested_folder_keeps_its_tree_for_every_spelling() {
         (proj.clone(), "../l0".into(), "./weights/"),
         (proj.clone(), "../l1".into(), "weights"),
         (proj.join("weights"), "../../l2".into(), "."),
-        (proj.join("other"), format!("{}/l3", dir.display()), "../weights"),
+        (
+            proj.join("other"),
+            format!("{}/l3", dir.display()),
+            "../weights",
+        ),
         (dir.to_path_buf(), "l4/".into(), &abs),
         (dir.join("plink"), "../l5".into(), "./weights"),
     ];
     let mut blobs = Vec::new();
     for (i, (cwd, layout, arg)) in spellings.iter().enumerate() {
-        cmd("cp", &["-a", pristine.to_str().unwrap(), dir.join(format!("l{i}")).to_str().unwrap()]).ok();
+        cmd(
+            "cp",
+            &[
+                "-a",
+                pristine.to_str().unwrap(),
+                dir.join(format!("l{i}")).to_str().unwrap(),
+            ],
+        )
+        .ok();
         lamina_in(cwd, &["append", layout, arg], &[]).ok();
         blobs.push(last_layer_blob(&dir.join(format!("l{i}"))));
     }
@@ -158,11 +201,25 @@ fn append_nested_folder_keeps_its_tree_for_every_spelling() {
     expected.sort();
     assert_eq!(tar_names(&blobs[0]), expected);
     // a symlinked directory keeps its own name, with the whole tree below it
-    cmd("cp", &["-a", pristine.to_str().unwrap(), dir.join("la").to_str().unwrap()]).ok();
+    cmd(
+        "cp",
+        &[
+            "-a",
+            pristine.to_str().unwrap(),
+            dir.join("la").to_str().unwrap(),
+        ],
+    )
+    .ok();
     lamina_in(&proj, &["append", "../la", "alias/"], &[]).ok();
     let names = tar_names(&last_layer_blob(&dir.join("la")));
-    assert!(names.contains(&"models/alias/sub/deeper/notes.txt".to_string()), "{names:?}");
-    assert!(names.contains(&"models/alias/vae/config.json".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"models/alias/sub/deeper/notes.txt".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"models/alias/vae/config.json".to_string()),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -171,13 +228,23 @@ fn extract_writes_the_tree_for_relative_outputs_and_a_symlinked_tmpdir() {
     let dir = tempdir("inputs-extract");
     let want = project(&dir);
     let dest = format!("{PLAIN}/{}:v1", repo("extract-spellings"));
-    lamina_in(&dir.join("proj"), &["affix", "--base", &base(), "--dest", &dest, "weights"], &[]).ok();
+    lamina_in(
+        &dir.join("proj"),
+        &["affix", "--base", &base(), "--dest", &dest, "weights"],
+        &[],
+    )
+    .ok();
     let work = dir.join("work");
     std::fs::create_dir_all(work.join("cwd")).unwrap();
     // -o DIR/ relative, and from another directory
     lamina_in(&work.join("cwd"), &["extract", &dest, "-o", "./out/"], &[]).ok();
     assert_eq!(tree_listing(&work.join("cwd/out")), want);
-    lamina_in(&work.join("cwd"), &["extract", &dest, "-o", "../out2/"], &[]).ok();
+    lamina_in(
+        &work.join("cwd"),
+        &["extract", &dest, "-o", "../out2/"],
+        &[],
+    )
+    .ok();
     assert_eq!(tree_listing(&work.join("out2")), want);
     // -o FILE and stdout, with TMPDIR reached through a symlink
     std::fs::create_dir_all(dir.join("realtmp")).unwrap();
@@ -187,7 +254,16 @@ fn extract_writes_the_tree_for_relative_outputs_and_a_symlinked_tmpdir() {
     lamina_in(&work.join("cwd"), &["extract", &dest, "-o", "w.tar"], &env).ok();
     let x = work.join("x");
     std::fs::create_dir_all(&x).unwrap();
-    cmd("tar", &["-xf", work.join("cwd/w.tar").to_str().unwrap(), "-C", x.to_str().unwrap()]).ok();
+    cmd(
+        "tar",
+        &[
+            "-xf",
+            work.join("cwd/w.tar").to_str().unwrap(),
+            "-C",
+            x.to_str().unwrap(),
+        ],
+    )
+    .ok();
     assert_eq!(tree_listing(&x), want);
     let out = std::process::Command::new(lamina_bin())
         .current_dir(work.join("cwd"))
@@ -197,11 +273,24 @@ fn extract_writes_the_tree_for_relative_outputs_and_a_symlinked_tmpdir() {
         .env("LAMINA_CACHE_DIR", state().join("cache"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(work.join("s.tar"), &out.stdout).unwrap();
     let y = work.join("y");
     std::fs::create_dir_all(&y).unwrap();
-    cmd("tar", &["-xf", work.join("s.tar").to_str().unwrap(), "-C", y.to_str().unwrap()]).ok();
+    cmd(
+        "tar",
+        &[
+            "-xf",
+            work.join("s.tar").to_str().unwrap(),
+            "-C",
+            y.to_str().unwrap(),
+        ],
+    )
+    .ok();
     assert_eq!(tree_listing(&y), want);
     // nothing left in the temporary directory
     assert_eq!(std::fs::read_dir(dir.join("realtmp")).unwrap().count(), 0);

@@ -468,6 +468,10 @@ pub struct UploadConfig {
     /// per-chunk round trips and no chunk held in memory, at the price that after an error the
     /// driver must produce the bytes again from the registry's offset.
     pub stream: bool,
+    /// With `stream`: the most bytes one streamed `PATCH` carries (`u64::MAX`: the whole blob in
+    /// one). The registry confirms each, so a cut costs at most one segment where it kept the
+    /// session, without a chunk held in memory.
+    pub segment: u64,
     /// The driver can produce the blob again from its first byte (files that can be read
     /// again, a deterministic layer): when the registry lost the session, start over instead of
     /// failing. Streamed uploads are always treated so.
@@ -482,6 +486,7 @@ impl Default for UploadConfig {
             chunk_min: 0,
             max_resumes: 8,
             stream: false,
+            segment: u64::MAX,
             restartable: false,
         }
     }
@@ -643,10 +648,13 @@ impl Upload {
                 return Ok(Step::NeedData);
             }
             let start = self.confirmed;
-            self.state = Up::Patch { end: u64::MAX };
+            let limit = self.cfg.segment.max(1);
+            self.state = Up::Patch {
+                end: start.saturating_add(limit),
+            };
             let mut c = Call::new(Method::Patch, self.location.clone(), self.scopes())
                 .header("Content-Type", "application/octet-stream")
-                .body(Body::Stream { start });
+                .body(Body::Stream { start, limit });
             c.idempotent = false;
             return Ok(Step::Call(c));
         }
@@ -753,14 +761,13 @@ impl Op for Upload {
                     Some(Ok(r)) => match r.status {
                         202 | 204 => {
                             self.set_location(&r, base)?;
-                            // a streamed PATCH sent the whole blob: the driver reported its size
+                            // a streamed PATCH sent the whole blob (the driver reported its
+                            // size), or a segment of it that may have ended with the blob
+                            let size = self.complete.as_ref().map(|c| c.1);
                             let end = if end == u64::MAX {
-                                self.complete
-                                    .as_ref()
-                                    .map(|c| c.1)
-                                    .unwrap_or(self.available)
+                                size.unwrap_or(self.available)
                             } else {
-                                end
+                                size.map_or(end, |s| end.min(s))
                             };
                             // distribution answers "0-0" both for 0 and for 1 byte; after
                             // sending bytes 0..1 it can only mean 1

@@ -289,17 +289,19 @@ fn drive<O: Op>(
                 let body: Vec<u8> = match &req.body {
                     Body::Empty => Vec::new(),
                     Body::Bytes(b) => b.clone(),
-                    Body::Stream { start } => {
-                        // the driver streams to the end, then reports completion
-                        while given < data.len() {
-                            given = (given + step).min(data.len());
+                    Body::Stream { start, limit } => {
+                        // the driver streams to the limit or the end; at the end it reports
+                        // completion, at the limit what it made beyond it
+                        let stop = start.saturating_add(*limit).min(data.len() as u64) as usize;
+                        while given < stop {
+                            given = given.saturating_add(step).min(data.len());
                             on_data(m.op_mut(), given as u64, given == data.len(), data);
                         }
                         if given == data.len() {
                             on_data(m.op_mut(), given as u64, true, data);
                         }
-                        sent_blob_bytes += (data.len() as u64).saturating_sub(*start);
-                        data[*start as usize..].to_vec()
+                        sent_blob_bytes += stop as u64 - *start;
+                        data[*start as usize..stop].to_vec()
                     }
                     Body::Blob { start, end } => {
                         assert!(*end as usize <= given, "asked for bytes not yet given");
@@ -318,7 +320,7 @@ fn drive<O: Op>(
                 now = t;
             }
             Output::NeedData => {
-                given = (given + step).min(data.len());
+                given = given.saturating_add(step).min(data.len());
                 on_data(m.op_mut(), given as u64, given == data.len(), data);
                 m.data_ready();
             }
@@ -359,6 +361,7 @@ fn cfg(chunk: u64) -> UploadConfig {
         chunk_min: 0,
         max_resumes: 4,
         stream: false,
+        segment: u64::MAX,
         restartable: false,
     }
 }
@@ -926,6 +929,57 @@ fn streamed_upload_is_one_patch_and_resumes_from_the_registry_offset() {
         "{:?}",
         fake.log
     );
+}
+
+#[test]
+fn a_segmented_stream_is_one_patch_per_segment_and_a_cut_costs_one_segment() {
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let scfg = UploadConfig {
+        stream: true,
+        segment: 16_384,
+        monolithic_max: 1000,
+        ..cfg(4096)
+    };
+    for step in [1, 7, 4096, 20_000, usize::MAX] {
+        let mut fake = Fake::default();
+        let (run, _) = drive(
+            &mut fake,
+            session(Credentials::Anonymous),
+            Upload::new("a/b", scfg),
+            &data,
+            step,
+            feed_upload,
+        );
+        assert_eq!(run.result.unwrap(), Digest::of(&data), "step {step}");
+        assert_eq!(fake.committed[0].1, data);
+        let patches = fake.log.iter().filter(|l| l.starts_with("PATCH")).count();
+        if step != usize::MAX {
+            assert_eq!(
+                patches, 4,
+                "50000 bytes in 16384-byte segments: {:?}",
+                fake.log
+            );
+            assert_eq!(run.sent_blob_bytes, data.len() as u64);
+        }
+    }
+    // the second segment's connection drops half way: only that segment's unconfirmed part
+    // is sent again
+    let mut fake = Fake {
+        patch_drop: Some(2),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::new("a/b", scfg),
+        &data,
+        4096,
+        feed_upload,
+    );
+    assert_eq!(run.result.unwrap(), Digest::of(&data));
+    assert_eq!(fake.committed[0].1, data);
+    let again = run.sent_blob_bytes - data.len() as u64;
+    assert!(again > 0 && again <= 16_384, "sent again: {again}");
 }
 
 #[test]
