@@ -114,10 +114,15 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 .ok_or("-o names no file")?
                 .to_string_lossy()
                 .into_owned();
+            crate::cleanup::sweep(parent);
             parent.join(format!(".{name}.lamina-partial-{}", std::process::id()))
         }
-        None => std::env::temp_dir().join(format!("lamina-extract-{}", std::process::id())),
+        None => {
+            crate::cleanup::sweep(&std::env::temp_dir());
+            std::env::temp_dir().join(format!("lamina-extract-{}", std::process::id()))
+        }
     };
+    let _reg = crate::cleanup::register(&tmp_root);
     let guard = Cleanup(vec![tmp_root.clone()]);
     let _ = std::fs::remove_dir_all(&tmp_root);
     std::fs::create_dir_all(&tmp_root).map_err(|e| format!("{}: {e}", tmp_root.display()))?;
@@ -195,6 +200,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                     .unwrap_or_default(),
                 std::process::id()
             ));
+            let _reg2 = crate::cleanup::register(&part);
             let mut guard2 = Cleanup(vec![part.clone()]);
             let mut out = std::io::BufWriter::with_capacity(
                 1 << 20,

@@ -3,6 +3,7 @@
 mod affix;
 mod append;
 mod blobs;
+mod cleanup;
 mod client;
 mod creds;
 mod extract;
@@ -407,6 +408,7 @@ fn kv(list: &[String], what: &str) -> Result<Vec<(String, String)>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cleanup::install();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

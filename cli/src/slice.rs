@@ -196,6 +196,16 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
             .unwrap_or_default(),
         std::process::id()
     ));
+    let _reg = crate::cleanup::register(&tmp);
+    if !to_stdout {
+        if let Some(parent) = tmp.parent() {
+            crate::cleanup::sweep(if parent.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                parent
+            });
+        }
+    }
     let mut sink: Box<dyn Write> = if to_stdout {
         Box::new(std::io::BufWriter::with_capacity(
             1 << 20,

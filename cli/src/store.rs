@@ -51,6 +51,8 @@ pub struct Layout {
     /// A destination is created on its first write, so a command that fails early leaves
     /// nothing behind.
     init: std::sync::Once,
+    /// A temporary layout directory (an archive destination) goes on a signal too.
+    _reg: Option<crate::cleanup::Registered>,
 }
 
 #[derive(Debug)]
@@ -102,6 +104,7 @@ impl Loc {
                     shown: format!("oci:{path}"),
                     archive: None,
                     init: done_once(),
+                    _reg: None,
                 }))
             }
             ImageRef::OciArchive { path, tag } => {
@@ -116,6 +119,7 @@ impl Loc {
                         members,
                     }),
                     init: done_once(),
+                    _reg: None,
                 };
                 let marker = l.read_small(layout::LAYOUT_FILE, 4096)?;
                 layout::check_layout_file(&marker).map_err(|e| format!("{shown}: {e}"))?;
@@ -146,6 +150,7 @@ impl Loc {
                     shown,
                     archive: None,
                     init: std::sync::Once::new(),
+                    _reg: None,
                 }))
             }
             ImageRef::OciArchive { path, tag } => {
@@ -154,7 +159,16 @@ impl Loc {
                     return Err(format!("oci-archive:{path}: is a directory").into());
                 }
                 let dir = sibling(&file, &format!(".lamina-{}.d", std::process::id()));
+                if let Some(parent) = dir.parent() {
+                    crate::cleanup::sweep(if parent.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        parent
+                    });
+                }
+                let reg = Some(crate::cleanup::register(&dir));
                 Ok(Loc::Layout(Layout {
+                    _reg: reg,
                     dir,
                     tag,
                     shown: format!("oci-archive:{path}"),
@@ -250,6 +264,7 @@ fn init_layout(dir: &Path) -> Result<()> {
 /// Writes a file by temp file + rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = sibling(path, &format!(".lamina-tmp-{}", std::process::id()));
+    let _reg = crate::cleanup::register(&tmp);
     let r = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -293,7 +308,12 @@ impl Layout {
     /// Creates a destination layout on first write.
     fn ready(&self) -> Result<()> {
         let mut r = Ok(());
-        self.init.call_once(|| r = init_layout(&self.dir));
+        self.init.call_once(|| {
+            r = init_layout(&self.dir);
+            // temporaries a killed run left here
+            crate::cleanup::sweep(&self.dir);
+            crate::cleanup::sweep(&self.dir.join("blobs/sha256"));
+        });
         r
     }
 
@@ -435,9 +455,11 @@ impl Layout {
             std::process::id(),
             TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
+        let reg = crate::cleanup::register(&tmp);
         let f = File::create(&tmp).map_err(|e| io_err(tmp.display(), e))?;
         Ok(BlobWriter {
             f: Some(f),
+            _reg: reg,
             tmp,
             dir: self.dir.clone(),
             len: 0,
@@ -453,6 +475,7 @@ static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 pub struct BlobWriter {
     // unbuffered: every caller writes pieces of 256 KiB to 1 MiB
     f: Option<File>,
+    _reg: crate::cleanup::Registered,
     tmp: PathBuf,
     dir: PathBuf,
     len: u64,
@@ -664,6 +687,7 @@ pub fn commit(loc: &Loc) -> Result<()> {
         return Ok(());
     };
     let tmp = sibling(file, &format!(".lamina-tmp-{}", std::process::id()));
+    let _reg = crate::cleanup::register(&tmp);
     let r = pack(&l.dir, &tmp)
         .and_then(|_| fs::rename(&tmp, &*file).map_err(|e| io_err(file.display(), e)));
     if r.is_err() {
