@@ -51,19 +51,21 @@ curl_upload() {
   curl -sf -o /dev/null -T "$F" -H 'Content-Type: application/octet-stream' "$loc&digest=$DIG"
 }
 
-affix() { "$LAMINA" -q affix --base "$REG/fixtures/base:latest" --dest "$REG/bench/trust:$1" "${@:2}"; }
+export REG F DIG
+export -f curl_upload
+affix=("$LAMINA" -q affix --base "$REG/fixtures/base:latest")
 
 OUT=$B/trust.tsv
 : >"$OUT"
 for i in $(seq "$RUNS"); do
   log "run $i/$RUNS"
-  t auto affix "auto$i" "$HF" --compression auto >>"$OUT"
-  t none affix "none$i" "$HF" --compression none >>"$OUT"
-  t curl curl_upload >>"$OUT"
-  t segments affix "seg$i" "$F" >>"$OUT"
-  t one-stream affix "one$i" "$F" --segment-size 1048576 >>"$OUT"
+  t auto "${affix[@]}" --dest "$REG/bench/trust:auto$i" "$HF" --compression auto >>"$OUT"
+  t none "${affix[@]}" --dest "$REG/bench/trust:none$i" "$HF" --compression none >>"$OUT"
+  t curl bash -c curl_upload >>"$OUT"
+  t segments "${affix[@]}" --dest "$REG/bench/trust:seg$i" "$F" >>"$OUT"
+  t one-stream "${affix[@]}" --dest "$REG/bench/trust:one$i" "$F" --segment-size 1048576 >>"$OUT"
 done
-grep -h 'compression auto' "$B/auto.err" | head -1 >&2 || true
+"$LAMINA" affix --base "$REG/fixtures/base:latest" --dest "$REG/bench/trust:note" "$HF" 2>&1 >/dev/null | grep 'compression auto' >&2 || true
 python3 - "$OUT" "$SIZE_MIB" <<'PY'
 import sys, statistics as st
 rows = [l.split('\t') for l in open(sys.argv[1]) if l.strip()]

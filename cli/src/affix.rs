@@ -14,7 +14,7 @@ use lamina_core::tar::{EntryKind, PlannedEntry, TarWriter};
 use lamina_core::Error;
 
 use crate::blobs::{copy_other_platforms, ensure_blobs};
-use crate::client::anyhow_like::Result;
+use crate::client::anyhow_like::{Result, WithContext as _};
 use crate::client::{Chunker, Client, Data, Restart};
 use crate::progress::{human, Progress};
 use crate::push::{push_images, NewLayer};
@@ -82,6 +82,13 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     } else {
         path
     };
+    if a.tar.is_some() && a.path.is_some() {
+        return Err(Box::new(usage(
+            "--path places files; a --tar layer keeps the paths inside the tar (make the tar \
+             with them, e.g. tar -C dir -c --transform 's,^,src/weights/,' .)",
+        )));
+    }
+    check_level(a.compression.as_deref(), a.level)?;
     if !a.modelcar && (a.modelcard.is_some() || a.root_dir.is_some()) {
         return Err(Box::new(usage(
             "--modelcard and --root-dir go with --modelcar",
@@ -155,7 +162,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     };
 
     // 1. the base: manifest(s) and config(s); no layer is downloaded
-    let top = resolve::fetch(client, &a.base, &sel)?;
+    let top = resolve::fetch(client, &a.base, &sel).context(|| format!("--base {}", a.base))?;
     let (mut images, mut index) = match top {
         Top::Single(i) => (vec![i], None),
         Top::Index {
@@ -171,7 +178,13 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     }
     let mut configs = Vec::new();
     for img in &images {
-        configs.push(resolve::config(client, &a.base, &img.manifest)?);
+        configs.push(
+            resolve::config(client, &a.base, &img.manifest)
+                .context(|| format!("--base {}", a.base))?,
+        );
+    }
+    if index.is_none() {
+        resolve::check_platform(&a.base, a.platform.as_deref(), &configs[0])?;
     }
     // 2. base blobs must exist in the destination repository (mounted, never downloaded)
     let mut base_blobs = Vec::new();
@@ -182,8 +195,10 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             }
         }
     }
-    ensure_blobs(client, &a.base, &a.dest, &base_blobs, a.quiet)?;
-    copy_other_platforms(client, &a.base, &a.dest, index.as_ref(), &images, a.quiet)?;
+    ensure_blobs(client, &a.base, &a.dest, &base_blobs, a.quiet)
+        .context(|| format!("--dest {}", a.dest))?;
+    copy_other_platforms(client, &a.base, &a.dest, index.as_ref(), &images, a.quiet)
+        .context(|| format!("--dest {}", a.dest))?;
 
     if let Some(planned) = car_plan {
         // modelcar: one layer per input, the card last (see `lamina append`)
@@ -402,6 +417,30 @@ fn print_result(a: &Args, t0: Instant, line: &str, json: impl FnOnce() -> serde_
     }
 }
 
+/// Refuses a `--level` the compression cannot take: gzip 0-9, zstd 1-19, none none (`auto`
+/// may choose gzip, so 0-9). No compression given means the command's default.
+pub fn check_level(compression: Option<&str>, level: Option<i32>) -> Result<()> {
+    let Some(l) = level else { return Ok(()) };
+    let (range, name) = match compression {
+        Some("zstd") => (1..=19, "zstd"),
+        Some("none") => {
+            return Err(Box::new(usage(
+                "--level goes with --compression gzip, zstd or auto, not none",
+            )))
+        }
+        Some("gzip") => (0..=9, "gzip"),
+        _ => (0..=9, "gzip (what auto may choose)"),
+    };
+    if !range.contains(&l) {
+        return Err(Box::new(usage(&format!(
+            "--level {l}: {name} takes levels {} to {}",
+            range.start(),
+            range.end()
+        ))));
+    }
+    Ok(())
+}
+
 fn usage(msg: &str) -> Error {
     Error::Usage {
         reason: msg.to_string(),
@@ -465,8 +504,9 @@ pub fn build_files(
                 return Err(x);
             }
             if ch.closed {
-                return Err(Error::Usage {
-                    reason: "upload stopped".into(),
+                return Err(Error::Io {
+                    what: "the layer".into(),
+                    reason: "its upload stopped".into(),
                 });
             }
         }
@@ -543,8 +583,9 @@ fn build_tar(
             }
             t.write(&buf[..n], &mut |o: &[u8]| ch.push(o))?;
             if ch.closed {
-                return Err(Error::Usage {
-                    reason: "upload stopped".into(),
+                return Err(Error::Io {
+                    what: "the layer".into(),
+                    reason: "its upload stopped".into(),
                 });
             }
         }
@@ -554,8 +595,9 @@ fn build_tar(
 }
 
 fn io(p: &std::path::Path, e: std::io::Error) -> Error {
-    Error::Usage {
-        reason: format!("{}: {e}", p.display()),
+    Error::Io {
+        what: p.display().to_string(),
+        reason: e.to_string(),
     }
 }
 

@@ -53,6 +53,9 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     }
     let img = resolve::fetch_one(client, &a.image, &sel)?;
     let config = resolve::config(client, &a.image, &img.manifest)?;
+    if img.index_pos.is_none() {
+        resolve::check_platform(&a.image, a.platform.as_deref(), &config)?;
+    }
     let (layers, diff_ids): (Vec<_>, Vec<_>) =
         resolve::layers_with_diff_ids(&a.image, &img.manifest, &config)?
             .into_iter()

@@ -13,12 +13,16 @@ pub fn run(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> 
     let sel = PlatformSel::parse(platform)?;
     let top = resolve::fetch(client, r, &sel)?;
     let (platforms, images, top_digest, top_type) = match top {
-        Top::Single(i) => (
+        Top::Single(i) => {
+            let c = crate::resolve::config(client, r, &i.manifest)?;
+            crate::resolve::check_platform(r, platform, &c)?;
+            (
             Vec::new(),
             vec![i.clone()],
             i.digest.clone(),
             i.manifest.media_type(),
-        ),
+        )
+        }
         Top::Index {
             index,
             digest,

@@ -27,6 +27,7 @@ use clap::{Parser, Subcommand};
 use lamina_core::auth::Secret;
 use lamina_core::reference::ImageRef;
 
+use crate::client::anyhow_like::WithContext as _;
 use crate::client::{Client, Options};
 use crate::creds::Given;
 
@@ -406,12 +407,59 @@ fn kv(list: &[String], what: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// Global options that mean nothing for commands that only touch local files.
+const NETWORK_FLAGS: &[(&str, &str)] = &[
+    ("token", "--token"),
+    ("username", "--username"),
+    ("password", "--password"),
+    ("registry", "--registry"),
+    ("insecure", "--insecure"),
+    ("timeout", "--timeout"),
+    ("connect_timeout", "--connect-timeout"),
+    ("segment_size", "--segment-size"),
+];
+
+/// Refuses network options typed on the command line for `append` and `slice ls` (from the
+/// environment they are simply unused: scripts export them for every command).
+fn refuse_unused(m: &clap::ArgMatches) -> Result<(), String> {
+    let (name, sub) = match m.subcommand() {
+        Some(("append", sub)) => ("append", sub),
+        Some(("slice", s)) => match s.subcommand() {
+            Some(("ls", sub)) => ("slice ls", sub),
+            _ => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    for (id, flag) in NETWORK_FLAGS {
+        let typed = |m: &clap::ArgMatches| {
+            m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        };
+        if typed(m) || typed(sub) {
+            return Err(format!(
+                "{flag} means nothing for `lamina {name}`: it reads and writes local files only"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    if let Err(e) = refuse_unused(&matches) {
+        eprintln!("lamina: error: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     cleanup::install();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // 2 for usage errors (arguments that cannot work), 1 for everything that failed
+            // while running
             let usage = e.downcast_ref::<lamina_core::Error>().is_some_and(|e| {
                 matches!(
                     e,
@@ -436,10 +484,35 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> client::anyhow_like::Result<()> {
     let image_ref = |s: &str| ImageRef::parse(s, &cli.registry);
-    let parse =
-        |s: &str| -> client::anyhow_like::Result<store::Loc> { store::Loc::source(image_ref(s)?) };
-    let parse_dest =
-        |s: &str| -> client::anyhow_like::Result<store::Loc> { store::Loc::dest(image_ref(s)?) };
+    // references as given for each role, checked before anything is sent; errors name the role
+    let role_ref = |role: &str, s: &str| -> client::anyhow_like::Result<ImageRef> {
+        image_ref(s).map_err(|e| {
+            Box::new(lamina_core::Error::Usage {
+                reason: format!("{role}: {e}"),
+            }) as client::anyhow_like::Error
+        })
+    };
+    let parse_as = |role: &str, s: &str| -> client::anyhow_like::Result<store::Loc> {
+        store::Loc::source(role_ref(role, s)?).context(|| format!("{role} {s}"))
+    };
+    let parse_dest_as = |role: &str, s: &str| -> client::anyhow_like::Result<store::Loc> {
+        let r = role_ref(role, s)?;
+        if let ImageRef::Registry(r) = &r {
+            if let Some(d) = &r.digest {
+                return Err(Box::new(lamina_core::Error::Usage {
+                    reason: format!(
+                        "{role} {s}: a destination is a repository with an optional tag, not a \
+                         digest ({d}): the new image's digest is known only once it is made; \
+                         give {}:TAG",
+                        r.name()
+                    ),
+                }));
+            }
+        }
+        store::Loc::dest(r).context(|| format!("{role} {s}"))
+    };
+    let parse = |s: &str| parse_as("image", s);
+    let parse_dest = |s: &str| parse_dest_as("--dest", s);
     let mut given = Given::default();
     if let Some(t) = cli.token.as_ref().filter(|t| !t.is_empty()) {
         given.token = Some((Secret::new(t.clone()), cli.registry.clone()));
@@ -509,7 +582,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             json,
         } => {
             let a = affix::Args {
-                base: parse(&base)?,
+                base: parse_as("--base", &base)?,
                 dest: parse_dest(&dest)?,
                 tar,
                 inputs,
@@ -570,7 +643,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             } => {
                 let mut opened = Vec::new();
                 for b in bases {
-                    let loc = parse(&b)?;
+                    let loc = parse_as("--base", &b)?;
                     opened.push((b, loc));
                 }
                 slice::save(
@@ -618,8 +691,8 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         } => remix::run(
             &mut client,
             remix::Args {
-                base: parse(&base)?,
-                weights: parse(&weights)?,
+                base: parse_as("--base", &base)?,
+                weights: parse_as("--weights", &weights)?,
                 dest: parse_dest(&dest)?,
                 layers,
                 platform,
@@ -640,7 +713,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             &opts,
             recompress::Args {
                 image: parse(&image)?,
-                dest: parse_dest(&dest)?,
+                dest: parse_dest_as("DEST", &dest)?,
                 level,
                 platform,
                 min_ratio,

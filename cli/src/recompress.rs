@@ -74,6 +74,9 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
     let mut configs = Vec::new();
     for img in &images {
         let cfg = resolve::config(client, &a.image, &img.manifest)?;
+        if index.is_none() {
+            resolve::check_platform(&a.image, a.platform.as_deref(), &cfg)?;
+        }
         for (l, id) in resolve::layers_with_diff_ids(&a.image, &img.manifest, &cfg)? {
             media::layer_compression(&l.media_type).ok_or_else(|| Error::UnsupportedMediaType {
                 what: format!("layer {}", l.digest),

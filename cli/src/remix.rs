@@ -78,6 +78,9 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     let mut configs = Vec::new();
     for img in &images {
         configs.push(resolve::config(client, &a.base, &img.manifest)?);
+        if index.is_none() {
+            resolve::check_platform(&a.base, a.platform.as_deref(), &configs[0])?;
+        }
     }
 
     // blobs: the base's, then the weights layers, into the destination repository

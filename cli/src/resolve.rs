@@ -59,6 +59,24 @@ impl PlatformSel {
     }
 }
 
+/// Refuses an explicit `--platform` that a single-platform image is not (an index chooses by
+/// its entries; a single manifest has only its config's platform). Without `--platform`, or
+/// with `all`, a single image is taken as it is.
+pub fn check_platform(r: &Loc, asked: Option<&str>, config: &Config) -> Result<()> {
+    let Some(asked) = asked.filter(|p| *p != "all") else {
+        return Ok(());
+    };
+    let want = Platform::parse(asked)?;
+    match config.platform() {
+        Some(have) if !want.matches(&have) => Err(format!(
+            "{r}: --platform {want}: the image is a single-platform image for {have}, not an \
+             index; drop --platform to use it"
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// Fetches `r` and the manifests selected by `sel`.
 pub fn fetch(client: &mut Client, r: &Loc, sel: &PlatformSel) -> Result<Top> {
     let top = store::get_manifest(client, r, &r.reference())?;

@@ -105,6 +105,14 @@ pub enum Error {
         /// What the registry did.
         reason: String,
     },
+    /// The driver could not read or write something it was given (a file, a stream): a
+    /// runtime failure, not a usage error.
+    Io {
+        /// What was read or written (a path).
+        what: String,
+        /// What the system said.
+        reason: String,
+    },
     /// A caller asked for something that cannot be done with these inputs.
     Usage {
         /// What and why.
@@ -188,6 +196,7 @@ impl fmt::Display for Error {
             Error::Codec(e) => write!(f, "{e}"),
             Error::Tar { reason } => write!(f, "tar: {reason}"),
             Error::Protocol { reason } => write!(f, "registry protocol error: {reason}"),
+            Error::Io { what, reason } => write!(f, "{what}: {reason}"),
             Error::Usage { reason } => write!(f, "{reason}"),
             Error::RetriesExhausted { attempts, last } => {
                 write!(f, "gave up after {attempts} attempts: {last}")

@@ -19,6 +19,7 @@
 #   plain  fixtures/base:latest (OCI)  fixtures/base:v2s2  fixtures/multi:latest (OCI index)
 #          fixtures/multi:v2s2 (Docker manifest list)  fixtures/big:latest (OCI)
 #   basic  fixtures/base:latest        token  fixtures/base:latest  public/base:latest
+#   tls    fixtures/base:latest        (HTTPS, verified against the test CA etc/tls/ca.crt)
 # A copy is skipped when the tag already resolves to the digest recorded by the last push of
 # the same layout. Environment: LAMINA_TEST_STATE, LAMINA_TEST_PORT_BASE (as registry.sh).
 set -euo pipefail
@@ -34,6 +35,8 @@ PUSHED=$FIX/pushed
 REG_PLAIN=127.0.0.1:$BASE
 REG_BASIC=127.0.0.1:$((BASE + 1))
 REG_TOKEN=127.0.0.1:$((BASE + 3))
+REG_TLS=127.0.0.1:$((BASE + 5))
+TLS_CA=$STATE/etc/tls/ca.crt   # written by registry.sh; its directory is a skopeo --cert-dir
 TEST_USER=testuser
 TEST_PASS=testpass
 BIG_MIB=32
@@ -87,7 +90,9 @@ manifest_of() { # tag -> digest of that tag in the layout
 inputs_hash() {
   {
     echo "recipe $RECIPE_VERSION big $BIG_MIB"
-    sha256sum "$BUSYBOX" "${BASH_SOURCE[0]}"
+    # contents only: the same script called by another path is the same recipe
+    sha256sum <"$BUSYBOX"
+    sha256sum <"${BASH_SOURCE[0]}"
     umoci --version
     tar --version | head -1
   } | sha256sum | cut -d' ' -f1
@@ -240,19 +245,24 @@ bearer() { # repo
   curl -sf -u "$TEST_USER:$TEST_PASS" "$realm?service=$service&scope=repository:$1:pull" | jq -r '.token // empty'
 }
 
-curl_auth() { # registry repo -> curl auth arguments in the array AUTH
+curl_auth() { # registry repo -> curl auth (and CA) arguments in the array AUTH
   AUTH=()
   case $1 in
     "$REG_BASIC") AUTH=(-u "$TEST_USER:$TEST_PASS") ;;
+    "$REG_TLS") AUTH=(-u "$TEST_USER:$TEST_PASS" --cacert "$TLS_CA") ;;
     "$REG_TOKEN") AUTH=(-H "Authorization: Bearer $(bearer "$2")") ;;
   esac
+}
+
+base_url() { # registry -> scheme://registry
+  if [[ $1 == "$REG_TLS" ]]; then echo "https://$1"; else echo "http://$1"; fi
 }
 
 # "<digest> <media type>" of registry/repo:tag, or nothing when it does not resolve
 remote_manifest() { # registry repo tag
   local AUTH hdrs digest mt
   curl_auth "$1" "$2"
-  hdrs=$(curl -sfI "${AUTH[@]}" -H "Accept: $ACCEPT" "http://$1/v2/$2/manifests/$3" 2>/dev/null) || return 0
+  hdrs=$(curl -sfI "${AUTH[@]}" -H "Accept: $ACCEPT" "$(base_url "$1")/v2/$2/manifests/$3" 2>/dev/null) || return 0
   digest=$(printf '%s' "$hdrs" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}')
   mt=$(printf '%s' "$hdrs" | tr -d '\r' | awk -F': ' 'tolower($1)=="content-type"{print $2}')
   if [[ -n $digest ]]; then echo "$digest $mt"; fi
@@ -270,10 +280,11 @@ push() { # layout-tag registry repo:tag [skopeo copy options...]
     SKIPPED=$((SKIPPED + 1))
     return 0
   fi
-  local creds=()
+  local creds=() tls=(--dest-tls-verify=false)
   [[ $reg == "$REG_PLAIN" ]] || creds=(--dest-creds "$TEST_USER:$TEST_PASS")
+  [[ $reg != "$REG_TLS" ]] || tls=(--dest-cert-dir "$(dirname "$TLS_CA")")
   log "copy oci:$src -> $reg/$ref $*"
-  skopeo_cold copy -q --dest-tls-verify=false "${creds[@]}" "$@" "oci:$LAYOUT:$src" "docker://$reg/$ref" ||
+  skopeo_cold copy -q "${tls[@]}" "${creds[@]}" "$@" "oci:$LAYOUT:$src" "docker://$reg/$ref" ||
     die "skopeo copy to $reg/$ref failed"
   have=$(remote_manifest "$reg" "${ref%:*}" "${ref##*:}")
   [[ -n $have ]] || die "$reg/$ref does not resolve after the push"
@@ -284,9 +295,11 @@ push() { # layout-tag registry repo:tag [skopeo copy options...]
 }
 
 check_registries() {
-  local r code
-  for r in "$REG_PLAIN" "$REG_BASIC" "$REG_TOKEN"; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$r/v2/" || true)
+  local r code ca=()
+  [[ -s $TLS_CA ]] || die "no test CA $TLS_CA: run tests/harness/registry.sh start"
+  for r in "$REG_PLAIN" "$REG_BASIC" "$REG_TOKEN" "$REG_TLS"; do
+    [[ $r != "$REG_TLS" ]] || ca=(--cacert "$TLS_CA")
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${ca[@]}" "$(base_url "$r")/v2/" || true)
     [[ $code == 200 || $code == 401 ]] ||
       die "no registry answers on $r (HTTP $code): run tests/harness/registry.sh start"
   done
@@ -305,6 +318,7 @@ push_all() {
   push base "$REG_BASIC" fixtures/base:latest
   push base "$REG_TOKEN" fixtures/base:latest
   push base "$REG_TOKEN" public/base:latest
+  push base "$REG_TLS" fixtures/base:latest
   log "pushed $COPIED, already up to date $SKIPPED, in $((SECONDS - t0))s (skopeo cache: $COLD)"
   # the OCI copies must keep the layout's digests byte for byte
   local t ref
@@ -321,7 +335,8 @@ summary() {
   for line in "$REG_PLAIN fixtures/base:latest" "$REG_PLAIN fixtures/base:v2s2" \
               "$REG_PLAIN fixtures/multi:latest" "$REG_PLAIN fixtures/multi:v2s2" \
               "$REG_PLAIN fixtures/big:latest" "$REG_BASIC fixtures/base:latest" \
-              "$REG_TOKEN fixtures/base:latest" "$REG_TOKEN public/base:latest"; do
+              "$REG_TOKEN fixtures/base:latest" "$REG_TOKEN public/base:latest" \
+              "$REG_TLS fixtures/base:latest"; do
     reg=${line%% *}
     ref=${line#* }
     have=$(remote_manifest "$reg" "${ref%:*}" "${ref##*:}")

@@ -4,7 +4,7 @@
 #   tests/harness/registry.sh start|stop|restart|status|env|wipe
 #
 #   start    write configs/credentials/keys (when missing or changed) and start every instance
-#            that is not running yet; waits until each answers HTTP
+#            that is not running yet; waits until each answers HTTP (tls: HTTPS, 401)
 #   stop     stop all instances
 #   status   one line per instance; exit status 1 when any is not running
 #   env      print shell exports:  eval "$(tests/harness/registry.sh env)"
@@ -15,9 +15,15 @@
 #   basic        BASE+1  htpasswd Basic auth (over plain HTTP)
 #   token        BASE+3  Bearer token auth, realm http://127.0.0.1:BASE+4/token
 #   tokenserver  BASE+4  tokenserver.py (anonymous may pull public/* only)
+#   tls          BASE+5  HTTPS + htpasswd Basic auth; certificate for IP 127.0.0.1 and DNS
+#                        localhost, signed by a test CA generated here (EC P-256, 10 years)
 # Credentials: testuser / testpass.  Delete is enabled everywhere.
 # State under ${LAMINA_TEST_STATE:-/tmp/lamina-test}: etc/ (configs, keys), run/ (NAME.pid,
 # NAME.log with the access log), storage/NAME/.  LAMINA_TOKEN_TTL sets the token lifetime (300 s).
+# TLS files: etc/tls/ca.crt (the CA certificate, the only file in etc/tls, so that directory
+# works as skopeo's --cert-dir) and etc/tls/private/{ca.key,server.key,server.csr,server.crt}.
+# They are generated when missing; the server certificate again when it no longer verifies
+# against the CA (new CA, wrong names, expiry) or does not match its key.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,7 +39,10 @@ TEST_USER=testuser
 TEST_PASS=testpass
 SERVICE=lamina-test-registry
 ISSUER=lamina-test-issuer
-NAMES=(plain basic token tokenserver)
+TLS_DIR=$ETC/tls
+TLS_CA=$TLS_DIR/ca.crt
+TLS_PRIV=$TLS_DIR/private
+NAMES=(plain basic token tokenserver tls)
 
 log() { printf '[registry] %s\n' "$*"; }
 die() { printf '[registry] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -48,6 +57,7 @@ declare -A ADDR=(
   [basic]=127.0.0.1:$((BASE + 1))
   [token]=127.0.0.1:$((BASE + 3))
   [tokenserver]=127.0.0.1:$((BASE + 4))
+  [tls]=127.0.0.1:$((BASE + 5))
 )
 
 need() { command -v "$1" >/dev/null || die "'$1' not found: run tests/harness/install-deps.sh"; }
@@ -91,6 +101,13 @@ http:
   headers:
     X-Content-Type-Options: [nosniff]
 EOF
+  if [[ $n == tls ]]; then
+    cat <<EOF
+  tls:
+    certificate: $TLS_PRIV/server.crt
+    key: $TLS_PRIV/server.key
+EOF
+  fi
   if [[ $n == plain ]]; then
     cat <<'EOF'
     Access-Control-Allow-Origin: ["*"]
@@ -107,6 +124,13 @@ auth:
     path: $ETC/htpasswd
 EOF
       ;;
+    tls) cat <<EOF
+auth:
+  htpasswd:
+    realm: lamina-test-tls
+    path: $ETC/htpasswd
+EOF
+      ;;
     token) cat <<EOF
 auth:
   token:
@@ -119,9 +143,82 @@ EOF
   esac
 }
 
+# minimal openssl config for the CA certificate and the server CSR (the system one is not used)
+tls_req_config() {
+  cat <<'EOF'
+[req]
+distinguished_name = dn
+[dn]
+[v3_ca]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+EOF
+}
+
+tls_server_ext() {
+  cat <<'EOF'
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+EOF
+}
+
+new_ec_key() { # path
+  (umask 077; openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null) ||
+    die "openssl could not make the key $1"
+}
+
+# true when the certificate $2 holds the public key of the private key $1
+key_matches() { # key cert
+  local a b
+  a=$(openssl pkey -in "$1" -pubout 2>/dev/null) || return 1
+  b=$(openssl x509 -in "$2" -noout -pubkey 2>/dev/null) || return 1
+  [[ -n $a && $a == "$b" ]]
+}
+
+ensure_tls() {
+  mkdir -p "$TLS_PRIV"
+  chmod 755 "$TLS_DIR"
+  chmod 700 "$TLS_PRIV"
+  # the CA: a new one when missing, when key and certificate do not belong together, or when
+  # it expires within a day
+  if [[ ! -s $TLS_PRIV/ca.key || ! -s $TLS_CA ]] || ! key_matches "$TLS_PRIV/ca.key" "$TLS_CA" ||
+     ! openssl x509 -in "$TLS_CA" -noout -checkend 86400 >/dev/null 2>&1; then
+    new_ec_key "$TLS_PRIV/ca.key"
+    openssl req -x509 -new -key "$TLS_PRIV/ca.key" -sha256 -days 3650 -subj "/CN=lamina test CA" \
+      -config <(tls_req_config) -extensions v3_ca -out "$TLS_CA" 2>/dev/null || die "openssl could not make the test CA"
+    chmod 644 "$TLS_CA"
+    log "generated test CA $TLS_CA (key $TLS_PRIV/ca.key)"
+  fi
+  # the server certificate: again when missing, not matching its key, or not verifying against
+  # the CA for 127.0.0.1 and localhost (new CA, changed names, expired)
+  local key=$TLS_PRIV/server.key crt=$TLS_PRIV/server.crt csr=$TLS_PRIV/server.csr
+  if [[ -s $key && -s $crt ]] && key_matches "$key" "$crt" &&
+     openssl verify -CAfile "$TLS_CA" -purpose sslserver -verify_ip 127.0.0.1 \
+       -verify_hostname localhost "$crt" >/dev/null 2>&1 &&
+     openssl x509 -in "$crt" -noout -checkend 86400 >/dev/null 2>&1; then
+    return 0
+  fi
+  if [[ ! -s $key ]] || ! openssl pkey -in "$key" -noout 2>/dev/null; then
+    new_ec_key "$key"
+  fi
+  openssl req -new -key "$key" -sha256 -subj "/CN=localhost" -config <(tls_req_config) \
+    -out "$csr" 2>/dev/null || die "openssl could not make the server CSR $csr"
+  openssl x509 -req -in "$csr" -CA "$TLS_CA" -CAkey "$TLS_PRIV/ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -sha256 -days 3650 -extfile <(tls_server_ext) \
+    -out "$crt" 2>/dev/null || die "openssl could not sign the server certificate $crt"
+  openssl verify -CAfile "$TLS_CA" -purpose sslserver -verify_ip 127.0.0.1 \
+    -verify_hostname localhost "$crt" >/dev/null 2>&1 || die "the new server certificate $crt does not verify"
+  log "generated server certificate $crt (IP 127.0.0.1, DNS localhost; key $key)"
+}
+
 ensure_config() {
   need "$REG_BIN"; need htpasswd; need openssl; need curl; need "$PY"
-  mkdir -p "$ETC" "$RUN" "$STORE/plain" "$STORE/basic" "$STORE/token"
+  mkdir -p "$ETC" "$RUN" "$STORE/plain" "$STORE/basic" "$STORE/token" "$STORE/tls"
   chmod 700 "$ETC"
   # bcrypt is the only htpasswd hash distribution accepts
   if [[ ! -s $ETC/htpasswd ]] || ! htpasswd -vb "$ETC/htpasswd" "$TEST_USER" "$TEST_PASS" >/dev/null 2>&1; then
@@ -135,8 +232,9 @@ ensure_config() {
       -keyout "$ETC/token.key" -out "$ETC/token.crt" 2>/dev/null || die "openssl could not make the token key"
     log "generated token signing key and certificate $ETC/token.{key,crt}"
   fi
+  ensure_tls
   local n
-  for n in plain basic token; do
+  for n in plain basic token tls; do
     registry_config "$n" | write_if_changed "$ETC/$n.yml"
   done
 }
@@ -152,7 +250,11 @@ cmd_of() { # name -> command line in the array CMD
 }
 
 url_of() {
-  if [[ $1 == tokenserver ]]; then echo "http://${ADDR[$1]}/token"; else echo "http://${ADDR[$1]}/v2/"; fi
+  case $1 in
+    tokenserver) echo "http://${ADDR[$1]}/token" ;;
+    tls) echo "https://${ADDR[$1]}/v2/" ;;
+    *) echo "http://${ADDR[$1]}/v2/" ;;
+  esac
 }
 
 # pid from the pidfile, only if that process is still ours (guards against pid reuse)
@@ -166,21 +268,35 @@ live_pid() {
   echo "$pid"
 }
 
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" 2>/dev/null || true; }
+# HTTP status of url $1 (000: no answer); https URLs are verified against the test CA.
+# Further arguments go to curl (-k: any HTTPS server counts).
+http_code() {
+  local url=$1 ca=()
+  shift
+  [[ $url != https://* ]] || ca=(--cacert "$TLS_CA")
+  curl -s -o /dev/null -w '%{http_code}' --max-time 1 "${ca[@]}" "$@" "$url" 2>/dev/null || true
+}
+
+# true when the files instance $1 was started with changed after its start
+changed_since_start() {
+  [[ $1 != tokenserver ]] || return 1
+  [[ $ETC/$1.yml -nt $RUN/$1.pid ]] && return 0
+  [[ $1 == tls && ( $TLS_PRIV/server.crt -nt $RUN/$1.pid || $TLS_PRIV/server.key -nt $RUN/$1.pid ) ]]
+}
 
 start_one() {
   local n=$1 pid url code i
   url=$(url_of "$n")
   if pid=$(live_pid "$n"); then
-    if [[ $n != tokenserver && $ETC/$n.yml -nt $RUN/$n.pid ]]; then
-      log "$n already running (pid $pid) but its config changed: run '$0 restart'"
+    if changed_since_start "$n"; then
+      log "$n already running (pid $pid) but its config or certificate changed: run '$0 restart'"
     else
       log "$n already running (pid $pid) on ${ADDR[$n]}"
     fi
     return 0
   fi
   rm -f "$RUN/$n.pid"
-  code=$(http_code "$url")
+  code=$(http_code "$url" -k)
   [[ $code == 000 ]] || die "${ADDR[$n]} is already in use by another process (HTTP $code); stop it or set LAMINA_TEST_PORT_BASE"
   cmd_of "$n"
   printf '\n=== %s start %s\n' "$(date -u +%FT%TZ)" "${CMD[*]}" >>"$RUN/$n.log"
@@ -200,6 +316,10 @@ start_one() {
   if [[ $code == 000 ]]; then
     tail -n 15 "$RUN/$n.log" >&2
     die "$n did not answer on $url within 15 s (log: $RUN/$n.log)"
+  fi
+  if [[ $n == tls && $code != 401 ]]; then
+    stop_one "$n"
+    die "$n answered HTTP $code on $url, expected 401 (Basic auth); config: $ETC/$n.yml"
   fi
   log "started $n pid $pid on ${ADDR[$n]} (HTTP $code)"
 }
@@ -227,12 +347,12 @@ cmd_start() {
   ensure_config
   local n
   # token server first: the token registry's challenges point at it
-  for n in plain basic tokenserver token; do start_one "$n"; done
+  for n in plain basic tokenserver token tls; do start_one "$n"; done
 }
 
 cmd_stop() {
   local n
-  for n in token tokenserver basic plain; do stop_one "$n"; done
+  for n in tls token tokenserver basic plain; do stop_one "$n"; done
 }
 
 cmd_status() {
@@ -255,6 +375,8 @@ export LAMINA_TEST_STATE=$STATE
 export LAMINA_REG_PLAIN=${ADDR[plain]}
 export LAMINA_REG_BASIC=${ADDR[basic]}
 export LAMINA_REG_TOKEN=${ADDR[token]}
+export LAMINA_TEST_TLS=${ADDR[tls]}
+export LAMINA_TEST_CA=$TLS_CA
 export LAMINA_TOKEN_REALM=http://${ADDR[tokenserver]}/token
 export LAMINA_TOKEN_SERVICE=$SERVICE
 export LAMINA_TEST_USER=$TEST_USER
@@ -263,6 +385,7 @@ export LAMINA_LOG_PLAIN=$RUN/plain.log
 export LAMINA_LOG_BASIC=$RUN/basic.log
 export LAMINA_LOG_TOKEN=$RUN/token.log
 export LAMINA_LOG_TOKENSERVER=$RUN/tokenserver.log
+export LAMINA_LOG_TLS=$RUN/tls.log
 export LAMINA_FIXTURES_OCI=$STATE/fixtures/oci
 EOF
 }
@@ -270,7 +393,7 @@ EOF
 cmd_wipe() {
   cmd_stop
   local n
-  for n in plain basic token; do
+  for n in plain basic token tls; do
     rm -rf "${STORE:?}/$n"
   done
   log "deleted registry storage under $STORE (fixtures.sh pushes again after the next start)"

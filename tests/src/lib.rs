@@ -17,6 +17,9 @@ pub const PLAIN: &str = "127.0.0.1:5100";
 pub const BASIC: &str = "127.0.0.1:5101";
 /// Bearer token registry.
 pub const TOKEN: &str = "127.0.0.1:5103";
+/// HTTPS registry with htpasswd Basic auth ([`USER`] / [`PASS`]); its certificate (IP SAN
+/// `127.0.0.1`, DNS SAN `localhost`) is signed by the test CA at [`test_ca`].
+pub const TLS: &str = "127.0.0.1:5105";
 /// Test user.
 pub const USER: &str = "testuser";
 /// Test password.
@@ -33,6 +36,13 @@ pub fn root() -> PathBuf {
 /// State directory of the harness.
 pub fn state() -> PathBuf {
     PathBuf::from(std::env::var("LAMINA_TEST_STATE").unwrap_or_else(|_| "/tmp/lamina-test".into()))
+}
+
+/// Certificate (PEM) of the test CA that signed the [`TLS`] registry's certificate, written by
+/// `registry.sh start`. It is the only file in its directory, so `test_ca().parent()` can be
+/// passed to skopeo's `--cert-dir`.
+pub fn test_ca() -> PathBuf {
+    state().join("etc/tls/ca.crt")
 }
 
 /// Starts the registries and pushes the fixtures (once per process).

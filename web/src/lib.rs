@@ -33,6 +33,8 @@ type Named = (String, web_sys::File);
 #[derive(Debug, Deserialize)]
 struct Opts {
     base: String,
+    /// Empty when only the base is inspected.
+    #[serde(default)]
     dest: String,
     /// Where the files go (`/src/weights`, or `/models` for a modelcar).
     #[serde(default = "default_path")]
@@ -620,6 +622,60 @@ struct Driver {
     proxy: Option<String>,
     t0: f64,
     seed: u64,
+    /// The registry whose operation failed, for the page (see [`Failure`]).
+    failed: Option<Failure>,
+}
+
+/// Which registry failed, and how: the page names it and classifies the error by these, never
+/// by the message's text.
+struct Failure {
+    registry: String,
+    /// The HTTP status the registry answered, when the failure is an answer.
+    status: Option<u16>,
+    /// Authentication failed (credentials missing or refused, token server refused).
+    auth: bool,
+    /// The requests failed without an answer (network, CORS).
+    network: bool,
+}
+
+impl Failure {
+    fn of(registry: &str, e: &lamina_core::Error, network: bool) -> Failure {
+        use lamina_core::Error as E;
+        let mut f = Failure {
+            registry: registry.to_string(),
+            status: None,
+            auth: false,
+            network,
+        };
+        let mut e = e;
+        while let E::RetriesExhausted { last, .. } = e {
+            e = last;
+        }
+        match e {
+            E::Http { status, .. } => f.status = Some(*status),
+            E::Auth { .. } => f.auth = true,
+            _ => {}
+        }
+        f
+    }
+}
+
+/// The page's error: a JS `Error` with the message, and `registry`, `status`, `auth` and
+/// `network` when a registry's operation failed.
+fn page_error(msg: &str, f: Option<&Failure>) -> JsValue {
+    let e = js_sys::Error::new(msg);
+    if let Some(f) = f {
+        let set = |k: &str, v: JsValue| {
+            let _ = Reflect::set(&e, &k.into(), &v);
+        };
+        set("registry", f.registry.as_str().into());
+        if let Some(s) = f.status {
+            set("status", s.into());
+        }
+        set("auth", f.auth.into());
+        set("network", f.network.into());
+    }
+    e.into()
 }
 
 impl Driver {
@@ -756,6 +812,8 @@ impl Driver {
     ) -> Res<O::Output> {
         let session = self.session(r);
         let mut m = Machine::new(session, op);
+        // the last request got no answer (network error, CORS)
+        let mut unanswered = false;
         let out = loop {
             match m.poll(self.now()) {
                 Output::Send(req) => {
@@ -805,6 +863,7 @@ impl Driver {
                         Ok(p) => self.finish(&req, p).await,
                         Err(e) => Err(e),
                     };
+                    unanswered = res.is_err();
                     match res {
                         Ok(resp) => {
                             if req.method == Method::Patch && matches!(resp.status, 404 | 416) {
@@ -853,7 +912,12 @@ impl Driver {
                     delay_ms as f64 / 1000.0
                 )),
                 Output::Event(_) => {}
-                Output::Done(r) => break r.map_err(|e| e.to_string()),
+                Output::Done(done) => {
+                    break done.map_err(|e| {
+                        self.failed = Some(Failure::of(&r.registry, &e, unanswered));
+                        e.to_string()
+                    })
+                }
                 Output::Pending => break Err("internal error: request in flight".into()),
             }
         };
@@ -961,36 +1025,44 @@ async fn fetch_base(
     Ok((top, ix, Img { manifest, config }))
 }
 
-fn setup(opts_json: &str) -> Res<(Opts, Reference, Reference, Driver)> {
+/// The options, the base, the destination (none when it is left empty) and the driver.
+fn setup(opts_json: &str) -> Res<(Opts, Reference, Option<Reference>, Driver)> {
     let o: Opts = serde_json::from_str(opts_json).map_err(|e| format!("options: {e}"))?;
     let base = Reference::parse(&o.base, &o.registry).map_err(|e| e.to_string())?;
-    let dest = Reference::parse(&o.dest, &o.registry).map_err(|e| e.to_string())?;
+    let dest = match o.dest.trim() {
+        "" => None,
+        s => Some(Reference::parse(s, &o.registry).map_err(|e| e.to_string())?),
+    };
     let mut creds = HashMap::new();
     // credentials belong to the destination registry only
-    creds.insert(dest.registry.clone(), creds_for(&o));
+    if let Some(dest) = &dest {
+        creds.insert(dest.registry.clone(), creds_for(&o));
+    }
     let d = Driver {
         sessions: HashMap::new(),
         creds,
         proxy: o.proxy.clone().filter(|p| !p.is_empty()),
         t0: js_sys::Date::now(),
         seed: js_sys::Date::now() as u64 ^ 0x9E37_79B9_7F4A_7C15,
+        failed: None,
     };
     Ok((o, base, dest, d))
 }
 
-/// The base image's layers, for the page to show before uploading (JSON).
+/// The base image's layers, for the page to show before uploading (JSON). The destination may
+/// be left empty.
 #[wasm_bindgen]
-pub async fn inspect(opts_json: String, progress: Function) -> Result<String, JsError> {
+pub async fn inspect(opts_json: String, progress: Function) -> Result<String, JsValue> {
     let report = Report { f: progress };
-    let (_, base, _, mut d) = setup(&opts_json).map_err(|e| JsError::new(&e))?;
+    let (_, base, _, mut d) = setup(&opts_json).map_err(|e| page_error(&e, None))?;
     let (top, ix, img) = fetch_base(&mut d, &base, &report)
         .await
-        .map_err(|e| JsError::new(&e))?;
+        .map_err(|e| page_error(&e, d.failed.as_ref()))?;
     let hist = img.config.layer_history();
     let layers: Vec<serde_json::Value> = img
         .manifest
         .layers()
-        .map_err(|e| JsError::new(&e.to_string()))?
+        .map_err(|e| page_error(&e.to_string(), None))?
         .iter()
         .enumerate()
         .map(|(i, l)| {
@@ -1020,21 +1092,26 @@ pub async fn affix(
     names: Array,
     modelcard: Option<web_sys::File>,
     progress: Function,
-) -> Result<String, JsError> {
-    run_affix(opts_json, files, names, modelcard, progress)
+) -> Result<String, JsValue> {
+    let (o, base, dest, mut d) = setup(&opts_json).map_err(|e| page_error(&e, None))?;
+    let dest = dest.ok_or_else(|| page_error("fill in the destination", None))?;
+    run_affix(o, base, dest, &mut d, files, names, modelcard, progress)
         .await
-        .map_err(|e| JsError::new(&e))
+        .map_err(|e| page_error(&e, d.failed.as_ref()))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_affix(
-    opts_json: String,
+    o: Opts,
+    base: Reference,
+    dest: Reference,
+    d: &mut Driver,
     files: Array,
     names: Array,
     modelcard: Option<web_sys::File>,
     progress: Function,
 ) -> Res<String> {
     let report = Report { f: progress };
-    let (o, base, dest, mut d) = setup(&opts_json)?;
     let mut inputs: Vec<Named> = Vec::new();
     for (f, n) in files.iter().zip(names.iter()) {
         let f: web_sys::File = f.dyn_into().map_err(|_| "not a File")?;
@@ -1062,7 +1139,7 @@ async fn run_affix(
 
     // 1. the base (manifest and config); its layers stay in the registry
     report.send(serde_json::json!({"kind": "phase", "phase": "base"}));
-    let (_top, ix, mut img) = fetch_base(&mut d, &base, &report).await?;
+    let (_top, ix, mut img) = fetch_base(d, &base, &report).await?;
     // 2. base layers into the destination repository: mounted, or already there
     report.send(serde_json::json!({"kind": "phase", "phase": "mount"}));
     let mut blobs = img.manifest.layers().map_err(|e| e.to_string())?;
