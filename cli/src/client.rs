@@ -33,6 +33,8 @@ pub struct Options {
     pub timeouts: Timeouts,
     /// Most bytes in one streamed `PATCH` (0: [`SEGMENT`]).
     pub segment: u64,
+    /// Which certificates to trust, per host.
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// Default size of a streamed upload's segments: each is one `PATCH` the registry confirms,
@@ -119,13 +121,19 @@ impl Chunker {
 
 /// Registry client: one session per registry host, reused across operations.
 pub struct Client {
-    http: reqwest::blocking::Client,
+    /// One client per registry host (each trusts what [`crate::tls`] says for it).
+    http: HashMap<String, reqwest::blocking::Client>,
+    /// A certificate failure on the last request, which retrying cannot fix.
+    fatal: Option<Error>,
     opts: Options,
     sessions: HashMap<String, Session>,
     start: Instant,
     stream: Option<reqwest::blocking::Response>,
-    rt: Option<(tokio::runtime::Runtime, reqwest::Client)>,
+    rt: Option<(tokio::runtime::Runtime, HashMap<String, reqwest::Client>)>,
 }
+
+/// Marks an error string from the async path as a certificate failure.
+const TLS_MARK: &str = "\u{0}tls:";
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,24 +146,81 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client.
     pub fn new(opts: Options) -> anyhow_like::Result<Self> {
-        // the blocking client applies `timeout` to each read of a body (an idle timeout) and to
-        // the exchange up to the answer's head; large bodies go through `send_async` instead
-        let http = reqwest::blocking::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(opts.timeouts.connect)
-            .timeout(opts.timeouts.idle)
-            .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot set up HTTP: {e}"))?;
         Ok(Client {
-            http,
+            http: HashMap::new(),
+            fatal: None,
             opts,
             sessions: HashMap::new(),
             start: Instant::now(),
             stream: None,
             rt: None,
         })
+    }
+
+    /// The blocking client for `url`'s host. It applies `timeout` to each read of a body (an
+    /// idle timeout) and to the exchange up to the answer's head; large bodies go through
+    /// `send_async` instead.
+    fn blocking_for(&mut self, url: &str) -> Result<reqwest::blocking::Client, String> {
+        let host = crate::tls::authority(url).to_string();
+        if let Some(c) = self.http.get(&host) {
+            return Ok(c.clone());
+        }
+        let t = self.opts.tls.for_host(&host)?;
+        let mut b = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.opts.timeouts.connect)
+            .timeout(self.opts.timeouts.idle)
+            .tcp_keepalive(Duration::from_secs(30))
+            .danger_accept_invalid_certs(t.no_verify)
+            .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")));
+        for c in t.cas {
+            b = b.add_root_certificate(c);
+        }
+        let c = b
+            .build()
+            .map_err(|e| format!("cannot set up HTTPS for {host}: {e}"))?;
+        self.http.insert(host, c.clone());
+        Ok(c)
+    }
+
+    /// The async client for `url`'s host (see [`Client::blocking_for`]).
+    fn async_for(&mut self, url: &str) -> Result<reqwest::Client, String> {
+        let host = crate::tls::authority(url).to_string();
+        if self.rt.is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            self.rt = Some((rt, HashMap::new()));
+        }
+        if let Some(c) = self.rt.as_ref().and_then(|(_, m)| m.get(&host)) {
+            return Ok(c.clone());
+        }
+        let t = self.opts.tls.for_host(&host)?;
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.opts.timeouts.connect)
+            .tcp_keepalive(Duration::from_secs(30))
+            .danger_accept_invalid_certs(t.no_verify)
+            .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")));
+        for c in t.cas {
+            b = b.add_root_certificate(c);
+        }
+        let c = b
+            .build()
+            .map_err(|e| format!("cannot set up HTTPS for {host}: {e}"))?;
+        if let Some((_, m)) = self.rt.as_mut() {
+            m.insert(host, c.clone());
+        }
+        Ok(c)
+    }
+
+    /// An error string for a failed request; a certificate failure is kept in `fatal` too.
+    fn net_error(&mut self, url: &str, e: reqwest::Error) -> String {
+        if let Some(r) = crate::tls::certificate_failure(&e) {
+            self.fatal = Some(tls_error(url, &r));
+        }
+        error_chain(&e.without_url())
     }
 
     /// Sends a request whose body is pulled from a producer (chunked transfer encoding) or is a
@@ -170,21 +235,8 @@ impl Client {
     /// only then does this return. (Regression: the pump stayed blocked on a channel that the
     /// abandoned connection task held, and joining it hung the upload for ever.)
     fn send_async(&mut self, req: &Request, body: AsyncBody) -> Result<Response, String> {
-        if self.rt.is_none() {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let http = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(self.opts.timeouts.connect)
-                .tcp_keepalive(Duration::from_secs(30))
-                .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| e.to_string())?;
-            self.rt = Some((rt, http));
-        }
-        let Some((rt, http)) = &self.rt else {
+        let http = self.async_for(&req.url)?;
+        let Some((rt, _)) = &self.rt else {
             return Err("no runtime".into());
         };
         let watch = Arc::new(Watch::new());
@@ -274,7 +326,13 @@ impl Client {
         let w = Arc::clone(&watch);
         let out = rt.block_on(async move {
             let work = async {
-                let resp = b.send().await.map_err(|e| error_chain(&e.without_url()))?;
+                let resp =
+                    b.send()
+                        .await
+                        .map_err(|e| match crate::tls::certificate_failure(&e) {
+                            Some(r) => format!("{TLS_MARK}{r}"),
+                            None => error_chain(&e.without_url()),
+                        })?;
                 w.touch();
                 let status = resp.status().as_u16();
                 let headers = header_pairs(resp.headers());
@@ -315,6 +373,14 @@ impl Client {
                 futures_util::future::Either::Right((e, _)) => Err(e),
             }
         });
+        let out = match out {
+            Err(e) if e.starts_with(TLS_MARK) => {
+                let reason = e[TLS_MARK.len()..].to_string();
+                self.fatal = Some(tls_error(&req.url, &reason));
+                Err(reason)
+            }
+            other => other,
+        };
         // failed, or answered before the body was taken whole (a front end refusing it early):
         // the connection task may still hold the body
         if out.is_err() || !body_done.load(std::sync::atomic::Ordering::Relaxed) {
@@ -590,7 +656,10 @@ impl Client {
                             if self.opts.verbose {
                                 eprintln!("< error {e}");
                             }
-                            m.handle_error(now, e)
+                            match self.fatal.take() {
+                                Some(f) => m.handle_fatal_error(f),
+                                None => m.handle_error(now, e),
+                            }
                         }
                     }
                     if let (Some(w), Some(c)) = (win.as_deref_mut(), m.op().confirmed_bytes()) {
@@ -664,7 +733,8 @@ impl Client {
             Method::Patch => reqwest::Method::PATCH,
             Method::Delete => reqwest::Method::DELETE,
         };
-        let mut b = self.http.request(method, &req.url);
+        let http = self.blocking_for(&req.url)?;
+        let mut b = http.request(method, &req.url);
         for (k, v) in &req.headers {
             b = b.header(k.as_str(), v.as_str());
         }
@@ -686,7 +756,10 @@ impl Client {
         {
             b = b.header("Content-Length", "0");
         }
-        let resp = b.send().map_err(|e| error_chain(&e.without_url()))?;
+        let resp = match b.send() {
+            Ok(r) => r,
+            Err(e) => return Err(self.net_error(&req.url, e)),
+        };
         let status = resp.status().as_u16();
         let headers = header_pairs(resp.headers());
         if req.stream_response && (200..300).contains(&status) {
@@ -714,6 +787,18 @@ impl Client {
             body,
             truncated,
         })
+    }
+}
+
+/// A certificate failure with `url`'s host, saying how to trust it.
+fn tls_error(url: &str, reason: &str) -> Error {
+    let host = crate::tls::authority(url).to_string();
+    Error::Tls {
+        reason: format!(
+            "{reason}; trust its CA with --ca-file FILE or /etc/docker/certs.d/{host}/ca.crt, \
+             or (for a test registry only) turn verification off with --tls-verify=false"
+        ),
+        host,
     }
 }
 
@@ -950,7 +1035,8 @@ no_upload!(
     lamina_core::registry::OpenBlob,
     lamina_core::registry::HeadBlob,
     lamina_core::registry::MountBlob,
-    lamina_core::registry::PutManifest
+    lamina_core::registry::PutManifest,
+    lamina_core::registry::CheckLogin
 );
 
 /// Most times a cut download is continued before its error is final.

@@ -1,8 +1,9 @@
 //! Where credentials come from, per registry host, in order: `-t/--token` or `COG_TOKEN` (the
-//! r8.im Cog flow, for the default registry), `--username/--password` (or `LAMINA_USERNAME` /
-//! `LAMINA_PASSWORD`, for the destination registry), `~/.docker/config.json` (`auths`,
-//! `credHelpers`, `credsStore`), else anonymous. Credentials are only ever handed to the session
-//! of the host they belong to.
+//! r8.im Cog flow, for the default registry), credentials given for a role (`--dest-creds` or
+//! `--username/--password` for the destination registry, `--src-creds` for the registries read
+//! from: `--base`, `--weights`, a source image), `~/.docker/config.json` (`auths`,
+//! `credHelpers`, `credsStore`, as `lamina login` writes it), else anonymous. Credentials are
+//! only ever handed to the session of the host they belong to.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -17,8 +18,29 @@ use serde::Deserialize;
 pub struct Given {
     /// Cog token and the registry it belongs to.
     pub token: Option<(Secret, String)>,
-    /// Username/password and the registries they are for.
-    pub basic: Option<(String, Secret, Vec<String>)>,
+    /// Username/password per registry host, with the option they came from (first match).
+    pub basic: Vec<RoleCreds>,
+}
+
+/// A username and password given for one registry.
+#[derive(Clone, Debug)]
+pub struct RoleCreds {
+    /// The registry host they are for.
+    pub registry: String,
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+    /// Where they came from (`--src-creds`, `--dest-creds`, `--username/--password`).
+    pub from: &'static str,
+}
+
+/// Parses `USER:PASSWORD` (skopeo's `--src-creds`/`--dest-creds`).
+pub fn parse_user_pass(flag: &str, v: &str) -> Result<(String, Secret), String> {
+    match v.split_once(':') {
+        Some((u, p)) if !u.is_empty() => Ok((u.to_string(), Secret::new(p.to_string()))),
+        _ => Err(format!("{flag}: expected USERNAME:PASSWORD")),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -70,13 +92,11 @@ pub fn for_registry(given: &Given, registry: &str) -> Result<Credentials, String
             return Ok(Credentials::CogToken(t.clone()));
         }
     }
-    if let Some((u, p, regs)) = &given.basic {
-        if regs.iter().any(|r| r == registry) {
-            return Ok(Credentials::Basic {
-                username: u.clone(),
-                password: p.clone(),
-            });
-        }
+    if let Some(c) = given.basic.iter().find(|c| c.registry == registry) {
+        return Ok(Credentials::Basic {
+            username: c.username.clone(),
+            password: c.password.clone(),
+        });
     }
     from_docker_config(registry)
 }
@@ -125,7 +145,8 @@ fn from_docker_config(registry: &str) -> Result<Credentials, String> {
     }
     if let Some(store) = &cfg.creds_store {
         if !store.is_empty() {
-            return helper(store, &keys[0]).or(Ok(Credentials::Anonymous));
+            return helper(store, &keys[0])
+                .map_err(|e| format!("{} names credsStore {store:?}: {e}", path.display()));
         }
     }
     Ok(Credentials::Anonymous)
@@ -146,7 +167,16 @@ fn helper(name: &str, server: &str) -> Result<Credentials, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("credential helper {prog}: {e}"))?;
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "the credential helper {prog} is not installed (not found on PATH); install \
+                     it, or remove it from the Docker config"
+                )
+            } else {
+                format!("credential helper {prog}: {e}")
+            }
+        })?;
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(server.as_bytes());
     }

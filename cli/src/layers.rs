@@ -17,11 +17,11 @@ pub fn run(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> 
             let c = crate::resolve::config(client, r, &i.manifest)?;
             crate::resolve::check_platform(r, platform, &c)?;
             (
-            Vec::new(),
-            vec![i.clone()],
-            i.digest.clone(),
-            i.manifest.media_type(),
-        )
+                Vec::new(),
+                vec![i.clone()],
+                i.digest.clone(),
+                i.manifest.media_type(),
+            )
         }
         Top::Index {
             index,

@@ -9,6 +9,7 @@ mod creds;
 mod extract;
 mod inputs;
 mod layers;
+mod login;
 mod modelcar;
 mod progress;
 mod push;
@@ -18,6 +19,7 @@ mod resolve;
 mod resume;
 mod slice;
 mod store;
+mod tls;
 mod zstdenc;
 
 use std::path::PathBuf;
@@ -33,9 +35,10 @@ use crate::creds::Given;
 
 const AFTER_HELP: &str = "\
 Credentials, per registry: -t/--token or COG_TOKEN (Replicate's Cog flow, for --registry);
---username/--password or LAMINA_USERNAME/LAMINA_PASSWORD (for the destination registry);
-~/.docker/config.json (auths, credHelpers, credsStore); else anonymous.
-127.0.0.1 and localhost use plain HTTP, as Docker does; --insecure forces it everywhere.";
+--dest-creds USER:PASS or --username/--password (LAMINA_USERNAME/LAMINA_PASSWORD) for the
+destination; --src-creds USER:PASS for the registries read from (--base, --weights, a source
+image); ~/.docker/config.json (auths, credHelpers, credsStore; `lamina login` writes it); else
+anonymous. 127.0.0.1 and localhost use plain HTTP, as Docker does; --insecure forces it.";
 
 /// Edit container images that carry ML models, directly in the registry: add a layer of
 /// weights on top of an image without pulling its base layers.
@@ -62,12 +65,41 @@ struct Cli {
         hide_env_values = true
     )]
     token: Option<String>,
-    /// Username for the destination registry.
-    #[arg(long, global = true, env = "LAMINA_USERNAME")]
+    /// Username for the destination registry (for extract and layers: the image's; for login:
+    /// the one to store).
+    #[arg(short = 'u', long, global = true, env = "LAMINA_USERNAME")]
     username: Option<String>,
-    /// Password for the destination registry.
-    #[arg(long, global = true, env = "LAMINA_PASSWORD", hide_env_values = true)]
+    /// Password for the destination registry (for extract and layers: the image's). Prefer
+    /// --password-stdin with login, and the environment elsewhere: a command line is visible
+    /// to other users.
+    #[arg(
+        short = 'p',
+        long,
+        global = true,
+        env = "LAMINA_PASSWORD",
+        hide_env_values = true
+    )]
     password: Option<String>,
+    /// USER:PASSWORD for the registries read from (--base, --weights, the source image), as
+    /// skopeo's --src-creds.
+    #[arg(
+        long,
+        global = true,
+        value_name = "USER:PASS",
+        env = "LAMINA_SRC_CREDS",
+        hide_env_values = true
+    )]
+    src_creds: Option<String>,
+    /// USER:PASSWORD for the destination registry, as skopeo's --dest-creds (the same as
+    /// --username/--password).
+    #[arg(
+        long,
+        global = true,
+        value_name = "USER:PASS",
+        env = "LAMINA_DEST_CREDS",
+        hide_env_values = true
+    )]
+    dest_creds: Option<String>,
     /// Use plain HTTP for all registries.
     #[arg(long, global = true)]
     insecure: bool,
@@ -87,6 +119,19 @@ struct Cli {
     #[arg(long, global = true, value_name = "MiB", env = "LAMINA_SEGMENT_SIZE", default_value_t = 128,
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     segment_size: u64,
+    /// Also trust the CA certificates in this PEM file (repeatable); the system's store,
+    /// SSL_CERT_FILE and /etc/docker/certs.d/HOST/ca.crt are trusted already.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_file: Vec<PathBuf>,
+    /// Verify registries' TLS certificates; --tls-verify=false only for test registries.
+    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_verify: bool,
+    /// Verify the certificates of the registries read from (--base, --weights, a source image).
+    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    src_tls_verify: bool,
+    /// Verify the destination registry's certificate.
+    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    dest_tls_verify: bool,
     /// Seconds to wait for a connection (TCP and TLS) to a registry.
     #[arg(long, global = true, value_name = "SECS", env = "LAMINA_CONNECT_TIMEOUT",
           default_value_t = 30.0, value_parser = parse_secs)]
@@ -338,6 +383,34 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SliceCmd,
     },
+    /// Log in to a registry: check the credentials with it, then keep them in Docker's
+    /// config.json ($DOCKER_CONFIG/config.json or ~/.docker/config.json, mode 0600; or the
+    /// credential helper it names), where lamina, docker, crane, regctl and skopeo find them.
+    ///
+    /// Examples:
+    ///   echo "$TOKEN" | lamina login ghcr.io -u me --password-stdin
+    ///   lamina login 127.0.0.1:5000 -u testuser --password-stdin < pass.txt
+    #[command(verbatim_doc_comment)]
+    Login {
+        /// Registry host (ghcr.io, docker.io, 127.0.0.1:5000).
+        #[arg(value_name = "REGISTRY")]
+        registry: String,
+        /// Read the password from stdin (up to its end; a final newline is dropped).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a registry's credentials from Docker's config.json (or its credential helper).
+    Logout {
+        /// Registry host.
+        #[arg(value_name = "REGISTRY")]
+        registry: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the layers of an image (and the platforms of an index).
     Layers {
         /// Image reference.
@@ -396,6 +469,20 @@ enum SliceCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The host lamina connects to for a registry name (`docker.io` is served by
+/// `registry-1.docker.io`).
+fn api_host(registry: &str) -> String {
+    lamina_core::reference::Reference {
+        registry: registry.to_string(),
+        repository: "x".into(),
+        tag: None,
+        digest: None,
+        scheme: None,
+    }
+    .api_host()
+    .to_string()
 }
 
 fn kv(list: &[String], what: &str) -> Result<Vec<(String, String)>, String> {
@@ -473,6 +560,21 @@ fn main() -> ExitCode {
                 src = s.source();
             }
             eprintln!("lamina: error: {msg}");
+            // a refused login: say how to give credentials
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
+            while let Some(c) = cur {
+                if let Some(lamina_core::Error::Auth { registry, .. }) =
+                    c.downcast_ref::<lamina_core::Error>()
+                {
+                    eprintln!(
+                        "hint: log in with `lamina login {registry} -u USER --password-stdin`, or \
+                         give --dest-creds USER:PASS (the destination) or --src-creds USER:PASS \
+                         (the registries read from)"
+                    );
+                    break;
+                }
+                cur = c.source();
+            }
             if usage {
                 ExitCode::from(2)
             } else {
@@ -523,11 +625,14 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             _ => None,
         })
     };
+    let usage = |reason: String| -> client::anyhow_like::Error {
+        Box::new(lamina_core::Error::Usage { reason })
+    };
     let dest_registry = match &cli.cmd {
         Cmd::Affix { dest, .. } => registry_of(dest)?,
         Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => registry_of(image)?,
         Cmd::Remix { dest, .. } | Cmd::Zstd { dest, .. } => registry_of(dest)?,
-        Cmd::Append { .. } => None,
+        Cmd::Append { .. } | Cmd::Login { .. } | Cmd::Logout { .. } => None,
         Cmd::Slice {
             cmd: SliceCmd::Save { image, .. },
         } => registry_of(image)?,
@@ -536,19 +641,79 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         } => registry_of(dest)?,
         Cmd::Slice { .. } => None,
     };
-    match (&cli.username, &cli.password) {
-        (Some(u), Some(p)) => {
-            given.basic = Some((
-                u.clone(),
-                Secret::new(p.clone()),
-                dest_registry.into_iter().collect(),
+    // the registries read from, for --src-creds
+    let mut sources: Vec<String> = Vec::new();
+    let mut src = |s: &str| -> client::anyhow_like::Result<()> {
+        if let Some(r) = registry_of(s)? {
+            if !sources.contains(&r) {
+                sources.push(r);
+            }
+        }
+        Ok(())
+    };
+    match &cli.cmd {
+        Cmd::Affix { base, .. } => src(base)?,
+        Cmd::Remix { base, weights, .. } => {
+            src(base)?;
+            src(weights)?;
+        }
+        Cmd::Zstd { image, .. } => src(image)?,
+        Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => src(image)?,
+        Cmd::Slice {
+            cmd: SliceCmd::Save { image, bases, .. },
+        } => {
+            src(image)?;
+            for b in bases {
+                src(b)?;
+            }
+        }
+        _ => {}
+    }
+    let is_login = matches!(cli.cmd, Cmd::Login { .. } | Cmd::Logout { .. });
+    let dest_creds = match (&cli.dest_creds, &cli.username, &cli.password) {
+        _ if is_login => None,
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(usage(
+                "give --dest-creds or --username/--password, not both".into(),
             ))
         }
-        (None, None) => {}
-        _ => {
-            return Err(Box::new(lamina_core::Error::Usage {
-                reason: "give both --username and --password".into(),
-            }))
+        (Some(dc), None, None) => Some((
+            creds::parse_user_pass("--dest-creds", dc).map_err(usage)?,
+            "--dest-creds",
+        )),
+        (None, Some(u), Some(p)) => {
+            Some(((u.clone(), Secret::new(p.clone())), "--username/--password"))
+        }
+        (None, None, None) => None,
+        _ => return Err(usage("give both --username and --password".into())),
+    };
+    if let (Some(((u, p), from)), Some(reg)) = (dest_creds, &dest_registry) {
+        given.basic.push(creds::RoleCreds {
+            registry: reg.clone(),
+            username: u,
+            password: p,
+            from,
+        });
+    }
+    if let Some(sc) = &cli.src_creds {
+        let (u, p) = creds::parse_user_pass("--src-creds", sc).map_err(usage)?;
+        for reg in &sources {
+            if let Some(d) = given.basic.iter().find(|c| &c.registry == reg) {
+                if d.username != u || d.password.expose() != p.expose() {
+                    return Err(usage(format!(
+                        "--src-creds and {} are both for {reg}, and differ: lamina keeps one \
+                         login per registry; give one of them",
+                        d.from
+                    )));
+                }
+                continue;
+            }
+            given.basic.push(creds::RoleCreds {
+                registry: reg.clone(),
+                username: u.clone(),
+                password: p.clone(),
+                from: "--src-creds",
+            });
         }
     }
     let opts = Options {
@@ -560,9 +725,46 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             idle: std::time::Duration::from_secs_f64(cli.timeout),
         },
         segment: cli.segment_size << 20,
+        tls: tls::TlsConfig {
+            no_verify_all: !cli.tls_verify,
+            no_verify: {
+                let mut v = Vec::new();
+                if !cli.src_tls_verify {
+                    v.extend(sources.iter().map(|r| api_host(r)));
+                }
+                if !cli.dest_tls_verify {
+                    v.extend(dest_registry.iter().map(|r| api_host(r)));
+                }
+                v
+            },
+            ..Default::default()
+        }
+        .with_ca_files(&cli.ca_file)
+        .map_err(usage)?,
     };
+    match &cli.cmd {
+        Cmd::Login {
+            registry,
+            password_stdin,
+            json,
+        } => {
+            return login::login(
+                &opts,
+                login::Args {
+                    registry: registry.clone(),
+                    username: cli.username.clone(),
+                    password: cli.password.clone(),
+                    password_stdin: *password_stdin,
+                    json: *json,
+                },
+            )
+        }
+        Cmd::Logout { registry, json } => return login::logout(registry, *json),
+        _ => {}
+    }
     let mut client = Client::new(opts.clone())?;
     match cli.cmd {
+        Cmd::Login { .. } | Cmd::Logout { .. } => Ok(()),
         Cmd::Affix {
             base,
             dest,

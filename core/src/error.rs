@@ -105,6 +105,14 @@ pub enum Error {
         /// What the registry did.
         reason: String,
     },
+    /// A TLS connection to a registry failed for a reason retrying cannot fix (a certificate
+    /// that is not trusted, expired, or for another name).
+    Tls {
+        /// The host.
+        host: String,
+        /// Why, as the TLS library said it.
+        reason: String,
+    },
     /// The driver could not read or write something it was given (a file, a stream): a
     /// runtime failure, not a usage error.
     Io {
@@ -197,6 +205,7 @@ impl fmt::Display for Error {
             Error::Tar { reason } => write!(f, "tar: {reason}"),
             Error::Protocol { reason } => write!(f, "registry protocol error: {reason}"),
             Error::Io { what, reason } => write!(f, "{what}: {reason}"),
+            Error::Tls { host, reason } => write!(f, "TLS with {host} failed: {reason}"),
             Error::Usage { reason } => write!(f, "{reason}"),
             Error::RetriesExhausted { attempts, last } => {
                 write!(f, "gave up after {attempts} attempts: {last}")

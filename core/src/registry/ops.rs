@@ -273,6 +273,36 @@ impl Op for OpenBlob {
     }
 }
 
+/// `GET /v2/` with the session's credentials (a token without a scope on token registries):
+/// checks that a registry takes them, as `docker login` does. Ends when the registry answers
+/// 200; credentials it refuses end in [`Error::Auth`] from the session.
+#[derive(Debug, Default)]
+pub struct CheckLogin {
+    sent: bool,
+}
+
+impl CheckLogin {
+    /// A check.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Op for CheckLogin {
+    type Output = ();
+    fn step(&mut self, o: Option<Outcome>, _: &str) -> Result<Step<()>, Error> {
+        if !self.sent {
+            self.sent = true;
+            return Ok(Step::Call(Call::new(Method::Get, "/v2/", Vec::new())));
+        }
+        let r = expect_response(o, Method::Get, "/v2/")?;
+        match r.status {
+            200 => Ok(Step::Done(())),
+            _ => Err(http_error(Method::Get, "/v2/", &r)),
+        }
+    }
+}
+
 /// `HEAD /v2/<repo>/blobs/<digest>`: does the repository have it?
 #[derive(Debug)]
 pub struct HeadBlob {

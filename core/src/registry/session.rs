@@ -566,6 +566,15 @@ impl<O: Op> Machine<O> {
                 struct V {
                     username: String,
                 }
+                if resp.status == 404 {
+                    let e = self.auth_error(format!(
+                        "{} has no Cog token endpoint (HTTP 404 for /cog/v1/verify-token): a \
+                         Cog token (--token, COG_TOKEN) works only with Replicate's registry; \
+                         give --username/--password or log in instead",
+                        self.session.host
+                    ));
+                    return self.fail(e);
+                }
                 if resp.status != 200 {
                     let e = self.auth_error(format!(
                         "the Cog token was refused by {} (HTTP {}); check --token or COG_TOKEN",
@@ -673,7 +682,9 @@ impl<O: Op> Machine<O> {
                 if self.session.basic_creds().is_none()
                     && !matches!(self.session.creds, Credentials::CogToken(_))
                 {
-                    return Err(self.auth_error("the registry requires a username and password (--username/--password or docker login)"));
+                    return Err(self.auth_error(
+                        "the registry requires a username and password, and none were given for it",
+                    ));
                 }
                 if matches!(self.session.creds, Credentials::CogToken(_))
                     && self.session.cog_username.is_none()
@@ -698,11 +709,15 @@ impl<O: Op> Machine<O> {
             self.auth_retries += 1;
             let had_auth = self.session.auth_header(&call.scopes, now).is_some();
             if self.auth_retries > 2 || (had_auth && self.auth_retries > 1 && self.session.basic) {
+                let anonymous = matches!(self.session.creds, Credentials::Anonymous);
                 let e = self.auth_error(format!(
                     "{} {} was refused (HTTP 401){}",
                     call.method,
                     self.url,
-                    if had_auth {
+                    if anonymous {
+                        ": anonymous access was refused; log in (lamina login HOST) or give \
+                         credentials for this registry"
+                    } else if had_auth {
                         " although credentials were sent: they are wrong or lack access"
                     } else {
                         ""
@@ -774,6 +789,14 @@ impl<O: Op> Machine<O> {
             return;
         }
         self.phase = Phase::Step(Some(Ok(resp)));
+    }
+
+    /// Reports that the request last returned by [`Machine::poll`] failed in a way retrying
+    /// cannot fix (an untrusted certificate): the operation ends with `error` at once.
+    pub fn handle_fatal_error(&mut self, error: Error) {
+        if matches!(self.phase, Phase::Await(_)) {
+            self.fail(error);
+        }
     }
 
     /// Reports that the request last returned by [`Machine::poll`] failed without a response
