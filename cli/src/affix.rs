@@ -648,3 +648,58 @@ fn upload_identity(
     }
     Some(id)
 }
+
+/// `lamina clone` (r8im's): the image copied to `dest` with the config label `cloned=true`;
+/// blobs are mounted or streamed, never downloaded. Prints `dest@sha256:...`.
+pub fn clone(
+    client: &mut Client,
+    base: Loc,
+    dest: Loc,
+    platform: Option<String>,
+    json: bool,
+    quiet: bool,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let sel = PlatformSel::parse(platform.as_deref())?;
+    let top = resolve::fetch(client, &base, &sel).context(|| format!("--base {base}"))?;
+    let (mut images, mut index) = match top {
+        Top::Single(i) => (vec![i], None),
+        Top::Index {
+            index, children, ..
+        } => (children, Some(index)),
+    };
+    let mut configs = Vec::new();
+    for img in &images {
+        configs.push(resolve::config(client, &base, &img.manifest).context(|| format!("--base {base}"))?);
+    }
+    if index.is_none() {
+        resolve::check_platform(&base, platform.as_deref(), &configs[0])?;
+    }
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for img in &images {
+        for l in img.manifest.layers()? {
+            if !blobs.iter().any(|b| b.digest == l.digest) {
+                blobs.push(l);
+            }
+        }
+    }
+    ensure_blobs(client, &base, &dest, &blobs, quiet).context(|| format!("--dest {dest}"))?;
+    copy_other_platforms(client, &base, &dest, index.as_ref(), &images, quiet)
+        .context(|| format!("--dest {dest}"))?;
+    let labels = vec![("cloned".to_string(), "true".to_string())];
+    let d = push_images(client, &dest, &mut images, configs, &mut index, &[], &labels, &[], quiet)?;
+    crate::store::commit(&dest)?;
+    let name = dest.name();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"image": format!("{name}@{d}"), "digest": d.to_string(), "tag": dest.tag()})
+        );
+    } else {
+        println!("{name}@{d}");
+    }
+    if !quiet {
+        eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
+    }
+    Ok(())
+}

@@ -161,13 +161,13 @@ enum Cmd {
     #[command(verbatim_doc_comment)]
     Affix {
         /// Base image reference.
-        #[arg(long, value_name = "REF")]
+        #[arg(short = 'b', long, value_name = "REF")]
         base: String,
         /// Destination reference (tag defaults to latest).
-        #[arg(long, value_name = "REF")]
+        #[arg(short = 'd', long, value_name = "REF")]
         dest: String,
         /// A tar (or .tar.gz / .tar.zst, passed through as is) to add as the layer; - reads stdin.
-        #[arg(long, value_name = "FILE")]
+        #[arg(short = 'f', long, value_name = "FILE")]
         tar: Option<String>,
         /// Files and directories to add (a directory's contents go under --path).
         #[arg(value_name = "FILE_OR_DIR")]
@@ -255,19 +255,40 @@ enum Cmd {
     #[command(verbatim_doc_comment)]
     Remix {
         /// The image to add the weights to.
-        #[arg(long, value_name = "REF")]
+        #[arg(short = 'b', long, value_name = "REF")]
         base: String,
         /// The image to take the weights layers from.
-        #[arg(long, value_name = "REF")]
+        #[arg(short = 'w', long, value_name = "REF")]
         weights: String,
         /// Destination.
-        #[arg(long, value_name = "REF")]
+        #[arg(short = 'd', long, value_name = "REF")]
         dest: String,
         /// Take this layer of the weights image (by index, see `lamina layers`; repeatable)
         /// instead of its weights layers.
         #[arg(long = "layer", value_name = "N")]
         layers: Vec<usize>,
         /// Platform: os/arch[/variant], or all for every platform of the base (default linux/amd64).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy an image to a new reference, as r8im's clone: its config gets the label
+    /// cloned=true (so the copy has a digest of its own); layers are mounted or streamed
+    /// registry to registry, never downloaded.
+    ///
+    /// Example:
+    ///   lamina clone -b r8.im/me/model@sha256:... -d r8.im/me/model-copy
+    #[command(verbatim_doc_comment)]
+    Clone {
+        /// The image to copy.
+        #[arg(short = 'b', long, value_name = "REF")]
+        base: String,
+        /// Destination.
+        #[arg(short = 'd', long, value_name = "REF")]
+        dest: String,
+        /// Platform: os/arch[/variant], or all (default linux/amd64).
         #[arg(long)]
         platform: Option<String>,
         /// Print the result as JSON.
@@ -297,7 +318,8 @@ enum Cmd {
         /// Platform: os/arch[/variant] or all (default linux/amd64).
         #[arg(long)]
         platform: Option<String>,
-        /// Store a layer uncompressed unless zstd makes it smaller than this fraction.
+        /// Store a layer uncompressed unless zstd makes it smaller than this fraction. (r8im's
+        /// NO_COMPRESSION=1 stores every layer uncompressed.)
         #[arg(long, default_value_t = 0.9)]
         min_ratio: f64,
         /// Layers recompressed at once (default: one per core).
@@ -629,7 +651,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         Box::new(lamina_core::Error::Usage { reason })
     };
     let dest_registry = match &cli.cmd {
-        Cmd::Affix { dest, .. } => registry_of(dest)?,
+        Cmd::Affix { dest, .. } | Cmd::Clone { dest, .. } => registry_of(dest)?,
         Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => registry_of(image)?,
         Cmd::Remix { dest, .. } | Cmd::Zstd { dest, .. } => registry_of(dest)?,
         Cmd::Append { .. } | Cmd::Login { .. } | Cmd::Logout { .. } => None,
@@ -652,7 +674,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         Ok(())
     };
     match &cli.cmd {
-        Cmd::Affix { base, .. } => src(base)?,
+        Cmd::Affix { base, .. } | Cmd::Clone { base, .. } => src(base)?,
         Cmd::Remix { base, weights, .. } => {
             src(base)?;
             src(weights)?;
@@ -902,6 +924,19 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
                 quiet: cli.quiet,
             },
         ),
+        Cmd::Clone {
+            base,
+            dest,
+            platform,
+            json,
+        } => affix::clone(
+            &mut client,
+            parse_as("--base", &base)?,
+            parse_dest(&dest)?,
+            platform,
+            json,
+            cli.quiet,
+        ),
         Cmd::Zstd {
             image,
             dest,
@@ -918,7 +953,12 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
                 dest: parse_dest_as("DEST", &dest)?,
                 level,
                 platform,
-                min_ratio,
+                // r8im's switch: every layer uncompressed
+                min_ratio: if std::env::var_os("NO_COMPRESSION").is_some_and(|v| !v.is_empty()) {
+                    0.0
+                } else {
+                    min_ratio
+                },
                 jobs: jobs.unwrap_or_else(|| {
                     std::thread::available_parallelism()
                         .map(|n| n.get())

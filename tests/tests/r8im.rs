@@ -823,3 +823,75 @@ fn a_blob_whose_bytes_do_not_match_its_digest_is_refused_everywhere() {
         0
     );
 }
+
+/// r8im scripts run unchanged: its README's invocations, word for word with only the host
+/// changed, and its short flags (`affix -b -d -f`, `remix -b -w -d`, `extract -o`, `clone -b -d`,
+/// `-r`, `-t`), `COG_TOKEN` and `NO_COMPRESSION` (read from r8im's cobra definitions).
+#[test]
+fn r8im_readme_invocations_and_short_flags_run_unchanged() {
+    harness();
+    let dir = tempdir("r8im-compat");
+    let w = dir.join("src/weights");
+    std::fs::create_dir_all(&w).unwrap();
+    let big = random_bytes(2 << 20, 61);
+    std::fs::write(w.join("model.bin"), &big).unwrap();
+    cmd("tar", &["-C", dir.to_str().unwrap(), "-cf", dir.join("layer.tar").to_str().unwrap(), "src"]).ok();
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let dest = format!("{PLAIN}/{}", repo("r8im-readme"));
+    let sh = |line: &str| -> Run {
+        // the README's line, run by a shell as a script would, with `r8im` being lamina
+        let script = format!("r8im() {{ '{}' \"$@\"; }}; cd '{}'; {line}", lamina_bin().display(), dir.display());
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
+            .env("LAMINA_CACHE_DIR", state().join("cache"))
+            .env("COG_TOKEN", "r8_unused_for_a_registry_without_auth")
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    // r8im affix --base <base-image> --dest <destination-image> --tar <layer-tar-file>
+    let out = sh(&format!("r8im affix --base {base} --dest {dest}:v1 --tar layer.tar")).ok();
+    assert!(out.stdout.trim().starts_with(&format!("{dest}@sha256:")), "{}", out.stdout);
+    // r8im extract <image> [--output file]
+    sh(&format!("r8im extract {dest}:v1 --output weights.tar")).ok();
+    let x = dir.join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    cmd("tar", &["-xf", dir.join("weights.tar").to_str().unwrap(), "-C", x.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read(x.join("model.bin")).unwrap(), big);
+    // r8im layers <image>
+    let out = sh(&format!("r8im layers {dest}:v1")).ok();
+    assert!(out.stdout.contains("# weights"), "{}", out.stdout);
+    // r8im remix --base <image-including-tag> --weights <image-including-tag> --dest <image-dest>
+    let out = sh(&format!("r8im remix --base {base} --weights {dest}:v1 --dest {dest}:remixed")).ok();
+    assert!(out.stdout.trim().starts_with(&format!("{dest}@sha256:")), "{}", out.stdout);
+    // r8im zstd <image> <dest>
+    let out = sh(&format!("r8im zstd {dest}:v1 {dest}:zstd")).ok();
+    assert!(out.stdout.trim().starts_with(&format!("{dest}@sha256:")), "{}", out.stdout);
+    // the short flags, -r and -t
+    let out = sh(&format!("r8im affix -r {PLAIN} -t r8_x -b {base} -d {dest}:short -f layer.tar")).ok();
+    assert!(out.stdout.contains("@sha256:"), "{}", out.stdout);
+    let out = sh(&format!("r8im remix -b {base} -w {dest}:short -d {dest}:short-remix")).ok();
+    assert!(out.stdout.contains("@sha256:"), "{}", out.stdout);
+    sh(&format!("r8im extract {dest}:short -o short.tar")).ok();
+    assert!(dir.join("short.tar").exists());
+    // clone: the same image under a new name, labelled cloned=true
+    let out = sh(&format!("r8im clone -b {dest}:v1 -d {dest}-copy:v1")).ok();
+    assert!(out.stdout.trim().starts_with(&format!("{dest}-copy@sha256:")), "{}", out.stdout);
+    let cfg = cmd("skopeo", &["inspect", "--config", "--tls-verify=false", &format!("docker://{dest}-copy:v1")]).ok();
+    let cfg: serde_json::Value = serde_json::from_str(&cfg.stdout).unwrap();
+    assert_eq!(cfg["config"]["Labels"]["cloned"], "true", "{cfg}");
+    let orig = raw_manifest(&format!("{dest}:v1"), None);
+    let copy = raw_manifest(&format!("{dest}-copy:v1"), None);
+    assert_eq!(orig["layers"], copy["layers"]);
+    // NO_COMPRESSION=1: zstd stores every layer uncompressed
+    sh(&format!("NO_COMPRESSION=1 r8im zstd {dest}:v1 {dest}:nocomp")).ok();
+    let m = raw_manifest(&format!("{dest}:nocomp"), None);
+    for l in m["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar", "{m}");
+    }
+}

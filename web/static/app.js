@@ -1,8 +1,11 @@
 // The page: collects inputs and files, hands the job to the worker, shows progress. Credentials
 // live in this page's memory only and go to the worker with the job; nothing is stored.
 const $ = (id) => document.getElementById(id);
-const worker = new Worker('worker.js', { type: 'module' });
+const newWorker = () => new Worker('worker.js', { type: 'module' });
+let worker = newWorker();
 let picked = []; // [{file, name}]
+// the job running (the base's layers or a push): aborting it stops its probes; see cancel()
+let busy = null;
 
 const human = (n) => {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -12,7 +15,8 @@ const human = (n) => {
 };
 const log = (m) => { $('log').textContent += m + '\n'; };
 
-// one row per file: its name and size, and (once the job runs) its own bar with bytes, rate, ETA
+// one row per file: its name and size, a button to remove it, and (once the job runs) its own
+// bar with bytes, rate, ETA
 let rows = new Map(); // name -> { bar, stat, size, t0 }
 function showFiles() {
   const ul = $('filelist');
@@ -26,9 +30,17 @@ function showFiles() {
     bar.max = Math.max(p.file.size, 1);
     bar.value = 0;
     bar.setAttribute('aria-label', `${p.name} uploaded`);
+    const rm = document.createElement('button');
+    rm.type = 'button';
+    rm.className = 'remove';
+    rm.textContent = '×';
+    rm.title = `Remove ${p.name}`;
+    rm.setAttribute('aria-label', rm.title);
+    rm.disabled = !!busy;
+    rm.addEventListener('click', () => { picked = picked.filter((q) => q !== p); showFiles(); });
     const stat = document.createElement('span');
     stat.className = 'small';
-    li.append(label, bar, stat);
+    li.append(label, bar, rm, stat);
     ul.appendChild(li);
     rows.set(p.name, { bar, stat, size: p.file.size, t0: 0 });
   }
@@ -92,28 +104,94 @@ for (const id of ['files', 'folder']) {
   });
 }
 
+// Where short names go (no registry host in front), as the CLI's default.
+const DEFAULT_REGISTRY = 'r8.im';
+
+// The registry host a reference names, or null for a short name.
 function hostOf(ref) {
   const first = ref.replace(/^https?:\/\//, '').split('/')[0];
   return /[.:]|^localhost$/.test(first) ? first : null;
 }
+// ... normalised as the core names it (Docker Hub is docker.io)
+const registryOf = (ref) => {
+  const h = (hostOf(ref) || DEFAULT_REGISTRY).toLowerCase();
+  return /^(index\.|registry-1\.)?docker\.io$/.test(h) ? 'docker.io' : h;
+};
 
-// Registries that send CORS headers are used directly; for the others the page goes through the
-// same-origin proxy of the edge worker (/proxy/<url>).
-async function route(ref) {
-  const host = hostOf(ref);
-  if (!host) return '';
-  const local = /^(127\.|localhost)/.test(host);
-  const scheme = ref.startsWith('http://') || local ? 'http' : 'https';
+// An error whose message is already what the page shows.
+const said = (message) => Object.assign(new Error(message), { said: true });
+const CANCELLED = 'cancelled';
+
+// A GET that gives up after 10 s, or when the job is cancelled.
+async function probe(url, init = {}) {
+  const c = new AbortController();
+  const stop = () => c.abort();
+  const t = setTimeout(stop, 10000);
+  busy.signal.addEventListener('abort', stop);
   try {
-    await fetch(`${scheme}://${host}/v2/`, { method: 'GET', cache: 'no-store' });
-    return '';
-  } catch (_) {
-    log(`${host} does not allow this page (no CORS): using the proxy`);
-    return `${location.origin}/proxy`;
+    return await fetch(url, { ...init, cache: 'no-store', signal: c.signal });
+  } catch (e) {
+    if (busy.signal.aborted) throw said(CANCELLED);
+    throw new Error(c.signal.aborted ? 'no answer within 10 s' : e.message);
+  } finally {
+    clearTimeout(t);
+    busy.signal.removeEventListener('abort', stop);
   }
 }
 
-async function opts() {
+// Before anything is sent: says where a short name goes, and checks that the page can talk to
+// each registry. Registries that send CORS headers are used directly; for the others the page
+// goes through the same-origin proxy of the edge worker (/proxy/<url>), when it is served by
+// it. Gives the proxy prefix ('' for none), or fails at once saying why.
+async function route(refs) {
+  let proxy = '';
+  const seen = new Set();
+  for (const [role, ref] of refs) {
+    const host = hostOf(ref);
+    if (!host) log(`${ref} has no registry host: it goes to ${DEFAULT_REGISTRY}, as with the CLI (write another registry's host in front to use it)`);
+    const reg = registryOf(ref);
+    if (seen.has(reg)) continue;
+    seen.add(reg);
+    const api = reg === 'docker.io' ? 'registry-1.docker.io' : reg;
+    const scheme = ref.startsWith('http://') || /^(127\.|localhost)/.test(api) ? 'http' : 'https';
+    const v2 = `${scheme}://${api}/v2/`;
+    $('phase').textContent = `Checking ${reg}…`;
+    try {
+      await probe(v2);
+      continue;
+    } catch (e) {
+      if (e.said) throw e;
+    }
+    // no answer the page may read: the registry is unreachable, or allows no cross-origin requests
+    try {
+      await probe(v2, { mode: 'no-cors' });
+    } catch (e) {
+      if (e.said) throw e;
+      throw said(`The ${role}'s registry ${reg}${host ? '' : ` (where the short name ${ref} goes)`} could not be ` +
+        `reached from this page (${e.message}): check the address and the network` +
+        (host ? '.' : `, or write the registry's host in front of the name.`));
+    }
+    let r = null;
+    try { r = await probe(`${location.origin}/proxy/${v2}`); } catch (e) { if (e.said) throw e; }
+    // the edge worker's proxy passes the registry's answer to /v2/ on: 200 or 401
+    if (r && (r.status === 401 || (r.ok && !/html/.test(r.headers.get('content-type') || '')))) {
+      log(`${reg} does not allow this page (no CORS): using the proxy`);
+      proxy = `${location.origin}/proxy`;
+      continue;
+    }
+    const refused = r && r.status === 403 ? await r.json().then((j) => j.errors[0].message, () => '') : '';
+    if (refused) throw said(`The ${role}'s registry ${reg} allows no cross-origin requests, and this page's proxy refuses it: ${refused}.`);
+    throw said(`The ${role}'s registry ${reg} allows no cross-origin requests (it sends no CORS headers), ` +
+      `and this page has no proxy to go through (${location.origin}/proxy/ answered ${r ? `HTTP ${r.status}` : 'nothing'}: ` +
+      `the page is served by a plain static server). Serve the page from lamina's edge Worker, whose ` +
+      `/proxy/ forwards to the registries on its ALLOWED_REGISTRIES, or enable CORS on the registry for ` +
+      `${location.origin}.`);
+  }
+  return proxy;
+}
+
+// The job's options; `refs` are the images the job reads or writes, checked by route().
+async function opts(refs) {
   const modelcar = document.querySelector('input[name=layout]:checked').value === 'modelcar';
   const pass = $('password').value;
   return {
@@ -125,7 +203,8 @@ async function opts() {
     username: $('username').value || null,
     password: $('username').value ? pass : null,
     token: !$('username').value && pass ? pass : null,
-    proxy: await route($('dest').value.trim()),
+    registry: DEFAULT_REGISTRY,
+    proxy: await route(refs),
     chunk_mib: 64,
     created: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
   };
@@ -133,86 +212,144 @@ async function opts() {
 
 function job(msg, onProgress) {
   return new Promise((resolve, reject) => {
+    busy.reject = reject;
     worker.onmessage = (ev) => {
       const m = ev.data;
       if (m.type === 'progress') onProgress(m.data);
-      else if (m.type === 'error') reject(new Error(m.message));
+      else if (m.type === 'error') reject(Object.assign(new Error(m.message), m));
       else resolve(m.result);
     };
+    worker.onerror = (e) => reject(new Error(`the page's worker failed: ${e.message}`));
     worker.postMessage(msg);
   });
 }
 
-$('show').addEventListener('click', async () => {
-  try {
-    const info = await job({ type: 'inspect', opts: await opts() }, () => {});
-    const tb = document.querySelector('#baseinfo tbody');
-    tb.innerHTML = '';
-    info.layers.forEach((l, i) => {
-      const tr = document.createElement('tr');
-      for (const v of [i, l.digest.slice(7, 19), human(l.size), l.createdBy || '']) {
-        const td = document.createElement('td');
-        td.textContent = v;
-        tr.appendChild(td);
-      }
-      tb.appendChild(tr);
-    });
-    $('baseinfo').hidden = false;
-  } catch (e) {
-    $('result').className = 'error';
-    $('result').textContent = explain(e.message);
-  }
-});
-
-function explain(m) {
-  if (/401|unauthorized|authentication/i.test(m)) return `Authentication failed: ${m}`;
-  if (/MANIFEST_UNKNOWN|NAME_UNKNOWN|manifest unknown/i.test(m)) return `The image was not found: ${m}`;
-  if (/CORS|network error/i.test(m)) return `The registry could not be reached from this page (network or CORS): ${m}`;
-  return m;
+// Stops the running job: its probes are aborted, and its worker (with the requests it has in
+// flight) is terminated; a fresh worker takes the next job.
+function cancel() {
+  if (!busy) return;
+  busy.abort();
+  worker.terminate();
+  worker = newWorker();
+  busy.reject?.(said(CANCELLED));
 }
+$('cancel').addEventListener('click', cancel);
 
-$('form').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const o = await opts();
-  const card = o.modelcar ? $('card').files[0] || null : null;
-  const total = picked.reduce((s, p) => s + p.file.size, 0) + (card ? card.size : 0);
-  $('progress').hidden = false;
+// leaving the page while a job runs would cut the upload and leave its session behind
+const warn = (e) => { e.preventDefault(); e.returnValue = ''; };
+
+// Runs a job: clears what earlier runs left (result, error, phase, log, tables, bars), offers
+// Cancel meanwhile, and shows the job's error.
+async function run(upload, body) {
+  if (busy) return;
+  busy = new AbortController();
   $('result').className = '';
   $('result').textContent = '';
-  $('go').disabled = true;
-  const t0 = performance.now();
-  let doneBefore = 0, layerTotal = 0, confirmed = 0;
-  const onProgress = (p) => {
-    if (p.kind === 'log') log(p.message);
-    if (p.kind === 'phase') $('phase').textContent = { base: 'Reading the base image…', mount: 'Linking the base layers…', manifest: 'Writing the manifest…' }[p.phase] || p.phase;
-    if (p.kind === 'layer') { layerTotal = p.total; $('phase').textContent = `Building and uploading: ${p.files}`; }
-    if (p.kind === 'layerDone') { doneBefore += layerTotal; confirmed = 0; }
-    // (the config's upload, last, has no files)
-    if ((p.kind === 'read' || p.kind === 'upload') && p.total > 0) {
-      if (p.kind === 'upload') confirmed = p.confirmed;
-      fileProgress(p.files);
-      const fileFrac = p.total ? Math.min(1, p.read / p.total) : 1;
-      $('filebar').style.width = `${(fileFrac * 100).toFixed(1)}%`;
-      $('filestat').textContent = `This layer: ${human(p.read)} of ${human(p.total)} read and hashed; ${human(confirmed)} confirmed by the registry`;
-      const done = doneBefore + Math.min(p.read, p.total);
-      const secs = (performance.now() - t0) / 1000;
-      const rate = done / Math.max(secs, 0.001);
-      const eta = rate > 0 ? (total - done) / rate : 0;
-      $('totalbar').style.width = `${total ? ((done / total) * 100).toFixed(1) : 100}%`;
-      $('totalstat').textContent = `${human(done)} of ${human(total)} · ${human(rate)}/s · ETA ${eta.toFixed(0)} s`;
-    }
-  };
+  $('log').textContent = '';
+  $('phase').textContent = '';
+  $('baseinfo').hidden = true;
+  document.querySelector('#baseinfo tbody').innerHTML = '';
+  $('progress').hidden = !upload;
+  $('filebar').style.width = $('totalbar').style.width = '0%';
+  $('filestat').textContent = $('totalstat').textContent = '';
+  showFiles();
+  $('go').disabled = $('show').disabled = true;
+  $('cancel').hidden = false;
+  for (const b of document.querySelectorAll('#filelist button.remove')) b.disabled = true;
+  window.addEventListener('beforeunload', warn);
   try {
+    await body();
+  } catch (err) {
+    const cancelled = err.said && err.message === CANCELLED;
+    $('result').className = cancelled ? '' : 'error';
+    $('result').textContent = cancelled ? 'Cancelled: the job was stopped and nothing more is sent.' : explain(err);
+    $('phase').textContent = cancelled ? 'Cancelled.' : 'Stopped: see the error below.';
+  } finally {
+    window.removeEventListener('beforeunload', warn);
+    busy = null;
+    $('go').disabled = $('show').disabled = false;
+    $('cancel').hidden = true;
+    for (const b of document.querySelectorAll('#filelist button.remove')) b.disabled = false;
+  }
+}
+
+$('show').addEventListener('click', () => run(false, async () => {
+  const base = $('base').value.trim();
+  if (!base) throw said('Fill in the base image to see its layers.');
+  const o = await opts([['base', base]]);
+  // only the base is read; the destination matters only for credentials in the same registry
+  if (!o.dest || registryOf(o.dest) !== registryOf(base)) o.dest = '';
+  const info = await job({ type: 'inspect', opts: o }, (p) => { if (p.kind === 'log') log(p.message); });
+  const tb = document.querySelector('#baseinfo tbody');
+  info.layers.forEach((l, i) => {
+    const tr = document.createElement('tr');
+    for (const v of [i, l.digest.slice(7, 19), human(l.size), l.createdBy || '']) {
+      const td = document.createElement('td');
+      td.textContent = v;
+      tr.appendChild(td);
+    }
+    tb.appendChild(tr);
+  });
+  $('baseinfo').hidden = false;
+}));
+
+// The error as the page shows it: which registry failed (the base's or the destination's), and
+// a class from its HTTP status (see page_error in web/src/lib.rs), never from the message text.
+function explain(e) {
+  if (e.said || !e.registry) return e.message;
+  // the core's wording is the CLI's: say what to fill in on this page instead
+  const m = e.message.replace(/ \(--username\/--password or docker login\)/, '');
+  const reg = e.registry;
+  const isBase = reg === registryOf($('base').value.trim());
+  const isDest = reg === registryOf($('dest').value.trim());
+  const who = `${isBase && isDest ? 'the registry' : isDest ? 'the destination\'s registry' : 'the base\'s registry'} ${reg}`;
+  if (e.auth || e.status === 401) {
+    const hint = !isDest
+      ? 'This page sends credentials only to the destination\'s registry: the base must be readable without them, or be in the destination\'s registry.'
+      : $('password').value
+        ? 'Check the username and the password or token under "Credentials for the destination".'
+        : 'Fill in the username and password (or a token alone) under "Credentials for the destination" and try again.';
+    return `Authentication failed with ${who}: ${m}. ${hint}`;
+  }
+  if (e.status === 403) return `Access denied by ${who} (HTTP 403): ${m}`;
+  if (e.status === 404) return `The image was not found in ${who} (HTTP 404): ${m}`;
+  if (e.network) return `${who[0].toUpperCase()}${who.slice(1)} could not be reached from this page (network or CORS): ${m}`;
+  return `${who[0].toUpperCase()}${who.slice(1)} failed: ${m}`;
+}
+
+$('form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  run(true, async () => {
+    const o = await opts([['base', $('base').value.trim()], ['destination', $('dest').value.trim()]]);
+    const card = o.modelcar ? $('card').files[0] || null : null;
+    const total = picked.reduce((s, p) => s + p.file.size, 0) + (card ? card.size : 0);
+    const t0 = performance.now();
+    let doneBefore = 0, layerTotal = 0, confirmed = 0;
+    const onProgress = (p) => {
+      if (p.kind === 'log') log(p.message);
+      if (p.kind === 'phase') $('phase').textContent = { base: 'Reading the base image…', mount: 'Linking the base layers…', manifest: 'Writing the manifest…' }[p.phase] || p.phase;
+      if (p.kind === 'layer') { layerTotal = p.total; $('phase').textContent = `Building and uploading: ${p.files}`; }
+      if (p.kind === 'layerDone') { doneBefore += layerTotal; confirmed = 0; }
+      // (the config's upload, last, has no files)
+      if ((p.kind === 'read' || p.kind === 'upload') && p.total > 0) {
+        if (p.kind === 'upload') confirmed = p.confirmed;
+        fileProgress(p.files);
+        const fileFrac = p.total ? Math.min(1, p.read / p.total) : 1;
+        $('filebar').style.width = `${(fileFrac * 100).toFixed(1)}%`;
+        $('filestat').textContent = `This layer: ${human(p.read)} of ${human(p.total)} read and hashed; ${human(confirmed)} confirmed by the registry`;
+        const done = doneBefore + Math.min(p.read, p.total);
+        const secs = (performance.now() - t0) / 1000;
+        const rate = done / Math.max(secs, 0.001);
+        const eta = rate > 0 ? (total - done) / rate : 0;
+        $('totalbar').style.width = `${total ? ((done / total) * 100).toFixed(1) : 100}%`;
+        $('totalstat').textContent = `${human(done)} of ${human(total)} · ${human(rate)}/s · ETA ${eta.toFixed(0)} s`;
+      }
+    };
     const out = await job({ type: 'affix', opts: o, files: picked.map((p) => p.file), names: picked.map((p) => p.name), card }, onProgress);
     $('totalbar').style.width = '100%';
     $('filebar').style.width = '100%';
     for (const r of rows.values()) { r.bar.value = r.bar.max; r.stat.textContent = 'done'; }
     $('phase').textContent = `Done in ${((performance.now() - t0) / 1000).toFixed(1)} s`;
     $('result').textContent = out;
-  } catch (err) {
-    $('result').className = 'error';
-    $('result').textContent = explain(err.message);
-  } finally {
-    $('go').disabled = false;
-  }
+  });
 });

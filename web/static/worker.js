@@ -49,6 +49,9 @@ self.onmessage = async (ev) => {
       self.postMessage({ type: 'done', result: out });
     }
   } catch (e) {
-    self.postMessage({ type: 'error', message: String(e && e.message ? e.message : e) });
+    // which registry failed and how (see page_error in web/src/lib.rs): the page names it and
+    // classifies the error by its HTTP status, not by the message's text
+    const { registry, status, auth, network } = e || {};
+    self.postMessage({ type: 'error', message: String(e && e.message ? e.message : e), registry, status, auth, network });
   }
 };

@@ -1,0 +1,327 @@
+// The browser page's behaviour around the upload, in headless Chromium (web/dist served by the
+// tests' plain static server, which has no /proxy/): how errors are classified and which registry
+// they name, "Show the base's layers" with only a base, a new run clearing the last one's
+// leftovers, Cancel and the warning on leaving, short names (r8.im), a registry without CORS,
+// and a nested folder in the default layout.
+//   (web/build.sh; tests/harness/registry.sh start; tests/harness/fixtures.sh) then
+//   cd tests/web && npm test
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import { serve, sh, sha256, gen, REG, checkPushed, launchChromium, dropGenerated, waitResult } from './common.mjs';
+
+const run = `${process.pid}`;
+const BASE = `${REG}/fixtures/base:latest`;
+const BASIC = '127.0.0.1:5101'; // Basic auth, no CORS headers (tests/harness/registry.sh)
+// A port with "401" in it: a 404 from there is not an authentication failure.
+const FRONT_PORT = 5401;
+const FRONT = `127.0.0.1:${FRONT_PORT}`;
+const CORS = {
+  'access-control-allow-origin': '*',
+  'access-control-allow-methods': 'GET, HEAD, POST, PUT, PATCH, DELETE',
+  'access-control-allow-headers': 'authorization, content-type, content-range, accept',
+  'access-control-expose-headers': 'docker-content-digest, location, range, www-authenticate, oci-chunk-min-length',
+};
+
+let server, base, ctx, front;
+
+// The Basic-auth registry on FRONT_PORT with CORS headers added (as a registry configured for
+// browsers would send them).
+function startFront() {
+  front = http.createServer((req, res) => {
+    if (req.method === 'OPTIONS') { res.writeHead(204, CORS); res.end(); return; }
+    const up = http.request({ host: '127.0.0.1', port: 5101, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, { ...r.headers, ...CORS });
+      r.pipe(res);
+    });
+    up.on('error', () => { res.writeHead(502, CORS); res.end(); });
+    req.pipe(up);
+  });
+  return new Promise((resolve, reject) => { front.on('error', reject); front.listen(FRONT_PORT, '127.0.0.1', resolve); });
+}
+
+before(async () => {
+  ({ server, url: base } = await serve());
+  await startFront();
+  ctx = await launchChromium();
+});
+
+after(async () => {
+  await ctx?.close();
+  server?.close();
+  front?.close();
+});
+
+async function openPage() {
+  const page = await ctx.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') console.log('page:', m.text()); });
+  await page.goto(base);
+  return page;
+}
+
+// Waits for the result line to show an error; gives its text.
+async function errorOf(page) {
+  await page.waitForSelector('#result.error', { timeout: 60000 });
+  return page.textContent('#result');
+}
+
+test('errors: classified by the HTTP status, naming the registry that failed, in the page\'s words', async () => {
+  const page = await openPage();
+  // a 404 from a registry on port 5401 is "not found", not an authentication failure
+  await page.fill('#base', `${FRONT}/fixtures/missing-${run}:latest`);
+  await page.fill('#dest', `${FRONT}/e2e/web-missing-${run}:v1`);
+  await page.fill('#username', 'testuser');
+  await page.fill('#password', 'testpass');
+  await page.click('#show');
+  let err = await errorOf(page);
+  assert.match(err, /^The image was not found in the registry 127\.0\.0\.1:5401 \(HTTP 404\): /, err);
+  assert.doesNotMatch(err, /Authentication/, err);
+
+  // the base is fine (5100), the destination asks for credentials that were not given: the
+  // error names the destination's registry, and says what to fill in on the page
+  await page.fill('#base', BASE);
+  await page.fill('#username', '');
+  await page.fill('#password', '');
+  await dropGenerated(page, [['config.json', 0, 0, '{}\n']]);
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 1);
+  await page.click('#go');
+  err = await errorOf(page);
+  assert.match(err, /^Authentication failed with the destination's registry 127\.0\.0\.1:5401: /, err);
+  assert.match(err, /Fill in the username and password \(or a token alone\) under "Credentials for the destination"/, err);
+  assert.doesNotMatch(err, /5100|--username|--password|docker login/, err);
+
+  // wrong credentials: the page says to check them
+  await page.fill('#username', 'testuser');
+  await page.fill('#password', 'wrong');
+  await page.click('#go');
+  err = await errorOf(page);
+  assert.match(err, /^Authentication failed with the destination's registry 127\.0\.0\.1:5401: .*Check the username and the password or token/, err);
+  await page.close();
+});
+
+test('"Show the base\'s layers" works with only a base', async () => {
+  const page = await openPage();
+  await page.fill('#base', BASE);
+  await page.click('#show');
+  await page.waitForSelector('#baseinfo:not([hidden]) tbody tr');
+  assert.equal(await page.locator('#baseinfo tbody tr').count(), 2);
+  assert.equal(await page.textContent('#result'), '');
+  await page.close();
+});
+
+test('a new run clears the last one\'s phase line, error, table and bars', async () => {
+  const page = await openPage();
+  await page.fill('#base', BASE);
+  await page.click('#show');
+  await page.waitForSelector('#baseinfo:not([hidden]) tbody tr');
+  // a failing Show: the old table goes
+  await page.fill('#base', `${REG}/fixtures/missing-${run}:latest`);
+  await page.click('#show');
+  let err = await errorOf(page);
+  assert.match(err, /not found/);
+  assert.equal(await page.locator('#baseinfo').isHidden(), true);
+  assert.equal(await page.locator('#baseinfo tbody tr').count(), 0);
+  // a good one: the old error goes
+  await page.fill('#base', BASE);
+  await page.click('#show');
+  await page.waitForSelector('#baseinfo:not([hidden]) tbody tr');
+  assert.equal(await page.textContent('#result'), '');
+  assert.equal(await page.getAttribute('#result', 'class'), '');
+  // a push: the table goes, the phase line ends with "Done"
+  await page.fill('#dest', `${REG}/e2e/web-clear-${run}:v1`);
+  await dropGenerated(page, [['a.bin', 1, 3]]);
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 1);
+  await page.click('#go');
+  const { result } = await waitResult(page);
+  assert.match(result, /@sha256:/);
+  assert.equal(await page.locator('#baseinfo').isHidden(), true);
+  assert.match(await page.textContent('#phase'), /^Done in/);
+  // a failing push: no "Done" phase, no old digest, the bars start again
+  await page.fill('#dest', `${FRONT}/e2e/web-clear-${run}:v1`);
+  await page.click('#go');
+  err = await errorOf(page);
+  assert.match(err, /^Authentication failed/);
+  assert.equal(await page.textContent('#phase'), 'Stopped: see the error below.');
+  assert.deepEqual(await page.$$eval('#filelist progress', (ps) => ps.map((p) => p.value)), [0]);
+  assert.equal(await page.$eval('#totalbar', (b) => b.style.width), '0%');
+  // a Show after it: no error, no progress section of the push
+  await page.click('#show');
+  await page.waitForSelector('#baseinfo:not([hidden]) tbody tr');
+  assert.equal(await page.textContent('#result'), '');
+  assert.equal(await page.locator('#progress').isHidden(), true);
+  assert.equal(await page.textContent('#log'), '');
+  await page.close();
+});
+
+// A TCP relay to the plain registry that forwards the first `stallAfter` bytes towards it and
+// then swallows the rest: the upload hangs mid-chunk. Records the connections it swallowed for,
+// and when each of them closed.
+function stallingRelay(stallAfter) {
+  let up = 0;
+  const stalled = new Map(); // socket -> closed?
+  const srv = net.createServer((c) => {
+    const r = net.connect(5100, '127.0.0.1');
+    c.on('data', (d) => {
+      if (up + d.length <= stallAfter) { up += d.length; r.write(d); return; }
+      up = stallAfter + 1;
+      if (!stalled.has(c)) stalled.set(c, false);
+    });
+    r.on('data', (d) => c.write(d));
+    const end = () => { if (stalled.has(c)) stalled.set(c, true); c.destroy(); r.destroy(); };
+    c.on('close', end); c.on('error', end); r.on('error', end);
+  });
+  return new Promise((res) => srv.listen(0, '127.0.0.1', () => res({
+    srv, port: srv.address().port,
+    stalled: () => stalled.size, open: () => [...stalled.values()].filter((closed) => !closed).length,
+  })));
+}
+
+test('Cancel stops an upload in progress; leaving the page warns only while a job runs', async () => {
+  const relay = await stallingRelay(2 << 20);
+  const page = await openPage();
+  const host = `127.0.0.1:${relay.port}`;
+  const dest = `${host}/e2e/web-cancel-${run}:v1`;
+  assert.equal(await page.locator('#cancel').isHidden(), true, 'no Cancel without a job');
+  await page.fill('#base', `${host}/fixtures/base:latest`);
+  await page.fill('#dest', dest);
+  await dropGenerated(page, [['model.bin', 100, 17]]);
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 1);
+  await page.click('#go');
+  // the first chunk is on its way and hangs in the relay
+  for (let i = 0; relay.stalled() === 0; i++) {
+    assert.ok(i < 600, 'the upload reached the relay');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(await page.locator('#cancel').isVisible(), true);
+  assert.equal(await page.locator('#filelist button.remove').isDisabled(), true, 'files stay while they upload');
+  // leaving the page now asks first (the dialog is dismissed: the page stays)
+  const dialog = page.waitForEvent('dialog');
+  await page.close({ runBeforeUnload: true });
+  const d = await dialog;
+  assert.equal(d.type(), 'beforeunload');
+  await d.dismiss();
+  assert.equal(page.isClosed(), false);
+
+  await page.click('#cancel');
+  await page.waitForFunction(() => /Cancelled/.test(document.querySelector('#result').textContent), null, { timeout: 10000 });
+  assert.match(await page.textContent('#result'), /^Cancelled: /);
+  assert.equal(await page.textContent('#phase'), 'Cancelled.');
+  assert.equal(await page.locator('#cancel').isHidden(), true);
+  assert.equal(await page.locator('#go').isEnabled(), true);
+  // the request in flight was aborted: the browser closed its connection
+  for (let i = 0; relay.open() > 0; i++) {
+    assert.ok(i < 100, 'the browser closed the stalled connection after Cancel');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  relay.srv.close();
+  // nothing was tagged
+  assert.throws(() => sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${REG}/e2e/web-cancel-${run}:v1`]), 'no tag after Cancel');
+  // the page takes the next job (a fresh worker)
+  await page.fill('#base', BASE);
+  await page.click('#show');
+  await page.waitForSelector('#baseinfo:not([hidden]) tbody tr');
+  // and with no job running, the page closes without asking
+  let asked = false;
+  page.on('dialog', (x) => { asked = true; x.dismiss(); });
+  const closed = page.waitForEvent('close');
+  await page.close({ runBeforeUnload: true });
+  await closed;
+  assert.equal(asked, false);
+});
+
+test('a short name goes to r8.im: said at once, and an unreachable r8.im fails fast', async () => {
+  const page = await openPage();
+  // r8.im unreachable (as offline here; made certain for machines that are online)
+  const sent = [];
+  await page.route(/^https:\/\/r8\.im\//, async (route) => {
+    sent.push({ url: route.request().url(), log: await page.textContent('#log') });
+    await route.abort('internetdisconnected');
+  });
+  await page.fill('#base', 'me/base');
+  await page.fill('#dest', 'me/model:v1');
+  await dropGenerated(page, [['a.txt', 0, 0, 'a\n']]);
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 1);
+  const t0 = Date.now();
+  await page.click('#go');
+  const err = await errorOf(page);
+  const secs = (Date.now() - t0) / 1000;
+  assert.ok(secs < 3, `failed fast (${secs} s)`);
+  assert.match(err, /^The base's registry r8\.im \(where the short name me\/base goes\) could not be reached from this page/, err);
+  assert.match(err, /write the registry's host in front of the name/, err);
+  const log = await page.textContent('#log');
+  assert.match(log, /^me\/base has no registry host: it goes to r8\.im, as with the CLI/, log);
+  assert.doesNotMatch(log, /retrying/, log);
+  // before the first request to r8.im the page had said where the name goes; only /v2/ was tried
+  assert.ok(sent.length > 0);
+  assert.match(sent[0].log, /me\/base has no registry host: it goes to r8\.im/);
+  assert.deepEqual([...new Set(sent.map((s) => s.url))], ['https://r8.im/v2/']);
+  await page.close();
+});
+
+test('a registry without CORS, the page on a plain static server: the page says so and how to fix it', async () => {
+  const page = await openPage();
+  const proxied = [];
+  page.on('request', (r) => { if (r.url().includes('/proxy/')) proxied.push(r.url()); });
+  await page.fill('#base', BASE);
+  await page.fill('#dest', `${BASIC}/e2e/web-nocors-${run}:v1`);
+  await page.fill('#username', 'testuser');
+  await page.fill('#password', 'testpass');
+  await dropGenerated(page, [['a.txt', 0, 0, 'a\n']]);
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 1);
+  await page.click('#go');
+  const err = await errorOf(page);
+  assert.match(err, /^The destination's registry 127\.0\.0\.1:5101 allows no cross-origin requests \(it sends no CORS headers\)/, err);
+  assert.match(err, /no proxy/, err);
+  assert.match(err, /Serve the page from lamina's edge Worker/, err);
+  assert.match(err, /enable CORS on the registry/, err);
+  assert.doesNotMatch(err, /5100|GET http/, err);
+  // only the check of the proxy went to /proxy/: no job was started through it
+  assert.deepEqual(proxied, [`${base}proxy/http://${BASIC}/v2/`]);
+  await page.close();
+});
+
+test('a nested folder in the default layout keeps every path; a removed file is left out', async () => {
+  const src = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-nested-'));
+  const model = path.join(src, 'model');
+  const files = {
+    'sub/deeper/notes.txt': 'deep notes\n',
+    'unet/config.json': '{"unet": true}\n',
+    'vae/config.json': '{"vae": 1}\n',
+  };
+  for (const [p, text] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(model, p)), { recursive: true });
+    fs.writeFileSync(path.join(model, p), text);
+  }
+  fs.writeFileSync(path.join(model, 'weights.bin'), gen(2, 31));
+  const page = await openPage();
+  const dest = `${REG}/e2e/web-nested-${run}:v1`;
+  await page.fill('#base', BASE);
+  await page.fill('#dest', dest);
+  await page.setInputFiles('#folder', model);
+  await dropGenerated(page, [['unwanted.txt', 0, 0, 'no\n']]);
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 5);
+  await page.click('button[aria-label="Remove unwanted.txt"]');
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 4);
+  const names = await page.$$eval('#filelist li span:first-child', (s) => s.map((x) => x.textContent.replace(/ \(.*/, '')).sort());
+  assert.deepEqual(names, ['model/sub/deeper/notes.txt', 'model/unet/config.json', 'model/vae/config.json', 'model/weights.bin']);
+  await page.click('#go');
+  const { result, log } = await waitResult(page);
+  assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${log}`);
+  checkPushed(dest, result, BASE, (m, b, rootfs) => {
+    assert.equal(m.layers.length, b.layers.length + 1, 'one layer for all the files');
+    const w = path.join(rootfs, 'src/weights');
+    for (const [p, text] of Object.entries(files)) {
+      assert.equal(fs.readFileSync(path.join(w, 'model', p), 'utf8'), text, p);
+    }
+    assert.equal(sha256(fs.readFileSync(path.join(w, 'model/weights.bin'))), sha256(gen(2, 31)));
+    // nothing flattened, nothing else added
+    const all = sh('find', [w, '-type', 'f', '-printf', '%P\n']).trim().split('\n').sort();
+    assert.deepEqual(all, ['model/sub/deeper/notes.txt', 'model/unet/config.json', 'model/vae/config.json', 'model/weights.bin']);
+  });
+  fs.rmSync(src, { recursive: true, force: true });
+  await page.close();
+});
