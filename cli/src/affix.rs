@@ -68,7 +68,11 @@ enum Source {
 /// Runs `affix`; prints `dest@sha256:...`.
 pub fn run(client: &mut Client, a: Args) -> Result<()> {
     let t0 = Instant::now();
-    let sel = PlatformSel::parse(a.platform.as_deref())?;
+    // a modelcar goes on every platform by default, as `lamina append` and olot do
+    let sel = match (a.modelcar, a.platform.as_deref()) {
+        (true, None) => PlatformSel::All,
+        (_, p) => PlatformSel::parse(p)?,
+    };
     // Inputs are checked before any network traffic.
     let default_path = if a.modelcar {
         "/models"

@@ -475,8 +475,10 @@ enum SliceCmd {
         /// Where to put the image (a registry reference or oci:DIR[:TAG]).
         #[arg(long, value_name = "REF")]
         dest: String,
-        /// A repository of the destination registry holding the base blobs, to mount them from.
-        #[arg(long, value_name = "REPO")]
+        /// A repository of the destination registry holding the base blobs, to mount them from
+        /// (`me/base`, or a reference there such as `HOST/mirror/base:stable`). Without it, each
+        /// base's own repository path is tried.
+        #[arg(long, value_name = "REPO|REF")]
         from: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]

@@ -722,11 +722,41 @@ fn preflight(
             None => {}
         }
     }
+    // where omitted blobs may be mounted from: --from, then each base's own repository path
+    // in the destination registry (a site that mirrored r8.im/me/base as HOST/me/base)
+    let from_repo = match (&a.from, &a.dest) {
+        (Some(f), Loc::Registry(d)) => Some(from_repository(f, d)?),
+        (Some(_), _) => {
+            return Err(Box::new(lamina_core::Error::Usage {
+                reason: "--from names a repository of the destination registry; the \
+                         destination is a layout"
+                    .into(),
+            }))
+        }
+        (None, _) => None,
+    };
     let mut missing = Vec::new();
     for b in &m.omitted {
         let digest = Digest::parse(&b.digest)?;
-        if let (Some(from), Loc::Registry(d)) = (&a.from, &a.dest) {
-            if client.run(d, MountBlob::new(&d.repository, from, &digest))? {
+        if let Loc::Registry(d) = &a.dest {
+            let mut candidates: Vec<String> = from_repo.iter().cloned().collect();
+            if let Some(base) = b.base.as_deref() {
+                if let Ok(lamina_core::reference::ImageRef::Registry(r)) =
+                    lamina_core::reference::ImageRef::parse(base, &d.registry)
+                {
+                    if r.repository != d.repository && !candidates.contains(&r.repository) {
+                        candidates.push(r.repository);
+                    }
+                }
+            }
+            let mut mounted = false;
+            for from in &candidates {
+                if client.run(d, MountBlob::new(&d.repository, from, &digest))? {
+                    mounted = true;
+                    break;
+                }
+            }
+            if mounted {
                 continue;
             }
         }
@@ -831,4 +861,32 @@ pub fn ls(input: &str, json: bool) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// The repository `--from` names: a bare repository (`me/base`), or a reference in the
+/// destination registry (`HOST/me/base:stable`, `me/base@sha256:...`; the tag or digest only
+/// says which image, blobs are mounted by repository).
+fn from_repository(from: &str, dest: &lamina_core::reference::Reference) -> Result<String> {
+    use lamina_core::reference::ImageRef;
+    let r = match ImageRef::parse(from, &dest.registry) {
+        Ok(ImageRef::Registry(r)) => r,
+        Ok(_) => {
+            return Err(format!("--from {from}: names a layout; give a repository of {}", dest.registry).into())
+        }
+        Err(e) => {
+            return Err(Box::new(lamina_core::Error::Usage {
+                reason: format!("--from: {e}"),
+            }))
+        }
+    };
+    if r.registry != dest.registry {
+        return Err(Box::new(lamina_core::Error::Usage {
+            reason: format!(
+                "--from {from} is in {}, but the destination is in {}: blobs are mounted within \
+                 one registry; give a repository of {} (e.g. --from {})",
+                r.registry, dest.registry, dest.registry, r.repository
+            ),
+        }));
+    }
+    Ok(r.repository)
 }

@@ -1041,3 +1041,29 @@ fn files_over_8_gib_get_gnu_sizes_that_tar_reads() {
         .unwrap();
     assert_eq!(e.size, size, "{entries:?}");
 }
+
+/// `affix --modelcar` onto an index edits every platform by default, as `append` and olot do
+/// (it once edited linux/amd64 only and left the others bare).
+#[test]
+fn affix_modelcar_onto_an_index_edits_every_platform_by_default() {
+    harness();
+    let dir = tempdir("modelcar-index");
+    std::fs::write(dir.join("model.onnx"), random_bytes(1 << 20, 5)).unwrap();
+    let dest = format!("{PLAIN}/{}:v1", repo("modelcar-index"));
+    lamina(&["affix", "--modelcar", "--base", &format!("{PLAIN}/fixtures/multi:latest"), "--dest", &dest, s(&dir.join("model.onnx"))]).ok();
+    let ix = raw_manifest(&dest, None);
+    let base = raw_manifest(&format!("{PLAIN}/fixtures/multi:latest"), None);
+    let entries = ix["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), base["manifests"].as_array().unwrap().len());
+    let mut edited = 0;
+    for (e, b) in entries.iter().zip(base["manifests"].as_array().unwrap()) {
+        if b["platform"]["os"] == "unknown" {
+            continue;
+        }
+        let m = raw_manifest(&format!("{PLAIN}/{}@{}", repo("modelcar-index"), e["digest"].as_str().unwrap()), None);
+        let last = m["layers"].as_array().unwrap().last().unwrap();
+        assert_eq!(last["annotations"]["org.opencontainers.image.title"], "model.onnx", "{}: {m}", e["platform"]);
+        edited += 1;
+    }
+    assert!(edited >= 2, "{ix}");
+}

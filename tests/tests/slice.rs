@@ -66,14 +66,29 @@ fn tag_exists(reference: &str) -> bool {
 fn save_then_load_into_the_offline_registry_keeps_the_digest() {
     harness();
     let dir = tempdir("slice-roundtrip");
-    let (online, bytes) = online_image("slice-roundtrip", &dir, "fixtures/base:latest");
+    // the base under a repository path the offline registry does not have, so that the load
+    // cannot find it on its own (see the next test for that)
+    let mirror = format!("{}-base:latest", repo("slice-roundtrip"));
+    cmd(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{PLAIN}/fixtures/base:latest"),
+            &format!("docker://{PLAIN}/{mirror}"),
+        ],
+    )
+    .ok();
+    let (online, bytes) = online_image("slice-roundtrip", &dir, &mirror);
     let archive = dir.join("d.tar");
     let out = lamina(&[
         "slice",
         "save",
         &online,
         "--base",
-        &format!("{PLAIN}/fixtures/base:latest"),
+        &format!("{PLAIN}/{mirror}"),
         "-o",
         s(&archive),
         "--json",
@@ -101,7 +116,7 @@ fn save_then_load_into_the_offline_registry_keeps_the_digest() {
     .ok();
     let ls = lamina(&["slice", "ls", s(&archive)]).ok();
     assert!(
-        ls.stdout.contains("saved") && ls.stdout.contains("fixtures/base"),
+        ls.stdout.contains("saved") && ls.stdout.contains("slice-roundtrip"),
         "{}",
         ls.stdout
     );
@@ -341,4 +356,31 @@ fn docker_images_layouts_and_a_manifest_pointing_nowhere() {
         r.stderr
     );
     assert!(!tag_exists(&dest));
+}
+
+/// `--from` takes a reference of the destination registry too (`HOST/repo:tag`), refuses one of
+/// another registry, and without it the load tries each base's own repository path there (a
+/// site that mirrored `fixtures/base` under the same name needs no `--from`).
+#[test]
+fn slice_load_from_takes_a_reference_and_tries_each_bases_own_path() {
+    harness();
+    let dir = tempdir("slice-from");
+    let (online, _) = online_image("slice-from", &dir, "fixtures/base:latest");
+    let archive = dir.join("d.tar");
+    lamina(&["slice", "save", &online, "--base", &format!("{PLAIN}/fixtures/base:latest"), "-o", s(&archive)]).ok();
+    let want = digest_of(&online, None);
+    // no --from: BASIC has fixtures/base, the base's own path
+    let a = format!("{BASIC}/{}:a", repo("slice-from"));
+    let out = lamina_offline(&["slice", "load", s(&archive), "--dest", &a]).ok();
+    assert!(out.stdout.trim().ends_with(&want), "{}", out.stdout);
+    // --from as a full reference in the destination registry
+    let b = format!("{BASIC}/{}-b:v1", repo("slice-from"));
+    let out = lamina_offline(&["slice", "load", s(&archive), "--dest", &b, "--from", &format!("{BASIC}/fixtures/base:latest")]).ok();
+    assert!(out.stdout.trim().ends_with(&want), "{}", out.stdout);
+    // --from in another registry: refused before anything is written
+    let c = format!("{BASIC}/{}-c:v1", repo("slice-from"));
+    let r = lamina_offline(&["slice", "load", s(&archive), "--dest", &c, "--from", &format!("{PLAIN}/fixtures/base")]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("blobs are mounted within one registry"), "{}", r.stderr);
+    assert!(!tag_exists(&c));
 }
