@@ -223,8 +223,34 @@ fn one_layer(
             note: "already zstd",
         });
     }
-    let info = stream(c, src, dst, l, diff_id, Some(level), quiet)?;
-    if (info.size as f64) < min_ratio * info.uncompressed_size as f64 {
+    if from == Compression::None {
+        // an uncompressed layer zstd would not shrink is kept as it is (mounted, not sent
+        // again): judge from its first bytes before streaming anything
+        let head = read_head(c, src, l)?;
+        if !zstd_pays(&head, level, min_ratio) {
+            ensure_blobs(c, src, dst, std::slice::from_ref(l), true)?;
+            return Ok(Outcome {
+                compression: Compression::None,
+                digest: l.digest.clone(),
+                size: l.size,
+                note: "kept uncompressed (ratio)",
+            });
+        }
+    }
+    // one download: the first bytes decide zstd or uncompressed as they stream
+    let info = stream(c, src, dst, l, diff_id, Some(level), Some(min_ratio), quiet)?;
+    let pays = (info.size as f64) < min_ratio * info.uncompressed_size as f64;
+    if info.compression == Compression::Zstd && pays {
+        if from != Compression::None && info.size >= l.size {
+            // zstd at this level is larger than the layer as it was: keep the original
+            ensure_blobs(c, src, dst, std::slice::from_ref(l), true)?;
+            return Ok(Outcome {
+                compression: from,
+                digest: l.digest.clone(),
+                size: l.size,
+                note: "kept (zstd is not smaller)",
+            });
+        }
         return Ok(Outcome {
             compression: Compression::Zstd,
             digest: info.digest,
@@ -232,7 +258,15 @@ fn one_layer(
             note: "zstd",
         });
     }
-    // does not compress enough: store uncompressed
+    if info.compression == Compression::None {
+        return Ok(Outcome {
+            compression: Compression::None,
+            digest: info.digest,
+            size: info.size,
+            note: "stored uncompressed (ratio)",
+        });
+    }
+    // the first bytes promised more than the whole layer gave (rare): the rule still holds
     if from == Compression::None {
         ensure_blobs(c, src, dst, std::slice::from_ref(l), true)?;
         return Ok(Outcome {
@@ -242,13 +276,38 @@ fn one_layer(
             note: "kept uncompressed (ratio)",
         });
     }
-    let info = stream(c, src, dst, l, diff_id, None, quiet)?;
+    let info = stream(c, src, dst, l, diff_id, None, None, quiet)?;
     Ok(Outcome {
         compression: Compression::None,
         digest: info.digest,
         size: info.size,
         note: "stored uncompressed (ratio)",
     })
+}
+
+/// Bytes of a layer's uncompressed content `zstd_pays` judges from.
+const JUDGE: usize = 4 << 20;
+
+/// Whether zstd at `level` shrinks `sample` below `min_ratio` of its size.
+fn zstd_pays(sample: &[u8], level: i32, min_ratio: f64) -> bool {
+    if sample.is_empty() {
+        return true;
+    }
+    match zstd::bulk::compress(sample, level) {
+        Ok(z) => (z.len() as f64) < min_ratio * sample.len() as f64,
+        Err(_) => true, // let the real pass say what is wrong
+    }
+}
+
+/// The first [`JUDGE`] bytes of an uncompressed layer (the download is dropped after them).
+fn read_head(c: &mut Client, src: &Loc, l: &Descriptor) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let body = store::open_blob(c, src, &l.digest)?;
+    let mut head = Vec::with_capacity(JUDGE.min(l.size as usize));
+    body.take(JUDGE as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("downloading layer {}: {e}", l.digest))?;
+    Ok(head)
 }
 
 /// Download -> verify -> decompress -> (zstd at `level`, or nothing) -> upload, in one pass.
@@ -259,6 +318,7 @@ fn stream(
     l: &Descriptor,
     diff_id: &Digest,
     level: Option<i32>,
+    judge: Option<f64>,
     quiet: bool,
 ) -> Result<LayerInfo> {
     let from = media::layer_compression(&l.media_type).ok_or("unknown layer type")?;
@@ -270,25 +330,69 @@ fn stream(
     let producer = std::thread::spawn(move || {
         let mut ch = Chunker::new(CHUNK, tx);
         let r = (|| -> std::result::Result<LayerInfo, Error> {
-            let mut lw = match level {
-                Some(lv) => LayerWriter::with_encoder(
+            let zstd_writer = |lv: i32| -> std::result::Result<LayerWriter, Error> {
+                Ok(LayerWriter::with_encoder(
                     Compression::Zstd,
                     Box::new(NativeZstd::new(Some(lv), 1).map_err(|e| Error::Protocol {
                         reason: format!("libzstd: {e}"),
                     })?),
-                ),
-                None => LayerWriter::new(Compression::None, None),
+                ))
+            };
+            // with `judge`, the first JUDGE bytes of content are held, and decide zstd or none
+            let mut held: Option<Vec<u8>> = judge.map(|_| Vec::new());
+            let mut lw = match (level, judge) {
+                (Some(lv), None) => Some(zstd_writer(lv)?),
+                (None, _) => Some(LayerWriter::new(Compression::None, None)),
+                (Some(_), Some(_)) => None,
+            };
+            let decide = |held: &mut Option<Vec<u8>>,
+                          lw: &mut Option<LayerWriter>,
+                          ch: &mut Chunker|
+             -> std::result::Result<(), Error> {
+                if let (Some(h), Some(lv), Some(ratio)) = (held.take(), level, judge) {
+                    let mut w = if zstd_pays(&h, lv, ratio) {
+                        zstd_writer(lv)?
+                    } else {
+                        LayerWriter::new(Compression::None, None)
+                    };
+                    w.write(&h, &mut |z: &[u8]| ch.push(z))?;
+                    *lw = Some(w);
+                }
+                Ok(())
             };
             let mut dec = compress::decoder::<Error>(from);
             let what = format!("layer {} downloaded from {src_name}", want.digest);
             read_verified(&mut body, &want, &what, &mut |piece: &[u8]| {
                 dec.write(piece, &mut |o: &[u8]| {
-                    lw.write(o, &mut |z: &[u8]| ch.push(z))
+                    if let Some(h) = held.as_mut() {
+                        h.extend_from_slice(o);
+                        if h.len() >= JUDGE {
+                            decide(&mut held, &mut lw, &mut ch)?;
+                        }
+                        return Ok(());
+                    }
+                    match lw.as_mut() {
+                        Some(w) => w.write(o, &mut |z: &[u8]| ch.push(z)),
+                        None => Ok(()),
+                    }
                 })
                 .map_err(resolve::flatten)
             })?;
-            dec.finish(&mut |o: &[u8]| lw.write(o, &mut |z: &[u8]| ch.push(z)))
-                .map_err(resolve::flatten)?;
+            dec.finish(&mut |o: &[u8]| {
+                if let Some(h) = held.as_mut() {
+                    h.extend_from_slice(o);
+                    return Ok(());
+                }
+                match lw.as_mut() {
+                    Some(w) => w.write(o, &mut |z: &[u8]| ch.push(z)),
+                    None => Ok(()),
+                }
+            })
+            .map_err(resolve::flatten)?;
+            decide(&mut held, &mut lw, &mut ch)?;
+            let lw = lw.ok_or_else(|| Error::Protocol {
+                reason: "no layer writer".into(),
+            })?;
             let info = lw.finish(&mut |z: &[u8]| ch.push(z))?;
             if info.diff_id != want_diff {
                 return Err(Error::DigestMismatch {

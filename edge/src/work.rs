@@ -355,7 +355,15 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Res<String> {
             ));
         }
         let (comp, digest, size, note) =
-            if (info.size as f64) < min_ratio * info.uncompressed_size as f64 {
+            if (info.size as f64) < min_ratio * info.uncompressed_size as f64
+                && from != Compression::None
+                && info.size >= l.size
+            {
+                // zstd (ruzstd's fastest level) is not smaller than the layer as it was: keep
+                // the original
+                ensure_blob(c, &src, &dest, l, p).await?;
+                (from, l.digest.clone(), l.size, "kept (zstd is not smaller)")
+            } else if (info.size as f64) < min_ratio * info.uncompressed_size as f64 {
                 (Compression::Zstd, info.digest, info.size, "zstd")
             } else if from == Compression::None {
                 ensure_blob(c, &src, &dest, l, p).await?;

@@ -895,3 +895,43 @@ fn r8im_readme_invocations_and_short_flags_run_unchanged() {
         assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar", "{m}");
     }
 }
+
+/// `zstd` downloads each layer once (it once fetched an incompressible gzip layer twice: once
+/// to try zstd, once to store it uncompressed): the first bytes decide, as they stream. An
+/// uncompressed layer zstd would not shrink is mounted, not sent again.
+#[test]
+fn zstd_downloads_each_layer_once() {
+    harness();
+    let dir = tempdir("zstd-once");
+    std::fs::write(dir.join("noise.bin"), random_bytes(12 << 20, 71)).unwrap();
+    std::fs::write(dir.join("text.txt"), "the same line of text, again and again\n".repeat(200_000)).unwrap();
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let r = repo("zstd-once");
+    // three layers on top of the base: gzip of noise, gzip of text, uncompressed noise
+    lamina(&["affix", "--base", &base, "--dest", &format!("{PLAIN}/{r}:a"), "--compression", "gzip", dir.join("noise.bin").to_str().unwrap()]).ok();
+    lamina(&["affix", "--base", &format!("{PLAIN}/{r}:a"), "--dest", &format!("{PLAIN}/{r}:b"), "--compression", "gzip", dir.join("text.txt").to_str().unwrap()]).ok();
+    std::fs::write(dir.join("noise2.bin"), random_bytes(12 << 20, 72)).unwrap();
+    lamina(&["affix", "--base", &format!("{PLAIN}/{r}:b"), "--dest", &format!("{PLAIN}/{r}:c"), "--compression", "none", dir.join("noise2.bin").to_str().unwrap()]).ok();
+    let src = raw_manifest(&format!("{PLAIN}/{r}:c"), None);
+    let layers: Vec<(String, u64)> = src["layers"].as_array().unwrap().iter().map(|l| (l["digest"].as_str().unwrap().to_string(), l["size"].as_u64().unwrap())).collect();
+    let n = layers.len();
+    let gets = |d: &str| log_lines(PLAIN, &format!("GET /v2/{r}/blobs/{d}")).len();
+    let before: Vec<usize> = layers.iter().map(|(d, _)| gets(d)).collect();
+    let out = lamina(&["zstd", &format!("{PLAIN}/{r}:c"), &format!("{PLAIN}/{r}:z"), "-j", "1"]).ok();
+    let m = raw_manifest(&format!("{PLAIN}/{r}:z"), None);
+    let ml = m["layers"].as_array().unwrap();
+    // gzip of noise: stored uncompressed, downloaded once
+    assert_eq!(ml[n - 3]["mediaType"], "application/vnd.oci.image.layer.v1.tar", "{}", out.stderr);
+    assert_eq!(gets(&layers[n - 3].0) - before[n - 3], 1, "{}", out.stderr);
+    // gzip of text: zstd, downloaded once
+    assert_eq!(ml[n - 2]["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd", "{}", out.stderr);
+    assert_eq!(gets(&layers[n - 2].0) - before[n - 2], 1, "{}", out.stderr);
+    // uncompressed noise: the same blob (mounted), read only as far as its first bytes
+    assert_eq!(ml[n - 1]["digest"].as_str().unwrap(), layers[n - 1].0, "{}", out.stderr);
+    assert_eq!(gets(&layers[n - 1].0) - before[n - 1], 1, "{}", out.stderr);
+    // the image is whole as a runtime sees it (podman; umoci 0.4 reads no zstd)
+    let files = podman_listing(&format!("{PLAIN}/{r}:z"), "/src/weights");
+    let noise = format!("file {} 644", sha256(&random_bytes(12 << 20, 72)));
+    assert_eq!(files.get("noise2.bin"), Some(&noise), "{files:?}");
+    assert!(files.contains_key("text.txt") && files.contains_key("noise.bin"), "{files:?}");
+}
