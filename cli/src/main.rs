@@ -33,6 +33,14 @@ use crate::client::anyhow_like::WithContext as _;
 use crate::client::{Client, Options};
 use crate::creds::Given;
 
+/// `0.1.0 (commit 1a2b3c4d5e6f)`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LAMINA_COMMIT"),
+    ")"
+);
+
 const AFTER_HELP: &str = "\
 Credentials, per registry: -t/--token or COG_TOKEN (Replicate's Cog flow, for --registry);
 --dest-creds USER:PASS or --username/--password (LAMINA_USERNAME/LAMINA_PASSWORD) for the
@@ -43,7 +51,7 @@ anonymous. 127.0.0.1 and localhost use plain HTTP, as Docker does; --insecure fo
 /// Edit container images that carry ML models, directly in the registry: add a layer of
 /// weights on top of an image without pulling its base layers.
 #[derive(Parser, Debug)]
-#[command(name = "lamina", version, about, after_help = AFTER_HELP, propagate_version = true)]
+#[command(name = "lamina", version = VERSION, about, after_help = AFTER_HELP, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -53,8 +61,7 @@ struct Cli {
         long,
         global = true,
         default_value = "r8.im",
-        env = "LAMINA_REGISTRY"
-    )]
+        env = "LAMINA_REGISTRY", hide_env_values = true, help_heading = "Global options")]
     registry: String,
     /// Replicate/Cog token for --registry.
     #[arg(
@@ -62,12 +69,11 @@ struct Cli {
         long,
         global = true,
         env = "COG_TOKEN",
-        hide_env_values = true
-    )]
+        hide_env_values = true, help_heading = "Global options")]
     token: Option<String>,
     /// Username for the destination registry (for extract and layers: the image's; for login:
     /// the one to store).
-    #[arg(short = 'u', long, global = true, env = "LAMINA_USERNAME")]
+    #[arg(short = 'u', long, global = true, env = "LAMINA_USERNAME", hide_env_values = true, help_heading = "Global options")]
     username: Option<String>,
     /// Password for the destination registry (for extract and layers: the image's). Prefer
     /// --password-stdin with login, and the environment elsewhere: a command line is visible
@@ -77,8 +83,7 @@ struct Cli {
         long,
         global = true,
         env = "LAMINA_PASSWORD",
-        hide_env_values = true
-    )]
+        hide_env_values = true, help_heading = "Global options")]
     password: Option<String>,
     /// USER:PASSWORD for the registries read from (--base, --weights, the source image), as
     /// skopeo's --src-creds.
@@ -87,8 +92,7 @@ struct Cli {
         global = true,
         value_name = "USER:PASS",
         env = "LAMINA_SRC_CREDS",
-        hide_env_values = true
-    )]
+        hide_env_values = true, help_heading = "Global options")]
     src_creds: Option<String>,
     /// USER:PASSWORD for the destination registry, as skopeo's --dest-creds (the same as
     /// --username/--password).
@@ -97,44 +101,43 @@ struct Cli {
         global = true,
         value_name = "USER:PASS",
         env = "LAMINA_DEST_CREDS",
-        hide_env_values = true
-    )]
+        hide_env_values = true, help_heading = "Global options")]
     dest_creds: Option<String>,
     /// Use plain HTTP for all registries.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     insecure: bool,
     /// No progress output.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     quiet: bool,
     /// Log every request (credentials are never printed).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     verbose: bool,
     /// Seconds a request may go without sending or receiving a byte before it counts as failed
     /// (and is retried or resumed).
     #[arg(long, global = true, value_name = "SECS", env = "LAMINA_TIMEOUT", default_value_t = 120.0,
-          value_parser = parse_secs)]
+          value_parser = parse_secs, hide_env_values = true, help_heading = "Global options")]
     timeout: f64,
     /// Streamed uploads go as PATCHes of at most this many MiB, each confirmed by the registry:
     /// after a cut, at most one is sent again.
     #[arg(long, global = true, value_name = "MiB", env = "LAMINA_SEGMENT_SIZE", default_value_t = 128,
-          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576), hide_env_values = true, help_heading = "Global options")]
     segment_size: u64,
     /// Also trust the CA certificates in this PEM file (repeatable); the system's store,
     /// SSL_CERT_FILE and /etc/docker/certs.d/HOST/ca.crt are trusted already.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
     ca_file: Vec<PathBuf>,
     /// Verify registries' TLS certificates; --tls-verify=false only for test registries.
-    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Global options")]
     tls_verify: bool,
     /// Verify the certificates of the registries read from (--base, --weights, a source image).
-    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Global options")]
     src_tls_verify: bool,
     /// Verify the destination registry's certificate.
-    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Global options")]
     dest_tls_verify: bool,
     /// Seconds to wait for a connection (TCP and TLS) to a registry.
     #[arg(long, global = true, value_name = "SECS", env = "LAMINA_CONNECT_TIMEOUT",
-          default_value_t = 30.0, value_parser = parse_secs)]
+          default_value_t = 30.0, value_parser = parse_secs, hide_env_values = true, help_heading = "Global options")]
     connect_timeout: f64,
 }
 
@@ -433,6 +436,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print lamina's version and the commit it was built from.
+    Version {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    ///
+    /// Examples:
+    ///   lamina completions bash > ~/.local/share/bash-completion/completions/lamina
+    ///   lamina completions zsh > "${fpath[1]}/_lamina"
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// List the layers of an image (and the platforms of an index).
     Layers {
         /// Image reference.
@@ -656,7 +676,11 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         Cmd::Affix { dest, .. } | Cmd::Clone { dest, .. } => registry_of(dest)?,
         Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => registry_of(image)?,
         Cmd::Remix { dest, .. } | Cmd::Zstd { dest, .. } => registry_of(dest)?,
-        Cmd::Append { .. } | Cmd::Login { .. } | Cmd::Logout { .. } => None,
+        Cmd::Append { .. }
+        | Cmd::Login { .. }
+        | Cmd::Logout { .. }
+        | Cmd::Version { .. }
+        | Cmd::Completions { .. } => None,
         Cmd::Slice {
             cmd: SliceCmd::Save { image, .. },
         } => registry_of(image)?,
@@ -784,11 +808,35 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             )
         }
         Cmd::Logout { registry, json } => return login::logout(registry, *json),
+        Cmd::Version { json } => {
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "commit": env!("LAMINA_COMMIT")})
+                );
+            } else {
+                println!("lamina {VERSION}");
+            }
+            return Ok(());
+        }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "lamina", &mut script);
+            use std::io::Write as _;
+            return match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            };
+        }
         _ => {}
     }
     let mut client = Client::new(opts.clone())?;
     match cli.cmd {
-        Cmd::Login { .. } | Cmd::Logout { .. } => Ok(()),
+        Cmd::Login { .. } | Cmd::Logout { .. } | Cmd::Version { .. } | Cmd::Completions { .. } => {
+            Ok(())
+        }
         Cmd::Affix {
             base,
             dest,
