@@ -249,9 +249,9 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 "layers": layers.iter().map(|l| serde_json::json!({
                     "digest": l.digest.to_string(),
                     "size": l.size,
-                    "diff_id": l.diff_id.to_string(),
+                    "diffId": l.diff_id.to_string(),
                     "compression": l.compression.name(),
-                    "created_by": l.history.created_by,
+                    "createdBy": l.history.created_by,
                 })).collect::<Vec<_>>(),
                 "platforms": images.len(),
                 "seconds": t0.elapsed().as_secs_f64(),
@@ -398,8 +398,8 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             "layer": {
                 "digest": info.digest.to_string(),
                 "size": info.size,
-                "diff_id": info.diff_id.to_string(),
-                "uncompressed_size": info.uncompressed_size,
+                "diffId": info.diff_id.to_string(),
+                "uncompressedSize": info.uncompressed_size,
                 "compression": info.compression.name(),
             },
             "platforms": platforms,
@@ -674,7 +674,9 @@ pub fn clone(
     };
     let mut configs = Vec::new();
     for img in &images {
-        configs.push(resolve::config(client, &base, &img.manifest).context(|| format!("--base {base}"))?);
+        configs.push(
+            resolve::config(client, &base, &img.manifest).context(|| format!("--base {base}"))?,
+        );
     }
     if index.is_none() {
         resolve::check_platform(&base, platform.as_deref(), &configs[0])?;
@@ -691,7 +693,17 @@ pub fn clone(
     copy_other_platforms(client, &base, &dest, index.as_ref(), &images, quiet)
         .context(|| format!("--dest {dest}"))?;
     let labels = vec![("cloned".to_string(), "true".to_string())];
-    let d = push_images(client, &dest, &mut images, configs, &mut index, &[], &labels, &[], quiet)?;
+    let d = push_images(
+        client,
+        &dest,
+        &mut images,
+        configs,
+        &mut index,
+        &[],
+        &labels,
+        &[],
+        quiet,
+    )?;
     crate::store::commit(&dest)?;
     let name = dest.name();
     if json {

@@ -171,7 +171,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 "path": l.in_layer_path,
                 "digest": l.info.digest.to_string(),
                 "size": l.info.size,
-                "diff_id": l.info.diff_id.to_string(),
+                "diffId": l.info.diff_id.to_string(),
                 "compression": l.info.compression.name(),
                 "modelcard": l.part == modelcar::Part::Card,
             })).collect::<Vec<_>>(),

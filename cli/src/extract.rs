@@ -39,6 +39,8 @@ pub struct Args {
     pub all: bool,
     /// Platform of an index.
     pub platform: Option<String>,
+    /// Print a JSON summary (stderr when the tar goes to stdout).
+    pub json: bool,
     /// No progress.
     pub quiet: bool,
 }
@@ -223,6 +225,23 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         }
     }
     drop(guard);
+    if a.json {
+        let j = serde_json::json!({
+            "image": format!("{}@{}", a.image.name(), img.digest),
+            "digest": img.digest.to_string(),
+            "output": a.output.as_deref().unwrap_or("-"),
+            "path": prefix.as_deref().map(|p| format!("/{p}")),
+            "layers": picked,
+            "files": ex.files,
+            "bytes": ex.bytes,
+            "skipped": ex.warnings,
+        });
+        if a.output.is_none() {
+            eprintln!("{j}");
+        } else {
+            println!("{j}");
+        }
+    }
     if !a.quiet {
         eprintln!(
             "extracted {} files ({}) from {} layer(s){}",

@@ -58,7 +58,7 @@ pub fn run(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> 
                     "digest": l.digest.to_string(),
                     "size": l.size,
                     "mediaType": l.media_type,
-                    "created_by": h.as_ref().and_then(|h| h.created_by.clone()),
+                    "createdBy": h.as_ref().and_then(|h| h.created_by.clone()),
                     "comment": h.as_ref().and_then(|h| h.comment.clone()),
                     "created": h.as_ref().and_then(|h| h.created.clone()),
                     "annotations": l.annotations.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
@@ -114,7 +114,7 @@ pub fn run(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> 
                 .strip_prefix("sha256:")
                 .map(|h| &h[..12.min(h.len())])
                 .unwrap_or(d);
-            let mut cb = l["created_by"].as_str().unwrap_or("").to_string();
+            let mut cb = l["createdBy"].as_str().unwrap_or("").to_string();
             if let Some(c) = l["comment"].as_str() {
                 cb.push_str(&format!("  [{c}]"));
             }

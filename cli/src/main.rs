@@ -61,7 +61,10 @@ struct Cli {
         long,
         global = true,
         default_value = "r8.im",
-        env = "LAMINA_REGISTRY", hide_env_values = true, help_heading = "Global options")]
+        env = "LAMINA_REGISTRY",
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
     registry: String,
     /// Replicate/Cog token for --registry.
     #[arg(
@@ -69,11 +72,20 @@ struct Cli {
         long,
         global = true,
         env = "COG_TOKEN",
-        hide_env_values = true, help_heading = "Global options")]
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
     token: Option<String>,
     /// Username for the destination registry (for extract and layers: the image's; for login:
     /// the one to store).
-    #[arg(short = 'u', long, global = true, env = "LAMINA_USERNAME", hide_env_values = true, help_heading = "Global options")]
+    #[arg(
+        short = 'u',
+        long,
+        global = true,
+        env = "LAMINA_USERNAME",
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
     username: Option<String>,
     /// Password for the destination registry (for extract and layers: the image's). Prefer
     /// --password-stdin with login, and the environment elsewhere: a command line is visible
@@ -83,7 +95,9 @@ struct Cli {
         long,
         global = true,
         env = "LAMINA_PASSWORD",
-        hide_env_values = true, help_heading = "Global options")]
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
     password: Option<String>,
     /// USER:PASSWORD for the registries read from (--base, --weights, the source image), as
     /// skopeo's --src-creds.
@@ -92,7 +106,9 @@ struct Cli {
         global = true,
         value_name = "USER:PASS",
         env = "LAMINA_SRC_CREDS",
-        hide_env_values = true, help_heading = "Global options")]
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
     src_creds: Option<String>,
     /// USER:PASSWORD for the destination registry, as skopeo's --dest-creds (the same as
     /// --username/--password).
@@ -101,7 +117,9 @@ struct Cli {
         global = true,
         value_name = "USER:PASS",
         env = "LAMINA_DEST_CREDS",
-        hide_env_values = true, help_heading = "Global options")]
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
     dest_creds: Option<String>,
     /// Use plain HTTP for all registries.
     #[arg(long, global = true, help_heading = "Global options")]
@@ -124,7 +142,12 @@ struct Cli {
     segment_size: u64,
     /// Also trust the CA certificates in this PEM file (repeatable); the system's store,
     /// SSL_CERT_FILE and /etc/docker/certs.d/HOST/ca.crt are trusted already.
-    #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     ca_file: Vec<PathBuf>,
     /// Verify registries' TLS certificates; --tls-verify=false only for test registries.
     #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Global options")]
@@ -247,6 +270,9 @@ enum Cmd {
         /// Platform of an index: os/arch[/variant] (default linux/amd64).
         #[arg(long)]
         platform: Option<String>,
+        /// Print a JSON summary (on stderr when the tar goes to stdout).
+        #[arg(long)]
+        json: bool,
     },
     /// Put the weights layers of one image on top of another, without downloading a layer.
     ///
@@ -483,7 +509,7 @@ enum SliceCmd {
         /// One platform of an index (os/arch[/variant]), or all [default: all].
         #[arg(long)]
         platform: Option<String>,
-        /// Print a JSON summary (not with -o -).
+        /// Print a JSON summary (on stderr with -o -, whose stdout is the archive).
         #[arg(long)]
         json: bool,
     },
@@ -538,6 +564,106 @@ fn kv(list: &[String], what: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// Whether the command was given `--json`, and if so whether its JSON goes to stderr (its
+/// stdout carries data: `extract` to stdout, `slice save -o -`).
+fn json_requested(m: &clap::ArgMatches) -> Option<bool> {
+    let mut cur = m;
+    let mut path = Vec::new();
+    while let Some((name, sub)) = cur.subcommand() {
+        path.push(name.to_string());
+        cur = sub;
+    }
+    let on = cur
+        .try_get_one::<bool>("json")
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(false);
+    if !on {
+        return None;
+    }
+    let data_on_stdout = match path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["extract"] => cur.try_get_one::<String>("output").ok().flatten().is_none(),
+        ["slice", "save"] => cur
+            .try_get_one::<String>("output")
+            .ok()
+            .flatten()
+            .is_some_and(|o| o == "-"),
+        _ => false,
+    };
+    Some(data_on_stdout)
+}
+
+/// The error as JSON: `message` (the whole chain, as printed), `kind`, `exitCode`, and the
+/// fields of lamina's error that scripts act on (`status`, `url`, `registry`, `host`,
+/// `expected`/`found` digests).
+fn error_json(e: &client::anyhow_like::Error, msg: &str, usage: bool) -> serde_json::Value {
+    use lamina_core::Error as E;
+    let mut j = serde_json::json!({
+        "message": msg,
+        "kind": if usage { "usage" } else { "failed" },
+        "exitCode": if usage { 2 } else { 1 },
+    });
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
+    while let Some(c) = cur {
+        if let Some(le) = c.downcast_ref::<E>() {
+            let (kind, extra) = match le {
+                E::InvalidReference { input, .. } => {
+                    ("invalidReference", serde_json::json!({"input": input}))
+                }
+                E::DigestMismatch {
+                    what,
+                    expected,
+                    found,
+                } => (
+                    "digestMismatch",
+                    serde_json::json!({"what": what, "expected": expected.to_string(), "found": found.to_string()}),
+                ),
+                E::SizeMismatch {
+                    what,
+                    expected,
+                    found,
+                } => (
+                    "sizeMismatch",
+                    serde_json::json!({"what": what, "expected": expected, "found": found}),
+                ),
+                E::Http {
+                    method,
+                    url,
+                    status,
+                    ..
+                } => (
+                    "http",
+                    serde_json::json!({"method": method, "url": url, "status": status}),
+                ),
+                E::Auth { registry, .. } => ("auth", serde_json::json!({"registry": registry})),
+                E::Tls { host, .. } => ("tls", serde_json::json!({"host": host})),
+                E::PlatformNotFound { wanted, available } => (
+                    "platformNotFound",
+                    serde_json::json!({"wanted": wanted, "available": available}),
+                ),
+                E::NotFound { what } => ("notFound", serde_json::json!({"what": what})),
+                E::Usage { .. } => ("usage", serde_json::json!({})),
+                E::Io { what, .. } => ("io", serde_json::json!({"what": what})),
+                E::RetriesExhausted { attempts, .. } => (
+                    "retriesExhausted",
+                    serde_json::json!({"attempts": attempts}),
+                ),
+                _ => ("failed", serde_json::json!({})),
+            };
+            j["kind"] = kind.into();
+            if let (Some(o), Some(x)) = (j.as_object_mut(), extra.as_object()) {
+                for (k, v) in x {
+                    o.insert(k.clone(), v.clone());
+                }
+            }
+            break;
+        }
+        cur = c.source();
+    }
+    j
+}
+
 /// Global options that mean nothing for commands that only touch local files.
 const NETWORK_FLAGS: &[(&str, &str)] = &[
     ("token", "--token"),
@@ -586,6 +712,8 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     cleanup::install();
+    // --json asks for errors as JSON too; where the result goes, the error goes
+    let json = json_requested(&matches);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -602,6 +730,14 @@ fn main() -> ExitCode {
             while let Some(s) = src {
                 msg.push_str(&format!(": {s}"));
                 src = s.source();
+            }
+            if let Some(to_stderr) = json {
+                let j = serde_json::json!({ "error": error_json(&e, &msg, usage) });
+                if to_stderr {
+                    eprintln!("{j}");
+                } else {
+                    println!("{j}");
+                }
             }
             eprintln!("lamina: error: {msg}");
             // a refused login: say how to give credentials
@@ -1024,6 +1160,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
             path,
             all,
             platform,
+            json,
         } => extract::run(
             &mut client,
             extract::Args {
@@ -1032,6 +1169,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
                 path,
                 all,
                 platform,
+                json,
                 quiet: cli.quiet,
             },
         ),

@@ -140,7 +140,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 "image": format!("{name}@{d}"),
                 "digest": d.to_string(),
                 "tag": a.dest.tag(),
-                "layers": new_layers.iter().map(|l| serde_json::json!({"digest": l.digest.to_string(), "size": l.size, "diff_id": l.diff_id.to_string()})).collect::<Vec<_>>(),
+                "layers": new_layers.iter().map(|l| serde_json::json!({"digest": l.digest.to_string(), "size": l.size, "diffId": l.diff_id.to_string()})).collect::<Vec<_>>(),
                 "seconds": t0.elapsed().as_secs_f64(),
             })
         );

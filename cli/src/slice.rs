@@ -238,18 +238,21 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
     } else {
         100.0 * om as f64 / (inc + om) as f64
     };
-    if a.json && !to_stdout {
-        println!(
-            "{}",
-            serde_json::json!({
-                "archive": a.output,
-                "image": meta.image,
-                "digest": meta.digest,
-                "included": {"blobs": meta.documents.len() + meta.included.len(), "bytes": inc},
-                "omitted": {"blobs": meta.omitted.len(), "bytes": om},
-                "seconds": t0.elapsed().as_secs_f64(),
-            })
-        );
+    if a.json {
+        let j = serde_json::json!({
+            "archive": a.output,
+            "image": meta.image,
+            "digest": meta.digest,
+            "included": {"blobs": meta.documents.len() + meta.included.len(), "bytes": inc},
+            "omitted": {"blobs": meta.omitted.len(), "bytes": om},
+            "seconds": t0.elapsed().as_secs_f64(),
+        });
+        // stdout is the archive with -o -: the summary goes to stderr
+        if to_stdout {
+            eprintln!("{j}");
+        } else {
+            println!("{j}");
+        }
     } else if !a.quiet || !to_stdout {
         let line =
             format!(
@@ -871,7 +874,11 @@ fn from_repository(from: &str, dest: &lamina_core::reference::Reference) -> Resu
     let r = match ImageRef::parse(from, &dest.registry) {
         Ok(ImageRef::Registry(r)) => r,
         Ok(_) => {
-            return Err(format!("--from {from}: names a layout; give a repository of {}", dest.registry).into())
+            return Err(format!(
+                "--from {from}: names a layout; give a repository of {}",
+                dest.registry
+            )
+            .into())
         }
         Err(e) => {
             return Err(Box::new(lamina_core::Error::Usage {

@@ -354,38 +354,38 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Res<String> {
                 info.diff_id, diffs[i]
             ));
         }
-        let (comp, digest, size, note) =
-            if (info.size as f64) < min_ratio * info.uncompressed_size as f64
-                && from != Compression::None
-                && info.size >= l.size
-            {
-                // zstd (ruzstd's fastest level) is not smaller than the layer as it was: keep
-                // the original
-                ensure_blob(c, &src, &dest, l, p).await?;
-                (from, l.digest.clone(), l.size, "kept (zstd is not smaller)")
-            } else if (info.size as f64) < min_ratio * info.uncompressed_size as f64 {
-                (Compression::Zstd, info.digest, info.size, "zstd")
-            } else if from == Compression::None {
-                ensure_blob(c, &src, &dest, l, p).await?;
-                (
-                    from,
-                    l.digest.clone(),
-                    l.size,
-                    "kept uncompressed (zstd saves too little)",
-                )
-            } else {
-                // stored uncompressed: a second pass
-                let rd = open_blob(c, &src, l).await?;
-                let mut s = FromBlob::recode(rd, &l.digest, l.size, from, Compression::None);
-                c.d.upload(&dest, &mut s, chunk, p).await?;
-                let u = s.info().cloned().ok_or("the layer did not finish")?;
-                (
-                    Compression::None,
-                    u.digest,
-                    u.size,
-                    "stored uncompressed (zstd saves too little)",
-                )
-            };
+        let (comp, digest, size, note) = if (info.size as f64)
+            < min_ratio * info.uncompressed_size as f64
+            && from != Compression::None
+            && info.size >= l.size
+        {
+            // zstd (ruzstd's fastest level) is not smaller than the layer as it was: keep
+            // the original
+            ensure_blob(c, &src, &dest, l, p).await?;
+            (from, l.digest.clone(), l.size, "kept (zstd is not smaller)")
+        } else if (info.size as f64) < min_ratio * info.uncompressed_size as f64 {
+            (Compression::Zstd, info.digest, info.size, "zstd")
+        } else if from == Compression::None {
+            ensure_blob(c, &src, &dest, l, p).await?;
+            (
+                from,
+                l.digest.clone(),
+                l.size,
+                "kept uncompressed (zstd saves too little)",
+            )
+        } else {
+            // stored uncompressed: a second pass
+            let rd = open_blob(c, &src, l).await?;
+            let mut s = FromBlob::recode(rd, &l.digest, l.size, from, Compression::None);
+            c.d.upload(&dest, &mut s, chunk, p).await?;
+            let u = s.info().cloned().ok_or("the layer did not finish")?;
+            (
+                Compression::None,
+                u.digest,
+                u.size,
+                "stored uncompressed (zstd saves too little)",
+            )
+        };
         p.log(&format!(
             "layer {i}: {} -> {digest} ({size} bytes, {note})",
             l.digest

@@ -718,7 +718,7 @@ fn layers_lists_history_and_json() {
         v["images"][0]["layers"][1]["digest"],
         base["layers"][1]["digest"]
     );
-    assert_eq!(v["images"][0]["layers"][1]["created_by"], "COPY . /src");
+    assert_eq!(v["images"][0]["layers"][1]["createdBy"], "COPY . /src");
     assert_eq!(
         v["images"][0]["layers"][0]["size"],
         base["layers"][0]["size"]

@@ -781,7 +781,7 @@ fn modelpack_manifest_shares_the_image_blobs() {
     assert_eq!(layers.len(), 3);
     for (i, l) in layers.iter().enumerate() {
         assert_eq!(l["digest"], j["layers"][i]["digest"], "same blob");
-        assert_eq!(cfg["modelfs"]["diff_ids"][i], j["layers"][i]["diff_id"]);
+        assert_eq!(cfg["modelfs"]["diff_ids"][i], j["layers"][i]["diffId"]);
     }
     assert_eq!(
         layers[0]["mediaType"],
@@ -1050,7 +1050,16 @@ fn affix_modelcar_onto_an_index_edits_every_platform_by_default() {
     let dir = tempdir("modelcar-index");
     std::fs::write(dir.join("model.onnx"), random_bytes(1 << 20, 5)).unwrap();
     let dest = format!("{PLAIN}/{}:v1", repo("modelcar-index"));
-    lamina(&["affix", "--modelcar", "--base", &format!("{PLAIN}/fixtures/multi:latest"), "--dest", &dest, s(&dir.join("model.onnx"))]).ok();
+    lamina(&[
+        "affix",
+        "--modelcar",
+        "--base",
+        &format!("{PLAIN}/fixtures/multi:latest"),
+        "--dest",
+        &dest,
+        s(&dir.join("model.onnx")),
+    ])
+    .ok();
     let ix = raw_manifest(&dest, None);
     let base = raw_manifest(&format!("{PLAIN}/fixtures/multi:latest"), None);
     let entries = ix["manifests"].as_array().unwrap();
@@ -1060,9 +1069,20 @@ fn affix_modelcar_onto_an_index_edits_every_platform_by_default() {
         if b["platform"]["os"] == "unknown" {
             continue;
         }
-        let m = raw_manifest(&format!("{PLAIN}/{}@{}", repo("modelcar-index"), e["digest"].as_str().unwrap()), None);
+        let m = raw_manifest(
+            &format!(
+                "{PLAIN}/{}@{}",
+                repo("modelcar-index"),
+                e["digest"].as_str().unwrap()
+            ),
+            None,
+        );
         let last = m["layers"].as_array().unwrap().last().unwrap();
-        assert_eq!(last["annotations"]["org.opencontainers.image.title"], "model.onnx", "{}: {m}", e["platform"]);
+        assert_eq!(
+            last["annotations"]["org.opencontainers.image.title"], "model.onnx",
+            "{}: {m}",
+            e["platform"]
+        );
         edited += 1;
     }
     assert!(edited >= 2, "{ix}");

@@ -835,12 +835,26 @@ fn r8im_readme_invocations_and_short_flags_run_unchanged() {
     std::fs::create_dir_all(&w).unwrap();
     let big = random_bytes(2 << 20, 61);
     std::fs::write(w.join("model.bin"), &big).unwrap();
-    cmd("tar", &["-C", dir.to_str().unwrap(), "-cf", dir.join("layer.tar").to_str().unwrap(), "src"]).ok();
+    cmd(
+        "tar",
+        &[
+            "-C",
+            dir.to_str().unwrap(),
+            "-cf",
+            dir.join("layer.tar").to_str().unwrap(),
+            "src",
+        ],
+    )
+    .ok();
     let base = format!("{PLAIN}/fixtures/base:latest");
     let dest = format!("{PLAIN}/{}", repo("r8im-readme"));
     let sh = |line: &str| -> Run {
         // the README's line, run by a shell as a script would, with `r8im` being lamina
-        let script = format!("r8im() {{ '{}' \"$@\"; }}; cd '{}'; {line}", lamina_bin().display(), dir.display());
+        let script = format!(
+            "r8im() {{ '{}' \"$@\"; }}; cd '{}'; {line}",
+            lamina_bin().display(),
+            dir.display()
+        );
         let out = std::process::Command::new("bash")
             .args(["-c", &script])
             .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
@@ -855,44 +869,98 @@ fn r8im_readme_invocations_and_short_flags_run_unchanged() {
         }
     };
     // r8im affix --base <base-image> --dest <destination-image> --tar <layer-tar-file>
-    let out = sh(&format!("r8im affix --base {base} --dest {dest}:v1 --tar layer.tar")).ok();
-    assert!(out.stdout.trim().starts_with(&format!("{dest}@sha256:")), "{}", out.stdout);
+    let out = sh(&format!(
+        "r8im affix --base {base} --dest {dest}:v1 --tar layer.tar"
+    ))
+    .ok();
+    assert!(
+        out.stdout.trim().starts_with(&format!("{dest}@sha256:")),
+        "{}",
+        out.stdout
+    );
     // r8im extract <image> [--output file]
     sh(&format!("r8im extract {dest}:v1 --output weights.tar")).ok();
     let x = dir.join("x");
     std::fs::create_dir_all(&x).unwrap();
-    cmd("tar", &["-xf", dir.join("weights.tar").to_str().unwrap(), "-C", x.to_str().unwrap()]).ok();
+    cmd(
+        "tar",
+        &[
+            "-xf",
+            dir.join("weights.tar").to_str().unwrap(),
+            "-C",
+            x.to_str().unwrap(),
+        ],
+    )
+    .ok();
     assert_eq!(std::fs::read(x.join("model.bin")).unwrap(), big);
     // r8im layers <image>
     let out = sh(&format!("r8im layers {dest}:v1")).ok();
     assert!(out.stdout.contains("# weights"), "{}", out.stdout);
     // r8im remix --base <image-including-tag> --weights <image-including-tag> --dest <image-dest>
-    let out = sh(&format!("r8im remix --base {base} --weights {dest}:v1 --dest {dest}:remixed")).ok();
-    assert!(out.stdout.trim().starts_with(&format!("{dest}@sha256:")), "{}", out.stdout);
+    let out = sh(&format!(
+        "r8im remix --base {base} --weights {dest}:v1 --dest {dest}:remixed"
+    ))
+    .ok();
+    assert!(
+        out.stdout.trim().starts_with(&format!("{dest}@sha256:")),
+        "{}",
+        out.stdout
+    );
     // r8im zstd <image> <dest>
     let out = sh(&format!("r8im zstd {dest}:v1 {dest}:zstd")).ok();
-    assert!(out.stdout.trim().starts_with(&format!("{dest}@sha256:")), "{}", out.stdout);
+    assert!(
+        out.stdout.trim().starts_with(&format!("{dest}@sha256:")),
+        "{}",
+        out.stdout
+    );
     // the short flags, -r and -t
-    let out = sh(&format!("r8im affix -r {PLAIN} -t r8_x -b {base} -d {dest}:short -f layer.tar")).ok();
+    let out = sh(&format!(
+        "r8im affix -r {PLAIN} -t r8_x -b {base} -d {dest}:short -f layer.tar"
+    ))
+    .ok();
     assert!(out.stdout.contains("@sha256:"), "{}", out.stdout);
-    let out = sh(&format!("r8im remix -b {base} -w {dest}:short -d {dest}:short-remix")).ok();
+    let out = sh(&format!(
+        "r8im remix -b {base} -w {dest}:short -d {dest}:short-remix"
+    ))
+    .ok();
     assert!(out.stdout.contains("@sha256:"), "{}", out.stdout);
     sh(&format!("r8im extract {dest}:short -o short.tar")).ok();
     assert!(dir.join("short.tar").exists());
     // clone: the same image under a new name, labelled cloned=true
     let out = sh(&format!("r8im clone -b {dest}:v1 -d {dest}-copy:v1")).ok();
-    assert!(out.stdout.trim().starts_with(&format!("{dest}-copy@sha256:")), "{}", out.stdout);
-    let cfg = cmd("skopeo", &["inspect", "--config", "--tls-verify=false", &format!("docker://{dest}-copy:v1")]).ok();
+    assert!(
+        out.stdout
+            .trim()
+            .starts_with(&format!("{dest}-copy@sha256:")),
+        "{}",
+        out.stdout
+    );
+    let cfg = cmd(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--tls-verify=false",
+            &format!("docker://{dest}-copy:v1"),
+        ],
+    )
+    .ok();
     let cfg: serde_json::Value = serde_json::from_str(&cfg.stdout).unwrap();
     assert_eq!(cfg["config"]["Labels"]["cloned"], "true", "{cfg}");
     let orig = raw_manifest(&format!("{dest}:v1"), None);
     let copy = raw_manifest(&format!("{dest}-copy:v1"), None);
     assert_eq!(orig["layers"], copy["layers"]);
     // NO_COMPRESSION=1: zstd stores every layer uncompressed
-    sh(&format!("NO_COMPRESSION=1 r8im zstd {dest}:v1 {dest}:nocomp")).ok();
+    sh(&format!(
+        "NO_COMPRESSION=1 r8im zstd {dest}:v1 {dest}:nocomp"
+    ))
+    .ok();
     let m = raw_manifest(&format!("{dest}:nocomp"), None);
     for l in m["layers"].as_array().unwrap() {
-        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar", "{m}");
+        assert_eq!(
+            l["mediaType"], "application/vnd.oci.image.layer.v1.tar",
+            "{m}"
+        );
     }
 }
 
@@ -904,34 +972,103 @@ fn zstd_downloads_each_layer_once() {
     harness();
     let dir = tempdir("zstd-once");
     std::fs::write(dir.join("noise.bin"), random_bytes(12 << 20, 71)).unwrap();
-    std::fs::write(dir.join("text.txt"), "the same line of text, again and again\n".repeat(200_000)).unwrap();
+    std::fs::write(
+        dir.join("text.txt"),
+        "the same line of text, again and again\n".repeat(200_000),
+    )
+    .unwrap();
     let base = format!("{PLAIN}/fixtures/base:latest");
     let r = repo("zstd-once");
     // three layers on top of the base: gzip of noise, gzip of text, uncompressed noise
-    lamina(&["affix", "--base", &base, "--dest", &format!("{PLAIN}/{r}:a"), "--compression", "gzip", dir.join("noise.bin").to_str().unwrap()]).ok();
-    lamina(&["affix", "--base", &format!("{PLAIN}/{r}:a"), "--dest", &format!("{PLAIN}/{r}:b"), "--compression", "gzip", dir.join("text.txt").to_str().unwrap()]).ok();
+    lamina(&[
+        "affix",
+        "--base",
+        &base,
+        "--dest",
+        &format!("{PLAIN}/{r}:a"),
+        "--compression",
+        "gzip",
+        dir.join("noise.bin").to_str().unwrap(),
+    ])
+    .ok();
+    lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/{r}:a"),
+        "--dest",
+        &format!("{PLAIN}/{r}:b"),
+        "--compression",
+        "gzip",
+        dir.join("text.txt").to_str().unwrap(),
+    ])
+    .ok();
     std::fs::write(dir.join("noise2.bin"), random_bytes(12 << 20, 72)).unwrap();
-    lamina(&["affix", "--base", &format!("{PLAIN}/{r}:b"), "--dest", &format!("{PLAIN}/{r}:c"), "--compression", "none", dir.join("noise2.bin").to_str().unwrap()]).ok();
+    lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/{r}:b"),
+        "--dest",
+        &format!("{PLAIN}/{r}:c"),
+        "--compression",
+        "none",
+        dir.join("noise2.bin").to_str().unwrap(),
+    ])
+    .ok();
     let src = raw_manifest(&format!("{PLAIN}/{r}:c"), None);
-    let layers: Vec<(String, u64)> = src["layers"].as_array().unwrap().iter().map(|l| (l["digest"].as_str().unwrap().to_string(), l["size"].as_u64().unwrap())).collect();
+    let layers: Vec<(String, u64)> = src["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     let n = layers.len();
     let gets = |d: &str| log_lines(PLAIN, &format!("GET /v2/{r}/blobs/{d}")).len();
     let before: Vec<usize> = layers.iter().map(|(d, _)| gets(d)).collect();
-    let out = lamina(&["zstd", &format!("{PLAIN}/{r}:c"), &format!("{PLAIN}/{r}:z"), "-j", "1"]).ok();
+    let out = lamina(&[
+        "zstd",
+        &format!("{PLAIN}/{r}:c"),
+        &format!("{PLAIN}/{r}:z"),
+        "-j",
+        "1",
+    ])
+    .ok();
     let m = raw_manifest(&format!("{PLAIN}/{r}:z"), None);
     let ml = m["layers"].as_array().unwrap();
     // gzip of noise: stored uncompressed, downloaded once
-    assert_eq!(ml[n - 3]["mediaType"], "application/vnd.oci.image.layer.v1.tar", "{}", out.stderr);
+    assert_eq!(
+        ml[n - 3]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar",
+        "{}",
+        out.stderr
+    );
     assert_eq!(gets(&layers[n - 3].0) - before[n - 3], 1, "{}", out.stderr);
     // gzip of text: zstd, downloaded once
-    assert_eq!(ml[n - 2]["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd", "{}", out.stderr);
+    assert_eq!(
+        ml[n - 2]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "{}",
+        out.stderr
+    );
     assert_eq!(gets(&layers[n - 2].0) - before[n - 2], 1, "{}", out.stderr);
     // uncompressed noise: the same blob (mounted), read only as far as its first bytes
-    assert_eq!(ml[n - 1]["digest"].as_str().unwrap(), layers[n - 1].0, "{}", out.stderr);
+    assert_eq!(
+        ml[n - 1]["digest"].as_str().unwrap(),
+        layers[n - 1].0,
+        "{}",
+        out.stderr
+    );
     assert_eq!(gets(&layers[n - 1].0) - before[n - 1], 1, "{}", out.stderr);
     // the image is whole as a runtime sees it (podman; umoci 0.4 reads no zstd)
     let files = podman_listing(&format!("{PLAIN}/{r}:z"), "/src/weights");
     let noise = format!("file {} 644", sha256(&random_bytes(12 << 20, 72)));
     assert_eq!(files.get("noise2.bin"), Some(&noise), "{files:?}");
-    assert!(files.contains_key("text.txt") && files.contains_key("noise.bin"), "{files:?}");
+    assert!(
+        files.contains_key("text.txt") && files.contains_key("noise.bin"),
+        "{files:?}"
+    );
 }

@@ -367,7 +367,16 @@ fn slice_load_from_takes_a_reference_and_tries_each_bases_own_path() {
     let dir = tempdir("slice-from");
     let (online, _) = online_image("slice-from", &dir, "fixtures/base:latest");
     let archive = dir.join("d.tar");
-    lamina(&["slice", "save", &online, "--base", &format!("{PLAIN}/fixtures/base:latest"), "-o", s(&archive)]).ok();
+    lamina(&[
+        "slice",
+        "save",
+        &online,
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "-o",
+        s(&archive),
+    ])
+    .ok();
     let want = digest_of(&online, None);
     // no --from: BASIC has fixtures/base, the base's own path
     let a = format!("{BASIC}/{}:a", repo("slice-from"));
@@ -375,12 +384,33 @@ fn slice_load_from_takes_a_reference_and_tries_each_bases_own_path() {
     assert!(out.stdout.trim().ends_with(&want), "{}", out.stdout);
     // --from as a full reference in the destination registry
     let b = format!("{BASIC}/{}-b:v1", repo("slice-from"));
-    let out = lamina_offline(&["slice", "load", s(&archive), "--dest", &b, "--from", &format!("{BASIC}/fixtures/base:latest")]).ok();
+    let out = lamina_offline(&[
+        "slice",
+        "load",
+        s(&archive),
+        "--dest",
+        &b,
+        "--from",
+        &format!("{BASIC}/fixtures/base:latest"),
+    ])
+    .ok();
     assert!(out.stdout.trim().ends_with(&want), "{}", out.stdout);
     // --from in another registry: refused before anything is written
     let c = format!("{BASIC}/{}-c:v1", repo("slice-from"));
-    let r = lamina_offline(&["slice", "load", s(&archive), "--dest", &c, "--from", &format!("{PLAIN}/fixtures/base")]);
+    let r = lamina_offline(&[
+        "slice",
+        "load",
+        s(&archive),
+        "--dest",
+        &c,
+        "--from",
+        &format!("{PLAIN}/fixtures/base"),
+    ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("blobs are mounted within one registry"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("blobs are mounted within one registry"),
+        "{}",
+        r.stderr
+    );
     assert!(!tag_exists(&c));
 }

@@ -360,6 +360,20 @@ impl<O: Op> Machine<O> {
                 Phase::Step(outcome) => {
                     let base = self.session.base_url();
                     match self.op.step(outcome, &base) {
+                        // an HTTP error names the whole URL, host included
+                        Err(Error::Http {
+                            method,
+                            url,
+                            status,
+                            detail,
+                        }) if url.starts_with('/') => {
+                            self.done = Some(Err(Error::Http {
+                                method,
+                                url: format!("{base}{url}"),
+                                status,
+                                detail,
+                            }))
+                        }
                         Err(e) => self.done = Some(Err(e)),
                         Ok(Step::Done(v)) => self.done = Some(Ok(v)),
                         Ok(Step::NeedData) => self.phase = Phase::NeedData,
