@@ -709,12 +709,10 @@ impl Client {
                         reason,
                         attempt,
                         delay_ms,
-                    } => {
-                        eprintln!(
-                            "retrying ({attempt}) in {:.1}s: {reason}",
-                            delay_ms as f64 / 1000.0
-                        )
-                    }
+                    } => crate::progress::warn(&format!(
+                        "retrying ({attempt}) in {:.1}s: {reason}",
+                        delay_ms as f64 / 1000.0
+                    )),
                     other if self.opts.verbose => eprintln!("  {other:?}"),
                     _ => {}
                 },
@@ -1105,21 +1103,21 @@ impl std::io::Read for BlobReader {
                 Err(e) if self.attempts < DOWNLOAD_RESUMES => {
                     self.attempts += 1;
                     let wait = lamina_core::registry::backoff_ms(self.attempts);
-                    eprintln!(
+                    crate::progress::warn(&format!(
                         "retrying ({}) in {:.1}s: download of {} cut at byte {}: {}",
                         self.attempts,
                         wait as f64 / 1000.0,
                         self.digest,
                         self.pos,
                         error_chain(&e)
-                    );
+                    ));
                     std::thread::sleep(Duration::from_millis(wait));
                     if let Err(e) = self.reopen() {
                         if self.attempts >= DOWNLOAD_RESUMES {
                             return Err(std::io::Error::other(e.to_string()));
                         }
                         // the next read fails again at once and counts another attempt
-                        eprintln!("reopening the download failed: {e}");
+                        crate::progress::warn(&format!("reopening the download failed: {e}"));
                     }
                 }
                 Err(e) => {

@@ -404,7 +404,7 @@ struct Extractor {
 impl Extractor {
     fn warn(&mut self, msg: String) {
         self.warnings += 1;
-        eprintln!("warning: {msg}");
+        crate::progress::warn(&format!("warning: {msg}"));
     }
 
     /// Maps an image path into the output (prefix stripped); `None` if outside the sub-tree.

@@ -131,10 +131,10 @@ impl Walk<'_> {
         let resolved = match p.canonicalize() {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!(
+                crate::progress::warn(&format!(
                     "warning: {} is a dangling symlink; kept as a symlink",
                     p.display()
-                );
+                ));
                 let t = target
                     .to_str()
                     .ok_or_else(|| format!("{}: link target is not UTF-8", p.display()))?;

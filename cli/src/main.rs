@@ -765,6 +765,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> client::anyhow_like::Result<()> {
+    progress::set_quiet(cli.quiet);
     let image_ref = |s: &str| ImageRef::parse(s, &cli.registry);
     // references as given for each role, checked before anything is sent; errors name the role
     let role_ref = |role: &str, s: &str| -> client::anyhow_like::Result<ImageRef> {

@@ -2,7 +2,22 @@
 //! nothing with `-q`.
 
 use std::io::{IsTerminal as _, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `-q`: no progress, notes or warnings (errors still print).
+pub fn set_quiet(q: bool) {
+    QUIET.store(q, Ordering::Relaxed);
+}
+
+/// Prints a warning or note on stderr, unless `-q`.
+pub fn warn(msg: &str) {
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("{msg}");
+    }
+}
 
 /// Progress of one transfer.
 #[derive(Debug, Clone)]
@@ -26,7 +41,7 @@ impl Progress {
             start: Instant::now(),
             last: None,
             tty: std::io::stderr().is_terminal(),
-            quiet,
+            quiet: quiet || QUIET.load(Ordering::Relaxed),
         }
     }
 
@@ -35,9 +50,16 @@ impl Progress {
         self.quiet
     }
 
-    /// Sets the bytes done.
+    /// Sets the bytes done. The bar only moves forward: bytes sent again after a cut (or a
+    /// restarted upload) show as a pause, not as a bar that jumps back.
     pub fn set(&mut self, done: u64) {
-        self.done = done;
+        if done <= self.done && self.last.is_some() {
+            return;
+        }
+        self.done = self.done.max(done);
+        if self.done == 0 {
+            return; // nothing to show yet (an empty bar would flash)
+        }
         let every = if self.tty {
             Duration::from_millis(100)
         } else {
@@ -97,9 +119,13 @@ impl Progress {
         }
     }
 
-    /// Final line.
+    /// Final line: the bar ends full, at what was really done (a compressed layer is smaller
+    /// than the estimate its bar started with).
     pub fn finish(&mut self, done: u64) {
         self.done = done;
+        if self.total.is_some() {
+            self.total = Some(done);
+        }
         self.draw(true);
     }
 }
