@@ -124,7 +124,7 @@ struct Cli {
     /// Use plain HTTP for all registries.
     #[arg(long, global = true, help_heading = "Global options")]
     insecure: bool,
-    /// No progress output.
+    /// No progress, notes or warnings (errors still print).
     #[arg(short, long, global = true, help_heading = "Global options")]
     quiet: bool,
     /// Log every request (credentials are never printed).
@@ -800,9 +800,10 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
     if let Some(t) = cli.token.as_ref().filter(|t| !t.is_empty()) {
         given.token = Some((Secret::new(t.clone()), cli.registry.clone()));
     }
+    // the registry a reference names (a malformed one is reported with its role later)
     let registry_of = |s: &str| -> client::anyhow_like::Result<Option<String>> {
-        Ok(match image_ref(s)? {
-            ImageRef::Registry(r) => Some(r.registry),
+        Ok(match image_ref(s) {
+            Ok(ImageRef::Registry(r)) => Some(r.registry),
             _ => None,
         })
     };
