@@ -8,7 +8,7 @@
 //! at the end; on any error it is removed, so a complete-looking output is a complete one.
 
 use std::collections::HashSet;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -107,6 +107,12 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         Some(o) => (Some(PathBuf::from(o)), false),
         None => (None, false),
     };
+    if !as_dir {
+        // a tar (a file or stdout) streams: layers from the top down, no copy of the tree
+        return tar_out(
+            client, &a, &img, &layers, &diff_ids, &picked, prefix, final_dest,
+        );
+    }
     let tmp_root = match &final_dest {
         Some(d) => {
             let parent = d
@@ -197,32 +203,8 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 std::fs::rename(&tmp_root, &d)?;
             }
         }
-        (Some(f), false) => {
-            let part = f.with_file_name(format!(
-                ".{}.lamina-partial-{}.tar",
-                f.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                std::process::id()
-            ));
-            let _reg2 = crate::cleanup::register(&part);
-            let mut guard2 = Cleanup(vec![part.clone()]);
-            let mut out = std::io::BufWriter::with_capacity(
-                1 << 20,
-                std::fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?,
-            );
-            write_tar(&tmp_root, &mut out)?;
-            out.flush()?;
-            out.into_inner().map_err(|e| e.to_string())?.sync_all()?;
-            std::fs::rename(&part, &f)?;
-            guard2.0.clear();
-        }
-        (None, _) => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            write_tar(&tmp_root, &mut out)?;
-            out.flush()?;
-        }
+        // tars stream (see `tar_out`)
+        _ => return Err("internal error: a tar output reached the directory path".into()),
     }
     drop(guard);
     if a.json {
@@ -273,62 +255,6 @@ impl Drop for Cleanup {
     }
 }
 
-fn write_tar(root: &Path, out: &mut dyn std::io::Write) -> Result<()> {
-    use lamina_core::tar::{EntryKind, TarWriter};
-    let has_any = std::fs::read_dir(root)?.next().is_some();
-    let mut entries = if has_any {
-        crate::inputs::collect(&[root.to_path_buf()], "")?
-    } else {
-        Vec::new()
-    };
-    // files that are hard links of each other stay hard links in the tar
-    let mut seen: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
-    for e in &mut entries {
-        if let (EntryKind::File { .. }, Some(src)) = (&e.kind, &e.source) {
-            use std::os::unix::fs::MetadataExt as _;
-            let m = std::fs::symlink_metadata(src)?;
-            if m.nlink() > 1 {
-                match seen.get(&(m.dev(), m.ino())) {
-                    Some(first) => e.kind = EntryKind::Hardlink(first.clone()),
-                    None => {
-                        seen.insert((m.dev(), m.ino()), e.path.clone());
-                    }
-                }
-            }
-        }
-    }
-    let mut tw = TarWriter::new(crate::affix::source_date_epoch().unwrap_or(0));
-    let mut err: Option<std::io::Error> = None;
-    let mut sink = |b: &[u8]| {
-        if err.is_none() {
-            if let Err(e) = out.write_all(b) {
-                err = Some(e);
-            }
-        }
-    };
-    let mut buf = vec![0u8; 1 << 20];
-    for e in &entries {
-        tw.entry(&e.path, &e.kind, &mut sink)?;
-        if let (EntryKind::File { .. }, Some(src)) = (&e.kind, &e.source) {
-            let mut f = std::fs::File::open(src)?;
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                tw.data(&buf[..n], &mut sink)?;
-            }
-            tw.end_file()?;
-        }
-    }
-    tw.finish(&mut sink)?;
-    match err {
-        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
-}
-
 /// Streams one layer into the extractor, verifying digest, size and diff_id.
 fn layer(
     client: &mut Client,
@@ -336,7 +262,7 @@ fn layer(
     d: &Descriptor,
     diff_id: &lamina_core::Digest,
     idx: usize,
-    ex: &mut Extractor,
+    ex: &mut dyn EventSink,
     quiet: bool,
 ) -> Result<()> {
     let c = media::layer_compression(&d.media_type).ok_or_else(|| Error::UnsupportedMediaType {
@@ -355,7 +281,7 @@ fn layer(
     let feed = |data: &[u8],
                 tar: &mut TarReader,
                 diff: &mut Hasher,
-                ex: &mut Extractor|
+                ex: &mut dyn EventSink|
      -> std::result::Result<(), Error> {
         diff.update(data);
         tar.write(data, &mut |e| ex.event(e))
@@ -389,6 +315,17 @@ fn layer(
         eprintln!("layer {idx}: {} verified", d.digest);
     }
     Ok(())
+}
+
+/// Where a layer's tar events go: a directory ([`Extractor`]) or a merged tar ([`TarMerge`]).
+trait EventSink {
+    fn event(&mut self, e: Event<'_>) -> std::result::Result<(), Error>;
+}
+
+impl EventSink for Extractor {
+    fn event(&mut self, e: Event<'_>) -> std::result::Result<(), Error> {
+        Extractor::event(self, e)
+    }
 }
 
 struct Extractor {
@@ -623,5 +560,360 @@ fn relative(from: &str, to: &str) -> String {
 fn io(p: &Path, e: std::io::Error) -> Error {
     Error::Tar {
         reason: format!("{}: {e}", p.display()),
+    }
+}
+
+/// Writes the extracted tree as one tar straight from the layers, without a copy on disk:
+/// layers are read from the top down, and an entry is written unless a higher layer already
+/// wrote its path, whited it (or an ancestor) out, made an ancestor opaque, or put a
+/// non-directory where an ancestor would be. Duplicates within one layer are written again (the
+/// later one wins when the tar is unpacked, as in the layer). The same safety rules as for a
+/// directory apply (paths that climb out, links that point out, devices).
+#[allow(clippy::too_many_arguments)]
+fn tar_out(
+    client: &mut Client,
+    a: &Args,
+    img: &resolve::Image,
+    layers: &[Descriptor],
+    diff_ids: &[lamina_core::Digest],
+    picked: &[usize],
+    prefix: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<()> {
+    let part = match &file {
+        Some(f) => {
+            let parent = f
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            crate::cleanup::sweep(parent);
+            Some(f.with_file_name(format!(
+                ".{}.lamina-partial-{}.tar",
+                f.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                std::process::id()
+            )))
+        }
+        None => None,
+    };
+    let _reg = part.as_ref().map(|p| crate::cleanup::register(p));
+    let mut guard = Cleanup(part.iter().cloned().collect());
+    let out: Box<dyn std::io::Write> = match &part {
+        Some(p) => Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout().lock(),
+        )),
+    };
+    let mut m = TarMerge {
+        tw: lamina_core::tar::TarWriter::new(crate::affix::source_date_epoch().unwrap_or(0)),
+        out,
+        out_err: None,
+        prefix: prefix.clone(),
+        layer: 0,
+        written: std::collections::HashMap::new(),
+        whited: HashSet::new(),
+        opaque: HashSet::new(),
+        pending_whited: Vec::new(),
+        pending_opaque: Vec::new(),
+        in_file: false,
+        entries: 0,
+        files: 0,
+        bytes: 0,
+        warnings: 0,
+    };
+    for &i in picked.iter().rev() {
+        m.layer = i;
+        layer(
+            client,
+            &a.image,
+            &layers[i],
+            &diff_ids[i],
+            i,
+            &mut m,
+            a.quiet,
+        )?;
+        m.end_layer();
+        if m.broken_pipe() {
+            return Ok(()); // the reader went away (`| head`): not an error
+        }
+    }
+    if m.entries == 0 {
+        return Err(format!(
+            "{}: nothing under /{} in layer(s) {:?}; see `lamina layers`, or use --path or --all",
+            a.image,
+            prefix.as_deref().unwrap_or(""),
+            picked
+        )
+        .into());
+    }
+    m.finish()?;
+    if m.broken_pipe() {
+        return Ok(());
+    }
+    let mut out = m.out;
+    out.flush().map_err(|e| format!("writing the tar: {e}"))?;
+    drop(out);
+    if let (Some(p), Some(f)) = (&part, &file) {
+        std::fs::File::open(p)
+            .and_then(|h| h.sync_all())
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::rename(p, f).map_err(|e| format!("{}: {e}", f.display()))?;
+        guard.0.clear();
+    }
+    if a.json {
+        let j = serde_json::json!({
+            "image": format!("{}@{}", a.image.name(), img.digest),
+            "digest": img.digest.to_string(),
+            "output": a.output.as_deref().unwrap_or("-"),
+            "path": prefix.as_deref().map(|p| format!("/{p}")),
+            "layers": picked,
+            "files": m.files,
+            "bytes": m.bytes,
+            "skipped": m.warnings,
+        });
+        if a.output.is_none() {
+            eprintln!("{j}");
+        } else {
+            println!("{j}");
+        }
+    }
+    if !a.quiet {
+        eprintln!(
+            "extracted {} files ({}) from {} layer(s) as a tar{}",
+            m.files,
+            human(m.bytes),
+            picked.len(),
+            if m.warnings > 0 {
+                format!(", {} entries skipped (see warnings)", m.warnings)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
+/// See [`tar_out`]. Paths are image paths (relative, no leading `/`) until [`TarMerge::map`].
+struct TarMerge {
+    tw: lamina_core::tar::TarWriter,
+    out: Box<dyn std::io::Write>,
+    out_err: Option<std::io::Error>,
+    prefix: Option<String>,
+    layer: usize,
+    /// Image path -> (the layer that wrote it, whether it is a directory).
+    written: std::collections::HashMap<String, (usize, bool)>,
+    /// Paths whited out by a higher layer (with everything below them).
+    whited: HashSet<String>,
+    /// Directories a higher layer made opaque (what lower layers have below them is hidden).
+    opaque: HashSet<String>,
+    pending_whited: Vec<String>,
+    pending_opaque: Vec<String>,
+    in_file: bool,
+    entries: u64,
+    files: u64,
+    bytes: u64,
+    warnings: u64,
+}
+
+impl TarMerge {
+    fn warn(&mut self, msg: String) {
+        self.warnings += 1;
+        crate::progress::warn(&format!("warning: {msg}"));
+    }
+
+    fn broken_pipe(&self) -> bool {
+        self.out_err
+            .as_ref()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
+    /// The layer is done: its whiteouts and opaque markers now apply to the layers below.
+    fn end_layer(&mut self) {
+        self.whited.extend(self.pending_whited.drain(..));
+        self.opaque.extend(self.pending_opaque.drain(..));
+    }
+
+    fn map(&self, image_path: &str) -> Option<String> {
+        match &self.prefix {
+            None => Some(image_path.to_string()),
+            Some(p) if image_path == p => Some(String::new()),
+            Some(p) => image_path
+                .strip_prefix(&format!("{p}/"))
+                .map(str::to_string),
+        }
+    }
+
+    /// Whether a higher layer hides `path`.
+    fn hidden(&self, path: &str) -> bool {
+        if let Some(&(l, _)) = self.written.get(path) {
+            if l != self.layer {
+                return true;
+            }
+        }
+        let mut anc = path;
+        let mut first = true;
+        loop {
+            if self.whited.contains(anc) {
+                return true;
+            }
+            if !first {
+                if self.opaque.contains(anc) {
+                    return true;
+                }
+                if let Some(&(l, false)) = self.written.get(anc) {
+                    if l != self.layer {
+                        return true;
+                    }
+                }
+            }
+            first = false;
+            match anc.rsplit_once('/') {
+                Some((d, _)) => anc = d,
+                None => break,
+            }
+        }
+        // the root's opaque marker hides everything below
+        self.opaque.contains("")
+    }
+
+    fn write(
+        &mut self,
+        f: impl FnOnce(
+            &mut lamina_core::tar::TarWriter,
+            &mut dyn FnMut(&[u8]),
+        ) -> std::result::Result<(), Error>,
+    ) -> std::result::Result<(), Error> {
+        let out = &mut self.out;
+        let err = &mut self.out_err;
+        let mut sink = |b: &[u8]| {
+            if err.is_none() {
+                if let Err(e) = out.write_all(b) {
+                    *err = Some(e);
+                }
+            }
+        };
+        f(&mut self.tw, &mut sink)?;
+        match &self.out_err {
+            Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+                what: "the tar output".into(),
+                reason: e.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn finish(&mut self) -> std::result::Result<(), Error> {
+        self.write(|tw, sink| tw.finish(sink))
+    }
+}
+
+impl EventSink for TarMerge {
+    fn event(&mut self, e: Event<'_>) -> std::result::Result<(), Error> {
+        use lamina_core::tar::EntryKind;
+        match e {
+            Event::Entry(h) => {
+                self.in_file = false;
+                let Some(image_path) = safe_path(&h.path) else {
+                    if !matches!(h.path.trim_matches('/'), "" | ".") {
+                        self.warn(format!(
+                            "skipped {:?}: the path climbs out of the image root",
+                            h.path
+                        ));
+                    }
+                    return Ok(());
+                };
+                let (dir, base) = match image_path.rsplit_once('/') {
+                    Some((d, b)) => (d.to_string(), b.to_string()),
+                    None => (String::new(), image_path.clone()),
+                };
+                if let Some(name) = base.strip_prefix(".wh.") {
+                    if name == ".wh..opq" {
+                        self.pending_opaque.push(dir);
+                    } else if dir.is_empty() {
+                        self.pending_whited.push(name.to_string());
+                    } else {
+                        self.pending_whited.push(format!("{dir}/{name}"));
+                    }
+                    return Ok(());
+                }
+                if self.hidden(&image_path) {
+                    return Ok(());
+                }
+                let Some(rel) = self.map(&image_path).filter(|r| !r.is_empty()) else {
+                    return Ok(());
+                };
+                let kind = match &h.kind {
+                    Kind::Dir => EntryKind::Dir,
+                    Kind::File => EntryKind::File {
+                        size: h.size,
+                        executable: h.mode & 0o111 != 0,
+                    },
+                    Kind::Symlink(target) => {
+                        match resolve_link(&image_path, target).and_then(|t| self.map(&t)) {
+                            Some(_) if target.starts_with('/') => {
+                                let to = resolve_link(&image_path, target).unwrap_or_default();
+                                EntryKind::Symlink(relative(&image_path, &to))
+                            }
+                            Some(_) => EntryKind::Symlink(target.clone()),
+                            None => {
+                                self.warn(format!("skipped symlink {:?} -> {target:?}: it points outside the extracted tree", h.path));
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Kind::Hardlink(target) => {
+                        // the target must be in this tar already, from this same layer
+                        let t = safe_path(target);
+                        let ok = t.as_deref().and_then(|t| {
+                            let (l, is_dir) = *self.written.get(t)?;
+                            (l == self.layer && !is_dir).then(|| self.map(t)).flatten()
+                        });
+                        match ok.filter(|t| !t.is_empty()) {
+                            Some(t) => EntryKind::Hardlink(t),
+                            None => {
+                                self.warn(format!("skipped hard link {:?} -> {target:?}: its target is not an extracted file of the same layer", h.path));
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Kind::Other(t) => {
+                        self.warn(format!(
+                            "skipped {:?}: device, FIFO or unknown entry type {:?}",
+                            h.path, *t as char
+                        ));
+                        return Ok(());
+                    }
+                };
+                let is_dir = matches!(kind, EntryKind::Dir);
+                let is_file = matches!(kind, EntryKind::File { .. });
+                if matches!(kind, EntryKind::File { .. } | EntryKind::Hardlink(_)) {
+                    self.files += 1;
+                }
+                self.written.insert(image_path, (self.layer, is_dir));
+                self.entries += 1;
+                self.write(|tw, sink| tw.entry(&rel, &kind, sink))?;
+                self.in_file = is_file;
+                Ok(())
+            }
+            Event::Data(d) => {
+                if !self.in_file {
+                    return Ok(());
+                }
+                self.bytes += d.len() as u64;
+                self.write(|tw, sink| tw.data(d, sink))
+            }
+            Event::EntryEnd => {
+                if std::mem::take(&mut self.in_file) {
+                    self.tw.end_file()?;
+                }
+                Ok(())
+            }
+        }
     }
 }

@@ -226,8 +226,7 @@ fn one_layer(
     if from == Compression::None {
         // an uncompressed layer zstd would not shrink is kept as it is (mounted, not sent
         // again): judge from its first bytes before streaming anything
-        let head = read_head(c, src, l)?;
-        if !zstd_pays(&head, level, min_ratio) {
+        if !judge_uncompressed(c, src, l, level, min_ratio)? {
             ensure_blobs(c, src, dst, std::slice::from_ref(l), true)?;
             return Ok(Outcome {
                 compression: Compression::None,
@@ -299,15 +298,51 @@ fn zstd_pays(sample: &[u8], level: i32, min_ratio: f64) -> bool {
     }
 }
 
-/// The first [`JUDGE`] bytes of an uncompressed layer (the download is dropped after them).
-fn read_head(c: &mut Client, src: &Loc, l: &Descriptor) -> Result<Vec<u8>> {
+/// Whether zstd pays for an uncompressed layer, judged from its first [`JUDGE`] bytes. When it
+/// does not, the rest of the same download is read and the whole layer verified (digest and
+/// size), so a layer that is kept as it is was still checked, in one download; when it does,
+/// the download is dropped after its first bytes and the layer is streamed through zstd.
+fn judge_uncompressed(
+    c: &mut Client,
+    src: &Loc,
+    l: &Descriptor,
+    level: i32,
+    min_ratio: f64,
+) -> Result<bool> {
     use std::io::Read as _;
-    let body = store::open_blob(c, src, &l.digest)?;
+    let mut body = store::open_blob(c, src, &l.digest)?;
     let mut head = Vec::with_capacity(JUDGE.min(l.size as usize));
-    body.take(JUDGE as u64)
+    (&mut body)
+        .take(JUDGE as u64)
         .read_to_end(&mut head)
         .map_err(|e| format!("downloading layer {}: {e}", l.digest))?;
-    Ok(head)
+    if zstd_pays(&head, level, min_ratio) {
+        return Ok(true);
+    }
+    let mut v = lamina_core::registry::Verifier::default();
+    v.update(&head);
+    drop(head);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = JUDGE as u64;
+    loop {
+        let k = body
+            .read(&mut buf)
+            .map_err(|e| format!("downloading layer {}: {e}", l.digest))?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        if n > l.size + JUDGE as u64 {
+            break; // more than announced: the check below says so
+        }
+        v.update(&buf[..k]);
+    }
+    v.check(
+        &format!("layer {} downloaded from {}", l.digest, src.name()),
+        &l.digest,
+        Some(l.size),
+    )?;
+    Ok(false)
 }
 
 /// Download -> verify -> decompress -> (zstd at `level`, or nothing) -> upload, in one pass.

@@ -12,7 +12,10 @@ fn cli_transcripts() {
         .register_bin("lamina", lamina_bin())
         .env("SOURCE_DATE_EPOCH", "946684800")
         .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
-        .env("LAMINA_CACHE_DIR", state().join("cache").display().to_string())
+        .env(
+            "LAMINA_CACHE_DIR",
+            state().join("cache").display().to_string(),
+        )
         .env("COLUMNS", "100")
         .case("cmd/*.trycmd");
 }

@@ -83,9 +83,7 @@ fn line_matches(pattern: &str, line: &str) -> bool {
 fn output_matches(expected: &[String], got: &[&str]) -> bool {
     match expected.split_first() {
         None => got.is_empty(),
-        Some((p, rest)) if p == "[..]" => {
-            (0..=got.len()).any(|k| output_matches(rest, &got[k..]))
-        }
+        Some((p, rest)) if p == "[..]" => (0..=got.len()).any(|k| output_matches(rest, &got[k..])),
         Some((p, rest)) => {
             !got.is_empty() && line_matches(p, got[0]) && output_matches(rest, &got[1..])
         }
@@ -100,9 +98,17 @@ fn readme_examples_run_as_written() {
     assert!(ex.len() >= 5, "the README's console blocks: {}", ex.len());
     let dir = tempdir("readme");
     hf_folder(&dir.join("weights"));
-    std::fs::write(dir.join("model.safetensors"), models::safetensors("w", 1024, 3)).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        models::safetensors("w", 1024, 3),
+    )
+    .unwrap();
     let bin_dir = lamina_bin().parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     for e in &ex {
         let out = std::process::Command::new("bash")
             .args(["-c", &format!("set -o pipefail\n{}", e.command)])
@@ -126,7 +132,12 @@ fn readme_examples_run_as_written() {
             out.status
         );
         let got: Vec<&str> = stdout.lines().collect();
-        let expected: Vec<String> = e.expected.iter().filter(|l| !l.is_empty()).cloned().collect();
+        let expected: Vec<String> = e
+            .expected
+            .iter()
+            .filter(|l| !l.is_empty())
+            .cloned()
+            .collect();
         if !expected.is_empty() {
             assert!(
                 output_matches(&expected, &got),
@@ -151,7 +162,8 @@ fn the_runner_matches_wildcards_and_refuses_other_output() {
     assert!(output_matches(&e(&["a", "[..]"]), &["a", "b", "c"]));
     assert!(output_matches(&e(&["a", "[..]", "c"]), &["a", "b", "c"]));
     assert!(!output_matches(&e(&["a", "c"]), &["a", "b", "c"]));
-    let ex = examples("x\n```console\n$ lamina a \\\n  --b\nout\n$ lamina c\n```\n```text\n$ no\n```\n");
+    let ex =
+        examples("x\n```console\n$ lamina a \\\n  --b\nout\n$ lamina c\n```\n```text\n$ no\n```\n");
     assert_eq!(ex.len(), 2);
     assert_eq!(ex[0].command, "lamina a \\\n  --b");
     assert_eq!(ex[0].expected, vec!["out".to_string()]);
