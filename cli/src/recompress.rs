@@ -346,6 +346,7 @@ fn judge_uncompressed(
 }
 
 /// Download -> verify -> decompress -> (zstd at `level`, or nothing) -> upload, in one pass.
+#[allow(clippy::too_many_arguments)]
 fn stream(
     c: &mut Client,
     src: &Loc,

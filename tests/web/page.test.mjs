@@ -238,7 +238,9 @@ test('Cancel stops an upload in progress; leaving the page warns only while a jo
     window.dispatchEvent(e);
     return e.defaultPrevented;
   }), false);
+  console.log('DBG before close');
   await page.close();
+  console.log('DBG after close');
 });
 
 test('a short name goes to r8.im: said at once, and an unreachable r8.im fails fast', async () => {
