@@ -4,8 +4,9 @@
 //! `tar::archive_path`, `tar::looks_like_tar_header`.
 //! Input: see `lamina_fuzz::Input` (control bytes cut the payload into the pieces fed to
 //! `write`; bit 4 of the flags makes the callback fail at the event the flags' top bits pick).
-//! Invariants: the events and the outcome do not depend on how the stream is split; callback
-//! errors come back unchanged; `safe_path` and `archive_path` agree and never climb out;
+//! Invariants: the events and the outcome do not depend on how the stream is split; a walk that
+//! skips every file's content (`skip_data`, as a reader that seeks does) sees the same headers
+//! and never a content byte; callback errors come back unchanged; `safe_path` and `archive_path` agree and never climb out;
 //! `resolve_link` never gives a `..`.
 #![no_main]
 
@@ -62,6 +63,33 @@ fn read(pieces: &[&[u8]], fail_at: Option<usize>) -> (Vec<Ev>, Result<(), Error>
     (evs, res)
 }
 
+/// Walks `payload` as a reader that can seek does: a block at a time, skipping each file's
+/// content with `skip_data`. The headers seen, and whether the walk got through.
+fn walk(payload: &[u8]) -> (Vec<Header>, bool) {
+    let mut r = TarReader::new();
+    let mut pos = 0u64;
+    let mut hs = Vec::new();
+    while pos < payload.len() as u64 {
+        let start = pos as usize;
+        let end = (start + 512).min(payload.len());
+        let res = r.write(&payload[start..end], &mut |e| {
+            assert!(!matches!(e, Event::Data(_)), "content fed to a walk that skips it");
+            if let Event::Entry(h) = e {
+                hs.push(h.clone());
+            }
+            Ok(())
+        });
+        if res.is_err() {
+            return (hs, false);
+        }
+        pos = end as u64;
+        let skipped = r.skip_data(&mut |_| Ok(())).unwrap_or(0);
+        pos = pos.saturating_add(skipped);
+        assert_eq!(r.offset(), pos, "offset counts skipped bytes");
+    }
+    (hs, true)
+}
+
 fn check_path(p: &str) {
     let safe = safe_path(p);
     if let Some(s) = &safe {
@@ -102,6 +130,19 @@ fuzz_target!(|data: &[u8]| {
         split_res.is_ok(),
         "{whole_res:?} vs {split_res:?}"
     );
+
+    let (walked, walked_ok) = walk(payload);
+    if whole_res.is_ok() {
+        let headers: Vec<&Header> = whole
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Entry(h) => Some(h),
+                _ => None,
+            })
+            .collect();
+        assert!(walked_ok, "a walk failed where a read did not");
+        assert_eq!(walked.iter().collect::<Vec<_>>(), headers, "a walk saw other headers");
+    }
 
     if input.flags & 0x10 != 0 {
         let at = usize::from(input.flags >> 5);
