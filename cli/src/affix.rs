@@ -121,7 +121,14 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         }
         (Some(t), true) => {
             if t != "-" {
-                std::fs::metadata(t).map_err(|e| format!("{t}: {e}"))?;
+                // readable, and a file: checked before anything is sent
+                let f = std::fs::File::open(t).map_err(|e| format!("--tar {t}: {e}"))?;
+                if f.metadata()
+                    .map_err(|e| format!("--tar {t}: {e}"))?
+                    .is_dir()
+                {
+                    return Err(format!("--tar {t}: is a directory (give it without --tar)").into());
+                }
             }
             Source::Tar(t.clone())
         }
@@ -132,7 +139,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         .compression
         .clone()
         .unwrap_or_else(|| if a.modelcar { "none" } else { "auto" }.to_string());
-    // `auto` on stdin decides inside the builder, from the tar's first bytes
+    // `auto` on stdin or a pipe decides inside the builder, from the tar's first bytes
     let mut auto_stdin = false;
     let compression = match compression_arg.as_str() {
         // a modelcar decides per layer (crate::modelcar::build)
@@ -140,9 +147,10 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         "auto" => {
             let choice = match &source {
                 Source::Files(e) => Some(crate::inputs::choose_auto(e)?),
-                Source::Tar(t) if t != "-" => {
+                Source::Tar(t) if std::fs::metadata(t).is_ok_and(|m| m.is_file()) => {
                     Some(crate::inputs::choose_auto_tar(std::path::Path::new(t))?)
                 }
+                // stdin or a pipe: judged from its first bytes as they are read
                 Source::Tar(_) => None,
             };
             match choice {
@@ -316,7 +324,8 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             };
-            let rewindable = t != "-";
+            // a pipe (`--tar <(...)`, /dev/stdin) cannot be read twice, like stdin
+            let rewindable = t != "-" && std::fs::metadata(&t).is_ok_and(|m| m.is_file());
             (
                 format!("ADD {name} / # weights"),
                 Box::new(move || {

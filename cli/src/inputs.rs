@@ -461,7 +461,8 @@ mod tests {
         }
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("f"), "x").unwrap();
-        std::fs::set_permissions(t.path().join("f"), std::fs::Permissions::from_mode(0o000)).unwrap();
+        std::fs::set_permissions(t.path().join("f"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
         let err = collect(&[t.path().to_path_buf()], "x")
             .unwrap_err()
             .to_string();
