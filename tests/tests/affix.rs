@@ -876,3 +876,42 @@ fn affix_survives_a_registry_restart_in_the_middle_of_the_upload() {
         out.stderr
     );
 }
+
+/// `--tar` through a pipe (`--tar <(tar -c ...)`), as r8im streams non-regular files: `auto`
+/// judges it from its first bytes (it once read the pipe as a file of 0 bytes and gzipped the
+/// weights), and the layer holds the tar; a directory or an unreadable file given to `--tar` is
+/// refused before anything is sent.
+#[test]
+fn affix_tar_from_a_pipe_and_refused_tar_inputs() {
+    harness();
+    let dir = tempdir("affix-pipe");
+    let w = dir.join("src/weights");
+    std::fs::create_dir_all(&w).unwrap();
+    std::fs::write(w.join("model.safetensors"), random_bytes(2 << 20, 88)).unwrap();
+    let dest = format!("{PLAIN}/{}:v1", repo("pipe"));
+    let script = format!(
+        "'{}' affix --base {PLAIN}/fixtures/base:latest --dest {dest} --tar <(tar -C '{}' -c src)",
+        lamina_bin().display(),
+        dir.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
+        .env("LAMINA_CACHE_DIR", state().join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let m = raw_manifest(&dest, None);
+    assert_eq!(
+        m["layers"].as_array().unwrap().last().unwrap()["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar",
+        "weights from a pipe are stored uncompressed: {stderr}"
+    );
+    let files = podman_listing(&dest, "/src/weights");
+    assert!(files.contains_key("model.safetensors"), "{files:?}");
+    let r = lamina(&["affix", "--base", &format!("{PLAIN}/fixtures/base:latest"), "--dest", &dest, "--tar", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("is a directory"), "{}", r.stderr);
+    assert!(!r.stderr.contains("base layers"), "refused before any network work: {}", r.stderr);
+}

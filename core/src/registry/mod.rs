@@ -16,6 +16,8 @@
 //!     match machine.poll(now_ms) {
 //!         Output::Send(req)       => match http.send(req) {        // do NOT follow redirects
 //!                                        Ok(resp) => machine.handle_response(now_ms, resp),
+//!                                        Err(e) if e.is_untrusted_certificate()
+//!                                                 => machine.handle_fatal_error(Error::Tls { .. }),
 //!                                        Err(e)   => machine.handle_error(now_ms, e.to_string()),
 //!                                    },
 //!         Output::Wait(until_ms)  => sleep_until(until_ms),
@@ -32,7 +34,13 @@
 //! (credentials are dropped when the host changes), and retries with exponential backoff and
 //! jitter for 408, 429 (honouring `Retry-After`), 5xx and network errors on requests that are
 //! safe to repeat. A `Body::Blob` asks the driver to send a byte range of the blob it uploads;
-//! [`Held`] keeps those bytes, from the registry's confirmed offset on.
+//! [`Held`] keeps those bytes, from the registry's confirmed offset on. A `Body::Stream { start,
+//! limit }` asks it to stream the blob from `start` for at most `limit` bytes (one segment): at the
+//! blob's end the driver reports completion before the answer (`Upload::data_complete`), at the
+//! limit it reports the bytes it made beyond it as available (`Upload::data_available`) and keeps
+//! them for the next segment. A failure retrying cannot fix (an untrusted certificate) goes to
+//! `handle_fatal_error` and ends the operation at once. A driver bounds every request in time
+//! (an idle timeout: nothing sent or received for a while is a failure, fed to `handle_error`).
 
 mod held;
 mod ops;
