@@ -910,8 +910,20 @@ fn affix_tar_from_a_pipe_and_refused_tar_inputs() {
     );
     let files = podman_listing(&dest, "/src/weights");
     assert!(files.contains_key("model.safetensors"), "{files:?}");
-    let r = lamina(&["affix", "--base", &format!("{PLAIN}/fixtures/base:latest"), "--dest", &dest, "--tar", dir.to_str().unwrap()]);
+    let r = lamina(&[
+        "affix",
+        "--base",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "--dest",
+        &dest,
+        "--tar",
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("is a directory"), "{}", r.stderr);
-    assert!(!r.stderr.contains("base layers"), "refused before any network work: {}", r.stderr);
+    assert!(
+        !r.stderr.contains("base layers"),
+        "refused before any network work: {}",
+        r.stderr
+    );
 }
