@@ -12,7 +12,7 @@ use lamina_core::http::{Body, Method, Request, Response};
 use lamina_core::layer::LayerInfo;
 use lamina_core::reference::{Reference, Scheme};
 use lamina_core::registry::{
-    Event, Held, Machine, Op, OpenBlob, Output, Session, Upload, UploadConfig,
+    Event, Held, Machine, NetError, Op, OpenBlob, Output, Session, Upload, UploadConfig,
 };
 use lamina_core::{Digest, Error};
 
@@ -123,17 +123,12 @@ impl Chunker {
 pub struct Client {
     /// One client per registry host (each trusts what [`crate::tls`] says for it).
     http: HashMap<String, reqwest::blocking::Client>,
-    /// A certificate failure on the last request, which retrying cannot fix.
-    fatal: Option<Error>,
     opts: Options,
     sessions: HashMap<String, Session>,
     start: Instant,
     stream: Option<reqwest::blocking::Response>,
     rt: Option<(tokio::runtime::Runtime, HashMap<String, reqwest::Client>)>,
 }
-
-/// Marks an error string from the async path as a certificate failure.
-const TLS_MARK: &str = "\u{0}tls:";
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,7 +143,6 @@ impl Client {
     pub fn new(opts: Options) -> anyhow_like::Result<Self> {
         Ok(Client {
             http: HashMap::new(),
-            fatal: None,
             opts,
             sessions: HashMap::new(),
             start: Instant::now(),
@@ -215,14 +209,6 @@ impl Client {
         Ok(c)
     }
 
-    /// An error string for a failed request; a certificate failure is kept in `fatal` too.
-    fn net_error(&mut self, url: &str, e: reqwest::Error) -> String {
-        if let Some(r) = crate::tls::certificate_failure(&e) {
-            self.fatal = Some(tls_error(url, &r));
-        }
-        error_chain(&e.without_url())
-    }
-
     /// Sends a request whose body is pulled from a producer (chunked transfer encoding) or is a
     /// large buffer, on the async client. The blocking client reads bodies 8 KiB at a time
     /// through a channel, which costs half the throughput; this path hands whole chunks over.
@@ -234,8 +220,8 @@ impl Client {
     /// front end answered early), which drops the body's receiver, which ends the pump thread;
     /// only then does this return. (Regression: the pump stayed blocked on a channel that the
     /// abandoned connection task held, and joining it hung the upload for ever.)
-    fn send_async(&mut self, req: &Request, body: AsyncBody) -> Result<Response, String> {
-        let http = self.async_for(&req.url)?;
+    fn send_async(&mut self, req: &Request, body: AsyncBody) -> Result<Response, NetError> {
+        let http = self.async_for(&req.url).map_err(NetError::Other)?;
         let Some((rt, _)) = &self.rt else {
             return Err("no runtime".into());
         };
@@ -326,19 +312,13 @@ impl Client {
         let w = Arc::clone(&watch);
         let out = rt.block_on(async move {
             let work = async {
-                let resp =
-                    b.send()
-                        .await
-                        .map_err(|e| match crate::tls::certificate_failure(&e) {
-                            Some(r) => format!("{TLS_MARK}{r}"),
-                            None => error_chain(&e.without_url()),
-                        })?;
+                let resp = b.send().await.map_err(net_error)?;
                 w.touch();
                 let status = resp.status().as_u16();
                 let headers = header_pairs(resp.headers());
                 let mut resp = resp;
                 let mut body = Vec::new();
-                while let Some(c) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+                while let Some(c) = resp.chunk().await.map_err(net_error)? {
                     w.touch();
                     body.extend_from_slice(&c);
                     if body.len() as u64 > max {
@@ -347,7 +327,7 @@ impl Client {
                 }
                 let truncated = body.len() as u64 > max;
                 body.truncate(max as usize);
-                Ok::<_, String>(Response {
+                Ok::<_, NetError>(Response {
                     status,
                     headers,
                     body,
@@ -359,10 +339,10 @@ impl Client {
                 loop {
                     tokio::time::sleep(tick).await;
                     if w.idle() >= idle {
-                        return format!(
-                            "timed out: nothing sent or received for {} (--timeout)",
+                        return NetError::Timeout(format!(
+                            "nothing sent or received for {} (--timeout)",
                             secs(idle)
-                        );
+                        ));
                     }
                 }
             };
@@ -373,14 +353,6 @@ impl Client {
                 futures_util::future::Either::Right((e, _)) => Err(e),
             }
         });
-        let out = match out {
-            Err(e) if e.starts_with(TLS_MARK) => {
-                let reason = e[TLS_MARK.len()..].to_string();
-                self.fatal = Some(tls_error(&req.url, &reason));
-                Err(reason)
-            }
-            other => other,
-        };
         // failed, or answered before the body was taken whole (a front end refusing it early):
         // the connection task may still hold the body
         if out.is_err() || !body_done.load(std::sync::atomic::Ordering::Relaxed) {
@@ -656,10 +628,7 @@ impl Client {
                             if self.opts.verbose {
                                 eprintln!("< error {e}");
                             }
-                            match self.fatal.take() {
-                                Some(f) => m.handle_fatal_error(f),
-                                None => m.handle_error(now, e),
-                            }
+                            m.handle_error(now, e)
                         }
                     }
                     if let (Some(w), Some(c)) = (win.as_deref_mut(), m.op().confirmed_bytes()) {
@@ -722,7 +691,7 @@ impl Client {
         }
     }
 
-    fn send(&mut self, req: &Request, body: SendBody) -> Result<Response, String> {
+    fn send(&mut self, req: &Request, body: SendBody) -> Result<Response, NetError> {
         let method = match req.method {
             Method::Get => reqwest::Method::GET,
             Method::Head => reqwest::Method::HEAD,
@@ -756,7 +725,7 @@ impl Client {
         }
         let resp = match b.send() {
             Ok(r) => r,
-            Err(e) => return Err(self.net_error(&req.url, e)),
+            Err(e) => return Err(net_error(e)),
         };
         let status = resp.status().as_u16();
         let headers = header_pairs(resp.headers());
@@ -774,7 +743,7 @@ impl Client {
         let mut limited = resp.take(max + 1);
         limited
             .read_to_end(&mut body)
-            .map_err(|e| format!("reading the response: {e}"))?;
+            .map_err(|e| NetError::from(io_net_error(&e, "reading the response")))?;
         let truncated = body.len() as u64 > max;
         if truncated {
             body.truncate(max as usize);
@@ -788,15 +757,58 @@ impl Client {
     }
 }
 
-/// A certificate failure with `url`'s host, saying how to trust it.
-fn tls_error(url: &str, reason: &str) -> Error {
-    let host = crate::tls::authority(url).to_string();
-    Error::Tls {
-        reason: format!(
-            "{reason}; trust its CA with --ca-file FILE or /etc/docker/certs.d/{host}/ca.crt, \
-             or (for a test registry only) turn verification off with --tls-verify=false"
-        ),
-        host,
+/// What a failed request was, for the core to decide (see [`NetError`]): a certificate the TLS
+/// library refused, a timeout, a refused or reset connection, or something else.
+fn net_error(e: reqwest::Error) -> NetError {
+    if let Some(r) = crate::tls::certificate_failure(&e) {
+        return NetError::Certificate(r);
+    }
+    let timeout = e.is_timeout();
+    let kind = io_kind(&e);
+    let msg = error_chain(&e.without_url());
+    match kind {
+        _ if timeout => NetError::Timeout(msg),
+        Some(std::io::ErrorKind::ConnectionRefused) => NetError::Refused(msg),
+        Some(
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof,
+        ) => NetError::Reset(msg),
+        Some(std::io::ErrorKind::TimedOut) => NetError::Timeout(msg),
+        _ => NetError::Other(msg),
+    }
+}
+
+/// The kind of the first I/O error in a chain (looking inside io::Errors, whose `source()`
+/// skips the error they wrap).
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.get_ref().and_then(|i| io_kind(i)).is_none() {
+                return Some(io.kind());
+            }
+            return io.get_ref().and_then(|i| io_kind(i));
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// A blocking read of a response body that failed, classified like [`net_error`].
+fn io_net_error(e: &std::io::Error, what: &str) -> NetError {
+    let msg = format!("{what}: {}", error_chain(e));
+    if let Some(r) = crate::tls::certificate_failure(e) {
+        return NetError::Certificate(r);
+    }
+    match io_kind(e).unwrap_or(e.kind()) {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => NetError::Timeout(msg),
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::UnexpectedEof => NetError::Reset(msg),
+        _ => NetError::Other(msg),
     }
 }
 

@@ -753,6 +753,17 @@ fn main() -> ExitCode {
                     );
                     break;
                 }
+                // a certificate lamina does not trust: say how to trust it
+                if let Some(lamina_core::Error::Tls { host, .. }) =
+                    c.downcast_ref::<lamina_core::Error>()
+                {
+                    eprintln!(
+                        "hint: trust its CA with --ca-file FILE or /etc/docker/certs.d/{host}/ca.crt \
+                         (or SSL_CERT_FILE), or, for a test registry only, turn verification off \
+                         with --tls-verify=false"
+                    );
+                    break;
+                }
                 cur = c.source();
             }
             if usage {

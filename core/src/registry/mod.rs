@@ -16,9 +16,8 @@
 //!     match machine.poll(now_ms) {
 //!         Output::Send(req)       => match http.send(req) {        // do NOT follow redirects
 //!                                        Ok(resp) => machine.handle_response(now_ms, resp),
-//!                                        Err(e) if e.is_untrusted_certificate()
-//!                                                 => machine.handle_fatal_error(Error::Tls { .. }),
-//!                                        Err(e)   => machine.handle_error(now_ms, e.to_string()),
+//!                                        // typed: Timeout, Reset, Refused, Certificate, Other
+//!                                        Err(e)   => machine.handle_error(now_ms, NetError::from(e)),
 //!                                    },
 //!         Output::Wait(until_ms)  => sleep_until(until_ms),
 //!         Output::NeedData        => { /* make more upload bytes available (Upload::data_available) */ }
@@ -38,9 +37,11 @@
 //! limit }` asks it to stream the blob from `start` for at most `limit` bytes (one segment): at the
 //! blob's end the driver reports completion before the answer (`Upload::data_complete`), at the
 //! limit it reports the bytes it made beyond it as available (`Upload::data_available`) and keeps
-//! them for the next segment. A failure retrying cannot fix (an untrusted certificate) goes to
-//! `handle_fatal_error` and ends the operation at once. A driver bounds every request in time
-//! (an idle timeout: nothing sent or received for a while is a failure, fed to `handle_error`).
+//! them for the next segment. A request without a response is reported as a typed [`NetError`]:
+//! a certificate the driver does not trust ends the operation at once ([`crate::Error::Tls`],
+//! naming the host); timeouts, resets and refusals are retried within bounds. A driver bounds
+//! every request in time (an idle timeout: nothing sent or received for a while is a
+//! [`NetError::Timeout`]).
 
 mod held;
 mod ops;

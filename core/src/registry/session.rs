@@ -179,6 +179,49 @@ pub enum Step<T> {
 /// What a call ended with, as given to an operation.
 pub type Outcome = Result<Response, String>;
 
+/// Why a request got no response, as far as the driver can tell: typed, so the core decides what
+/// retrying can fix (a certificate it does not trust will not become trusted) and errors say
+/// what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetError {
+    /// Nothing was sent or received for the driver's idle timeout, or no connection came in
+    /// its connect timeout.
+    Timeout(String),
+    /// The connection was reset, or closed in the middle of the exchange.
+    Reset(String),
+    /// Nothing listens there (connection refused).
+    Refused(String),
+    /// TLS failed on the server's certificate (untrusted issuer, expired, another name).
+    Certificate(String),
+    /// Anything else (name resolution, I/O).
+    Other(String),
+}
+
+impl core::fmt::Display for NetError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NetError::Timeout(m) => write!(f, "timed out: {m}"),
+            NetError::Reset(m) => write!(f, "connection lost: {m}"),
+            NetError::Refused(m) => write!(f, "connection refused: {m}"),
+            NetError::Certificate(m) => write!(f, "certificate not accepted: {m}"),
+            NetError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for NetError {
+    fn from(m: String) -> Self {
+        NetError::Other(m)
+    }
+}
+
+impl From<&str> for NetError {
+    fn from(m: &str) -> Self {
+        NetError::Other(m.to_string())
+    }
+}
+
 /// One protocol operation. `step` is called first with `None`, then with the outcome of each
 /// call it asked for (after auth, redirects and retries), or with `None` after new data.
 /// Network errors reach the operation only for calls that are not idempotent.
@@ -806,19 +849,31 @@ impl<O: Op> Machine<O> {
     }
 
     /// Reports that the request last returned by [`Machine::poll`] failed in a way retrying
-    /// cannot fix (an untrusted certificate): the operation ends with `error` at once.
+    /// cannot fix: the operation ends with `error` at once.
     pub fn handle_fatal_error(&mut self, error: Error) {
         if matches!(self.phase, Phase::Await(_)) {
             self.fail(error);
         }
     }
 
-    /// Reports that the request last returned by [`Machine::poll`] failed without a response
-    /// (connection refused or reset, timeout).
-    pub fn handle_error(&mut self, now: u64, error: String) {
+    /// Reports that the request last returned by [`Machine::poll`] failed without a response.
+    /// A [`NetError::Certificate`] ends the operation at once ([`Error::Tls`] naming the host it
+    /// was for); the other kinds are retried when the request is safe to repeat, else handed
+    /// to the operation (an upload asks where it stands). A plain `String` is
+    /// [`NetError::Other`].
+    pub fn handle_error(&mut self, now: u64, error: impl Into<NetError>) {
         let awaiting = match &self.phase {
             Phase::Await(a) => *a,
             _ => return,
+        };
+        let error = match error.into() {
+            NetError::Certificate(reason) => {
+                let host = split_url(&self.last_url)
+                    .map(|(_, authority, _)| authority.to_string())
+                    .unwrap_or_else(|| self.session.host.clone());
+                return self.fail(Error::Tls { host, reason });
+            }
+            other => other.to_string(),
         };
         let idempotent =
             awaiting != Awaiting::Main || self.call.as_ref().is_some_and(|c| c.idempotent);

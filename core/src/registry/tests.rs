@@ -312,7 +312,9 @@ fn drive<O: Op>(
                 answered = now;
                 match fake.handle(&req, &body) {
                     Reply::R(r) => m.handle_response(now, r),
-                    Reply::Drop => m.handle_error(now, "connection reset by peer".into()),
+                    Reply::Drop => {
+                        m.handle_error(now, NetError::Reset("connection reset by peer".into()))
+                    }
                 }
             }
             Output::Wait(t) => {
@@ -1039,4 +1041,54 @@ fn a_saved_session_is_resumed_from_its_range_or_started_again_when_gone() {
         .unwrap_err()
         .to_string()
         .contains("gone"));
+}
+
+#[test]
+fn an_untrusted_certificate_ends_the_operation_at_once_and_a_timeout_is_retried() {
+    // a certificate the driver does not trust: no retry, Error::Tls naming the host
+    let mut m = Machine::new(
+        session(Credentials::Anonymous),
+        GetManifest::new("a/b", "latest"),
+    );
+    assert!(matches!(m.poll(0), Output::Send(_)));
+    m.handle_error(
+        0,
+        NetError::Certificate("invalid peer certificate: UnknownIssuer".into()),
+    );
+    let mut out = m.poll(0);
+    while let Output::Event(_) = out {
+        out = m.poll(0);
+    }
+    match out {
+        Output::Done(Err(Error::Tls { host, reason })) => {
+            assert_eq!(host, "reg.example");
+            assert!(reason.contains("UnknownIssuer"), "{reason}");
+        }
+        other => panic!("expected a TLS error at once, got {other:?}"),
+    }
+    // a timeout (or a reset, a refusal) is retried after a backoff, and says what it was
+    for e in [
+        NetError::Timeout("nothing for 120 s".into()),
+        NetError::Reset("reset by peer".into()),
+        NetError::Refused("127.0.0.1:1".into()),
+        "plain".into(),
+    ] {
+        let mut m = Machine::new(
+            session(Credentials::Anonymous),
+            GetManifest::new("a/b", "latest"),
+        );
+        assert!(matches!(m.poll(0), Output::Send(_)));
+        let shown = e.to_string();
+        m.handle_error(0, e);
+        let mut saw = None;
+        let out = loop {
+            match m.poll(0) {
+                Output::Event(Event::Retrying { reason, .. }) => saw = Some(reason),
+                Output::Event(_) => {}
+                other => break other,
+            }
+        };
+        assert!(matches!(out, Output::Wait(_)), "{shown}: {out:?}");
+        assert!(saw.is_some_and(|r| r.contains(&shown)), "{shown}");
+    }
 }
