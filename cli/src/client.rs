@@ -743,7 +743,7 @@ impl Client {
         let mut limited = resp.take(max + 1);
         limited
             .read_to_end(&mut body)
-            .map_err(|e| NetError::from(io_net_error(&e, "reading the response")))?;
+            .map_err(|e| io_net_error(&e, "reading the response"))?;
         let truncated = body.len() as u64 > max;
         if truncated {
             body.truncate(max as usize);
