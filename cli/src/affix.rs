@@ -173,44 +173,16 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         })?,
     };
 
-    // 1. the base: manifest(s) and config(s); no layer is downloaded
-    let top = resolve::fetch(client, &a.base, &sel).context(|| format!("--base {}", a.base))?;
-    let (mut images, mut index) = match top {
-        Top::Single(i) => (vec![i], None),
-        Top::Index {
-            index, children, ..
-        } => (children, Some(index)),
-    };
-    if images.is_empty() {
-        return Err(format!(
-            "{}: the index has no platform images to add a layer to",
-            a.base
-        )
-        .into());
-    }
-    let mut configs = Vec::new();
-    for img in &images {
-        configs.push(
-            resolve::config(client, &a.base, &img.manifest)
-                .context(|| format!("--base {}", a.base))?,
-        );
-    }
-    if index.is_none() {
-        resolve::check_platform(&a.base, a.platform.as_deref(), &configs[0])?;
-    }
-    // 2. base blobs must exist in the destination repository (mounted, never downloaded)
-    let mut base_blobs = Vec::new();
-    for img in &images {
-        for l in img.manifest.layers()? {
-            if !base_blobs.iter().any(|b: &Descriptor| b.digest == l.digest) {
-                base_blobs.push(l);
-            }
-        }
-    }
-    ensure_blobs(client, &a.base, &a.dest, &base_blobs, a.quiet)
-        .context(|| format!("--dest {}", a.dest))?;
-    copy_other_platforms(client, &a.base, &a.dest, index.as_ref(), &images, a.quiet)
-        .context(|| format!("--dest {}", a.dest))?;
+    // 1. the base: manifest(s) and config(s); no layer is downloaded. 2. base blobs must exist
+    // in the destination repository (mounted, never downloaded)
+    let (mut images, mut index, configs) = base_at_dest(
+        client,
+        &a.base,
+        &a.dest,
+        &sel,
+        a.platform.as_deref(),
+        a.quiet,
+    )?;
 
     if let Some(planned) = car_plan {
         // modelcar: one layer per input, the card last (see `lamina append`)
@@ -662,6 +634,59 @@ fn upload_identity(
     Some(id)
 }
 
+/// The base's platform images (those `sel` picks), its index if it has one, and their configs,
+/// with every blob they need present in `dest` (mounted, or streamed registry to registry;
+/// never downloaded) and the index's other platforms copied there. Errors name `--base` or
+/// `--dest`.
+#[allow(clippy::type_complexity)]
+fn base_at_dest(
+    client: &mut Client,
+    base: &Loc,
+    dest: &Loc,
+    sel: &PlatformSel,
+    platform: Option<&str>,
+    quiet: bool,
+) -> Result<(
+    Vec<resolve::Image>,
+    Option<lamina_core::image::Index>,
+    Vec<lamina_core::image::Config>,
+)> {
+    let top = resolve::fetch(client, base, sel).context(|| format!("--base {base}"))?;
+    let (images, index) = match top {
+        Top::Single(i) => (vec![i], None),
+        Top::Index {
+            index, children, ..
+        } => (children, Some(index)),
+    };
+    if images.is_empty() {
+        return Err(format!(
+            "{base}: the index has no platform images (only attestations or unknown platforms)"
+        )
+        .into());
+    }
+    let mut configs = Vec::new();
+    for img in &images {
+        configs.push(
+            resolve::config(client, base, &img.manifest).context(|| format!("--base {base}"))?,
+        );
+    }
+    if index.is_none() {
+        resolve::check_platform(base, platform, &configs[0])?;
+    }
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for img in &images {
+        for l in img.manifest.layers()? {
+            if !blobs.iter().any(|b| b.digest == l.digest) {
+                blobs.push(l);
+            }
+        }
+    }
+    ensure_blobs(client, base, dest, &blobs, quiet).context(|| format!("--dest {dest}"))?;
+    copy_other_platforms(client, base, dest, index.as_ref(), &images, quiet)
+        .context(|| format!("--dest {dest}"))?;
+    Ok((images, index, configs))
+}
+
 /// `lamina clone` (r8im's): the image copied to `dest` with the config label `cloned=true`;
 /// blobs are mounted or streamed, never downloaded. Prints `dest@sha256:...`.
 pub fn clone(
@@ -674,33 +699,8 @@ pub fn clone(
 ) -> Result<()> {
     let t0 = Instant::now();
     let sel = PlatformSel::parse(platform.as_deref())?;
-    let top = resolve::fetch(client, &base, &sel).context(|| format!("--base {base}"))?;
-    let (mut images, mut index) = match top {
-        Top::Single(i) => (vec![i], None),
-        Top::Index {
-            index, children, ..
-        } => (children, Some(index)),
-    };
-    let mut configs = Vec::new();
-    for img in &images {
-        configs.push(
-            resolve::config(client, &base, &img.manifest).context(|| format!("--base {base}"))?,
-        );
-    }
-    if index.is_none() {
-        resolve::check_platform(&base, platform.as_deref(), &configs[0])?;
-    }
-    let mut blobs: Vec<Descriptor> = Vec::new();
-    for img in &images {
-        for l in img.manifest.layers()? {
-            if !blobs.iter().any(|b| b.digest == l.digest) {
-                blobs.push(l);
-            }
-        }
-    }
-    ensure_blobs(client, &base, &dest, &blobs, quiet).context(|| format!("--dest {dest}"))?;
-    copy_other_platforms(client, &base, &dest, index.as_ref(), &images, quiet)
-        .context(|| format!("--dest {dest}"))?;
+    let (mut images, mut index, configs) =
+        base_at_dest(client, &base, &dest, &sel, platform.as_deref(), quiet)?;
     let labels = vec![("cloned".to_string(), "true".to_string())];
     let d = push_images(
         client,

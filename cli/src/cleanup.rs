@@ -106,6 +106,14 @@ pub fn temp_pid(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// [`sweep`]s the directory `path` is in (`.` for a bare name), where its temporaries go.
+pub fn sweep_beside(path: &Path) {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => sweep(d),
+        _ => sweep(Path::new(".")),
+    }
+}
+
 /// Removes lamina temporaries in `dir` left by processes that are gone (see the module docs).
 /// Errors are ignored: this is housekeeping, and a temporary that cannot be removed is no
 /// worse than before.

@@ -60,14 +60,17 @@ struct AuthEntry {
     password: Option<String>,
 }
 
-fn docker_config_path() -> Option<PathBuf> {
+/// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+pub fn docker_config_path() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
         return Some(PathBuf::from(d).join("config.json"));
     }
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
 }
 
-fn keys_for(registry: &str) -> Vec<String> {
+/// Every key Docker's config may file `registry` under (the first is the one `docker login`
+/// writes).
+pub fn keys_for(registry: &str) -> Vec<String> {
     if registry == "docker.io" {
         vec![
             "https://index.docker.io/v1/".into(),
@@ -152,17 +155,12 @@ fn from_docker_config(registry: &str) -> Result<Credentials, String> {
     Ok(Credentials::Anonymous)
 }
 
-fn helper(name: &str, server: &str) -> Result<Credentials, String> {
-    #[derive(Deserialize)]
-    struct Out {
-        #[serde(rename = "Username")]
-        username: String,
-        #[serde(rename = "Secret")]
-        secret: String,
-    }
+/// Starts `docker-credential-NAME VERB` with piped stdin, stdout and stderr; a helper that is not
+/// installed is named as such.
+pub fn spawn_helper(name: &str, verb: &str) -> Result<std::process::Child, String> {
     let prog = format!("docker-credential-{name}");
-    let mut child = Command::new(&prog)
-        .arg("get")
+    Command::new(&prog)
+        .arg(verb)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -176,7 +174,19 @@ fn helper(name: &str, server: &str) -> Result<Credentials, String> {
             } else {
                 format!("credential helper {prog}: {e}")
             }
-        })?;
+        })
+}
+
+fn helper(name: &str, server: &str) -> Result<Credentials, String> {
+    #[derive(Deserialize)]
+    struct Out {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let prog = format!("docker-credential-{name}");
+    let mut child = spawn_helper(name, "get")?;
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(server.as_bytes());
     }

@@ -99,39 +99,30 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 .into(),
         }));
     }
-    // where the files go first
-    let (final_dest, as_dir) = match &a.output {
+    // a directory is unpacked under a temporary name beside it; a tar (a file or stdout)
+    // streams, layers from the top down, with no copy of the tree
+    let d = match &a.output {
         Some(o) if o.ends_with('/') || Path::new(o).is_dir() => {
-            (Some(PathBuf::from(o.trim_end_matches('/'))), true)
+            PathBuf::from(o.trim_end_matches('/'))
         }
-        Some(o) => (Some(PathBuf::from(o)), false),
-        None => (None, false),
+        o => {
+            let file = o.as_ref().map(PathBuf::from);
+            return tar_out(client, &a, &img, &layers, &diff_ids, &picked, prefix, file);
+        }
     };
-    if !as_dir {
-        // a tar (a file or stdout) streams: layers from the top down, no copy of the tree
-        return tar_out(
-            client, &a, &img, &layers, &diff_ids, &picked, prefix, final_dest,
-        );
-    }
-    let tmp_root = match &final_dest {
-        Some(d) => {
-            let parent = d
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-            let name = d
-                .file_name()
-                .ok_or("-o names no file")?
-                .to_string_lossy()
-                .into_owned();
-            crate::cleanup::sweep(parent);
-            parent.join(format!(".{name}.lamina-partial-{}", std::process::id()))
-        }
-        None => {
-            crate::cleanup::sweep(&std::env::temp_dir());
-            std::env::temp_dir().join(format!("lamina-extract-{}", std::process::id()))
-        }
+    let tmp_root = {
+        let parent = d
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        let name = d
+            .file_name()
+            .ok_or("-o names no file")?
+            .to_string_lossy()
+            .into_owned();
+        crate::cleanup::sweep(parent);
+        parent.join(format!(".{name}.lamina-partial-{}", std::process::id()))
     };
     let _reg = crate::cleanup::register(&tmp_root);
     let guard = Cleanup(vec![tmp_root.clone()]);
@@ -172,51 +163,66 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         .into());
     }
 
-    match (final_dest, as_dir) {
-        (Some(d), true) => {
-            if d.exists() {
-                let empty = std::fs::read_dir(&d)
-                    .map(|mut r| r.next().is_none())
-                    .unwrap_or(false);
-                if !empty {
-                    // move entries into the existing directory, refusing to overwrite
-                    for e in std::fs::read_dir(&tmp_root)? {
-                        let e = e?;
-                        let to = d.join(e.file_name());
-                        if to.symlink_metadata().is_ok() {
-                            return Err(format!(
-                                "{} exists already; extract into an empty or new directory",
-                                to.display()
-                            )
-                            .into());
-                        }
-                    }
-                    for e in std::fs::read_dir(&tmp_root)? {
-                        let e = e?;
-                        std::fs::rename(e.path(), d.join(e.file_name()))?;
-                    }
-                } else {
-                    std::fs::remove_dir(&d)?;
-                    std::fs::rename(&tmp_root, &d)?;
+    if d.exists() {
+        let empty = std::fs::read_dir(&d)
+            .map(|mut r| r.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            // move entries into the existing directory, refusing to overwrite
+            for e in std::fs::read_dir(&tmp_root)? {
+                let e = e?;
+                let to = d.join(e.file_name());
+                if to.symlink_metadata().is_ok() {
+                    return Err(format!(
+                        "{} exists already; extract into an empty or new directory",
+                        to.display()
+                    )
+                    .into());
                 }
-            } else {
-                std::fs::rename(&tmp_root, &d)?;
             }
+            for e in std::fs::read_dir(&tmp_root)? {
+                let e = e?;
+                std::fs::rename(e.path(), d.join(e.file_name()))?;
+            }
+        } else {
+            std::fs::remove_dir(&d)?;
+            std::fs::rename(&tmp_root, &d)?;
         }
-        // tars stream (see `tar_out`)
-        _ => return Err("internal error: a tar output reached the directory path".into()),
+    } else {
+        std::fs::rename(&tmp_root, &d)?;
     }
     drop(guard);
+    report(
+        &a,
+        &img,
+        prefix.as_deref(),
+        &picked,
+        (ex.files, ex.bytes, ex.warnings),
+        "",
+    );
+    Ok(())
+}
+
+/// The summary of an extract: JSON with `--json` (on stderr when the tar is on stdout), a line
+/// on stderr unless `-q`. `counts` are files, bytes and entries skipped.
+fn report(
+    a: &Args,
+    img: &resolve::Image,
+    prefix: Option<&str>,
+    picked: &[usize],
+    (files, bytes, skipped): (u64, u64, u64),
+    how: &str,
+) {
     if a.json {
         let j = serde_json::json!({
             "image": format!("{}@{}", a.image.name(), img.digest),
             "digest": img.digest.to_string(),
             "output": a.output.as_deref().unwrap_or("-"),
-            "path": prefix.as_deref().map(|p| format!("/{p}")),
+            "path": prefix.map(|p| format!("/{p}")),
             "layers": picked,
-            "files": ex.files,
-            "bytes": ex.bytes,
-            "skipped": ex.warnings,
+            "files": files,
+            "bytes": bytes,
+            "skipped": skipped,
         });
         if a.output.is_none() {
             eprintln!("{j}");
@@ -226,18 +232,28 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     }
     if !a.quiet {
         eprintln!(
-            "extracted {} files ({}) from {} layer(s){}",
-            ex.files,
-            human(ex.bytes),
+            "extracted {files} files ({}) from {} layer(s){how}{}",
+            human(bytes),
             picked.len(),
-            if ex.warnings > 0 {
-                format!(", {} entries skipped (see warnings)", ex.warnings)
+            if skipped > 0 {
+                format!(", {skipped} entries skipped (see warnings)")
             } else {
                 String::new()
             }
         );
     }
-    Ok(())
+}
+
+/// Maps an image path into the output under `prefix` (stripped); `None` if outside it, `""`
+/// for the prefix itself.
+fn map_prefix(prefix: Option<&str>, image_path: &str) -> Option<String> {
+    match prefix {
+        None => Some(image_path.to_string()),
+        Some(p) if image_path == p => Some(String::new()),
+        Some(p) => image_path
+            .strip_prefix(&format!("{p}/"))
+            .map(str::to_string),
+    }
 }
 
 /// Removes paths when dropped (unless cleared).
@@ -346,18 +362,7 @@ impl Extractor {
 
     /// Maps an image path into the output (prefix stripped); `None` if outside the sub-tree.
     fn map(&self, image_path: &str) -> Option<String> {
-        match &self.prefix {
-            None => Some(image_path.to_string()),
-            Some(p) => {
-                if image_path == p {
-                    Some(String::new())
-                } else {
-                    image_path
-                        .strip_prefix(&format!("{p}/"))
-                        .map(str::to_string)
-                }
-            }
-        }
+        map_prefix(self.prefix.as_deref(), image_path)
     }
 
     /// Refuses to write through symlinks: every existing ancestor must be a real directory.
@@ -666,36 +671,14 @@ fn tar_out(
         std::fs::rename(p, f).map_err(|e| format!("{}: {e}", f.display()))?;
         guard.0.clear();
     }
-    if a.json {
-        let j = serde_json::json!({
-            "image": format!("{}@{}", a.image.name(), img.digest),
-            "digest": img.digest.to_string(),
-            "output": a.output.as_deref().unwrap_or("-"),
-            "path": prefix.as_deref().map(|p| format!("/{p}")),
-            "layers": picked,
-            "files": m.files,
-            "bytes": m.bytes,
-            "skipped": m.warnings,
-        });
-        if a.output.is_none() {
-            eprintln!("{j}");
-        } else {
-            println!("{j}");
-        }
-    }
-    if !a.quiet {
-        eprintln!(
-            "extracted {} files ({}) from {} layer(s) as a tar{}",
-            m.files,
-            human(m.bytes),
-            picked.len(),
-            if m.warnings > 0 {
-                format!(", {} entries skipped (see warnings)", m.warnings)
-            } else {
-                String::new()
-            }
-        );
-    }
+    report(
+        a,
+        img,
+        prefix.as_deref(),
+        picked,
+        (m.files, m.bytes, m.warnings),
+        " as a tar",
+    );
     Ok(())
 }
 
@@ -740,13 +723,7 @@ impl TarMerge {
     }
 
     fn map(&self, image_path: &str) -> Option<String> {
-        match &self.prefix {
-            None => Some(image_path.to_string()),
-            Some(p) if image_path == p => Some(String::new()),
-            Some(p) => image_path
-                .strip_prefix(&format!("{p}/"))
-                .map(str::to_string),
-        }
+        map_prefix(self.prefix.as_deref(), image_path)
     }
 
     /// Whether a higher layer hides `path`.

@@ -9,7 +9,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use lamina_core::auth::Secret;
@@ -18,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::client::anyhow_like::Result;
 use crate::client::{Client, Options};
-use crate::creds::{Given, RoleCreds};
+use crate::creds::{docker_config_path, keys_for, spawn_helper, Given, RoleCreds};
 
 /// What `login` needs.
 #[derive(Debug)]
@@ -53,40 +52,13 @@ pub fn host_of(given: &str) -> Result<String> {
     })
 }
 
-/// The key Docker files a registry under.
+/// The key Docker files a registry under (the first of [`keys_for`]).
 fn config_key(host: &str) -> String {
-    if host == "docker.io" {
-        "https://index.docker.io/v1/".into()
-    } else {
-        host.to_string()
-    }
-}
-
-/// Every key a registry may be filed under (as [`crate::creds`] looks them up).
-fn all_keys(host: &str) -> Vec<String> {
-    if host == "docker.io" {
-        vec![
-            "https://index.docker.io/v1/".into(),
-            "index.docker.io".into(),
-            "docker.io".into(),
-            "registry-1.docker.io".into(),
-        ]
-    } else {
-        vec![
-            host.to_string(),
-            format!("https://{host}"),
-            format!("http://{host}"),
-            format!("https://{host}/v1/"),
-        ]
-    }
+    keys_for(host).swap_remove(0)
 }
 
 fn config_path() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
-        return Ok(PathBuf::from(d).join("config.json"));
-    }
-    std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".docker/config.json"))
+    docker_config_path()
         .ok_or_else(|| "neither DOCKER_CONFIG nor HOME is set: nowhere to keep credentials".into())
 }
 
@@ -137,7 +109,7 @@ fn write_config(path: &std::path::Path, m: &Map<String, Value>) -> Result<()> {
 /// The credential helper that keeps this registry's credentials, if the config names one.
 fn helper_for(m: &Map<String, Value>, host: &str) -> Option<String> {
     let helpers = m.get("credHelpers").and_then(Value::as_object);
-    for k in all_keys(host) {
+    for k in keys_for(host) {
         if let Some(h) = helpers.and_then(|h| h.get(&k)).and_then(Value::as_str) {
             return Some(h.to_string());
         }
@@ -150,19 +122,7 @@ fn helper_for(m: &Map<String, Value>, host: &str) -> Option<String> {
 
 fn run_helper(name: &str, verb: &str, input: &[u8]) -> Result<()> {
     let prog = format!("docker-credential-{name}");
-    let mut child = Command::new(&prog)
-        .arg(verb)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                format!("the credential helper {prog} is not installed (not found on PATH)")
-            } else {
-                format!("credential helper {prog}: {e}")
-            }
-        })?;
+    let mut child = spawn_helper(name, verb)?;
     if let Some(mut i) = child.stdin.take() {
         i.write_all(input)
             .map_err(|e| format!("credential helper {prog}: {e}"))?;
@@ -255,7 +215,7 @@ pub fn login(opts: &Options, a: Args) -> Result<()> {
             let token = base64::engine::general_purpose::STANDARD
                 .encode(format!("{username}:{}", secret.expose()));
             // one entry per registry: drop the other spellings it may be filed under
-            for k in all_keys(&host) {
+            for k in keys_for(&host) {
                 if k != key {
                     auths.remove(&k);
                 }
@@ -288,7 +248,7 @@ pub fn logout(registry: &str, json: bool) -> Result<()> {
         removed = true;
     }
     if let Some(auths) = m.get_mut("auths").and_then(Value::as_object_mut) {
-        for k in all_keys(&host) {
+        for k in keys_for(&host) {
             removed |= auths.remove(&k).is_some();
         }
         if removed {

@@ -319,28 +319,13 @@ fn judge_uncompressed(
     if zstd_pays(&head, level, min_ratio) {
         return Ok(true);
     }
-    let mut v = lamina_core::registry::Verifier::default();
-    v.update(&head);
-    drop(head);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = JUDGE as u64;
-    loop {
-        let k = body
-            .read(&mut buf)
-            .map_err(|e| format!("downloading layer {}: {e}", l.digest))?;
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-        if n > l.size + JUDGE as u64 {
-            break; // more than announced: the check below says so
-        }
-        v.update(&buf[..k]);
-    }
-    v.check(
+    // the bytes read so far, then the rest of the same download, verified as one blob
+    let mut whole = std::io::Cursor::new(head).chain(body);
+    read_verified(
+        &mut whole,
+        l,
         &format!("layer {} downloaded from {}", l.digest, src.name()),
-        &l.digest,
-        Some(l.size),
+        &mut |_| Ok(()),
     )?;
     Ok(false)
 }

@@ -198,13 +198,7 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
     ));
     let _reg = crate::cleanup::register(&tmp);
     if !to_stdout {
-        if let Some(parent) = tmp.parent() {
-            crate::cleanup::sweep(if parent.as_os_str().is_empty() {
-                std::path::Path::new(".")
-            } else {
-                parent
-            });
-        }
+        crate::cleanup::sweep_beside(&tmp);
     }
     let mut sink: Box<dyn Write> = if to_stdout {
         Box::new(std::io::BufWriter::with_capacity(

@@ -159,13 +159,7 @@ impl Loc {
                     return Err(format!("oci-archive:{path}: is a directory").into());
                 }
                 let dir = sibling(&file, &format!(".lamina-{}.d", std::process::id()));
-                if let Some(parent) = dir.parent() {
-                    crate::cleanup::sweep(if parent.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        parent
-                    });
-                }
+                crate::cleanup::sweep_beside(&dir);
                 let reg = Some(crate::cleanup::register(&dir));
                 Ok(Loc::Layout(Layout {
                     _reg: reg,

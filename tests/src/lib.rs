@@ -126,8 +126,10 @@ pub fn lamina(args: &[&str]) -> Run {
     lamina_env(args, &[])
 }
 
-/// Runs `lamina` with extra environment variables.
-pub fn lamina_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+/// `lamina` with `args`, a clean credentials environment (no `COG_TOKEN`, `LAMINA_*`
+/// credentials or Docker config), the harness's upload state, a fixed `SOURCE_DATE_EPOCH`, and
+/// then `env` on top.
+pub fn lamina_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(lamina_bin());
     c.args(args)
         .env_remove("COG_TOKEN")
@@ -140,7 +142,12 @@ pub fn lamina_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         c.env(k, v);
     }
-    Run::from(c.output().expect("run lamina"))
+    c
+}
+
+/// Runs `lamina` with extra environment variables.
+pub fn lamina_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    Run::from(lamina_command(args, env).output().expect("run lamina"))
 }
 
 /// Runs any command.
@@ -287,19 +294,8 @@ pub fn repo(test: &str) -> String {
 
 /// Runs `lamina` in the working directory `cwd` (the paths users type are relative to it).
 pub fn lamina_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(lamina_bin());
-    c.current_dir(cwd)
-        .args(args)
-        .env_remove("COG_TOKEN")
-        .env_remove("LAMINA_USERNAME")
-        .env_remove("LAMINA_PASSWORD")
-        .env_remove("LAMINA_REGISTRY")
-        .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
-        .env("LAMINA_CACHE_DIR", state().join("cache"))
-        .env("SOURCE_DATE_EPOCH", "946684800");
-    for (k, v) in env {
-        c.env(k, v);
-    }
+    let mut c = lamina_command(args, env);
+    c.current_dir(cwd);
     Run::from(c.output().expect("run lamina"))
 }
 
@@ -363,20 +359,9 @@ pub fn lamina_deadline(
     env: &[(&str, &str)],
     limit: std::time::Duration,
 ) -> Option<Run> {
-    let mut c = Command::new(lamina_bin());
-    c.args(args)
-        .env_remove("COG_TOKEN")
-        .env_remove("LAMINA_USERNAME")
-        .env_remove("LAMINA_PASSWORD")
-        .env_remove("LAMINA_REGISTRY")
-        .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
-        .env("LAMINA_CACHE_DIR", state().join("cache"))
-        .env("SOURCE_DATE_EPOCH", "946684800")
-        .stdout(std::process::Stdio::piped())
+    let mut c = lamina_command(args, env);
+    c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
     let mut child = c.spawn().expect("run lamina");
     let out = child.stdout.take().expect("stdout");
     let err = child.stderr.take().expect("stderr");

@@ -265,12 +265,9 @@ fn extract_writes_the_tree_for_relative_outputs_and_a_symlinked_tmpdir() {
     )
     .ok();
     assert_eq!(tree_listing(&x), want);
-    let out = std::process::Command::new(lamina_bin())
+    // the tar on stdout (bytes, so not through `Run`)
+    let out = lamina_command(&["extract", &dest], &env)
         .current_dir(work.join("cwd"))
-        .args(["extract", &dest])
-        .env("TMPDIR", &tmp)
-        .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
-        .env("LAMINA_CACHE_DIR", state().join("cache"))
         .output()
         .unwrap();
     assert!(

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use lamina_tests::faultproxy::{Action, FaultProxy, Rule};
@@ -23,12 +23,8 @@ fn names(dir: &Path) -> Vec<String> {
 /// Starts lamina in `cwd`, waits until `ready` holds, sends `signal`, and returns the exit code
 /// and stderr.
 fn interrupt(cwd: &Path, args: &[&str], signal: &str, ready: impl Fn() -> bool) -> (i32, String) {
-    let mut child = Command::new(lamina_bin())
+    let mut child = lamina_command(args, &[("TMPDIR", cwd.to_str().unwrap())])
         .current_dir(cwd)
-        .args(args)
-        .env("DOCKER_CONFIG", "/nonexistent-lamina-test")
-        .env("LAMINA_CACHE_DIR", state().join("cache"))
-        .env("TMPDIR", cwd)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -18,21 +18,19 @@ fn s(p: &Path) -> &str {
 
 /// lamina with DOCKER_CONFIG (and HOME) in `dir`, and `stdin` piped in.
 fn run_with(dir: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(lamina_bin());
-    c.args(args)
-        .env_remove("COG_TOKEN")
-        .env_remove("LAMINA_USERNAME")
-        .env_remove("LAMINA_PASSWORD")
-        .env("DOCKER_CONFIG", dir.join("docker"))
-        .env("HOME", dir.join("home"))
-        .env("LAMINA_CACHE_DIR", dir.join("cache"))
-        .env("SOURCE_DATE_EPOCH", "946684800")
-        .stdin(Stdio::piped())
+    let docker = dir.join("docker");
+    let home = dir.join("home");
+    let cache = dir.join("cache");
+    let mut all = vec![
+        ("DOCKER_CONFIG", s(&docker)),
+        ("HOME", s(&home)),
+        ("LAMINA_CACHE_DIR", s(&cache)),
+    ];
+    all.extend_from_slice(env);
+    let mut c = lamina_command(args, &all);
+    c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
     let mut child = c.spawn().unwrap();
     child
         .stdin

@@ -848,14 +848,6 @@ impl<O: Op> Machine<O> {
         self.phase = Phase::Step(Some(Ok(resp)));
     }
 
-    /// Reports that the request last returned by [`Machine::poll`] failed in a way retrying
-    /// cannot fix: the operation ends with `error` at once.
-    pub fn handle_fatal_error(&mut self, error: Error) {
-        if matches!(self.phase, Phase::Await(_)) {
-            self.fail(error);
-        }
-    }
-
     /// Reports that the request last returned by [`Machine::poll`] failed without a response.
     /// A [`NetError::Certificate`] ends the operation at once ([`Error::Tls`] naming the host it
     /// was for); the other kinds are retried when the request is safe to repeat, else handed
