@@ -126,6 +126,12 @@ pub enum Error {
         /// What and why.
         reason: String,
     },
+    /// A bug in lamina, or in a driver using the core the wrong way (a response reported when
+    /// no request was made): not the user's doing, and not a usage error.
+    Internal {
+        /// What went wrong.
+        reason: String,
+    },
     /// Retries were exhausted; holds the last failure.
     RetriesExhausted {
         /// Attempts made.
@@ -207,6 +213,7 @@ impl fmt::Display for Error {
             Error::Io { what, reason } => write!(f, "{what}: {reason}"),
             Error::Tls { host, reason } => write!(f, "TLS with {host} failed: {reason}"),
             Error::Usage { reason } => write!(f, "{reason}"),
+            Error::Internal { reason } => write!(f, "internal error: {reason}"),
             Error::RetriesExhausted { attempts, last } => {
                 write!(f, "gave up after {attempts} attempts: {last}")
             }
@@ -219,6 +226,15 @@ impl std::error::Error for Error {}
 impl From<CodecError> for Error {
     fn from(e: CodecError) -> Self {
         Error::Codec(e)
+    }
+}
+
+impl Error {
+    /// An [`Error::Internal`].
+    pub fn internal(reason: impl Into<String>) -> Self {
+        Error::Internal {
+            reason: reason.into(),
+        }
     }
 }
 

@@ -83,7 +83,7 @@ impl<T: AsRef<[u8]>> Held<T> {
     /// error names the bytes when some are no longer (or not yet) held.
     pub fn range(&self, a: u64, b: u64) -> Result<Vec<(&T, Range<usize>)>, Error> {
         if a < self.start || b > self.end || a > b {
-            return Err(Error::Usage {
+            return Err(Error::Internal {
                 reason: format!(
                     "bytes {a}..{b} of the blob are no longer held (have {}..{})",
                     self.start, self.end

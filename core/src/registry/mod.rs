@@ -46,10 +46,12 @@
 mod held;
 mod ops;
 mod session;
+mod transfer;
 
 pub use held::Held;
 pub use ops::*;
 pub use session::*;
+pub use transfer::*;
 
 #[cfg(test)]
 mod tests;

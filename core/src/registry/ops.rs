@@ -502,10 +502,6 @@ pub struct UploadConfig {
     /// one). The registry confirms each, so a cut costs at most one segment where it kept the
     /// session, without a chunk held in memory.
     pub segment: u64,
-    /// The driver can produce the blob again from its first byte (files that can be read
-    /// again, a deterministic layer): when the registry lost the session, start over instead of
-    /// failing. Streamed uploads are always treated so.
-    pub restartable: bool,
 }
 
 impl Default for UploadConfig {
@@ -517,7 +513,6 @@ impl Default for UploadConfig {
             max_resumes: 8,
             stream: false,
             segment: u64::MAX,
-            restartable: false,
         }
     }
 }
@@ -558,6 +553,8 @@ pub struct Upload {
     saved: bool,
     /// the registry will not take this session any further (gone, or its blob refused)
     abandoned: bool,
+    /// the driver can make the blob again from its first byte
+    restartable: bool,
 }
 
 impl Upload {
@@ -575,6 +572,7 @@ impl Upload {
             sent_bytes: 0,
             saved: false,
             abandoned: false,
+            restartable: false,
         }
     }
 
@@ -599,6 +597,13 @@ impl Upload {
     pub fn data_complete(&mut self, digest: Digest, size: u64) {
         self.available = self.available.max(size);
         self.complete = Some((digest, size));
+    }
+
+    /// Whether the driver can make the blob again from its first byte (see
+    /// its source): when the registry lost the session, the upload starts over instead of
+    /// failing.
+    pub(crate) fn set_restartable(&mut self, yes: bool) {
+        self.restartable = yes;
     }
 
     /// Bytes the registry has confirmed.
@@ -734,6 +739,12 @@ impl Upload {
 
 impl Op for Upload {
     type Output = Digest;
+    fn as_upload(&self) -> Option<&Upload> {
+        Some(self)
+    }
+    fn as_upload_mut(&mut self) -> Option<&mut Upload> {
+        Some(self)
+    }
     fn step(&mut self, o: Option<Outcome>, base: &str) -> Result<Step<Digest>, Error> {
         let upath = format!("/v2/{}/blobs/uploads/", self.repo);
         match self.state {
@@ -841,7 +852,7 @@ impl Op for Upload {
                         self.state = Up::Patch { end: got };
                         self.next_send()
                     }
-                    404 if self.cfg.stream || self.cfg.restartable || self.saved => {
+                    404 if self.restartable || self.saved => {
                         self.saved = false;
                         // the registry lost the session (distribution does when a PATCH was cut
                         // before it could save its hash state): start over; the driver can
@@ -900,7 +911,7 @@ impl Op for Upload {
                 self.state = Up::Done;
                 Ok(Step::Done(digest))
             }
-            Up::Done => Err(Error::Usage {
+            Up::Done => Err(Error::Internal {
                 reason: "upload already finished".into(),
             }),
         }

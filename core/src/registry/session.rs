@@ -104,6 +104,49 @@ impl Session {
     }
 }
 
+/// A driver's sessions: one per registry host, kept across operations (its tokens and what the
+/// registry asked), each with its own jitter seed drawn from the driver's.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: std::collections::HashMap<String, Session>,
+    seed: u64,
+}
+
+impl Sessions {
+    /// No sessions yet; `seed` (a clock reading, a process id: anything that differs between
+    /// runs) spreads retries of drivers that start together.
+    pub fn new(seed: u64) -> Self {
+        Sessions {
+            map: Default::default(),
+            seed,
+        }
+    }
+
+    /// The session for `r`'s registry: the one kept from earlier operations, else a new one
+    /// over `scheme` with the credentials `creds` looks up.
+    pub fn take<E>(
+        &mut self,
+        r: &crate::reference::Reference,
+        scheme: Scheme,
+        creds: impl FnOnce() -> Result<Credentials, E>,
+    ) -> Result<Session, E> {
+        if let Some(s) = self.map.remove(&r.registry) {
+            return Ok(s);
+        }
+        // an LCG step per session (Knuth's MMIX constants)
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        Ok(Session::new(r.api_host(), scheme, creds()?, self.seed))
+    }
+
+    /// Keeps `s` for the next operation on `r`'s registry.
+    pub fn put(&mut self, r: &crate::reference::Reference, s: Session) {
+        self.map.insert(r.registry.clone(), s);
+    }
+}
+
 fn scope_key(scopes: &[String]) -> String {
     let mut s: Vec<&str> = scopes.iter().map(String::as_str).collect();
     s.sort_unstable();
@@ -234,11 +277,19 @@ pub trait Op {
         outcome: Option<Outcome>,
         base_url: &str,
     ) -> Result<Step<Self::Output>, Error>;
+    /// The blob upload this operation is, if it is one (it takes bytes from a producer).
+    fn as_upload(&self) -> Option<&super::Upload> {
+        None
+    }
+    /// See [`Op::as_upload`].
+    fn as_upload_mut(&mut self) -> Option<&mut super::Upload> {
+        None
+    }
 }
 
-/// What the driver does next.
+/// What the machine wants next (the [`super::Transfer`] kernel acts on it for the driver).
 #[derive(Debug)]
-pub enum Output<T> {
+pub(crate) enum Output<T> {
     /// Send this request and report its response or failure.
     Send(Request),
     /// Sleep until this time (ms, on the driver's clock), then poll.
@@ -249,12 +300,13 @@ pub enum Output<T> {
     Event(Event),
     /// The operation finished.
     Done(Result<T, Error>),
-    /// A request is in flight: report its response first.
+    /// A request is in flight: its response must be reported first.
     Pending,
 }
 
-/// Things that happened, for logs and progress.
+/// Things that happened, for logs and progress. `Display` gives the line a driver logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A request will be retried after a delay.
     Retrying {
@@ -275,6 +327,82 @@ pub enum Event {
         /// Where to.
         to: String,
     },
+    /// A request got no response (the machine retries it, or the upload asks where it stands).
+    RequestFailed {
+        /// The URL, without its query.
+        url: String,
+        /// What the driver reported.
+        error: NetError,
+    },
+    /// The registry refused a chunk of an upload (HTTP 404 or 416: the connection was probably
+    /// cut after part of it was stored, and the request was sent again); the upload goes on from
+    /// the registry's offset.
+    ChunkRefused {
+        /// The status.
+        status: u16,
+    },
+    /// The blob's bytes must be made again to send them from this offset (the registry lost
+    /// the upload session, or a cut stream took bytes that are no longer held).
+    MakingAgain {
+        /// The offset sending starts from.
+        from: u64,
+    },
+    /// The registry confirmed this much of the blob being uploaded, in this session: what
+    /// progress shows, and what a state file records (a later run can go on from there).
+    Confirmed {
+        /// Bytes the registry has.
+        bytes: u64,
+        /// The upload session's URL.
+        location: String,
+    },
+}
+
+impl core::fmt::Display for Event {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Event::Retrying {
+                reason,
+                attempt,
+                delay_ms,
+            } => write!(
+                f,
+                "retrying ({attempt}) in {:.1}s: {reason}",
+                *delay_ms as f64 / 1000.0
+            ),
+            Event::Authenticated { scopes } => write!(f, "authenticated for {scopes}"),
+            Event::Redirected { to } => write!(f, "redirected to {to}"),
+            Event::RequestFailed { url, error } => write!(f, "request failed: {url}: {error}"),
+            Event::ChunkRefused { status } => write!(
+                f,
+                "the registry refused a chunk (HTTP {status}; the connection was probably cut \
+                 and the request sent again): resuming from the registry's offset"
+            ),
+            Event::MakingAgain { from: 0 } => {
+                f.write_str("the registry lost the upload: starting it over")
+            }
+            Event::MakingAgain { from } => write!(
+                f,
+                "making the layer again to send it from byte {from} ({} confirmed by the registry)",
+                human(*from)
+            ),
+            Event::Confirmed { bytes, .. } => write!(f, "the registry has {}", human(*bytes)),
+        }
+    }
+}
+
+/// `16.0 MiB`, `512 B`: sizes in log lines.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
 }
 
 #[derive(Debug)]
@@ -300,9 +428,10 @@ enum Awaiting {
     Main,
 }
 
-/// Runs one [`Op`] over a [`Session`].
+/// Runs one [`Op`] over a [`Session`]: auth, redirects, retries. Drivers use it through the
+/// [`super::Transfer`] kernel.
 #[derive(Debug)]
-pub struct Machine<O: Op> {
+pub(crate) struct Machine<O: Op> {
     session: Session,
     op: O,
     phase: Phase,
@@ -364,11 +493,6 @@ impl<O: Op> Machine<O> {
         self.session
     }
 
-    /// The session.
-    pub fn session(&self) -> &Session {
-        &self.session
-    }
-
     /// The next thing for the driver to do.
     pub fn poll(&mut self, now: u64) -> Output<O::Output> {
         loop {
@@ -381,7 +505,7 @@ impl<O: Op> Machine<O> {
             }
             match std::mem::replace(&mut self.phase, Phase::Finished) {
                 Phase::Finished => {
-                    return Output::Done(Err(Error::Usage {
+                    return Output::Done(Err(Error::Internal {
                         reason: "operation already finished".into(),
                     }));
                 }

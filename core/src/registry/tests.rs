@@ -5,7 +5,7 @@ use super::*;
 use crate::auth::{Credentials, Secret};
 use crate::digest::Digest;
 use crate::error::Error;
-use crate::http::{Body, Method, Request, Response};
+use crate::http::{Method, Request, Response};
 use crate::reference::Scheme;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -265,91 +265,246 @@ struct Run<T> {
     result: Result<T, Error>,
     sent_blob_bytes: u64,
     waits: Vec<u64>,
+    /// What the driver saw and did, one line each (runs of `produce` folded).
+    transcript: Vec<String>,
 }
 
-/// The driver loop of the crate docs, over the fake, with upload data given in `feed` steps.
+/// A driver over the transfer kernel and the fake: it produces the blob `step` bytes at a
+/// time (`usize::MAX`: all of it before the first poll, as for blobs held in memory), makes
+/// what `ahead` asks while a request travels, streams bodies from the producer, restarts it
+/// when asked, and writes down each action.
 fn drive<O: Op>(
     fake: &mut Fake,
     session: Session,
     op: O,
     data: &[u8],
     step: usize,
-    on_data: impl Fn(&mut O, u64, bool, &[u8]),
+    source: Source,
 ) -> (Run<O::Output>, Session) {
-    let mut m = Machine::new(session, op);
+    let mut t: Transfer<O, Vec<u8>> = Transfer::new(session, op, source);
     let mut now = 1_000u64;
-    // step usize::MAX: all data is there from the start (blobs uploaded from memory)
-    let mut given = if step == usize::MAX { data.len() } else { 0 };
+    let len = data.len();
+    let digest = Digest::of(data);
+    let mut made = 0usize;
     let mut sent_blob_bytes = 0;
     let mut waits = Vec::new();
     let mut answered = now;
-    for _ in 0..100_000 {
-        match m.poll(now) {
-            Output::Send(req) => {
-                let body: Vec<u8> = match &req.body {
-                    Body::Empty => Vec::new(),
-                    Body::Bytes(b) => b.clone(),
-                    Body::Stream { start, limit } => {
-                        // the driver streams to the limit or the end; at the end it reports
-                        // completion, at the limit what it made beyond it
-                        let stop = start.saturating_add(*limit).min(data.len() as u64) as usize;
-                        while given < stop {
-                            given = given.saturating_add(step).min(data.len());
-                            on_data(m.op_mut(), given as u64, given == data.len(), data);
+    let mut log: Vec<String> = Vec::new();
+    let note = |log: &mut Vec<String>, line: String| match log.last_mut() {
+        Some(last) if line == "produce" && (last == "produce" || last.starts_with("produce ×")) => {
+            let n: usize = last
+                .strip_prefix("produce ×")
+                .map_or(1, |n| n.parse().unwrap());
+            *last = format!("produce ×{}", n + 1);
+        }
+        _ => log.push(line),
+    };
+    if step == usize::MAX && source != Source::None {
+        t.produced(data.to_vec()).unwrap();
+        t.produced_end(digest.clone(), len as u64).unwrap();
+        made = len;
+    }
+    let step = step.clamp(1, len.max(1));
+    for _ in 0..200_000 {
+        match t.poll(now) {
+            Action::Send(o) => {
+                let Outgoing {
+                    request: req,
+                    payload,
+                    ahead,
+                } = o;
+                let mut streamed = None;
+                let shown = match &payload {
+                    Payload::Empty => String::new(),
+                    Payload::Bytes(b) => format!(" bytes {}", b.len()),
+                    Payload::Held(_) => format!(" held {}", payload.len()),
+                    Payload::Range { start, end } => format!(" range {start}..{end}"),
+                    Payload::Stream {
+                        start, skip, limit, ..
+                    } => format!(
+                        " stream from {start} skip {skip} limit {}",
+                        if *limit == u64::MAX {
+                            "-".to_string()
+                        } else {
+                            limit.to_string()
                         }
-                        if given == data.len() {
-                            on_data(m.op_mut(), given as u64, true, data);
+                    ),
+                };
+                let body: Vec<u8> = match payload {
+                    Payload::Empty => Vec::new(),
+                    Payload::Bytes(b) => b,
+                    Payload::Held(parts) => parts
+                        .iter()
+                        .flat_map(|(p, r)| p[r.clone()].to_vec())
+                        .collect(),
+                    Payload::Range { start, end } => data[start as usize..end as usize].to_vec(),
+                    Payload::Stream {
+                        held,
+                        start,
+                        mut skip,
+                        limit,
+                        producer_done,
+                    } => {
+                        let mut body: Vec<u8> = held
+                            .iter()
+                            .flat_map(|(p, r)| p[r.clone()].to_vec())
+                            .collect();
+                        let mut carry = Vec::new();
+                        let mut pulled = false;
+                        let mut at = None;
+                        if body.len() as u64 > limit {
+                            carry.push(body.split_off(limit as usize));
                         }
-                        sent_blob_bytes += stop as u64 - *start;
-                        data[*start as usize..stop].to_vec()
-                    }
-                    Body::Blob { start, end } => {
-                        assert!(*end as usize <= given, "asked for bytes not yet given");
-                        sent_blob_bytes += end - start;
-                        data[*start as usize..*end as usize].to_vec()
+                        while !producer_done && (body.len() as u64) < limit && made < len {
+                            let n = step.min(len - made);
+                            let mut piece = &data[made..made + n];
+                            made += n;
+                            pulled = true;
+                            let k = (skip as usize).min(piece.len());
+                            skip -= k as u64;
+                            piece = &piece[k..];
+                            let room = (limit - body.len() as u64).min(piece.len() as u64) as usize;
+                            body.extend_from_slice(&piece[..room]);
+                            if room < piece.len() {
+                                carry.push(piece[room..].to_vec());
+                            }
+                        }
+                        if body.len() as u64 == limit {
+                            at = Some(start + limit);
+                        }
+                        let complete =
+                            (!producer_done && made == len).then(|| (digest.clone(), len as u64));
+                        streamed = Some(StreamEnd {
+                            limit_reached_at: at,
+                            carry,
+                            pulled,
+                            complete,
+                        });
+                        body
                     }
                 };
+                if req.method == Method::Patch || req.method == Method::Put {
+                    sent_blob_bytes +=
+                        if req.header("content-type") == Some("application/octet-stream") {
+                            body.len() as u64
+                        } else {
+                            0
+                        };
+                }
+                note(
+                    &mut log,
+                    format!(
+                        "send {} {}{shown}{}",
+                        req.method,
+                        Fake::path(&req.url).split('?').next().unwrap_or(""),
+                        ahead.map(|a| format!(" ahead {a}")).unwrap_or_default()
+                    ),
+                );
+                // the next bytes are made while the request travels
+                if let Some(a) = ahead {
+                    let seekable = matches!(source, Source::Seekable { .. });
+                    while (made as u64) < a && made < len {
+                        let n = step.min(len - made);
+                        // a seekable source only hashes ahead
+                        if !seekable {
+                            t.produced(data[made..made + n].to_vec()).unwrap();
+                        }
+                        made += n;
+                    }
+                    if made == len {
+                        t.produced_end(digest.clone(), len as u64).unwrap();
+                    }
+                }
+                if let Some(end) = streamed {
+                    note(
+                        &mut log,
+                        format!(
+                            "stream ended at {:?} carry {} pulled {} complete {}",
+                            end.limit_reached_at,
+                            end.carry.iter().map(Vec::len).sum::<usize>(),
+                            end.pulled,
+                            end.complete.is_some()
+                        ),
+                    );
+                    t.stream_ended(end).unwrap();
+                }
                 answered = now;
                 match fake.handle(&req, &body) {
-                    Reply::R(r) => m.handle_response(now, r),
+                    Reply::R(r) => {
+                        note(
+                            &mut log,
+                            format!(
+                                "← {}{}",
+                                r.status,
+                                r.header("range")
+                                    .map(|g| format!(" range {g}"))
+                                    .unwrap_or_default()
+                            ),
+                        );
+                        t.handle_response(now, r).unwrap()
+                    }
                     Reply::Drop => {
-                        m.handle_error(now, NetError::Reset("connection reset by peer".into()))
+                        note(&mut log, "← cut".into());
+                        t.handle_error(now, NetError::Reset("connection reset by peer".into()))
+                            .unwrap()
                     }
                 }
             }
-            Output::Wait(t) => {
-                waits.push(t - answered);
-                now = t;
+            Action::Wait(w) => {
+                note(&mut log, format!("wait {}", w - answered));
+                waits.push(w - answered);
+                now = w;
             }
-            Output::NeedData => {
-                given = given.saturating_add(step).min(data.len());
-                on_data(m.op_mut(), given as u64, given == data.len(), data);
-                m.data_ready();
+            Action::Produce => {
+                note(&mut log, "produce".into());
+                if let Source::Seekable { .. } = source {
+                    t.produced_end(digest.clone(), len as u64).unwrap();
+                } else if made < len {
+                    let n = step.min(len - made);
+                    t.produced(data[made..made + n].to_vec()).unwrap();
+                    made += n;
+                    if made == len {
+                        t.produced_end(digest.clone(), len as u64).unwrap();
+                    }
+                } else {
+                    t.produced_end(digest.clone(), len as u64).unwrap();
+                }
             }
-            Output::Event(_) => {}
-            Output::Done(r) => {
+            Action::Restart { from } => {
+                note(&mut log, format!("restart (send from {from})"));
+                made = 0;
+                t.restarted().unwrap();
+            }
+            Action::Event(e) => {
+                let line = match &e {
+                    // jitter differs by seed; the line says the kind
+                    Event::Retrying { attempt, .. } => format!("event retrying ({attempt})"),
+                    other => format!("event {other}"),
+                };
+                note(&mut log, line);
+            }
+            Action::Done(r) => {
+                note(
+                    &mut log,
+                    match &r {
+                        Ok(_) => "done".to_string(),
+                        Err(e) => format!("failed: {e}"),
+                    },
+                );
                 return (
                     Run {
                         result: r,
                         sent_blob_bytes,
                         waits,
+                        transcript: log,
                     },
-                    m.into_session(),
-                )
+                    t.into_session(),
+                );
             }
-            Output::Pending => panic!("pending"),
         }
         now += 1;
     }
-    panic!("machine did not finish");
-}
-
-fn feed_upload(u: &mut Upload, given: u64, done: bool, data: &[u8]) {
-    if done {
-        u.data_complete(Digest::of(data), data.len() as u64);
-    } else {
-        u.data_available(given);
-    }
+    panic!("transfer did not finish: {log:#?}");
 }
 
 fn session(creds: Credentials) -> Session {
@@ -364,7 +519,6 @@ fn cfg(chunk: u64) -> UploadConfig {
         max_resumes: 4,
         stream: false,
         segment: u64::MAX,
-        restartable: false,
     }
 }
 
@@ -385,7 +539,7 @@ fn chunked_push_with_bearer_auth_request_sequence() {
         Upload::new("a/b", cfg(4)),
         &data,
         4,
-        feed_upload,
+        Source::Restartable,
     );
     assert_eq!(run.result.unwrap(), Digest::of(&data));
     let (run2, _) = drive(
@@ -394,7 +548,7 @@ fn chunked_push_with_bearer_auth_request_sequence() {
         PutManifest::new("a/b", "v1", crate::media::OCI_MANIFEST, b"{}".to_vec()),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     run2.result.unwrap();
     let want = [
@@ -452,7 +606,7 @@ fn uploads_agree_at_every_feed_size_and_small_blobs_go_monolithic() {
             Upload::new("a/b", cfg(1000)),
             &data,
             step,
-            feed_upload,
+            Source::Restartable,
         );
         assert_eq!(run.result.unwrap(), Digest::of(&data), "step {step}");
         assert_eq!(fake.committed[0].1, data);
@@ -466,7 +620,7 @@ fn uploads_agree_at_every_feed_size_and_small_blobs_go_monolithic() {
         u,
         b"config",
         usize::MAX,
-        |_, _, _, _| {},
+        Source::Restartable,
     );
     assert_eq!(run.result.unwrap(), d);
     assert!(
@@ -492,7 +646,7 @@ fn a_refused_chunk_is_recovered_from_the_upload_status() {
             Upload::new("a/b", cfg(30)),
             &data,
             100,
-            feed_upload,
+            Source::Restartable,
         );
         assert_eq!(run.result.unwrap(), Digest::of(&data), "{status}");
         assert!(
@@ -517,16 +671,14 @@ fn a_lost_session_starts_over_when_the_driver_can_make_the_bytes_again() {
         let (run, _) = drive(
             &mut fake,
             session(Credentials::Anonymous),
-            Upload::new(
-                "a/b",
-                UploadConfig {
-                    restartable,
-                    ..cfg(50)
-                },
-            ),
+            Upload::new("a/b", cfg(50)),
             &data,
             200,
-            feed_upload,
+            if restartable {
+                Source::Restartable
+            } else {
+                Source::Once
+            },
         );
         if restartable {
             assert_eq!(run.result.unwrap(), Digest::of(&data));
@@ -557,7 +709,7 @@ fn a_dropped_connection_mid_chunk_resends_at_most_one_chunk() {
         Upload::new("a/b", cfg(50)),
         &data,
         200,
-        feed_upload,
+        Source::Restartable,
     );
     assert_eq!(run.result.unwrap(), Digest::of(&data));
     assert_eq!(fake.committed[0].1, data);
@@ -582,7 +734,7 @@ fn retries_5xx_with_retry_after_then_succeeds() {
         GetManifest::new("a/b", "v1"),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     assert_eq!(run.result.unwrap().bytes, b"{\"schemaVersion\":2}");
     assert_eq!(run.waits, vec![2000, 2000], "Retry-After honoured");
@@ -597,7 +749,7 @@ fn retries_5xx_with_retry_after_then_succeeds() {
         GetManifest::new("a/b", "v1"),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     let e = run.result.unwrap_err();
     assert!(
@@ -620,7 +772,7 @@ fn cog_token_flow_verifies_then_uses_basic_for_the_token() {
         GetManifest::new("a/b", "v1"),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     run.result.unwrap();
     assert_eq!(fake.log[1], "POST /cog/v1/verify-token (12 B)");
@@ -640,7 +792,7 @@ fn cog_token_flow_verifies_then_uses_basic_for_the_token() {
         GetManifest::new("a/b", "v1"),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     let e = run.result.unwrap_err().to_string();
     assert!(
@@ -667,7 +819,7 @@ fn expired_tokens_are_fetched_again() {
         GetManifest::new("a/b", "v1"),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     assert_eq!(fake.tokens_issued, 1);
     // same scopes, time moved past expiry: the machine fetches a new one before sending
@@ -705,7 +857,7 @@ fn redirects_to_another_host_carry_no_credentials_and_loops_end() {
         GetBlob::new("a/b", &d, 100),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     assert_eq!(run.result.unwrap(), b"blobdata");
     let storage: Vec<_> = fake
@@ -728,7 +880,7 @@ fn redirects_to_another_host_carry_no_credentials_and_loops_end() {
         GetBlob::new("a/b", &d, 100),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     assert!(run.result.unwrap_err().to_string().contains("redirects"));
 }
@@ -746,7 +898,7 @@ fn lying_registries_are_caught() {
         GetManifest::new("a/b", "v1"),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     assert!(matches!(
         run.result.unwrap_err(),
@@ -758,7 +910,7 @@ fn lying_registries_are_caught() {
         PutManifest::new("a/b", "v2", crate::media::OCI_MANIFEST, b"{}".to_vec()),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     assert!(matches!(
         run.result.unwrap_err(),
@@ -771,7 +923,7 @@ fn lying_registries_are_caught() {
         Upload::new("a/b", cfg(2)),
         &data,
         3,
-        feed_upload,
+        Source::Restartable,
     );
     assert!(matches!(
         run.result.unwrap_err(),
@@ -787,7 +939,7 @@ fn lying_registries_are_caught() {
         GetManifest::new("a/b", "big"),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     assert!(matches!(run.result.unwrap_err(), Error::TooLarge { .. }));
     // a token answer without a token
@@ -802,7 +954,7 @@ fn lying_registries_are_caught() {
         GetManifest::new("a/b", "v1"),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     assert!(run
         .result
@@ -829,7 +981,7 @@ fn secrets_stay_out_of_errors_and_debug_output() {
         GetManifest::new("a/b", "missing"),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     let e = run.result.unwrap_err().to_string();
     assert!(
@@ -849,7 +1001,7 @@ fn mount_is_one_post_with_from() {
         MountBlob::new("a/b", "c/d", &d),
         &[],
         1,
-        |_, _, _, _| {},
+        Source::None,
     );
     assert!(run.result.unwrap());
     assert!(
@@ -877,7 +1029,7 @@ fn streamed_upload_is_one_patch_and_resumes_from_the_registry_offset() {
         Upload::new("a/b", scfg),
         &data,
         4096,
-        feed_upload,
+        Source::Restartable,
     );
     assert_eq!(run.result.unwrap(), Digest::of(&data));
     assert_eq!(fake.committed[0].1, data);
@@ -899,7 +1051,7 @@ fn streamed_upload_is_one_patch_and_resumes_from_the_registry_offset() {
         Upload::new("a/b", scfg),
         &data,
         4096,
-        feed_upload,
+        Source::Restartable,
     );
     assert_eq!(run.result.unwrap(), Digest::of(&data));
     assert_eq!(fake.committed[0].1, data);
@@ -923,7 +1075,7 @@ fn streamed_upload_is_one_patch_and_resumes_from_the_registry_offset() {
         Upload::new("a/b", scfg),
         &data[..500],
         4096,
-        feed_upload,
+        Source::Restartable,
     );
     run.result.unwrap();
     assert!(
@@ -950,7 +1102,7 @@ fn a_segmented_stream_is_one_patch_per_segment_and_a_cut_costs_one_segment() {
             Upload::new("a/b", scfg),
             &data,
             step,
-            feed_upload,
+            Source::Restartable,
         );
         assert_eq!(run.result.unwrap(), Digest::of(&data), "step {step}");
         assert_eq!(fake.committed[0].1, data);
@@ -976,7 +1128,7 @@ fn a_segmented_stream_is_one_patch_per_segment_and_a_cut_costs_one_segment() {
         Upload::new("a/b", scfg),
         &data,
         4096,
-        feed_upload,
+        Source::Restartable,
     );
     assert_eq!(run.result.unwrap(), Digest::of(&data));
     assert_eq!(fake.committed[0].1, data);
@@ -995,7 +1147,9 @@ fn a_saved_session_is_resumed_from_its_range_or_started_again_when_gone() {
             up,
             &data,
             50,
-            feed_upload,
+            // a producer that cannot start over: only the saved session's first status may
+            // send it back to byte 0 (it has every byte then)
+            Source::Once,
         )
         .0
     };
@@ -1091,4 +1245,204 @@ fn an_untrusted_certificate_ends_the_operation_at_once_and_a_timeout_is_retried(
         assert!(matches!(out, Output::Wait(_)), "{shown}: {out:?}");
         assert!(saw.is_some_and(|r| r.contains(&shown)), "{shown}");
     }
+}
+
+/// The kernel over every produce size, upload mode and fault: the transcript (actions,
+/// requests, answers, events) of each mode and fault is a snapshot, the same for every produce
+/// size once the produce steps are left out, and every run ends with the blob whole.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn kernel_transcripts_at_every_produce_size_mode_and_fault() {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let modes: [(&str, UploadConfig); 3] = [
+        (
+            "chunked",
+            UploadConfig {
+                chunk_min: 3000,
+                ..cfg(3000)
+            },
+        ),
+        (
+            "stream",
+            UploadConfig {
+                stream: true,
+                ..cfg(3000)
+            },
+        ),
+        (
+            "segments",
+            UploadConfig {
+                stream: true,
+                segment: 4000,
+                ..cfg(3000)
+            },
+        ),
+    ];
+    // the fault meets the second PATCH (the first of a whole stream)
+    type Fault = fn(&mut Fake, usize);
+    let faults: [(&str, Fault); 6] = [
+        ("none", |_, _| {}),
+        ("reset", |f, n| f.patch_drop = Some(n)),
+        ("5xx", |f, n| f.patch_fail = Some((n, 503))),
+        ("416", |f, n| f.patch_fail = Some((n, 416))),
+        ("404", |f, n| f.patch_fail = Some((n, 404))),
+        ("lost-session", |f, n| f.lose_session = Some(n)),
+    ];
+    for (mode, c) in modes {
+        for (fault, set) in faults {
+            let mut first: Option<(usize, Vec<String>)> = None;
+            for step in [1usize, 7, 4096, usize::MAX] {
+                let mut fake = Fake::default();
+                set(&mut fake, if mode == "stream" { 1 } else { 2 });
+                let (run, _) = drive(
+                    &mut fake,
+                    session(Credentials::Anonymous),
+                    Upload::new("a/b", c),
+                    &data,
+                    step,
+                    Source::Restartable,
+                );
+                let what = format!("{mode}, {fault}, produce {step}");
+                assert_eq!(
+                    run.result.as_ref().ok(),
+                    Some(&Digest::of(&data)),
+                    "{what}: {:#?}",
+                    run.transcript
+                );
+                assert_eq!(fake.committed[0].1, data, "{what}");
+                // requests and answers do not depend on how the bytes were produced, but for
+                // where a stream ends (a producer making the blob at once ends it in the body)
+                let wire: Vec<String> = run
+                    .transcript
+                    .iter()
+                    .filter(|l| l.starts_with("send") || l.starts_with('←'))
+                    .map(|l| l.split(" ahead").next().unwrap_or(l).to_string())
+                    .collect();
+                match &first {
+                    None => {
+                        insta::assert_snapshot!(
+                            format!("kernel-{mode}-{fault}"),
+                            run.transcript.join("\n")
+                        );
+                        first = Some((step, wire));
+                    }
+                    Some((s, w)) if step != usize::MAX => {
+                        assert_eq!(w, &wire, "{what} against produce {s}")
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn driver_contract_misuse_is_an_internal_error_not_ignored() {
+    let fresh = || {
+        Transfer::<_, Vec<u8>>::new(
+            session(Credentials::Anonymous),
+            GetManifest::new("a/b", "v1"),
+            Source::None,
+        )
+    };
+    // an answer when nothing was sent
+    let mut t = fresh();
+    let e = t
+        .handle_response(0, Response::new(200, &[], b""))
+        .unwrap_err();
+    assert!(matches!(e, Error::Internal { .. }), "{e}");
+    assert!(matches!(
+        t.poll(0),
+        Action::Done(Err(Error::Internal { .. }))
+    ));
+    // polling while a request is on the wire
+    let mut t = fresh();
+    assert!(matches!(t.poll(0), Action::Send(_)));
+    assert!(matches!(
+        t.poll(0),
+        Action::Done(Err(Error::Internal { .. }))
+    ));
+    // bytes for an operation that takes none
+    let mut t = fresh();
+    assert!(t.produced(vec![1]).is_err());
+    // a restart that was not asked for
+    let mut t = fresh();
+    assert!(t.restarted().is_err());
+    // the end of a stream when the request was not one
+    let mut t = fresh();
+    assert!(matches!(t.poll(0), Action::Send(_)));
+    let e = t
+        .stream_ended(StreamEnd {
+            limit_reached_at: None,
+            carry: Vec::new(),
+            pulled: false,
+            complete: None,
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("driver contract"), "{e}");
+    // a producer that ends at another size than it made
+    let mut t = Transfer::<_, Vec<u8>>::new(
+        session(Credentials::Anonymous),
+        Upload::new("a/b", cfg(10)),
+        Source::Once,
+    );
+    t.produced(vec![0; 5]).unwrap();
+    let e = t.produced_end(Digest::of(b"x"), 6).unwrap_err();
+    assert!(matches!(e, Error::SizeMismatch { .. }), "{e}");
+}
+
+#[test]
+fn a_pipe_that_must_be_read_again_fails_with_a_clear_error() {
+    // a streamed upload from a pipe, cut after the first segment's bytes were pulled: the
+    // bytes are gone and the producer cannot make them again
+    let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    let mut fake = Fake {
+        patch_drop: Some(1),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::new(
+            "a/b",
+            UploadConfig {
+                stream: true,
+                ..cfg(3000)
+            },
+        ),
+        &data,
+        1000,
+        Source::Once,
+    );
+    let e = run.result.unwrap_err().to_string();
+    assert!(e.contains("cannot be read again"), "{e}");
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn a_seekable_source_is_sent_by_range_and_hashed_at_the_end() {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 13) as u8).collect();
+    let mut fake = Fake {
+        patch_drop: Some(2),
+        ..Fake::default()
+    };
+    let (run, _) = drive(
+        &mut fake,
+        session(Credentials::Anonymous),
+        Upload::new(
+            "a/b",
+            UploadConfig {
+                chunk_min: 4000,
+                ..cfg(4000)
+            },
+        ),
+        &data,
+        4096,
+        Source::Seekable {
+            len: data.len() as u64,
+        },
+    );
+    assert_eq!(run.result.unwrap(), Digest::of(&data));
+    assert_eq!(fake.committed[0].1, data);
+    insta::assert_snapshot!("kernel-seekable-reset", run.transcript.join("\n"));
 }
