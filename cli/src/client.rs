@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lamina_core::http::{Body, Method, Request, Response};
+use lamina_core::http::{Method, Request, Response};
 use lamina_core::layer::LayerInfo;
 use lamina_core::reference::{Reference, Scheme};
 use lamina_core::registry::{
-    Event, Held, Machine, NetError, Op, OpenBlob, Output, Session, Upload, UploadConfig,
+    Action, Download, Event, NetError, Op, OpenBlob, Outgoing, Payload, Session, Sessions, Source,
+    StreamEnd, Transfer, Upload, UploadConfig,
 };
 use lamina_core::{Digest, Error};
 
@@ -124,7 +125,7 @@ pub struct Client {
     /// One client per registry host (each trusts what [`crate::tls`] says for it).
     http: HashMap<String, reqwest::blocking::Client>,
     opts: Options,
-    sessions: HashMap<String, Session>,
+    sessions: Sessions,
     start: Instant,
     stream: Option<reqwest::blocking::Response>,
     rt: Option<(tokio::runtime::Runtime, HashMap<String, reqwest::Client>)>,
@@ -133,7 +134,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("sessions", &self.sessions.len())
+            .field("sessions", &self.sessions)
             .finish()
     }
 }
@@ -143,8 +144,10 @@ impl Client {
     pub fn new(opts: Options) -> anyhow_like::Result<Self> {
         Ok(Client {
             http: HashMap::new(),
+            sessions: Sessions::new(
+                std::process::id() as u64 ^ (seed_time() << 17) ^ 0x9E37_79B9_7F4A_7C15,
+            ),
             opts,
-            sessions: HashMap::new(),
             start: Instant::now(),
             stream: None,
             rt: None,
@@ -376,9 +379,7 @@ impl Client {
             inner,
             opts: self.opts.clone(),
             reference: r.clone(),
-            digest: digest.clone(),
-            pos: 0,
-            attempts: 0,
+            dl: Download::new(&r.repository, digest),
         };
         b.skip(opened.skip).map_err(|e| e.to_string())?;
         Ok(b)
@@ -396,47 +397,39 @@ impl Client {
     }
 
     fn session_for(&mut self, r: &Reference) -> anyhow_like::Result<Session> {
-        if let Some(s) = self.sessions.remove(&r.registry) {
-            return Ok(s);
-        }
-        let creds = creds::for_registry(&self.opts.given, &r.registry)?;
         let scheme = if self.opts.insecure {
             Scheme::Http
         } else {
             r.default_scheme()
         };
-        let seed = std::process::id() as u64
-            ^ (self.start.elapsed().as_nanos() as u64).rotate_left(17)
-            ^ 0x9E37_79B9_7F4A_7C15;
-        Ok(Session::new(r.api_host(), scheme, creds, seed))
+        let given = &self.opts.given;
+        self.sessions
+            .take(r, scheme, || creds::for_registry(given, &r.registry))
+            .map_err(Into::into)
     }
 
     /// Runs an operation that needs no upload data.
-    pub fn run<O: Op + UploadProgress>(
-        &mut self,
-        r: &Reference,
-        op: O,
-    ) -> anyhow_like::Result<O::Output> {
+    pub fn run<O: Op>(&mut self, r: &Reference, op: O) -> anyhow_like::Result<O::Output> {
         let session = self.session_for(r)?;
-        let mut m = Machine::new(session, op);
-        let out = self.drive(&mut m, None, None);
-        self.sessions.insert(r.registry.clone(), m.into_session());
+        let mut t = Transfer::new(session, op, Source::None);
+        let out = self.drive(&mut t, None);
+        self.sessions.put(r, t.into_session());
         out
     }
 
     /// Uploads bytes held in memory (configs).
     pub fn upload_bytes(&mut self, r: &Reference, bytes: Vec<u8>) -> anyhow_like::Result<Digest> {
-        let (up, _d) = lamina_core::registry::upload_bytes(&r.repository, &bytes);
         let session = self.session_for(r)?;
-        let mut m = Machine::new(session, up);
-        let mut win = Window::default();
-        win.push(Bytes::from(bytes));
-        let out = self.drive(&mut m, Some(&mut win), None);
-        self.sessions.insert(r.registry.clone(), m.into_session());
+        let (mut t, _) =
+            Transfer::<Upload, Bytes>::upload_bytes(session, &r.repository, Bytes::from(bytes));
+        let out = self.drive(&mut t, None);
+        self.sessions.put(r, t.into_session());
         out
     }
 
-    /// Uploads a blob while a producer makes it; returns the producer's final info.
+    /// Uploads a blob while a producer makes it; returns the producer's final info. With a
+    /// `restart` the producer can make the blob again from its first byte when the registry
+    /// lost bytes it had been sent; without, such an upload fails and says so.
     ///
     /// With an `identity` (what the blob is made from, see [`crate::resume`]) the upload's state
     /// is kept in a file while it runs: a run that was killed or failed leaves it behind, and
@@ -475,22 +468,26 @@ impl Client {
             }
             None => Upload::new(&r.repository, cfg),
         };
+        let source = if restart.is_some() {
+            Source::Restartable
+        } else {
+            Source::Once
+        };
         let session = self.session_for(r)?;
-        let mut m = Machine::new(session, up);
-        let mut win = Window::default();
+        let mut t = Transfer::new(session, up, source);
         let mut feed = Feed {
             rx: Arc::new(Mutex::new(rx)),
             info: None,
-            producer_done: false,
             restart,
             resume: file,
+            progress,
         };
-        let out = self.drive(&mut m, Some(&mut win), Some((&mut feed, progress)));
+        let out = self.drive(&mut t, Some(&mut feed));
         if let Some(f) = &feed.resume {
             // kept after a failure that a later run can continue from; gone after success, and
             // after failures that the same session cannot get past: the registry dropped it or
             // refused its blob, or the bytes made were not the blob they claimed to be
-            let hopeless = m.op().abandoned()
+            let hopeless = t.op().abandoned()
                 || out.as_ref().err().is_some_and(|e| {
                     matches!(
                         e.downcast_ref::<Error>(),
@@ -501,115 +498,89 @@ impl Client {
                 f.remove();
             }
         }
-        self.sessions.insert(r.registry.clone(), m.into_session());
+        self.sessions.put(r, t.into_session());
         let d = out?;
         let info = feed.info.ok_or("upload finished before its data")?;
         Ok((d, info))
     }
 
-    fn drive<O: Op + UploadProgress>(
+    /// The transport under the core's [`Transfer`] kernel: it sends what it is asked, streams
+    /// bodies from the producer, and reports answers, time and bytes back.
+    fn drive<O: Op>(
         &mut self,
-        m: &mut Machine<O>,
-        mut win: Option<&mut Window>,
-        mut feed: Option<(&mut Feed, &mut Progress)>,
+        t: &mut Transfer<O, Bytes>,
+        mut feed: Option<&mut Feed<'_>>,
     ) -> anyhow_like::Result<O::Output> {
         loop {
-            let now = self.now();
-            match m.poll(now) {
-                Output::Send(req) => {
-                    // the operation has taken in every answer so far: record where the upload
-                    // stands before the next request, which may never come back
-                    if let (Some((f, _)), Some(c), Some(loc)) =
-                        (feed.as_mut(), m.op().confirmed_bytes(), m.op().location())
-                    {
-                        if let Some(file) = f.resume.as_mut() {
-                            file.save(loc, c);
-                        }
-                    }
+            match t.poll(self.now()) {
+                Action::Send(Outgoing {
+                    request, payload, ..
+                }) => {
                     let mut stream_state = None;
-                    let body = match &req.body {
-                        Body::Empty => SendBody::None,
-                        Body::Bytes(b) => SendBody::Bytes(Bytes::from(b.clone())),
-                        Body::Blob { start, end } => {
-                            let w = win.as_deref_mut().ok_or(
-                                "the registry machine asked for blob data that does not exist",
-                            )?;
-                            SendBody::Bytes(held_slice(w, *start, *end)?)
+                    let body = match payload {
+                        Payload::Empty => SendBody::None,
+                        Payload::Bytes(b) => SendBody::Bytes(Bytes::from(b)),
+                        Payload::Held(parts) => SendBody::Bytes(match parts.as_slice() {
+                            // a zero-copy slice when the bytes lie in one chunk (the usual case)
+                            [(b, r)] => b.slice(r.clone()),
+                            _ => Bytes::from(
+                                parts
+                                    .iter()
+                                    .flat_map(|(b, r)| b[r.clone()].iter().copied())
+                                    .collect::<Vec<u8>>(),
+                            ),
+                        }),
+                        Payload::Range { .. } => {
+                            return Err(Error::internal("a byte range of a seekable source").into())
                         }
-                        Body::Stream { start, limit } => {
-                            let (f, p) =
-                                feed.as_mut().ok_or("a streamed upload needs a producer")?;
-                            let w = win.as_deref_mut().ok_or("no data window")?;
-                            let (first, skip) = match held_from(w, *start) {
-                                Some(first) => (first, 0),
-                                None => {
-                                    // the bytes from `start` were sent and dropped: make them again
-                                    let restart = f.restart.as_mut().ok_or_else(|| {
-                                        format!("the upload was interrupted at byte {start} and its input cannot be read again (stdin); run the command again")
-                                    })?;
-                                    if !p.quiet() && *start > 0 {
-                                        eprintln!(
-                                            "making the layer again to send it from byte {} ({} confirmed by the registry)",
-                                            start,
-                                            crate::progress::human(*start)
-                                        );
-                                    }
-                                    f.rx = Arc::new(Mutex::new(restart()));
-                                    f.producer_done = false;
-                                    w.clear_to(u64::MAX);
-                                    (VecDeque::new(), *start)
-                                }
-                            };
+                        Payload::Stream {
+                            held,
+                            start,
+                            skip,
+                            limit,
+                            producer_done,
+                        } => {
+                            let f = feed
+                                .as_deref_mut()
+                                .ok_or_else(|| Error::internal("a stream without a producer"))?;
                             let shared = Arc::new(Mutex::new(StreamShared {
-                                // a producer that ended in an earlier segment sends nothing more
-                                done: f.producer_done,
+                                done: producer_done,
                                 ..StreamShared::default()
                             }));
                             stream_state = Some(Arc::clone(&shared));
                             SendBody::Stream(StreamReader {
-                                first,
+                                first: held.into_iter().map(|(b, r)| b.slice(r)).collect(),
                                 skip,
                                 rx: Arc::clone(&f.rx),
                                 shared,
-                                offset: *start,
-                                left: *limit,
-                                progress: p.clone(),
+                                offset: start,
+                                left: limit,
+                                progress: f.progress.clone(),
                             })
                         }
                     };
                     if self.opts.verbose {
                         eprintln!(
-                            "> {} {} ({} body bytes)",
-                            req.method,
-                            lamina_core::registry::strip_query(&req.url),
-                            req.body.len()
+                            "> {} {}",
+                            request.method,
+                            lamina_core::registry::strip_query(&request.url),
                         );
                     }
-                    let res = self.send(&req, body);
+                    let res = self.send(&request, body);
                     if let Some(sh) = stream_state {
                         let mut sh = sh.lock().map_err(|_| "lock")?;
                         if let Some(e) = sh.err.take() {
                             return Err(e.into());
                         }
-                        let w = win.as_deref_mut().ok_or("no data window")?;
-                        match (&res, sh.limit_at) {
-                            // the segment went whole: the bytes made past it come next
-                            (Ok(_), Some(at)) => {
-                                w.clear_to(at);
-                                for c in sh.carry.drain(..) {
-                                    w.push(c);
-                                }
-                                m.op_mut().more_data(w.end(), None);
-                            }
-                            // the stream took chunks past the window: only a restart can give
-                            // them again
-                            _ => w.clear_to(u64::MAX),
-                        }
-                        if let (Some(info), Some((f, _))) = (sh.info.take(), feed.as_mut()) {
-                            m.op_mut()
-                                .more_data(info.size, Some((info.digest.clone(), info.size)));
+                        let info = sh.info.take();
+                        t.stream_ended(StreamEnd {
+                            limit_reached_at: sh.limit_at,
+                            carry: sh.carry.drain(..).collect(),
+                            pulled: sh.pulled,
+                            complete: info.as_ref().map(|i| (i.digest.clone(), i.size)),
+                        })?;
+                        if let (Some(info), Some(f)) = (info, feed.as_deref_mut()) {
                             f.info = Some(info);
-                            f.producer_done = true;
                         }
                     }
                     let now = self.now();
@@ -619,74 +590,70 @@ impl Client {
                                 eprintln!(
                                     "< {} {}",
                                     resp.status,
-                                    lamina_core::registry::strip_query(&req.url)
+                                    lamina_core::registry::strip_query(&request.url)
                                 );
                             }
-                            m.handle_response(now, resp)
+                            t.handle_response(now, resp)?
                         }
-                        Err(e) => {
-                            if self.opts.verbose {
-                                eprintln!("< error {e}");
-                            }
-                            m.handle_error(now, e)
-                        }
-                    }
-                    if let (Some(w), Some(c)) = (win.as_deref_mut(), m.op().confirmed_bytes()) {
-                        w.drop_before(c);
-                        if let Some((_, p)) = feed.as_mut() {
-                            p.set(c);
-                        }
+                        Err(e) => t.handle_error(now, e)?,
                     }
                 }
-                Output::Wait(until) => {
+                Action::Wait(until) => {
                     let now = self.now();
                     if until > now {
                         std::thread::sleep(Duration::from_millis(until - now));
                     }
                 }
-                Output::NeedData => {
-                    let Some((f, _)) = feed.as_mut() else {
-                        return Err("the registry machine asked for more data than there is".into());
-                    };
-                    let w = win.as_deref_mut().ok_or("no data window")?;
+                Action::Produce => {
+                    let f = feed.as_deref_mut().ok_or_else(|| {
+                        Error::internal("upload data asked for without a producer")
+                    })?;
                     let msg = f.rx.lock().map_err(|_| "lock")?.recv();
                     match msg {
-                        Ok(Data::Chunk(b)) => {
-                            let end = w.push(b);
-                            // bytes the registry has already (a resumed upload) are not kept
-                            if let Some(c) = m.op().confirmed_bytes() {
-                                w.drop_before(c);
-                            }
-                            m.op_mut().more_data(end, None);
-                        }
+                        Ok(Data::Chunk(b)) => t.produced(b)?,
                         Ok(Data::Done(rest, info)) => {
                             if !rest.is_empty() {
-                                w.push(rest);
+                                t.produced(rest)?;
                             }
-                            m.op_mut()
-                                .more_data(info.size, Some((info.digest.clone(), info.size)));
+                            t.produced_end(info.digest.clone(), info.size)?;
                             f.info = Some(info);
-                            f.producer_done = true;
                         }
                         Ok(Data::Failed(e)) => return Err(e.into()),
                         Err(_) => return Err("the layer builder stopped unexpectedly".into()),
                     }
-                    m.data_ready();
                 }
-                Output::Event(e) => match e {
-                    Event::Retrying {
-                        reason,
-                        attempt,
-                        delay_ms,
-                    } => crate::progress::warn(&format!(
-                        "retrying ({attempt}) in {:.1}s: {reason}",
-                        delay_ms as f64 / 1000.0
-                    )),
-                    other if self.opts.verbose => eprintln!("  {other:?}"),
+                Action::Restart { .. } => {
+                    let f = feed
+                        .as_deref_mut()
+                        .ok_or_else(|| Error::internal("a restart without a producer"))?;
+                    let restart = f
+                        .restart
+                        .as_mut()
+                        .ok_or_else(|| Error::internal("a restart of a producer that cannot"))?;
+                    f.rx = Arc::new(Mutex::new(restart()));
+                    f.info = None;
+                    t.restarted()?;
+                }
+                Action::Event(e) => match &e {
+                    Event::Retrying { .. } => crate::progress::warn(&e.to_string()),
+                    Event::MakingAgain { .. } => crate::progress::warn(&e.to_string()),
+                    Event::Confirmed { bytes, location } => {
+                        if let Some(f) = feed.as_deref_mut() {
+                            // where the upload stands, before the next request (which may
+                            // never come back)
+                            if let Some(file) = f.resume.as_mut() {
+                                file.save(location, *bytes);
+                            }
+                            f.progress.set(*bytes);
+                        }
+                        if self.opts.verbose {
+                            eprintln!("  {e}");
+                        }
+                    }
+                    _ if self.opts.verbose => eprintln!("  {e}"),
                     _ => {}
                 },
-                Output::Done(r) => return r.map_err(Into::into),
-                Output::Pending => return Err("internal error: request in flight".into()),
+                Action::Done(r) => return r.map_err(Into::into),
             }
         }
     }
@@ -755,6 +722,14 @@ impl Client {
             truncated,
         })
     }
+}
+
+/// Nanoseconds of the wall clock, to seed retry jitter (runs started together spread apart).
+fn seed_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// What a failed request was, for the core to decide (see [`NetError`]): a certificate the TLS
@@ -890,13 +865,13 @@ fn secs(d: Duration) -> String {
     }
 }
 
-struct Feed {
+/// The producer of an upload, as the driver holds it.
+struct Feed<'a> {
     rx: Arc<Mutex<Receiver<Data>>>,
     info: Option<LayerInfo>,
-    /// The producer behind `rx` has sent its last bytes.
-    producer_done: bool,
     restart: Option<Restart>,
     resume: Option<ResumeFile>,
+    progress: &'a mut Progress,
 }
 
 /// State a streamed request body shares with the driver.
@@ -906,6 +881,8 @@ struct StreamShared {
     err: Option<Error>,
     /// The producer sent its last bytes: nothing more to take from it.
     done: bool,
+    /// Bytes were taken from the producer (after a cut, only a restart gives them again).
+    pulled: bool,
     /// The body stopped at its limit, at this blob offset; `carry` holds the bytes taken from
     /// the producer beyond it, for the next segment.
     limit_at: Option<u64>,
@@ -963,6 +940,7 @@ impl StreamReader {
                 .lock()
                 .map_err(|_| std::io::Error::other("lock"))?
                 .recv();
+            sh.pulled = true;
             let skip = &mut self.skip;
             let take = |b: Bytes, skip: &mut u64| -> Bytes {
                 let k = (*skip).min(b.len() as u64) as usize;
@@ -987,74 +965,9 @@ impl StreamReader {
     }
 }
 
-/// Bytes of the blob not yet confirmed by the registry, in the producer's chunks.
-type Window = Held<Bytes>;
-
-/// The held bytes from `start` on (zero-copy slices), or `None` if some of them are gone.
-fn held_from(w: &Window, start: u64) -> Option<VecDeque<Bytes>> {
-    let parts = w.range(start, w.end()).ok()?;
-    Some(parts.into_iter().map(|(b, r)| b.slice(r)).collect())
-}
-
-/// Bytes `start..end`: a zero-copy slice when they lie in one chunk (the usual case).
-fn held_slice(w: &Window, start: u64, end: u64) -> Result<Bytes, String> {
-    let parts = w
-        .range(start, end)
-        .map_err(|e| format!("the registry asked again for {e}; run the command again"))?;
-    match parts.as_slice() {
-        [(b, r)] => Ok(b.slice(r.clone())),
-        _ => Ok(Bytes::from(w.copy(start, end).map_err(|e| e.to_string())?)),
-    }
-}
-
-/// Lets the driver see upload progress through any operation.
-pub trait UploadProgress {
-    /// Bytes confirmed by the registry, for uploads.
-    fn confirmed_bytes(&self) -> Option<u64> {
-        None
-    }
-    /// New data for uploads.
-    fn more_data(&mut self, _end: u64, _complete: Option<(Digest, u64)>) {}
-    /// The upload session's URL, for uploads that started one.
-    fn location(&self) -> Option<&str> {
-        None
-    }
-}
-
-impl UploadProgress for Upload {
-    fn confirmed_bytes(&self) -> Option<u64> {
-        Some(self.confirmed())
-    }
-    fn location(&self) -> Option<&str> {
-        Upload::location(self)
-    }
-    fn more_data(&mut self, end: u64, complete: Option<(Digest, u64)>) {
-        match complete {
-            Some((d, n)) => self.data_complete(d, n),
-            None => self.data_available(end),
-        }
-    }
-}
-
-macro_rules! no_upload {
-    ($($t:ty),*) => { $(impl UploadProgress for $t {})* };
-}
-no_upload!(
-    lamina_core::registry::GetManifest,
-    lamina_core::registry::GetBlob,
-    lamina_core::registry::OpenBlob,
-    lamina_core::registry::HeadBlob,
-    lamina_core::registry::MountBlob,
-    lamina_core::registry::PutManifest,
-    lamina_core::registry::CheckLogin
-);
-
-/// Most times a cut download is continued before its error is final.
-const DOWNLOAD_RESUMES: u32 = 5;
-
-/// A blob download that continues where it was cut. A read that fails (a reset, a body cut
+/// A blob download that continues where it was cut: a read that fails (a reset, a body cut
 /// short, nothing received for the idle timeout) reopens the blob with `Range: bytes=N-` from
-/// the byte it stopped at, after a backoff, up to [`DOWNLOAD_RESUMES`] times; a registry that
+/// the byte it stopped at, after a backoff, as the core's [`Download`] decides; a registry that
 /// ignores ranges sends the whole blob again and the bytes already read are dropped. The
 /// caller still verifies the digest of everything it read, so a resumed download is checked
 /// as a whole.
@@ -1062,17 +975,12 @@ pub struct BlobReader {
     inner: reqwest::blocking::Response,
     opts: Options,
     reference: Reference,
-    digest: Digest,
-    pos: u64,
-    attempts: u32,
+    dl: Download,
 }
 
 impl std::fmt::Debug for BlobReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobReader")
-            .field("digest", &self.digest)
-            .field("pos", &self.pos)
-            .finish()
+        f.debug_struct("BlobReader").field("dl", &self.dl).finish()
     }
 }
 
@@ -1084,7 +992,7 @@ impl BlobReader {
             if k == 0 {
                 return Err(std::io::Error::other(format!(
                     "the registry sent the blob again but it ended before byte {}",
-                    self.pos
+                    self.dl.position()
                 )));
             }
             n -= k as u64;
@@ -1094,10 +1002,7 @@ impl BlobReader {
 
     fn reopen(&mut self) -> anyhow_like::Result<()> {
         let mut c = Client::new(self.opts.clone())?;
-        let opened = c.run(
-            &self.reference,
-            OpenBlob::from_offset(&self.reference.repository, &self.digest, self.pos),
-        )?;
+        let opened = c.run(&self.reference, self.dl.reopen())?;
         self.inner = c.take_stream()?;
         self.skip(opened.skip)?;
         Ok(())
@@ -1109,35 +1014,21 @@ impl std::io::Read for BlobReader {
         loop {
             match self.inner.read(buf) {
                 Ok(n) => {
-                    self.pos += n as u64;
+                    self.dl.read(n as u64);
                     return Ok(n);
                 }
-                Err(e) if self.attempts < DOWNLOAD_RESUMES => {
-                    self.attempts += 1;
-                    let wait = lamina_core::registry::backoff_ms(self.attempts);
-                    crate::progress::warn(&format!(
-                        "retrying ({}) in {:.1}s: download of {} cut at byte {}: {}",
-                        self.attempts,
-                        wait as f64 / 1000.0,
-                        self.digest,
-                        self.pos,
-                        error_chain(&e)
-                    ));
-                    std::thread::sleep(Duration::from_millis(wait));
-                    if let Err(e) = self.reopen() {
-                        if self.attempts >= DOWNLOAD_RESUMES {
-                            return Err(std::io::Error::other(e.to_string()));
-                        }
-                        // the next read fails again at once and counts another attempt
-                        crate::progress::warn(&format!("reopening the download failed: {e}"));
-                    }
-                }
                 Err(e) => {
-                    return Err(std::io::Error::other(format!(
-                        "{} (after {} attempts to continue the download)",
-                        error_chain(&e),
-                        self.attempts
-                    )))
+                    let mut why = error_chain(&e);
+                    loop {
+                        let again = self.dl.failed(&why).map_err(std::io::Error::other)?;
+                        crate::progress::warn(&again.event.to_string());
+                        std::thread::sleep(Duration::from_millis(again.wait_ms));
+                        match self.reopen() {
+                            Ok(()) => break,
+                            // counts another attempt
+                            Err(e) => why = format!("reopening it failed: {e}"),
+                        }
+                    }
                 }
             }
         }

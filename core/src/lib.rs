@@ -6,12 +6,23 @@
 //! Cloudflare Worker; it builds and runs its tests on `wasm32-unknown-unknown`.
 //!
 //! ```text
-//!   files / tar ──► tar::TarWriter ──► layer::LayerWriter ──► blob bytes ──► driver uploads
-//!                   (deterministic)     (gzip|zstd|none,        │
-//!                                        diff_id + digest)      ▼
-//!   registry ◄── driver ◄── registry::Machine<Op> ◄── image::{Manifest, Index, Config} edits
-//!               (HTTP)       (auth, retries, uploads)     (lossless JSON)
+//!  upload:
+//!   files / tar ──► tar::TarWriter ──► layer::LayerWriter ──► blob bytes ─┐ produced(piece)
+//!                   (deterministic)     (gzip|zstd|none,                   ▼
+//!                                        diff_id + digest)   registry::Transfer ◄─ poll(now)
+//!   image::{Manifest, Index, Config} edits ──► PutManifest    (kernel: Machine<Op> + Held
+//!   (lossless JSON)                                            bytes + Source) ──► Action:
+//!                                                              Send | Wait | Produce |
+//!                                                              Restart | Event | Done
+//!  download:
+//!   registry ──► driver ──► OpenBlob (Range from a cut) ──► bytes ──► registry::Verifier /
+//!                           registry::Download (where to    compress decoder ──► untar::
+//!                           reopen, how long to wait)       TarReader (path safety) ──► files
 //! ```
+//!
+//! A driver is a transport: it sends what [`registry::Transfer`] asks, with the clock and the
+//! sockets it owns, and reports answers, typed network errors and produced bytes back. The same
+//! kernel runs under the CLI (reqwest), the browser (fetch) and the Worker.
 //!
 //! Modules, one concept each:
 //! - [`reference`]: image references and transports
