@@ -59,7 +59,7 @@ pub struct Args {
 /// Runs `append`.
 pub fn run(client: &mut Client, a: Args) -> Result<()> {
     let t0 = Instant::now();
-    crate::affix::check_level(Some(&a.compression), a.level)?;
+    crate::build::check_level(Some(&a.compression), a.level)?;
     let (dir, tag) = match a.layout.strip_prefix("oci:") {
         Some(_) => match ImageRef::parse(&a.layout, "")? {
             ImageRef::OciLayout { path, tag } => {

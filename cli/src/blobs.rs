@@ -2,110 +2,18 @@
 //! registry, found by HEAD (or in the layout), or streamed from wherever they are (download and
 //! upload in one pass, digest verified, never held in memory).
 
-use std::io::Read;
 use std::sync::mpsc::sync_channel;
 
-use lamina_core::digest::Hasher;
-use lamina_core::image::{detect_kind, Descriptor, Index, Manifest};
+use lamina_core::image::Descriptor;
 use lamina_core::layer::LayerInfo;
-use lamina_core::media::DocKind;
-use lamina_core::registry::{MountBlob, UploadConfig};
+use lamina_core::registry::UploadConfig;
 use lamina_core::Error;
 
 use crate::client::anyhow_like::Result;
 use crate::client::{Chunker, Client, Data};
 use crate::progress::Progress;
-use crate::resolve::Image;
 use crate::store::{self, Loc};
-
-/// Ensures every blob of `blobs` (found in `src`) is in `dst`.
-pub fn ensure_blobs(
-    client: &mut Client,
-    src: &Loc,
-    dst: &Loc,
-    blobs: &[Descriptor],
-    quiet: bool,
-) -> Result<()> {
-    if src.same_store(dst) {
-        return Ok(()); // the manifest we read proves they are there
-    }
-    let (mut mounted, mut present, mut copied) = (0, 0, 0);
-    for b in blobs {
-        if let (Loc::Registry(s), Loc::Registry(d)) = (src, dst) {
-            if s.registry == d.registry
-                && client.run(d, MountBlob::new(&d.repository, &s.repository, &b.digest))?
-            {
-                mounted += 1;
-                continue;
-            }
-        }
-        if store::has_blob(client, dst, b, true)? {
-            present += 1;
-            continue;
-        }
-        copy_blob(client, src, dst, b, quiet)?;
-        copied += 1;
-    }
-    if !quiet && !blobs.is_empty() {
-        let mounted = if matches!(dst, Loc::Registry(_)) {
-            format!("{mounted} mounted, ")
-        } else {
-            String::new()
-        };
-        eprintln!(
-            "base layers in {}: {mounted}{present} already there, {copied} copied",
-            dst.name()
-        );
-    }
-    Ok(())
-}
-
-/// Reads a blob's body to its end, handing each piece to `each`, and checks it against its
-/// descriptor: never more bytes than its size (a lying registry cannot make us read without
-/// end), then exactly its size and digest. `what` names the blob in errors.
-pub fn read_verified(
-    body: &mut dyn Read,
-    want: &Descriptor,
-    what: &str,
-    each: &mut dyn FnMut(&[u8]) -> std::result::Result<(), Error>,
-) -> std::result::Result<(), Error> {
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = body.read(&mut buf).map_err(|e| Error::Protocol {
-            reason: format!("downloading {what}: {e}"),
-        })?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        if h.len() > want.size {
-            return Err(Error::SizeMismatch {
-                what: what.to_string(),
-                expected: want.size,
-                found: h.len(),
-            });
-        }
-        each(&buf[..n])?;
-    }
-    let size = h.len();
-    if size != want.size {
-        return Err(Error::SizeMismatch {
-            what: what.to_string(),
-            expected: want.size,
-            found: size,
-        });
-    }
-    let found = h.finish();
-    if found != want.digest {
-        return Err(Error::DigestMismatch {
-            what: what.to_string(),
-            expected: want.digest.clone(),
-            found,
-        });
-    }
-    Ok(())
-}
+use crate::verify::read_verified;
 
 /// Streams one blob from `src` to `dst`, verifying its digest and size on the way.
 pub fn copy_blob(
@@ -164,57 +72,5 @@ pub fn copy_blob(
     let _ = reader.join();
     r?;
     p.finish(b.size);
-    Ok(())
-}
-
-/// Copies the platforms of an index that are not being edited (`images` are) into the
-/// destination, with their blobs, so the new index points at nothing missing.
-pub fn copy_other_platforms(
-    client: &mut Client,
-    src: &Loc,
-    dst: &Loc,
-    index: Option<&Index>,
-    images: &[Image],
-    quiet: bool,
-) -> Result<()> {
-    let Some(ix) = index else { return Ok(()) };
-    let picked: Vec<usize> = images.iter().filter_map(|i| i.index_pos).collect();
-    for (i, e) in ix.manifests()?.iter().enumerate() {
-        if !picked.contains(&i) {
-            copy_manifest(client, src, dst, e, quiet)?;
-        }
-    }
-    Ok(())
-}
-
-/// Copies one manifest (and its blobs, or an index and everything under it) unchanged into the
-/// destination.
-pub fn copy_manifest(
-    client: &mut Client,
-    src: &Loc,
-    dst: &Loc,
-    d: &Descriptor,
-    quiet: bool,
-) -> Result<()> {
-    if src.same_store(dst) {
-        return Ok(());
-    }
-    let f = store::get_manifest(client, src, &d.digest.to_string())?;
-    let (kind, mt) = detect_kind(&f.bytes, f.content_type.as_deref().or(Some(&d.media_type)))?;
-    match kind {
-        DocKind::Manifest(_) => {
-            let m = Manifest::parse(f.bytes.clone(), &mt)?;
-            let mut blobs = vec![m.config()?];
-            blobs.extend(m.layers()?);
-            ensure_blobs(client, src, dst, &blobs, quiet)?;
-        }
-        DocKind::Index(_) => {
-            let ix = Index::parse(f.bytes.clone(), &mt)?;
-            for e in ix.manifests()? {
-                copy_manifest(client, src, dst, &e, quiet)?;
-            }
-        }
-    }
-    store::put_manifest(client, dst, &d.digest.to_string(), &mt, f.bytes)?;
     Ok(())
 }

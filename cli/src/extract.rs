@@ -20,11 +20,11 @@ use lamina_core::media;
 use lamina_core::untar::{resolve_link, safe_path, Event, Kind, TarReader};
 use lamina_core::Error;
 
-use crate::blobs::read_verified;
 use crate::client::anyhow_like::Result;
 use crate::client::Client;
 use crate::progress::{human, Progress};
 use crate::resolve::{self, PlatformSel};
+use crate::verify::read_verified;
 
 /// What to extract.
 #[derive(Debug)]
@@ -616,7 +616,7 @@ fn tar_out(
         )),
     };
     let mut m = TarMerge {
-        tw: lamina_core::tar::TarWriter::new(crate::affix::source_date_epoch().unwrap_or(0)),
+        tw: lamina_core::tar::TarWriter::new(crate::build::source_date_epoch().unwrap_or(0)),
         out,
         out_err: None,
         prefix: prefix.clone(),

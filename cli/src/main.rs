@@ -3,10 +3,12 @@
 mod affix;
 mod append;
 mod blobs;
+mod build;
 mod cleanup;
 mod client;
 mod creds;
 mod extract;
+mod flows;
 mod inputs;
 mod layers;
 mod login;
@@ -20,6 +22,7 @@ mod resume;
 mod slice;
 mod store;
 mod tls;
+mod verify;
 mod zstdenc;
 
 use std::path::PathBuf;

@@ -206,14 +206,14 @@ pub fn build(
         (_, "auto") => {
             let c = crate::inputs::choose_auto(&p.entries)?;
             if !quiet {
-                crate::affix::note_auto(&c);
+                crate::build::note_auto(&c);
             }
             c.compression
         }
         (_, other) => Compression::parse(other)
             .ok_or_else(|| format!("unknown compression {other:?} (auto, none, gzip, zstd)"))?,
     };
-    let mtime = crate::affix::source_date_epoch().unwrap_or(0);
+    let mtime = crate::build::source_date_epoch().unwrap_or(0);
     // a registry upload sends 1 MiB pieces; a layout's disk needs less buffering
     let chunk: usize = match dst {
         Loc::Registry(_) => 1 << 20,
@@ -223,7 +223,7 @@ pub fn build(
     let mut spawn: Restart = Box::new(move || {
         let (tx, rx) = sync_channel::<Data>(1);
         let entries = entries.clone();
-        std::thread::spawn(move || crate::affix::build_files(entries, c, level, mtime, chunk, tx));
+        std::thread::spawn(move || crate::build::build_files(entries, c, level, mtime, chunk, tx));
         rx
     });
     let total = crate::inputs::tar_size(&p.entries);

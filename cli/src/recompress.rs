@@ -20,12 +20,13 @@ use lamina_core::media;
 use lamina_core::registry::UploadConfig;
 use lamina_core::{Digest, Error};
 
-use crate::blobs::{copy_other_platforms, ensure_blobs, read_verified};
 use crate::client::anyhow_like::Result;
 use crate::client::{Chunker, Client, Data, Options};
+use crate::flows::{copy_other_platforms, ensure_blobs};
 use crate::progress::{human, Progress};
 use crate::push::push_manifest_of;
 use crate::resolve::{self, PlatformSel, Top};
+use crate::verify::read_verified;
 use crate::zstdenc::NativeZstd;
 
 /// What to recompress.

@@ -15,12 +15,12 @@ use lamina_core::slice::{self, Base, Blob, Meta};
 use lamina_core::tar::{EntryKind, TarWriter};
 use lamina_core::{Digest, Error};
 
-use crate::blobs::read_verified;
 use crate::client::anyhow_like::Result;
 use crate::client::{Chunker, Client, Data};
 use crate::progress::{human, Progress};
 use crate::resolve::{self, PlatformSel};
 use crate::store::{self, Loc};
+use crate::verify::read_verified;
 
 /// One manifest, index or config of the sliced image.
 #[derive(Debug, Clone)]
@@ -275,7 +275,7 @@ fn write_archive(
     docs: &[Doc],
     included: &[Blob],
 ) -> Result<()> {
-    let mtime = crate::affix::source_date_epoch().unwrap_or(0);
+    let mtime = crate::build::source_date_epoch().unwrap_or(0);
     let mut tw = TarWriter::new(mtime);
     let mut err: Option<std::io::Error> = None;
     let mut put = |b: &[u8]| {

@@ -433,7 +433,7 @@ impl Layout {
         }
         let mut w = self.blob_writer()?;
         let mut done = 0u64;
-        crate::blobs::read_verified(r, want, what, &mut |piece: &[u8]| {
+        crate::verify::read_verified(r, want, what, &mut |piece: &[u8]| {
             done += piece.len() as u64;
             progress.set(done);
             w.write(piece)
@@ -560,7 +560,7 @@ pub fn get_config(client: &mut Client, loc: &Loc, d: &Digest) -> Result<Vec<u8>>
     }
 }
 
-/// Opens a blob for streaming; the caller verifies it (see `blobs::read_verified`).
+/// Opens a blob for streaming; the caller verifies it (see `verify::read_verified`).
 pub fn open_blob(client: &mut Client, loc: &Loc, d: &Digest) -> Result<Box<dyn Read + Send>> {
     match loc {
         Loc::Registry(r) => Ok(Box::new(client.open_blob(r, d)?)),

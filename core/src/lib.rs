@@ -37,7 +37,9 @@
 //! - [`modelcar`]: modelcar (olot) layers and CNCF ModelPack manifests
 //! - [`hook`]: signed webhooks (HMAC-SHA256, timestamps) and the jobs they start
 //! - [`http`], [`auth`]: requests, responses, credentials, challenges
-//! - [`registry`]: the distribution protocol as state machines
+//! - [`registry`]: the distribution protocol as state machines, and the transfer kernel drivers
+//!   run them with
+//! - [`flow`]: image workflows (resolve, blobs at a destination, push) over any store
 //! - [`slice`]: delta archives (the blobs above shared base images)
 //!
 //! Errors are values ([`Error`]); no input makes the core panic.
@@ -46,6 +48,7 @@ pub mod auth;
 pub mod compress;
 pub mod digest;
 pub mod error;
+pub mod flow;
 pub mod hook;
 pub mod http;
 pub mod image;
