@@ -11,8 +11,8 @@ use lamina_core::registry::UploadConfig;
 use lamina_core::tar::PlannedEntry;
 
 use crate::build::{build_files, build_tar, check_level, note_auto, source_date_epoch, usage};
-use crate::client::anyhow_like::{Result, WithContext as _};
 use crate::client::{Client, Data, Restart};
+use crate::error::{Result, WithContext as _};
 use crate::flows::{copy_other_platforms, ensure_blobs};
 use crate::progress::{human, Progress};
 use crate::push::{push_images, NewLayer};

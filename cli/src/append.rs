@@ -21,8 +21,8 @@ use lamina_core::modelcar::{self, CarLayer};
 use lamina_core::reference::ImageRef;
 use lamina_core::Digest;
 
-use crate::client::anyhow_like::Result;
 use crate::client::Client;
+use crate::error::Result;
 use crate::modelcar::{build, plan, remove_originals};
 use crate::progress::human;
 use crate::store::{Layout, Loc};

@@ -9,8 +9,8 @@ use lamina_core::layer::LayerInfo;
 use lamina_core::registry::UploadConfig;
 use lamina_core::Error;
 
-use crate::client::anyhow_like::Result;
 use crate::client::{Chunker, Client, Data};
+use crate::error::Result;
 use crate::progress::Progress;
 use crate::store::{self, Loc};
 use crate::verify::read_verified;

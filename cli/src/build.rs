@@ -11,8 +11,8 @@ use lamina_core::layer::{LayerInfo, LayerWriter, TarInput};
 use lamina_core::tar::{EntryKind, PlannedEntry, TarWriter};
 use lamina_core::Error;
 
-use crate::client::anyhow_like::Result;
 use crate::client::{Chunker, Data};
+use crate::error::Result;
 use crate::progress::human;
 use crate::zstdenc::NativeZstd;
 

@@ -141,7 +141,7 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// A client.
-    pub fn new(opts: Options) -> anyhow_like::Result<Self> {
+    pub fn new(opts: Options) -> crate::error::Result<Self> {
         Ok(Client {
             http: HashMap::new(),
             sessions: Sessions::new(
@@ -372,7 +372,11 @@ impl Client {
     }
 
     /// Opens a blob for reading, continuing where a cut download stopped (see [`BlobReader`]).
-    pub fn open_blob(&mut self, r: &Reference, digest: &Digest) -> anyhow_like::Result<BlobReader> {
+    pub fn open_blob(
+        &mut self,
+        r: &Reference,
+        digest: &Digest,
+    ) -> crate::error::Result<BlobReader> {
         let opened = self.run(r, OpenBlob::new(&r.repository, digest))?;
         let inner = self.take_stream()?;
         let mut b = BlobReader {
@@ -386,7 +390,7 @@ impl Client {
     }
 
     /// The body of the last streamed response (after an `OpenBlob`).
-    pub fn take_stream(&mut self) -> anyhow_like::Result<reqwest::blocking::Response> {
+    pub fn take_stream(&mut self) -> crate::error::Result<reqwest::blocking::Response> {
         self.stream
             .take()
             .ok_or_else(|| "no streamed response is waiting".into())
@@ -396,7 +400,7 @@ impl Client {
         self.start.elapsed().as_millis() as u64
     }
 
-    fn session_for(&mut self, r: &Reference) -> anyhow_like::Result<Session> {
+    fn session_for(&mut self, r: &Reference) -> crate::error::Result<Session> {
         let scheme = if self.opts.insecure {
             Scheme::Http
         } else {
@@ -409,7 +413,7 @@ impl Client {
     }
 
     /// Runs an operation that needs no upload data.
-    pub fn run<O: Op>(&mut self, r: &Reference, op: O) -> anyhow_like::Result<O::Output> {
+    pub fn run<O: Op>(&mut self, r: &Reference, op: O) -> crate::error::Result<O::Output> {
         let session = self.session_for(r)?;
         let mut t = Transfer::new(session, op, Source::None);
         let out = self.drive(&mut t, None);
@@ -418,7 +422,7 @@ impl Client {
     }
 
     /// Uploads bytes held in memory (configs).
-    pub fn upload_bytes(&mut self, r: &Reference, bytes: Vec<u8>) -> anyhow_like::Result<Digest> {
+    pub fn upload_bytes(&mut self, r: &Reference, bytes: Vec<u8>) -> crate::error::Result<Digest> {
         let session = self.session_for(r)?;
         let (mut t, _) =
             Transfer::<Upload, Bytes>::upload_bytes(session, &r.repository, Bytes::from(bytes));
@@ -442,7 +446,7 @@ impl Client {
         restart: Option<Restart>,
         progress: &mut Progress,
         identity: Option<&str>,
-    ) -> anyhow_like::Result<(Digest, LayerInfo)> {
+    ) -> crate::error::Result<(Digest, LayerInfo)> {
         let mut cfg = cfg;
         if cfg.stream && cfg.segment == u64::MAX {
             cfg.segment = if self.opts.segment == 0 {
@@ -510,7 +514,7 @@ impl Client {
         &mut self,
         t: &mut Transfer<O, Bytes>,
         mut feed: Option<&mut Feed<'_>>,
-    ) -> anyhow_like::Result<O::Output> {
+    ) -> crate::error::Result<O::Output> {
         loop {
             match t.poll(self.now()) {
                 Action::Send(Outgoing {
@@ -563,7 +567,7 @@ impl Client {
                         eprintln!(
                             "> {} {}",
                             request.method,
-                            lamina_core::registry::strip_query(&request.url),
+                            lamina_core::http::SafeUrl::new(request.url.as_str()),
                         );
                     }
                     let res = self.send(&request, body);
@@ -590,7 +594,7 @@ impl Client {
                                 eprintln!(
                                     "< {} {}",
                                     resp.status,
-                                    lamina_core::registry::strip_query(&request.url)
+                                    lamina_core::http::SafeUrl::new(request.url.as_str())
                                 );
                             }
                             t.handle_response(now, resp)?
@@ -1000,7 +1004,7 @@ impl BlobReader {
         Ok(())
     }
 
-    fn reopen(&mut self) -> anyhow_like::Result<()> {
+    fn reopen(&mut self) -> crate::error::Result<()> {
         let mut c = Client::new(self.opts.clone())?;
         let opened = c.run(&self.reference, self.dl.reopen())?;
         self.inner = c.take_stream()?;
@@ -1031,51 +1035,6 @@ impl std::io::Read for BlobReader {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Error plumbing for the CLI: a boxed error with a message chain.
-pub mod anyhow_like {
-    /// CLI error.
-    pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
-    /// CLI result.
-    pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-    /// An error with what was being done when it happened (`--base r8.im/x: ...`); `main`
-    /// prints the chain.
-    #[derive(Debug)]
-    pub struct Context {
-        what: String,
-        source: Error,
-    }
-
-    impl std::fmt::Display for Context {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(&self.what)
-        }
-    }
-
-    impl std::error::Error for Context {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&*self.source)
-        }
-    }
-
-    /// Adds [`Context`] to an error.
-    pub trait WithContext<T> {
-        /// Names what was being done (called only on error).
-        fn context(self, what: impl FnOnce() -> String) -> Result<T>;
-    }
-
-    impl<T, E: Into<Error>> WithContext<T> for std::result::Result<T, E> {
-        fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-            self.map_err(|e| {
-                Box::new(Context {
-                    what: what(),
-                    source: e.into(),
-                }) as Error
-            })
         }
     }
 }

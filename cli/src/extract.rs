@@ -20,8 +20,8 @@ use lamina_core::media;
 use lamina_core::untar::{resolve_link, safe_path, Event, Kind, TarReader};
 use lamina_core::Error;
 
-use crate::client::anyhow_like::Result;
 use crate::client::Client;
+use crate::error::Result;
 use crate::progress::{human, Progress};
 use crate::resolve::{self, PlatformSel};
 use crate::verify::read_verified;

@@ -7,8 +7,8 @@ use lamina_core::media::DocKind;
 use lamina_core::registry::MountBlob;
 
 use crate::blobs::copy_blob;
-use crate::client::anyhow_like::Result;
 use crate::client::Client;
+use crate::error::Result;
 use crate::store::{self, Loc};
 use lamina_core::flow::Image;
 

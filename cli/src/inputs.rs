@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use lamina_core::tar::{plan, EntryKind, PlannedEntry};
 use lamina_core::untar::resolve_link;
 
-use crate::client::anyhow_like::Result;
+use crate::error::Result;
 
 /// Collects and plans the entries for `args` under `dest` (e.g. `/src/weights`). Every file is
 /// opened once here, so an unreadable input fails before any network work.

@@ -3,8 +3,8 @@
 use crate::store::Loc;
 use lamina_core::media;
 
-use crate::client::anyhow_like::Result;
 use crate::client::Client;
+use crate::error::Result;
 use crate::progress::human;
 use crate::resolve::{self, PlatformSel, Top};
 

@@ -15,9 +15,9 @@ use lamina_core::auth::Secret;
 use lamina_core::reference::Reference;
 use serde_json::{Map, Value};
 
-use crate::client::anyhow_like::Result;
 use crate::client::{Client, Options};
 use crate::creds::{docker_config_path, keys_for, spawn_helper, Given, RoleCreds};
+use crate::error::Result;
 
 /// What `login` needs.
 #[derive(Debug)]
@@ -143,7 +143,7 @@ fn run_helper(name: &str, verb: &str, input: &[u8]) -> Result<()> {
 /// Runs `login`: checks the credentials against the registry, then stores them.
 pub fn login(opts: &Options, a: Args) -> Result<()> {
     let host = host_of(&a.registry)?;
-    let usage = |r: &str| -> crate::client::anyhow_like::Error {
+    let usage = |r: &str| -> crate::error::Error {
         Box::new(lamina_core::Error::Usage { reason: r.into() })
     };
     let username = a

@@ -7,6 +7,7 @@ mod build;
 mod cleanup;
 mod client;
 mod creds;
+mod error;
 mod extract;
 mod flows;
 mod inputs;
@@ -32,9 +33,9 @@ use clap::{Parser, Subcommand};
 use lamina_core::auth::Secret;
 use lamina_core::reference::ImageRef;
 
-use crate::client::anyhow_like::WithContext as _;
 use crate::client::{Client, Options};
 use crate::creds::Given;
+use crate::error::WithContext as _;
 
 /// `0.1.0 (commit 1a2b3c4d5e6f)`.
 const VERSION: &str = concat!(
@@ -600,7 +601,7 @@ fn json_requested(m: &clap::ArgMatches) -> Option<bool> {
 /// The error as JSON: `message` (the whole chain, as printed), `kind`, `exitCode`, and the
 /// fields of lamina's error that scripts act on (`status`, `url`, `registry`, `host`,
 /// `expected`/`found` digests).
-fn error_json(e: &client::anyhow_like::Error, msg: &str, usage: bool) -> serde_json::Value {
+fn error_json(e: &error::Error, msg: &str, usage: bool) -> serde_json::Value {
     use lamina_core::Error as E;
     let mut j = serde_json::json!({
         "message": msg,
@@ -637,7 +638,7 @@ fn error_json(e: &client::anyhow_like::Error, msg: &str, usage: bool) -> serde_j
                     ..
                 } => (
                     "http",
-                    serde_json::json!({"method": method, "url": url, "status": status}),
+                    serde_json::json!({"method": method, "url": url.to_string(), "status": status}),
                 ),
                 E::Auth { registry, .. } => ("auth", serde_json::json!({"registry": registry})),
                 E::Tls { host, .. } => ("tls", serde_json::json!({"host": host})),
@@ -778,21 +779,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> client::anyhow_like::Result<()> {
+fn run(cli: Cli) -> error::Result<()> {
     progress::set_quiet(cli.quiet);
     let image_ref = |s: &str| ImageRef::parse(s, &cli.registry);
     // references as given for each role, checked before anything is sent; errors name the role
-    let role_ref = |role: &str, s: &str| -> client::anyhow_like::Result<ImageRef> {
+    let role_ref = |role: &str, s: &str| -> error::Result<ImageRef> {
         image_ref(s).map_err(|e| {
             Box::new(lamina_core::Error::Usage {
                 reason: format!("{role}: {e}"),
-            }) as client::anyhow_like::Error
+            }) as error::Error
         })
     };
-    let parse_as = |role: &str, s: &str| -> client::anyhow_like::Result<store::Loc> {
+    let parse_as = |role: &str, s: &str| -> error::Result<store::Loc> {
         store::Loc::source(role_ref(role, s)?).context(|| format!("{role} {s}"))
     };
-    let parse_dest_as = |role: &str, s: &str| -> client::anyhow_like::Result<store::Loc> {
+    let parse_dest_as = |role: &str, s: &str| -> error::Result<store::Loc> {
         let r = role_ref(role, s)?;
         if let ImageRef::Registry(r) = &r {
             if let Some(d) = &r.digest {
@@ -815,15 +816,13 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
         given.token = Some((Secret::new(t.clone()), cli.registry.clone()));
     }
     // the registry a reference names (a malformed one is reported with its role later)
-    let registry_of = |s: &str| -> client::anyhow_like::Result<Option<String>> {
+    let registry_of = |s: &str| -> error::Result<Option<String>> {
         Ok(match image_ref(s) {
             Ok(ImageRef::Registry(r)) => Some(r.registry),
             _ => None,
         })
     };
-    let usage = |reason: String| -> client::anyhow_like::Error {
-        Box::new(lamina_core::Error::Usage { reason })
-    };
+    let usage = |reason: String| -> error::Error { Box::new(lamina_core::Error::Usage { reason }) };
     let dest_registry = match &cli.cmd {
         Cmd::Affix { dest, .. } | Cmd::Clone { dest, .. } => registry_of(dest)?,
         Cmd::Layers { image, .. } | Cmd::Extract { image, .. } => registry_of(image)?,
@@ -843,7 +842,7 @@ fn run(cli: Cli) -> client::anyhow_like::Result<()> {
     };
     // the registries read from, for --src-creds
     let mut sources: Vec<String> = Vec::new();
-    let mut src = |s: &str| -> client::anyhow_like::Result<()> {
+    let mut src = |s: &str| -> error::Result<()> {
         if let Some(r) = registry_of(s)? {
             if !sources.contains(&r) {
                 sources.push(r);

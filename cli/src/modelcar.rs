@@ -11,8 +11,8 @@ use lamina_core::modelcar::{CarLayer, Part};
 use lamina_core::registry::UploadConfig;
 use lamina_core::tar::{plan as plan_entries, EntryKind, PlannedEntry};
 
-use crate::client::anyhow_like::Result;
 use crate::client::{Client, Data, Restart};
+use crate::error::Result;
 use crate::progress::{human, Progress};
 use crate::store::{self, Loc};
 

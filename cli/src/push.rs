@@ -6,8 +6,8 @@ use lamina_core::flow::{Edit, PushImages};
 use lamina_core::image::{Config, Index};
 use lamina_core::Digest;
 
-use crate::client::anyhow_like::Result;
 use crate::client::Client;
+use crate::error::Result;
 use crate::resolve::Image;
 use crate::store::{self, Loc};
 

@@ -20,8 +20,8 @@ use lamina_core::media;
 use lamina_core::registry::UploadConfig;
 use lamina_core::{Digest, Error};
 
-use crate::client::anyhow_like::Result;
 use crate::client::{Chunker, Client, Data, Options};
+use crate::error::Result;
 use crate::flows::{copy_other_platforms, ensure_blobs};
 use crate::progress::{human, Progress};
 use crate::push::push_manifest_of;

@@ -6,8 +6,8 @@ use lamina_core::image::{remixed_history, weights_layers};
 use lamina_core::media;
 use lamina_core::Error;
 
-use crate::client::anyhow_like::Result;
 use crate::client::Client;
+use crate::error::Result;
 use crate::flows::{copy_other_platforms, ensure_blobs};
 use crate::push::{push_images, NewLayer};
 use crate::resolve::{self, PlatformSel, Top};

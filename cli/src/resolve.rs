@@ -4,8 +4,8 @@ use lamina_core::flow::{Configs, Resolve};
 use lamina_core::image::{Config, Descriptor, Manifest, MAX_CONFIG_SIZE};
 use lamina_core::Digest;
 
-use crate::client::anyhow_like::Result;
 use crate::client::Client;
+use crate::error::Result;
 use crate::store::{self, Loc};
 
 pub use lamina_core::flow::{Image, PlatformSel, Top};

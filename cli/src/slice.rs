@@ -15,8 +15,8 @@ use lamina_core::slice::{self, Base, Blob, Meta};
 use lamina_core::tar::{EntryKind, TarWriter};
 use lamina_core::{Digest, Error};
 
-use crate::client::anyhow_like::Result;
 use crate::client::{Chunker, Client, Data};
+use crate::error::Result;
 use crate::progress::{human, Progress};
 use crate::resolve::{self, PlatformSel};
 use crate::store::{self, Loc};

@@ -25,8 +25,8 @@ use lamina_core::registry::{
 };
 use lamina_core::{Digest, Error};
 
-use crate::client::anyhow_like::Result;
 use crate::client::{Client, Data, Restart};
+use crate::error::Result;
 use crate::progress::Progress;
 
 /// An image location.

@@ -67,8 +67,8 @@ pub enum Error {
     Http {
         /// Request method.
         method: String,
-        /// Request URL (never holds credentials).
-        url: String,
+        /// Request URL (displays without its query or credentials).
+        url: crate::http::SafeUrl,
         /// HTTP status.
         status: u16,
         /// The registry's error code(s) and message(s) from the body, if any.

@@ -359,3 +359,80 @@ mod tests {
         assert!(!s.contains("s3cret") && s.contains("<redacted>"), "{s}");
     }
 }
+
+/// A URL that displays safely: its query and fragment (upload state, storage signatures) and
+/// any `user:password@` are left out of `Display` and `Debug`, so an error, an event or a log
+/// line cannot leak them (as uv's `DisplaySafeUrl`). Requests use [`SafeUrl::expose`].
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SafeUrl(String);
+
+impl SafeUrl {
+    /// Wraps a URL (absolute, or a path on the registry).
+    pub fn new(url: impl Into<String>) -> Self {
+        SafeUrl(url.into())
+    }
+
+    /// The whole URL, query included: for requests, never for messages.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SafeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let u = self.0.split(['?', '#']).next().unwrap_or("");
+        match u.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = match rest.find('/') {
+                    Some(i) => rest.split_at(i),
+                    None => (rest, ""),
+                };
+                let host = authority.rsplit('@').next().unwrap_or(authority);
+                write!(f, "{scheme}://{host}{path}")
+            }
+            None => f.write_str(u),
+        }
+    }
+}
+
+impl fmt::Debug for SafeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl From<String> for SafeUrl {
+    fn from(u: String) -> Self {
+        SafeUrl(u)
+    }
+}
+
+impl From<&str> for SafeUrl {
+    fn from(u: &str) -> Self {
+        SafeUrl(u.to_string())
+    }
+}
+
+#[cfg(test)]
+mod safe_url_tests {
+    use super::SafeUrl;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn a_safe_url_shows_no_query_fragment_or_credentials() {
+        let u =
+            SafeUrl::new("https://user:pw@reg.example:5000/v2/a/blobs/uploads/u1?_state=SECRET#x");
+        assert_eq!(
+            u.to_string(),
+            "https://reg.example:5000/v2/a/blobs/uploads/u1"
+        );
+        assert!(!format!("{u:?}").contains("SECRET") && !format!("{u:?}").contains("pw"));
+        assert!(u.expose().contains("_state=SECRET"));
+        assert_eq!(
+            SafeUrl::new("/v2/a/manifests/v1?x=1").to_string(),
+            "/v2/a/manifests/v1"
+        );
+        assert_eq!(SafeUrl::new("https://h").to_string(), "https://h");
+    }
+}

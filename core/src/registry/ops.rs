@@ -1,8 +1,9 @@
 //! The protocol operations: manifests, blob existence, mounts, uploads.
 
-use super::session::{http_error, strip_query, Call, Op, Outcome, Step};
+use super::session::{http_error, Call, Op, Outcome, Step};
 use crate::digest::{Digest, Hasher};
 use crate::error::Error;
+use crate::http::SafeUrl;
 use crate::http::{add_query, parse_range_end, resolve, Body, Method, Response};
 use crate::image::MAX_MANIFEST_SIZE;
 use crate::media::MANIFEST_ACCEPT;
@@ -75,7 +76,7 @@ impl Op for GetManifest {
         if r.status == 404 {
             return Err(Error::Http {
                 method: "GET".into(),
-                url: path,
+                url: path.into(),
                 status: 404,
                 detail: format!(
                     "manifest {}:{} not found ({})",
@@ -842,7 +843,11 @@ impl Op for Upload {
                 }
             }
             Up::Status => {
-                let r = expect_response(o, Method::Get, &strip_query(&self.location))?;
+                let r = expect_response(
+                    o,
+                    Method::Get,
+                    &SafeUrl::new(self.location.clone()).to_string(),
+                )?;
                 match r.status {
                     204 | 200 => {
                         self.saved = false;
@@ -882,7 +887,11 @@ impl Op for Upload {
                 }
             }
             Up::Put | Up::Commit => {
-                let r = expect_response(o, Method::Put, &strip_query(&self.location))?;
+                let r = expect_response(
+                    o,
+                    Method::Put,
+                    &SafeUrl::new(self.location.clone()).to_string(),
+                )?;
                 if r.status != 201 && r.status != 204 && r.status != 200 {
                     // 400: the registry refused the blob (DIGEST_INVALID, ...)
                     self.abandoned = r.status == 400;

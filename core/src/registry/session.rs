@@ -2,7 +2,7 @@
 
 use crate::auth::{parse_challenge, Challenge, Credentials, Secret};
 use crate::error::Error;
-use crate::http::{add_query, resolve, split_url, Body, Method, Request, Response};
+use crate::http::{add_query, resolve, split_url, Body, Method, Request, Response, SafeUrl};
 use crate::reference::Scheme;
 
 /// Most redirects followed for one request.
@@ -325,12 +325,12 @@ pub enum Event {
     /// A redirect was followed to this URL (credentials kept only on the same host).
     Redirected {
         /// Where to.
-        to: String,
+        to: SafeUrl,
     },
     /// A request got no response (the machine retries it, or the upload asks where it stands).
     RequestFailed {
-        /// The URL, without its query.
-        url: String,
+        /// The URL.
+        url: SafeUrl,
         /// What the driver reported.
         error: NetError,
     },
@@ -533,10 +533,10 @@ impl<O: Op> Machine<O> {
                             url,
                             status,
                             detail,
-                        }) if url.starts_with('/') => {
+                        }) if url.expose().starts_with('/') => {
                             self.done = Some(Err(Error::Http {
                                 method,
-                                url: format!("{base}{url}"),
+                                url: SafeUrl::new(format!("{base}{}", url.expose())),
                                 status,
                                 detail,
                             }))
@@ -894,7 +894,7 @@ impl<O: Op> Machine<O> {
                 let e = self.auth_error(format!(
                     "{} {} was refused (HTTP 401){}",
                     call.method,
-                    self.url,
+                    SafeUrl::new(self.url.clone()),
                     if anonymous {
                         ": anonymous access was refused; log in (lamina login HOST) or give \
                          credentials for this registry"
@@ -938,7 +938,7 @@ impl<O: Op> Machine<O> {
                 let base = self.session.base_url();
                 self.foreign = !same_authority(&to, &base);
                 self.events.push(Event::Redirected {
-                    to: strip_query(&to),
+                    to: SafeUrl::new(to.clone()),
                 });
                 self.url = to;
                 self.phase = Phase::Prepare;
@@ -948,7 +948,11 @@ impl<O: Op> Machine<O> {
         if is_retryable(status) && call.idempotent {
             if !self.retry(
                 now,
-                format!("{} {}: HTTP {status}", call.method, strip_query(&self.url)),
+                format!(
+                    "{} {}: HTTP {status}",
+                    call.method,
+                    SafeUrl::new(self.url.clone())
+                ),
                 retry_after(&resp),
             ) {
                 let last = http_error(call.method, &self.url, &resp);
@@ -997,7 +1001,7 @@ impl<O: Op> Machine<O> {
             if awaiting == Awaiting::Ping {
                 self.session.pinged = false;
             }
-            let url = strip_query(&self.last_url);
+            let url = SafeUrl::new(self.last_url.clone());
             if !self.retry(now, format!("{url}: {error}"), None) {
                 let e = Error::RetriesExhausted {
                     attempts: self.attempts,
@@ -1026,11 +1030,6 @@ pub fn backoff_ms(attempt: u32) -> u64 {
     (250u64 << attempt.saturating_sub(1).min(6)).min(8_000)
 }
 
-/// The URL without its query (upload locations carry opaque state).
-pub fn strip_query(url: &str) -> String {
-    url.split('?').next().unwrap_or(url).to_string()
-}
-
 fn is_retryable(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
@@ -1046,7 +1045,7 @@ pub(crate) fn retry_after(resp: &Response) -> Option<u64> {
 pub fn http_error(method: Method, url: &str, resp: &Response) -> Error {
     Error::Http {
         method: method.to_string(),
-        url: strip_query(url),
+        url: SafeUrl::new(url),
         status: resp.status,
         detail: resp.error_detail(),
     }

@@ -38,10 +38,10 @@ use std::ops::Range;
 
 use super::held::Held;
 use super::ops::{OpenBlob, Upload};
-use super::session::{backoff_ms, strip_query, Event, Machine, NetError, Op, Output, Session};
+use super::session::{backoff_ms, Event, Machine, NetError, Op, Output, Session};
 use crate::digest::Digest;
 use crate::error::Error;
-use crate::http::{Body, Request, Response};
+use crate::http::{Body, Request, Response, SafeUrl};
 
 /// What the driver's producer of upload bytes can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +217,7 @@ pub struct Transfer<O: Op, T = Vec<u8>> {
     fault: Option<Error>,
     /// The last [`Event::Confirmed`] reported.
     reported: Option<(u64, String)>,
-    url: String,
+    url: SafeUrl,
 }
 
 impl<O: Op, T: AsRef<[u8]>> core::fmt::Debug for Transfer<O, T> {
@@ -254,7 +254,7 @@ impl<O: Op, T: AsRef<[u8]>> Transfer<O, T> {
             events: VecDeque::new(),
             fault: None,
             reported: None,
-            url: String::new(),
+            url: SafeUrl::default(),
         }
     }
 
@@ -505,7 +505,7 @@ impl<O: Op, T: AsRef<[u8]>> Transfer<O, T> {
                 ended: !stream,
                 blob,
             };
-            self.url = strip_query(&req.url);
+            self.url = SafeUrl::new(req.url.clone());
             return Ok((req, spec));
         }
     }
