@@ -619,6 +619,15 @@ impl<O: Op, T: AsRef<[u8]>> Transfer<O, T> {
 
     /// The producer's next bytes.
     pub fn produced(&mut self, piece: T) -> Result<(), Error> {
+        self.may_produce()?;
+        self.held.push(piece);
+        self.took_bytes();
+        Ok(())
+    }
+
+    /// Refuses bytes out of turn: for a transfer without a sequential producer, while a
+    /// restart is due, after the end.
+    fn may_produce(&mut self) -> Result<(), Error> {
         if !matches!(self.source, Source::Once | Source::Restartable) {
             return self.misuse("bytes produced for a transfer without a sequential producer");
         }
@@ -628,7 +637,11 @@ impl<O: Op, T: AsRef<[u8]>> Transfer<O, T> {
         if self.complete.is_some() {
             return self.misuse("bytes produced after the end of the blob");
         }
-        self.held.push(piece);
+        Ok(())
+    }
+
+    /// New bytes are held: those the registry has go, the upload learns how far the blob is.
+    fn took_bytes(&mut self) {
         let c = self.confirmed();
         self.held.drop_before(c);
         let end = self.held.end();
@@ -636,7 +649,6 @@ impl<O: Op, T: AsRef<[u8]>> Transfer<O, T> {
             u.data_available(end);
         }
         self.ready();
-        Ok(())
     }
 
     /// The blob is whole: `size` bytes with `digest` (after its last [`Transfer::produced`];
@@ -693,20 +705,9 @@ impl<O: Op> Transfer<O, Vec<u8>> {
     /// [`Transfer::produced`] for small slices (codecs hand over a few KiB at a time),
     /// gathered into pieces of at least `piece` bytes.
     pub fn produced_slice(&mut self, b: &[u8], piece: usize) -> Result<(), Error> {
-        if !matches!(self.source, Source::Once | Source::Restartable)
-            || matches!(self.state, State::Finished | State::Restart { .. })
-            || self.complete.is_some()
-        {
-            return self.misuse("bytes produced out of turn");
-        }
+        self.may_produce()?;
         self.held.gather(b, piece);
-        let c = self.confirmed();
-        self.held.drop_before(c);
-        let end = self.held.end();
-        if let Some(u) = self.m.op_mut().as_upload_mut() {
-            u.data_available(end);
-        }
-        self.ready();
+        self.took_bytes();
         Ok(())
     }
 }
