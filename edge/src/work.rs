@@ -13,7 +13,7 @@ use lamina_core::reference::Reference;
 use lamina_core::registry::{GetBlob, GetManifest, HeadBlob, MountBlob, OpenBlob, PutManifest};
 use lamina_core::tar::archive_path;
 use lamina_core::Error;
-use lamina_wasm::Reader;
+use lamina_wasm::{Failure, Reader};
 
 use crate::driver::{Driver, Progress, Result};
 use crate::produce::{Built, Content, FromBlob, GivenTar};
@@ -42,21 +42,13 @@ fn reference(s: &str) -> Result<Reference> {
     Ok(Reference::parse(s, DEFAULT_REGISTRY)?)
 }
 
-/// What a job was asked that cannot be done.
-fn usage(reason: impl Into<String>) -> lamina_wasm::Failure {
-    Error::Usage {
-        reason: reason.into(),
-    }
-    .into()
-}
-
 async fn fetch_image<G: Progress>(c: &mut Ctx, r: &Reference, p: &G) -> Result<Img> {
     let (top, _) =
         c.d.run(r, GetManifest::new(&r.repository, &r.reference()), p)
             .await?;
     let (kind, mt) = detect_kind(&top.bytes, top.content_type.as_deref())?;
     if let DocKind::Index(_) = kind {
-        return Err(usage(format!(
+        return Err(Failure::usage(format!(
             "{} is a multi-platform index; the Worker edits one image: name the platform's \
              manifest by digest (`lamina layers --platform os/arch {}` shows it)",
             r.name(),
@@ -216,7 +208,7 @@ async fn affix<G: Progress>(c: &mut Ctx, j: &AffixJob, p: &G) -> Result<String> 
         None | Some("none") => Compression::None,
         Some("gzip") => Compression::Gzip,
         Some("zstd") => Compression::Zstd,
-        Some(other) => return Err(usage(format!("compression {other:?}"))),
+        Some(other) => return Err(Failure::usage(format!("compression {other:?}"))),
     };
     let chunk = c.chunk;
     let (info, created_by) = if let Some(t) = &j.tar {
@@ -247,9 +239,9 @@ async fn affix<G: Progress>(c: &mut Ctx, j: &AffixJob, p: &G) -> Result<String> 
                 (None, Some(d)) => Content::Inline(
                     base64::engine::general_purpose::STANDARD
                         .decode(d)
-                        .map_err(|e| usage(format!("{name}: {e}")))?,
+                        .map_err(|e| Failure::usage(format!("{name}: {e}")))?,
                 ),
-                (None, None) => return Err(usage(format!("{name}: no url or data"))),
+                (None, None) => return Err(Failure::usage(format!("{name}: no url or data"))),
             };
             files.push((format!("{dir}/{name}"), content));
             names.push(name);
@@ -295,7 +287,7 @@ async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Result<String> 
     let wlayers = w.manifest.layers()?;
     let wdiff = w.config.diff_ids()?;
     if wdiff.len() != wlayers.len() {
-        return Err(usage(format!(
+        return Err(Failure::usage(format!(
             "{}: {} layers but {} diff_ids in its config",
             weights.name(),
             wlayers.len(),
@@ -305,7 +297,7 @@ async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Result<String> 
     let picked = if j.layers.is_empty() {
         let p = weights_layers(&w.config);
         if p.is_empty() {
-            return Err(usage(format!(
+            return Err(Failure::usage(format!(
                 "{}: no weights layers (history `... # weights` or `COPY . /src`); pick layers \
                  with \"layers\": [N] (see `lamina layers`)",
                 weights.name()
@@ -314,7 +306,7 @@ async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Result<String> 
         p
     } else {
         if let Some(&i) = j.layers.iter().find(|&&i| i >= wlayers.len()) {
-            return Err(usage(format!(
+            return Err(Failure::usage(format!(
                 "layer {i}: {} has {} layers",
                 weights.name(),
                 wlayers.len()
@@ -329,7 +321,7 @@ async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Result<String> 
         let l = &wlayers[i];
         ensure_blob(c, &weights, &dest, l, p).await?;
         let comp = media::layer_compression(&l.media_type).ok_or_else(|| {
-            usage(format!(
+            Failure::usage(format!(
                 "layer {i} of {}: media type {}",
                 weights.name(),
                 l.media_type
@@ -357,7 +349,7 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Result<String> {
     let layers = img.manifest.layers()?;
     let diffs = img.config.diff_ids()?;
     if diffs.len() != layers.len() {
-        return Err(usage(format!(
+        return Err(Failure::usage(format!(
             "{}: {} layers but {} diff_ids in its config",
             src.name(),
             layers.len(),
@@ -368,7 +360,7 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Result<String> {
     let chunk = c.chunk;
     for (i, l) in layers.iter().enumerate() {
         let from = media::layer_compression(&l.media_type)
-            .ok_or_else(|| usage(format!("layer {i}: media type {}", l.media_type)))?;
+            .ok_or_else(|| Failure::usage(format!("layer {i}: media type {}", l.media_type)))?;
         if from == Compression::Zstd {
             ensure_blob(c, &src, &dest, l, p).await?;
             let d = layer_desc(&mut img, from, &l.digest, l.size)?;

@@ -216,6 +216,16 @@ impl From<Error> for Failure {
     }
 }
 
+impl Failure {
+    /// A job or a page asked for something that cannot be done ([`Error::Usage`]).
+    pub fn usage(reason: impl Into<String>) -> Failure {
+        Error::Usage {
+            reason: reason.into(),
+        }
+        .into()
+    }
+}
+
 impl core::fmt::Display for Failure {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         self.error.fmt(f)

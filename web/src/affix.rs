@@ -100,13 +100,6 @@ pub async fn inspect(d: &mut Driver, base: &Reference, report: &Report) -> Resul
     .to_string())
 }
 
-fn usage(reason: impl Into<String>) -> Failure {
-    Error::Usage {
-        reason: reason.into(),
-    }
-    .into()
-}
-
 /// Builds the layer(s) of `inputs` (and the model card) on top of the base, pushes the result
 /// to `dest`; returns `dest@sha256:...`.
 pub async fn affix(
@@ -119,7 +112,7 @@ pub async fn affix(
     report: &Report,
 ) -> Result<String, Failure> {
     if inputs.is_empty() && modelcard.is_none() {
-        return Err(usage("nothing to add: drop model files first"));
+        return Err(Failure::usage("nothing to add: drop model files first"));
     }
     let compression = o.compression()?;
     let path = archive_path(&o.path)?;
@@ -135,7 +128,7 @@ pub async fn affix(
     report.send(progress::phase("mount"));
     let mut blobs = img.manifest.layers()?;
     if ix.is_some() {
-        return Err(usage(
+        return Err(Failure::usage(
             "the base is a multi-platform index: the browser edits single images (use the CLI's --platform all)",
         ));
     }
@@ -161,7 +154,7 @@ pub async fn affix(
                 )
                 .await?;
             if have.is_none() {
-                return Err(usage(format!(
+                return Err(Failure::usage(format!(
                     "base blob {} is not in {} and cannot be mounted from another registry in \
                      the browser; push the base there first",
                     b.digest,
@@ -186,7 +179,7 @@ pub async fn affix(
         }
     } else {
         if modelcard.is_some() {
-            return Err(usage("a model card goes with the modelcar layout"));
+            return Err(Failure::usage("a model card goes with the modelcar layout"));
         }
         groups.push((inputs, Part::Weights, String::new()));
     }
