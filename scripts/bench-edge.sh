@@ -16,7 +16,9 @@ B=$STATE/bench-edge
 SECRET=bench-hook-secret-0123456789
 log() { printf '[bench-edge] %s\n' "$*" >&2; }
 tests/setup.sh >/dev/null
-cargo build --release --locked -q -p lamina-cli
+# LAMINA_BIN=PATH: that lamina instead of one built here (in CARGO_TARGET_DIR, target/ by default)
+LAMINA=${LAMINA_BIN:-${CARGO_TARGET_DIR:-target}/release/lamina}
+[[ -n ${LAMINA_BIN:-} ]] || cargo build --release --locked -q -p lamina-cli
 edge/build.sh >/dev/null
 tests/harness/registry.sh start >/dev/null
 tests/harness/fixtures.sh >/dev/null
@@ -59,7 +61,8 @@ WORKERD=$!
 cleanup() { kill "$HTTP" "$WORKERD" 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/jobs/x" || [[ $? == 22 ]] && break; sleep 0.1; done
-for _ in $(seq 50); do HPORT=$(grep -o 'port [0-9]*' "$B/http.log" | awk '{print $2}' | head -1); [[ -n $HPORT ]] && break; sleep 0.1; done
+# (until the server has said its port, grep finds nothing: not a failure under pipefail)
+for _ in $(seq 50); do HPORT=$(grep -o 'port [0-9]*' "$B/http.log" | awk '{print $2}' | head -1 || true); [[ -n $HPORT ]] && break; sleep 0.1; done
 [[ -n ${HPORT:-} ]] || HPORT=$(ss -ltnp | awk -v p="pid=$HTTP," '$0 ~ p {split($4,a,":"); print a[length(a)]}' | head -1)
 rss() { awk '/VmRSS/ {print $2}' "/proc/$WORKERD/status"; }
 
@@ -86,7 +89,7 @@ for i in $(seq "$RUNS"); do
 done
 : >"$B/cli.txt"
 for i in $(seq "$RUNS"); do
-  /usr/bin/time -f '%e %M' -a -o "$B/cli.txt" target/release/lamina -q affix --chunked --chunk-size 16 \
+  /usr/bin/time -f '%e %M' -a -o "$B/cli.txt" "$LAMINA" -q affix --chunked --chunk-size 16 \
     --compression none --base 127.0.0.1:5100/fixtures/big:latest \
     --dest "127.0.0.1:5100/bench/cli-edge-$RUNID:c$i" "$F" >/dev/null
 done

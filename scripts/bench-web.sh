@@ -14,7 +14,9 @@ STATE=${LAMINA_TEST_STATE:-/tmp/lamina-test}
 B=$STATE/bench-web
 log() { printf '[bench-web] %s\n' "$*" >&2; }
 tests/setup.sh >/dev/null
-cargo build --release --locked -q -p lamina-cli
+# LAMINA_BIN=PATH: that lamina instead of one built here (in CARGO_TARGET_DIR, target/ by default)
+LAMINA=${LAMINA_BIN:-${CARGO_TARGET_DIR:-target}/release/lamina}
+[[ -n ${LAMINA_BIN:-} ]] || cargo build --release --locked -q -p lamina-cli
 web/build.sh >/dev/null
 tests/harness/registry.sh start >/dev/null
 tests/harness/fixtures.sh >/dev/null
@@ -26,12 +28,12 @@ RUNID=$(date +%s)
 node tests/web/bench-web.mjs "$F" "127.0.0.1:5100/bench/web-$RUNID" "$RUNS" >"$B/web.jsonl" 2>"$B/web.err" || { cat "$B/web.err" >&2; exit 1; }
 : >"$B/cli.txt"
 for i in $(seq "$RUNS"); do
-  /usr/bin/time -f '%e' -a -o "$B/cli.txt" target/release/lamina -q affix --chunked --chunk-size 64 \
+  /usr/bin/time -f '%e' -a -o "$B/cli.txt" "$LAMINA" -q affix --chunked --chunk-size 64 \
     --base 127.0.0.1:5100/fixtures/big:latest --dest "127.0.0.1:5100/bench/cli-$RUNID:c$i" "$F" >/dev/null
 done
 : >"$B/cli-stream.txt"
 for i in $(seq "$RUNS"); do
-  /usr/bin/time -f '%e' -a -o "$B/cli-stream.txt" target/release/lamina -q affix \
+  /usr/bin/time -f '%e' -a -o "$B/cli-stream.txt" "$LAMINA" -q affix \
     --base 127.0.0.1:5100/fixtures/big:latest --dest "127.0.0.1:5100/bench/cli-$RUNID:s$i" "$F" >/dev/null
 done
 med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }

@@ -40,7 +40,7 @@ cargo test -p lamina-core --target wasm32-unknown-unknown --locked
 
 log "the browser uploader and the edge Worker: build web/dist and edge/build, drive the page in"
 log "headless Chromium and Firefox, run the Worker in workerd (wrangler dev --local)"
-cargo clippy -p lamina-web -p lamina-edge --target wasm32-unknown-unknown --locked -- -D warnings
+cargo clippy -p lamina-web -p lamina-edge -p lamina-wasm --target wasm32-unknown-unknown --locked -- -D warnings
 web/build.sh
 edge/build.sh
 (cd tests/web && npm test)

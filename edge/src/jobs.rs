@@ -77,6 +77,23 @@ struct Start {
     body: String,
 }
 
+/// How long (ms) a hook waits for its job: `SYNC_WAIT_MS` (`most`, 20 s unless set), or less
+/// when the request asks (`?wait=MS`; 0 answers 202 at once).
+fn hook_wait(most: Option<&str>, asked: Option<&str>) -> f64 {
+    let most = most.and_then(|v| v.parse::<f64>().ok()).unwrap_or(20_000.0);
+    let asked = asked.and_then(|v| v.parse::<f64>().ok());
+    asked.map_or(most, |a| a.clamp(0.0, most))
+}
+
+/// The PATCH size of a job's uploads from `CHUNK_MIB` (16 MiB unless set; 1 to 90 MiB: two
+/// chunks are held at a time, and a Worker's requests take at most 100 MB).
+fn chunk_bytes(mib: Option<&str>) -> u64 {
+    mib.and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(16)
+        .clamp(1, 90)
+        << 20
+}
+
 fn json_response(v: &impl Serialize, status: u16) -> Result<Response> {
     Ok(Response::from_json(v)?.with_status(status))
 }
@@ -169,18 +186,10 @@ pub async fn hook(mut req: Request, env: &Env, cfg: &Config, kind: &str) -> Resu
     }
     // wait a while for the job, so short ones answer with their result
     // (`?wait=MS` asks for less: 0 answers 202 at once)
-    let most = env
-        .var("SYNC_WAIT_MS")
-        .ok()
-        .and_then(|v| v.to_string().parse::<f64>().ok())
-        .unwrap_or(20_000.0);
-    let asked = req
-        .url()?
-        .query_pairs()
-        .find(|(k, _)| k == "wait")
-        .and_then(|(_, v)| v.parse::<f64>().ok());
-    let wait = asked.map_or(most, |a| a.clamp(0.0, most));
-    let until = now_ms() + wait;
+    let most = env.var("SYNC_WAIT_MS").ok().map(|v| v.to_string());
+    let url = req.url()?;
+    let asked = url.query_pairs().find(|(k, _)| k == "wait").map(|(_, v)| v);
+    let until = now_ms() + hook_wait(most.as_deref(), asked.as_deref());
     loop {
         let st = status(env, &id).await?;
         match st.as_ref().map(|s| s.status.as_str()) {
@@ -321,19 +330,15 @@ impl LaminaJob {
         let job = Job::parse(&start.kind, start.body.as_bytes(), DEFAULT_REGISTRY)
             .map_err(|e| e.to_string())?;
         let creds = registry_creds(&self.env)?;
-        let chunk_mib = self
-            .env
-            .var("CHUNK_MIB")
-            .ok()
-            .and_then(|v| v.to_string().parse::<u64>().ok())
-            .unwrap_or(16)
-            .clamp(1, 90);
+        let chunk_mib = self.env.var("CHUNK_MIB").ok().map(|v| v.to_string());
         let mut ctx = Ctx {
             d: Driver::new(creds),
-            chunk: chunk_mib << 20,
+            chunk: chunk_bytes(chunk_mib.as_deref()),
             created: rfc3339((now_ms() / 1000.0) as u64),
         };
-        work::run(&mut ctx, &job, rec).await
+        work::run(&mut ctx, &job, rec)
+            .await
+            .map_err(|f| f.to_string())
     }
 
     async fn finish(&self, mut status: Status) -> Result<Response> {
@@ -387,5 +392,34 @@ impl Progress for Recorder {
             }
         }
         self.save(true).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_waits_as_long_as_asked_within_the_setting() {
+        assert_eq!(hook_wait(None, None), 20_000.0);
+        assert_eq!(hook_wait(Some("5000"), None), 5000.0);
+        assert_eq!(hook_wait(Some("5000"), Some("0")), 0.0);
+        assert_eq!(hook_wait(Some("5000"), Some("100")), 100.0);
+        assert_eq!(
+            hook_wait(Some("5000"), Some("60000")),
+            5000.0,
+            "at most the setting"
+        );
+        assert_eq!(hook_wait(Some("5000"), Some("-3")), 0.0);
+        assert_eq!(hook_wait(Some("soon"), Some("later")), 20_000.0);
+    }
+
+    #[test]
+    fn chunks_are_1_to_90_mib() {
+        assert_eq!(chunk_bytes(None), 16 << 20);
+        assert_eq!(chunk_bytes(Some("32")), 32 << 20);
+        assert_eq!(chunk_bytes(Some("0")), 1 << 20);
+        assert_eq!(chunk_bytes(Some("500")), 90 << 20);
+        assert_eq!(chunk_bytes(Some("x")), 16 << 20);
     }
 }

@@ -17,6 +17,7 @@
 //! Every other path serves the built page (`web/dist`, the `ASSETS` binding), so one
 //! `wrangler deploy` ships both.
 
+use lamina_wasm::{header_pairs, through_proxy, CHALLENGE, PROXY_PATH};
 use worker::{event, Context, Env, Fetch, Method, Request, Response, Result, Url};
 
 mod driver;
@@ -30,8 +31,6 @@ pub use jobs::LaminaJob;
 const EXPOSE: &str = "Docker-Content-Digest, Docker-Upload-UUID, Location, Range, \
                       WWW-Authenticate, X-Lamina-WWW-Authenticate, OCI-Chunk-Min-Length, \
                       OCI-Chunk-Max-Length, Content-Length";
-/// Where a browser finds the registry's challenge (see the module's documentation).
-const CHALLENGE: &str = "x-lamina-www-authenticate";
 /// Request headers a page may send, and the only ones forwarded.
 const FORWARD: &[&str] = &[
     "accept",
@@ -66,18 +65,21 @@ pub(crate) struct Config {
 
 impl Config {
     fn from_env(env: &Env) -> Config {
-        let list = |k: &str| -> Vec<String> {
-            env.var(k)
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-                .split(',')
+        let var = |k: &str| env.var(k).map(|v| v.to_string()).unwrap_or_default();
+        Config::new(&var("ALLOWED_REGISTRIES"), &var("ALLOWED_ORIGINS"))
+    }
+
+    /// The settings from their comma-separated lists.
+    fn new(registries: &str, origins: &str) -> Config {
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
                 .map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase())
                 .filter(|s| !s.is_empty())
                 .collect()
         };
         Config {
-            registries: list("ALLOWED_REGISTRIES"),
-            origins: list("ALLOWED_ORIGINS"),
+            registries: list(registries),
+            origins: list(origins),
         }
     }
 
@@ -99,7 +101,7 @@ fn host_port(u: &Url) -> String {
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let url = req.url()?;
     let path = url.path().to_string();
-    if path.starts_with("/proxy/") {
+    if path.starts_with(PROXY_PATH) {
         return proxy(req, &Config::from_env(&env), &url).await;
     }
     if let Some(kind) = path.strip_prefix("/hooks/") {
@@ -136,7 +138,7 @@ pub(crate) fn refuse(status: u16, msg: &str) -> Result<Response> {
 
 /// The registry URL a `/proxy/...` path names (query included).
 fn target(url: &Url) -> Option<Url> {
-    let rest = url.path().strip_prefix("/proxy/")?;
+    let rest = url.path().strip_prefix(PROXY_PATH)?;
     // a path normaliser may have folded `http://` into `http:/`
     let rest = match rest.split_once(":/") {
         Some((scheme, tail)) if !tail.starts_with('/') => format!("{scheme}://{tail}"),
@@ -256,28 +258,12 @@ fn pass_back(
 ) -> Result<Response> {
     let inner: web_sys::Response = resp.into();
     let headers = web_sys::Headers::new()?;
-    let from = inner.headers();
-    let entries = driver::header_pairs(&from).map_err(worker::Error::RustError)?;
-    for (k, v) in entries {
-        let k = k.to_ascii_lowercase();
-        if DROP.contains(&k.as_str()) {
-            continue;
+    for (k, v) in header_pairs(&inner.headers(), &|k, v| (k, v))? {
+        match passed(k, v, at, cfg, own, browser)? {
+            Pass::Drop => {}
+            Pass::Set(k, v) => headers.set(&k, &v)?,
+            Pass::Append(k, v) => headers.append(&k, &v)?,
         }
-        if k == "location" {
-            let abs = at.join(&v)?;
-            let v = if cfg.allows(&abs) {
-                format!("{own}/proxy/{}", abs.as_str())
-            } else {
-                abs.to_string()
-            };
-            headers.set(&k, &v)?;
-            continue;
-        }
-        if k == "www-authenticate" && browser {
-            headers.append(CHALLENGE, &v)?;
-            continue;
-        }
-        headers.append(&k, &v)?;
     }
     if let Some(o) = cors {
         headers.set("access-control-allow-origin", o)?;
@@ -290,4 +276,117 @@ fn pass_back(
     let body = inner.body();
     let out = web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &init)?;
     Ok(Response::from(out))
+}
+
+/// What the proxy does with one of the registry's response headers.
+#[derive(Debug, PartialEq, Eq)]
+enum Pass {
+    /// Not passed back.
+    Drop,
+    /// Passed back as the only one of its name.
+    Set(String, String),
+    /// Passed back beside others of its name.
+    Append(String, String),
+}
+
+/// The registry's header `k: v` (of an answer from `at`) as the browser gets it: hop-by-hop
+/// and CORS headers dropped, a `Location` at an allowed registry through the proxy, the
+/// challenge to a `browser` under [`CHALLENGE`].
+fn passed(k: String, v: String, at: &Url, cfg: &Config, own: &str, browser: bool) -> Result<Pass> {
+    let k = k.to_ascii_lowercase();
+    if DROP.contains(&k.as_str()) {
+        return Ok(Pass::Drop);
+    }
+    if k == "location" {
+        let abs = at.join(&v)?;
+        let v = if cfg.allows(&abs) {
+            through_proxy(own, abs.as_str())
+        } else {
+            abs.to_string()
+        };
+        return Ok(Pass::Set(k, v));
+    }
+    if k == "www-authenticate" && browser {
+        return Ok(Pass::Append(CHALLENGE.into(), v));
+    }
+    Ok(Pass::Append(k, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config::new(
+            " 127.0.0.1:5100, Registry.Example/ ,,",
+            "https://page.example",
+        )
+    }
+
+    #[test]
+    fn settings_lists_are_trimmed_and_lowercase() {
+        let c = cfg();
+        assert_eq!(c.registries, ["127.0.0.1:5100", "registry.example"]);
+        assert_eq!(c.origins, ["https://page.example"]);
+        assert!(Config::new("", "").registries.is_empty());
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(c.allows(&u("http://127.0.0.1:5100/v2/")));
+        assert!(c.allows(&u("https://REGISTRY.example/v2/")));
+        assert!(!c.allows(&u("http://127.0.0.1:5101/v2/")), "another port");
+        assert!(!c.allows(&u("https://registry.example:444/v2/")));
+    }
+
+    #[test]
+    fn proxy_paths_name_registry_urls() {
+        let t = |p: &str| target(&Url::parse(&format!("https://edge.example{p}")).unwrap());
+        assert_eq!(
+            t("/proxy/http://127.0.0.1:5100/v2/a/blobs/uploads/?mount=x")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:5100/v2/a/blobs/uploads/?mount=x"
+        );
+        // a path normaliser folded the scheme's slashes
+        assert_eq!(
+            t("/proxy/https:/r.example/v2/").unwrap().as_str(),
+            "https://r.example/v2/"
+        );
+        assert!(t("/proxy/ftp://r.example/").is_none());
+        assert!(t("/proxy/nonsense").is_none());
+        assert!(t("/other/http://r.example/").is_none());
+    }
+
+    #[test]
+    fn headers_passed_back_to_the_page() {
+        let at = Url::parse("http://127.0.0.1:5100/v2/a/blobs/uploads/").unwrap();
+        let own = "https://edge.example";
+        let c = cfg();
+        let pass =
+            |k: &str, v: &str, browser| passed(k.into(), v.into(), &at, &c, own, browser).unwrap();
+        assert_eq!(pass("Set-Cookie", "a=b", true), Pass::Drop);
+        assert_eq!(pass("Access-Control-Allow-Origin", "*", true), Pass::Drop);
+        assert_eq!(
+            pass("Location", "/v2/a/blobs/uploads/u1?s=2", true),
+            Pass::Set(
+                "location".into(),
+                "https://edge.example/proxy/http://127.0.0.1:5100/v2/a/blobs/uploads/u1?s=2".into()
+            )
+        );
+        // a Location elsewhere (object storage) is made absolute, not proxied
+        assert_eq!(
+            pass("location", "https://s3.example/b?sig=1", true),
+            Pass::Set("location".into(), "https://s3.example/b?sig=1".into())
+        );
+        assert_eq!(
+            pass("WWW-Authenticate", "Basic realm=\"r\"", true),
+            Pass::Append(CHALLENGE.into(), "Basic realm=\"r\"".into())
+        );
+        assert_eq!(
+            pass("WWW-Authenticate", "Basic realm=\"r\"", false),
+            Pass::Append("www-authenticate".into(), "Basic realm=\"r\"".into())
+        );
+        assert_eq!(
+            pass("Docker-Content-Digest", "sha256:x", true),
+            Pass::Append("docker-content-digest".into(), "sha256:x".into())
+        );
+    }
 }

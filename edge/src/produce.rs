@@ -1,37 +1,49 @@
 //! Blob makers for uploads, each streaming from a `ReadableStream` (a fetched URL or a registry
-//! blob) into the upload's [`Window`]; none holds more than the piece it is working on.
+//! blob) into the bytes the upload takes ([`Pieces`]); none holds more than the piece it is
+//! working on. Each makes its blob once, in order ([`Source::Once`]): a lost upload fails
+//! saying so.
 
 use std::collections::VecDeque;
 
 use lamina_core::compress::{self, Compression, Decoder};
 use lamina_core::layer::{LayerInfo, LayerWriter, TarInput};
-use lamina_core::registry::Verifier;
+use lamina_core::registry::{Source, Verifier};
 use lamina_core::tar::{plan, EntryKind, PlannedEntry, TarWriter};
-use lamina_core::Digest;
+use lamina_core::{Digest, Error};
+use lamina_wasm::{Pieces, Producer, Reader};
+use worker::js_sys::Uint8Array;
 use worker::Fetch;
 
-use crate::driver::{e2s, Produce, Reader, Res, Window, PIECE};
+/// A source that could not be fetched or read as it should.
+fn io(what: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::Io {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
 
 /// Fetches `url` (no credentials: sources are public or carry their own token in the URL) and
 /// returns its body with the length it announced.
-pub async fn open_url(url: &str) -> Res<(Reader, Option<u64>)> {
-    let resp = Fetch::Url(worker::Url::parse(url).map_err(|e| format!("{url}: {e}"))?)
+pub async fn open_url(url: &str) -> Result<(Reader, Option<u64>), Error> {
+    let what = || format!("fetching {}", redact(url));
+    let parsed = worker::Url::parse(url).map_err(|e| Error::Usage {
+        reason: format!("{}: {e}", redact(url)),
+    })?;
+    let resp = Fetch::Url(parsed)
         .send()
         .await
-        .map_err(|e| format!("fetching {}: {e}", redact(url)))?;
+        .map_err(|e| io(what(), e.to_string()))?;
     let status = resp.status_code();
     if status != 200 {
-        return Err(format!("fetching {}: HTTP {status}", redact(url)));
+        return Err(io(what(), format!("HTTP {status}")));
     }
     let len = resp
         .headers()
         .get("content-length")
-        .map_err(|e| e.to_string())?
+        .map_err(|e| io(what(), e.to_string()))?
         .and_then(|v| v.trim().parse().ok());
     let inner: web_sys::Response = resp.into();
-    let body = inner
-        .body()
-        .ok_or_else(|| format!("fetching {}: no body", redact(url)))?;
+    let body = inner.body().ok_or_else(|| io(what(), "no body"))?;
     Ok((Reader::new(&body, &redact(url)), len))
 }
 
@@ -52,13 +64,16 @@ pub struct GivenTar {
     ti: Option<TarInput>,
     info: Option<LayerInfo>,
     buf: Vec<u8>,
+    /// The URL, for errors.
+    what: String,
 }
 
 impl GivenTar {
     /// Streams the tar at `url`.
-    pub async fn open(url: &str, want: Compression) -> Res<GivenTar> {
+    pub async fn open(url: &str, want: Compression) -> Result<GivenTar, Error> {
         let (rd, announced) = open_url(url).await?;
         Ok(GivenTar {
+            what: redact(url),
             rd,
             announced,
             ti: Some(TarInput::new(want, None)),
@@ -72,24 +87,33 @@ impl GivenTar {
     }
 }
 
-impl Produce for GivenTar {
-    async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()> {
-        let goal = w.end() + want;
-        while w.end() < goal && self.info.is_none() {
+impl Producer for GivenTar {
+    type Body = Uint8Array;
+    fn source(&self) -> Source {
+        Source::Once
+    }
+    async fn produce(&mut self, out: &mut Pieces, want: u64) -> Result<(), Error> {
+        let goal = out.len() + want;
+        while out.len() < goal && self.info.is_none() {
             let Some(ti) = self.ti.as_mut() else { break };
             match self.rd.next_into(&mut self.buf).await? {
-                true => ti
-                    .write(&self.buf, &mut |b| w.gather(b, PIECE))
-                    .map_err(e2s)?,
+                true => ti.write(&self.buf, &mut |b| out.gather(b))?,
                 false => {
                     if let Some(n) = self.announced.filter(|n| *n != self.rd.read) {
-                        return Err(format!(
-                            "the tar ended after {} of the {n} bytes its Content-Length announced",
-                            self.rd.read
+                        return Err(io(
+                            &self.what,
+                            format!(
+                                "the tar ended after {} of the {n} bytes its Content-Length \
+                                 announced",
+                                self.rd.read
+                            ),
                         ));
                     }
-                    let ti = self.ti.take().ok_or("tar finished twice")?;
-                    self.info = Some(ti.finish(&mut |b| w.gather(b, PIECE)).map_err(e2s)?);
+                    let ti = self
+                        .ti
+                        .take()
+                        .ok_or_else(|| Error::internal("tar finished twice"))?;
+                    self.info = Some(ti.finish(&mut |b| out.gather(b))?);
                 }
             }
         }
@@ -130,7 +154,7 @@ pub struct Built {
 
 impl Built {
     /// A layer of `files` (path in the layer, content), compressed with `c`.
-    pub fn new(files: Vec<(String, Content)>, c: Compression) -> Res<Built> {
+    pub fn new(files: Vec<(String, Content)>, c: Compression) -> Result<Built, Error> {
         let mut entries = Vec::new();
         let mut contents = Vec::new();
         for (i, (path, content)) in files.into_iter().enumerate() {
@@ -150,7 +174,7 @@ impl Built {
             contents.push(content);
         }
         Ok(Built {
-            entries: plan(entries).map_err(e2s)?.into(),
+            entries: plan(entries)?.into(),
             contents,
             cur: None,
             tw: TarWriter::new(0),
@@ -167,42 +191,48 @@ impl Built {
         self.info.as_ref()
     }
 
-    /// Tar bytes through the layer writer into the window.
-    fn emit(lw: &mut Option<LayerWriter>, w: &mut Window, tar: &[u8]) -> Res<()> {
-        let lw = lw.as_mut().ok_or("layer already finished")?;
-        lw.write(tar, &mut |b| w.gather(b, PIECE)).map_err(e2s)
+    /// Tar bytes through the layer writer into `out`.
+    fn emit(lw: &mut Option<LayerWriter>, out: &mut Pieces, tar: &[u8]) -> Result<(), Error> {
+        let lw = lw
+            .as_mut()
+            .ok_or_else(|| Error::internal("layer already finished"))?;
+        lw.write(tar, &mut |b| out.gather(b))
     }
 
     fn tar_op(
         &mut self,
-        w: &mut Window,
-        f: impl FnOnce(&mut TarWriter, &mut dyn FnMut(&[u8])) -> Result<(), lamina_core::Error>,
-    ) -> Res<()> {
+        out: &mut Pieces,
+        f: impl FnOnce(&mut TarWriter, &mut dyn FnMut(&[u8])) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let mut err = None;
         let lw = &mut self.lw;
         f(&mut self.tw, &mut |t: &[u8]| {
             if err.is_none() {
-                if let Err(e) = Self::emit(lw, w, t) {
+                if let Err(e) = Self::emit(lw, out, t) {
                     err = Some(e);
                 }
             }
-        })
-        .map_err(e2s)?;
+        })?;
         err.map_or(Ok(()), Err)
     }
 }
 
-impl Produce for Built {
-    async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()> {
-        let goal = w.end() + want;
-        while w.end() < goal && self.info.is_none() {
+impl Producer for Built {
+    type Body = Uint8Array;
+    fn source(&self) -> Source {
+        Source::Once
+    }
+    async fn produce(&mut self, w: &mut Pieces, want: u64) -> Result<(), Error> {
+        let goal = w.len() + want;
+        while w.len() < goal && self.info.is_none() {
             if let Some((rd, left, name)) = self.cur.as_mut() {
                 let mut c = std::mem::take(&mut self.buf);
                 match rd.next_into(&mut c).await? {
                     true => {
                         if c.len() as u64 > *left {
-                            return Err(format!(
-                                "{name}: the download is longer than its Content-Length"
+                            return Err(io(
+                                name.as_str(),
+                                "the download is longer than its Content-Length",
                             ));
                         }
                         *left -= c.len() as u64;
@@ -212,8 +242,11 @@ impl Produce for Built {
                     }
                     false => {
                         if *left != 0 {
-                            return Err(format!(
-                                "{name}: the download ended {left} bytes short of its Content-Length"
+                            return Err(io(
+                                name.as_str(),
+                                format!(
+                                    "the download ended {left} bytes short of its Content-Length"
+                                ),
                             ));
                         }
                         self.cur = None;
@@ -224,8 +257,11 @@ impl Produce for Built {
             }
             let Some(e) = self.entries.pop_front() else {
                 self.tar_op(w, |tw, s| tw.finish(s))?;
-                let lw = self.lw.take().ok_or("layer finished twice")?;
-                self.info = Some(lw.finish(&mut |b| w.gather(b, PIECE)).map_err(e2s)?);
+                let lw = self
+                    .lw
+                    .take()
+                    .ok_or_else(|| Error::internal("layer finished twice"))?;
+                self.info = Some(lw.finish(&mut |b| w.gather(b))?);
                 break;
             };
             let Some(i) = e.source else {
@@ -247,10 +283,10 @@ impl Produce for Built {
                 Content::Url(u) => {
                     let (rd, len) = open_url(&u).await?;
                     let size = len.ok_or_else(|| {
-                        format!(
-                            "{}: the answer has no Content-Length (the tar header needs the size \
+                        io(
+                            redact(&u),
+                            "the answer has no Content-Length (the tar header needs the size \
                              before the bytes; use a tar URL instead)",
-                            redact(&u)
                         )
                     })?;
                     let kind = EntryKind::File {
@@ -333,15 +369,15 @@ impl FromBlob {
 fn recode_into(
     dec: &mut Box<dyn Decoder>,
     lw: &mut LayerWriter,
-    w: &mut Window,
+    w: &mut Pieces,
     input: &[u8],
     last: bool,
-) -> Res<()> {
+) -> Result<(), Error> {
     let mut err = None;
     let mut sink = |t: &[u8]| -> Result<(), std::convert::Infallible> {
         if err.is_none() {
-            if let Err(e) = lw.write(t, &mut |b| w.gather(b, PIECE)) {
-                err = Some(e.to_string());
+            if let Err(e) = lw.write(t, &mut |b| w.gather(b)) {
+                err = Some(e);
             }
         }
         Ok(())
@@ -351,14 +387,18 @@ fn recode_into(
     } else {
         dec.write(input, &mut sink)
     };
-    r.map_err(|e| format!("decompressing the layer: {e}"))?;
+    r.map_err(|e| io("decompressing the layer", e.to_string()))?;
     err.map_or(Ok(()), Err)
 }
 
-impl Produce for FromBlob {
-    async fn produce(&mut self, w: &mut Window, want: u64) -> Res<()> {
-        let goal = w.end() + want;
-        while w.end() < goal && self.done.is_none() {
+impl Producer for FromBlob {
+    type Body = Uint8Array;
+    fn source(&self) -> Source {
+        Source::Once
+    }
+    async fn produce(&mut self, w: &mut Pieces, want: u64) -> Result<(), Error> {
+        let goal = w.len() + want;
+        while w.len() < goal && self.done.is_none() {
             match self.rd.next_into(&mut self.buf).await? {
                 true => {
                     let c = &self.buf;
@@ -366,23 +406,25 @@ impl Produce for FromBlob {
                         v.update(c);
                     }
                     match self.recode.as_mut() {
-                        None => w.gather(c, PIECE),
+                        None => w.gather(c),
                         Some((dec, lw)) => recode_into(dec, lw, w, c, false)?,
                     }
                 }
                 false => {
-                    let v = self.verify.take().ok_or("blob finished twice")?;
+                    let v = self
+                        .verify
+                        .take()
+                        .ok_or_else(|| Error::internal("blob finished twice"))?;
                     v.check(
                         &format!("blob {}", self.digest),
                         &self.digest,
                         Some(self.size),
-                    )
-                    .map_err(|e| e.to_string())?;
+                    )?;
                     match self.recode.take() {
                         None => self.done = Some((self.digest.clone(), self.size)),
                         Some((mut dec, mut lw)) => {
                             recode_into(&mut dec, &mut lw, w, &[], true)?;
-                            let info = lw.finish(&mut |b| w.gather(b, PIECE)).map_err(e2s)?;
+                            let info = lw.finish(&mut |b| w.gather(b))?;
                             self.done = Some((info.digest.clone(), info.size));
                             self.info = Some(info);
                         }
@@ -397,5 +439,22 @@ impl Produce for FromBlob {
     }
     fn read(&self) -> u64 {
         self.rd.read
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_messages_leave_their_query_out() {
+        assert_eq!(
+            redact("https://files.example/m.bin?X-Amz-Signature=secret"),
+            "https://files.example/m.bin?<query>"
+        );
+        assert_eq!(
+            redact("http://127.0.0.1:8000/f/a"),
+            "http://127.0.0.1:8000/f/a"
+        );
     }
 }

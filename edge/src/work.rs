@@ -12,8 +12,10 @@ use lamina_core::media::{self, DocKind};
 use lamina_core::reference::Reference;
 use lamina_core::registry::{GetBlob, GetManifest, HeadBlob, MountBlob, OpenBlob, PutManifest};
 use lamina_core::tar::archive_path;
+use lamina_core::Error;
+use lamina_wasm::{Failure, Reader};
 
-use crate::driver::{e2s, Driver, Progress, Reader, Res};
+use crate::driver::{Driver, Progress, Result};
 use crate::produce::{Built, Content, FromBlob, GivenTar};
 
 /// Registry used for short names (as the CLI: Replicate's).
@@ -36,25 +38,25 @@ struct Img {
     config: Config,
 }
 
-fn reference(s: &str) -> Res<Reference> {
-    Reference::parse(s, DEFAULT_REGISTRY).map_err(|e| e.to_string())
+fn reference(s: &str) -> Result<Reference> {
+    Ok(Reference::parse(s, DEFAULT_REGISTRY)?)
 }
 
-async fn fetch_image(c: &mut Ctx, r: &Reference) -> Res<Img> {
+async fn fetch_image<G: Progress>(c: &mut Ctx, r: &Reference, p: &G) -> Result<Img> {
     let (top, _) =
-        c.d.run(r, GetManifest::new(&r.repository, &r.reference()))
+        c.d.run(r, GetManifest::new(&r.repository, &r.reference()), p)
             .await?;
-    let (kind, mt) = detect_kind(&top.bytes, top.content_type.as_deref()).map_err(e2s)?;
+    let (kind, mt) = detect_kind(&top.bytes, top.content_type.as_deref())?;
     if let DocKind::Index(_) = kind {
-        return Err(format!(
+        return Err(Failure::usage(format!(
             "{} is a multi-platform index; the Worker edits one image: name the platform's \
              manifest by digest (`lamina layers --platform os/arch {}` shows it)",
             r.name(),
             r.name()
-        ));
+        )));
     }
-    let manifest = Manifest::parse(top.bytes, &mt).map_err(e2s)?;
-    let cd = manifest.config().map_err(e2s)?;
+    let manifest = Manifest::parse(top.bytes, &mt)?;
+    let cd = manifest.config()?;
     let (raw, _) =
         c.d.run(
             r,
@@ -63,9 +65,10 @@ async fn fetch_image(c: &mut Ctx, r: &Reference) -> Res<Img> {
                 &cd.digest,
                 lamina_core::image::MAX_CONFIG_SIZE,
             ),
+            p,
         )
         .await?;
-    let config = Config::parse(raw).map_err(e2s)?;
+    let config = Config::parse(raw)?;
     Ok(Img { manifest, config })
 }
 
@@ -77,7 +80,7 @@ async fn ensure_blob<G: Progress>(
     to: &Reference,
     desc: &Descriptor,
     p: &G,
-) -> Res<()> {
+) -> Result<()> {
     if from.registry == to.registry {
         if from.repository == to.repository {
             return Ok(());
@@ -86,6 +89,7 @@ async fn ensure_blob<G: Progress>(
             c.d.run(
                 to,
                 MountBlob::new(&to.repository, &from.repository, &desc.digest),
+                p,
             )
             .await?;
         if mounted {
@@ -93,7 +97,7 @@ async fn ensure_blob<G: Progress>(
         }
     }
     let (have, _) =
-        c.d.run(to, HeadBlob::new(&to.repository, &desc.digest, true))
+        c.d.run(to, HeadBlob::new(&to.repository, &desc.digest, true), p)
             .await?;
     if have.is_some() {
         return Ok(());
@@ -103,24 +107,31 @@ async fn ensure_blob<G: Progress>(
         desc.digest, desc.size, from.registry, to.registry
     ))
     .await;
-    let rd = open_blob(c, from, desc).await?;
+    let rd = open_blob(c, from, desc, p).await?;
     let mut src = FromBlob::copy(rd, &desc.digest, desc.size);
     let chunk = c.chunk;
     let got = c.d.upload(to, &mut src, chunk, p).await?;
     if got != desc.digest {
-        return Err(format!(
-            "copied {} but the registry stored {got}",
-            desc.digest
-        ));
+        return Err(Error::Protocol {
+            reason: format!("copied {} but the registry stored {got}", desc.digest),
+        }
+        .into());
     }
     Ok(())
 }
 
-async fn open_blob(c: &mut Ctx, r: &Reference, desc: &Descriptor) -> Res<Reader> {
+async fn open_blob<G: Progress>(
+    c: &mut Ctx,
+    r: &Reference,
+    desc: &Descriptor,
+    p: &G,
+) -> Result<Reader> {
     let (_, stream) =
-        c.d.run(r, OpenBlob::new(&r.repository, &desc.digest))
+        c.d.run(r, OpenBlob::new(&r.repository, &desc.digest), p)
             .await?;
-    let s = stream.ok_or_else(|| format!("blob {} came without a body", desc.digest))?;
+    let s = stream.ok_or_else(|| Error::Protocol {
+        reason: format!("blob {} came without a body", desc.digest),
+    })?;
     Ok(Reader::new(&s, &format!("blob {}", desc.digest)))
 }
 
@@ -131,9 +142,9 @@ async fn ensure_all<G: Progress>(
     to: &Reference,
     img: &Img,
     p: &G,
-) -> Res<()> {
-    let mut blobs = img.manifest.layers().map_err(e2s)?;
-    blobs.push(img.manifest.config().map_err(e2s)?);
+) -> Result<()> {
+    let mut blobs = img.manifest.layers()?;
+    blobs.push(img.manifest.config()?);
     for b in &blobs {
         ensure_blob(c, from, to, b, p).await?;
     }
@@ -141,10 +152,16 @@ async fn ensure_all<G: Progress>(
 }
 
 /// Config, then manifest (the tag last); returns `name@digest`.
-async fn put_image(c: &mut Ctx, dest: &Reference, img: &mut Img) -> Res<String> {
+async fn put_image<G: Progress>(
+    c: &mut Ctx,
+    dest: &Reference,
+    img: &mut Img,
+    p: &G,
+) -> Result<String> {
     let cbytes = img.config.bytes().to_vec();
-    let cd = c.d.upload_bytes(dest, &cbytes).await?;
-    img.manifest.set_config(&cd, cbytes.len() as u64);
+    let csize = cbytes.len() as u64;
+    let cd = c.d.upload_bytes(dest, cbytes, p).await?;
+    img.manifest.set_config(&cd, csize);
     img.manifest.ensure_media_type();
     let mbytes = img.manifest.bytes().to_vec();
     let mt = img.manifest.media_type();
@@ -152,6 +169,7 @@ async fn put_image(c: &mut Ctx, dest: &Reference, img: &mut Img) -> Res<String> 
         c.d.run(
             dest,
             PutManifest::new(&dest.repository, dest.tag_or_latest(), mt, mbytes),
+            p,
         )
         .await?;
     Ok(format!("{}@{digest}", dest.name()))
@@ -162,18 +180,18 @@ fn layer_desc(
     c: Compression,
     digest: &lamina_core::Digest,
     size: u64,
-) -> Res<Descriptor> {
+) -> Result<Descriptor> {
     if media::layer_type(img.manifest.family(), c).is_none() {
         // zstd layers exist in OCI only
         img.manifest.convert_to_oci();
     }
     let mt = media::layer_type(img.manifest.family(), c)
-        .ok_or_else(|| format!("no layer media type for {}", c.name()))?;
+        .ok_or_else(|| Error::internal(format!("no layer media type for {}", c.name())))?;
     Ok(Descriptor::new(mt, digest.clone(), size))
 }
 
 /// Runs a job; returns the pushed image as `name@sha256:...`.
-pub async fn run<G: Progress>(c: &mut Ctx, job: &Job, p: &G) -> Res<String> {
+pub async fn run<G: Progress>(c: &mut Ctx, job: &Job, p: &G) -> Result<String> {
     match job {
         Job::Affix(j) => affix(c, j, p).await,
         Job::Remix(j) => remix(c, j, p).await,
@@ -181,16 +199,16 @@ pub async fn run<G: Progress>(c: &mut Ctx, job: &Job, p: &G) -> Res<String> {
     }
 }
 
-async fn affix<G: Progress>(c: &mut Ctx, j: &AffixJob, p: &G) -> Res<String> {
+async fn affix<G: Progress>(c: &mut Ctx, j: &AffixJob, p: &G) -> Result<String> {
     let (base, dest) = (reference(&j.base)?, reference(&j.dest)?);
     p.log(&format!("base {}", base.name())).await;
-    let mut img = fetch_image(c, &base).await?;
+    let mut img = fetch_image(c, &base, p).await?;
     ensure_all(c, &base, &dest, &img, p).await?;
     let compression = match j.compression.as_deref() {
         None | Some("none") => Compression::None,
         Some("gzip") => Compression::Gzip,
         Some("zstd") => Compression::Zstd,
-        Some(other) => return Err(format!("compression {other:?}")),
+        Some(other) => return Err(Failure::usage(format!("compression {other:?}"))),
     };
     let chunk = c.chunk;
     let (info, created_by) = if let Some(t) = &j.tar {
@@ -205,22 +223,25 @@ async fn affix<G: Progress>(c: &mut Ctx, j: &AffixJob, p: &G) -> Res<String> {
             .filter(|n| !n.is_empty())
             .unwrap_or("layer.tar")
             .to_string();
-        let info = src.info().cloned().ok_or("the tar did not finish")?;
+        let info = src
+            .info()
+            .cloned()
+            .ok_or_else(|| Error::internal("the tar did not finish"))?;
         (info, format!("ADD {name} / # weights"))
     } else {
-        let dir = archive_path(j.path.as_deref().unwrap_or("/src/weights")).map_err(e2s)?;
+        let dir = archive_path(j.path.as_deref().unwrap_or("/src/weights"))?;
         let mut files = Vec::new();
         let mut names = Vec::new();
         for f in &j.files {
-            let name = archive_path(&f.name).map_err(e2s)?;
+            let name = archive_path(&f.name)?;
             let content = match (&f.url, &f.data) {
                 (Some(u), _) => Content::Url(u.clone()),
                 (None, Some(d)) => Content::Inline(
                     base64::engine::general_purpose::STANDARD
                         .decode(d)
-                        .map_err(|e| format!("{name}: {e}"))?,
+                        .map_err(|e| Failure::usage(format!("{name}: {e}")))?,
                 ),
-                (None, None) => return Err(format!("{name}: no url or data")),
+                (None, None) => return Err(Failure::usage(format!("{name}: no url or data"))),
             };
             files.push((format!("{dir}/{name}"), content));
             names.push(name);
@@ -229,7 +250,10 @@ async fn affix<G: Progress>(c: &mut Ctx, j: &AffixJob, p: &G) -> Res<String> {
             .await;
         let mut src = Built::new(files, compression)?;
         c.d.upload(&dest, &mut src, chunk, p).await?;
-        let info = src.info().cloned().ok_or("the layer did not finish")?;
+        let info = src
+            .info()
+            .cloned()
+            .ok_or_else(|| Error::internal("the layer did not finish"))?;
         (info, format!("COPY {} /{dir} # weights", names.join(" ")))
     };
     p.log(&format!(
@@ -250,58 +274,58 @@ async fn affix<G: Progress>(c: &mut Ctx, j: &AffixJob, p: &G) -> Res<String> {
         },
     );
     img.manifest.push_layer(&desc);
-    put_image(c, &dest, &mut img).await
+    put_image(c, &dest, &mut img, p).await
 }
 
-async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Res<String> {
+async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Result<String> {
     let (base, weights, dest) = (
         reference(&j.base)?,
         reference(&j.weights)?,
         reference(&j.dest)?,
     );
-    let w = fetch_image(c, &weights).await?;
-    let wlayers = w.manifest.layers().map_err(e2s)?;
-    let wdiff = w.config.diff_ids().map_err(e2s)?;
+    let w = fetch_image(c, &weights, p).await?;
+    let wlayers = w.manifest.layers()?;
+    let wdiff = w.config.diff_ids()?;
     if wdiff.len() != wlayers.len() {
-        return Err(format!(
+        return Err(Failure::usage(format!(
             "{}: {} layers but {} diff_ids in its config",
             weights.name(),
             wlayers.len(),
             wdiff.len()
-        ));
+        )));
     }
     let picked = if j.layers.is_empty() {
         let p = weights_layers(&w.config);
         if p.is_empty() {
-            return Err(format!(
+            return Err(Failure::usage(format!(
                 "{}: no weights layers (history `... # weights` or `COPY . /src`); pick layers \
                  with \"layers\": [N] (see `lamina layers`)",
                 weights.name()
-            ));
+            )));
         }
         p
     } else {
         if let Some(&i) = j.layers.iter().find(|&&i| i >= wlayers.len()) {
-            return Err(format!(
+            return Err(Failure::usage(format!(
                 "layer {i}: {} has {} layers",
                 weights.name(),
                 wlayers.len()
-            ));
+            )));
         }
         j.layers.clone()
     };
-    let mut img = fetch_image(c, &base).await?;
+    let mut img = fetch_image(c, &base, p).await?;
     ensure_all(c, &base, &dest, &img, p).await?;
     let hist = w.config.layer_history();
     for &i in &picked {
         let l = &wlayers[i];
         ensure_blob(c, &weights, &dest, l, p).await?;
         let comp = media::layer_compression(&l.media_type).ok_or_else(|| {
-            format!(
+            Failure::usage(format!(
                 "layer {i} of {}: media type {}",
                 weights.name(),
                 l.media_type
-            )
+            ))
         })?;
         let orig = hist.get(i).cloned().flatten().and_then(|h| h.created_by);
         let h = remixed_history(orig.as_deref(), i, &weights.name(), &c.created);
@@ -315,28 +339,28 @@ async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Res<String> {
         weights.name()
     ))
     .await;
-    put_image(c, &dest, &mut img).await
+    put_image(c, &dest, &mut img, p).await
 }
 
-async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Res<String> {
+async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Result<String> {
     let (src, dest) = (reference(&j.image)?, reference(&j.dest)?);
     let min_ratio = j.min_ratio.unwrap_or(0.9);
-    let mut img = fetch_image(c, &src).await?;
-    let layers = img.manifest.layers().map_err(e2s)?;
-    let diffs = img.config.diff_ids().map_err(e2s)?;
+    let mut img = fetch_image(c, &src, p).await?;
+    let layers = img.manifest.layers()?;
+    let diffs = img.config.diff_ids()?;
     if diffs.len() != layers.len() {
-        return Err(format!(
+        return Err(Failure::usage(format!(
             "{}: {} layers but {} diff_ids in its config",
             src.name(),
             layers.len(),
             diffs.len()
-        ));
+        )));
     }
     img.manifest.convert_to_oci();
     let chunk = c.chunk;
     for (i, l) in layers.iter().enumerate() {
         let from = media::layer_compression(&l.media_type)
-            .ok_or_else(|| format!("layer {i}: media type {}", l.media_type))?;
+            .ok_or_else(|| Failure::usage(format!("layer {i}: media type {}", l.media_type)))?;
         if from == Compression::Zstd {
             ensure_blob(c, &src, &dest, l, p).await?;
             let d = layer_desc(&mut img, from, &l.digest, l.size)?;
@@ -344,15 +368,22 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Res<String> {
             p.log(&format!("layer {i}: already zstd, kept")).await;
             continue;
         }
-        let rd = open_blob(c, &src, l).await?;
+        let rd = open_blob(c, &src, l, p).await?;
         let mut s = FromBlob::recode(rd, &l.digest, l.size, from, Compression::Zstd);
         c.d.upload(&dest, &mut s, chunk, p).await?;
-        let info = s.info().cloned().ok_or("the layer did not finish")?;
+        let info = s
+            .info()
+            .cloned()
+            .ok_or_else(|| Error::internal("the layer did not finish"))?;
         if info.diff_id != diffs[i] {
-            return Err(format!(
-                "layer {i}: its content is {} but the config says {}",
-                info.diff_id, diffs[i]
-            ));
+            return Err(Error::InvalidDocument {
+                what: format!("config of {}", src.name()),
+                reason: format!(
+                    "layer {i}: its content is {} but the config says {}",
+                    info.diff_id, diffs[i]
+                ),
+            }
+            .into());
         }
         let (comp, digest, size, note) = if (info.size as f64)
             < min_ratio * info.uncompressed_size as f64
@@ -375,10 +406,13 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Res<String> {
             )
         } else {
             // stored uncompressed: a second pass
-            let rd = open_blob(c, &src, l).await?;
+            let rd = open_blob(c, &src, l, p).await?;
             let mut s = FromBlob::recode(rd, &l.digest, l.size, from, Compression::None);
             c.d.upload(&dest, &mut s, chunk, p).await?;
-            let u = s.info().cloned().ok_or("the layer did not finish")?;
+            let u = s
+                .info()
+                .cloned()
+                .ok_or_else(|| Error::internal("the layer did not finish"))?;
             (
                 Compression::None,
                 u.digest,
@@ -394,5 +428,5 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Res<String> {
         let d = layer_desc(&mut img, comp, &digest, size)?;
         img.manifest.set_layer(i, &d.media_type, &digest, size);
     }
-    put_image(c, &dest, &mut img).await
+    put_image(c, &dest, &mut img, p).await
 }

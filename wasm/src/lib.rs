@@ -1,0 +1,22 @@
+//! lamina's WebAssembly transport, shared by the browser page (`lamina-web`) and the edge
+//! Worker (`lamina-edge`): both run the core's transfer kernel
+//! ([`lamina_core::registry::Transfer`]) through one loop ([`Driver`]) over the runtime's
+//! `fetch`, and differ only in a [`Transport`] (how a request goes out), a [`Producer`] (where
+//! an upload's bytes come from: file slices, a tar being built, a blob being recoded) and a
+//! [`Hook`] (the page's log and progress bars, a job's status).
+//!
+//! The pure parts ([`headers`], [`net`], [`Pieces`], the loop itself) build and are tested
+//! natively; the JS-bound ones ([`js`]) are called on wasm32 only.
+
+pub mod headers;
+pub mod js;
+pub mod net;
+mod run;
+
+#[cfg(test)]
+mod tests;
+
+pub use headers::{forbidden, from_proxy, proxy_prefix, through_proxy, CHALLENGE, PROXY_PATH};
+pub use js::{fetch, header_pairs, js_err, now_ms, sleep_ms, FetchOpts, Reader};
+pub use net::{append_capped, net_error};
+pub use run::{Driver, Failure, Hook, NoBlob, Pieces, Producer, Timing, Transport, PIECE};
