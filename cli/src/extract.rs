@@ -20,7 +20,7 @@ use lamina_core::media;
 use lamina_core::untar::{resolve_link, safe_path, Event, Kind, TarReader};
 use lamina_core::Error;
 
-use crate::blobs::read_verified;
+use crate::blobs::read_verified_ahead;
 use crate::client::anyhow_like::Result;
 use crate::client::Client;
 use crate::progress::{human, Progress};
@@ -272,6 +272,11 @@ impl Drop for Cleanup {
 }
 
 /// Streams one layer into the extractor, verifying digest, size and diff_id.
+///
+/// The download and its digest run on a thread of their own ([`read_verified_ahead`]), so
+/// that hashing overlaps with untarring and writing here. An uncompressed layer is hashed
+/// once: its bytes are the blob, whose digest is verified, so its diff_id must be that digest
+/// (checked before anything is downloaded), and it goes straight to the tar reader.
 fn layer(
     client: &mut Client,
     r: &Loc,
@@ -285,8 +290,19 @@ fn layer(
         what: format!("layer {idx}"),
         media_type: d.media_type.clone(),
     })?;
-    let mut body = crate::store::open_blob(client, r, &d.digest)?;
-    let mut diff = Hasher::new();
+    let diff_mismatch = |found: lamina_core::Digest| {
+        Box::new(Error::DigestMismatch {
+            what: format!("uncompressed layer {idx} (diff_id in the config)"),
+            expected: diff_id.clone(),
+            found,
+        })
+    };
+    if c == Compression::None && diff_id != &d.digest {
+        return Err(diff_mismatch(d.digest.clone()));
+    }
+    let body = crate::store::open_blob(client, r, &d.digest)?;
+    // the diff_id of a compressed layer, hashed here as it is decompressed
+    let mut diff = (c != Compression::None).then(Hasher::new);
     let mut dec = compress::decoder::<Error>(c);
     let mut tar = TarReader::new();
     let mut p = Progress::new(
@@ -294,39 +310,36 @@ fn layer(
         Some(d.size),
         quiet,
     );
-    let feed = |data: &[u8],
-                tar: &mut TarReader,
-                diff: &mut Hasher,
-                ex: &mut dyn EventSink|
-     -> std::result::Result<(), Error> {
-        diff.update(data);
+    let mut feed = |data: &[u8]| -> std::result::Result<(), Error> {
+        if let Some(h) = diff.as_mut() {
+            h.update(data);
+        }
         tar.write(data, &mut |e| ex.event(e))
     };
     let mut read = 0u64;
-    read_verified(
-        &mut body,
+    read_verified_ahead(
+        body,
         d,
         &format!("layer {idx} ({}) downloaded from {r}", d.digest),
         &mut |piece: &[u8]| {
             read += piece.len() as u64;
             p.set(read);
-            dec.write(piece, &mut |o: &[u8]| feed(o, &mut tar, &mut diff, ex))
+            if c == Compression::None {
+                return feed(piece);
+            }
+            dec.write(piece, &mut |o: &[u8]| feed(o))
                 .map_err(resolve::flatten)
         },
     )?;
-    dec.finish(&mut |o: &[u8]| feed(o, &mut tar, &mut diff, ex))
+    dec.finish(&mut |o: &[u8]| feed(o))
         .map_err(resolve::flatten)?;
-    let size = d.size;
-    let got = diff.finish();
-    if &got != diff_id {
-        return Err(Box::new(Error::DigestMismatch {
-            what: format!("uncompressed layer {idx} (diff_id in the config)"),
-            expected: diff_id.clone(),
-            found: got,
-        }));
+    if let Some(got) = diff.map(Hasher::finish) {
+        if &got != diff_id {
+            return Err(diff_mismatch(got));
+        }
     }
     tar.finish()?;
-    p.finish(size);
+    p.finish(d.size);
     if c != Compression::None && !quiet {
         eprintln!("layer {idx}: {} verified", d.digest);
     }
