@@ -199,8 +199,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         &picked,
         (ex.files, ex.bytes, ex.warnings),
         "",
-    );
-    Ok(())
+    )
 }
 
 /// The summary of an extract: JSON with `--json` (on stderr when the tar is on stdout), a line
@@ -212,7 +211,7 @@ fn report(
     picked: &[usize],
     (files, bytes, skipped): (u64, u64, u64),
     how: &str,
-) {
+) -> Result<()> {
     if a.json {
         let j = serde_json::json!({
             "image": format!("{}@{}", a.image.name(), img.digest),
@@ -227,7 +226,7 @@ fn report(
         if a.output.is_none() {
             eprintln!("{j}");
         } else {
-            println!("{j}");
+            outln!("{j}")?;
         }
     }
     if !a.quiet {
@@ -242,6 +241,7 @@ fn report(
             }
         );
     }
+    Ok(())
 }
 
 /// Maps an image path into the output under `prefix` (stripped); `None` if outside it, `""`
@@ -647,7 +647,7 @@ fn tar_out(
     };
     for &i in picked.iter().rev() {
         m.layer = i;
-        layer(
+        let r = layer(
             client,
             &a.image,
             &layers[i],
@@ -655,11 +655,13 @@ fn tar_out(
             i,
             &mut m,
             a.quiet,
-        )?;
-        m.end_layer();
-        if m.broken_pipe() {
-            return Ok(()); // the reader went away (`| head`): not an error
+        );
+        if file.is_none() && m.broken_pipe() {
+            // the reader went away (`| head`): not an error, and nothing more to download
+            return Err(Box::new(crate::out::Closed));
         }
+        r?;
+        m.end_layer();
     }
     if m.entries == 0 {
         return Err(format!(
@@ -670,12 +672,16 @@ fn tar_out(
         )
         .into());
     }
-    m.finish()?;
-    if m.broken_pipe() {
-        return Ok(());
+    let r = m.finish();
+    if file.is_none() && m.broken_pipe() {
+        return Err(Box::new(crate::out::Closed));
     }
+    r?;
     let mut out = m.out;
-    out.flush().map_err(|e| format!("writing the tar: {e}"))?;
+    out.flush().map_err(|e| match &file {
+        None => crate::out::io(&e),
+        Some(_) => format!("writing the tar: {e}").into(),
+    })?;
     drop(out);
     if let (Some(p), Some(f)) = (&part, &file) {
         std::fs::File::open(p)
@@ -691,8 +697,7 @@ fn tar_out(
         picked,
         (m.files, m.bytes, m.warnings),
         " as a tar",
-    );
-    Ok(())
+    )
 }
 
 /// See [`tar_out`]. Paths are image paths (relative, no leading `/`) until [`TarMerge::map`].
@@ -789,12 +794,13 @@ impl TarMerge {
             }
         };
         f(&mut self.tw, &mut sink)?;
+        // any write error stops the layer; `tar_out` tells a closed stdout from a failure
         match &self.out_err {
-            Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            Some(e) => Err(Error::Io {
                 what: "the tar output".into(),
                 reason: e.to_string(),
             }),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 

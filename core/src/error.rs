@@ -126,6 +126,13 @@ pub enum Error {
         /// What and why.
         reason: String,
     },
+    /// A driver used the core in a way it must not (a bug in lamina, not in its input): data for
+    /// a finished archive, an operation polled after it finished. Drivers report it apart from
+    /// usage errors and runtime failures (the CLI exits 70, `EX_SOFTWARE`).
+    Internal {
+        /// What was done wrong.
+        reason: String,
+    },
     /// Retries were exhausted; holds the last failure.
     RetriesExhausted {
         /// Attempts made.
@@ -207,6 +214,7 @@ impl fmt::Display for Error {
             Error::Io { what, reason } => write!(f, "{what}: {reason}"),
             Error::Tls { host, reason } => write!(f, "TLS with {host} failed: {reason}"),
             Error::Usage { reason } => write!(f, "{reason}"),
+            Error::Internal { reason } => write!(f, "internal error: {reason}"),
             Error::RetriesExhausted { attempts, last } => {
                 write!(f, "gave up after {attempts} attempts: {last}")
             }
