@@ -233,7 +233,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 "platforms": images.len(),
                 "seconds": t0.elapsed().as_secs_f64(),
             })
-        });
+        })?;
         return Ok(());
     }
 
@@ -383,20 +383,26 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             "platforms": platforms,
             "seconds": t0.elapsed().as_secs_f64(),
         })
-    });
+    })?;
     Ok(())
 }
 
 /// The result on stdout (JSON with `--json`, else `dest@sha256:...`), the time on stderr.
-fn print_result(a: &Args, t0: Instant, line: &str, json: impl FnOnce() -> serde_json::Value) {
+fn print_result(
+    a: &Args,
+    t0: Instant,
+    line: &str,
+    json: impl FnOnce() -> serde_json::Value,
+) -> Result<()> {
     if a.json {
-        println!("{}", json());
+        outln!("{}", json())?;
     } else {
-        println!("{line}");
+        outln!("{line}")?;
     }
     if !a.quiet {
         eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
     }
+    Ok(())
 }
 
 /// What the layer is made from, for resuming its upload in a later run (see [`crate::resume`]):
@@ -529,12 +535,12 @@ pub fn clone(
     crate::store::commit(&dest)?;
     let name = dest.name();
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"image": format!("{name}@{d}"), "digest": d.to_string(), "tag": dest.tag()})
-        );
+        )?;
     } else {
-        println!("{name}@{d}");
+        outln!("{name}@{d}")?;
     }
     if !quiet {
         eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());

@@ -182,10 +182,10 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             "notes": w.notes,
             "seconds": secs,
         });
-        println!("{v}");
+        outln!("{v}")?;
     } else {
         let bytes: u64 = layers.iter().map(|l| l.info.size).sum();
-        println!(
+        outln!(
             "oci:{dir}: {} layer{} ({}) on {} image{}: {} updated, {} already had them",
             layers.len(),
             if layers.len() == 1 { "" } else { "s" },
@@ -194,9 +194,9 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             if w.images == 1 { "" } else { "s" },
             w.updated,
             w.images - w.updated
-        );
+        )?;
         if let Some(d) = modelpack {
-            println!("modelpack manifest {d} (ref.name {})", a.modelpack_tag);
+            outln!("modelpack manifest {d} (ref.name {})", a.modelpack_tag)?;
         }
         if !a.quiet {
             eprintln!("done in {secs:.1}s");

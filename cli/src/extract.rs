@@ -24,7 +24,7 @@ use crate::client::Client;
 use crate::error::Result;
 use crate::progress::{human, Progress};
 use crate::resolve::{self, PlatformSel};
-use crate::verify::read_verified;
+use crate::verify::read_verified_ahead;
 
 /// What to extract.
 #[derive(Debug)]
@@ -199,8 +199,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         &picked,
         (ex.files, ex.bytes, ex.warnings),
         "",
-    );
-    Ok(())
+    )
 }
 
 /// The summary of an extract: JSON with `--json` (on stderr when the tar is on stdout), a line
@@ -212,7 +211,7 @@ fn report(
     picked: &[usize],
     (files, bytes, skipped): (u64, u64, u64),
     how: &str,
-) {
+) -> Result<()> {
     if a.json {
         let j = serde_json::json!({
             "image": format!("{}@{}", a.image.name(), img.digest),
@@ -227,7 +226,7 @@ fn report(
         if a.output.is_none() {
             eprintln!("{j}");
         } else {
-            println!("{j}");
+            outln!("{j}")?;
         }
     }
     if !a.quiet {
@@ -242,6 +241,7 @@ fn report(
             }
         );
     }
+    Ok(())
 }
 
 /// Maps an image path into the output under `prefix` (stripped); `None` if outside it, `""`
@@ -272,6 +272,11 @@ impl Drop for Cleanup {
 }
 
 /// Streams one layer into the extractor, verifying digest, size and diff_id.
+///
+/// The download and its digest run on a thread of their own ([`read_verified_ahead`]), so
+/// that hashing overlaps with untarring and writing here. An uncompressed layer is hashed
+/// once: its bytes are the blob, whose digest is verified, so its diff_id must be that digest
+/// (checked before anything is downloaded), and it goes straight to the tar reader.
 fn layer(
     client: &mut Client,
     r: &Loc,
@@ -285,8 +290,19 @@ fn layer(
         what: format!("layer {idx}"),
         media_type: d.media_type.clone(),
     })?;
-    let mut body = crate::store::open_blob(client, r, &d.digest)?;
-    let mut diff = Hasher::new();
+    let diff_mismatch = |found: lamina_core::Digest| {
+        Box::new(Error::DigestMismatch {
+            what: format!("uncompressed layer {idx} (diff_id in the config)"),
+            expected: diff_id.clone(),
+            found,
+        })
+    };
+    if c == Compression::None && diff_id != &d.digest {
+        return Err(diff_mismatch(d.digest.clone()));
+    }
+    let body = crate::store::open_blob(client, r, &d.digest)?;
+    // the diff_id of a compressed layer, hashed here as it is decompressed
+    let mut diff = (c != Compression::None).then(Hasher::new);
     let mut dec = compress::decoder::<Error>(c);
     let mut tar = TarReader::new();
     let mut p = Progress::new(
@@ -294,39 +310,36 @@ fn layer(
         Some(d.size),
         quiet,
     );
-    let feed = |data: &[u8],
-                tar: &mut TarReader,
-                diff: &mut Hasher,
-                ex: &mut dyn EventSink|
-     -> std::result::Result<(), Error> {
-        diff.update(data);
+    let mut feed = |data: &[u8]| -> std::result::Result<(), Error> {
+        if let Some(h) = diff.as_mut() {
+            h.update(data);
+        }
         tar.write(data, &mut |e| ex.event(e))
     };
     let mut read = 0u64;
-    read_verified(
-        &mut body,
+    read_verified_ahead(
+        body,
         d,
         &format!("layer {idx} ({}) downloaded from {r}", d.digest),
         &mut |piece: &[u8]| {
             read += piece.len() as u64;
             p.set(read);
-            dec.write(piece, &mut |o: &[u8]| feed(o, &mut tar, &mut diff, ex))
+            if c == Compression::None {
+                return feed(piece);
+            }
+            dec.write(piece, &mut |o: &[u8]| feed(o))
                 .map_err(resolve::flatten)
         },
     )?;
-    dec.finish(&mut |o: &[u8]| feed(o, &mut tar, &mut diff, ex))
+    dec.finish(&mut |o: &[u8]| feed(o))
         .map_err(resolve::flatten)?;
-    let size = d.size;
-    let got = diff.finish();
-    if &got != diff_id {
-        return Err(Box::new(Error::DigestMismatch {
-            what: format!("uncompressed layer {idx} (diff_id in the config)"),
-            expected: diff_id.clone(),
-            found: got,
-        }));
+    if let Some(got) = diff.map(Hasher::finish) {
+        if &got != diff_id {
+            return Err(diff_mismatch(got));
+        }
     }
     tar.finish()?;
-    p.finish(size);
+    p.finish(d.size);
     if c != Compression::None && !quiet {
         eprintln!("layer {idx}: {} verified", d.digest);
     }
@@ -634,7 +647,7 @@ fn tar_out(
     };
     for &i in picked.iter().rev() {
         m.layer = i;
-        layer(
+        let r = layer(
             client,
             &a.image,
             &layers[i],
@@ -642,11 +655,13 @@ fn tar_out(
             i,
             &mut m,
             a.quiet,
-        )?;
-        m.end_layer();
-        if m.broken_pipe() {
-            return Ok(()); // the reader went away (`| head`): not an error
+        );
+        if file.is_none() && m.broken_pipe() {
+            // the reader went away (`| head`): not an error, and nothing more to download
+            return Err(Box::new(crate::out::Closed));
         }
+        r?;
+        m.end_layer();
     }
     if m.entries == 0 {
         return Err(format!(
@@ -657,12 +672,16 @@ fn tar_out(
         )
         .into());
     }
-    m.finish()?;
-    if m.broken_pipe() {
-        return Ok(());
+    let r = m.finish();
+    if file.is_none() && m.broken_pipe() {
+        return Err(Box::new(crate::out::Closed));
     }
+    r?;
     let mut out = m.out;
-    out.flush().map_err(|e| format!("writing the tar: {e}"))?;
+    out.flush().map_err(|e| match &file {
+        None => crate::out::io(&e),
+        Some(_) => format!("writing the tar: {e}").into(),
+    })?;
     drop(out);
     if let (Some(p), Some(f)) = (&part, &file) {
         std::fs::File::open(p)
@@ -678,8 +697,7 @@ fn tar_out(
         picked,
         (m.files, m.bytes, m.warnings),
         " as a tar",
-    );
-    Ok(())
+    )
 }
 
 /// See [`tar_out`]. Paths are image paths (relative, no leading `/`) until [`TarMerge::map`].
@@ -776,12 +794,13 @@ impl TarMerge {
             }
         };
         f(&mut self.tw, &mut sink)?;
+        // any write error stops the layer; `tar_out` tells a closed stdout from a failure
         match &self.out_err {
-            Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            Some(e) => Err(Error::Io {
                 what: "the tar output".into(),
                 reason: e.to_string(),
             }),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 

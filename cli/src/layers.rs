@@ -81,33 +81,36 @@ pub fn run(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> 
             "platforms": platforms,
             "images": out_images,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    println!("{} {} ({})", r, top_digest, media::short(top_type));
+    outln!("{} {} ({})", r, top_digest, media::short(top_type))?;
     if !platforms.is_empty() {
-        println!("platforms:");
+        outln!("platforms:")?;
         for p in &platforms {
-            println!(
+            outln!(
                 "  {:<16} {}  {}",
                 p["platform"].as_str().unwrap_or("-"),
                 p["digest"].as_str().unwrap_or(""),
                 human(p["size"].as_u64().unwrap_or(0))
-            );
+            )?;
         }
     }
     for img in &out_images {
         if !platforms.is_empty() {
-            println!(
+            outln!(
                 "layers of {} ({}):",
                 img["platform"].as_str().unwrap_or("?"),
                 img["digest"].as_str().unwrap_or("")
-            );
+            )?;
         }
-        println!(
+        outln!(
             "{:>3}  {:<19} {:>10}  {:<9} CREATED BY",
-            "#", "DIGEST", "SIZE", "TYPE"
-        );
+            "#",
+            "DIGEST",
+            "SIZE",
+            "TYPE"
+        )?;
         for l in img["layers"].as_array().into_iter().flatten() {
             let d = l["digest"].as_str().unwrap_or("");
             let short = d
@@ -118,14 +121,14 @@ pub fn run(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> 
             if let Some(c) = l["comment"].as_str() {
                 cb.push_str(&format!("  [{c}]"));
             }
-            println!(
+            outln!(
                 "{:>3}  sha256:{:<12} {:>10}  {:<9} {}",
                 l["index"].as_u64().unwrap_or(0),
                 short,
                 human(l["size"].as_u64().unwrap_or(0)),
                 media::short(l["mediaType"].as_str().unwrap_or("")),
                 cb
-            );
+            )?;
         }
     }
     Ok(())

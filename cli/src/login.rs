@@ -226,12 +226,12 @@ pub fn login(opts: &Options, a: Args) -> Result<()> {
         }
     };
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"registry": host, "username": username, "storedIn": stored})
-        );
+        )?;
     } else {
-        println!("Login Succeeded");
+        outln!("Login Succeeded")?;
         eprintln!("credentials for {host} stored in {stored}");
     }
     Ok(())
@@ -256,12 +256,12 @@ pub fn logout(registry: &str, json: bool) -> Result<()> {
         }
     }
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"registry": host, "removed": removed})
-        );
+        )?;
     } else if removed {
-        println!("Removing login credentials for {host}");
+        outln!("Removing login credentials for {host}")?;
     } else {
         eprintln!("not logged in to {host}");
     }

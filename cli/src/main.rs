@@ -1,5 +1,8 @@
 //! `lamina`: edit container images that carry ML models, directly in the registry.
 
+#[macro_use]
+mod out;
+
 mod affix;
 mod append;
 mod blobs;
@@ -598,15 +601,55 @@ fn json_requested(m: &clap::ArgMatches) -> Option<bool> {
     Some(data_on_stdout)
 }
 
+/// The exit status of a command that failed (README, "Exit codes"); 0 is success, and so is a
+/// closed stdout ([`out::Closed`]: `lamina layers | head -1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Something failed while running (the registry, the network, a file, a digest).
+    Failed = 1,
+    /// Arguments that cannot work: bad flags, a malformed reference.
+    Usage = 2,
+    /// A bug in lamina (`EX_SOFTWARE` of sysexits.h): the core misused
+    /// ([`lamina_core::Error::Internal`] anywhere in the cause chain), or a panic.
+    Internal = 70,
+}
+
+impl Exit {
+    fn of(e: &error::Error) -> Exit {
+        use lamina_core::Error as E;
+        if chain(e).any(|c| matches!(c.downcast_ref::<E>(), Some(E::Internal { .. }))) {
+            return Exit::Internal;
+        }
+        match e.downcast_ref::<E>() {
+            Some(E::Usage { .. } | E::InvalidReference { .. }) => Exit::Usage,
+            _ => Exit::Failed,
+        }
+    }
+}
+
+/// An error and its causes, outermost first.
+fn chain<'a>(e: &'a error::Error) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    let top: &(dyn std::error::Error + 'static) = &**e;
+    std::iter::successors(Some(top), |c| c.source())
+}
+
+/// What follows the message of a bug.
+const BUG_HINT: &str = "note: this is a bug in lamina; please report it with the command that \
+                        triggered it and this message";
+
 /// The error as JSON: `message` (the whole chain, as printed), `kind`, `exitCode`, and the
 /// fields of lamina's error that scripts act on (`status`, `url`, `registry`, `host`,
 /// `expected`/`found` digests).
-fn error_json(e: &error::Error, msg: &str, usage: bool) -> serde_json::Value {
+fn error_json(e: &error::Error, msg: &str, exit: Exit) -> serde_json::Value {
     use lamina_core::Error as E;
     let mut j = serde_json::json!({
         "message": msg,
-        "kind": if usage { "usage" } else { "failed" },
-        "exitCode": if usage { 2 } else { 1 },
+        "kind": match exit {
+            Exit::Usage => "usage",
+            Exit::Internal => "internal",
+            Exit::Failed => "failed",
+        },
+        "exitCode": exit as u8,
     });
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
     while let Some(c) = cur {
@@ -648,6 +691,7 @@ fn error_json(e: &error::Error, msg: &str, usage: bool) -> serde_json::Value {
                 ),
                 E::NotFound { what } => ("notFound", serde_json::json!({"what": what})),
                 E::Usage { .. } => ("usage", serde_json::json!({})),
+                E::Internal { .. } => ("internal", serde_json::json!({})),
                 E::Io { what, .. } => ("io", serde_json::json!({"what": what})),
                 E::RetriesExhausted { attempts, .. } => (
                     "retriesExhausted",
@@ -718,17 +762,26 @@ fn main() -> ExitCode {
     cleanup::install();
     // --json asks for errors as JSON too; where the result goes, the error goes
     let json = json_requested(&matches);
-    match run(cli) {
+    // a panic is a bug: said as one (exit 70), after the partial files are removed by unwinding
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        use std::io::Write as _;
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            default_hook(info);
+        } else {
+            let _ = writeln!(std::io::stderr(), "lamina: internal error: {info}");
+        }
+        let _ = writeln!(std::io::stderr(), "{BUG_HINT}");
+    }));
+    let Ok(result) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) else {
+        return ExitCode::from(Exit::Internal as u8);
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        // the reader of stdout went away (`| head`): it had what it wanted
+        Err(e) if chain(&e).any(|c| c.is::<out::Closed>()) => ExitCode::SUCCESS,
         Err(e) => {
-            // 2 for usage errors (arguments that cannot work), 1 for everything that failed
-            // while running
-            let usage = e.downcast_ref::<lamina_core::Error>().is_some_and(|e| {
-                matches!(
-                    e,
-                    lamina_core::Error::Usage { .. } | lamina_core::Error::InvalidReference { .. }
-                )
-            });
+            let exit = Exit::of(&e);
             let mut msg = e.to_string();
             let mut src = e.source();
             while let Some(s) = src {
@@ -736,14 +789,17 @@ fn main() -> ExitCode {
                 src = s.source();
             }
             if let Some(to_stderr) = json {
-                let j = serde_json::json!({ "error": error_json(&e, &msg, usage) });
+                let j = serde_json::json!({ "error": error_json(&e, &msg, exit) });
                 if to_stderr {
                     eprintln!("{j}");
                 } else {
-                    println!("{j}");
+                    let _ = outln!("{j}");
                 }
             }
             eprintln!("lamina: error: {msg}");
+            if exit == Exit::Internal {
+                eprintln!("{BUG_HINT}");
+            }
             // a refused login: say how to give credentials
             let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
             while let Some(c) = cur {
@@ -770,11 +826,7 @@ fn main() -> ExitCode {
                 }
                 cur = c.source();
             }
-            if usage {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+            ExitCode::from(exit as u8)
         }
     }
 }
@@ -961,12 +1013,12 @@ fn run(cli: Cli) -> error::Result<()> {
         Cmd::Logout { registry, json } => return login::logout(registry, *json),
         Cmd::Version { json } => {
             if *json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "commit": env!("LAMINA_COMMIT")})
-                );
+                )?;
             } else {
-                println!("lamina {VERSION}");
+                outln!("lamina {VERSION}")?;
             }
             return Ok(());
         }
@@ -976,10 +1028,9 @@ fn run(cli: Cli) -> error::Result<()> {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut cmd, "lamina", &mut script);
             use std::io::Write as _;
-            return match std::io::stdout().write_all(&script) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(()),
-            };
+            return std::io::stdout()
+                .write_all(&script)
+                .map_err(|e| out::io(&e));
         }
         _ => {}
     }
@@ -1188,5 +1239,40 @@ fn run(cli: Cli) -> error::Result<()> {
                 quiet: cli.quiet,
             },
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed(e: lamina_core::Error) -> error::Error {
+        Box::new(e)
+    }
+
+    #[test]
+    fn exit_codes() {
+        let reason = || "x".to_string();
+        assert_eq!(
+            Exit::of(&boxed(lamina_core::Error::Usage { reason: reason() })),
+            Exit::Usage
+        );
+        assert_eq!(Exit::of(&"failed".into()), Exit::Failed);
+        let io = lamina_core::Error::Io {
+            what: "f".into(),
+            reason: reason(),
+        };
+        assert_eq!(Exit::of(&boxed(io)), Exit::Failed);
+        // a bug is a bug wherever it is in the chain, and never a usage error
+        let internal = Err::<(), _>(lamina_core::Error::Internal { reason: reason() })
+            .context(|| "layer 2".into())
+            .unwrap_err();
+        assert_eq!(Exit::of(&internal), Exit::Internal);
+        assert_eq!(Exit::Internal as u8, 70);
+        let j = error_json(&internal, "m", Exit::of(&internal));
+        assert_eq!(
+            (j["kind"].as_str(), j["exitCode"].as_u64()),
+            (Some("internal"), Some(70))
+        );
     }
 }

@@ -184,12 +184,12 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
                 serde_json::json!({"from": l.digest.to_string(), "from_size": l.size, "to": o.digest.to_string(), "size": o.size, "compression": o.compression.name(), "note": o.note})
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"image": format!("{name}@{d}"), "digest": d.to_string(), "layers": rows, "bytes_before": before, "bytes_after": after, "seconds": t0.elapsed().as_secs_f64()})
-        );
+        )?;
     } else {
-        println!("{name}@{d}");
+        outln!("{name}@{d}")?;
     }
     if !a.quiet {
         eprintln!(

@@ -134,7 +134,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     crate::store::commit(&a.dest)?;
     let name = a.dest.name();
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "image": format!("{name}@{d}"),
@@ -143,9 +143,9 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
                 "layers": new_layers.iter().map(|l| serde_json::json!({"digest": l.digest.to_string(), "size": l.size, "diffId": l.diff_id.to_string()})).collect::<Vec<_>>(),
                 "seconds": t0.elapsed().as_secs_f64(),
             })
-        );
+        )?;
     } else {
-        println!("{name}@{d}");
+        outln!("{name}@{d}")?;
     }
     if !a.quiet {
         eprintln!(

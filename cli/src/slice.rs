@@ -213,8 +213,13 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
     };
     let r = write_archive(client, &a, &mut *sink, &meta, &mut ix, &docs, &included);
     let r = r.and_then(|()| {
-        sink.flush()
-            .map_err(|e| format!("writing the archive: {e}").into())
+        sink.flush().map_err(|e| {
+            if to_stdout {
+                crate::out::io(&e)
+            } else {
+                format!("writing the archive: {e}").into()
+            }
+        })
     });
     drop(sink);
     if let Err(e) = r {
@@ -245,7 +250,7 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
         if to_stdout {
             eprintln!("{j}");
         } else {
-            println!("{j}");
+            outln!("{j}")?;
         }
     } else if !a.quiet || !to_stdout {
         let line =
@@ -260,7 +265,7 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
         if to_stdout {
             eprintln!("{line}");
         } else {
-            println!("{line}");
+            outln!("{line}")?;
         }
     }
     Ok(())
@@ -328,10 +333,11 @@ fn write_archive(
         p.finish(b.size);
     }
     tw.finish(&mut put)?;
-    if let Some(e) = err {
-        return Err(format!("writing the archive: {e}").into());
+    match err {
+        Some(e) if a.output == "-" => Err(crate::out::io(&e)),
+        Some(e) => Err(format!("writing the archive: {e}").into()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn small(tw: &mut TarWriter, name: &str, bytes: &[u8], put: &mut dyn FnMut(&[u8])) -> Result<()> {
@@ -523,7 +529,7 @@ pub fn load(client: &mut Client, a: LoadArgs) -> Result<()> {
     store::commit(&a.dest)?;
     let name = a.dest.name();
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "image": format!("{name}@{digest}"),
@@ -532,9 +538,9 @@ pub fn load(client: &mut Client, a: LoadArgs) -> Result<()> {
                 "uploaded": {"blobs": uploaded.0, "bytes": uploaded.1},
                 "seconds": t0.elapsed().as_secs_f64(),
             })
-        );
+        )?;
     } else {
-        println!("{name}@{digest}");
+        outln!("{name}@{digest}")?;
     }
     Ok(())
 }
@@ -814,40 +820,40 @@ pub fn ls(input: &str, json: bool) -> Result<()> {
     let m = meta.ok_or_else(|| format!("{input}: not a lamina slice (no {})", slice::META_FILE))?;
     let (inc, om) = (m.included_bytes(), m.omitted_bytes());
     if json {
-        println!("{}", String::from_utf8_lossy(&m.to_json()));
+        outln!("{}", String::from_utf8_lossy(&m.to_json()))?;
         return Ok(());
     }
-    println!("{} ({}) tag {}", m.image, m.digest, m.tag);
-    println!(
+    outln!("{} ({}) tag {}", m.image, m.digest, m.tag)?;
+    outln!(
         "in the archive: {} documents, {} layer blobs, {}",
         m.documents.len(),
         m.included.len(),
         human(inc)
-    );
+    )?;
     for b in &m.included {
-        println!("  {}  {:>10}  {}", b.digest, human(b.size), b.media_type);
+        outln!("  {}  {:>10}  {}", b.digest, human(b.size), b.media_type)?;
     }
-    println!(
+    outln!(
         "needed at the destination (left out): {} blobs, {}",
         m.omitted.len(),
         human(om)
-    );
+    )?;
     for base in &m.bases {
         let n: Vec<&Blob> = m
             .omitted
             .iter()
             .filter(|b| b.base.as_deref() == Some(base.reference.as_str()))
             .collect();
-        println!(
+        outln!(
             "  base {} ({}): {} blobs, {}",
             base.reference,
             base.digest,
             n.len(),
             human(n.iter().map(|b| b.size).sum())
-        );
+        )?;
     }
     let full = inc + om;
-    println!(
+    outln!(
         "saved {} of a full export of {} ({:.1}%)",
         human(om),
         human(full),
@@ -856,7 +862,7 @@ pub fn ls(input: &str, json: bool) -> Result<()> {
         } else {
             100.0 * om as f64 / full as f64
         }
-    );
+    )?;
     Ok(())
 }
 

@@ -126,10 +126,11 @@ pub enum Error {
         /// What and why.
         reason: String,
     },
-    /// A bug in lamina, or in a driver using the core the wrong way (a response reported when
-    /// no request was made): not the user's doing, and not a usage error.
+    /// A driver used the core in a way it must not (a bug in lamina, not in its input): data for
+    /// a finished archive, an operation polled after it finished. Drivers report it apart from
+    /// usage errors and runtime failures (the CLI exits 70, `EX_SOFTWARE`).
     Internal {
-        /// What went wrong.
+        /// What was done wrong.
         reason: String,
     },
     /// Retries were exhausted; holds the last failure.

@@ -150,8 +150,8 @@ impl TarWriter {
             });
         }
         if self.finished {
-            return Err(Error::Tar {
-                reason: "archive already finished".into(),
+            return Err(Error::Internal {
+                reason: "the tar archive was already finished".into(),
             });
         }
         Ok(())
@@ -226,8 +226,8 @@ impl TarWriter {
         sink: &mut dyn FnMut(&[u8]),
     ) -> Result<(), Error> {
         let Some(path) = &self.current else {
-            return Err(Error::Tar {
-                reason: "file data outside of a file entry".into(),
+            return Err(Error::Internal {
+                reason: "tar file data outside of a file entry".into(),
             });
         };
         if n > self.remaining {
@@ -642,5 +642,17 @@ mod tests {
         }
         assert_eq!(contents, 2, "empty files have no content segment");
         assert_eq!(composed, streamed);
+    }
+
+    #[test]
+    fn misuse_is_an_internal_error() {
+        // a driver's bug, not bad input: drivers tell it apart (the CLI exits 70)
+        let mut tw = TarWriter::new(0);
+        let mut sink = |_: &[u8]| {};
+        let internal = |r: Result<(), Error>| matches!(r, Err(Error::Internal { .. }));
+        assert!(internal(tw.data(b"x", &mut sink)), "data before any entry");
+        tw.finish(&mut sink).unwrap();
+        assert!(internal(tw.finish(&mut sink)), "finished twice");
+        assert!(internal(tw.entry("a", &EntryKind::Dir, &mut sink)));
     }
 }

@@ -1281,3 +1281,114 @@ fn a_cut_segment_costs_one_segment_in_the_same_session() {
     assert_eq!(std::fs::read(root.join("src/weights/w.bin")).unwrap(), data);
     manifests_last(&log);
 }
+
+/// A registry that sends an uncompressed layer wrong, to `extract -o DIR/` (which hashes the
+/// layer on a reader thread while it writes the files): a byte changed in the middle of a file
+/// is a digest mismatch, a body cut short a size mismatch, a corrupt tar header a tar error.
+/// Each fails with exit 1 and leaves neither the directory nor a partial one; the same image
+/// through the registry itself extracts whole.
+#[test]
+fn a_corrupt_uncompressed_layer_leaves_no_directory() {
+    harness();
+    let dir = tempdir("fault-corrupt-layer");
+    let weights = random_bytes(3 * MIB as usize + 12345, 7);
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    std::fs::write(dir.join("in/model.bin"), &weights).unwrap();
+    let tag = format!("{}:raw", repo("corrupt-layer"));
+    let made = run(
+        &dir,
+        &[
+            "-q",
+            "affix",
+            "--json",
+            "--compression",
+            "none",
+            "--base",
+            &format!("{PLAIN}/fixtures/base:latest"),
+            "--dest",
+            &format!("{PLAIN}/{tag}"),
+            s(&dir.join("in/model.bin")),
+        ],
+    )
+    .ok();
+    let j: serde_json::Value = serde_json::from_str(&made.stdout).unwrap();
+    let layer = j["layer"]["digest"].as_str().unwrap().to_string();
+    assert_eq!(j["layer"]["diffId"].as_str(), Some(layer.as_str()));
+    let (name, _) = tag.split_once(':').unwrap();
+    let blob = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://{PLAIN}/v2/{name}/blobs/{layer}")])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(sha256(&blob), layer);
+
+    let out = dir.join("out");
+    let extract = |body: Vec<u8>| -> Run {
+        let p = FaultProxy::start(PLAIN);
+        p.add(
+            Rule::new("GET", &format!("/blobs/{layer}"))
+                .times(u32::MAX)
+                .action(Action::Respond(
+                    200,
+                    vec![("Content-Type".into(), "application/octet-stream".into())],
+                    body,
+                )),
+        );
+        let r = run(
+            &dir,
+            &[
+                "extract",
+                "-o",
+                &format!("{}/", s(&out)),
+                &format!("{}/{tag}", p.addr()),
+            ],
+        );
+        let left: Vec<_> = std::fs::read_dir(&*dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("out"))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}\n{r:?}");
+        r
+    };
+    let mut flipped = blob.clone();
+    flipped[blob.len() / 2] ^= 0x55;
+    let r = extract(flipped);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("digest mismatch") && r.stderr.contains(&layer),
+        "{}",
+        r.stderr
+    );
+
+    let r = extract(blob[..blob.len() / 2].to_vec());
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("size mismatch"), "{}", r.stderr);
+
+    // the file's header (its name field first): spoil its checksum
+    let name_field = b"src/weights/model.bin\0";
+    let at = blob
+        .windows(name_field.len())
+        .position(|w| w == name_field)
+        .unwrap();
+    assert_eq!(at % 512, 0, "a header starts a 512-byte block");
+    let mut bad_header = blob.clone();
+    bad_header[at + 148] ^= 0x01;
+    let r = extract(bad_header);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("checksum"), "{}", r.stderr);
+
+    let r = run(
+        &dir,
+        &[
+            "-q",
+            "extract",
+            "-o",
+            &format!("{}/", s(&out)),
+            &format!("{PLAIN}/{tag}"),
+        ],
+    )
+    .ok();
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    assert_eq!(std::fs::read(out.join("model.bin")).unwrap(), weights);
+}
