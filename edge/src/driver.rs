@@ -137,14 +137,8 @@ impl Driver {
         chunk: u64,
         progress: &G,
     ) -> Result<Digest> {
-        let cfg = UploadConfig {
-            monolithic_max: 0,
-            chunk_max: chunk,
-            // whole chunks only (but the last)
-            chunk_min: chunk,
-            stream: false,
-            ..UploadConfig::default()
-        };
+        // whole chunks only (but the last): no small PATCH for the bytes a fill overshot
+        let cfg = UploadConfig::whole_chunks(chunk);
         self.d.upload(r, cfg, p, &Job(progress)).await
     }
 
@@ -162,23 +156,11 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
 
     use lamina_core::Error;
-    use lamina_wasm::{NoBlob, Pieces};
+    use lamina_wasm::{block_on, NoBlob, Pieces};
 
     use super::*;
-
-    fn block_on<F: Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let mut cx = Context::from_waker(Waker::noop());
-        loop {
-            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-        }
-    }
 
     #[derive(Default)]
     struct Status {

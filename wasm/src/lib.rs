@@ -20,3 +20,15 @@ pub use headers::{forbidden, from_proxy, proxy_prefix, through_proxy, CHALLENGE,
 pub use js::{fetch, header_pairs, js_err, now_ms, sleep_ms, FetchOpts, Reader};
 pub use net::{append_capped, net_error};
 pub use run::{Driver, Failure, Hook, NoBlob, Pieces, Producer, Timing, Transport, PIECE};
+
+/// Runs a future to its end by polling it in a loop: for tests of the driver loop over fakes,
+/// whose futures never wait on anything that would wake them (no I/O, no timers).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}

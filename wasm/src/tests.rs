@@ -2,26 +2,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::Future;
-use std::task::{Context, Poll, Waker};
 
 use lamina_core::http::{Method, Request, Response};
 use lamina_core::reference::Reference;
 use lamina_core::registry::{Event, GetManifest, NetError, Source, UploadConfig};
 use lamina_core::{Digest, Error};
 
-use crate::{Driver, Hook, NoBlob, Pieces, Producer, Timing, Transport};
-
-/// The loop's futures never wait on anything but the fake (and the host's sleep).
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
+use crate::{block_on, Driver, Hook, NoBlob, Pieces, Producer, Timing, Transport};
 
 /// A registry of one repository `a` holding upload sessions, and the faults it is told to make.
 #[derive(Default)]

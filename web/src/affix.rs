@@ -184,14 +184,8 @@ pub async fn affix(
         groups.push((inputs, Part::Weights, String::new()));
     }
     let chunk = o.chunk();
-    let cfg = UploadConfig {
-        monolithic_max: 0,
-        chunk_max: chunk,
-        // whole chunks only (but the last): no small PATCH for the bytes a fill overshot
-        chunk_min: chunk,
-        stream: false,
-        ..UploadConfig::default()
-    };
+    // whole chunks only (but the last): no small PATCH for the bytes a fill overshot
+    let cfg = UploadConfig::whole_chunks(chunk);
     let mut built: Vec<CarLayer> = Vec::new();
     for (i, (files, part, title)) in groups.into_iter().enumerate() {
         let c = if part == Part::Card {

@@ -505,6 +505,21 @@ pub struct UploadConfig {
     pub segment: u64,
 }
 
+impl UploadConfig {
+    /// Chunks of exactly `chunk` bytes (but the last), never one `PUT`: what a driver that
+    /// makes the blob as it goes and sends each chunk whole uses (the browser, the Worker,
+    /// whose requests are bounded in size).
+    pub fn whole_chunks(chunk: u64) -> Self {
+        UploadConfig {
+            monolithic_max: 0,
+            chunk_max: chunk,
+            chunk_min: chunk,
+            stream: false,
+            ..UploadConfig::default()
+        }
+    }
+}
+
 impl Default for UploadConfig {
     fn default() -> Self {
         UploadConfig {
