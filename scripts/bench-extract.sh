@@ -3,10 +3,11 @@
 # verification: the floor) for one uncompressed weights layer of SIZE_MIB (default 522 MiB) of
 # random bytes, on the local plain registry (:5100). lamina verifies digest, size and diff_id;
 # curl | tar checks nothing. Output directories are under OUT (default $STATE/bench-extract,
-# the same filesystem for every tool; OUT=/dev/shm takes the disk out), removed (and synced)
-# between runs; the blob is in the registry's page cache (warm runs). BEFORE=PATH adds another
-# lamina binary (e.g. one built from an older commit) to the comparison. Reports wall time and
-# peak memory (max RSS), medians of RUNS runs, and each tool's ratio to curl | tar.
+# the same filesystem for every tool; OUT=/dev/shm takes the disk out), removed and synced
+# before each run; the blob is in the page cache (warm runs); the order of the tools turns
+# each round. BEFORE=PATH adds another lamina binary (e.g. one built from an older commit).
+# Reports wall time, CPU time (user + sys, of every process of the command) and peak memory
+# (max RSS), medians of RUNS runs, and each tool's wall time over curl | tar's.
 #   SIZE_MIB=522 RUNS=5 BEFORE=/path/to/old/lamina scripts/bench-extract.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
