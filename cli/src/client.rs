@@ -639,8 +639,9 @@ impl Client {
                     t.restarted()?;
                 }
                 Action::Event(e) => match &e {
-                    Event::Retrying { .. } => crate::progress::warn(&e.to_string()),
-                    Event::MakingAgain { .. } => crate::progress::warn(&e.to_string()),
+                    Event::Retrying { .. } | Event::MakingAgain { .. } => {
+                        crate::progress::warn(&e.to_string())
+                    }
                     Event::Confirmed { bytes, location } => {
                         if let Some(f) = feed.as_deref_mut() {
                             // where the upload stands, before the next request (which may

@@ -1,7 +1,7 @@
 //! Fetching an image's manifest(s) and config from a registry or a layout.
 
 use lamina_core::flow::{Configs, Resolve};
-use lamina_core::image::{Config, Descriptor, Manifest, MAX_CONFIG_SIZE};
+use lamina_core::image::{Config, Descriptor, Manifest};
 use lamina_core::Digest;
 
 use crate::client::Client;
@@ -33,12 +33,7 @@ pub fn config(client: &mut Client, r: &Loc, m: &Manifest) -> Result<Config> {
 
 /// Fetches a config blob's bytes, refusing one larger than lamina reads.
 pub fn config_bytes(client: &mut Client, r: &Loc, d: &Descriptor) -> Result<Vec<u8>> {
-    if d.size > MAX_CONFIG_SIZE {
-        return Err(Box::new(lamina_core::Error::TooLarge {
-            what: format!("config {} of {r}", d.digest),
-            limit: MAX_CONFIG_SIZE,
-        }));
-    }
+    lamina_core::flow::check_config_size(&r.to_string(), d)?;
     store::get_config(client, r, &d.digest)
 }
 

@@ -170,13 +170,19 @@ pub fn check_platform(what: &str, asked: Option<&str>, config: &Config) -> Resul
 /// The config descriptor of `m`, refused when larger than lamina reads.
 pub fn config_descriptor(what: &str, m: &Manifest) -> Result<Descriptor, Error> {
     let d = m.config()?;
+    check_config_size(what, &d)?;
+    Ok(d)
+}
+
+/// Refuses a config descriptor larger than lamina reads (`what` names the image).
+pub fn check_config_size(what: &str, d: &Descriptor) -> Result<(), Error> {
     if d.size > MAX_CONFIG_SIZE {
         return Err(Error::TooLarge {
             what: format!("config {} of {what}", d.digest),
             limit: MAX_CONFIG_SIZE,
         });
     }
-    Ok(d)
+    Ok(())
 }
 
 #[derive(Debug)]

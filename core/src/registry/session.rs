@@ -392,7 +392,7 @@ impl core::fmt::Display for Event {
 
 /// `16.0 MiB`, `512 B`: sizes in log lines.
 pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");
     }
