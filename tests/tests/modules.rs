@@ -1,14 +1,16 @@
 //! The CLI's modules depend on each other in one direction: no module reaches, through the
 //! modules it uses, back to itself (regression: affix, blobs, modelcar, push, resolve and store
-//! imported each other in a circle).
+//! imported each other in a circle), and the layers `commands -> ops -> store -> net -> ui ->
+//! error` are only ever crossed downward.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Each module of `cli/src` (a file, or a directory's `mod.rs`) and the `crate::` modules it
-/// names.
+/// Each module of `cli/src` (`ops::resolve` for `ops/resolve.rs`, `store` for
+/// `store/mod.rs`) and the modules it names (`crate::ops::resolve::fetch` names
+/// `ops::resolve`; `crate::commands::{affix, Ctx}` names `commands`).
 fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut g = BTreeMap::new();
+    let mut texts = BTreeMap::new();
     let mut stack = vec![src.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).expect("cli/src") {
@@ -20,31 +22,44 @@ fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             if p.extension().is_none_or(|x| x != "rs") {
                 continue;
             }
-            // a module is named by its top-level name under cli/src
-            let rel = p.strip_prefix(src).expect("under src");
-            let top = rel
+            let rel = p.strip_prefix(src).expect("under src").with_extension("");
+            let mut parts: Vec<String> = rel
                 .components()
-                .next()
-                .and_then(|c| c.as_os_str().to_str())
-                .unwrap_or_default()
-                .trim_end_matches(".rs")
-                .to_string();
-            let text = std::fs::read_to_string(&p).expect("read");
-            let deps: &mut BTreeSet<String> = g.entry(top.clone()).or_default();
-            let mut rest = text.as_str();
-            while let Some(i) = rest.find("crate::") {
-                rest = &rest[i + "crate::".len()..];
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() && name != top {
-                    deps.insert(name);
-                }
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if parts.len() > 1 && parts.last().is_some_and(|l| l == "mod") {
+                parts.pop();
+            }
+            texts.insert(parts.join("::"), std::fs::read_to_string(&p).expect("read"));
+        }
+    }
+    let mut g = BTreeMap::new();
+    for (name, text) in &texts {
+        let deps: &mut BTreeSet<String> = g.entry(name.clone()).or_default();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            // the longest path of identifiers that names a module
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let segs: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+            let named = (1..=segs.len())
+                .rev()
+                .map(|n| segs[..n].join("::"))
+                .find(|m| texts.contains_key(m));
+            if let Some(m) = named.filter(|m| m != name) {
+                deps.insert(m);
             }
         }
     }
     g
+}
+
+/// The layer a module is in: the first part of its name.
+fn layer_of(m: &str) -> &str {
+    m.split("::").next().unwrap_or(m)
 }
 
 fn cycle(g: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
@@ -94,13 +109,63 @@ fn cycle(g: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 fn the_cli_modules_have_no_import_cycles() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/src");
     let g = graph(&src);
-    assert!(g.len() > 10, "read the CLI's modules: {:?}", g.keys());
+    assert!(g.len() > 25, "read the CLI's modules: {:?}", g.keys());
     if let Some(c) = cycle(&g) {
         panic!(
             "the CLI's modules import each other in a circle: {}",
             c.join(" -> ")
         );
     }
+}
+
+/// The CLI's layers, top first: a module may name only modules of layers below its own.
+const LAYERS: &[&str] = &["main", "commands", "ops", "store", "net", "ui", "error"];
+
+/// The edges that go up or sideways between `LAYERS` (and modules in no layer).
+fn upward(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let rank = |m: &str| LAYERS.iter().position(|l| *l == layer_of(m));
+    let mut bad = Vec::new();
+    for (m, deps) in g {
+        let Some(r) = rank(m) else {
+            bad.push(format!("{m} is in no layer (add it to LAYERS)"));
+            continue;
+        };
+        for d in deps.iter().filter(|d| layer_of(d) != layer_of(m)) {
+            match rank(d) {
+                Some(rd) if rd > r => {}
+                Some(_) => bad.push(format!("{m} -> {d}")),
+                None => bad.push(format!("{m} -> {d} (in no layer)")),
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn the_cli_modules_are_layered() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/src");
+    let g = graph(&src);
+    let bad = upward(&g);
+    assert!(
+        bad.is_empty(),
+        "modules name a module of a layer above their own ({}): {bad:?}",
+        LAYERS.join(" -> ")
+    );
+}
+
+#[test]
+fn the_layer_check_finds_an_upward_edge() {
+    let mut g = BTreeMap::new();
+    for (a, b) in [("commands", "ops"), ("ops", "store"), ("store", "ui")] {
+        g.entry(a.to_string())
+            .or_insert_with(BTreeSet::new)
+            .insert(b.to_string());
+    }
+    assert_eq!(upward(&g), Vec::<String>::new());
+    g.entry("net".to_string())
+        .or_insert_with(BTreeSet::new)
+        .insert("ops".to_string());
+    assert_eq!(upward(&g), vec!["net -> ops".to_string()]);
 }
 
 #[test]

@@ -20,46 +20,66 @@ use lamina_core::media;
 use lamina_core::untar::{resolve_link, safe_path, Event, Kind, TarReader};
 use lamina_core::Error;
 
-use crate::client::Client;
+use crate::commands::Ctx;
 use crate::error::Result;
-use crate::progress::{human, Progress};
-use crate::resolve::{self, PlatformSel};
-use crate::verify::read_verified_ahead;
+use crate::net::client::Client;
+use crate::ops::resolve::{self, PlatformSel};
+use crate::store::verify::read_verified_ahead;
+use crate::ui::progress::{human, Progress};
 
-/// What to extract.
-#[derive(Debug)]
+/// Pull the weights out of an image: the files of its weights layers under src/weights
+/// (or under /models for a modelcar).
+///
+/// Weights layers are found as r8im does (history `... # weights`, else `COPY . /src`); all
+/// of them are applied in order with whiteouts, so later layers win. A modelcar (made by olot,
+/// `lamina append` or `affix --modelcar`) gives the files under /models. Symlinks and hard
+/// links are kept; nothing is ever written outside the output.
+///
+/// Examples:
+///   lamina extract r8.im/me/model -o weights/          (a directory)
+///   lamina extract r8.im/me/model -o weights.tar       (a tar file)
+///   lamina extract r8.im/me/model | tar -t             (a tar on stdout)
+///   lamina extract 127.0.0.1:5000/modelcar --path /models -o models/
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Image.
-    pub image: Loc,
-    /// `-o`: a directory (existing or with a trailing slash) or a tar file; stdout if absent.
+    /// Image reference.
+    #[arg(value_name = "REF")]
+    pub image: String,
+    /// Output: a directory (existing, or ending in /) or a tar file; stdout when absent.
+    #[arg(short, long, value_name = "FILE|DIR")]
     pub output: Option<String>,
-    /// Sub-tree to extract (default `src/weights`).
+    /// Sub-tree of the image to extract instead of src/weights (or /models).
+    #[arg(long, value_name = "DIR")]
     pub path: Option<String>,
-    /// The whole flattened filesystem.
+    /// Extract the whole flattened filesystem of all layers.
+    #[arg(long)]
     pub all: bool,
-    /// Platform of an index.
+    /// Platform of an index: os/arch[/variant] (default linux/amd64).
+    #[arg(long)]
     pub platform: Option<String>,
-    /// Print a JSON summary (stderr when the tar goes to stdout).
+    /// Print a JSON summary (on stderr when the tar goes to stdout).
+    #[arg(long)]
     pub json: bool,
-    /// No progress.
-    pub quiet: bool,
 }
 
 /// Runs `extract`.
-pub fn run(client: &mut Client, a: Args) -> Result<()> {
+pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
+    let image = ctx.source("image", &a.image)?;
+    let (client, quiet) = (&mut ctx.client, ctx.quiet);
     let sel = PlatformSel::parse(a.platform.as_deref())?;
     if matches!(sel, PlatformSel::All) {
         return Err(Box::new(Error::Usage {
             reason: "extract takes one platform (--platform os/arch)".into(),
         }));
     }
-    let img = resolve::fetch_one(client, &a.image, &sel)?;
-    let config = resolve::config(client, &a.image, &img.manifest)?;
+    let img = resolve::fetch_one(client, &image, &sel)?;
+    let config = resolve::config(client, &image, &img.manifest)?;
     if img.index_pos.is_none() {
-        resolve::check_platform(&a.image, a.platform.as_deref(), &config)?;
+        resolve::check_platform(&image, a.platform.as_deref(), &config)?;
     }
     let (layers, diff_ids): (Vec<_>, Vec<_>) =
-        resolve::layers_with_diff_ids(&a.image, &img.manifest, &config)?
+        resolve::layers_with_diff_ids(&image, &img.manifest, &config)?
             .into_iter()
             .unzip();
     // a modelcar (olot's, or lamina's append / affix --modelcar) keeps its files under /models
@@ -89,7 +109,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     } else {
         let w = weights_layers(&config);
         if w.is_empty() {
-            return Err(format!("{}: no weights layers (history `... # weights` or `COPY . /src`); use --path DIR or --all", a.image).into());
+            return Err(format!("{}: no weights layers (history `... # weights` or `COPY . /src`); use --path DIR or --all", image).into());
         }
         w
     };
@@ -107,7 +127,9 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         }
         o => {
             let file = o.as_ref().map(PathBuf::from);
-            return tar_out(client, &a, &img, &layers, &diff_ids, &picked, prefix, file);
+            return tar_out(
+                client, &a, &image, quiet, &img, &layers, &diff_ids, &picked, prefix, file,
+            );
         }
     };
     let tmp_root = {
@@ -121,10 +143,10 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             .ok_or("-o names no file")?
             .to_string_lossy()
             .into_owned();
-        crate::cleanup::sweep(parent);
+        crate::store::cleanup::sweep(parent);
         parent.join(format!(".{name}.lamina-partial-{}", std::process::id()))
     };
-    let _reg = crate::cleanup::register(&tmp_root);
+    let _reg = crate::store::cleanup::register(&tmp_root);
     let guard = Cleanup(vec![tmp_root.clone()]);
     let _ = std::fs::remove_dir_all(&tmp_root);
     std::fs::create_dir_all(&tmp_root).map_err(|e| format!("{}: {e}", tmp_root.display()))?;
@@ -140,15 +162,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     };
     for &i in &picked {
         ex.this_layer.clear();
-        layer(
-            client,
-            &a.image,
-            &layers[i],
-            &diff_ids[i],
-            i,
-            &mut ex,
-            a.quiet,
-        )?;
+        layer(client, &image, &layers[i], &diff_ids[i], i, &mut ex, quiet)?;
     }
     let found_any = std::fs::read_dir(&tmp_root)
         .map(|mut r| r.next().is_some())
@@ -156,7 +170,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     if !found_any {
         return Err(format!(
             "{}: nothing under /{} in layer(s) {:?}; see `lamina layers`, or use --path or --all",
-            a.image,
+            image,
             prefix.as_deref().unwrap_or(""),
             picked
         )
@@ -194,6 +208,8 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     drop(guard);
     report(
         &a,
+        &image,
+        quiet,
         &img,
         prefix.as_deref(),
         &picked,
@@ -204,8 +220,11 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
 
 /// The summary of an extract: JSON with `--json` (on stderr when the tar is on stdout), a line
 /// on stderr unless `-q`. `counts` are files, bytes and entries skipped.
+#[allow(clippy::too_many_arguments)]
 fn report(
     a: &Args,
+    image: &Loc,
+    quiet: bool,
     img: &resolve::Image,
     prefix: Option<&str>,
     picked: &[usize],
@@ -214,7 +233,7 @@ fn report(
 ) -> Result<()> {
     if a.json {
         let j = serde_json::json!({
-            "image": format!("{}@{}", a.image.name(), img.digest),
+            "image": format!("{}@{}", image.name(), img.digest),
             "digest": img.digest.to_string(),
             "output": a.output.as_deref().unwrap_or("-"),
             "path": prefix.map(|p| format!("/{p}")),
@@ -229,7 +248,7 @@ fn report(
             outln!("{j}")?;
         }
     }
-    if !a.quiet {
+    if !quiet {
         eprintln!(
             "extracted {files} files ({}) from {} layer(s){how}{}",
             human(bytes),
@@ -370,7 +389,7 @@ struct Extractor {
 impl Extractor {
     fn warn(&mut self, msg: String) {
         self.warnings += 1;
-        crate::progress::warn(&format!("warning: {msg}"));
+        crate::ui::progress::warn(&format!("warning: {msg}"));
     }
 
     /// Maps an image path into the output (prefix stripped); `None` if outside the sub-tree.
@@ -591,6 +610,8 @@ fn io(p: &Path, e: std::io::Error) -> Error {
 fn tar_out(
     client: &mut Client,
     a: &Args,
+    image: &Loc,
+    quiet: bool,
     img: &resolve::Image,
     layers: &[Descriptor],
     diff_ids: &[lamina_core::Digest],
@@ -605,7 +626,7 @@ fn tar_out(
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-            crate::cleanup::sweep(parent);
+            crate::store::cleanup::sweep(parent);
             Some(f.with_file_name(format!(
                 ".{}.lamina-partial-{}.tar",
                 f.file_name()
@@ -616,7 +637,7 @@ fn tar_out(
         }
         None => None,
     };
-    let _reg = part.as_ref().map(|p| crate::cleanup::register(p));
+    let _reg = part.as_ref().map(|p| crate::store::cleanup::register(p));
     let mut guard = Cleanup(part.iter().cloned().collect());
     let out: Box<dyn std::io::Write> = match &part {
         Some(p) => Box::new(std::io::BufWriter::with_capacity(
@@ -629,7 +650,7 @@ fn tar_out(
         )),
     };
     let mut m = TarMerge {
-        tw: lamina_core::tar::TarWriter::new(crate::build::source_date_epoch().unwrap_or(0)),
+        tw: lamina_core::tar::TarWriter::new(crate::ops::build::source_date_epoch().unwrap_or(0)),
         out,
         out_err: None,
         prefix: prefix.clone(),
@@ -647,18 +668,10 @@ fn tar_out(
     };
     for &i in picked.iter().rev() {
         m.layer = i;
-        let r = layer(
-            client,
-            &a.image,
-            &layers[i],
-            &diff_ids[i],
-            i,
-            &mut m,
-            a.quiet,
-        );
+        let r = layer(client, image, &layers[i], &diff_ids[i], i, &mut m, quiet);
         if file.is_none() && m.broken_pipe() {
             // the reader went away (`| head`): not an error, and nothing more to download
-            return Err(Box::new(crate::out::Closed));
+            return Err(Box::new(crate::ui::out::Closed));
         }
         r?;
         m.end_layer();
@@ -666,7 +679,7 @@ fn tar_out(
     if m.entries == 0 {
         return Err(format!(
             "{}: nothing under /{} in layer(s) {:?}; see `lamina layers`, or use --path or --all",
-            a.image,
+            image,
             prefix.as_deref().unwrap_or(""),
             picked
         )
@@ -674,12 +687,12 @@ fn tar_out(
     }
     let r = m.finish();
     if file.is_none() && m.broken_pipe() {
-        return Err(Box::new(crate::out::Closed));
+        return Err(Box::new(crate::ui::out::Closed));
     }
     r?;
     let mut out = m.out;
     out.flush().map_err(|e| match &file {
-        None => crate::out::io(&e),
+        None => crate::ui::out::io(&e),
         Some(_) => format!("writing the tar: {e}").into(),
     })?;
     drop(out);
@@ -692,6 +705,8 @@ fn tar_out(
     }
     report(
         a,
+        image,
+        quiet,
         img,
         prefix.as_deref(),
         picked,
@@ -725,7 +740,7 @@ struct TarMerge {
 impl TarMerge {
     fn warn(&mut self, msg: String) {
         self.warnings += 1;
-        crate::progress::warn(&format!("warning: {msg}"));
+        crate::ui::progress::warn(&format!("warning: {msg}"));
     }
 
     fn broken_pipe(&self) -> bool {

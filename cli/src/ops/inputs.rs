@@ -131,7 +131,7 @@ impl Walk<'_> {
         let resolved = match p.canonicalize() {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                crate::progress::warn(&format!(
+                crate::ui::progress::warn(&format!(
                     "warning: {} is a dangling symlink; kept as a symlink",
                     p.display()
                 ));

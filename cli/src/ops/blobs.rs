@@ -9,11 +9,11 @@ use lamina_core::layer::LayerInfo;
 use lamina_core::registry::UploadConfig;
 use lamina_core::Error;
 
-use crate::client::{Chunker, Client, Data};
 use crate::error::Result;
-use crate::progress::Progress;
+use crate::net::client::{Chunker, Client, Data};
+use crate::store::verify::read_verified;
 use crate::store::{self, Loc};
-use crate::verify::read_verified;
+use crate::ui::progress::Progress;
 
 /// Streams one blob from `src` to `dst`, verifying its digest and size on the way.
 pub fn copy_blob(

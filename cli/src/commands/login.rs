@@ -15,22 +15,40 @@ use lamina_core::auth::Secret;
 use lamina_core::reference::Reference;
 use serde_json::{Map, Value};
 
-use crate::client::{Client, Options};
-use crate::creds::{docker_config_path, keys_for, spawn_helper, Given, RoleCreds};
+use crate::commands::Global;
 use crate::error::Result;
+use crate::net::client::{Client, Options};
+use crate::net::creds::{docker_config_path, keys_for, spawn_helper, Given, RoleCreds};
 
-/// What `login` needs.
-#[derive(Debug)]
-pub struct Args {
-    /// The registry host (`docker.io`, `ghcr.io`, `127.0.0.1:5000`; a URL is taken by its host).
+/// Log in to a registry: check the credentials with it, then keep them in Docker's
+/// config.json ($DOCKER_CONFIG/config.json or ~/.docker/config.json, mode 0600; or the
+/// credential helper it names), where lamina, docker, crane, regctl and skopeo find them.
+///
+/// Examples:
+///   echo "$TOKEN" | lamina login ghcr.io -u me --password-stdin
+///   lamina login 127.0.0.1:5000 -u testuser --password-stdin < pass.txt
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct LoginArgs {
+    /// Registry host (ghcr.io, docker.io, 127.0.0.1:5000).
+    #[arg(value_name = "REGISTRY")]
     pub registry: String,
-    /// Username.
-    pub username: Option<String>,
-    /// Password from `--password`/`LAMINA_PASSWORD`.
-    pub password: Option<String>,
-    /// Read the password from stdin.
+    /// Read the password from stdin (up to its end; a final newline is dropped).
+    #[arg(long)]
     pub password_stdin: bool,
-    /// Print JSON.
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Remove a registry's credentials from Docker's config.json (or its credential helper).
+#[derive(clap::Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry host.
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+    /// Print the result as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -85,7 +103,7 @@ fn write_config(path: &std::path::Path, m: &Map<String, Value>) -> Result<()> {
             .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let tmp = path.with_file_name(format!("config.json.lamina-tmp-{}", std::process::id()));
-    let _reg = crate::cleanup::register(&tmp);
+    let _reg = crate::store::cleanup::register(&tmp);
     let mut bytes = serde_json::to_vec_pretty(m).map_err(|e| e.to_string())?;
     bytes.push(b'\n');
     let r = (|| -> std::io::Result<()> {
@@ -141,18 +159,18 @@ fn run_helper(name: &str, verb: &str, input: &[u8]) -> Result<()> {
 }
 
 /// Runs `login`: checks the credentials against the registry, then stores them.
-pub fn login(opts: &Options, a: Args) -> Result<()> {
+pub fn login(opts: &Options, global: &Global, a: LoginArgs) -> Result<()> {
     let host = host_of(&a.registry)?;
     let usage = |r: &str| -> crate::error::Error {
         Box::new(lamina_core::Error::Usage { reason: r.into() })
     };
-    let username = a
+    let username = global
         .username
         .clone()
         .filter(|u| !u.is_empty())
         .ok_or_else(|| usage("give the username: lamina login HOST -u USER --password-stdin"))?;
     let password = if a.password_stdin {
-        if a.password.is_some() {
+        if global.password.is_some() {
             return Err(usage("give --password or --password-stdin, not both"));
         }
         let mut s = String::new();
@@ -161,7 +179,7 @@ pub fn login(opts: &Options, a: Args) -> Result<()> {
             .map_err(|e| format!("reading the password from stdin: {e}"))?;
         s.trim_end_matches(['\n', '\r']).to_string()
     } else {
-        a.password.clone().ok_or_else(|| {
+        global.password.clone().ok_or_else(|| {
             usage("give the password on stdin (--password-stdin) or with --password / LAMINA_PASSWORD")
         })?
     };
@@ -238,7 +256,8 @@ pub fn login(opts: &Options, a: Args) -> Result<()> {
 }
 
 /// Runs `logout`: removes the registry's stored credentials (every spelling it is filed under).
-pub fn logout(registry: &str, json: bool) -> Result<()> {
+pub fn logout(a: LogoutArgs) -> Result<()> {
+    let (registry, json) = (a.registry.as_str(), a.json);
     let host = host_of(registry)?;
     let path = config_path()?;
     let mut m = read_config(&path)?;

@@ -3,19 +3,40 @@
 use crate::store::Loc;
 use lamina_core::media;
 
-use crate::client::Client;
+use crate::commands::Ctx;
 use crate::error::Result;
-use crate::progress::human;
-use crate::resolve::{self, PlatformSel, Top};
+use crate::net::client::Client;
+use crate::ops::resolve::{self, PlatformSel, Top};
+use crate::ui::progress::human;
+
+/// List the layers of an image (and the platforms of an index).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Image reference.
+    #[arg(value_name = "REF")]
+    pub image: String,
+    /// Platform of an index to show: os/arch[/variant] or all (default linux/amd64).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `layers`.
+pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
+    let image = ctx.source("image", &a.image)?;
+    show(&mut ctx.client, &image, a.platform.as_deref(), a.json)
+}
 
 /// Prints the layers of `r` (for an index: its platforms, then the selected platform's layers).
-pub fn run(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> Result<()> {
+fn show(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> Result<()> {
     let sel = PlatformSel::parse(platform)?;
     let top = resolve::fetch(client, r, &sel)?;
     let (platforms, images, top_digest, top_type) = match top {
         Top::Single(i) => {
-            let c = crate::resolve::config(client, r, &i.manifest)?;
-            crate::resolve::check_platform(r, platform, &c)?;
+            let c = crate::ops::resolve::config(client, r, &i.manifest)?;
+            crate::ops::resolve::check_platform(r, platform, &c)?;
             (
                 Vec::new(),
                 vec![i.clone()],

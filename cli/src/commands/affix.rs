@@ -4,57 +4,109 @@ use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
+use crate::commands::{kv, Ctx};
 use crate::store::Loc;
 use lamina_core::compress::Compression;
 use lamina_core::image::{Descriptor, History};
 use lamina_core::registry::UploadConfig;
 use lamina_core::tar::PlannedEntry;
 
-use crate::build::{build_files, build_tar, check_level, note_auto, source_date_epoch, usage};
-use crate::client::{Client, Data, Restart};
 use crate::error::{Result, WithContext as _};
-use crate::flows::{copy_other_platforms, ensure_blobs};
-use crate::progress::{human, Progress};
-use crate::push::{push_images, NewLayer};
-use crate::resolve::{self, PlatformSel, Top};
+use crate::net::client::{Client, Data, Restart};
+use crate::ops::build::{build_files, build_tar, check_level, note_auto, source_date_epoch, usage};
+use crate::ops::flows::{copy_other_platforms, ensure_blobs};
+use crate::ops::push::{push_images, NewLayer};
+use crate::ops::resolve::{self, PlatformSel, Top};
+use crate::ui::progress::{human, Progress};
 
-/// What to add and where.
-#[derive(Debug)]
+/// Add files (or a tar) as a new layer on top of a base image and push the result.
+///
+/// Only the new layer and the edited config and manifest are uploaded; the base layers are
+/// mounted across repositories (or found there) and never downloaded.
+///
+/// Examples:
+///   lamina affix --base r8.im/me/model --dest r8.im/me/model:v2 ./weights/
+///   lamina affix --base 127.0.0.1:5000/base --dest 127.0.0.1:5000/out:v1 model.safetensors
+///   tar -C out -c src | lamina affix --base me/base --dest me/model --tar -
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Base image.
-    pub base: Loc,
-    /// Destination.
-    pub dest: Loc,
-    /// A whole tar (path or `-`).
+    /// Base image reference.
+    #[arg(short = 'b', long, value_name = "REF")]
+    pub base: String,
+    /// Destination reference (tag defaults to latest).
+    #[arg(short = 'd', long, value_name = "REF")]
+    pub dest: String,
+    /// A tar (or .tar.gz / .tar.zst, passed through as is) to add as the layer; - reads stdin.
+    #[arg(short = 'f', long, value_name = "FILE")]
     pub tar: Option<String>,
-    /// Files and directories.
+    /// Files and directories to add (a directory's contents go under --path).
+    #[arg(value_name = "FILE_OR_DIR")]
     pub inputs: Vec<PathBuf>,
-    /// Where inputs land in the image (default /src/weights, or /models with --modelcar).
+    /// Where the files land in the image [default: /src/weights, or /models with --modelcar].
+    #[arg(long)]
     pub path: Option<String>,
-    /// Modelcar layout: one layer per input under /models, the card last.
+    /// Make a modelcar (as `lamina append` does on a layout, olot-compatible): one layer per
+    /// file or directory under /models, the model card (-m) last and gzipped, with
+    /// olot's annotations. The result is OCI.
+    #[arg(long)]
     pub modelcar: bool,
-    /// The model card (with --modelcar).
+    /// The model card for --modelcar (README.md).
+    #[arg(short = 'm', long, value_name = "FILE")]
     pub modelcard: Option<PathBuf>,
-    /// Keep input paths relative to this directory (with --modelcar).
+    /// With --modelcar: keep input paths relative to this directory.
+    #[arg(long, value_name = "DIR")]
     pub root_dir: Option<PathBuf>,
-    /// `auto|none|gzip|zstd`.
+    /// Layer compression: auto stores incompressible data (weights) uncompressed and gzips
+    /// text [default: auto, or none with --modelcar, as olot; the card is always gzip].
+    #[arg(long, value_parser = ["auto", "none", "gzip", "zstd"])]
     pub compression: Option<String>,
-    /// Compression level.
+    /// Compression level (gzip 0-9, zstd 1-19).
+    #[arg(long)]
     pub level: Option<i32>,
-    /// `--platform`.
+    /// Platform of an index to edit: os/arch[/variant], or all (default linux/amd64).
+    #[arg(long)]
     pub platform: Option<String>,
-    /// Manifest annotations.
-    pub annotations: Vec<(String, String)>,
-    /// Config labels.
-    pub labels: Vec<(String, String)>,
-    /// Upload chunk size.
-    pub chunk_size: u64,
-    /// Upload in chunks (one PATCH per chunk) instead of one streamed PATCH.
+    /// Manifest annotation key=value (repeatable; makes a Docker manifest OCI).
+    #[arg(long = "annotation", value_name = "K=V")]
+    pub annotations: Vec<String>,
+    /// Config label key=value (repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Upload in chunks of --chunk-size (one PATCH each) instead of one streamed PATCH, for
+    /// registries that refuse streamed uploads. Input from stdin always goes in chunks.
+    #[arg(long)]
     pub chunked: bool,
-    /// Print JSON.
+    /// Chunk size in MiB: the unit of buffering (memory use is about three chunks) and of
+    /// chunked uploads.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub chunk_size: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
     pub json: bool,
-    /// No progress.
-    pub quiet: bool,
+}
+
+/// Copy an image to a new reference, as r8im's clone: its config gets the label
+/// cloned=true (so the copy has a digest of its own); layers are mounted or streamed
+/// registry to registry, never downloaded.
+///
+/// Example:
+///   lamina clone -b r8.im/me/model@sha256:... -d r8.im/me/model-copy
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct CloneArgs {
+    /// The image to copy.
+    #[arg(short = 'b', long, value_name = "REF")]
+    pub base: String,
+    /// Destination.
+    #[arg(short = 'd', long, value_name = "REF")]
+    pub dest: String,
+    /// Platform: os/arch[/variant], or all (default linux/amd64).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 enum Source {
@@ -63,7 +115,13 @@ enum Source {
 }
 
 /// Runs `affix`; prints `dest@sha256:...`.
-pub fn run(client: &mut Client, a: Args) -> Result<()> {
+pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
+    let base = ctx.source("--base", &a.base)?;
+    let dest = ctx.dest("--dest", &a.dest)?;
+    let annotations = kv(&a.annotations, "annotation")?;
+    let labels = kv(&a.labels, "label")?;
+    let (client, quiet) = (&mut ctx.client, ctx.quiet);
+    let chunk_size = a.chunk_size << 20;
     let t0 = Instant::now();
     // a modelcar goes on every platform by default, as `lamina append` and olot do
     let sel = match (a.modelcar, a.platform.as_deref()) {
@@ -99,12 +157,12 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         if a.tar.is_some() {
             return Err(Box::new(usage("--modelcar takes files, not --tar")));
         }
-        Some(crate::modelcar::plan(
+        Some(crate::ops::modelcar::plan(
             &a.inputs,
             a.modelcard.as_deref(),
             a.root_dir.as_deref(),
             &path,
-            a.quiet,
+            quiet,
         )?)
     } else {
         None
@@ -130,7 +188,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             Source::Tar(t.clone())
         }
         (None, false) if car_plan.is_some() => Source::Files(Vec::new()),
-        (None, false) => Source::Files(crate::inputs::collect(&a.inputs, &path)?),
+        (None, false) => Source::Files(crate::ops::inputs::collect(&a.inputs, &path)?),
     };
     let compression_arg = a
         .compression
@@ -139,20 +197,20 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     // `auto` on stdin or a pipe decides inside the builder, from the tar's first bytes
     let mut auto_stdin = false;
     let compression = match compression_arg.as_str() {
-        // a modelcar decides per layer (crate::modelcar::build)
+        // a modelcar decides per layer (crate::ops::modelcar::build)
         "auto" if car_plan.is_some() => Compression::None,
         "auto" => {
             let choice = match &source {
-                Source::Files(e) => Some(crate::inputs::choose_auto(e)?),
-                Source::Tar(t) if std::fs::metadata(t).is_ok_and(|m| m.is_file()) => {
-                    Some(crate::inputs::choose_auto_tar(std::path::Path::new(t))?)
-                }
+                Source::Files(e) => Some(crate::ops::inputs::choose_auto(e)?),
+                Source::Tar(t) if std::fs::metadata(t).is_ok_and(|m| m.is_file()) => Some(
+                    crate::ops::inputs::choose_auto_tar(std::path::Path::new(t))?,
+                ),
                 // stdin or a pipe: judged from its first bytes as they are read
                 Source::Tar(_) => None,
             };
             match choice {
                 Some(c) => {
-                    if !a.quiet {
+                    if !quiet {
                         note_auto(&c);
                     }
                     c.compression
@@ -172,22 +230,17 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
 
     // 1. the base: manifest(s) and config(s); no layer is downloaded. 2. base blobs must exist
     // in the destination repository (mounted, never downloaded)
-    let (mut images, mut index, configs) = base_at_dest(
-        client,
-        &a.base,
-        &a.dest,
-        &sel,
-        a.platform.as_deref(),
-        a.quiet,
-    )?;
+    let (mut images, mut index, configs) =
+        base_at_dest(client, &base, &dest, &sel, a.platform.as_deref(), quiet)?;
 
     if let Some(planned) = car_plan {
         // modelcar: one layer per input, the card last (see `lamina append`)
         let mut layers = Vec::new();
-        let mut annotations = a.annotations.clone();
+        let mut annotations = annotations.clone();
         let created = resolve::history_time();
         for p in &planned {
-            let l = crate::modelcar::build(client, &a.dest, p, &compression_arg, a.level, a.quiet)?;
+            let l =
+                crate::ops::modelcar::build(client, &dest, p, &compression_arg, a.level, quiet)?;
             let d = l.descriptor(lamina_core::media::Family::Oci)?;
             if l.part == lamina_core::modelcar::Part::Card {
                 annotations.retain(|(k, _)| k != lamina_core::modelcar::ANN_MODELCARD);
@@ -207,22 +260,22 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         }
         let final_digest = push_images(
             client,
-            &a.dest,
+            &dest,
             &mut images,
             configs,
             &mut index,
             &layers,
-            &a.labels,
+            &labels,
             &annotations,
-            a.quiet,
+            quiet,
         )?;
-        crate::store::commit(&a.dest)?;
-        let name = a.dest.name();
-        print_result(&a, t0, &format!("{name}@{final_digest}"), || {
+        crate::store::commit(&dest)?;
+        let name = dest.name();
+        print_result(a.json, quiet, t0, &format!("{name}@{final_digest}"), || {
             serde_json::json!({
                 "image": format!("{name}@{final_digest}"),
                 "digest": final_digest.to_string(),
-                "tag": a.dest.tag(),
+                "tag": dest.tag(),
                 "layers": layers.iter().map(|l| serde_json::json!({
                     "digest": l.digest.to_string(),
                     "size": l.size,
@@ -245,10 +298,10 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     let chunk = if streamed {
         1 << 20
     } else {
-        a.chunk_size.max(1) as usize
+        chunk_size.max(1) as usize
     };
     let total = match &source {
-        Source::Files(e) => Some(crate::inputs::tar_size(e)),
+        Source::Files(e) => Some(crate::ops::inputs::tar_size(e)),
         Source::Tar(t) if t != "-" => std::fs::metadata(t).ok().map(|m| m.len()),
         Source::Tar(_) => None,
     };
@@ -310,16 +363,16 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         }
     };
     let cfg = UploadConfig {
-        chunk_max: a.chunk_size,
+        chunk_max: chunk_size,
         monolithic_max: chunk as u64,
         stream: streamed,
         ..UploadConfig::default()
     };
-    let mut progress = Progress::new("layer", total, a.quiet);
+    let mut progress = Progress::new("layer", total, quiet);
     let rx = spawn();
     let upload = crate::store::put_stream(
         client,
-        &a.dest,
+        &dest,
         cfg,
         rx,
         if rewindable { Some(spawn) } else { None },
@@ -328,7 +381,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     );
     let (_digest, info) = upload?;
     progress.finish(info.size);
-    if !a.quiet {
+    if !quiet {
         eprintln!(
             "layer {} ({}, {} uncompressed, {}) uploaded",
             info.digest,
@@ -356,23 +409,23 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     };
     let final_digest = push_images(
         client,
-        &a.dest,
+        &dest,
         &mut images,
         configs,
         &mut index,
         &[layer],
-        &a.labels,
-        &a.annotations,
-        a.quiet,
+        &labels,
+        &annotations,
+        quiet,
     )?;
     let platforms = images.len();
-    crate::store::commit(&a.dest)?;
-    let name = a.dest.name();
-    print_result(&a, t0, &format!("{name}@{final_digest}"), || {
+    crate::store::commit(&dest)?;
+    let name = dest.name();
+    print_result(a.json, quiet, t0, &format!("{name}@{final_digest}"), || {
         serde_json::json!({
             "image": format!("{name}@{final_digest}"),
             "digest": final_digest.to_string(),
-            "tag": a.dest.tag(),
+            "tag": dest.tag(),
             "layer": {
                 "digest": info.digest.to_string(),
                 "size": info.size,
@@ -389,23 +442,24 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
 
 /// The result on stdout (JSON with `--json`, else `dest@sha256:...`), the time on stderr.
 fn print_result(
-    a: &Args,
+    as_json: bool,
+    quiet: bool,
     t0: Instant,
     line: &str,
     json: impl FnOnce() -> serde_json::Value,
 ) -> Result<()> {
-    if a.json {
+    if as_json {
         outln!("{}", json())?;
     } else {
         outln!("{line}")?;
     }
-    if !a.quiet {
+    if !quiet {
         eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
     }
     Ok(())
 }
 
-/// What the layer is made from, for resuming its upload in a later run (see [`crate::resume`]):
+/// What the layer is made from, for resuming its upload in a later run (see [`crate::net::resume`]):
 /// each input's path in the layer, where it is read from, its size and modification time, and
 /// the layer's options. `None` for stdin, which cannot be read again.
 fn upload_identity(
@@ -508,18 +562,14 @@ fn base_at_dest(
 
 /// `lamina clone` (r8im's): the image copied to `dest` with the config label `cloned=true`;
 /// blobs are mounted or streamed, never downloaded. Prints `dest@sha256:...`.
-pub fn clone(
-    client: &mut Client,
-    base: Loc,
-    dest: Loc,
-    platform: Option<String>,
-    json: bool,
-    quiet: bool,
-) -> Result<()> {
+pub fn clone(ctx: &mut Ctx, a: CloneArgs) -> Result<()> {
+    let base = ctx.source("--base", &a.base)?;
+    let dest = ctx.dest("--dest", &a.dest)?;
+    let (client, quiet) = (&mut ctx.client, ctx.quiet);
     let t0 = Instant::now();
-    let sel = PlatformSel::parse(platform.as_deref())?;
+    let sel = PlatformSel::parse(a.platform.as_deref())?;
     let (mut images, mut index, configs) =
-        base_at_dest(client, &base, &dest, &sel, platform.as_deref(), quiet)?;
+        base_at_dest(client, &base, &dest, &sel, a.platform.as_deref(), quiet)?;
     let labels = vec![("cloned".to_string(), "true".to_string())];
     let d = push_images(
         client,
@@ -534,16 +584,11 @@ pub fn clone(
     )?;
     crate::store::commit(&dest)?;
     let name = dest.name();
-    if json {
-        outln!(
-            "{}",
-            serde_json::json!({"image": format!("{name}@{d}"), "digest": d.to_string(), "tag": dest.tag()})
-        )?;
-    } else {
-        outln!("{name}@{d}")?;
-    }
-    if !quiet {
-        eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
-    }
-    Ok(())
+    print_result(
+        a.json,
+        quiet,
+        t0,
+        &format!("{name}@{d}"),
+        || serde_json::json!({"image": format!("{name}@{d}"), "digest": d.to_string(), "tag": dest.tag()}),
+    )
 }

@@ -20,34 +20,50 @@ use lamina_core::media;
 use lamina_core::registry::UploadConfig;
 use lamina_core::{Digest, Error};
 
-use crate::client::{Chunker, Client, Data, Options};
+use crate::commands::Ctx;
 use crate::error::Result;
-use crate::flows::{copy_other_platforms, ensure_blobs};
-use crate::progress::{human, Progress};
-use crate::push::push_manifest_of;
-use crate::resolve::{self, PlatformSel, Top};
-use crate::verify::read_verified;
-use crate::zstdenc::NativeZstd;
+use crate::net::client::{Chunker, Client, Data};
+use crate::ops::flows::{copy_other_platforms, ensure_blobs};
+use crate::ops::push::push_manifest_of;
+use crate::ops::resolve::{self, PlatformSel, Top};
+use crate::ops::zstdenc::NativeZstd;
+use crate::store::verify::read_verified;
+use crate::ui::progress::{human, Progress};
 
-/// What to recompress.
-#[derive(Debug)]
+/// Recompress every layer of an image to zstd, registry to registry.
+///
+/// Layers are processed in parallel, each in one streaming pass. A layer that zstd does not
+/// shrink below --min-ratio of its uncompressed size is stored uncompressed; layers already
+/// zstd are kept. The result is an OCI manifest (Docker v2 images are converted); config,
+/// history and diff_ids are unchanged.
+///
+/// Example:
+///   lamina zstd r8.im/me/model:v1 r8.im/me/model:v1-zstd --level 9
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Source image.
-    pub image: Loc,
+    #[arg(value_name = "REF")]
+    pub image: String,
     /// Destination.
-    pub dest: Loc,
-    /// zstd level 1-19.
+    #[arg(value_name = "DEST")]
+    pub dest: String,
+    /// zstd level.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
-    /// Platform or all.
+    /// Platform: os/arch[/variant] or all (default linux/amd64).
+    #[arg(long)]
     pub platform: Option<String>,
-    /// Keep a layer uncompressed unless zstd makes it smaller than this fraction.
+    /// Store a layer uncompressed unless zstd makes it smaller than this fraction. (r8im's
+    /// NO_COMPRESSION=1 stores every layer uncompressed.)
+    #[arg(long, default_value_t = 0.9)]
     pub min_ratio: f64,
-    /// Layers at once.
-    pub jobs: usize,
-    /// Print JSON.
+    /// Layers recompressed at once (default: one per core).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Print the result as JSON.
+    #[arg(long)]
     pub json: bool,
-    /// No progress.
-    pub quiet: bool,
 }
 
 const CHUNK: usize = 16 << 20;
@@ -61,10 +77,24 @@ struct Outcome {
 }
 
 /// Runs `zstd`.
-pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
+pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
+    let image = ctx.source("image", &a.image)?;
+    let dest = ctx.dest("DEST", &a.dest)?;
+    let (client, opts, quiet) = (&mut ctx.client, &ctx.opts, ctx.quiet);
+    // r8im's switch: every layer uncompressed
+    let min_ratio = if std::env::var_os("NO_COMPRESSION").is_some_and(|v| !v.is_empty()) {
+        0.0
+    } else {
+        a.min_ratio
+    };
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let t0 = std::time::Instant::now();
     let sel = PlatformSel::parse(a.platform.as_deref())?;
-    let (mut images, mut index) = match resolve::fetch(client, &a.image, &sel)? {
+    let (mut images, mut index) = match resolve::fetch(client, &image, &sel)? {
         Top::Single(i) => (vec![i], None),
         Top::Index {
             index, children, ..
@@ -74,11 +104,11 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
     let mut layers: BTreeMap<Digest, (Descriptor, Digest)> = BTreeMap::new();
     let mut configs = Vec::new();
     for img in &images {
-        let cfg = resolve::config(client, &a.image, &img.manifest)?;
+        let cfg = resolve::config(client, &image, &img.manifest)?;
         if index.is_none() {
-            resolve::check_platform(&a.image, a.platform.as_deref(), &cfg)?;
+            resolve::check_platform(&image, a.platform.as_deref(), &cfg)?;
         }
-        for (l, id) in resolve::layers_with_diff_ids(&a.image, &img.manifest, &cfg)? {
+        for (l, id) in resolve::layers_with_diff_ids(&image, &img.manifest, &cfg)? {
             media::layer_compression(&l.media_type).ok_or_else(|| Error::UnsupportedMediaType {
                 what: format!("layer {}", l.digest),
                 media_type: l.media_type.clone(),
@@ -87,22 +117,22 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
         }
         configs.push(img.manifest.config()?);
     }
-    ensure_blobs(client, &a.image, &a.dest, &configs, a.quiet)?;
-    copy_other_platforms(client, &a.image, &a.dest, index.as_ref(), &images, a.quiet)?;
+    ensure_blobs(client, &image, &dest, &configs, quiet)?;
+    copy_other_platforms(client, &image, &dest, index.as_ref(), &images, quiet)?;
 
     // recompress in parallel: a queue of layers, `jobs` workers each with its own connections
     let queue: Arc<Mutex<Vec<(Descriptor, Digest)>>> =
         Arc::new(Mutex::new(layers.values().cloned().collect()));
     let results: Arc<Mutex<BTreeMap<Digest, Result<Outcome, String>>>> =
         Arc::new(Mutex::new(BTreeMap::new()));
-    let jobs = a.jobs.clamp(1, layers.len().max(1));
+    let jobs = jobs.clamp(1, layers.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..jobs {
             let queue = Arc::clone(&queue);
             let results = Arc::clone(&results);
-            let (src, dst) = (&a.image, &a.dest);
+            let (src, dst) = (&image, &dest);
             let opts = opts.clone();
-            let (level, min_ratio, quiet) = (a.level, a.min_ratio, a.quiet);
+            let (level, min_ratio, quiet) = (a.level, min_ratio, quiet);
             s.spawn(move || {
                 let mut c = match Client::new(opts) {
                     Ok(c) => c,
@@ -157,7 +187,7 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
             let mt = media::layer_type(media::Family::Oci, o.compression).ok_or("no media type")?;
             img.manifest.set_layer(i, mt, &o.digest, o.size);
         }
-        pushed.push(push_manifest_of(client, &a.dest, img, index.is_some())?);
+        pushed.push(push_manifest_of(client, &dest, img, index.is_some())?);
     }
     let d = match &mut index {
         Some(ix) => {
@@ -168,14 +198,14 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
                 }
             }
             let bytes = ix.bytes().to_vec();
-            store::put_manifest(client, &a.dest, a.dest.tag(), ix.media_type(), bytes)?
+            store::put_manifest(client, &dest, dest.tag(), ix.media_type(), bytes)?
         }
         None => pushed[0].1.clone(),
     };
     let before: u64 = layers.values().map(|(l, _)| l.size).sum();
     let after: u64 = done.values().map(|o| o.size).sum();
-    crate::store::commit(&a.dest)?;
-    let name = a.dest.name();
+    crate::store::commit(&dest)?;
+    let name = dest.name();
     if a.json {
         let rows: Vec<_> = layers
             .values()
@@ -191,7 +221,7 @@ pub fn run(client: &mut Client, opts: &Options, a: Args) -> Result<()> {
     } else {
         outln!("{name}@{d}")?;
     }
-    if !a.quiet {
+    if !quiet {
         eprintln!(
             "{} layers: {} -> {} in {:.1}s",
             layers.len(),

@@ -21,45 +21,77 @@ use lamina_core::modelcar::{self, CarLayer};
 use lamina_core::reference::ImageRef;
 use lamina_core::Digest;
 
-use crate::client::Client;
+use crate::commands::Ctx;
 use crate::error::Result;
-use crate::modelcar::{build, plan, remove_originals};
-use crate::progress::human;
+use crate::ops::modelcar::{build, plan, remove_originals};
 use crate::store::{Layout, Loc};
+use crate::ui::progress::human;
 
-/// What to append.
-#[derive(Debug)]
+/// Append model files to an OCI image layout as modelcar layers (olot-compatible).
+///
+/// One layer per file or directory, under /models, uncompressed; the model card (-m) is the
+/// last layer, gzipped, marked io.opendatahub.modelcar.layer.type=modelcard, and the
+/// manifest's io.opendatahub.layers.modelcard points at it. Every image manifest of the
+/// layout (through nested indexes) gets the layers; Docker-format manifests become OCI;
+/// artifacts, attestations and manifests absent from a sparse layout are left alone.
+///
+/// Layers are deterministic (mtime SOURCE_DATE_EPOCH or 0, owner 0:0), so running again
+/// on the same files adds nothing. A symlink (a Hugging Face cache snapshot) is stored as
+/// the file it points to, under its own name. The layout is edited atomically: new blobs
+/// first, index.json replaced last.
+///
+/// Examples:
+///   skopeo copy docker://quay.io/me/base oci:layout:latest
+///   lamina append layout model.safetensors config.json -m README.md
+///   lamina append layout ~/.cache/huggingface/hub/models--x--y/snapshots/abc/ --modelpack
+///   lamina append oci:layout:v1 --root-dir model model/onnx/model.onnx
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
-    /// The layout: a directory, or `oci:DIR[:TAG]` to edit only the image TAG names.
+    /// The OCI image layout directory (or oci:DIR:TAG to edit only that image).
+    #[arg(value_name = "LAYOUT")]
     pub layout: String,
-    /// Model files and directories.
+    /// Model files and directories, one layer each.
+    #[arg(value_name = "FILE_OR_DIR")]
     pub files: Vec<PathBuf>,
-    /// The model card.
+    /// The model card (README.md), added as the last layer.
+    #[arg(short = 'm', long, value_name = "FILE")]
     pub modelcard: Option<PathBuf>,
-    /// Keep paths relative to this directory.
+    /// Keep each input's path relative to this directory (default: just its name).
+    #[arg(long, value_name = "DIR")]
     pub root_dir: Option<PathBuf>,
-    /// Where files go in the image.
+    /// Where the files go in the image.
+    #[arg(long, default_value = "/models")]
     pub path: String,
-    /// Remove the inputs afterwards: `default` (model files) or `all` (also the card).
+    /// Delete the inputs after the layout is written: default (model files) or all (also
+    /// the model card). A symlink given is removed, never what it points to. (olot's -r:
+    /// here -r is r8im's --registry.)
+    #[arg(long, value_name = "WHICH", num_args = 0..=1,
+          default_missing_value = "default", value_parser = ["default", "all"],
+          require_equals = true)]
     pub remove_originals: Option<String>,
-    /// Also write a ModelPack manifest.
+    /// Also write a CNCF ModelPack manifest over the same blobs into index.json.
+    #[arg(long)]
     pub modelpack: bool,
-    /// Name (ref.name) of the ModelPack manifest in index.json.
+    /// The ref.name of the ModelPack manifest in index.json.
+    #[arg(long, default_value = "modelpack", value_name = "TAG")]
     pub modelpack_tag: String,
-    /// Weights compression.
+    /// Compression of the model file layers (the card is always gzip).
+    #[arg(long, default_value = "none", value_parser = ["auto", "none", "gzip", "zstd"])]
     pub compression: String,
-    /// Level.
+    /// Compression level (gzip 0-9, zstd 1-19).
+    #[arg(long)]
     pub level: Option<i32>,
-    /// JSON output.
+    /// Print the result as JSON.
+    #[arg(long)]
     pub json: bool,
-    /// No progress.
-    pub quiet: bool,
 }
 
 /// Runs `append`.
-pub fn run(client: &mut Client, a: Args) -> Result<()> {
+pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
+    let (client, quiet) = (&mut ctx.client, ctx.quiet);
     let t0 = Instant::now();
-    crate::build::check_level(Some(&a.compression), a.level)?;
+    crate::ops::build::check_level(Some(&a.compression), a.level)?;
     let (dir, tag) = match a.layout.strip_prefix("oci:") {
         Some(_) => match ImageRef::parse(&a.layout, "")? {
             ImageRef::OciLayout { path, tag } => {
@@ -84,7 +116,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         a.modelcard.as_deref(),
         a.root_dir.as_deref(),
         &a.path,
-        a.quiet,
+        quiet,
     )?;
     let mut ix = layout.index()?;
     let entries = ix.entries()?;
@@ -95,7 +127,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
             Found::Whole => (0..entries.len()).collect(),
         },
     };
-    let created = crate::resolve::history_time();
+    let created = crate::ops::resolve::history_time();
     let mut dry = Walker::new(layout, &[], &created, false);
     for &i in &roots {
         dry.visit(&entries[i])?;
@@ -117,7 +149,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
     // 2. layer blobs
     let mut layers: Vec<CarLayer> = Vec::new();
     for p in &planned {
-        layers.push(build(client, &loc, p, &a.compression, a.level, a.quiet)?);
+        layers.push(build(client, &loc, p, &a.compression, a.level, quiet)?);
     }
 
     // 3. configs, manifests, nested indexes
@@ -157,7 +189,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         remove_originals(&planned, with_card)?;
     }
 
-    if !a.quiet {
+    if !quiet {
         for n in &w.notes {
             eprintln!("note: {n}");
         }
@@ -198,7 +230,7 @@ pub fn run(client: &mut Client, a: Args) -> Result<()> {
         if let Some(d) = modelpack {
             outln!("modelpack manifest {d} (ref.name {})", a.modelpack_tag)?;
         }
-        if !a.quiet {
+        if !quiet {
             eprintln!("done in {secs:.1}s");
         }
     }

@@ -6,9 +6,9 @@ use lamina_core::image::{detect_kind, Descriptor, Index, Manifest};
 use lamina_core::media::DocKind;
 use lamina_core::registry::MountBlob;
 
-use crate::blobs::copy_blob;
-use crate::client::Client;
 use crate::error::Result;
+use crate::net::client::Client;
+use crate::ops::blobs::copy_blob;
 use crate::store::{self, Loc};
 use lamina_core::flow::Image;
 

@@ -4,8 +4,8 @@ use lamina_core::flow::{Configs, Resolve};
 use lamina_core::image::{Config, Descriptor, Manifest};
 use lamina_core::Digest;
 
-use crate::client::Client;
 use crate::error::Result;
+use crate::net::client::Client;
 use crate::store::{self, Loc};
 
 pub use lamina_core::flow::{Image, PlatformSel, Top};
@@ -21,13 +21,13 @@ pub fn check_platform(r: &Loc, asked: Option<&str>, config: &Config) -> Result<(
 /// Fetches `r` and the manifests selected by `sel`.
 pub fn fetch(client: &mut Client, r: &Loc, sel: &PlatformSel) -> Result<Top> {
     let flow = Resolve::new(&r.to_string(), &r.reference(), sel.clone());
-    crate::flows::run(client, r, r, flow, true)
+    crate::ops::flows::run(client, r, r, flow, true)
 }
 
 /// Fetches and parses an image's config.
 pub fn config(client: &mut Client, r: &Loc, m: &Manifest) -> Result<Config> {
     let flow = Configs::new(&r.to_string(), &[m])?;
-    let mut v = crate::flows::run(client, r, r, flow, true)?;
+    let mut v = crate::ops::flows::run(client, r, r, flow, true)?;
     v.pop().ok_or_else(|| "no config".into())
 }
 
@@ -74,7 +74,7 @@ pub fn history_time() -> String {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     };
-    lamina_core::image::rfc3339(crate::build::source_date_epoch().unwrap_or_else(now))
+    lamina_core::image::rfc3339(crate::ops::build::source_date_epoch().unwrap_or_else(now))
 }
 
 /// A codec error, or the error of the sink it fed.

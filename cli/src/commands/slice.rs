@@ -15,12 +15,13 @@ use lamina_core::slice::{self, Base, Blob, Meta};
 use lamina_core::tar::{EntryKind, TarWriter};
 use lamina_core::{Digest, Error};
 
-use crate::client::{Chunker, Client, Data};
+use crate::commands::{Ctx, Roles};
 use crate::error::Result;
-use crate::progress::{human, Progress};
-use crate::resolve::{self, PlatformSel};
+use crate::net::client::{Chunker, Client, Data};
+use crate::ops::resolve::{self, PlatformSel};
+use crate::store::verify::read_verified;
 use crate::store::{self, Loc};
-use crate::verify::read_verified;
+use crate::ui::progress::{human, Progress};
 
 /// One manifest, index or config of the sliced image.
 #[derive(Debug, Clone)]
@@ -93,27 +94,90 @@ fn collect(client: &mut Client, loc: &Loc, sel: Option<&PlatformSel>) -> Result<
     })
 }
 
-/// What `save` needs.
-#[derive(Debug)]
+/// Delta archives for offline sites: only the blobs above shared base images.
+///
+/// `save` writes an OCI layout tar (skopeo and oras read it) holding the image's manifests,
+/// config and only the blobs no base image has, plus lamina-slice.json listing what was left
+/// out. `load` checks that the destination has every blob left out and stops before writing
+/// anything if not, then uploads the blobs (digests verified as they stream) and the
+/// manifests; the image keeps its digest.
+///
+/// Examples:
+///   lamina slice save r8.im/me/model:v2 --base r8.im/me/base -o model-v2.slice.tar
+///   lamina slice save me/model --base nvidia/cuda:12 --base me/torch -o - | ssh site lamina slice load - --dest reg.local/me/model
+///   lamina slice ls model-v2.slice.tar
+///   lamina slice load model-v2.slice.tar --dest 10.0.0.5:5000/me/model:v2 --from me/base
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// `slice`'s subcommands.
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    Save(SaveArgs),
+    Load(LoadArgs),
+    Ls(LsArgs),
+}
+
+/// Runs `slice save|load|ls`.
+pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
+    match a.cmd {
+        Cmd::Save(a) => save(ctx, a),
+        Cmd::Load(a) => load(ctx, a),
+        Cmd::Ls(a) => ls(a),
+    }
+}
+
+impl Args {
+    /// The images `slice save` reads, and the image it writes or `slice load`'s destination.
+    pub fn roles(&self) -> Roles<'_> {
+        match &self.cmd {
+            Cmd::Save(s) => Roles {
+                dest: Some(&s.image),
+                sources: std::iter::once(s.image.as_str())
+                    .chain(s.bases.iter().map(String::as_str))
+                    .collect(),
+            },
+            Cmd::Load(l) => Roles {
+                dest: Some(&l.dest),
+                sources: Vec::new(),
+            },
+            Cmd::Ls(_) => Roles::default(),
+        }
+    }
+}
+
+/// Write a delta archive of IMAGE against one or more base images.
+#[derive(clap::Args, Debug)]
 pub struct SaveArgs {
-    /// The image, as given.
-    pub image_text: String,
-    /// The image.
-    pub image: Loc,
-    /// Bases, as given and opened.
-    pub bases: Vec<(String, Loc)>,
-    /// Output file, or `-` for stdout.
+    /// The image to ship.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// A base image the offline site already has (repeatable).
+    #[arg(long = "base", value_name = "REF", required = true)]
+    pub bases: Vec<String>,
+    /// The archive to write (- for stdout).
+    #[arg(short, long, value_name = "FILE")]
     pub output: String,
-    /// `--platform`.
+    /// One platform of an index (os/arch[/variant]), or all [default: all].
+    #[arg(long)]
     pub platform: Option<String>,
-    /// JSON summary.
+    /// Print a JSON summary (on stderr with -o -, whose stdout is the archive).
+    #[arg(long)]
     pub json: bool,
-    /// No progress.
-    pub quiet: bool,
 }
 
 /// `lamina slice save`.
-pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
+pub fn save(ctx: &mut Ctx, a: SaveArgs) -> Result<()> {
+    let image = ctx.source("image", &a.image)?;
+    let mut opened = Vec::new();
+    for b in &a.bases {
+        opened.push((b.clone(), ctx.source("--base", b)?));
+    }
+    let (client, quiet) = (&mut ctx.client, ctx.quiet);
     let t0 = std::time::Instant::now();
     let sel = match a.platform.as_deref() {
         None | Some("all") => None,
@@ -123,10 +187,10 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
         mut docs,
         configs,
         layers,
-    } = collect(client, &a.image, sel.as_ref())?;
+    } = collect(client, &image, sel.as_ref())?;
     // the configs travel in the archive, after the manifests
     for c in configs {
-        let bytes = resolve::config_bytes(client, &a.image, &c)?;
+        let bytes = resolve::config_bytes(client, &image, &c)?;
         docs.push(Doc {
             digest: c.digest,
             media_type: c.media_type,
@@ -136,7 +200,7 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
     // of the bases, only what their manifests name is needed
     let mut bases = Vec::new();
     let mut base_meta = Vec::new();
-    for (name, loc) in &a.bases {
+    for (name, loc) in &opened {
         let b = collect(client, loc, None)?;
         let ds: Vec<Digest> = (b.layers.iter().chain(&b.configs))
             .map(|d| d.digest.clone())
@@ -149,11 +213,11 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
         bases.push((name.clone(), ds));
     }
     let (included, omitted) = slice::split(&layers, &bases);
-    let tag = a.image.tag().to_string();
+    let tag = image.tag().to_string();
     let top = &docs[0];
     let meta = Meta {
         lamina_slice: slice::VERSION,
-        image: a.image_text.clone(),
+        image: a.image.clone(),
         digest: top.digest.to_string(),
         media_type: top.media_type.clone(),
         tag: tag.clone(),
@@ -196,9 +260,9 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    let _reg = crate::cleanup::register(&tmp);
+    let _reg = crate::store::cleanup::register(&tmp);
     if !to_stdout {
-        crate::cleanup::sweep_beside(&tmp);
+        crate::store::cleanup::sweep_beside(&tmp);
     }
     let mut sink: Box<dyn Write> = if to_stdout {
         Box::new(std::io::BufWriter::with_capacity(
@@ -211,11 +275,13 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
             std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?,
         ))
     };
-    let r = write_archive(client, &a, &mut *sink, &meta, &mut ix, &docs, &included);
+    let r = write_archive(
+        client, &a, &image, quiet, &mut *sink, &meta, &mut ix, &docs, &included,
+    );
     let r = r.and_then(|()| {
         sink.flush().map_err(|e| {
             if to_stdout {
-                crate::out::io(&e)
+                crate::ui::out::io(&e)
             } else {
                 format!("writing the archive: {e}").into()
             }
@@ -252,7 +318,7 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
         } else {
             outln!("{j}")?;
         }
-    } else if !a.quiet || !to_stdout {
+    } else if !quiet || !to_stdout {
         let line =
             format!(
             "{}: {} blobs, {} in the archive; {} blobs, {} left to the bases ({saved:.1}% saved)",
@@ -271,16 +337,19 @@ pub fn save(client: &mut Client, a: SaveArgs) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_archive(
     client: &mut Client,
     a: &SaveArgs,
+    image: &Loc,
+    quiet: bool,
     out: &mut dyn Write,
     meta: &Meta,
     ix: &mut LayoutIndex,
     docs: &[Doc],
     included: &[Blob],
 ) -> Result<()> {
-    let mtime = crate::build::source_date_epoch().unwrap_or(0);
+    let mtime = crate::ops::build::source_date_epoch().unwrap_or(0);
     let mut tw = TarWriter::new(mtime);
     let mut err: Option<std::io::Error> = None;
     let mut put = |b: &[u8]| {
@@ -306,7 +375,7 @@ fn write_archive(
     for b in included {
         let digest = Digest::parse(&b.digest)?;
         let want = Descriptor::new(b.media_type.clone(), digest.clone(), b.size);
-        let mut body = store::open_blob(client, &a.image, &digest)?;
+        let mut body = store::open_blob(client, image, &digest)?;
         tw.entry(
             &layout::blob_path(&digest),
             &EntryKind::File {
@@ -315,12 +384,12 @@ fn write_archive(
             },
             &mut put,
         )?;
-        let mut p = Progress::new(format!("blob {}", digest.short()), Some(b.size), a.quiet);
+        let mut p = Progress::new(format!("blob {}", digest.short()), Some(b.size), quiet);
         let mut done = 0u64;
         read_verified(
             &mut body,
             &want,
-            &format!("blob {digest} of {}", a.image),
+            &format!("blob {digest} of {}", image),
             &mut |piece: &[u8]| {
                 done += piece.len() as u64;
                 p.set(done);
@@ -334,7 +403,7 @@ fn write_archive(
     }
     tw.finish(&mut put)?;
     match err {
-        Some(e) if a.output == "-" => Err(crate::out::io(&e)),
+        Some(e) if a.output == "-" => Err(crate::ui::out::io(&e)),
         Some(e) => Err(format!("writing the archive: {e}").into()),
         None => Ok(()),
     }
@@ -501,33 +570,50 @@ fn reader(input: Box<dyn Read + Send>, tx: SyncSender<Member>) {
     let _ = tx.send(Member::End);
 }
 
-/// What `load` needs.
-#[derive(Debug)]
+/// Load a delta archive into a registry or a layout whose base blobs are there.
+#[derive(clap::Args, Debug)]
 pub struct LoadArgs {
-    /// The archive, or `-` for stdin.
+    /// The archive (- for stdin).
+    #[arg(value_name = "FILE")]
     pub input: String,
-    /// Destination.
-    pub dest: Loc,
-    /// A repository of the destination registry to mount omitted blobs from.
+    /// Where to put the image (a registry reference or oci:DIR[:TAG]).
+    #[arg(long, value_name = "REF")]
+    pub dest: String,
+    /// A repository of the destination registry holding the base blobs, to mount them from
+    /// (`me/base`, or a reference there such as `HOST/mirror/base:stable`). Without it, each
+    /// base's own repository path is tried.
+    #[arg(long, value_name = "REPO|REF")]
     pub from: Option<String>,
-    /// JSON output.
+    /// Print the result as JSON.
+    #[arg(long)]
     pub json: bool,
-    /// No progress.
-    pub quiet: bool,
+}
+
+/// Show what an archive holds and what it needs.
+#[derive(clap::Args, Debug)]
+pub struct LsArgs {
+    /// The archive (- for stdin).
+    #[arg(value_name = "FILE")]
+    pub input: String,
+    /// Print the metadata as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `lamina slice load`.
-pub fn load(client: &mut Client, a: LoadArgs) -> Result<()> {
+pub fn load(ctx: &mut Ctx, a: LoadArgs) -> Result<()> {
+    let dest = ctx.dest("--dest", &a.dest)?;
+    let (client, quiet) = (&mut ctx.client, ctx.quiet);
     let t0 = std::time::Instant::now();
     let (tx, rx) = sync_channel::<Member>(1);
     let input = open_input(&a.input)?;
     let th = std::thread::spawn(move || reader(input, tx));
-    let r = load_from(client, &a, &rx);
+    let r = load_from(client, &a, &dest, quiet, &rx);
     drop(rx); // stops the reader if it is still going
     let _ = th.join();
     let (meta, digest, uploaded) = r?;
-    store::commit(&a.dest)?;
-    let name = a.dest.name();
+    store::commit(&dest)?;
+    let name = dest.name();
     if a.json {
         outln!(
             "{}",
@@ -547,7 +633,13 @@ pub fn load(client: &mut Client, a: LoadArgs) -> Result<()> {
 
 type Loaded = (Meta, Digest, (usize, u64));
 
-fn load_from(client: &mut Client, a: &LoadArgs, rx: &Receiver<Member>) -> Result<Loaded> {
+fn load_from(
+    client: &mut Client,
+    a: &LoadArgs,
+    dest: &Loc,
+    quiet: bool,
+    rx: &Receiver<Member>,
+) -> Result<Loaded> {
     let mut meta: Option<Meta> = None;
     let mut docs: HashMap<String, Vec<u8>> = HashMap::new();
     let mut checked = false;
@@ -575,7 +667,7 @@ fn load_from(client: &mut Client, a: &LoadArgs, rx: &Receiver<Member>) -> Result
                     .as_ref()
                     .ok_or("not a lamina slice: no lamina-slice.json")?;
                 if !checked {
-                    preflight(client, a, m, &docs)?;
+                    preflight(client, a, dest, m, &docs)?;
                     checked = true;
                 }
                 let mut p = Progress::new(
@@ -587,10 +679,10 @@ fn load_from(client: &mut Client, a: &LoadArgs, rx: &Receiver<Member>) -> Result
                             .unwrap_or("")
                     ),
                     Some(b.size),
-                    a.quiet,
+                    quiet,
                 );
                 let desc = Descriptor::new(b.media_type.clone(), Digest::parse(&b.digest)?, b.size);
-                if store::has_blob(client, &a.dest, &desc, true)? {
+                if store::has_blob(client, dest, &desc, true)? {
                     // drain it (the reader still verifies it)
                     while let Ok(d) = brx.recv() {
                         match d {
@@ -606,7 +698,7 @@ fn load_from(client: &mut Client, a: &LoadArgs, rx: &Receiver<Member>) -> Result
                         stream: true,
                         ..UploadConfig::default()
                     };
-                    store::put_stream(client, &a.dest, cfg, brx, None, &mut p, None)?;
+                    store::put_stream(client, dest, cfg, brx, None, &mut p, None)?;
                     bytes += b.size;
                 }
                 p.finish(b.size);
@@ -617,7 +709,7 @@ fn load_from(client: &mut Client, a: &LoadArgs, rx: &Receiver<Member>) -> Result
     }
     let m = meta.ok_or("not a lamina slice: no lamina-slice.json")?;
     if !checked {
-        preflight(client, a, &m, &docs)?;
+        preflight(client, a, dest, &m, &docs)?;
     }
     let missing: Vec<&Blob> = m
         .included
@@ -643,8 +735,8 @@ fn load_from(client: &mut Client, a: &LoadArgs, rx: &Receiver<Member>) -> Result
             None => {
                 let bytes = docs[&d.digest].clone();
                 let desc = Descriptor::new(d.media_type.clone(), Digest::parse(&d.digest)?, d.size);
-                if !store::has_blob(client, &a.dest, &desc, true)? {
-                    store::put_bytes(client, &a.dest, bytes)?;
+                if !store::has_blob(client, dest, &desc, true)? {
+                    store::put_bytes(client, dest, bytes)?;
                     uploaded += 1;
                 }
             }
@@ -655,11 +747,11 @@ fn load_from(client: &mut Client, a: &LoadArgs, rx: &Receiver<Member>) -> Result
         let bytes = docs[&d.digest].clone();
         let is_top = d.digest == m.digest;
         let reference = if is_top {
-            a.dest.tag().to_string()
+            dest.tag().to_string()
         } else {
             d.digest.clone()
         };
-        let got = store::put_manifest(client, &a.dest, &reference, &d.media_type, bytes)?;
+        let got = store::put_manifest(client, dest, &reference, &d.media_type, bytes)?;
         if is_top {
             top = Some(got);
         }
@@ -677,6 +769,7 @@ fn load_from(client: &mut Client, a: &LoadArgs, rx: &Receiver<Member>) -> Result
 fn preflight(
     client: &mut Client,
     a: &LoadArgs,
+    dest: &Loc,
     m: &Meta,
     docs: &HashMap<String, Vec<u8>>,
 ) -> Result<()> {
@@ -727,7 +820,7 @@ fn preflight(
     }
     // where omitted blobs may be mounted from: --from, then each base's own repository path
     // in the destination registry (a site that mirrored r8.im/me/base as HOST/me/base)
-    let from_repo = match (&a.from, &a.dest) {
+    let from_repo = match (&a.from, &dest) {
         (Some(f), Loc::Registry(d)) => Some(from_repository(f, d)?),
         (Some(_), _) => {
             return Err(Box::new(lamina_core::Error::Usage {
@@ -741,7 +834,7 @@ fn preflight(
     let mut missing = Vec::new();
     for b in &m.omitted {
         let digest = Digest::parse(&b.digest)?;
-        if let Loc::Registry(d) = &a.dest {
+        if let Loc::Registry(d) = &dest {
             let mut candidates: Vec<String> = from_repo.iter().cloned().collect();
             if let Some(base) = b.base.as_deref() {
                 if let Ok(lamina_core::reference::ImageRef::Registry(r)) =
@@ -764,7 +857,7 @@ fn preflight(
             }
         }
         let desc = Descriptor::new(b.media_type.clone(), digest, b.size);
-        if !store::has_blob(client, &a.dest, &desc, true)? {
+        if !store::has_blob(client, dest, &desc, true)? {
             missing.push(b);
         }
     }
@@ -783,10 +876,10 @@ fn preflight(
         return Err(format!(
             "{} lacks {} of the {} base blobs this slice leaves out; nothing was written. Load \
              the base image(s) there first{}:\n{}",
-            a.dest,
+            dest,
             missing.len(),
             m.omitted.len(),
-            if a.from.is_none() && matches!(a.dest, Loc::Registry(_)) {
+            if a.from.is_none() && matches!(dest, Loc::Registry(_)) {
                 " (or name a repository holding them with --from)"
             } else {
                 ""
@@ -799,7 +892,8 @@ fn preflight(
 }
 
 /// `lamina slice ls`: reads only the first members.
-pub fn ls(input: &str, json: bool) -> Result<()> {
+pub fn ls(a: LsArgs) -> Result<()> {
+    let (input, json) = (a.input.as_str(), a.json);
     let (tx, rx) = sync_channel::<Member>(1);
     let inp = open_input(input)?;
     let th = std::thread::spawn(move || reader(inp, tx));

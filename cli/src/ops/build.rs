@@ -11,10 +11,10 @@ use lamina_core::layer::{LayerInfo, LayerWriter, TarInput};
 use lamina_core::tar::{EntryKind, PlannedEntry, TarWriter};
 use lamina_core::Error;
 
-use crate::client::{Chunker, Data};
 use crate::error::Result;
-use crate::progress::human;
-use crate::zstdenc::NativeZstd;
+use crate::net::client::{Chunker, Data};
+use crate::ops::zstdenc::NativeZstd;
+use crate::ui::progress::human;
 
 /// Refuses a `--level` the compression cannot take: gzip 0-9, zstd 1-19, none none (`auto`
 /// may choose gzip, so 0-9). No compression given means the command's default.

@@ -17,9 +17,9 @@ use lamina_core::registry::{
 };
 use lamina_core::{Digest, Error};
 
-use crate::creds::{self, Given};
-use crate::progress::Progress;
-use crate::resume::ResumeFile;
+use crate::net::creds::{self, Given};
+use crate::net::resume::ResumeFile;
+use crate::ui::progress::Progress;
 
 /// Global options that shape every connection.
 #[derive(Clone, Debug, Default)]
@@ -35,7 +35,7 @@ pub struct Options {
     /// Most bytes in one streamed `PATCH` (0: [`SEGMENT`]).
     pub segment: u64,
     /// Which certificates to trust, per host.
-    pub tls: crate::tls::TlsConfig,
+    pub tls: crate::net::tls::TlsConfig,
 }
 
 /// Default size of a streamed upload's segments: each is one `PATCH` the registry confirms,
@@ -122,7 +122,7 @@ impl Chunker {
 
 /// Registry client: one session per registry host, reused across operations.
 pub struct Client {
-    /// One client per registry host (each trusts what [`crate::tls`] says for it).
+    /// One client per registry host (each trusts what [`crate::net::tls`] says for it).
     http: HashMap<String, reqwest::blocking::Client>,
     opts: Options,
     sessions: Sessions,
@@ -158,7 +158,7 @@ impl Client {
     /// idle timeout) and to the exchange up to the answer's head; large bodies go through
     /// `send_async` instead.
     fn blocking_for(&mut self, url: &str) -> Result<reqwest::blocking::Client, String> {
-        let host = crate::tls::authority(url).to_string();
+        let host = crate::net::tls::authority(url).to_string();
         if let Some(c) = self.http.get(&host) {
             return Ok(c.clone());
         }
@@ -182,7 +182,7 @@ impl Client {
 
     /// The async client for `url`'s host (see [`Client::blocking_for`]).
     fn async_for(&mut self, url: &str) -> Result<reqwest::Client, String> {
-        let host = crate::tls::authority(url).to_string();
+        let host = crate::net::tls::authority(url).to_string();
         if self.rt.is_none() {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -435,7 +435,7 @@ impl Client {
     /// `restart` the producer can make the blob again from its first byte when the registry
     /// lost bytes it had been sent; without, such an upload fails and says so.
     ///
-    /// With an `identity` (what the blob is made from, see [`crate::resume`]) the upload's state
+    /// With an `identity` (what the blob is made from, see [`crate::net::resume`]) the upload's state
     /// is kept in a file while it runs: a run that was killed or failed leaves it behind, and
     /// the same upload started again continues that session from the registry's offset.
     pub fn upload_stream(
@@ -462,8 +462,8 @@ impl Client {
                 if !progress.quiet() {
                     eprintln!(
                         "resuming the upload an earlier run left at {} (state in {})",
-                        crate::progress::human(s.confirmed),
-                        crate::resume::dir()
+                        crate::ui::progress::human(s.confirmed),
+                        crate::net::resume::dir()
                             .map(|d| d.display().to_string())
                             .unwrap_or_default()
                     );
@@ -640,7 +640,7 @@ impl Client {
                 }
                 Action::Event(e) => match &e {
                     Event::Retrying { .. } | Event::MakingAgain { .. } => {
-                        crate::progress::warn(&e.to_string())
+                        crate::ui::progress::warn(&e.to_string())
                     }
                     Event::Confirmed { bytes, location } => {
                         if let Some(f) = feed.as_deref_mut() {
@@ -740,7 +740,7 @@ fn seed_time() -> u64 {
 /// What a failed request was, for the core to decide (see [`NetError`]): a certificate the TLS
 /// library refused, a timeout, a refused or reset connection, or something else.
 fn net_error(e: reqwest::Error) -> NetError {
-    if let Some(r) = crate::tls::certificate_failure(&e) {
+    if let Some(r) = crate::net::tls::certificate_failure(&e) {
         return NetError::Certificate(r);
     }
     let timeout = e.is_timeout();
@@ -779,7 +779,7 @@ fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> 
 /// A blocking read of a response body that failed, classified like [`net_error`].
 fn io_net_error(e: &std::io::Error, what: &str) -> NetError {
     let msg = format!("{what}: {}", error_chain(e));
-    if let Some(r) = crate::tls::certificate_failure(e) {
+    if let Some(r) = crate::net::tls::certificate_failure(e) {
         return NetError::Certificate(r);
     }
     match io_kind(e).unwrap_or(e.kind()) {
@@ -1026,7 +1026,7 @@ impl std::io::Read for BlobReader {
                     let mut why = error_chain(&e);
                     loop {
                         let again = self.dl.failed(&why).map_err(std::io::Error::other)?;
-                        crate::progress::warn(&again.event.to_string());
+                        crate::ui::progress::warn(&again.event.to_string());
                         std::thread::sleep(Duration::from_millis(again.wait_ms));
                         match self.reopen() {
                             Ok(()) => break,

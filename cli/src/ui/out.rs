@@ -37,6 +37,6 @@ pub fn io(e: &std::io::Error) -> Error {
 /// `println!` that returns an error instead of panicking: `outln!("{x}")?`.
 macro_rules! outln {
     ($($arg:tt)*) => {
-        $crate::out::line(format_args!($($arg)*))
+        $crate::ui::out::line(format_args!($($arg)*))
     };
 }

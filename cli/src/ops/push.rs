@@ -6,9 +6,9 @@ use lamina_core::flow::{Edit, PushImages};
 use lamina_core::image::{Config, Index};
 use lamina_core::Digest;
 
-use crate::client::Client;
 use crate::error::Result;
-use crate::resolve::Image;
+use crate::net::client::Client;
+use crate::ops::resolve::Image;
 use crate::store::{self, Loc};
 
 pub use lamina_core::flow::NewLayer;
@@ -33,7 +33,7 @@ pub fn push_images(
         annotations: annotations.to_vec(),
     };
     let flow = PushImages::new(images.to_vec(), configs, index.take(), edit, dest.tag())?;
-    crate::flows::run(client, dest, dest, flow, quiet)
+    crate::ops::flows::run(client, dest, dest, flow, quiet)
 }
 
 /// Pushes one image's manifest: by digest when an index will point at it, else by tag.

@@ -11,10 +11,10 @@ use lamina_core::modelcar::{CarLayer, Part};
 use lamina_core::registry::UploadConfig;
 use lamina_core::tar::{plan as plan_entries, EntryKind, PlannedEntry};
 
-use crate::client::{Client, Data, Restart};
 use crate::error::Result;
-use crate::progress::{human, Progress};
+use crate::net::client::{Client, Data, Restart};
 use crate::store::{self, Loc};
+use crate::ui::progress::{human, Progress};
 
 /// One planned layer.
 #[derive(Debug, Clone)]
@@ -145,11 +145,11 @@ pub fn plan(
         let in_layer = format!("{base}/{rel}");
         let (entries, directory) = if meta.is_dir() {
             (
-                crate::inputs::collect(std::slice::from_ref(&p), &in_layer)?,
+                crate::ops::inputs::collect(std::slice::from_ref(&p), &in_layer)?,
                 true,
             )
         } else if meta.is_file() {
-            let e = crate::inputs::file_entry(in_layer.clone(), &meta, p.clone());
+            let e = crate::ops::inputs::file_entry(in_layer.clone(), &meta, p.clone());
             (plan_entries(vec![e])?, false)
         } else {
             return Err(format!("{}: not a regular file or directory", p.display()).into());
@@ -204,16 +204,16 @@ pub fn build(
     let c = match (p.part, compression) {
         (Part::Card, _) => Compression::Gzip,
         (_, "auto") => {
-            let c = crate::inputs::choose_auto(&p.entries)?;
+            let c = crate::ops::inputs::choose_auto(&p.entries)?;
             if !quiet {
-                crate::build::note_auto(&c);
+                crate::ops::build::note_auto(&c);
             }
             c.compression
         }
         (_, other) => Compression::parse(other)
             .ok_or_else(|| format!("unknown compression {other:?} (auto, none, gzip, zstd)"))?,
     };
-    let mtime = crate::build::source_date_epoch().unwrap_or(0);
+    let mtime = crate::ops::build::source_date_epoch().unwrap_or(0);
     // a registry upload sends 1 MiB pieces; a layout's disk needs less buffering
     let chunk: usize = match dst {
         Loc::Registry(_) => 1 << 20,
@@ -223,10 +223,12 @@ pub fn build(
     let mut spawn: Restart = Box::new(move || {
         let (tx, rx) = sync_channel::<Data>(1);
         let entries = entries.clone();
-        std::thread::spawn(move || crate::build::build_files(entries, c, level, mtime, chunk, tx));
+        std::thread::spawn(move || {
+            crate::ops::build::build_files(entries, c, level, mtime, chunk, tx)
+        });
         rx
     });
-    let total = crate::inputs::tar_size(&p.entries);
+    let total = crate::ops::inputs::tar_size(&p.entries);
     let mut progress = Progress::new(p.title.clone(), Some(total), quiet);
     let cfg = UploadConfig {
         chunk_max: 8 << 20,

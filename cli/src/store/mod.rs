@@ -9,6 +9,9 @@
 //! and packed into place (temp file + rename) when the command succeeds; like skopeo, it
 //! replaces the whole file.
 
+pub mod cleanup;
+pub mod verify;
+
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -25,9 +28,9 @@ use lamina_core::registry::{
 };
 use lamina_core::{Digest, Error};
 
-use crate::client::{Client, Data, Restart};
 use crate::error::Result;
-use crate::progress::Progress;
+use crate::net::client::{Client, Data, Restart};
+use crate::ui::progress::Progress;
 
 /// An image location.
 #[derive(Debug)]
@@ -52,7 +55,7 @@ pub struct Layout {
     /// nothing behind.
     init: std::sync::Once,
     /// A temporary layout directory (an archive destination) goes on a signal too.
-    _reg: Option<crate::cleanup::Registered>,
+    _reg: Option<crate::store::cleanup::Registered>,
 }
 
 #[derive(Debug)]
@@ -159,8 +162,8 @@ impl Loc {
                     return Err(format!("oci-archive:{path}: is a directory").into());
                 }
                 let dir = sibling(&file, &format!(".lamina-{}.d", std::process::id()));
-                crate::cleanup::sweep_beside(&dir);
-                let reg = Some(crate::cleanup::register(&dir));
+                crate::store::cleanup::sweep_beside(&dir);
+                let reg = Some(crate::store::cleanup::register(&dir));
                 Ok(Loc::Layout(Layout {
                     _reg: reg,
                     dir,
@@ -258,7 +261,7 @@ fn init_layout(dir: &Path) -> Result<()> {
 /// Writes a file by temp file + rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = sibling(path, &format!(".lamina-tmp-{}", std::process::id()));
-    let _reg = crate::cleanup::register(&tmp);
+    let _reg = crate::store::cleanup::register(&tmp);
     let r = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -305,8 +308,8 @@ impl Layout {
         self.init.call_once(|| {
             r = init_layout(&self.dir);
             // temporaries a killed run left here
-            crate::cleanup::sweep(&self.dir);
-            crate::cleanup::sweep(&self.dir.join("blobs/sha256"));
+            crate::store::cleanup::sweep(&self.dir);
+            crate::store::cleanup::sweep(&self.dir.join("blobs/sha256"));
         });
         r
     }
@@ -433,7 +436,7 @@ impl Layout {
         }
         let mut w = self.blob_writer()?;
         let mut done = 0u64;
-        crate::verify::read_verified(r, want, what, &mut |piece: &[u8]| {
+        crate::store::verify::read_verified(r, want, what, &mut |piece: &[u8]| {
             done += piece.len() as u64;
             progress.set(done);
             w.write(piece)
@@ -449,7 +452,7 @@ impl Layout {
             std::process::id(),
             TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let reg = crate::cleanup::register(&tmp);
+        let reg = crate::store::cleanup::register(&tmp);
         let f = File::create(&tmp).map_err(|e| io_err(tmp.display(), e))?;
         Ok(BlobWriter {
             f: Some(f),
@@ -469,7 +472,7 @@ static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 pub struct BlobWriter {
     // unbuffered: every caller writes pieces of 256 KiB to 1 MiB
     f: Option<File>,
-    _reg: crate::cleanup::Registered,
+    _reg: crate::store::cleanup::Registered,
     tmp: PathBuf,
     dir: PathBuf,
     len: u64,
@@ -588,7 +591,7 @@ pub fn put_bytes(client: &mut Client, loc: &Loc, bytes: Vec<u8>) -> Result<Diges
 
 /// Stores a blob while a producer makes it. A layout takes it into a temp file, checks its size
 /// against the producer's, then names it by the producer's digest. A registry upload with an
-/// `identity` can be resumed by a later run (see [`crate::resume`]).
+/// `identity` can be resumed by a later run (see [`crate::net::resume`]).
 pub fn put_stream(
     client: &mut Client,
     loc: &Loc,
@@ -681,7 +684,7 @@ pub fn commit(loc: &Loc) -> Result<()> {
         return Ok(());
     };
     let tmp = sibling(file, &format!(".lamina-tmp-{}", std::process::id()));
-    let _reg = crate::cleanup::register(&tmp);
+    let _reg = crate::store::cleanup::register(&tmp);
     let r = pack(&l.dir, &tmp)
         .and_then(|_| fs::rename(&tmp, &*file).map_err(|e| io_err(file.display(), e)));
     if r.is_err() {
