@@ -648,7 +648,8 @@ fn load_from(
     loop {
         let m = rx
             .recv()
-            .map_err(|_| "the archive reader stopped unexpectedly")?;
+            // it ends with a last member or Failed; a closed channel is a panic there
+            .map_err(|_| Error::internal("the archive reader stopped unexpectedly"))?;
         match m {
             Member::Failed(e) => return Err(format!("{}: {e}", a.input).into()),
             Member::Small(name, v) => {

@@ -226,7 +226,9 @@ impl Client {
     fn send_async(&mut self, req: &Request, body: AsyncBody) -> Result<Response, NetError> {
         let http = self.async_for(&req.url).map_err(NetError::Other)?;
         let Some((rt, _)) = &self.rt else {
-            return Err("no runtime".into());
+            return Err(NetError::Other(
+                Error::internal("no async runtime after making one").to_string(),
+            ));
         };
         let watch = Arc::new(Watch::new());
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -393,7 +395,7 @@ impl Client {
     pub fn take_stream(&mut self) -> crate::error::Result<reqwest::blocking::Response> {
         self.stream
             .take()
-            .ok_or_else(|| "no streamed response is waiting".into())
+            .ok_or_else(|| Error::internal("no streamed response is waiting").into())
     }
 
     fn now(&self) -> u64 {
@@ -504,7 +506,9 @@ impl Client {
         }
         self.sessions.put(r, t.into_session());
         let d = out?;
-        let info = feed.info.ok_or("upload finished before its data")?;
+        let info = feed
+            .info
+            .ok_or_else(|| Error::internal("upload finished before its data"))?;
         Ok((d, info))
     }
 
@@ -623,7 +627,12 @@ impl Client {
                             f.info = Some(info);
                         }
                         Ok(Data::Failed(e)) => return Err(e.into()),
-                        Err(_) => return Err("the layer builder stopped unexpectedly".into()),
+                        Err(_) => {
+                            // it ends with Done or Failed; a closed channel is a panic there
+                            return Err(
+                                Error::internal("the layer builder stopped unexpectedly").into()
+                            );
+                        }
                     }
                 }
                 Action::Restart { .. } => {

@@ -912,8 +912,9 @@ impl Op for Upload {
                     self.abandoned = r.status == 400;
                     return Err(http_error(Method::Put, &self.location, &r));
                 }
-                let (digest, size) = self.complete.clone().ok_or_else(|| Error::Protocol {
-                    reason: "upload committed before completion".into(),
+                let (digest, size) = self.complete.clone().ok_or_else(|| {
+                    // the PUT is sent only once the data is complete: a bug, not the registry
+                    Error::internal("upload committed before completion")
                 })?;
                 if let Some(h) = r.header("docker-content-digest") {
                     let claimed = Digest::parse(h.trim())?;
