@@ -1392,3 +1392,90 @@ fn a_corrupt_uncompressed_layer_leaves_no_directory() {
     assert!(r.stderr.is_empty(), "{}", r.stderr);
     assert_eq!(std::fs::read(out.join("model.bin")).unwrap(), weights);
 }
+
+/// A registry-to-registry copy whose upload session the destination loses (a 404 on the second
+/// chunk of its big layer, as after a registry restart): lamina downloads the blob again and sends it in a new
+/// session, instead of failing as a copy that could not make its bytes again did. The copy is
+/// whole and the source blob was read twice.
+#[test]
+fn a_copy_whose_session_is_lost_downloads_the_blob_again() {
+    harness();
+    let dir = tempdir("fault-copy");
+    let data = random_bytes(40 << 20, 1601);
+    std::fs::write(dir.join("w.bin"), &data).unwrap();
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let src = format!("{PLAIN}/{}:v1", repo("copy-src"));
+    run(
+        &dir,
+        &[
+            "affix",
+            "--compression",
+            "none",
+            "--base",
+            &base,
+            "--dest",
+            &src,
+            s(&dir.join("w.bin")),
+        ],
+    )
+    .ok();
+    // the destination is the proxy: another registry to lamina, so blobs are copied, not mounted
+    let p = FaultProxy::start(PLAIN);
+    // the small base blobs go up in one PUT each; the 40 MiB layer in 16 MiB PATCHes
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(2)
+            .action(Action::Status(404)),
+    );
+    // and the session's status says it is gone too
+    p.add(Rule::new("GET", "/blobs/uploads/").action(Action::Status(404)));
+    let dest = format!("{}/{}:v1", p.addr(), repo("copy-dst"));
+    // the source through a proxy of its own, to count its downloads
+    let from = FaultProxy::start(PLAIN);
+    let src_via = format!("{}/{}:v1", from.addr(), repo("copy-src"));
+    let out = run(&dir, &["clone", "-b", &src_via, "-d", &dest]).ok();
+    assert!(
+        out.stderr
+            .contains("the registry lost the upload: starting it over"),
+        "{}",
+        out.stderr
+    );
+    let log = p.requests();
+    let lost = log.iter().find(|l| l.fault.is_some()).unwrap();
+    let sessions = log
+        .iter()
+        .filter(|l| l.method == "POST" && l.path.contains("/blobs/uploads/"))
+        .count();
+    // the big layer twice (its first session lost), and each of the base's blobs once
+    let src_layers = raw_manifest(&src, None)["layers"].as_array().unwrap().len();
+    assert!(lost.method == "PATCH");
+    let big = raw_manifest(&src, None)["layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let downloads = from
+        .requests()
+        .iter()
+        .filter(|l| l.method == "GET" && l.path.ends_with(&format!("/blobs/{big}")))
+        .count();
+    assert_eq!(
+        downloads, 2,
+        "the big layer downloaded again for the new session"
+    );
+    assert_eq!(
+        sessions,
+        src_layers + 1 + 1,
+        "POSTs: layers, the config, and the lost one again"
+    );
+    let root = unpack(
+        &format!("{PLAIN}/{}:v1", repo("copy-dst")),
+        None,
+        &dir.join("check"),
+    );
+    assert_eq!(std::fs::read(root.join("src/weights/w.bin")).unwrap(), data);
+    manifests_last(&log);
+}

@@ -154,6 +154,11 @@ impl Client {
         })
     }
 
+    /// The options it was made with (a copy's re-download makes a driver of its own).
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
     /// The blocking client for `url`'s host. It applies `timeout` to each read of a body (an
     /// idle timeout) and to the exchange up to the answer's head; large bodies go through
     /// `send_async` instead.

@@ -10,7 +10,7 @@ use lamina_core::registry::UploadConfig;
 use lamina_core::Error;
 
 use crate::error::Result;
-use crate::net::client::{Chunker, Client, Data};
+use crate::net::client::{Chunker, Client, Data, Restart};
 use crate::store::verify::read_verified;
 use crate::store::{self, Loc};
 use crate::ui::progress::Progress;
@@ -34,10 +34,47 @@ pub fn copy_blob(
         }
         Loc::Registry(d) => d,
     };
-    let (tx, rx) = sync_channel::<Data>(1);
-    let want = b.clone();
+    // the blob can be read again: if the destination loses the upload after it confirmed
+    // bytes that are no longer held, the kernel restarts the copy from a new download
+    let mut reopen = store::reopener(client, src, &b.digest);
     let chunk = 16usize << 20;
-    let reader = std::thread::spawn(move || {
+    let rx = pump(body, b.clone(), what.clone(), chunk);
+    let (want, again) = (b.clone(), what);
+    let restart: Restart = Box::new(move || match reopen() {
+        Ok(body) => pump(body, want.clone(), again.clone(), chunk),
+        Err(e) => {
+            let (tx, rx) = sync_channel::<Data>(1);
+            let failed = Error::Io {
+                what: again.clone(),
+                reason: format!("reading it again: {e}"),
+            };
+            Chunker::new(chunk, tx).done(Err(failed));
+            rx
+        }
+    });
+    let cfg = UploadConfig {
+        chunk_max: chunk as u64,
+        monolithic_max: chunk as u64,
+        ..UploadConfig::default()
+    };
+    // a copy cut short is resumed by the next run (the source blob is fetched again, the bytes
+    // the destination has are not sent again)
+    let identity = format!("copy of {}", b.digest);
+    client.upload_stream(d, cfg, rx, Some(restart), &mut p, Some(&identity))?;
+    p.finish(b.size);
+    Ok(())
+}
+
+/// Reads `body` on a thread, verifying it is blob `want`, into chunks of `chunk` bytes for the
+/// uploader. The thread ends when the blob does, or when the uploader stops taking chunks.
+fn pump(
+    mut body: Box<dyn std::io::Read + Send>,
+    want: Descriptor,
+    what: String,
+    chunk: usize,
+) -> std::sync::mpsc::Receiver<Data> {
+    let (tx, rx) = sync_channel::<Data>(1);
+    std::thread::spawn(move || {
         let mut ch = Chunker::new(chunk, tx);
         let r = (|| -> std::result::Result<LayerInfo, Error> {
             read_verified(&mut body, &want, &what, &mut |piece: &[u8]| {
@@ -60,17 +97,5 @@ pub fn copy_blob(
         })();
         ch.done(r);
     });
-    let cfg = UploadConfig {
-        chunk_max: chunk as u64,
-        monolithic_max: chunk as u64,
-        ..UploadConfig::default()
-    };
-    // a copy cut short is resumed by the next run (the source blob is fetched again, the bytes
-    // the destination has are not sent again)
-    let identity = format!("copy of {}", b.digest);
-    let r = client.upload_stream(d, cfg, rx, None, &mut p, Some(&identity));
-    let _ = reader.join();
-    r?;
-    p.finish(b.size);
-    Ok(())
+    rx
 }

@@ -563,6 +563,44 @@ pub fn get_config(client: &mut Client, loc: &Loc, d: &Digest) -> Result<Vec<u8>>
     }
 }
 
+/// Opens a blob again and again, on any thread: what a copy needs to make its bytes again when
+/// the destination lost the upload (a new driver for a registry, the file for a layout).
+pub type Reopen = Box<dyn FnMut() -> Result<Box<dyn Read + Send>> + Send>;
+
+/// A [`Reopen`] of blob `d` of `loc`, with `client`'s options.
+pub fn reopener(client: &Client, loc: &Loc, d: &Digest) -> Reopen {
+    let d = d.clone();
+    match loc {
+        Loc::Registry(r) => {
+            let (opts, r) = (client.options().clone(), r.clone());
+            Box::new(move || Ok(Box::new(Client::new(opts.clone())?.open_blob(&r, &d)?)))
+        }
+        Loc::Layout(l) => {
+            let (file, shown) = match &l.archive {
+                Some(Archive::Source { file, members }) => {
+                    let at = members.get(&layout::blob_path(&d)).copied();
+                    (Ok((file.clone(), at)), l.shown.clone())
+                }
+                _ => (Err(l.dir.join(layout::blob_path(&d))), l.shown.clone()),
+            };
+            Box::new(move || -> Result<Box<dyn Read + Send>> {
+                match &file {
+                    Ok((archive, Some((off, size)))) => {
+                        let mut f = File::open(archive).map_err(|e| io_err(&shown, e))?;
+                        f.seek(SeekFrom::Start(*off))
+                            .map_err(|e| io_err(&shown, e))?;
+                        Ok(Box::new(f.take(*size)))
+                    }
+                    Ok((_, None)) => Err(format!("{shown}: blob {d} is not in the archive").into()),
+                    Err(path) => Ok(Box::new(
+                        File::open(path).map_err(|e| io_err(path.display(), e))?,
+                    )),
+                }
+            })
+        }
+    }
+}
+
 /// Opens a blob for streaming; the caller verifies it (see `verify::read_verified`).
 pub fn open_blob(client: &mut Client, loc: &Loc, d: &Digest) -> Result<Box<dyn Read + Send>> {
     match loc {
