@@ -63,6 +63,15 @@ pub enum Error {
         /// The platforms the index has.
         available: Vec<String>,
     },
+    /// `--platform` names a platform a single-platform image is not.
+    NotThatPlatform {
+        /// The image.
+        what: String,
+        /// The platform asked for.
+        wanted: String,
+        /// The image's platform.
+        have: String,
+    },
     /// A registry answered with an unexpected HTTP status.
     Http {
         /// Request method.
@@ -183,6 +192,11 @@ impl fmt::Display for Error {
                 } else {
                     available.join(", ")
                 }
+            ),
+            Error::NotThatPlatform { what, wanted, have } => write!(
+                f,
+                "{what}: --platform {wanted}: the image is a single-platform image for {have}, \
+                 not an index; drop --platform to use it"
             ),
             Error::Http {
                 method,

@@ -157,11 +157,11 @@ pub fn check_platform(what: &str, asked: Option<&str>, config: &Config) -> Resul
     };
     let want = Platform::parse(asked)?;
     match config.platform() {
-        Some(have) if !want.matches(&have) => Err(Error::Usage {
-            reason: format!(
-                "{what}: --platform {want}: the image is a single-platform image for {have}, \
-                 not an index; drop --platform to use it"
-            ),
+        // found at run time (exit 1), as a platform missing from an index is
+        Some(have) if !want.matches(&have) => Err(Error::NotThatPlatform {
+            what: what.to_string(),
+            wanted: want.to_string(),
+            have: have.to_string(),
         }),
         _ => Ok(()),
     }
@@ -996,5 +996,24 @@ mod tests {
             ]
         );
         assert_eq!(d.to_string().len(), 71);
+    }
+
+    #[test]
+    fn a_platform_a_single_platform_image_is_not_fails_at_run_time() {
+        let config = Config::parse(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(check_platform("img", Some("linux/amd64"), &config).is_ok());
+        assert!(check_platform("img", Some("all"), &config).is_ok());
+        assert!(check_platform("img", None, &config).is_ok());
+        let e = check_platform("img", Some("linux/arm64"), &config).unwrap_err();
+        // exit 1 like a platform missing from an index, not a usage error (exit 2)
+        assert!(
+            matches!(&e, Error::NotThatPlatform { wanted, have, .. } if wanted == "linux/arm64" && have == "linux/amd64"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "img: --platform linux/arm64: the image is a single-platform image for linux/amd64, not an index; drop --platform to use it");
     }
 }

@@ -13,9 +13,11 @@ pub use lamina_core::flow::{Image, PlatformSel, Top};
 /// Refuses an explicit `--platform` that a single-platform image is not (see
 /// [`lamina_core::flow::check_platform`]).
 pub fn check_platform(r: &Loc, asked: Option<&str>, config: &Config) -> Result<()> {
-    // a mismatch found at run time (exit 1), as a missing platform in an index is
-    lamina_core::flow::check_platform(&r.to_string(), asked, config)
-        .map_err(|e| e.to_string().into())
+    Ok(lamina_core::flow::check_platform(
+        &r.to_string(),
+        asked,
+        config,
+    )?)
 }
 
 /// Fetches `r` and the manifests selected by `sel`.

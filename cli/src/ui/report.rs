@@ -91,6 +91,10 @@ fn error_json(e: &Error, msg: &str, exit: Exit) -> serde_json::Value {
                 ),
                 E::Auth { registry, .. } => ("auth", serde_json::json!({"registry": registry})),
                 E::Tls { host, .. } => ("tls", serde_json::json!({"host": host})),
+                E::NotThatPlatform { wanted, have, .. } => (
+                    "platformNotFound",
+                    serde_json::json!({"wanted": wanted, "available": [have]}),
+                ),
                 E::PlatformNotFound { wanted, available } => (
                     "platformNotFound",
                     serde_json::json!({"wanted": wanted, "available": available}),
