@@ -117,7 +117,11 @@ fn json_requested(m: &clap::ArgMatches) -> Option<bool> {
         return None;
     }
     let data_on_stdout = match path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["extract"] => cur.try_get_one::<String>("output").ok().flatten().is_none(),
+        ["extract"] => cur
+            .try_get_one::<String>("output")
+            .ok()
+            .flatten()
+            .is_none_or(|o| o == "-"),
         ["slice", "save"] => cur
             .try_get_one::<String>("output")
             .ok()

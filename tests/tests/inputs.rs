@@ -289,6 +289,18 @@ fn extract_writes_the_tree_for_relative_outputs_and_a_symlinked_tmpdir() {
     )
     .ok();
     assert_eq!(tree_listing(&y), want);
+    // `-o -` is stdout too, as for tar and crane (regression: it wrote a file named `-`)
+    let dash = lamina_command(&["extract", &dest, "-o", "-"], &env)
+        .current_dir(work.join("cwd"))
+        .output()
+        .unwrap();
+    assert!(
+        dash.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dash.stderr)
+    );
+    assert_eq!(dash.stdout, out.stdout, "the same tar on stdout");
+    assert!(!work.join("cwd/-").exists(), "no file named -");
     // nothing left in the temporary directory
     assert_eq!(std::fs::read_dir(dir.join("realtmp")).unwrap().count(), 0);
 }

@@ -46,7 +46,7 @@ pub struct Args {
     /// Image reference.
     #[arg(value_name = "REF")]
     pub image: String,
-    /// Output: a directory (existing, or ending in /) or a tar file; stdout when absent.
+    /// Output: a directory (existing, or ending in /) or a tar file; stdout when absent or -.
     #[arg(short, long, value_name = "FILE|DIR")]
     pub output: Option<String>,
     /// Sub-tree of the image to extract instead of src/weights (or /models).
@@ -64,7 +64,9 @@ pub struct Args {
 }
 
 /// Runs `extract`.
-pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
+pub fn run(ctx: &mut Ctx, mut a: Args) -> Result<()> {
+    // `-o -` is stdout, as with tar and crane
+    a.output = a.output.filter(|o| o != "-");
     let image = ctx.source("image", &a.image)?;
     let (client, quiet) = (&mut ctx.client, ctx.quiet);
     let sel = PlatformSel::parse(a.platform.as_deref())?;
