@@ -414,3 +414,77 @@ fn slice_load_from_takes_a_reference_and_tries_each_bases_own_path() {
     );
     assert!(!tag_exists(&c));
 }
+
+/// `slice save -o -` into a reader that goes away (`| head -c`) stops at once, exit 0, instead
+/// of downloading every remaining blob into a closed pipe first (regression).
+#[test]
+fn save_to_a_closed_stdout_stops_downloading() {
+    use std::io::Read as _;
+    harness();
+    let dir = tempdir("slice-closed");
+    let (one, _) = online_image("slice-closed-1", &dir, "fixtures/base:latest");
+    // a second weights layer on top, so there is a blob after the one being written
+    std::fs::write(dir.join("more.bin"), random_bytes(4 << 20, 1701)).unwrap();
+    let two = format!("{PLAIN}/{}:v2", repo("slice-closed"));
+    lamina(&[
+        "affix",
+        "--base",
+        &one,
+        "--dest",
+        &two,
+        "--path",
+        "/more",
+        s(&dir.join("more.bin")),
+    ])
+    .ok();
+    let p = lamina_tests::faultproxy::FaultProxy::start(PLAIN);
+    let via = |r: &str| r.replacen(PLAIN, &p.addr(), 1);
+    let mut child = lamina_command(
+        &[
+            "slice",
+            "save",
+            &via(&two),
+            "--base",
+            &via(&format!("{PLAIN}/fixtures/base:latest")),
+            "-o",
+            "-",
+        ],
+        &[],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "exit 0 on a closed stdout: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers: Vec<String> = raw_manifest(&two, None)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let fetched = p
+        .requests()
+        .iter()
+        .filter(|l| {
+            l.method == "GET"
+                && layers
+                    .iter()
+                    .any(|d| l.path.ends_with(&format!("/blobs/{d}")))
+        })
+        .count();
+    assert_eq!(
+        fetched, 1,
+        "only the blob being written when the reader left was downloaded"
+    );
+}

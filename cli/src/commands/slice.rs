@@ -351,11 +351,21 @@ fn write_archive(
 ) -> Result<()> {
     let mtime = crate::ops::build::source_date_epoch().unwrap_or(0);
     let mut tw = TarWriter::new(mtime);
-    let mut err: Option<std::io::Error> = None;
+    // the first write error; the archive stops at the next blob piece (a closed pipe: `| head`)
+    let err: std::cell::RefCell<Option<std::io::Error>> = std::cell::RefCell::new(None);
+    let failed = || -> Option<crate::error::Error> {
+        err.borrow_mut().take().map(|e| {
+            if a.output == "-" {
+                crate::ui::out::io(&e)
+            } else {
+                format!("writing the archive: {e}").into()
+            }
+        })
+    };
     let mut put = |b: &[u8]| {
-        if err.is_none() {
+        if err.borrow().is_none() {
             if let Err(e) = out.write_all(b) {
-                err = Some(e);
+                *err.borrow_mut() = Some(e);
             }
         }
     };
@@ -386,27 +396,35 @@ fn write_archive(
         )?;
         let mut p = Progress::new(format!("blob {}", digest.short()), Some(b.size), quiet);
         let mut done = 0u64;
-        read_verified(
+        let r = read_verified(
             &mut body,
             &want,
             &format!("blob {digest} of {}", image),
             &mut |piece: &[u8]| {
                 done += piece.len() as u64;
                 p.set(done);
-                tw.data(piece, &mut put)
+                tw.data(piece, &mut put)?;
+                if err.borrow().is_some() {
+                    // reported as the write error below, not as this
+                    return Err(Error::Protocol {
+                        reason: "the archive could not be written".into(),
+                    });
+                }
+                Ok(())
             },
-        )?;
+        );
+        if let Some(e) = failed() {
+            // no more downloads for an archive no one reads
+            return Err(e);
+        }
+        r?;
         if b.size > 0 {
             tw.end_file()?;
         }
         p.finish(b.size);
     }
     tw.finish(&mut put)?;
-    match err {
-        Some(e) if a.output == "-" => Err(crate::ui::out::io(&e)),
-        Some(e) => Err(format!("writing the archive: {e}").into()),
-        None => Ok(()),
-    }
+    failed().map_or(Ok(()), Err)
 }
 
 fn small(tw: &mut TarWriter, name: &str, bytes: &[u8], put: &mut dyn FnMut(&[u8])) -> Result<()> {
