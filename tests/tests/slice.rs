@@ -438,7 +438,7 @@ fn save_to_a_closed_stdout_stops_downloading() {
     ])
     .ok();
     let p = lamina_tests::faultproxy::FaultProxy::start(PLAIN);
-    let via = |r: &str| r.replacen(PLAIN, &p.addr(), 1);
+    let via = |r: &str| r.replacen(PLAIN, p.addr(), 1);
     let mut child = lamina_command(
         &[
             "slice",
