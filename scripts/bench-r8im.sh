@@ -13,8 +13,9 @@ RUNS=${RUNS:-3}
 RUNID=$(date +%s)
 log() { printf '[bench-r8im] %s\n' "$*" >&2; }
 tests/harness/install-deps.sh >/dev/null
-cargo build --release --locked -q -p lamina-cli
-LAMINA=$PWD/target/release/lamina
+# LAMINA_BIN=PATH: that lamina instead of one built here (in CARGO_TARGET_DIR, target/ by default)
+LAMINA=${LAMINA_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/lamina}
+[[ -n ${LAMINA_BIN:-} ]] || cargo build --release --locked -q -p lamina-cli
 tests/harness/registry.sh start >/dev/null
 tests/harness/fixtures.sh >/dev/null
 mkdir -p "$B"

@@ -20,8 +20,9 @@ RUNID=$(date +%s)
 log() { printf '[bench-slice] %s\n' "$*" >&2; }
 
 tests/harness/install-deps.sh >/dev/null
-cargo build --release --locked -q -p lamina-cli
-LAMINA=$PWD/target/release/lamina
+# LAMINA_BIN=PATH: that lamina instead of one built here (in CARGO_TARGET_DIR, target/ by default)
+LAMINA=${LAMINA_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/lamina}
+[[ -n ${LAMINA_BIN:-} ]] || cargo build --release --locked -q -p lamina-cli
 tests/harness/registry.sh start >/dev/null
 tests/harness/fixtures.sh >/dev/null
 rm -rf "$B" && mkdir -p "$B"
