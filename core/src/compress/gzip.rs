@@ -492,7 +492,6 @@ impl<E> Decoder<E> for GzipDecoder {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::sniff;
     use super::super::testutil::*;
     use super::*;
     #[cfg(target_arch = "wasm32")]
@@ -517,45 +516,25 @@ mod tests {
 
     #[test]
     fn gzip_cli_vectors() {
-        let small = b"hello, lamina\n";
-        for (name, v) in [
-            (
-                "gzip -n",
-                &include_bytes!("../../tests/data/compress/plain.gzip-n.gz")[..],
-            ),
-            (
-                "pigz",
-                &include_bytes!("../../tests/data/compress/plain.pigz.gz")[..],
-            ),
-            (
-                "fname",
-                &include_bytes!("../../tests/data/compress/plain.fname.gz")[..],
-            ),
-        ] {
-            assert_eq!(sniff(v), Some(Compression::Gzip));
-            for chunk in [1, 7, 4096, usize::MAX] {
-                assert!(
-                    decode(Compression::Gzip, v, chunk).unwrap() == PLAIN,
-                    "{name} {chunk}"
-                );
-            }
-        }
-        let multi = include_bytes!("../../tests/data/compress/multi.gz");
-        let mut want = PLAIN.to_vec();
-        want.extend_from_slice(small);
-        for chunk in [1, 7, 4096, usize::MAX] {
-            assert_eq!(decode(Compression::Gzip, multi, chunk).unwrap(), want);
-        }
-        let empty = include_bytes!("../../tests/data/compress/empty.gz");
-        assert_eq!(decode(Compression::Gzip, empty, 1).unwrap(), b"");
-        assert_eq!(
-            decode(
-                Compression::Gzip,
-                include_bytes!("../../tests/data/compress/small.gz"),
-                3
-            )
-            .unwrap(),
-            small
+        cli_vectors(
+            Compression::Gzip,
+            &[
+                (
+                    "gzip -n",
+                    &include_bytes!("../../tests/data/compress/plain.gzip-n.gz")[..],
+                ),
+                (
+                    "pigz",
+                    &include_bytes!("../../tests/data/compress/plain.pigz.gz")[..],
+                ),
+                (
+                    "fname",
+                    &include_bytes!("../../tests/data/compress/plain.fname.gz")[..],
+                ),
+            ],
+            include_bytes!("../../tests/data/compress/multi.gz"),
+            include_bytes!("../../tests/data/compress/empty.gz"),
+            include_bytes!("../../tests/data/compress/small.gz"),
         );
     }
 

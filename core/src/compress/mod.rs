@@ -322,6 +322,34 @@ mod testutil {
 
     pub(super) const PLAIN: &[u8] = include_bytes!("../../tests/data/compress/plain.txt");
 
+    /// Files the real CLI tools made, as `codec` decodes them at every chunk size: `vectors`
+    /// (name, bytes) hold [`PLAIN`]; `multi` holds [`PLAIN`] then `hello, lamina\n` as two
+    /// members or frames; `empty` nothing; `small` the short line alone.
+    pub(super) fn cli_vectors(
+        codec: Compression,
+        vectors: &[(&str, &[u8])],
+        multi: &[u8],
+        empty: &[u8],
+        small: &[u8],
+    ) {
+        let line = b"hello, lamina\n";
+        for (name, v) in vectors {
+            assert_eq!(sniff(v), Some(codec), "{name}");
+            for chunk in [1, 7, 4096, usize::MAX] {
+                assert!(decode(codec, v, chunk).unwrap() == PLAIN, "{name} {chunk}");
+            }
+        }
+        let mut want = PLAIN.to_vec();
+        want.extend_from_slice(line);
+        for chunk in [1, 7, 4096, usize::MAX] {
+            assert_eq!(decode(codec, multi, chunk).unwrap(), want);
+        }
+        assert_eq!(decode(codec, empty, 1).unwrap(), b"");
+        for chunk in [1, 2, 3, usize::MAX] {
+            assert_eq!(decode(codec, small, chunk).unwrap(), line);
+        }
+    }
+
     /// Deterministic xorshift64* generator.
     pub(super) struct Rng(pub(super) u64);
     impl Rng {

@@ -624,45 +624,25 @@ mod tests {
 
     #[test]
     fn zstd_cli_vectors() {
-        let small = b"hello, lamina\n";
-        for (name, v) in [
-            (
-                "zstd -3",
-                &include_bytes!("../../tests/data/compress/plain.zst")[..],
-            ),
-            (
-                "no checksum",
-                &include_bytes!("../../tests/data/compress/plain.nocheck.zst")[..],
-            ),
-            (
-                "-19 --long",
-                &include_bytes!("../../tests/data/compress/plain.l19.zst")[..],
-            ),
-        ] {
-            assert_eq!(sniff(v), Some(Compression::Zstd));
-            for chunk in [1, 7, 4096, usize::MAX] {
-                assert!(
-                    decode(Compression::Zstd, v, chunk).unwrap() == PLAIN,
-                    "{name} {chunk}"
-                );
-            }
-        }
-        let multi = include_bytes!("../../tests/data/compress/multi.zst");
-        let mut want = PLAIN.to_vec();
-        want.extend_from_slice(small);
-        for chunk in [1, 7, 4096, usize::MAX] {
-            assert_eq!(decode(Compression::Zstd, multi, chunk).unwrap(), want);
-        }
-        let empty = include_bytes!("../../tests/data/compress/empty.zst");
-        assert_eq!(decode(Compression::Zstd, empty, 1).unwrap(), b"");
-        assert_eq!(
-            decode(
-                Compression::Zstd,
-                include_bytes!("../../tests/data/compress/small.zst"),
-                2
-            )
-            .unwrap(),
-            small
+        cli_vectors(
+            Compression::Zstd,
+            &[
+                (
+                    "zstd -3",
+                    &include_bytes!("../../tests/data/compress/plain.zst")[..],
+                ),
+                (
+                    "no checksum",
+                    &include_bytes!("../../tests/data/compress/plain.nocheck.zst")[..],
+                ),
+                (
+                    "-19 --long",
+                    &include_bytes!("../../tests/data/compress/plain.l19.zst")[..],
+                ),
+            ],
+            include_bytes!("../../tests/data/compress/multi.zst"),
+            include_bytes!("../../tests/data/compress/empty.zst"),
+            include_bytes!("../../tests/data/compress/small.zst"),
         );
     }
 
