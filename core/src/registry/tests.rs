@@ -269,6 +269,18 @@ struct Run<T> {
     transcript: Vec<String>,
 }
 
+/// [`drive`] of an anonymous upload to `a/b` whose producer can start again.
+fn upload(fake: &mut Fake, cfg: UploadConfig, data: &[u8], step: usize) -> (Run<Digest>, Session) {
+    drive(
+        fake,
+        session(Credentials::Anonymous),
+        Upload::new("a/b", cfg),
+        data,
+        step,
+        Source::Restartable,
+    )
+}
+
 /// A driver over the transfer kernel and the fake: it produces the blob `step` bytes at a
 /// time (`usize::MAX`: all of it before the first poll, as for blobs held in memory), makes
 /// what `ahead` asks while a request travels, streams bodies from the producer, restarts it
@@ -1023,14 +1035,7 @@ fn streamed_upload_is_one_patch_and_resumes_from_the_registry_offset() {
         ..cfg(4096)
     };
     let mut fake = Fake::default();
-    let (run, _) = drive(
-        &mut fake,
-        session(Credentials::Anonymous),
-        Upload::new("a/b", scfg),
-        &data,
-        4096,
-        Source::Restartable,
-    );
+    let (run, _) = upload(&mut fake, scfg, &data, 4096);
     assert_eq!(run.result.unwrap(), Digest::of(&data));
     assert_eq!(fake.committed[0].1, data);
     let patches: Vec<_> = fake.log.iter().filter(|l| l.starts_with("PATCH")).collect();
@@ -1045,14 +1050,7 @@ fn streamed_upload_is_one_patch_and_resumes_from_the_registry_offset() {
         patch_drop: Some(1),
         ..Fake::default()
     };
-    let (run, _) = drive(
-        &mut fake,
-        session(Credentials::Anonymous),
-        Upload::new("a/b", scfg),
-        &data,
-        4096,
-        Source::Restartable,
-    );
+    let (run, _) = upload(&mut fake, scfg, &data, 4096);
     assert_eq!(run.result.unwrap(), Digest::of(&data));
     assert_eq!(fake.committed[0].1, data);
     assert!(
@@ -1069,14 +1067,7 @@ fn streamed_upload_is_one_patch_and_resumes_from_the_registry_offset() {
     );
     // a small blob still goes in one PUT
     let mut fake = Fake::default();
-    let (run, _) = drive(
-        &mut fake,
-        session(Credentials::Anonymous),
-        Upload::new("a/b", scfg),
-        &data[..500],
-        4096,
-        Source::Restartable,
-    );
+    let (run, _) = upload(&mut fake, scfg, &data[..500], 4096);
     run.result.unwrap();
     assert!(
         fake.log.iter().all(|l| !l.starts_with("PATCH")),
@@ -1096,14 +1087,7 @@ fn a_segmented_stream_is_one_patch_per_segment_and_a_cut_costs_one_segment() {
     };
     for step in [1, 7, 4096, 20_000, usize::MAX] {
         let mut fake = Fake::default();
-        let (run, _) = drive(
-            &mut fake,
-            session(Credentials::Anonymous),
-            Upload::new("a/b", scfg),
-            &data,
-            step,
-            Source::Restartable,
-        );
+        let (run, _) = upload(&mut fake, scfg, &data, step);
         assert_eq!(run.result.unwrap(), Digest::of(&data), "step {step}");
         assert_eq!(fake.committed[0].1, data);
         let patches = fake.log.iter().filter(|l| l.starts_with("PATCH")).count();
@@ -1122,14 +1106,7 @@ fn a_segmented_stream_is_one_patch_per_segment_and_a_cut_costs_one_segment() {
         patch_drop: Some(2),
         ..Fake::default()
     };
-    let (run, _) = drive(
-        &mut fake,
-        session(Credentials::Anonymous),
-        Upload::new("a/b", scfg),
-        &data,
-        4096,
-        Source::Restartable,
-    );
+    let (run, _) = upload(&mut fake, scfg, &data, 4096);
     assert_eq!(run.result.unwrap(), Digest::of(&data));
     assert_eq!(fake.committed[0].1, data);
     let again = run.sent_blob_bytes - data.len() as u64;
@@ -1294,14 +1271,7 @@ fn kernel_transcripts_at_every_produce_size_mode_and_fault() {
             for step in [1usize, 7, 4096, usize::MAX] {
                 let mut fake = Fake::default();
                 set(&mut fake, if mode == "stream" { 1 } else { 2 });
-                let (run, _) = drive(
-                    &mut fake,
-                    session(Credentials::Anonymous),
-                    Upload::new("a/b", c),
-                    &data,
-                    step,
-                    Source::Restartable,
-                );
+                let (run, _) = upload(&mut fake, c, &data, step);
                 let what = format!("{mode}, {fault}, produce {step}");
                 assert_eq!(
                     run.result.as_ref().ok(),
