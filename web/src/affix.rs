@@ -66,7 +66,7 @@ struct Base {
 
 async fn fetch_base(s: &mut Page<'_>, base: &Reference) -> Result<Base, Failure> {
     let sel = PlatformSel::One(Platform::linux_amd64());
-    let (top, configs) = flow::image(s, base, sel).await?;
+    let (top, mut configs) = flow::image(s, base, sel).await?;
     let (digest, index, image) = match top {
         Top::Single(i) => (i.digest.clone(), false, i),
         Top::Index {
@@ -79,10 +79,7 @@ async fn fetch_base(s: &mut Page<'_>, base: &Reference) -> Result<Base, Failure>
             children.pop().ok_or_else(|| Error::internal("no image"))?,
         ),
     };
-    let config = configs
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::internal("no config"))?;
+    let config = configs.pop().ok_or_else(|| Error::internal("no config"))?;
     Ok(Base {
         digest,
         index,
