@@ -135,6 +135,9 @@ pub enum PlatformSel {
     One(Platform),
     /// All real platforms (attestations, `unknown/unknown`, are left as they are).
     All,
+    /// None: an index is taken as it is, with no children fetched (for a caller that edits
+    /// single images only and refuses an index).
+    None,
 }
 
 impl PlatformSel {
@@ -280,6 +283,7 @@ impl Flow for Resolve {
                                 })
                                 .map(|(i, _)| i)
                                 .collect(),
+                            PlatformSel::None => Vec::new(),
                         };
                         self.state = Rs::Child {
                             index,
@@ -414,6 +418,8 @@ pub struct EnsureBlobs {
     blobs: Vec<Descriptor>,
     place: Placement,
     dest: String,
+    /// what the note calls the blobs
+    what: String,
     at: usize,
     /// what was asked for blob `at`
     asked: Option<u8>,
@@ -428,11 +434,18 @@ impl EnsureBlobs {
             blobs,
             place,
             dest: dest.into(),
+            what: "base layers".into(),
             at: 0,
             asked: None,
             placed: Placed::default(),
             noted: false,
         }
+    }
+
+    /// Names the blobs in the note (`base layers` unless told: `weights layers`, `layer 3`).
+    pub fn of(mut self, what: &str) -> Self {
+        self.what = what.into();
+        self
     }
 }
 
@@ -487,8 +500,8 @@ impl Flow for EnsureBlobs {
                         String::new()
                     };
                     return Ok(Next::Note(format!(
-                        "base layers in {}: {mounted}{} already there, {} copied",
-                        self.dest, p.present, p.copied
+                        "{} in {}: {mounted}{} already there, {} copied",
+                        self.what, self.dest, p.present, p.copied
                     )));
                 }
                 return Ok(Next::Done(self.placed));
@@ -897,6 +910,49 @@ mod tests {
         s.blobs[0].1 = config_bytes("s390x");
         let e = s.run(Configs::new("img", &refs).unwrap()).unwrap_err();
         assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn no_platform_takes_an_index_as_it_is_and_fetches_no_child() {
+        let mut s = store();
+        let top = s
+            .run(Resolve::new("img", "latest", PlatformSel::None))
+            .unwrap();
+        let Top::Index {
+            index, children, ..
+        } = &top
+        else {
+            panic!("an index")
+        };
+        assert_eq!(index.manifests().unwrap().len(), 3);
+        assert!(children.is_empty() && top.images().is_empty());
+        assert_eq!(s.log, ["manifest latest"]);
+        // no configs to fetch
+        assert!(s.run(Configs::new("img", &[]).unwrap()).unwrap().is_empty());
+        // a single manifest is itself
+        let top = s
+            .run(Resolve::new("img", "arm64", PlatformSel::None))
+            .unwrap();
+        assert!(matches!(top, Top::Single(_)));
+    }
+
+    #[test]
+    fn the_note_names_the_blobs_as_told() {
+        let ds = vec![Descriptor::new(media::OCI_LAYER_GZIP, Digest::of(b"w"), 1)];
+        let mut s = Store::default();
+        let place = Placement {
+            same_store: false,
+            same_registry: false,
+            dest_is_registry: true,
+        };
+        let p = s
+            .run(EnsureBlobs::new(ds, place, "reg/x").of("weights layers"))
+            .unwrap();
+        assert_eq!(p.copied, 1);
+        assert_eq!(
+            s.log.last().unwrap(),
+            "note weights layers in reg/x: 0 mounted, 0 already there, 1 copied"
+        );
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub trait Progress {
 
 /// A job's [`Progress`] as the driver's [`Hook`]: events are log lines, and the bytes an
 /// upload's producer read and the registry confirmed are its progress.
-struct Job<'a, G>(&'a G);
+pub(crate) struct Job<'a, G>(pub(crate) &'a G);
 
 impl<P: Producer, G: Progress> Hook<P> for Job<'_, G> {
     async fn event(&self, e: &Event, p: &P) {
@@ -117,6 +117,11 @@ impl Driver {
         }
     }
 
+    /// The shared driver (the core's workflows run over it: [`lamina_wasm::flow`]).
+    pub(crate) fn shared(&mut self) -> &mut lamina_wasm::Driver<Workerd> {
+        &mut self.d
+    }
+
     /// Runs `op` against `r`'s registry; returns its result and, for a streaming download, the
     /// body.
     pub async fn run<O: Op, G: Progress>(
@@ -140,16 +145,6 @@ impl Driver {
         // whole chunks only (but the last): no small PATCH for the bytes a fill overshot
         let cfg = UploadConfig::whole_chunks(chunk);
         self.d.upload(r, cfg, p, &Job(progress)).await
-    }
-
-    /// Uploads small bytes (a config) in one request.
-    pub async fn upload_bytes<G: Progress>(
-        &mut self,
-        r: &Reference,
-        bytes: Vec<u8>,
-        progress: &G,
-    ) -> Result<Digest> {
-        self.d.upload_bytes(r, bytes, &Job(progress)).await
     }
 }
 

@@ -1,21 +1,24 @@
 //! The jobs a hook starts (`affix`, `remix`, `zstd`), registry to registry over the core's
 //! machines: base layers are mounted (or streamed across registries), a new layer streams from
 //! its source into a chunked upload, and the manifest goes last, so a failed job leaves no tag.
+//! Fetching an image, placing blobs and pushing are the core's workflows
+//! ([`lamina_wasm::flow`]); a job's [`Side`] logs their notes and streams a blob across
+//! registries.
 
 use base64::Engine as _;
 use lamina_core::compress::Compression;
+use lamina_core::flow::{Edit, Image, NewLayer, PlatformSel, Top};
 use lamina_core::hook::{AffixJob, Job, RemixJob, ZstdJob};
-use lamina_core::image::{
-    detect_kind, remixed_history, weights_layers, Config, Descriptor, History, Manifest,
-};
-use lamina_core::media::{self, DocKind};
+use lamina_core::image::{remixed_history, weights_layers, Config, Descriptor, History};
+use lamina_core::media::{self, Family};
 use lamina_core::reference::Reference;
-use lamina_core::registry::{GetBlob, GetManifest, HeadBlob, MountBlob, OpenBlob, PutManifest};
+use lamina_core::registry::OpenBlob;
 use lamina_core::tar::archive_path;
 use lamina_core::Error;
+use lamina_wasm::flow::{self, Side};
 use lamina_wasm::{Failure, Reader};
 
-use crate::driver::{Driver, Progress, Result};
+use crate::driver::{self, Driver, Progress, Result, Workerd};
 use crate::produce::{Built, Content, FromBlob, GivenTar};
 
 /// Registry used for short names (as the CLI: Replicate's).
@@ -32,92 +35,92 @@ pub struct Ctx {
     pub created: String,
 }
 
-/// One platform image.
-struct Img {
-    manifest: Manifest,
-    config: Config,
-}
-
 fn reference(s: &str) -> Result<Reference> {
     Ok(Reference::parse(s, DEFAULT_REGISTRY)?)
 }
 
-async fn fetch_image<G: Progress>(c: &mut Ctx, r: &Reference, p: &G) -> Result<Img> {
-    let (top, _) =
-        c.d.run(r, GetManifest::new(&r.repository, &r.reference()), p)
-            .await?;
-    let (kind, mt) = detect_kind(&top.bytes, top.content_type.as_deref())?;
-    if let DocKind::Index(_) = kind {
+/// A job's side of the core's workflows: events and notes go to its log, and a blob of another
+/// registry is streamed across.
+struct Jobs<'a, G> {
+    c: &'a mut Ctx,
+    hook: driver::Job<'a, G>,
+}
+
+fn side<'a, G: Progress>(c: &'a mut Ctx, p: &'a G) -> Jobs<'a, G> {
+    Jobs {
+        c,
+        hook: driver::Job(p),
+    }
+}
+
+impl<'a, G: Progress> Side for Jobs<'a, G> {
+    type X = Workerd;
+    type Hook = driver::Job<'a, G>;
+    fn driver(&mut self) -> (&mut lamina_wasm::Driver<Workerd>, &Self::Hook) {
+        (self.c.d.shared(), &self.hook)
+    }
+    async fn note(&mut self, line: &str) {
+        self.hook.0.log(line).await;
+    }
+    async fn copy(&mut self, from: &Reference, to: &Reference, blob: &Descriptor) -> Result<()> {
+        let p = self.hook.0;
+        p.log(&format!(
+            "copying {} ({} bytes) from {} to {}",
+            blob.digest, blob.size, from.registry, to.registry
+        ))
+        .await;
+        let rd = open_blob(self.c, from, blob, p).await?;
+        let mut src = FromBlob::copy(rd, &blob.digest, blob.size);
+        let chunk = self.c.chunk;
+        let got = self.c.d.upload(to, &mut src, chunk, p).await?;
+        if got != blob.digest {
+            return Err(Error::Protocol {
+                reason: format!("copied {} but the registry stored {got}", blob.digest),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// The single image `r` names, with its config (an index is refused).
+async fn fetch_image<G: Progress>(c: &mut Ctx, r: &Reference, p: &G) -> Result<(Image, Config)> {
+    let (top, mut configs) = flow::image(&mut side(c, p), r, PlatformSel::None).await?;
+    let (Top::Single(image), Some(config)) = (top, configs.pop()) else {
         return Err(Failure::usage(format!(
             "{} is a multi-platform index; the Worker edits one image: name the platform's \
              manifest by digest (`lamina layers --platform os/arch {}` shows it)",
             r.name(),
             r.name()
         )));
-    }
-    let manifest = Manifest::parse(top.bytes, &mt)?;
-    let cd = manifest.config()?;
-    let (raw, _) =
-        c.d.run(
-            r,
-            GetBlob::new(
-                &r.repository,
-                &cd.digest,
-                lamina_core::image::MAX_CONFIG_SIZE,
-            ),
-            p,
-        )
-        .await?;
-    let config = Config::parse(raw)?;
-    Ok(Img { manifest, config })
+    };
+    Ok((image, config))
 }
 
-/// Makes sure `desc` (a blob of `from`) is in `to`'s repository: already there, mounted within
-/// a registry, or streamed from one registry to the other.
-async fn ensure_blob<G: Progress>(
+/// Makes sure `blobs` (of `from`) are in `to`'s repository: already there, mounted within a
+/// registry, or streamed from one registry to the other.
+async fn ensure<G: Progress>(
     c: &mut Ctx,
     from: &Reference,
     to: &Reference,
-    desc: &Descriptor,
+    blobs: Vec<Descriptor>,
+    what: &str,
     p: &G,
 ) -> Result<()> {
-    if from.registry == to.registry {
-        if from.repository == to.repository {
-            return Ok(());
-        }
-        let (mounted, _) =
-            c.d.run(
-                to,
-                MountBlob::new(&to.repository, &from.repository, &desc.digest),
-                p,
-            )
-            .await?;
-        if mounted {
-            return Ok(());
-        }
-    }
-    let (have, _) =
-        c.d.run(to, HeadBlob::new(&to.repository, &desc.digest, true), p)
-            .await?;
-    if have.is_some() {
-        return Ok(());
-    }
-    p.log(&format!(
-        "copying {} ({} bytes) from {} to {}",
-        desc.digest, desc.size, from.registry, to.registry
-    ))
-    .await;
-    let rd = open_blob(c, from, desc, p).await?;
-    let mut src = FromBlob::copy(rd, &desc.digest, desc.size);
-    let chunk = c.chunk;
-    let got = c.d.upload(to, &mut src, chunk, p).await?;
-    if got != desc.digest {
-        return Err(Error::Protocol {
-            reason: format!("copied {} but the registry stored {got}", desc.digest),
-        }
-        .into());
-    }
+    flow::ensure(&mut side(c, p), from, to, blobs, what).await?;
     Ok(())
+}
+
+/// Makes sure layer `i` of `from`, `l`, is in `to` as it is.
+async fn keep<G: Progress>(
+    c: &mut Ctx,
+    from: &Reference,
+    to: &Reference,
+    i: usize,
+    l: &Descriptor,
+    p: &G,
+) -> Result<()> {
+    ensure(c, from, to, vec![l.clone()], &format!("layer {i}"), p).await
 }
 
 async fn open_blob<G: Progress>(
@@ -135,59 +138,41 @@ async fn open_blob<G: Progress>(
     Ok(Reader::new(&s, &format!("blob {}", desc.digest)))
 }
 
-/// Every blob of `img` (layers, config) into `to`.
-async fn ensure_all<G: Progress>(
-    c: &mut Ctx,
-    from: &Reference,
-    to: &Reference,
-    img: &Img,
-    p: &G,
-) -> Result<()> {
-    let mut blobs = img.manifest.layers()?;
-    blobs.push(img.manifest.config()?);
-    for b in &blobs {
-        ensure_blob(c, from, to, b, p).await?;
-    }
-    Ok(())
-}
-
-/// Config, then manifest (the tag last); returns `name@digest`.
+/// Config, then manifest (the tag last), with `edit` on both; returns `name@digest`.
 async fn put_image<G: Progress>(
     c: &mut Ctx,
     dest: &Reference,
-    img: &mut Img,
+    mut img: Image,
+    config: Config,
+    edit: Edit,
     p: &G,
 ) -> Result<String> {
-    let cbytes = img.config.bytes().to_vec();
-    let csize = cbytes.len() as u64;
-    let cd = c.d.upload_bytes(dest, cbytes, p).await?;
-    img.manifest.set_config(&cd, csize);
     img.manifest.ensure_media_type();
-    let mbytes = img.manifest.bytes().to_vec();
-    let mt = img.manifest.media_type();
-    let (digest, _) =
-        c.d.run(
-            dest,
-            PutManifest::new(&dest.repository, dest.tag_or_latest(), mt, mbytes),
-            p,
-        )
-        .await?;
-    Ok(format!("{}@{digest}", dest.name()))
+    flow::push(&mut side(c, p), dest, img, config, edit).await
 }
 
-fn layer_desc(
-    img: &mut Img,
-    c: Compression,
+/// A layer appended as it is (its blob at the destination already).
+fn new_layer(
+    compression: Compression,
     digest: &lamina_core::Digest,
     size: u64,
-) -> Result<Descriptor> {
-    if media::layer_type(img.manifest.family(), c).is_none() {
-        // zstd layers exist in OCI only
-        img.manifest.convert_to_oci();
+    diff_id: &lamina_core::Digest,
+    history: History,
+) -> NewLayer {
+    NewLayer {
+        compression,
+        digest: digest.clone(),
+        size,
+        diff_id: diff_id.clone(),
+        history,
+        annotations: Vec::new(),
     }
-    let mt = media::layer_type(img.manifest.family(), c)
-        .ok_or_else(|| Error::internal(format!("no layer media type for {}", c.name())))?;
-    Ok(Descriptor::new(mt, digest.clone(), size))
+}
+
+/// The layer media type of `c` in an OCI manifest.
+fn oci_layer_type(c: Compression) -> Result<&'static str> {
+    media::layer_type(Family::Oci, c)
+        .ok_or_else(|| Error::internal(format!("no layer media type for {}", c.name())).into())
 }
 
 /// Runs a job; returns the pushed image as `name@sha256:...`.
@@ -202,8 +187,8 @@ pub async fn run<G: Progress>(c: &mut Ctx, job: &Job, p: &G) -> Result<String> {
 async fn affix<G: Progress>(c: &mut Ctx, j: &AffixJob, p: &G) -> Result<String> {
     let (base, dest) = (reference(&j.base)?, reference(&j.dest)?);
     p.log(&format!("base {}", base.name())).await;
-    let mut img = fetch_image(c, &base, p).await?;
-    ensure_all(c, &base, &dest, &img, p).await?;
+    let (img, config) = fetch_image(c, &base, p).await?;
+    flow::ensure_base(&mut side(c, p), &base, &dest, &img.manifest).await?;
     let compression = match j.compression.as_deref() {
         None | Some("none") => Compression::None,
         Some("gzip") => Compression::Gzip,
@@ -263,18 +248,23 @@ async fn affix<G: Progress>(c: &mut Ctx, j: &AffixJob, p: &G) -> Result<String> 
         info.compression.name()
     ))
     .await;
-    let desc = layer_desc(&mut img, info.compression, &info.digest, info.size)?;
-    img.config.push_layer(
-        &info.diff_id,
-        &History {
-            created: Some(c.created.clone()),
-            created_by,
-            comment: Some("weights".into()),
-            author: None,
-        },
-    );
-    img.manifest.push_layer(&desc);
-    put_image(c, &dest, &mut img, p).await
+    let history = History {
+        created: Some(c.created.clone()),
+        created_by,
+        comment: Some("weights".into()),
+        author: None,
+    };
+    let edit = Edit {
+        layers: vec![new_layer(
+            info.compression,
+            &info.digest,
+            info.size,
+            &info.diff_id,
+            history,
+        )],
+        ..Edit::default()
+    };
+    put_image(c, &dest, img, config, edit, p).await
 }
 
 async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Result<String> {
@@ -283,9 +273,9 @@ async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Result<String> 
         reference(&j.weights)?,
         reference(&j.dest)?,
     );
-    let w = fetch_image(c, &weights, p).await?;
+    let (w, wconfig) = fetch_image(c, &weights, p).await?;
     let wlayers = w.manifest.layers()?;
-    let wdiff = w.config.diff_ids()?;
+    let wdiff = wconfig.diff_ids()?;
     if wdiff.len() != wlayers.len() {
         return Err(Failure::usage(format!(
             "{}: {} layers but {} diff_ids in its config",
@@ -295,7 +285,7 @@ async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Result<String> 
         )));
     }
     let picked = if j.layers.is_empty() {
-        let p = weights_layers(&w.config);
+        let p = weights_layers(&wconfig);
         if p.is_empty() {
             return Err(Failure::usage(format!(
                 "{}: no weights layers (history `... # weights` or `COPY . /src`); pick layers \
@@ -314,12 +304,12 @@ async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Result<String> 
         }
         j.layers.clone()
     };
-    let mut img = fetch_image(c, &base, p).await?;
-    ensure_all(c, &base, &dest, &img, p).await?;
-    let hist = w.config.layer_history();
+    let (img, config) = fetch_image(c, &base, p).await?;
+    flow::ensure_base(&mut side(c, p), &base, &dest, &img.manifest).await?;
+    let hist = wconfig.layer_history();
+    let mut edit = Edit::default();
     for &i in &picked {
         let l = &wlayers[i];
-        ensure_blob(c, &weights, &dest, l, p).await?;
         let comp = media::layer_compression(&l.media_type).ok_or_else(|| {
             Failure::usage(format!(
                 "layer {i} of {}: media type {}",
@@ -329,25 +319,26 @@ async fn remix<G: Progress>(c: &mut Ctx, j: &RemixJob, p: &G) -> Result<String> 
         })?;
         let orig = hist.get(i).cloned().flatten().and_then(|h| h.created_by);
         let h = remixed_history(orig.as_deref(), i, &weights.name(), &c.created);
-        let desc = layer_desc(&mut img, comp, &l.digest, l.size)?;
-        img.config.push_layer(&wdiff[i], &h);
-        img.manifest.push_layer(&desc);
+        edit.layers
+            .push(new_layer(comp, &l.digest, l.size, &wdiff[i], h));
     }
+    let wblobs = picked.iter().map(|&i| wlayers[i].clone()).collect();
+    ensure(c, &weights, &dest, wblobs, "weights layers", p).await?;
     p.log(&format!(
         "{} weights layer(s) from {}",
         picked.len(),
         weights.name()
     ))
     .await;
-    put_image(c, &dest, &mut img, p).await
+    put_image(c, &dest, img, config, edit, p).await
 }
 
 async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Result<String> {
     let (src, dest) = (reference(&j.image)?, reference(&j.dest)?);
     let min_ratio = j.min_ratio.unwrap_or(0.9);
-    let mut img = fetch_image(c, &src, p).await?;
+    let (mut img, config) = fetch_image(c, &src, p).await?;
     let layers = img.manifest.layers()?;
-    let diffs = img.config.diff_ids()?;
+    let diffs = config.diff_ids()?;
     if diffs.len() != layers.len() {
         return Err(Failure::usage(format!(
             "{}: {} layers but {} diff_ids in its config",
@@ -362,9 +353,9 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Result<String> {
         let from = media::layer_compression(&l.media_type)
             .ok_or_else(|| Failure::usage(format!("layer {i}: media type {}", l.media_type)))?;
         if from == Compression::Zstd {
-            ensure_blob(c, &src, &dest, l, p).await?;
-            let d = layer_desc(&mut img, from, &l.digest, l.size)?;
-            img.manifest.set_layer(i, &d.media_type, &l.digest, l.size);
+            keep(c, &src, &dest, i, l, p).await?;
+            img.manifest
+                .set_layer(i, oci_layer_type(from)?, &l.digest, l.size);
             p.log(&format!("layer {i}: already zstd, kept")).await;
             continue;
         }
@@ -392,12 +383,12 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Result<String> {
         {
             // zstd (ruzstd's fastest level) is not smaller than the layer as it was: keep
             // the original
-            ensure_blob(c, &src, &dest, l, p).await?;
+            keep(c, &src, &dest, i, l, p).await?;
             (from, l.digest.clone(), l.size, "kept (zstd is not smaller)")
         } else if (info.size as f64) < min_ratio * info.uncompressed_size as f64 {
             (Compression::Zstd, info.digest, info.size, "zstd")
         } else if from == Compression::None {
-            ensure_blob(c, &src, &dest, l, p).await?;
+            keep(c, &src, &dest, i, l, p).await?;
             (
                 from,
                 l.digest.clone(),
@@ -425,8 +416,8 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Result<String> {
             l.digest
         ))
         .await;
-        let d = layer_desc(&mut img, comp, &digest, size)?;
-        img.manifest.set_layer(i, &d.media_type, &digest, size);
+        img.manifest
+            .set_layer(i, oci_layer_type(comp)?, &digest, size);
     }
-    put_image(c, &dest, &mut img, p).await
+    put_image(c, &dest, img, config, Edit::default(), p).await
 }

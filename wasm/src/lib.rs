@@ -6,8 +6,10 @@
 //! [`Hook`] (the page's log and progress bars, a job's status).
 //!
 //! The pure parts ([`headers`], [`net`], [`Pieces`], the loop itself) build and are tested
-//! natively; the JS-bound ones ([`js`]) are called on wasm32 only.
+//! natively; the JS-bound ones ([`js`]) are called on wasm32 only. [`flow`] runs the core's
+//! image workflows over the driver, meeting each need with a registry operation.
 
+pub mod flow;
 pub mod headers;
 pub mod js;
 pub mod net;

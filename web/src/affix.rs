@@ -1,83 +1,99 @@
 //! The page's job: the base's manifest and config, its layers mounted into the destination,
-//! the new layer(s) built from the files as they upload, then config and manifest.
+//! the new layer(s) built from the files as they upload, then config and manifest. The base,
+//! the mounts and the push are the core's workflows ([`lamina_wasm::flow`]); the page's
+//! [`Side`] sends their events and notes to the log.
 
 use lamina_core::compress::Compression;
-use lamina_core::image::{detect_kind, Config, Descriptor, Index, Manifest, Platform};
-use lamina_core::media::{self, DocKind, Family};
+use lamina_core::flow::{Edit, Image, NewLayer, PlatformSel, Top};
+use lamina_core::image::{Config, Descriptor, Platform};
+use lamina_core::media::Family;
 use lamina_core::modelcar::{self, CarLayer, Part};
 use lamina_core::reference::Reference;
-use lamina_core::registry::{
-    FetchedManifest, GetBlob, GetManifest, HeadBlob, MountBlob, PutManifest, UploadConfig,
-};
+use lamina_core::registry::UploadConfig;
 use lamina_core::tar::archive_path;
-use lamina_core::Error;
+use lamina_core::{Digest, Error};
+use lamina_wasm::flow::{self, Side};
 use lamina_wasm::Failure;
 
-use crate::driver::{Driver, Report};
+use crate::driver::{Browser, Driver, Report};
 use crate::opts::Opts;
 use crate::progress;
 use crate::source::{LayerSource, Named};
 
-/// One platform image of the base.
-pub struct Img {
-    pub manifest: Manifest,
-    pub config: Config,
+/// The page's side of the core's workflows: events and notes go to the log; a blob that is in
+/// another registry cannot be copied from here.
+struct Page<'a> {
+    d: &'a mut Driver,
+    report: &'a Report,
 }
 
-/// The base's top manifest, the index and the chosen entry when it is one, and its image.
-pub async fn fetch_base(
-    d: &mut Driver,
-    base: &Reference,
-    report: &Report,
-) -> Result<(FetchedManifest, Option<(Index, usize)>, Img), Failure> {
-    let (top, _) = d
-        .run(
-            base,
-            GetManifest::new(&base.repository, &base.reference()),
-            report,
-        )
-        .await?;
-    let (kind, mt) = detect_kind(&top.bytes, top.content_type.as_deref())?;
-    let (ix, man_bytes, man_mt) = match kind {
-        DocKind::Manifest(_) => (None, top.bytes.clone(), mt),
-        DocKind::Index(_) => {
-            let ix = Index::parse(top.bytes.clone(), &mt)?;
-            let i = ix.select(&Platform::linux_amd64())?;
-            let e = &ix.manifests()?[i];
-            let (f, _) = d
-                .run(
-                    base,
-                    GetManifest::new(&base.repository, &e.digest.to_string()),
-                    report,
-                )
-                .await?;
-            let (_, cmt) =
-                detect_kind(&f.bytes, f.content_type.as_deref().or(Some(&e.media_type)))?;
-            (Some((ix, i)), f.bytes, cmt)
-        }
+impl Side for Page<'_> {
+    type X = Browser;
+    type Hook = Report;
+    fn driver(&mut self) -> (&mut Driver, &Report) {
+        (self.d, self.report)
+    }
+    async fn note(&mut self, line: &str) {
+        self.report.send(progress::log(line));
+    }
+    async fn copy(
+        &mut self,
+        _: &Reference,
+        to: &Reference,
+        blob: &Descriptor,
+    ) -> Result<(), Failure> {
+        Err(not_copied(&blob.digest, to))
+    }
+}
+
+/// Why the page stops at a base blob the destination lacks.
+fn not_copied(digest: &Digest, to: &Reference) -> Failure {
+    Failure::usage(format!(
+        "base blob {digest} is not in {} and cannot be mounted from another registry in the \
+         browser; push the base there first",
+        to.name()
+    ))
+}
+
+/// The base: its top's digest, whether that is an index, and the image (linux/amd64 of an
+/// index) with its config.
+struct Base {
+    digest: Digest,
+    index: bool,
+    image: Image,
+    config: Config,
+}
+
+async fn fetch_base(s: &mut Page<'_>, base: &Reference) -> Result<Base, Failure> {
+    let sel = PlatformSel::One(Platform::linux_amd64());
+    let (top, mut configs) = flow::image(s, base, sel).await?;
+    let (digest, index, image) = match top {
+        Top::Single(i) => (i.digest.clone(), false, i),
+        Top::Index {
+            digest,
+            mut children,
+            ..
+        } => (
+            digest,
+            true,
+            children.pop().ok_or_else(|| Error::internal("no image"))?,
+        ),
     };
-    let manifest = Manifest::parse(man_bytes, &man_mt)?;
-    let c = manifest.config()?;
-    let (raw, _) = d
-        .run(
-            base,
-            GetBlob::new(
-                &base.repository,
-                &c.digest,
-                lamina_core::image::MAX_CONFIG_SIZE,
-            ),
-            report,
-        )
-        .await?;
-    let config = Config::parse(raw)?;
-    Ok((top, ix, Img { manifest, config }))
+    let config = configs.pop().ok_or_else(|| Error::internal("no config"))?;
+    Ok(Base {
+        digest,
+        index,
+        image,
+        config,
+    })
 }
 
 /// The base image's layers, for the page to show before uploading (JSON).
 pub async fn inspect(d: &mut Driver, base: &Reference, report: &Report) -> Result<String, Failure> {
-    let (top, ix, img) = fetch_base(d, base, report).await?;
-    let hist = img.config.layer_history();
-    let layers: Vec<serde_json::Value> = img
+    let b = fetch_base(&mut Page { d, report }, base).await?;
+    let hist = b.config.layer_history();
+    let layers: Vec<serde_json::Value> = b
+        .image
         .manifest
         .layers()?
         .iter()
@@ -93,8 +109,8 @@ pub async fn inspect(d: &mut Driver, base: &Reference, report: &Report) -> Resul
         })
         .collect();
     Ok(serde_json::json!({
-        "digest": top.digest.to_string(),
-        "index": ix.is_some(),
+        "digest": b.digest.to_string(),
+        "index": b.index,
         "layers": layers,
     })
     .to_string())
@@ -123,46 +139,16 @@ pub async fn affix(
 
     // 1. the base (manifest and config); its layers stay in the registry
     report.send(progress::phase("base"));
-    let (_top, ix, mut img) = fetch_base(d, base, report).await?;
+    let mut s = Page { d, report };
+    let b = fetch_base(&mut s, base).await?;
     // 2. base layers into the destination repository: mounted, or already there
     report.send(progress::phase("mount"));
-    let mut blobs = img.manifest.layers()?;
-    if ix.is_some() {
+    if b.index {
         return Err(Failure::usage(
             "the base is a multi-platform index: the browser edits single images (use the CLI's --platform all)",
         ));
     }
-    blobs.push(img.manifest.config()?);
-    if base.registry != dest.registry || base.repository != dest.repository {
-        for b in &blobs {
-            if base.registry == dest.registry
-                && d.run(
-                    dest,
-                    MountBlob::new(&dest.repository, &base.repository, &b.digest),
-                    report,
-                )
-                .await?
-                .0
-            {
-                continue;
-            }
-            let (have, _) = d
-                .run(
-                    dest,
-                    HeadBlob::new(&dest.repository, &b.digest, true),
-                    report,
-                )
-                .await?;
-            if have.is_none() {
-                return Err(Failure::usage(format!(
-                    "base blob {} is not in {} and cannot be mounted from another registry in \
-                     the browser; push the base there first",
-                    b.digest,
-                    dest.name()
-                )));
-            }
-        }
-    }
+    flow::ensure_base(&mut s, base, dest, &b.image.manifest).await?;
 
     // 3. the layer(s): built as the files stream, uploaded in chunks
     // (files, weights or card, title)
@@ -200,7 +186,7 @@ pub async fn affix(
             .join(" ");
         let mut src = LayerSource::new(files, &path, c, chunk)?;
         report.send(progress::layer(i, &what, src.total));
-        d.upload(dest, cfg, &mut src, report).await?;
+        s.d.upload(dest, cfg, &mut src, report).await?;
         let info = src
             .info()
             .cloned()
@@ -222,38 +208,47 @@ pub async fn affix(
         });
     }
 
-    // 4. config and manifest, last
+    // 4. config and manifest, last (a modelcar's annotations make a Docker manifest OCI)
     report.send(progress::phase("manifest"));
-    if o.modelcar && img.manifest.family() == Family::Docker {
-        img.manifest.convert_to_oci();
-    }
+    let mut edit = Edit::default();
     for l in &built {
-        img.config.push_layer(&l.info.diff_id, &l.history(&created));
-        let desc = if o.modelcar {
-            l.descriptor(img.manifest.family())?
+        let annotations = if o.modelcar {
+            l.descriptor(Family::Oci)?.annotations
         } else {
-            let mt = media::layer_type(img.manifest.family(), l.info.compression)
-                .ok_or_else(|| Error::internal("no layer media type"))?;
-            Descriptor::new(mt, l.info.digest.clone(), l.info.size)
+            Vec::new()
         };
-        img.manifest.push_layer(&desc);
+        edit.layers.push(NewLayer {
+            compression: l.info.compression,
+            digest: l.info.digest.clone(),
+            size: l.info.size,
+            diff_id: l.info.diff_id.clone(),
+            history: l.history(&created),
+            annotations,
+        });
     }
     if let Some(card) = built.iter().rev().find(|l| l.part == Part::Card) {
-        img.manifest
-            .set_annotation(modelcar::ANN_MODELCARD, &card.info.digest.to_string())?;
+        edit.annotations
+            .push((modelcar::ANN_MODELCARD.into(), card.info.digest.to_string()));
     }
-    let cbytes = img.config.bytes().to_vec();
-    let csize = cbytes.len() as u64;
-    let cd = d.upload_bytes(dest, cbytes, report).await?;
-    img.manifest.set_config(&cd, csize);
-    let mbytes = img.manifest.bytes().to_vec();
-    let mt = img.manifest.media_type();
-    let (digest, _) = d
-        .run(
-            dest,
-            PutManifest::new(&dest.repository, dest.tag_or_latest(), mt, mbytes),
-            report,
-        )
-        .await?;
-    Ok(format!("{}@{digest}", dest.name()))
+    flow::push(&mut s, dest, b.image, b.config, edit).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_of_another_registry_stops_the_page_with_what_to_do() {
+        let to = Reference::parse("127.0.0.1:5100/e2e/x:v1", "r8.im").unwrap();
+        let d = Digest::of(b"layer");
+        let f = not_copied(&d, &to);
+        assert!(matches!(f.error, Error::Usage { .. }), "{}", f.error);
+        assert_eq!(
+            f.to_string(),
+            format!(
+                "base blob {d} is not in 127.0.0.1:5100/e2e/x and cannot be mounted from another \
+                 registry in the browser; push the base there first"
+            )
+        );
+    }
 }
