@@ -51,17 +51,9 @@ pub const PIECE: usize = 1 << 20;
 impl Pieces {
     /// Appends bytes, into the last piece while it has room.
     pub fn gather(&mut self, b: &[u8]) {
-        if b.is_empty() {
-            return;
-        }
         self.len += b.len() as u64;
-        match self.v.last_mut() {
-            Some(last) if last.len() + b.len() <= last.capacity() => last.extend_from_slice(b),
-            _ => {
-                let mut p = Vec::with_capacity(PIECE.max(b.len()));
-                p.extend_from_slice(b);
-                self.v.push(p);
-            }
+        if let Some(p) = lamina_core::registry::gather(self.v.last_mut(), b, PIECE) {
+            self.v.push(p);
         }
     }
 

@@ -119,17 +119,29 @@ impl Held<Vec<u8>> {
     /// Appends bytes, gathering small slices (codecs hand over a few KiB at a time) into pieces
     /// of at least `piece` bytes.
     pub fn gather(&mut self, b: &[u8], piece: usize) {
-        if b.is_empty() {
-            return;
-        }
         self.end += b.len() as u64;
-        match self.pieces.back_mut() {
-            Some(last) if last.len() + b.len() <= last.capacity() => last.extend_from_slice(b),
-            _ => {
-                let mut v = Vec::with_capacity(piece.max(b.len()));
-                v.extend_from_slice(b);
-                self.pieces.push_back(v);
-            }
+        if let Some(p) = gather(self.pieces.back_mut(), b, piece) {
+            self.pieces.push_back(p);
+        }
+    }
+}
+
+/// Appends `b` to `last` while it has room (it was made with a capacity of `piece`), else
+/// returns a new piece holding `b` for the caller to append: small slices gathered into pieces
+/// of at least `piece` bytes, so a body is a few large buffers, not thousands of small ones.
+pub fn gather(last: Option<&mut Vec<u8>>, b: &[u8], piece: usize) -> Option<Vec<u8>> {
+    if b.is_empty() {
+        return None;
+    }
+    match last {
+        Some(last) if last.len() + b.len() <= last.capacity() => {
+            last.extend_from_slice(b);
+            None
+        }
+        _ => {
+            let mut v = Vec::with_capacity(piece.max(b.len()));
+            v.extend_from_slice(b);
+            Some(v)
         }
     }
 }

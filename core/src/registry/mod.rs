@@ -48,7 +48,7 @@ mod ops;
 mod session;
 mod transfer;
 
-pub use held::Held;
+pub use held::{gather, Held};
 pub use ops::*;
 pub use session::*;
 pub use transfer::*;
