@@ -405,6 +405,11 @@ impl Manifest {
         }
     }
 
+    /// `artifactType` (model artifacts and other OCI artifacts set it).
+    pub fn artifact_type(&self) -> Option<&str> {
+        self.doc.value.get("artifactType").and_then(Value::as_str)
+    }
+
     /// Manifest-level annotations.
     pub fn annotations(&self) -> Vec<(String, String)> {
         self.doc

@@ -35,6 +35,7 @@
 //! - [`layer`]: layer blobs with diff_id and digest in one pass
 //! - [`layout`]: OCI image layouts (`index.json`, blob paths, tags)
 //! - [`modelcar`]: modelcar (olot) layers and CNCF ModelPack manifests
+//! - [`artifact`]: model artifacts (ModelPack, ModelKit, Docker models): kinds, files, paths
 //! - [`hook`]: signed webhooks (HMAC-SHA256, timestamps) and the jobs they start
 //! - [`http`], [`auth`]: requests, responses, credentials, challenges
 //! - [`registry`]: the distribution protocol as state machines, and the transfer kernel drivers
@@ -44,6 +45,7 @@
 //!
 //! Errors are values ([`Error`]); no input makes the core panic.
 
+pub mod artifact;
 pub mod auth;
 pub mod compress;
 pub mod digest;

@@ -1,0 +1,857 @@
+//! Model artifacts: what kind of thing a manifest is (a runnable image, a CNCF ModelPack
+//! artifact, a KitOps ModelKit, a Docker model artifact), what each layer holds (a weight, a
+//! weight's config, a doc, code, a dataset, a prompt) and how (one raw file, or a tar), and
+//! where its file goes: the path a manifest names, checked before anything is written.
+//!
+//! The formats, as their writers make them (read from the spec and from modctl, kit and
+//! Docker's model-runner; see the README's "Model artifacts"):
+//! - ModelPack: manifest `artifactType` [`MODELPACK_MANIFEST`], config [`MODELPACK_CONFIG`],
+//!   layers `application/vnd.cncf.model.{weight,weight.config,doc,code,dataset}.v1.{raw,tar,
+//!   tar+gzip,tar+zstd}`, the file's path in `org.cncf.model.filepath`, diff_ids in
+//!   `modelfs.diffIds`. The names before spec v0.0.7 (`vnd.cnai`, `org.cnai.model.filepath`,
+//!   `modelfs.diff_ids`) are read too: Harbor reads only those.
+//! - KitOps ModelKit: config [`MODELKIT_CONFIG`] (the Kitfile as JSON), layers
+//!   `application/vnd.kitops.modelkit.{model,modelpart,dataset,code,docs,prompt}.v1.{tar,raw}
+//!   [+gzip|+zstd]`; a layer's path is in the Kitfile (entries matched to layers by order within
+//!   each kind), and tar entries are named from the packing root. kit 1.7 writes no manifest
+//!   `mediaType` and no `artifactType`.
+//! - Docker model artifacts: config `application/vnd.docker.ai.model.config.v0.{1,2}+json`
+//!   (`rootfs.diff_ids`), raw layers `application/vnd.docker.ai.{gguf.v3,safetensors,dduf,
+//!   mmproj,chat.template.jinja,license,model.file}`, tar layers `...vllm.config.tar` and
+//!   `...dir.tar`; v0.2 names files by `org.cncf.model.filepath`, v0.1 by position.
+//!
+//! A path in an annotation or a Kitfile comes from whoever pushed the artifact: [`safe_path`]
+//! refuses one that is absolute, climbs out (`..`), carries a NUL, a backslash or a drive
+//! letter, before any file is made from it.
+
+use serde_json::Value;
+
+use crate::compress::Compression;
+use crate::image::Descriptor;
+use crate::Digest;
+
+/// ModelPack's manifest `artifactType`.
+pub const MODELPACK_MANIFEST: &str = "application/vnd.cncf.model.manifest.v1+json";
+/// ModelPack's config media type.
+pub const MODELPACK_CONFIG: &str = "application/vnd.cncf.model.config.v1+json";
+/// ModelPack's manifest `artifactType` before spec v0.0.7.
+pub const MODELPACK_MANIFEST_LEGACY: &str = "application/vnd.cnai.model.manifest.v1+json";
+/// ModelPack's config media type before spec v0.0.7.
+pub const MODELPACK_CONFIG_LEGACY: &str = "application/vnd.cnai.model.config.v1+json";
+/// A ModelKit's config media type (the Kitfile as JSON).
+pub const MODELKIT_CONFIG: &str = "application/vnd.kitops.modelkit.config.v1+json";
+/// A ModelKit's manifest `artifactType` (newer kit versions).
+pub const MODELKIT_MANIFEST: &str = "application/vnd.kitops.modelkit.manifest.v1+json";
+/// Docker's model config, positional layers.
+pub const DOCKER_MODEL_CONFIG_V1: &str = "application/vnd.docker.ai.model.config.v0.1+json";
+/// Docker's model config, a layer per file named by `org.cncf.model.filepath`.
+pub const DOCKER_MODEL_CONFIG_V2: &str = "application/vnd.docker.ai.model.config.v0.2+json";
+/// The layer annotation naming a ModelPack layer's file (also Docker v0.2's).
+pub const ANN_FILEPATH: &str = "org.cncf.model.filepath";
+/// [`ANN_FILEPATH`] before spec v0.0.7 (CRI-O and Harbor read only this one).
+pub const ANN_FILEPATH_LEGACY: &str = "org.cnai.model.filepath";
+/// The OCI title annotation: a file's name (olot, CRI-O's artifact mounts).
+pub const ANN_TITLE: &str = "org.opencontainers.image.title";
+/// ModelPack's file metadata annotation (JSON: name, mode, uid, gid, size, mtime, typeflag).
+pub const ANN_FILE_METADATA: &str = "org.cncf.model.file.metadata+json";
+/// ModelPack's "the kind was guessed" annotation (`"true"`/`"false"`).
+pub const ANN_UNTESTED: &str = "org.cncf.model.file.mediatype.untested";
+
+/// What a manifest is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A container image (a modelcar is one too: files under `/models`).
+    Image,
+    /// A CNCF ModelPack artifact; `legacy` with the `vnd.cnai` names of spec v0.0.6 and before.
+    ModelPack {
+        /// `vnd.cnai` names.
+        legacy: bool,
+    },
+    /// A KitOps ModelKit.
+    ModelKit,
+    /// A Docker model artifact, config v0.1 (positional) or v0.2 (a layer per named file).
+    DockerModel {
+        /// 1 or 2.
+        version: u8,
+    },
+}
+
+impl Format {
+    /// `image`, `modelpack`, `modelpack (cnai names)`, `modelkit`, `docker-model v0.2`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Format::Image => "image",
+            Format::ModelPack { legacy: false } => "modelpack",
+            Format::ModelPack { legacy: true } => "modelpack (cnai names)",
+            Format::ModelKit => "modelkit",
+            Format::DockerModel { version: 1 } => "docker-model v0.1",
+            Format::DockerModel { .. } => "docker-model v0.2",
+        }
+    }
+
+    /// Whether it is a model artifact (not a runnable image).
+    pub fn is_artifact(&self) -> bool {
+        !matches!(self, Format::Image)
+    }
+}
+
+/// Tells what a manifest is, from its `artifactType` and its config's media type (either is
+/// enough: kit 1.7 sets neither `artifactType` nor `mediaType`, Docker sets no `artifactType`
+/// on its own format).
+pub fn detect(artifact_type: Option<&str>, config_media_type: &str) -> Format {
+    match (artifact_type.unwrap_or(""), config_media_type) {
+        (MODELPACK_MANIFEST, _) | (_, MODELPACK_CONFIG) => Format::ModelPack { legacy: false },
+        (MODELPACK_MANIFEST_LEGACY, _) | (_, MODELPACK_CONFIG_LEGACY) => {
+            Format::ModelPack { legacy: true }
+        }
+        (MODELKIT_MANIFEST, _) | (_, MODELKIT_CONFIG) => Format::ModelKit,
+        (_, DOCKER_MODEL_CONFIG_V1) => Format::DockerModel { version: 1 },
+        (_, DOCKER_MODEL_CONFIG_V2) => Format::DockerModel { version: 2 },
+        _ => Format::Image,
+    }
+}
+
+/// What a layer's file is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Model weights (safetensors, GGUF, ONNX, ...).
+    Weight,
+    /// A weight's configuration: `config.json`, tokenizers, chat templates.
+    Config,
+    /// Documentation: README, LICENSE, model cards.
+    Doc,
+    /// Code: scripts, notebooks.
+    Code,
+    /// A dataset.
+    Dataset,
+    /// A prompt (ModelKit).
+    Prompt,
+    /// An image layer, or a file of no stated kind.
+    Other,
+}
+
+impl Kind {
+    /// Every kind, for `--kind` and for messages.
+    pub const ALL: [Kind; 7] = [
+        Kind::Weight,
+        Kind::Config,
+        Kind::Doc,
+        Kind::Code,
+        Kind::Dataset,
+        Kind::Prompt,
+        Kind::Other,
+    ];
+
+    /// `weight`, `config`, `doc`, `code`, `dataset`, `prompt`, `other`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Weight => "weight",
+            Kind::Config => "config",
+            Kind::Doc => "doc",
+            Kind::Code => "code",
+            Kind::Dataset => "dataset",
+            Kind::Prompt => "prompt",
+            Kind::Other => "other",
+        }
+    }
+
+    /// The kind a name gives (`weight`, `weights`, `config`, `doc`, `docs`, ...).
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "weight" | "weights" | "model" => Kind::Weight,
+            "config" | "weight.config" | "configs" => Kind::Config,
+            "doc" | "docs" => Kind::Doc,
+            "code" => Kind::Code,
+            "dataset" | "datasets" => Kind::Dataset,
+            "prompt" | "prompts" => Kind::Prompt,
+            "other" => Kind::Other,
+            _ => return None,
+        })
+    }
+}
+
+/// How a layer holds its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// The blob is the file itself, uncompressed.
+    Raw,
+    /// A tar, with this compression.
+    Tar(Compression),
+}
+
+impl Packing {
+    /// `raw`, `tar`, `tar+gzip`, `tar+zstd`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Packing::Raw => "raw",
+            Packing::Tar(Compression::None) => "tar",
+            Packing::Tar(Compression::Gzip) => "tar+gzip",
+            Packing::Tar(Compression::Zstd) => "tar+zstd",
+        }
+    }
+}
+
+/// What a layer media type says: the file's kind and how the layer holds it. `None` for a type
+/// lamina does not know (it is listed, and left alone).
+pub fn layer_type(media_type: &str) -> Option<(Kind, Packing)> {
+    if let Some(c) = crate::media::layer_compression(media_type) {
+        return Some((Kind::Other, Packing::Tar(c)));
+    }
+    let packing = |suffix: &str| -> Option<Packing> {
+        Some(match suffix {
+            "raw" => Packing::Raw,
+            "tar" => Packing::Tar(Compression::None),
+            "tar+gzip" => Packing::Tar(Compression::Gzip),
+            "tar+zstd" => Packing::Tar(Compression::Zstd),
+            _ => return None,
+        })
+    };
+    for prefix in ["application/vnd.cncf.model.", "application/vnd.cnai.model."] {
+        if let Some(rest) = media_type.strip_prefix(prefix) {
+            let (kind, rest) = if let Some(r) = rest.strip_prefix("weight.config.v1.") {
+                (Kind::Config, r)
+            } else if let Some((k, r)) = rest.split_once(".v1.") {
+                let kind = match k {
+                    "weight" => Kind::Weight,
+                    "doc" => Kind::Doc,
+                    "code" => Kind::Code,
+                    "dataset" => Kind::Dataset,
+                    // spec v0.0.1's one layer type (ramalama still writes it)
+                    "layer" => Kind::Other,
+                    _ => return None,
+                };
+                (kind, r)
+            } else {
+                return None;
+            };
+            // model-runner's own raw weight types, read for the artifacts it made
+            if kind == Kind::Weight && (rest == "gguf" || rest == "safetensors") {
+                return Some((Kind::Weight, Packing::Raw));
+            }
+            return Some((kind, packing(rest)?));
+        }
+    }
+    if let Some(rest) = media_type.strip_prefix("application/vnd.kitops.modelkit.") {
+        let (k, rest) = rest.split_once(".v1.")?;
+        let kind = match k {
+            "model" | "modelpart" => Kind::Weight,
+            "dataset" => Kind::Dataset,
+            "code" => Kind::Code,
+            "docs" => Kind::Doc,
+            "prompt" => Kind::Prompt,
+            _ => return None,
+        };
+        return Some((kind, packing(rest)?));
+    }
+    if let Some(rest) = media_type.strip_prefix("application/vnd.docker.ai.") {
+        return Some(match rest {
+            "gguf.v3" | "safetensors" | "dduf" | "mmproj" => (Kind::Weight, Packing::Raw),
+            "chat.template.jinja" => (Kind::Config, Packing::Raw),
+            "license" => (Kind::Doc, Packing::Raw),
+            "model.file" => (Kind::Other, Packing::Raw),
+            "vllm.config.tar" => (Kind::Config, Packing::Tar(Compression::None)),
+            "dir.tar" => (Kind::Other, Packing::Tar(Compression::None)),
+            _ => return None,
+        });
+    }
+    None
+}
+
+/// Checks a path taken from an artifact (an annotation, a Kitfile) and gives it relative and
+/// `/`-separated, without `.` parts: `Err` names what is wrong with it. Refused: an empty path,
+/// an absolute one, one that climbs (`..`), a NUL or other control character, a backslash (a
+/// Windows separator a Linux runtime reads as part of a name), a drive letter (`C:`).
+pub fn safe_path(p: &str) -> Result<String, String> {
+    if p.is_empty() {
+        return Err("the path is empty".into());
+    }
+    if p.chars().any(|c| c.is_control()) {
+        return Err("the path holds a control character".into());
+    }
+    if p.contains('\\') {
+        return Err("the path holds a backslash".into());
+    }
+    if p.starts_with('/') {
+        return Err("the path is absolute".into());
+    }
+    let b = p.as_bytes();
+    if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
+        return Err("the path starts with a drive letter".into());
+    }
+    let mut parts = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err("the path climbs out of the output (..)".into()),
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return Err("the path names no file".into());
+    }
+    Ok(parts.join("/"))
+}
+
+/// The path a layer's annotations give its file, as written (check it with [`safe_path`]):
+/// `org.cncf.model.filepath`, else the `cnai` name, else the OCI title.
+pub fn annotated_path(d: &Descriptor) -> Option<&str> {
+    [ANN_FILEPATH, ANN_FILEPATH_LEGACY, ANN_TITLE]
+        .iter()
+        .find_map(|k| d.annotations.iter().find(|(a, _)| a == k))
+        .map(|(_, v)| v.as_str())
+}
+
+/// One layer of an artifact, as lamina reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// Its index in the manifest.
+    pub index: usize,
+    /// What its file is for.
+    pub kind: Kind,
+    /// Raw or tar; `None` for a media type lamina does not know.
+    pub packing: Option<Packing>,
+    /// Its file's path, checked ([`safe_path`]); for a tar, where its files come from (the
+    /// entries carry their own names).
+    pub path: Option<String>,
+    /// Why there is no path where one was expected: the path refused, or none given.
+    pub problem: Option<String>,
+    /// The uncompressed digest the config states, where it states one.
+    pub diff_id: Option<Digest>,
+}
+
+/// The layers of a manifest of `format` with its config `config` (the config JSON): each with
+/// its kind, packing, checked path and stated diff_id.
+pub fn parts(format: Format, layers: &[Descriptor], config: &Value) -> Vec<Part> {
+    let diff_ids = stated_diff_ids(format, config);
+    let kit = matches!(format, Format::ModelKit).then(|| kitfile_paths(config, layers));
+    let mut seen: Vec<String> = Vec::new();
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let t = layer_type(&d.media_type);
+            let (kind, packing) = match t {
+                Some((k, p)) => (k, Some(p)),
+                None => (Kind::Other, None),
+            };
+            let given = match &kit {
+                Some(paths) => paths.get(i).cloned().flatten(),
+                None => annotated_path(d).map(str::to_string),
+            };
+            let (mut path, mut problem) = match given.as_deref().map(safe_path) {
+                Some(Ok(p)) => (Some(p), None),
+                Some(Err(why)) => (
+                    None,
+                    Some(format!("{why}: {:?}", given.unwrap_or_default())),
+                ),
+                None => (None, None),
+            };
+            if let Some(p) = &path {
+                if packing == Some(Packing::Raw) && seen.contains(p) {
+                    problem = Some(format!("another layer is the file {p:?} already"));
+                    path = None;
+                } else {
+                    seen.push(p.clone());
+                }
+            }
+            if path.is_none() && problem.is_none() && packing == Some(Packing::Raw) {
+                problem = Some(match format {
+                    Format::DockerModel { version: 1 } => {
+                        // v0.1 names files by position, as model-runner unpacks them
+                        return Part {
+                            index: i,
+                            kind,
+                            packing,
+                            path: Some(docker_v1_name(&d.media_type, i)),
+                            problem: None,
+                            diff_id: diff_ids.get(i).cloned(),
+                        };
+                    }
+                    _ => "the layer names no file (no org.cncf.model.filepath)".into(),
+                });
+            }
+            Part {
+                index: i,
+                kind,
+                packing,
+                path,
+                problem,
+                diff_id: diff_ids.get(i).cloned(),
+            }
+        })
+        .collect()
+}
+
+/// The file name model-runner gives layer `i` of a Docker v0.1 model (which names none).
+fn docker_v1_name(media_type: &str, i: usize) -> String {
+    match media_type {
+        "application/vnd.docker.ai.gguf.v3" if i == 0 => "model.gguf".into(),
+        "application/vnd.docker.ai.gguf.v3" => format!("model-{i}.gguf"),
+        "application/vnd.docker.ai.mmproj" => "model.mmproj".into(),
+        "application/vnd.docker.ai.chat.template.jinja" => "template.jinja".into(),
+        "application/vnd.docker.ai.license" if i == 0 => "LICENSE".into(),
+        "application/vnd.docker.ai.license" => format!("LICENSE-{i}"),
+        "application/vnd.docker.ai.safetensors" => format!("model-{i}.safetensors"),
+        _ => format!("layer-{i}"),
+    }
+}
+
+/// The diff_ids a config states, by layer position: ModelPack's `modelfs.diffIds` (or the
+/// older `diff_ids`), Docker's and images' `rootfs.diff_ids`, a Kitfile's per-entry `diffId`
+/// (in layer order: model, parts, code, datasets, docs, prompts). Entries that are not digests
+/// end the list where they stand.
+pub fn stated_diff_ids(format: Format, config: &Value) -> Vec<Digest> {
+    let list = match format {
+        Format::ModelPack { .. } => config
+            .get("modelfs")
+            .and_then(|m| m.get("diffIds").or_else(|| m.get("diff_ids"))),
+        Format::ModelKit => {
+            return kitfile_entries(config)
+                .into_iter()
+                .map_while(|e| {
+                    e.get("diffId")?
+                        .as_str()
+                        .and_then(|s| Digest::parse(s).ok())
+                })
+                .collect()
+        }
+        Format::Image | Format::DockerModel { .. } => {
+            config.get("rootfs").and_then(|r| r.get("diff_ids"))
+        }
+    };
+    list.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map_while(|v| v.as_str().and_then(|s| Digest::parse(s).ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A Kitfile's entries in the order kit packs them as layers: `model`, `model.parts`, `code`,
+/// `datasets`, `docs`, `prompts`.
+fn kitfile_entries(kitfile: &Value) -> Vec<&Value> {
+    let mut v = Vec::new();
+    if let Some(m) = kitfile.get("model") {
+        if m.get("path").is_some() {
+            v.push(m);
+        }
+        v.extend(
+            m.get("parts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
+    }
+    for k in ["code", "datasets", "docs", "prompts"] {
+        v.extend(
+            kitfile
+                .get(k)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
+    }
+    v
+}
+
+/// The Kitfile path of each layer of a ModelKit: layers are matched to the Kitfile's entries by
+/// order within each kind, as kit unpacks them (the first `model` layer is `model.path`, the
+/// next ones `model.parts`, then `code`, `datasets`, `docs`, `prompts` in turn).
+fn kitfile_paths(kitfile: &Value, layers: &[Descriptor]) -> Vec<Option<String>> {
+    let list = |k: &str| -> Vec<&Value> {
+        kitfile
+            .get(k)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default()
+    };
+    let model = kitfile.get("model");
+    let parts: Vec<&Value> = model
+        .and_then(|m| m.get("parts"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let (code, datasets, docs, prompts) = (
+        list("code"),
+        list("datasets"),
+        list("docs"),
+        list("prompts"),
+    );
+    let mut seen = [0usize; 6];
+    let path = |e: Option<&&Value>| e.and_then(|e| e.get("path")?.as_str()).map(str::to_string);
+    layers
+        .iter()
+        .map(|d| {
+            let base = d
+                .media_type
+                .strip_prefix("application/vnd.kitops.modelkit.")
+                .and_then(|r| r.split_once(".v1."))
+                .map(|(b, _)| b);
+            let (slot, entries): (usize, Vec<&Value>) = match base {
+                Some("model") => (0, model.into_iter().collect()),
+                Some("modelpart") => (1, parts.clone()),
+                Some("code") => (2, code.clone()),
+                Some("dataset") => (3, datasets.clone()),
+                Some("docs") => (4, docs.clone()),
+                Some("prompt") => (5, prompts.clone()),
+                _ => return None,
+            };
+            let n = seen[slot];
+            seen[slot] += 1;
+            path(entries.get(n))
+        })
+        .collect()
+}
+
+/// What a model artifact's config says about the model, for `lamina layers`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct About {
+    /// The model's name.
+    pub name: Option<String>,
+    /// Its family (`llama`, `qwen2`).
+    pub family: Option<String>,
+    /// The weights' format (`safetensors`, `gguf`).
+    pub format: Option<String>,
+    /// Parameter count (`8b`, `8.03B`).
+    pub param_size: Option<String>,
+    /// Precision (`bfloat16`).
+    pub precision: Option<String>,
+    /// Architecture (`transformer`, `llama`).
+    pub architecture: Option<String>,
+    /// Quantization (`Q4_K_M`, `gptq`).
+    pub quantization: Option<String>,
+}
+
+/// What the config of a `format` artifact says about its model.
+pub fn about(format: Format, config: &Value) -> About {
+    let s = |v: Option<&Value>| -> Option<String> {
+        v.and_then(|v| match v {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    let at = |path: &[&str]| -> Option<&Value> {
+        let mut v = config;
+        for p in path {
+            v = v.get(p)?;
+        }
+        Some(v)
+    };
+    match format {
+        Format::ModelPack { .. } => About {
+            name: s(at(&["descriptor", "name"])),
+            family: s(at(&["descriptor", "family"])),
+            format: s(at(&["config", "format"])),
+            param_size: s(at(&["config", "paramSize"])),
+            precision: s(at(&["config", "precision"])),
+            architecture: s(at(&["config", "architecture"])),
+            quantization: s(at(&["config", "quantization"])),
+        },
+        Format::ModelKit => About {
+            name: s(at(&["package", "name"])).or_else(|| s(at(&["model", "name"]))),
+            family: None,
+            format: s(at(&["model", "format"])),
+            param_size: None,
+            precision: None,
+            architecture: s(at(&["model", "framework"])),
+            quantization: None,
+        },
+        Format::DockerModel { .. } => About {
+            name: None,
+            family: None,
+            format: s(at(&["config", "format"])),
+            param_size: s(at(&["config", "parameters"])),
+            precision: None,
+            architecture: s(at(&["config", "architecture"])),
+            quantization: s(at(&["config", "quantization"])),
+        },
+        Format::Image => About::default(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn layer(media_type: &str, ann: &[(&str, &str)]) -> Descriptor {
+        let mut d = Descriptor::new(media_type, Digest::of(media_type.as_bytes()), 1);
+        d.annotations = ann
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        d
+    }
+
+    #[test]
+    fn formats_are_told_by_artifact_type_or_config() {
+        assert_eq!(
+            detect(
+                Some(MODELPACK_MANIFEST),
+                "application/vnd.oci.empty.v1+json"
+            ),
+            Format::ModelPack { legacy: false }
+        );
+        assert_eq!(
+            detect(None, MODELPACK_CONFIG),
+            Format::ModelPack { legacy: false }
+        );
+        assert_eq!(
+            detect(None, MODELPACK_CONFIG_LEGACY),
+            Format::ModelPack { legacy: true }
+        );
+        // kit 1.7: no artifactType, only the config says it
+        assert_eq!(detect(None, MODELKIT_CONFIG), Format::ModelKit);
+        assert_eq!(
+            detect(None, DOCKER_MODEL_CONFIG_V2),
+            Format::DockerModel { version: 2 }
+        );
+        assert_eq!(
+            detect(None, "application/vnd.oci.image.config.v1+json"),
+            Format::Image
+        );
+    }
+
+    #[test]
+    fn layer_types_of_every_format() {
+        use Compression::*;
+        for (mt, want) in [
+            (
+                "application/vnd.cncf.model.weight.v1.raw",
+                (Kind::Weight, Packing::Raw),
+            ),
+            (
+                "application/vnd.cncf.model.weight.config.v1.tar+zstd",
+                (Kind::Config, Packing::Tar(Zstd)),
+            ),
+            (
+                "application/vnd.cncf.model.doc.v1.tar+gzip",
+                (Kind::Doc, Packing::Tar(Gzip)),
+            ),
+            (
+                "application/vnd.cncf.model.code.v1.tar",
+                (Kind::Code, Packing::Tar(None)),
+            ),
+            (
+                "application/vnd.cncf.model.dataset.v1.raw",
+                (Kind::Dataset, Packing::Raw),
+            ),
+            (
+                "application/vnd.cnai.model.weight.v1.tar",
+                (Kind::Weight, Packing::Tar(None)),
+            ),
+            (
+                "application/vnd.cnai.model.layer.v1.tar+gzip",
+                (Kind::Other, Packing::Tar(Gzip)),
+            ),
+            (
+                "application/vnd.cncf.model.weight.v1.gguf",
+                (Kind::Weight, Packing::Raw),
+            ),
+            (
+                "application/vnd.kitops.modelkit.model.v1.tar",
+                (Kind::Weight, Packing::Tar(None)),
+            ),
+            (
+                "application/vnd.kitops.modelkit.docs.v1.tar+gzip",
+                (Kind::Doc, Packing::Tar(Gzip)),
+            ),
+            (
+                "application/vnd.kitops.modelkit.dataset.v1.raw",
+                (Kind::Dataset, Packing::Raw),
+            ),
+            (
+                "application/vnd.docker.ai.gguf.v3",
+                (Kind::Weight, Packing::Raw),
+            ),
+            (
+                "application/vnd.docker.ai.license",
+                (Kind::Doc, Packing::Raw),
+            ),
+            (
+                "application/vnd.docker.ai.dir.tar",
+                (Kind::Other, Packing::Tar(None)),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                (Kind::Other, Packing::Tar(Gzip)),
+            ),
+        ] {
+            assert_eq!(layer_type(mt), Some(want), "{mt}");
+        }
+        for mt in [
+            "application/vnd.cncf.model.weight.v1.raw+gzip",
+            "application/vnd.cncf.model.secret.v1.tar",
+            "application/vnd.kitops.modelkit.model.v2.tar",
+            "application/octet-stream",
+            "",
+        ] {
+            assert_eq!(layer_type(mt), Option::None, "{mt}");
+        }
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        assert_eq!(safe_path("a/b.safetensors").unwrap(), "a/b.safetensors");
+        assert_eq!(safe_path("./a//b/./c").unwrap(), "a/b/c");
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/..",
+            "a\0b",
+            "a\\b",
+            "C:x",
+            "c:/windows",
+            ".",
+            "./",
+            "a\nb",
+        ] {
+            assert!(safe_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn modelpack_parts_carry_kind_path_and_diff_id() {
+        let w = layer(
+            "application/vnd.cncf.model.weight.v1.raw",
+            &[(ANN_FILEPATH, "unet/model.safetensors")],
+        );
+        let c = layer(
+            "application/vnd.cnai.model.weight.config.v1.raw",
+            &[(ANN_FILEPATH_LEGACY, "unet/config.json")],
+        );
+        let evil = layer(
+            "application/vnd.cncf.model.doc.v1.raw",
+            &[(ANN_FILEPATH, "../../etc/motd")],
+        );
+        let dup = layer(
+            "application/vnd.cncf.model.weight.v1.raw",
+            &[(ANN_FILEPATH, "./unet/model.safetensors")],
+        );
+        let none = layer("application/vnd.cncf.model.code.v1.raw", &[]);
+        let t = layer("application/vnd.cncf.model.doc.v1.tar", &[]);
+        let config = serde_json::json!({"modelfs": {"type": "layers", "diffIds": [
+            w.digest.to_string(), c.digest.to_string()]}});
+        let p = parts(
+            Format::ModelPack { legacy: false },
+            &[w.clone(), c, evil, dup, none, t],
+            &config,
+        );
+        assert_eq!(p[0].path.as_deref(), Some("unet/model.safetensors"));
+        assert_eq!(p[0].kind, Kind::Weight);
+        assert_eq!(p[0].diff_id.as_ref(), Some(&w.digest));
+        assert_eq!(p[1].kind, Kind::Config);
+        assert_eq!(p[1].path.as_deref(), Some("unet/config.json"));
+        assert!(p[2].path.is_none());
+        assert!(
+            p[2].problem.as_deref().unwrap().contains("climbs"),
+            "{:?}",
+            p[2]
+        );
+        assert!(p[3].path.is_none(), "the same file twice");
+        assert!(p[3].problem.as_deref().unwrap().contains("already"));
+        assert!(p[4].problem.as_deref().unwrap().contains("names no file"));
+        assert_eq!(p[5].problem, None, "a tar names its own files");
+        assert_eq!(p[5].diff_id, None);
+    }
+
+    #[test]
+    fn modelkit_layers_take_their_paths_from_the_kitfile_by_order() {
+        let kitfile = serde_json::json!({
+            "manifestVersion": "1.0.0",
+            "package": {"name": "tiny"},
+            "model": {"path": "models/tiny.gguf", "format": "gguf",
+                      "parts": [{"path": "models/tokenizer.json"}]},
+            "code": [{"path": "src"}],
+            "docs": [{"path": "README.md"}, {"path": "../LICENSE"}],
+        });
+        let ls = [
+            layer("application/vnd.kitops.modelkit.model.v1.tar", &[]),
+            layer("application/vnd.kitops.modelkit.modelpart.v1.tar", &[]),
+            layer("application/vnd.kitops.modelkit.code.v1.tar+gzip", &[]),
+            layer("application/vnd.kitops.modelkit.docs.v1.tar", &[]),
+            layer("application/vnd.kitops.modelkit.docs.v1.tar", &[]),
+        ];
+        let p = parts(Format::ModelKit, &ls, &kitfile);
+        let paths: Vec<_> = p.iter().map(|p| p.path.as_deref()).collect();
+        assert_eq!(
+            paths,
+            [
+                Some("models/tiny.gguf"),
+                Some("models/tokenizer.json"),
+                Some("src"),
+                Some("README.md"),
+                None
+            ]
+        );
+        assert!(p[4].problem.as_deref().unwrap().contains("climbs"));
+        assert_eq!(
+            about(Format::ModelKit, &kitfile).name.as_deref(),
+            Some("tiny")
+        );
+        assert_eq!(
+            about(Format::ModelKit, &kitfile).format.as_deref(),
+            Some("gguf")
+        );
+    }
+
+    #[test]
+    fn docker_v1_names_files_by_position() {
+        let ls = [
+            layer("application/vnd.docker.ai.gguf.v3", &[]),
+            layer("application/vnd.docker.ai.license", &[]),
+        ];
+        let p = parts(
+            Format::DockerModel { version: 1 },
+            &ls,
+            &serde_json::json!({}),
+        );
+        assert_eq!(p[0].path.as_deref(), Some("model.gguf"));
+        assert_eq!(p[1].path.as_deref(), Some("LICENSE-1"));
+        let c = serde_json::json!({"config": {"format": "gguf", "parameters": "8.03B",
+            "quantization": "Q4_K_M", "architecture": "llama"}});
+        let a = about(Format::DockerModel { version: 1 }, &c);
+        assert_eq!(
+            (
+                a.format.as_deref(),
+                a.param_size.as_deref(),
+                a.quantization.as_deref()
+            ),
+            (Some("gguf"), Some("8.03B"), Some("Q4_K_M"))
+        );
+    }
+
+    #[test]
+    fn diff_ids_from_each_config_shape() {
+        let d = Digest::of(b"x");
+        let s = d.to_string();
+        assert_eq!(
+            stated_diff_ids(
+                Format::ModelPack { legacy: true },
+                &serde_json::json!({"modelfs": {"diff_ids": [s]}})
+            ),
+            vec![d.clone()]
+        );
+        assert_eq!(
+            stated_diff_ids(
+                Format::DockerModel { version: 2 },
+                &serde_json::json!({"rootfs": {"type": "rootfs", "diff_ids": [s, "junk", s]}})
+            ),
+            vec![d.clone()],
+            "a list stops at what is not a digest"
+        );
+        assert_eq!(
+            stated_diff_ids(
+                Format::ModelKit,
+                &serde_json::json!({"model": {"path": "m", "diffId": s}, "docs": [{"path": "r", "diffId": s}]})
+            ),
+            vec![d.clone(), d]
+        );
+    }
+}
