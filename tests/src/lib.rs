@@ -4,6 +4,7 @@
 //! The registries are started once per test process (`registry.sh start` and `fixtures.sh`
 //! are idempotent). Every test uses its own repository names, so tests run in parallel.
 
+pub mod artifacts;
 pub mod faultproxy;
 pub mod models;
 

@@ -16,9 +16,9 @@ use crate::store::Loc;
 use lamina_core::compress::{self, Compression};
 use lamina_core::digest::Hasher;
 use lamina_core::image::{weights_layers, Descriptor};
-use lamina_core::media;
 use lamina_core::untar::{resolve_link, safe_path, Event, Kind, TarReader};
 use lamina_core::Error;
+use lamina_core::{artifact, media};
 
 use crate::commands::Ctx;
 use crate::error::Result;
@@ -27,19 +27,22 @@ use crate::ops::resolve::{self, PlatformSel};
 use crate::store::verify::read_verified_ahead;
 use crate::ui::progress::{human, Progress};
 
-/// Pull the weights out of an image: the files of its weights layers under src/weights
-/// (or under /models for a modelcar).
+/// Pull the weights out of an image (its files under src/weights, or /models for a
+/// modelcar), or the files out of a model artifact.
 ///
 /// Weights layers are found as r8im does (history `... # weights`, else `COPY . /src`); all
 /// of them are applied in order with whiteouts, so later layers win. A modelcar (made by olot,
-/// `lamina append` or `affix --modelcar`) gives the files under /models. Symlinks and hard
-/// links are kept; nothing is ever written outside the output.
+/// `lamina append` or `affix --modelcar`) gives the files under /models. A model artifact
+/// (ModelPack, KitOps ModelKit, Docker model) gives each file at the path its manifest names
+/// (--kind picks weights, configs, docs, ...); a path that is absolute or climbs out is refused.
+/// Symlinks and hard links are kept; nothing is ever written outside the output.
 ///
 /// Examples:
 ///   lamina extract r8.im/me/model -o weights/          (a directory)
 ///   lamina extract r8.im/me/model -o weights.tar       (a tar file)
 ///   lamina extract r8.im/me/model | tar -t             (a tar on stdout)
 ///   lamina extract 127.0.0.1:5000/modelcar --path /models -o models/
+///   lamina extract docker.io/ai/smollm2 --kind weight --kind config -o model/
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -55,6 +58,10 @@ pub struct Args {
     /// Extract the whole flattened filesystem of all layers.
     #[arg(long)]
     pub all: bool,
+    /// Of a model artifact, only the files of this kind (repeatable): weight, config, doc,
+    /// code, dataset, prompt, other.
+    #[arg(long = "kind", value_name = "KIND")]
+    pub kinds: Vec<String>,
     /// Platform of an index: os/arch[/variant] (default linux/amd64).
     #[arg(long)]
     pub platform: Option<String>,
@@ -79,6 +86,22 @@ pub fn run(ctx: &mut Ctx, mut a: Args) -> Result<()> {
     let config = resolve::config(client, &image, &img.manifest)?;
     if img.index_pos.is_none() {
         resolve::check_platform(&image, a.platform.as_deref(), &config)?;
+    }
+    let format = artifact::detect(
+        img.manifest.artifact_type(),
+        &img.manifest.config()?.media_type,
+    );
+    if format.is_artifact() {
+        let config = serde_json::Value::Object(config.doc().value().clone());
+        let job = artifact_job(&a, &image, &img.manifest, format, &config, quiet)?;
+        return unpack(client, &a, &image, quiet, &img, job);
+    }
+    if !a.kinds.is_empty() {
+        return Err(Box::new(Error::Usage {
+            reason: format!(
+                "--kind picks the files of a model artifact; {image} is an image (see `lamina layers`)"
+            ),
+        }));
     }
     let (layers, diff_ids): (Vec<_>, Vec<_>) =
         resolve::layers_with_diff_ids(&image, &img.manifest, &config)?
@@ -115,6 +138,158 @@ pub fn run(ctx: &mut Ctx, mut a: Args) -> Result<()> {
         }
         w
     };
+    let job = Job {
+        how: diff_ids
+            .into_iter()
+            .map(|d| Unpack::Image { diff_id: d })
+            .collect(),
+        layers,
+        picked,
+        prefix,
+        artifact: false,
+    };
+    unpack(client, &a, &image, quiet, &img, job)
+}
+
+/// What to unpack: the layers, how each holds its files, which are picked (in order, base
+/// first) and the sub-tree wanted.
+struct Job {
+    layers: Vec<Descriptor>,
+    how: Vec<Unpack>,
+    picked: Vec<usize>,
+    prefix: Option<String>,
+    /// A model artifact: files side by side (no whiteouts, no file of one layer replacing
+    /// another's).
+    artifact: bool,
+}
+
+/// How one layer holds its files.
+#[derive(Debug, Clone)]
+enum Unpack {
+    /// An image layer (its compression from its media type), with the config's diff_id.
+    Image { diff_id: lamina_core::Digest },
+    /// A tar with this compression; the diff_id when the config states one.
+    Tar {
+        c: Compression,
+        diff_id: Option<lamina_core::Digest>,
+    },
+    /// The blob is the file at `path`.
+    Raw {
+        path: String,
+        diff_id: Option<lamina_core::Digest>,
+    },
+}
+
+/// Which files of a model artifact to unpack: the layers of the kinds asked for (all by
+/// default) whose paths pass, under `--path` when given; layers whose path was refused, or whose
+/// media type lamina does not know, are skipped with a warning.
+fn artifact_job(
+    a: &Args,
+    image: &Loc,
+    manifest: &lamina_core::image::Manifest,
+    format: artifact::Format,
+    config: &serde_json::Value,
+    quiet: bool,
+) -> Result<Job> {
+    let mut kinds = Vec::new();
+    for k in &a.kinds {
+        kinds.push(artifact::Kind::parse(k).ok_or_else(|| Error::Usage {
+            reason: format!(
+                "--kind {k:?}: one of {}",
+                artifact::Kind::ALL.map(|k| k.name()).join(", ")
+            ),
+        })?);
+    }
+    let layers = manifest.layers()?;
+    let parts = artifact::parts(format, &layers, config);
+    let warn = |msg: String| {
+        if !quiet {
+            crate::ui::progress::warn(&format!("warning: {msg}"));
+        }
+    };
+    let mut how = Vec::new();
+    let mut picked = Vec::new();
+    for p in &parts {
+        let wanted = kinds.is_empty() || kinds.contains(&p.kind);
+        let h = match (p.packing, &p.path) {
+            (Some(artifact::Packing::Raw), Some(path)) => Unpack::Raw {
+                path: path.clone(),
+                diff_id: p.diff_id.clone(),
+            },
+            (Some(artifact::Packing::Raw), None) => {
+                if wanted {
+                    warn(format!(
+                        "skipped layer {} ({}): {}",
+                        p.index,
+                        layers[p.index].digest,
+                        p.problem.as_deref().unwrap_or("no path")
+                    ));
+                }
+                how.push(Unpack::Tar {
+                    c: Compression::None,
+                    diff_id: None,
+                });
+                continue;
+            }
+            (Some(artifact::Packing::Tar(c)), _) => Unpack::Tar {
+                c,
+                diff_id: p.diff_id.clone(),
+            },
+            (None, _) => {
+                if wanted {
+                    warn(format!(
+                        "skipped layer {}: its media type {} is not one lamina unpacks",
+                        p.index, layers[p.index].media_type
+                    ));
+                }
+                how.push(Unpack::Tar {
+                    c: Compression::None,
+                    diff_id: None,
+                });
+                continue;
+            }
+        };
+        how.push(h);
+        if wanted {
+            picked.push(p.index);
+        }
+    }
+    let prefix = match a.path.as_deref() {
+        Some(p) => Some(safe_path(p).ok_or("--path names no directory")?),
+        None => None,
+    };
+    if picked.is_empty() {
+        let have: std::collections::BTreeSet<&str> = parts.iter().map(|p| p.kind.name()).collect();
+        return Err(format!(
+            "{image}: no {} layers to extract from this {} artifact (it has: {})",
+            if kinds.is_empty() {
+                "unpackable".to_string()
+            } else {
+                kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join("/")
+            },
+            format.name(),
+            have.into_iter().collect::<Vec<_>>().join(", ")
+        )
+        .into());
+    }
+    Ok(Job {
+        layers,
+        how,
+        picked,
+        prefix,
+        artifact: true,
+    })
+}
+
+/// Unpacks `job` into `-o`: a directory, a tar file, or a tar on stdout.
+fn unpack(
+    client: &mut Client,
+    a: &Args,
+    image: &Loc,
+    quiet: bool,
+    img: &resolve::Image,
+    job: Job,
+) -> Result<()> {
     if a.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         return Err(Box::new(Error::Usage {
             reason: "refusing to write a tar to the terminal: give -o FILE|DIR/ or pipe the output"
@@ -129,11 +304,16 @@ pub fn run(ctx: &mut Ctx, mut a: Args) -> Result<()> {
         }
         o => {
             let file = o.as_ref().map(PathBuf::from);
-            return tar_out(
-                client, &a, &image, quiet, &img, &layers, &diff_ids, &picked, prefix, file,
-            );
+            return tar_out(client, a, image, quiet, img, &job, file);
         }
     };
+    let Job {
+        layers,
+        how,
+        picked,
+        prefix,
+        artifact,
+    } = job;
     let tmp_root = {
         let parent = d
             .parent()
@@ -162,10 +342,14 @@ pub fn run(ctx: &mut Ctx, mut a: Args) -> Result<()> {
         bytes: 0,
         current: None,
     };
+    let mut files = Files::new(artifact);
     for &i in &picked {
         ex.this_layer.clear();
-        layer(client, &image, &layers[i], &diff_ids[i], i, &mut ex, quiet)?;
+        files.next_layer(i);
+        let mut sink = files.over(&mut ex);
+        layer(client, image, &layers[i], &how[i], i, &mut sink, quiet)?;
     }
+    ex.warnings += files.warnings;
     let found_any = std::fs::read_dir(&tmp_root)
         .map(|mut r| r.next().is_some())
         .unwrap_or(false);
@@ -209,10 +393,10 @@ pub fn run(ctx: &mut Ctx, mut a: Args) -> Result<()> {
     }
     drop(guard);
     report(
-        &a,
-        &image,
+        a,
+        image,
         quiet,
-        &img,
+        img,
         prefix.as_deref(),
         &picked,
         (ex.files, ex.bytes, ex.warnings),
@@ -302,26 +486,61 @@ fn layer(
     client: &mut Client,
     r: &Loc,
     d: &Descriptor,
-    diff_id: &lamina_core::Digest,
+    how: &Unpack,
     idx: usize,
     ex: &mut dyn EventSink,
     quiet: bool,
 ) -> Result<()> {
-    let c = media::layer_compression(&d.media_type).ok_or_else(|| Error::UnsupportedMediaType {
-        what: format!("layer {idx}"),
-        media_type: d.media_type.clone(),
-    })?;
-    let diff_mismatch = |found: lamina_core::Digest| {
+    let (c, diff_id, raw) = match how {
+        Unpack::Image { diff_id } => {
+            let c = media::layer_compression(&d.media_type).ok_or_else(|| {
+                Error::UnsupportedMediaType {
+                    what: format!("layer {idx}"),
+                    media_type: d.media_type.clone(),
+                }
+            })?;
+            (c, Some(diff_id), None)
+        }
+        Unpack::Tar { c, diff_id } => (*c, diff_id.as_ref(), None),
+        Unpack::Raw { path, diff_id } => (Compression::None, diff_id.as_ref(), Some(path)),
+    };
+    let diff_mismatch = |expected: &lamina_core::Digest, found: lamina_core::Digest| {
         Box::new(Error::DigestMismatch {
             what: format!("uncompressed layer {idx} (diff_id in the config)"),
-            expected: diff_id.clone(),
+            expected: expected.clone(),
             found,
         })
     };
-    if c == Compression::None && diff_id != &d.digest {
-        return Err(diff_mismatch(d.digest.clone()));
+    if let Some(want) = diff_id.filter(|w| c == Compression::None && **w != d.digest) {
+        return Err(diff_mismatch(want, d.digest.clone()));
     }
     let body = crate::store::open_blob(client, r, &d.digest)?;
+    if let Some(path) = raw {
+        // the blob is the file: one entry, its bytes as they are verified
+        let h = lamina_core::untar::Header {
+            path: path.clone(),
+            kind: Kind::File,
+            size: d.size,
+            mode: 0o644,
+            mtime: 0,
+        };
+        ex.event(Event::Entry(&h))?;
+        let mut p = Progress::new(format!("{path} {}", d.digest.short()), Some(d.size), quiet);
+        let mut read = 0u64;
+        read_verified_ahead(
+            body,
+            d,
+            &format!("layer {idx} ({}) downloaded from {r}", d.digest),
+            &mut |piece: &[u8]| {
+                read += piece.len() as u64;
+                p.set(read);
+                ex.event(Event::Data(piece))
+            },
+        )?;
+        ex.event(Event::EntryEnd)?;
+        p.finish(d.size);
+        return Ok(());
+    }
     // the diff_id of a compressed layer, hashed here as it is decompressed
     let mut diff = (c != Compression::None).then(Hasher::new);
     let mut dec = compress::decoder::<Error>(c);
@@ -354,9 +573,9 @@ fn layer(
     )?;
     dec.finish(&mut |o: &[u8]| feed(o))
         .map_err(resolve::flatten)?;
-    if let Some(got) = diff.map(Hasher::finish) {
-        if &got != diff_id {
-            return Err(diff_mismatch(got));
+    if let (Some(got), Some(want)) = (diff.map(Hasher::finish), diff_id) {
+        if &got != want {
+            return Err(diff_mismatch(want, got));
         }
     }
     tar.finish()?;
@@ -365,6 +584,100 @@ fn layer(
         eprintln!("layer {idx}: {} verified", d.digest);
     }
     Ok(())
+}
+
+/// The rule of a model artifact's files, between the layers and where their events go: the
+/// files sit side by side, so a layer never deletes another's (a whiteout entry is skipped) and
+/// never replaces a file another layer has (the second one is skipped with a warning, whatever
+/// order the layers are read in). For an image, events pass untouched.
+struct Files {
+    artifact: bool,
+    /// File path -> the layer that has it.
+    owner: std::collections::HashMap<String, usize>,
+    layer: usize,
+    skipping: bool,
+    warnings: u64,
+}
+
+impl Files {
+    fn new(artifact: bool) -> Self {
+        Files {
+            artifact,
+            owner: std::collections::HashMap::new(),
+            layer: 0,
+            skipping: false,
+            warnings: 0,
+        }
+    }
+
+    fn next_layer(&mut self, i: usize) {
+        self.layer = i;
+        self.skipping = false;
+    }
+
+    fn over<'a>(&'a mut self, inner: &'a mut dyn EventSink) -> FilesSink<'a> {
+        FilesSink { files: self, inner }
+    }
+
+    fn warn(&mut self, msg: String) {
+        self.warnings += 1;
+        crate::ui::progress::warn(&format!("warning: {msg}"));
+    }
+}
+
+/// [`Files`] in front of a sink, for one layer.
+struct FilesSink<'a> {
+    files: &'a mut Files,
+    inner: &'a mut dyn EventSink,
+}
+
+impl EventSink for FilesSink<'_> {
+    fn event(&mut self, e: Event<'_>) -> std::result::Result<(), Error> {
+        let f = &mut *self.files;
+        if !f.artifact {
+            return self.inner.event(e);
+        }
+        match e {
+            Event::Entry(h) => {
+                f.skipping = false;
+                let Some(p) = safe_path(&h.path) else {
+                    // the sink says why
+                    return self.inner.event(e);
+                };
+                let base = p.rsplit('/').next().unwrap_or(&p);
+                if base.starts_with(".wh.") {
+                    f.warn(format!(
+                        "skipped {:?} in layer {}: a model artifact's layer deletes nothing",
+                        h.path, f.layer
+                    ));
+                    f.skipping = true;
+                    return Ok(());
+                }
+                if !matches!(h.kind, Kind::Dir) {
+                    match f.owner.get(&p) {
+                        Some(&other) if other != f.layer => {
+                            f.warn(format!(
+                                "skipped {p:?} in layer {}: layer {other} has that file",
+                                f.layer
+                            ));
+                            f.skipping = true;
+                            return Ok(());
+                        }
+                        _ => {
+                            f.owner.insert(p, f.layer);
+                        }
+                    }
+                }
+                self.inner.event(e)
+            }
+            Event::Data(_) if f.skipping => Ok(()),
+            Event::EntryEnd if f.skipping => {
+                f.skipping = false;
+                Ok(())
+            }
+            e => self.inner.event(e),
+        }
+    }
 }
 
 /// Where a layer's tar events go: a directory ([`Extractor`]) or a merged tar ([`TarMerge`]).
@@ -608,19 +921,16 @@ fn io(p: &Path, e: std::io::Error) -> Error {
 /// non-directory where an ancestor would be. Duplicates within one layer are written again (the
 /// later one wins when the tar is unpacked, as in the layer). The same safety rules as for a
 /// directory apply (paths that climb out, links that point out, devices).
-#[allow(clippy::too_many_arguments)]
 fn tar_out(
     client: &mut Client,
     a: &Args,
     image: &Loc,
     quiet: bool,
     img: &resolve::Image,
-    layers: &[Descriptor],
-    diff_ids: &[lamina_core::Digest],
-    picked: &[usize],
-    prefix: Option<String>,
+    job: &Job,
     file: Option<PathBuf>,
 ) -> Result<()> {
+    let (layers, picked, prefix) = (&job.layers, &job.picked, job.prefix.clone());
     let part = match &file {
         Some(f) => {
             let parent = f
@@ -668,9 +978,12 @@ fn tar_out(
         bytes: 0,
         warnings: 0,
     };
+    let mut files = Files::new(job.artifact);
     for &i in picked.iter().rev() {
         m.layer = i;
-        let r = layer(client, image, &layers[i], &diff_ids[i], i, &mut m, quiet);
+        files.next_layer(i);
+        let mut sink = files.over(&mut m);
+        let r = layer(client, image, &layers[i], &job.how[i], i, &mut sink, quiet);
         if file.is_none() && m.broken_pipe() {
             // the reader went away (`| head`): not an error, and nothing more to download
             return Err(Box::new(crate::ui::out::Closed));
@@ -687,6 +1000,7 @@ fn tar_out(
         )
         .into());
     }
+    m.warnings += files.warnings;
     let r = m.finish();
     if file.is_none() && m.broken_pipe() {
         return Err(Box::new(crate::ui::out::Closed));

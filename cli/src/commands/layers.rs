@@ -1,7 +1,7 @@
 //! `lamina layers`: what an image is made of.
 
 use crate::store::Loc;
-use lamina_core::media;
+use lamina_core::{artifact, media};
 
 use crate::commands::Ctx;
 use crate::error::Result;
@@ -69,12 +69,17 @@ fn show(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> Res
         let config = resolve::config(client, r, &img.manifest)?;
         let hist = config.layer_history();
         let layers = img.manifest.layers()?;
+        let config_desc = img.manifest.config()?;
+        let format = artifact::detect(img.manifest.artifact_type(), &config_desc.media_type);
+        let config_json = serde_json::Value::Object(config.doc().value().clone());
+        let parts = artifact::parts(format, &layers, &config_json);
         let rows: Vec<serde_json::Value> = layers
             .iter()
+            .zip(&parts)
             .enumerate()
-            .map(|(i, l)| {
+            .map(|(i, (l, p))| {
                 let h = hist.get(i).cloned().flatten();
-                serde_json::json!({
+                let mut row = serde_json::json!({
                     "index": i,
                     "digest": l.digest.to_string(),
                     "size": l.size,
@@ -83,16 +88,41 @@ fn show(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> Res
                     "comment": h.as_ref().and_then(|h| h.comment.clone()),
                     "created": h.as_ref().and_then(|h| h.created.clone()),
                     "annotations": l.annotations.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-                })
+                });
+                if format.is_artifact() {
+                    row["kind"] = p.kind.name().into();
+                    row["packing"] = p.packing.map(|p| p.name()).into();
+                    row["path"] = p.path.clone().into();
+                    if let Some(why) = &p.problem {
+                        row["problem"] = why.clone().into();
+                    }
+                }
+                row
             })
             .collect();
-        out_images.push(serde_json::json!({
+        let mut entry = serde_json::json!({
             "platform": img.platform.as_ref().map(|p| p.to_string()).or_else(|| config.platform().map(|p| p.to_string())),
             "digest": img.digest.to_string(),
             "mediaType": img.manifest.media_type(),
-            "config": img.manifest.config()?.digest.to_string(),
+            "config": config_desc.digest.to_string(),
+            "format": format.name(),
             "layers": rows,
-        }));
+        });
+        if format.is_artifact() {
+            let a = artifact::about(format, &config_json);
+            entry["artifactType"] = img.manifest.artifact_type().into();
+            entry["configMediaType"] = config_desc.media_type.clone().into();
+            entry["model"] = serde_json::json!({
+                "name": a.name,
+                "family": a.family,
+                "format": a.format,
+                "paramSize": a.param_size,
+                "precision": a.precision,
+                "architecture": a.architecture,
+                "quantization": a.quantization,
+            });
+        }
+        out_images.push(entry);
     }
     if json {
         let v = serde_json::json!({
@@ -125,6 +155,10 @@ fn show(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> Res
                 img["digest"].as_str().unwrap_or("")
             )?;
         }
+        if img["model"].is_object() {
+            show_artifact(img)?;
+            continue;
+        }
         outln!(
             "{:>3}  {:<19} {:>10}  {:<9} CREATED BY",
             "#",
@@ -151,6 +185,62 @@ fn show(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> Res
                 cb
             )?;
         }
+    }
+    Ok(())
+}
+
+/// A model artifact's layers: what the config says about the model, then each layer's kind,
+/// packing and file.
+fn show_artifact(img: &serde_json::Value) -> Result<()> {
+    let m = &img["model"];
+    let facts: Vec<String> = [
+        ("name", "name"),
+        ("family", "family"),
+        ("format", "format"),
+        ("paramSize", "params"),
+        ("precision", "precision"),
+        ("architecture", "architecture"),
+        ("quantization", "quantization"),
+    ]
+    .iter()
+    .filter_map(|(k, label)| Some(format!("{label} {}", m[*k].as_str()?)))
+    .collect();
+    outln!(
+        "{} artifact{}{}",
+        img["format"].as_str().unwrap_or("?"),
+        if facts.is_empty() { "" } else { ": " },
+        facts.join(", ")
+    )?;
+    outln!(
+        "{:>3}  {:<19} {:>10}  {:<7} {:<9} PATH",
+        "#",
+        "DIGEST",
+        "SIZE",
+        "KIND",
+        "PACKING"
+    )?;
+    for l in img["layers"].as_array().into_iter().flatten() {
+        let d = l["digest"].as_str().unwrap_or("");
+        let short = d
+            .strip_prefix("sha256:")
+            .map(|h| &h[..12.min(h.len())])
+            .unwrap_or(d);
+        let path = match (l["path"].as_str(), l["problem"].as_str()) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(why)) => format!("(refused: {why})"),
+            (None, None) => "(files named in the tar)".to_string(),
+        };
+        outln!(
+            "{:>3}  sha256:{:<12} {:>10}  {:<7} {:<9} {}",
+            l["index"].as_u64().unwrap_or(0),
+            short,
+            human(l["size"].as_u64().unwrap_or(0)),
+            l["kind"].as_str().unwrap_or("?"),
+            l["packing"]
+                .as_str()
+                .unwrap_or(l["mediaType"].as_str().unwrap_or("?")),
+            path
+        )?;
     }
     Ok(())
 }

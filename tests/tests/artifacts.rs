@@ -1,0 +1,286 @@
+//! Model artifacts made by hand as their own tools make them (ModelPack with current and
+//! legacy names, a KitOps ModelKit, Docker model artifacts): `lamina layers` names each
+//! layer's kind and file, `lamina extract` gives every file at its path byte for byte (to a
+//! directory and as a tar that GNU tar unpacks), `--kind` picks, and hostile paths are refused.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use lamina_tests::artifacts::{self, Layer};
+use lamina_tests::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `extract REF -o DIR/`, then as a tar unpacked by GNU tar: both trees.
+fn extract_both(
+    r: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let out = dir.join(format!(
+        "out-{}",
+        sha256(format!("{r}{extra:?}").as_bytes())
+    ));
+    let mut args = vec!["extract", r, "-o"];
+    let o = format!("{}/", out.display());
+    args.push(&o);
+    args.extend_from_slice(extra);
+    lamina(&args).ok();
+    let tar = dir.join(format!("{}.tar", out.display()));
+    let mut targs = vec!["extract", r, "-o", s(&tar)];
+    targs.extend_from_slice(extra);
+    lamina(&targs).ok();
+    let x = dir.join(format!("{}-x", out.display()));
+    std::fs::create_dir_all(&x).unwrap();
+    cmd("tar", &["-xf", s(&tar), "-C", s(&x)]).ok();
+    (tree_listing(&out), tree_listing(&x))
+}
+
+/// Files only (GNU tar makes the directories a tar names implicitly with other modes).
+fn files(t: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    t.iter()
+        .filter(|(_, v)| v.starts_with("file"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn every_format_lists_and_extracts_byte_for_byte() {
+    harness();
+    let dir = tempdir("artifacts-all");
+    let mut cases = Vec::new();
+    for legacy in [false, true] {
+        let (r, want) = artifacts::modelpack(PLAIN, &repo(&format!("mp-{legacy}")), legacy, &dir);
+        cases.push((
+            r,
+            want,
+            if legacy {
+                "modelpack (cnai names)"
+            } else {
+                "modelpack"
+            },
+        ));
+    }
+    let (r, want) = artifacts::modelkit(PLAIN, &repo("kit"), &dir);
+    cases.push((r, want, "modelkit"));
+    let [(g, gw), (st, sw)] = artifacts::docker_models(PLAIN, &repo("docker"), &dir);
+    cases.push((g, gw, "docker-model v0.1"));
+    cases.push((st, sw, "docker-model v0.2"));
+    for (r, want, format) in &cases {
+        let v: serde_json::Value =
+            serde_json::from_str(&lamina(&["layers", r, "--json"]).ok().stdout).unwrap();
+        let img = &v["images"][0];
+        assert_eq!(img["format"], *format, "{r}");
+        for l in img["layers"].as_array().unwrap() {
+            assert!(l["kind"].is_string(), "{r}: {l}");
+            assert!(l.get("problem").is_none(), "{r}: {l}");
+        }
+        let text = lamina(&["layers", r]).ok().stdout;
+        assert!(text.contains(&format!("{format} artifact")), "{text}");
+        let (d, t) = extract_both(r, &dir, &[]);
+        assert_eq!(d, *want, "{r}: the directory");
+        assert_eq!(files(&t), files(want), "{r}: the tar");
+    }
+    // the ModelPack's facts and kinds, as the config and media types say them
+    let v: serde_json::Value =
+        serde_json::from_str(&lamina(&["layers", &cases[0].0, "--json"]).ok().stdout).unwrap();
+    let img = &v["images"][0];
+    assert_eq!(img["model"]["name"], "tiny-diffuser");
+    assert_eq!(img["model"]["format"], "safetensors");
+    let kinds: Vec<&str> = img["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["weight", "weight", "config", "config", "code", "doc"]
+    );
+    assert_eq!(
+        img["layers"][0]["path"],
+        "unet/diffusion_pytorch_model.safetensors"
+    );
+    assert_eq!(img["layers"][0]["packing"], "raw");
+    // --kind picks; --path narrows (and strips), as for images
+    let (d, _) = extract_both(&cases[0].0, &dir, &["--kind", "weight"]);
+    assert_eq!(
+        d.keys()
+            .filter(|k| d[*k].starts_with("file"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        [
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors"
+        ]
+    );
+    let (d, _) = extract_both(&cases[0].0, &dir, &["--path", "vae"]);
+    assert_eq!(
+        d.keys().cloned().collect::<Vec<_>>(),
+        ["diffusion_pytorch_model.safetensors"]
+    );
+    // a kind that is not there, and one that does not exist
+    let e = lamina(&[
+        "extract",
+        &cases[2].0,
+        "--kind",
+        "prompt",
+        "-o",
+        s(&dir.join("none/")),
+    ]);
+    assert_eq!(e.code, 1, "{}", e.stderr);
+    assert!(
+        e.stderr.contains("no prompt layers")
+            && e.stderr.contains("it has: code, dataset, doc, weight"),
+        "{}",
+        e.stderr
+    );
+    let e = lamina(&[
+        "extract",
+        &cases[2].0,
+        "--kind",
+        "weights2",
+        "-o",
+        s(&dir.join("none/")),
+    ]);
+    assert_eq!(e.code, 2, "{}", e.stderr);
+    // --kind on an image is a usage error
+    let e = lamina(&[
+        "extract",
+        &format!("{PLAIN}/fixtures/base:latest"),
+        "--kind",
+        "weight",
+        "-o",
+        s(&dir.join("none/")),
+    ]);
+    assert_eq!(e.code, 2, "{}", e.stderr);
+    assert!(!dir.join("none").exists());
+}
+
+/// Paths an artifact names come from whoever pushed it: absolute, climbing, the same file twice,
+/// a tar entry climbing out, a whiteout in a tar layer, a tar file over a raw layer's file.
+/// Each is skipped with a warning naming it; the rest is extracted; nothing lands outside.
+#[test]
+fn hostile_artifact_paths_are_refused_and_nothing_escapes() {
+    harness();
+    let dir = tempdir("artifacts-hostile");
+    let good = b"good weights".to_vec();
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/.wh.good.bin"), b"").unwrap();
+    std::fs::write(src.join("good.bin"), b"a different good.bin").unwrap();
+    let wh = artifacts::gnu_tar(&src, &["sub", "good.bin"], false);
+    // a tar whose member climbs out (GNU tar keeps it with -P)
+    std::fs::write(dir.join("escape.txt"), b"escaped").unwrap();
+    let evil_tar_path = dir.join("evil.tar");
+    cmd(
+        "tar",
+        &[
+            "-C",
+            s(&src),
+            "-P",
+            "-cf",
+            s(&evil_tar_path),
+            "../escape.txt",
+        ],
+    )
+    .ok();
+    let evil_tar = std::fs::read(&evil_tar_path).unwrap();
+    let fp = "org.cncf.model.filepath";
+    let raw = "application/vnd.cncf.model.weight.v1.raw";
+    let layers = vec![
+        Layer::new(raw, good.clone(), &[(fp, "good.bin")]),
+        Layer::new(raw, b"abs".to_vec(), &[(fp, "/etc/lamina-test-abs")]),
+        Layer::new(raw, b"climb".to_vec(), &[(fp, "../../lamina-test-climb")]),
+        Layer::new(raw, b"twice".to_vec(), &[(fp, "./good.bin")]),
+        Layer::new(raw, b"nul".to_vec(), &[(fp, "a\\b")]),
+        Layer::new("application/vnd.cncf.model.doc.v1.tar", wh, &[]),
+        Layer::new("application/vnd.cncf.model.code.v1.tar", evil_tar, &[]),
+    ];
+    let config = serde_json::json!({"descriptor": {"name": "hostile"}, "config": {}, "modelfs": {"type": "layers", "diffIds": []}});
+    let r = artifacts::push_artifact(
+        PLAIN,
+        &repo("hostile"),
+        "v1",
+        Some("application/vnd.oci.image.manifest.v1+json"),
+        Some("application/vnd.cncf.model.manifest.v1+json"),
+        "application/vnd.cncf.model.config.v1+json",
+        &serde_json::to_vec(&config).unwrap(),
+        &layers,
+        &dir,
+    );
+    let listing = lamina(&["layers", &r]).ok().stdout;
+    assert!(
+        listing.contains("(refused: the path is absolute"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("(refused: the path climbs out"),
+        "{listing}"
+    );
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = lamina_in(&work, &["extract", &r, "-o", "out/"], &[]).ok();
+    for why in [
+        "the path is absolute",
+        "the path climbs out",
+        "another layer is the file \"good.bin\" already",
+        "the path holds a backslash",
+        "a model artifact's layer deletes nothing",
+        "layer 0 has that file",
+        "climbs out of the image root",
+    ] {
+        assert!(out.stderr.contains(why), "{why}: {}", out.stderr);
+    }
+    let t = tree_listing(&work.join("out"));
+    assert_eq!(
+        t.get("good.bin").map(String::as_str),
+        Some(format!("file {} 644", sha256(&good)).as_str()),
+        "{t:?}"
+    );
+    assert!(!t.keys().any(|k| k.contains(".wh.")), "{t:?}");
+    assert!(!Path::new("/etc/lamina-test-abs").exists());
+    assert!(!dir.join("lamina-test-climb").exists() && !work.join("../lamina-test-climb").exists());
+    // the escaping member: only the original outside file, unchanged
+    assert_eq!(std::fs::read(dir.join("escape.txt")).unwrap(), b"escaped");
+    assert!(!work.join("escape.txt").exists());
+}
+
+/// A raw layer whose stated diff_id is not its digest, and one whose bytes the registry got
+/// wrong: a clear error, exit 1, and no output directory.
+#[test]
+fn a_raw_layer_that_is_not_what_the_config_says_leaves_nothing() {
+    harness();
+    let dir = tempdir("artifacts-lying");
+    let w = b"weights".to_vec();
+    let layers = vec![Layer::new(
+        "application/vnd.cncf.model.weight.v1.raw",
+        w,
+        &[("org.cncf.model.filepath", "w.bin")],
+    )];
+    let config = serde_json::json!({"descriptor": {}, "config": {}, "modelfs": {"type": "layers",
+        "diffIds": [artifacts::digest(b"something else")]}});
+    let r = artifacts::push_artifact(
+        PLAIN,
+        &repo("lying"),
+        "v1",
+        Some("application/vnd.oci.image.manifest.v1+json"),
+        Some("application/vnd.cncf.model.manifest.v1+json"),
+        "application/vnd.cncf.model.config.v1+json",
+        &serde_json::to_vec(&config).unwrap(),
+        &layers,
+        &dir,
+    );
+    let e = lamina(&["extract", &r, "-o", s(&dir.join("out/"))]);
+    assert_eq!(e.code, 1, "{}", e.stderr);
+    assert!(
+        e.stderr.contains("digest mismatch") || e.stderr.contains("diff_id"),
+        "{}",
+        e.stderr
+    );
+    assert!(!dir.join("out").exists());
+}
