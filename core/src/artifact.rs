@@ -362,7 +362,7 @@ pub fn parts(format: Format, layers: &[Descriptor], config: &Value) -> Vec<Part>
                             index: i,
                             kind,
                             packing,
-                            path: Some(docker_v1_name(&d.media_type, i)),
+                            path: Some(docker_v1_name(layers, i)),
                             problem: None,
                             diff_id: diff_ids.get(i).cloned(),
                         };
@@ -382,16 +382,32 @@ pub fn parts(format: Format, layers: &[Descriptor], config: &Value) -> Vec<Part>
         .collect()
 }
 
-/// The file name model-runner gives layer `i` of a Docker v0.1 model (which names none).
-fn docker_v1_name(media_type: &str, i: usize) -> String {
-    match media_type {
-        "application/vnd.docker.ai.gguf.v3" if i == 0 => "model.gguf".into(),
-        "application/vnd.docker.ai.gguf.v3" => format!("model-{i}.gguf"),
-        "application/vnd.docker.ai.mmproj" => "model.mmproj".into(),
-        "application/vnd.docker.ai.chat.template.jinja" => "template.jinja".into(),
-        "application/vnd.docker.ai.license" if i == 0 => "LICENSE".into(),
-        "application/vnd.docker.ai.license" => format!("LICENSE-{i}"),
-        "application/vnd.docker.ai.safetensors" => format!("model-{i}.safetensors"),
+/// The file name model-runner gives layer `i` of a Docker v0.1 model that names none:
+/// `model.gguf`, or `model-00001-of-00003.gguf` for shards, `model.mmproj`, `template.jinja`;
+/// lamina's own for the rest (`LICENSE`, `LICENSE-2`, `layer-N`).
+fn docker_v1_name(layers: &[Descriptor], i: usize) -> String {
+    let mt = layers[i].media_type.as_str();
+    let same: Vec<usize> = (0..layers.len())
+        .filter(|&j| layers[j].media_type == mt)
+        .collect();
+    let (k, n) = (
+        same.iter().position(|&j| j == i).unwrap_or(0) + 1,
+        same.len(),
+    );
+    let one = |name: &str, ext: &str| {
+        if n == 1 {
+            format!("{name}.{ext}")
+        } else {
+            format!("{name}-{k:05}-of-{n:05}.{ext}")
+        }
+    };
+    match mt {
+        "application/vnd.docker.ai.gguf.v3" => one("model", "gguf"),
+        "application/vnd.docker.ai.safetensors" => one("model", "safetensors"),
+        "application/vnd.docker.ai.mmproj" => one("model", "mmproj"),
+        "application/vnd.docker.ai.chat.template.jinja" => one("template", "jinja"),
+        "application/vnd.docker.ai.license" if k == 1 => "LICENSE".into(),
+        "application/vnd.docker.ai.license" => format!("LICENSE-{k}"),
         _ => format!("layer-{i}"),
     }
 }
@@ -502,6 +518,32 @@ fn kitfile_paths(kitfile: &Value, layers: &[Descriptor]) -> Vec<Option<String>> 
             path(entries.get(n))
         })
         .collect()
+}
+
+/// A manifest read as a model artifact: its format, its layers' parts, what its config says.
+#[derive(Clone, Debug)]
+pub struct Read {
+    /// What the manifest is.
+    pub format: Format,
+    /// One per layer, in order.
+    pub parts: Vec<Part>,
+    /// What the config says about the model.
+    pub about: About,
+}
+
+/// Reads `manifest` (with its `config`) as an artifact; an image reads as [`Format::Image`]
+/// with parts of kind [`Kind::Other`].
+pub fn read(
+    manifest: &crate::image::Manifest,
+    config: &crate::image::Config,
+) -> Result<Read, crate::Error> {
+    let format = detect(manifest.artifact_type(), &manifest.config()?.media_type);
+    let value = Value::Object(config.doc().value().clone());
+    Ok(Read {
+        format,
+        parts: parts(format, &manifest.layers()?, &value),
+        about: about(format, &value),
+    })
 }
 
 /// What a model artifact's config says about the model, for `lamina layers`.
@@ -813,7 +855,24 @@ mod tests {
             &serde_json::json!({}),
         );
         assert_eq!(p[0].path.as_deref(), Some("model.gguf"));
-        assert_eq!(p[1].path.as_deref(), Some("LICENSE-1"));
+        assert_eq!(p[1].path.as_deref(), Some("LICENSE"));
+        let mut shard = layer("application/vnd.docker.ai.gguf.v3", &[]);
+        shard.digest = Digest::of(b"second shard");
+        let ls = [ls[0].clone(), shard, ls[1].clone()];
+        let p = parts(
+            Format::DockerModel { version: 1 },
+            &ls,
+            &serde_json::json!({}),
+        );
+        let names: Vec<_> = p.iter().map(|p| p.path.as_deref().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "model-00001-of-00002.gguf",
+                "model-00002-of-00002.gguf",
+                "LICENSE"
+            ]
+        );
         let c = serde_json::json!({"config": {"format": "gguf", "parameters": "8.03B",
             "quantization": "Q4_K_M", "architecture": "llama"}});
         let a = about(Format::DockerModel { version: 1 }, &c);

@@ -87,13 +87,9 @@ pub fn run(ctx: &mut Ctx, mut a: Args) -> Result<()> {
     if img.index_pos.is_none() {
         resolve::check_platform(&image, a.platform.as_deref(), &config)?;
     }
-    let format = artifact::detect(
-        img.manifest.artifact_type(),
-        &img.manifest.config()?.media_type,
-    );
-    if format.is_artifact() {
-        let config = serde_json::Value::Object(config.doc().value().clone());
-        let job = artifact_job(&a, &image, &img.manifest, format, &config, quiet)?;
+    let read = artifact::read(&img.manifest, &config)?;
+    if read.format.is_artifact() {
+        let job = artifact_job(&a, &image, &img.manifest, &read, quiet)?;
         return unpack(client, &a, &image, quiet, &img, job);
     }
     if !a.kinds.is_empty() {
@@ -187,10 +183,10 @@ fn artifact_job(
     a: &Args,
     image: &Loc,
     manifest: &lamina_core::image::Manifest,
-    format: artifact::Format,
-    config: &serde_json::Value,
+    read: &artifact::Read,
     quiet: bool,
 ) -> Result<Job> {
+    let (format, parts) = (read.format, &read.parts);
     let mut kinds = Vec::new();
     for k in &a.kinds {
         kinds.push(artifact::Kind::parse(k).ok_or_else(|| Error::Usage {
@@ -201,7 +197,6 @@ fn artifact_job(
         })?);
     }
     let layers = manifest.layers()?;
-    let parts = artifact::parts(format, &layers, config);
     let warn = |msg: String| {
         if !quiet {
             crate::ui::progress::warn(&format!("warning: {msg}"));
@@ -209,7 +204,7 @@ fn artifact_job(
     };
     let mut how = Vec::new();
     let mut picked = Vec::new();
-    for p in &parts {
+    for p in parts {
         let wanted = kinds.is_empty() || kinds.contains(&p.kind);
         let h = match (p.packing, &p.path) {
             (Some(artifact::Packing::Raw), Some(path)) => Unpack::Raw {

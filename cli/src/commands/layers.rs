@@ -70,9 +70,11 @@ fn show(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> Res
         let hist = config.layer_history();
         let layers = img.manifest.layers()?;
         let config_desc = img.manifest.config()?;
-        let format = artifact::detect(img.manifest.artifact_type(), &config_desc.media_type);
-        let config_json = serde_json::Value::Object(config.doc().value().clone());
-        let parts = artifact::parts(format, &layers, &config_json);
+        let artifact::Read {
+            format,
+            parts,
+            about: a,
+        } = artifact::read(&img.manifest, &config)?;
         let rows: Vec<serde_json::Value> = layers
             .iter()
             .zip(&parts)
@@ -109,7 +111,6 @@ fn show(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> Res
             "layers": rows,
         });
         if format.is_artifact() {
-            let a = artifact::about(format, &config_json);
             entry["artifactType"] = img.manifest.artifact_type().into();
             entry["configMediaType"] = config_desc.media_type.clone().into();
             entry["model"] = serde_json::json!({
