@@ -36,6 +36,7 @@
 //! - [`layout`]: OCI image layouts (`index.json`, blob paths, tags)
 //! - [`modelcar`]: modelcar (olot) layers and CNCF ModelPack manifests
 //! - [`artifact`]: model artifacts (ModelPack, ModelKit, Docker models): kinds, files, paths
+//! - [`pack`]: building them: file kinds, weight headers, ModelPack configs and manifests
 //! - [`hook`]: signed webhooks (HMAC-SHA256, timestamps) and the jobs they start
 //! - [`http`], [`auth`]: requests, responses, credentials, challenges
 //! - [`registry`]: the distribution protocol as state machines, and the transfer kernel drivers
@@ -58,6 +59,7 @@ pub mod layer;
 pub mod layout;
 pub mod media;
 pub mod modelcar;
+pub mod pack;
 pub mod reference;
 pub mod registry;
 pub mod slice;

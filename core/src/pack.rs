@@ -1,0 +1,1028 @@
+//! Building model artifacts: which kind a file is, what its header says about the model
+//! (safetensors and GGUF headers are read, not guessed), and the ModelPack layer descriptors,
+//! config and manifest.
+//!
+//! Kinds follow modctl's lists (`pkg/modelfile/constants.go`, matched case-insensitively on the
+//! base name, the first list that matches wins: config, weight, code, doc); a file no list
+//! names is a weight above 128 MB and code below, as modctl decides, and its layer says the
+//! kind was guessed (`org.cncf.model.file.mediatype.untested: "true"`). The config lamina
+//! writes holds only keys the ModelPack JSON schema allows (it forbids any other).
+
+use serde_json::{json, Map, Value};
+
+use crate::artifact::{
+    Kind, Packing, ANN_FILEPATH, ANN_FILE_METADATA, ANN_TITLE, ANN_UNTESTED, MODELPACK_CONFIG,
+    MODELPACK_MANIFEST,
+};
+use crate::image::Descriptor;
+use crate::{media, Digest};
+
+/// modctl's weight-config names.
+const CONFIG: &[&str] = &[
+    "*.json",
+    "*.jsonl",
+    "*.json5",
+    "*.jsonc",
+    "*.yaml",
+    "*.yml",
+    "*.toml",
+    "*.ini",
+    "*.config",
+    "*.cfg",
+    "*.conf",
+    "*.properties",
+    "*.props",
+    "*.prop",
+    "*.xml",
+    "*.xsd",
+    "*.rng",
+    "*.modelcard",
+    "*.meta",
+    "*tokenizer.model*",
+    "*.tiktoken",
+    "vocab.txt",
+    "merges.txt",
+    "added_tokens.txt",
+    "spiece.model",
+    "sentencepiece*.model",
+    "sentencepiece*.vocab",
+    "tiktoken.model",
+    "chat_template.jinja",
+    "config.json.*",
+    "*.hparams",
+    "*.params",
+    "*.hyperparams",
+    "*.wandb",
+    "*.mlflow",
+    "*.tensorboard",
+];
+
+/// modctl's weight names.
+const WEIGHT: &[&str] = &[
+    "*.safetensors",
+    "*.bin",
+    "*.bin.*",
+    "*.pt",
+    "*.pth",
+    "*.mar",
+    "*.pte",
+    "*.pt2",
+    "*.ptl",
+    "*.tflite",
+    "*.h5",
+    "*.hdf",
+    "*.hdf5",
+    "*.pb",
+    "*.meta",
+    "*.data-*",
+    "*.index",
+    "*.gguf",
+    "*.gguf.*",
+    "*.ggml",
+    "*.ggmf",
+    "*.ggjt",
+    "*.q4_0",
+    "*.q4_1",
+    "*.q5_0",
+    "*.q5_1",
+    "*.q8_0",
+    "*.f16",
+    "*.f32",
+    "*.ckpt",
+    "*.checkpoint",
+    "*.dist_ckpt",
+    "tensor[0-9]*_[0-9]*",
+    "*.tensor",
+    "*.weights",
+    "*.state",
+    "*.embedding",
+    "*.vocab",
+    "*.ot",
+    "*.engine",
+    "*.trt",
+    "*.onnx",
+    "*.onnx_data*",
+    "*.msgpack",
+    "*.model",
+    "*.pkl",
+    "*.pickle",
+    "*.keras",
+    "*.joblib",
+    "*.npy",
+    "*.npz",
+    "*.nc",
+    "*.mlmodel",
+    "*.coreml",
+    "*.mil",
+    "*.mleap",
+    "*.surml",
+    "*.llamafile",
+    "*.llamafile.*",
+    "*.caffemodel",
+    "*.prototxt",
+    "*.dlc",
+    "*.circle",
+    "*.nb",
+    "*.arrow",
+    "*.parquet",
+    "*.ftz",
+    "*.ark",
+    "*.db",
+];
+
+/// modctl's code names.
+const CODE: &[&str] = &[
+    "*.py",
+    "*.ipynb",
+    "*.sh",
+    "*.patch",
+    "*.c",
+    "*.h",
+    "*.hxx",
+    "*.cpp",
+    "*.cc",
+    "*.cxx",
+    "*.c++",
+    "*.hpp",
+    "*.hh",
+    "*.h++",
+    "*.java",
+    "*.js",
+    "*.mjs",
+    "*.cjs",
+    "*.jsx",
+    "*.ts",
+    "*.tsx",
+    "*.go",
+    "*.rs",
+    "*.swift",
+    "*.rb",
+    "*.php",
+    "*.scala",
+    "*.kt",
+    "*.kts",
+    "*.r",
+    "*.m",
+    "*.mm",
+    "*.f",
+    "*.f90",
+    "*.f95",
+    "*.f03",
+    "*.f08",
+    "*.jl",
+    "*.lua",
+    "*.pl",
+    "*.pm",
+    "*.cs",
+    "*.vb",
+    "*.dart",
+    "*.groovy",
+    "*.elm",
+    "*.erl",
+    "*.hrl",
+    "*.ex",
+    "*.exs",
+    "*.hs",
+    "*.lhs",
+    "*.clj",
+    "*.cljs",
+    "*.cljc",
+    "*.cl",
+    "*.lisp",
+    "*.lsp",
+    "*.scm",
+    "*.ss",
+    "*.rkt",
+    "*.sql",
+    "*.psql",
+    "*.mysql",
+    "*.sqlite",
+    "*.zig",
+    "*.cu",
+    "*.cuh",
+    "*.bash",
+    "*.zsh",
+    "*.fish",
+    "*.csh",
+    "*.tcsh",
+    "*.ksh",
+    "*.ps1",
+    "*.psm1",
+    "*.psd1",
+    "*.bat",
+    "*.cmd",
+    "*.vbs",
+    "*.wsf",
+    "*.applescript",
+    "*.scpt",
+    "*.awk",
+    "*.sed",
+    "*.expect",
+    "*.env",
+    "*.env.*",
+    ".env*",
+    "makefile*",
+    "*.dockerfile",
+    "dockerfile*",
+    "*.mk",
+    "*.cmake",
+    "cmakelists.txt",
+    "*.gradle",
+    "*.gradle.kts",
+    "build.gradle*",
+    "settings.gradle*",
+    "*.sbt",
+    "*.mill",
+    "*.bazel",
+    "*.bzl",
+    "build*",
+    "workspace*",
+    "*.buck",
+    "buck*",
+    "*.ninja",
+    "*.gyp",
+    "*.gypi",
+    "*.waf",
+    "wscript*",
+    "package.json",
+    "package-lock.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "requirements*.txt",
+    "pipfile*",
+    "pyproject.toml",
+    "setup.cfg",
+    "tox.ini",
+    "poetry.lock",
+    "cargo.toml",
+    "cargo.lock",
+    "go.mod",
+    "go.sum",
+    "composer.json",
+    "composer.lock",
+    "gemfile*",
+    "*.gemspec",
+    "mix.exs",
+    "mix.lock",
+    "rebar.config",
+    "rebar.lock",
+    "*.so",
+    "*.dll",
+    "*.dylib",
+    "*.lib",
+    "*.a",
+];
+
+/// modctl's doc names.
+const DOC: &[&str] = &[
+    "*.txt",
+    "*.md",
+    "*.pdf",
+    "license*",
+    "readme*",
+    "setup*",
+    "*requirements*",
+    "*.log",
+    "*.tfevents*",
+    "*.doc",
+    "*.docx",
+    "*.docm",
+    "*.dot",
+    "*.dotx",
+    "*.dotm",
+    "*.rtf",
+    "*.odt",
+    "*.ott",
+    "*.fodt",
+    "*.pages",
+    "*.wpd",
+    "*.xls",
+    "*.xlsx",
+    "*.xlsm",
+    "*.xlsb",
+    "*.xlt",
+    "*.xltx",
+    "*.xltm",
+    "*.ods",
+    "*.ots",
+    "*.fods",
+    "*.numbers",
+    "*.csv",
+    "*.ppt",
+    "*.pptx",
+    "*.pptm",
+    "*.pps",
+    "*.ppsx",
+    "*.ppsm",
+    "*.pot",
+    "*.potx",
+    "*.potm",
+    "*.odp",
+    "*.otp",
+    "*.fodp",
+    "*.key",
+    "*.epub",
+    "*.mobi",
+    "*.azw",
+    "*.azw3",
+    "*.fb2",
+    "*.fb3",
+    "*.lit",
+    "*.pdb",
+    "*.djvu",
+    "*.djv",
+    "*.html",
+    "*.htm",
+    "*.xhtml",
+    "*.mhtml",
+    "*.mht",
+    "*.xsl",
+    "*.xslt",
+    "*.tex",
+    "*.latex",
+    "*.ltx",
+    "*.bib",
+    "*.rst",
+    "*.asciidoc",
+    "*.adoc",
+    "*.textile",
+    "*.wiki",
+    "*.mediawiki",
+    "*.org",
+    "*.texi",
+    "*.texinfo",
+    "*.info",
+    "*.man",
+    "*.chm",
+    "*.hlp",
+    "*.xps",
+    "*.jpg",
+    "*.jpeg",
+    "*.png",
+    "*.gif",
+    "*.bmp",
+    "*.tiff",
+    "*.ico",
+    "*.webp",
+    "*.heic",
+    "*.heif",
+    "*.hevc",
+    "*.svg",
+    "*.mp4",
+    "*.mov",
+    "*.avi",
+    "*.mkv",
+    "*.webm",
+    "*.m4v",
+    "*.flv",
+    "*.wmv",
+    "*.mpg",
+    "*.mpeg",
+];
+
+/// Files modctl leaves out of a model: hidden files, its Modelfile, Python caches.
+pub fn skipped(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with('.')
+        || n == "modelfile"
+        || n == "__pycache__"
+        || [".pyc", ".pyo", ".pyd"].iter().any(|e| n.ends_with(e))
+}
+
+/// Above this size a file no list names is taken for a weight (modctl's threshold).
+pub const WEIGHT_GUESS: u64 = 128_000_000;
+
+/// The kind of the file `name` (a base name) of `size` bytes, and whether it was guessed
+/// (no list names it).
+pub fn classify(name: &str, size: u64) -> (Kind, bool) {
+    let n = name.to_ascii_lowercase();
+    for (list, kind) in [
+        (CONFIG, Kind::Config),
+        (WEIGHT, Kind::Weight),
+        (CODE, Kind::Code),
+        (DOC, Kind::Doc),
+    ] {
+        if list.iter().any(|p| glob(p.as_bytes(), n.as_bytes())) {
+            return (kind, false);
+        }
+    }
+    (
+        if size > WEIGHT_GUESS {
+            Kind::Weight
+        } else {
+            Kind::Code
+        },
+        true,
+    )
+}
+
+/// `*`, `?` and `[0-9]`-style classes, over bytes (the lists are ASCII).
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match p.first() {
+        None => s.is_empty(),
+        Some(b'*') => (0..=s.len()).any(|i| glob(&p[1..], &s[i..])),
+        Some(b'?') => !s.is_empty() && glob(&p[1..], &s[1..]),
+        Some(b'[') => {
+            let Some(end) = p.iter().position(|c| *c == b']') else {
+                return false;
+            };
+            let class = &p[1..end];
+            let Some(&c) = s.first() else { return false };
+            let hit = class
+                .windows(3)
+                .any(|w| w[1] == b'-' && w[0] <= c && c <= w[2])
+                || class.contains(&c);
+            hit && glob(&p[end + 1..], &s[1..])
+        }
+        Some(&c) => s.first() == Some(&c) && glob(&p[1..], &s[1..]),
+    }
+}
+
+/// What a weight file's header says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// `safetensors`, `gguf`.
+    pub format: Option<String>,
+    /// Parameters (the tensors' element counts summed).
+    pub params: Option<u64>,
+    /// Element types, most parameters first (`bfloat16`, `float8_e4m3`).
+    pub precisions: Vec<(String, u64)>,
+    /// GGUF's `general.architecture`.
+    pub architecture: Option<String>,
+    /// GGUF's file type (`Q4_K_M`).
+    pub quantization: Option<String>,
+}
+
+/// Reads a weight file's header from its first bytes: `None` when the bytes are not a
+/// safetensors or GGUF header, or end before it does (give more of the file).
+pub fn facts(name: &str, head: &[u8]) -> Option<Facts> {
+    if head.starts_with(b"GGUF") {
+        return gguf(head);
+    }
+    if name.to_ascii_lowercase().ends_with(".safetensors") {
+        return safetensors(head);
+    }
+    None
+}
+
+fn add_precision(v: &mut Vec<(String, u64)>, p: &str, n: u64) {
+    match v.iter_mut().find(|(q, _)| q == p) {
+        Some((_, m)) => *m += n,
+        None => v.push((p.to_string(), n)),
+    }
+}
+
+fn safetensors(head: &[u8]) -> Option<Facts> {
+    let n = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
+    if n > 100 << 20 {
+        return None;
+    }
+    let json: Value = serde_json::from_slice(head.get(8..8 + n as usize)?).ok()?;
+    let mut f = Facts {
+        format: Some("safetensors".into()),
+        ..Facts::default()
+    };
+    let mut total = 0u64;
+    for (k, t) in json.as_object()? {
+        if k == "__metadata__" {
+            continue;
+        }
+        let count = t
+            .get("shape")?
+            .as_array()?
+            .iter()
+            .try_fold(1u64, |a, d| a.checked_mul(d.as_u64()?))?;
+        total = total.checked_add(count)?;
+        let p = match t.get("dtype")?.as_str()? {
+            "F64" => "float64",
+            "F32" => "float32",
+            "F16" => "float16",
+            "BF16" => "bfloat16",
+            "F8_E4M3" => "float8_e4m3",
+            "F8_E5M2" => "float8_e5m2",
+            "I64" => "int64",
+            "I32" => "int32",
+            "I16" => "int16",
+            "I8" => "int8",
+            "U8" => "uint8",
+            "BOOL" => "bool",
+            other => other,
+        };
+        add_precision(&mut f.precisions, &p.to_ascii_lowercase(), count);
+    }
+    f.params = Some(total);
+    f.precisions
+        .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Some(f)
+}
+
+/// A cursor over a GGUF header.
+struct Gguf<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Gguf<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.b.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<String> {
+        let n = self.u64()?;
+        let n = usize::try_from(n).ok()?;
+        Some(String::from_utf8_lossy(self.take(n)?).into_owned())
+    }
+    /// A value of type `t`: strings and u32s kept, the rest skipped.
+    fn value(&mut self, t: u32, depth: u8) -> Option<Option<Value>> {
+        Some(match t {
+            0 | 1 | 7 => self.take(1).map(|_| None)?,
+            2 | 3 => self.take(2).map(|_| None)?,
+            4 => Some(Value::from(self.u32()?)),
+            5 | 6 => self.take(4).map(|_| None)?,
+            8 => Some(Value::String(self.string()?)),
+            9 => {
+                if depth > 2 {
+                    return None;
+                }
+                let it = self.u32()?;
+                let n = self.u64()?;
+                for _ in 0..n {
+                    self.value(it, depth + 1)?;
+                }
+                None
+            }
+            10..=12 => self.take(8).map(|_| None)?,
+            _ => return None,
+        })
+    }
+}
+
+/// GGUF's `general.file_type` names (llama.cpp's `llama_ftype`).
+fn gguf_file_type(t: u32) -> Option<&'static str> {
+    Some(match t {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        _ => return None,
+    })
+}
+
+fn gguf(head: &[u8]) -> Option<Facts> {
+    let mut g = Gguf { b: head, at: 4 };
+    let version = g.u32()?;
+    if !(2..=3).contains(&version) {
+        return None;
+    }
+    let tensors = g.u64()?;
+    let kvs = g.u64()?;
+    let mut f = Facts {
+        format: Some("gguf".into()),
+        ..Facts::default()
+    };
+    for _ in 0..kvs {
+        let key = g.string()?;
+        let t = g.u32()?;
+        let v = g.value(t, 0)?;
+        match (key.as_str(), v) {
+            ("general.architecture", Some(Value::String(a))) => f.architecture = Some(a),
+            ("general.file_type", Some(Value::Number(n))) => {
+                f.quantization = n
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .and_then(gguf_file_type)
+                    .map(str::to_string);
+            }
+            _ => {}
+        }
+    }
+    let mut total = 0u64;
+    for _ in 0..tensors {
+        g.string()?;
+        let dims = g.u32()?;
+        if dims > 8 {
+            return None;
+        }
+        let mut n = 1u64;
+        for _ in 0..dims {
+            n = n.checked_mul(g.u64()?)?;
+        }
+        g.u32()?; // the element type
+        g.u64()?; // the offset
+        total = total.checked_add(n)?;
+    }
+    f.params = Some(total);
+    Some(f)
+}
+
+/// A parameter count as ModelPack writes it: `<count><scale>` with three significant digits at
+/// most (`8.03B`, `124M`, `5K`, `1.5T`, `900`).
+pub fn param_size(n: u64) -> String {
+    for (scale, suffix) in [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")] {
+        let v = n as f64 / scale;
+        if v >= 1.0 {
+            let s = if v >= 100.0 {
+                format!("{v:.0}")
+            } else if v >= 10.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.2}")
+            };
+            let s = if s.contains('.') {
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            } else {
+                s
+            };
+            return format!("{s}{suffix}");
+        }
+    }
+    n.to_string()
+}
+
+/// The ModelPack layer media type for a kind and packing (`Other` is packed as a weight
+/// config, as model-runner does for files of no known kind).
+pub fn modelpack_layer_type(kind: Kind, packing: Packing) -> String {
+    let k = match kind {
+        Kind::Weight => "weight",
+        Kind::Config | Kind::Other => "weight.config",
+        Kind::Doc => "doc",
+        Kind::Code | Kind::Prompt => "code",
+        Kind::Dataset => "dataset",
+    };
+    format!("application/vnd.cncf.model.{k}.v1.{}", packing.name())
+}
+
+/// A file of an artifact being built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileLayer {
+    /// Its path in the artifact (relative, checked).
+    pub path: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Whether the kind was guessed.
+    pub guessed: bool,
+    /// Raw or tar.
+    pub packing: Packing,
+    /// The blob's digest and size.
+    pub digest: Digest,
+    /// The blob's size.
+    pub size: u64,
+    /// The uncompressed digest (the digest itself for raw and plain tar layers).
+    pub diff_id: Digest,
+    /// The file's size.
+    pub file_size: u64,
+    /// Executable.
+    pub executable: bool,
+}
+
+impl FileLayer {
+    /// Its descriptor: the media type, the path (`org.cncf.model.filepath`, and the OCI title
+    /// for CRI-O), the file's metadata normalised (owner 0:0, mode 0644/0755, mtime `mtime`),
+    /// and whether the kind was guessed.
+    pub fn descriptor(&self, mtime: u64) -> Descriptor {
+        let mut d = Descriptor::new(
+            modelpack_layer_type(self.kind, self.packing),
+            self.digest.clone(),
+            self.size,
+        );
+        let name = self.path.rsplit('/').next().unwrap_or(&self.path);
+        let meta = json!({
+            "name": name,
+            "mode": if self.executable { 0o755 } else { 0o644 },
+            "uid": 0,
+            "gid": 0,
+            "size": self.file_size,
+            "mtime": crate::image::rfc3339(mtime),
+            "typeflag": 0,
+        });
+        d.annotations = vec![
+            (ANN_FILEPATH.into(), self.path.clone()),
+            (ANN_TITLE.into(), self.path.clone()),
+            (ANN_FILE_METADATA.into(), meta.to_string()),
+            (ANN_UNTESTED.into(), self.guessed.to_string()),
+        ];
+        d
+    }
+}
+
+/// What goes into a ModelPack config besides the diff_ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Model {
+    /// `descriptor.name` (the schema wants it non-empty when present).
+    pub name: Option<String>,
+    /// `descriptor.family`.
+    pub family: Option<String>,
+    /// `descriptor.createdAt` (RFC 3339).
+    pub created_at: Option<String>,
+    /// `config.format`.
+    pub format: Option<String>,
+    /// `config.paramSize`.
+    pub param_size: Option<String>,
+    /// `config.precision`.
+    pub precision: Option<String>,
+    /// `config.architecture`.
+    pub architecture: Option<String>,
+    /// `config.quantization`.
+    pub quantization: Option<String>,
+}
+
+impl Model {
+    /// What the weight files' headers say, where this says nothing yet: the format of the
+    /// weights holding most parameters, parameters summed, precisions by parameters.
+    pub fn fill_from(&mut self, facts: &[Facts]) {
+        let mut formats: Vec<(String, u64)> = Vec::new();
+        let mut precisions: Vec<(String, u64)> = Vec::new();
+        let mut params = 0u64;
+        for f in facts {
+            let n = f.params.unwrap_or(0);
+            params = params.saturating_add(n);
+            if let Some(fmt) = &f.format {
+                add_precision(&mut formats, fmt, n.max(1));
+            }
+            for (p, k) in &f.precisions {
+                add_precision(&mut precisions, p, *k);
+            }
+            if self.architecture.is_none() {
+                self.architecture = f.architecture.clone();
+            }
+            if self.quantization.is_none() {
+                self.quantization = f.quantization.clone();
+            }
+        }
+        formats.sort_by_key(|f| std::cmp::Reverse(f.1));
+        precisions.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        if self.format.is_none() {
+            self.format = formats.first().map(|f| f.0.clone());
+        }
+        if self.param_size.is_none() && params > 0 {
+            self.param_size = Some(param_size(params));
+        }
+        if self.precision.is_none() && !precisions.is_empty() {
+            self.precision = Some(
+                precisions
+                    .iter()
+                    .map(|p| p.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+    }
+}
+
+/// The ModelPack config: `descriptor`, `config` and `modelfs` (`type: layers`, the diff_ids in
+/// layer order), with no key the schema does not allow.
+pub fn modelpack_config(model: &Model, diff_ids: &[Digest]) -> Vec<u8> {
+    let mut descriptor = Map::new();
+    let put = |m: &mut Map<String, Value>, k: &str, v: &Option<String>| {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            m.insert(k.into(), Value::String(v.clone()));
+        }
+    };
+    put(&mut descriptor, "createdAt", &model.created_at);
+    put(&mut descriptor, "name", &model.name);
+    put(&mut descriptor, "family", &model.family);
+    let mut config = Map::new();
+    put(&mut config, "architecture", &model.architecture);
+    put(&mut config, "format", &model.format);
+    put(&mut config, "paramSize", &model.param_size);
+    put(&mut config, "precision", &model.precision);
+    put(&mut config, "quantization", &model.quantization);
+    let v = json!({
+        "descriptor": descriptor,
+        "config": config,
+        "modelfs": {
+            "type": "layers",
+            "diffIds": diff_ids.iter().map(Digest::to_string).collect::<Vec<_>>(),
+        },
+    });
+    // serialising a Value cannot fail
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// The ModelPack manifest over `config` (its bytes) and `layers`.
+pub fn modelpack_manifest(config: &[u8], layers: &[Descriptor]) -> Vec<u8> {
+    let v = json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "artifactType": MODELPACK_MANIFEST,
+        "config": {
+            "mediaType": MODELPACK_CONFIG,
+            "digest": Digest::of(config).to_string(),
+            "size": config.len(),
+        },
+        "layers": layers.iter().map(Descriptor::to_value).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn kinds_follow_modctls_lists() {
+        for (name, want) in [
+            ("model-00001-of-00002.safetensors", Kind::Weight),
+            ("config.json", Kind::Config),
+            ("tokenizer.json", Kind::Config),
+            ("tokenizer.model", Kind::Config),
+            ("vocab.txt", Kind::Config),
+            ("generation_config.json", Kind::Config),
+            ("README.md", Kind::Doc),
+            ("LICENSE", Kind::Doc),
+            ("run.py", Kind::Code),
+            ("requirements.txt", Kind::Code),
+            ("model.gguf", Kind::Weight),
+            ("tensor0_1", Kind::Weight),
+            ("model.onnx_data", Kind::Weight),
+            ("package.json", Kind::Config),
+        ] {
+            assert_eq!(classify(name, 10), (want, false), "{name}");
+        }
+        assert_eq!(classify("blob", 200_000_000), (Kind::Weight, true));
+        assert_eq!(classify("blob", 20), (Kind::Code, true));
+        assert!(skipped(".gitattributes") && skipped("x.pyc") && skipped("Modelfile"));
+        assert!(!skipped("model.safetensors"));
+        assert!(glob(b"tensor[0-9]*_[0-9]*", b"tensor12_3"));
+        assert!(!glob(b"tensor[0-9]*_[0-9]*", b"tensorx_3"));
+    }
+
+    fn st(tensors: &[(&str, &str, &[u64])]) -> Vec<u8> {
+        let mut m = Map::new();
+        for (n, d, s) in tensors {
+            m.insert(
+                (*n).into(),
+                json!({"dtype": d, "shape": s, "data_offsets": [0, 0]}),
+            );
+        }
+        m.insert("__metadata__".into(), json!({"format": "pt"}));
+        let h = serde_json::to_vec(&m).unwrap();
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&h);
+        out
+    }
+
+    #[test]
+    fn safetensors_headers_give_params_and_precision() {
+        let h = st(&[("a", "BF16", &[4096, 4096]), ("b", "F32", &[4096])]);
+        let f = facts("model.safetensors", &h).unwrap();
+        assert_eq!(f.params, Some(4096 * 4096 + 4096));
+        assert_eq!(f.precisions[0].0, "bfloat16");
+        assert_eq!(f.format.as_deref(), Some("safetensors"));
+        // cut short: not enough to say
+        assert_eq!(facts("model.safetensors", &h[..h.len() - 3]), None);
+        assert_eq!(facts("model.safetensors", b"junk"), None);
+        let mut m = Model::default();
+        m.fill_from(&[f]);
+        assert_eq!(m.param_size.as_deref(), Some("16.8M"));
+        assert_eq!(m.precision.as_deref(), Some("bfloat16,float32"));
+    }
+
+    fn gguf_bytes() -> Vec<u8> {
+        let s = |v: &mut Vec<u8>, x: &str| {
+            v.extend_from_slice(&(x.len() as u64).to_le_bytes());
+            v.extend_from_slice(x.as_bytes());
+        };
+        let mut v = b"GGUF".to_vec();
+        v.extend_from_slice(&3u32.to_le_bytes());
+        v.extend_from_slice(&2u64.to_le_bytes()); // tensors
+        v.extend_from_slice(&3u64.to_le_bytes()); // kvs
+        s(&mut v, "general.architecture");
+        v.extend_from_slice(&8u32.to_le_bytes());
+        s(&mut v, "llama");
+        s(&mut v, "tokenizer.ggml.tokens");
+        v.extend_from_slice(&9u32.to_le_bytes());
+        v.extend_from_slice(&8u32.to_le_bytes());
+        v.extend_from_slice(&2u64.to_le_bytes());
+        s(&mut v, "<s>");
+        s(&mut v, "</s>");
+        s(&mut v, "general.file_type");
+        v.extend_from_slice(&4u32.to_le_bytes());
+        v.extend_from_slice(&15u32.to_le_bytes());
+        for (name, dims) in [("tok", &[32000u64, 4096][..]), ("norm", &[4096][..])] {
+            s(&mut v, name);
+            v.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
+                v.extend_from_slice(&d.to_le_bytes());
+            }
+            v.extend_from_slice(&12u32.to_le_bytes());
+            v.extend_from_slice(&0u64.to_le_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn gguf_headers_give_architecture_quantization_and_params() {
+        let g = gguf_bytes();
+        let f = facts("anything", &g).unwrap();
+        assert_eq!(f.architecture.as_deref(), Some("llama"));
+        assert_eq!(f.quantization.as_deref(), Some("Q4_K_M"));
+        assert_eq!(f.params, Some(32000 * 4096 + 4096));
+        for cut in [5, 20, g.len() - 1] {
+            assert_eq!(facts("x.gguf", &g[..cut]), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn param_sizes_read_as_people_write_them() {
+        for (n, want) in [
+            (8_030_000_000, "8.03B"),
+            (124_439_808, "124M"),
+            (5_000, "5K"),
+            (1_500_000_000_000, "1.5T"),
+            (900, "900"),
+            (70_000_000_000, "70B"),
+            (16_781_312, "16.8M"),
+        ] {
+            assert_eq!(param_size(n), want);
+        }
+    }
+
+    #[test]
+    fn configs_hold_only_what_the_schema_allows() {
+        let m = Model {
+            name: Some("m".into()),
+            format: Some("safetensors".into()),
+            param_size: Some("8B".into()),
+            family: Some(String::new()),
+            ..Model::default()
+        };
+        let c: Value = serde_json::from_slice(&modelpack_config(&m, &[Digest::of(b"x")])).unwrap();
+        assert_eq!(
+            c.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["descriptor", "config", "modelfs"]
+        );
+        assert_eq!(
+            c["descriptor"],
+            json!({"name": "m"}),
+            "empty values left out"
+        );
+        assert_eq!(c["modelfs"]["diffIds"][0], Digest::of(b"x").to_string());
+        let l = FileLayer {
+            path: "unet/model.safetensors".into(),
+            kind: Kind::Weight,
+            guessed: false,
+            packing: Packing::Raw,
+            digest: Digest::of(b"x"),
+            size: 1,
+            diff_id: Digest::of(b"x"),
+            file_size: 1,
+            executable: false,
+        };
+        let d = l.descriptor(0);
+        assert_eq!(d.media_type, "application/vnd.cncf.model.weight.v1.raw");
+        let meta: Value = serde_json::from_str(
+            &d.annotations
+                .iter()
+                .find(|(k, _)| k == ANN_FILE_METADATA)
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        assert_eq!(meta["name"], "model.safetensors");
+        assert_eq!(meta["mode"], 420);
+        let man: Value = serde_json::from_slice(&modelpack_manifest(b"{}", &[d])).unwrap();
+        assert_eq!(man["artifactType"], MODELPACK_MANIFEST);
+        assert_eq!(
+            man["layers"][0]["annotations"][ANN_FILEPATH],
+            "unet/model.safetensors"
+        );
+    }
+}
