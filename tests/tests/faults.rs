@@ -1109,6 +1109,66 @@ fn a_streamed_patch_cut_by_the_front_end_never_hangs() {
     }
 }
 
+/// A cross-registry copy downloads a blob on one thread while it uploads it on another, both on
+/// the driver's one runtime: a front end that answers the upload early, or stops reading it,
+/// must not hang the run with the download still open (the body is cut off, not the runtime
+/// shut down), and the copy then finishes (in this run, or in the next, which resumes it).
+#[test]
+fn a_copy_whose_upload_is_answered_early_never_hangs() {
+    harness();
+    let dir = tempdir("fault-copy-hang");
+    std::fs::write(dir.join("w.bin"), random_bytes(48 << 20, 1503)).unwrap();
+    std::fs::write(dir.join("small.txt"), b"small").unwrap();
+    let src = format!("{PLAIN}/{}:src", repo("copyhang-src"));
+    let affix = |base: &str, dest: &str, file: &str| {
+        let f = dir.join(file);
+        run(&dir, &["affix", "--base", base, "--dest", dest, s(&f)]).ok()
+    };
+    affix(&format!("{PLAIN}/fixtures/base:latest"), &src, "w.bin");
+    let clean = affix(
+        &src,
+        &format!("{PLAIN}/{}:clean", repo("copyhang-clean")),
+        "small.txt",
+    );
+    // the copied layer goes to a registry of another host: streamed, not mounted
+    let faulty = |i: usize, action: Action| {
+        let p = FaultProxy::start(PLAIN);
+        p.add(Rule::new("PATCH", "/blobs/uploads/").action(action.clone()));
+        let (cache, small) = (dir.join(format!("cache{i}")), dir.join("small.txt"));
+        let dest = format!("{}/{}:v", p.addr(), repo(&format!("copyhang-dst{i}")));
+        let args = [
+            "affix",
+            "--timeout",
+            "2",
+            "--base",
+            &src,
+            "--dest",
+            &dest,
+            s(&small),
+        ];
+        let env = [("LAMINA_CACHE_DIR", s(&cache))];
+        let again = || {
+            lamina_deadline(&args, &env, Duration::from_secs(60))
+                .unwrap_or_else(|| panic!("{action:?}: lamina hung"))
+        };
+        let first = again();
+        let out = if first.code == 0 { first } else { again().ok() };
+        let hit = p.requests();
+        assert!(
+            hit.iter()
+                .any(|l| l.method == "PATCH" && l.body_bytes >= 8 * MIB),
+            "{action:?}: the fault was never hit"
+        );
+        assert_eq!(
+            digest_of_output(&out.stdout),
+            digest_of_output(&clean.stdout),
+            "{action:?}"
+        );
+    };
+    faulty(0, Action::AnswerEarly(502, 8 * MIB));
+    faulty(1, Action::StopReading(8 * MIB, Duration::from_secs(3)));
+}
+
 /// A server that stops reading a request body and holds the connection, one that takes the
 /// body and never answers, and a download whose body stalls: each request fails after the idle
 /// timeout (`--timeout`) instead of waiting for ever, and the run goes on (resumes the upload,

@@ -1,5 +1,6 @@
 //! The native driver: a thin blocking loop that sends what the core's machines ask for with
-//! reqwest, and feeds back responses, errors and the time.
+//! async reqwest on one current-thread tokio runtime (`block_on`), and feeds back responses,
+//! errors and the time.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read as _;
@@ -121,14 +122,18 @@ impl Chunker {
 }
 
 /// Registry client: one session per registry host, reused across operations.
+///
+/// One HTTP stack: async reqwest on one tokio current-thread runtime, driven with `block_on`
+/// from the driver's thread (and from whichever thread reads a [`BlobReader`], which shares the
+/// runtime; a current-thread runtime lets several threads block on it, one driving its I/O).
 pub struct Client {
     /// One client per registry host (each trusts what [`crate::net::tls`] says for it).
-    http: HashMap<String, reqwest::blocking::Client>,
+    http: HashMap<String, reqwest::Client>,
     opts: Options,
     sessions: Sessions,
     start: Instant,
-    stream: Option<reqwest::blocking::Response>,
-    rt: Option<(tokio::runtime::Runtime, HashMap<String, reqwest::Client>)>,
+    stream: Option<BodyReader>,
+    rt: Arc<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for Client {
@@ -142,7 +147,16 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client.
     pub fn new(opts: Options) -> crate::error::Result<Self> {
-        Ok(Client {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the network runtime: {e}"))?;
+        Ok(Client::on(opts, Arc::new(rt)))
+    }
+
+    /// A client on a runtime that already exists (a [`BlobReader`] reopening its blob).
+    fn on(opts: Options, rt: Arc<tokio::runtime::Runtime>) -> Self {
+        Client {
             http: HashMap::new(),
             sessions: Sessions::new(
                 std::process::id() as u64 ^ (seed_time() << 17) ^ 0x9E37_79B9_7F4A_7C15,
@@ -150,8 +164,8 @@ impl Client {
             opts,
             start: Instant::now(),
             stream: None,
-            rt: None,
-        })
+            rt,
+        }
     }
 
     /// The options it was made with (a copy's re-download makes a driver of its own).
@@ -159,43 +173,11 @@ impl Client {
         &self.opts
     }
 
-    /// The blocking client for `url`'s host. It applies `timeout` to each read of a body (an
-    /// idle timeout) and to the exchange up to the answer's head; large bodies go through
-    /// `send_async` instead.
-    fn blocking_for(&mut self, url: &str) -> Result<reqwest::blocking::Client, String> {
+    /// The client for `url`'s host. Its only timeout is the connect timeout: the idle timeout
+    /// is the watchdog's in [`Client::send`] and [`BodyReader`]'s per chunk.
+    fn http_for(&mut self, url: &str) -> Result<reqwest::Client, String> {
         let host = crate::net::tls::authority(url).to_string();
         if let Some(c) = self.http.get(&host) {
-            return Ok(c.clone());
-        }
-        let t = self.opts.tls.for_host(&host)?;
-        let mut b = reqwest::blocking::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(self.opts.timeouts.connect)
-            .timeout(self.opts.timeouts.idle)
-            .tcp_keepalive(Duration::from_secs(30))
-            .danger_accept_invalid_certs(t.no_verify)
-            .user_agent(concat!("lamina/", env!("CARGO_PKG_VERSION")));
-        for c in t.cas {
-            b = b.add_root_certificate(c);
-        }
-        let c = b
-            .build()
-            .map_err(|e| format!("cannot set up HTTPS for {host}: {e}"))?;
-        self.http.insert(host, c.clone());
-        Ok(c)
-    }
-
-    /// The async client for `url`'s host (see [`Client::blocking_for`]).
-    fn async_for(&mut self, url: &str) -> Result<reqwest::Client, String> {
-        let host = crate::net::tls::authority(url).to_string();
-        if self.rt.is_none() {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            self.rt = Some((rt, HashMap::new()));
-        }
-        if let Some(c) = self.rt.as_ref().and_then(|(_, m)| m.get(&host)) {
             return Ok(c.clone());
         }
         let t = self.opts.tls.for_host(&host)?;
@@ -211,148 +193,121 @@ impl Client {
         let c = b
             .build()
             .map_err(|e| format!("cannot set up HTTPS for {host}: {e}"))?;
-        if let Some((_, m)) = self.rt.as_mut() {
-            m.insert(host, c.clone());
-        }
+        self.http.insert(host, c.clone());
         Ok(c)
     }
 
-    /// Sends a request whose body is pulled from a producer (chunked transfer encoding) or is a
-    /// large buffer, on the async client. The blocking client reads bodies 8 KiB at a time
-    /// through a channel, which costs half the throughput; this path hands whole chunks over.
+    /// Sends one request and reads its answer (or keeps a streamed answer's body for
+    /// [`Client::take_stream`]).
     ///
     /// Nothing here waits for ever: an idle watchdog fails the request when no byte has moved
-    /// either way for [`Timeouts::idle`] (a server that stopped reading, or stopped answering),
-    /// and a failed request tears down what it started. The runtime is dropped with its tasks
-    /// (a connection task may still hold the body after the response future failed, e.g. when a
-    /// front end answered early), which drops the body's receiver, which ends the pump thread;
-    /// only then does this return. (Regression: the pump stayed blocked on a channel that the
-    /// abandoned connection task held, and joining it hung the upload for ever.)
-    fn send_async(&mut self, req: &Request, body: AsyncBody) -> Result<Response, NetError> {
-        let http = self.async_for(&req.url).map_err(NetError::Other)?;
-        let Some((rt, _)) = &self.rt else {
-            return Err(NetError::Other(
-                Error::internal("no async runtime after making one").to_string(),
-            ));
+    /// either way for [`Timeouts::idle`] (a server that stopped reading, or stopped answering).
+    ///
+    /// A body pulled from the producer is fed by a pump thread (the producer's channel blocks)
+    /// into a [`Tap`], the body's end that the connection task polls. A request that failed, or
+    /// that was answered before its body was taken whole (a front end refusing it early), cuts
+    /// the tap: that drops the channel's receiver, so the pump's pending or next send fails and
+    /// the pump ends, and wakes the connection task, which finds an error in the body and drops
+    /// the connection; only then (the pump joined) does this return. The runtime is not shut
+    /// down for it (a download's response may live on it). (Regression: the pump stayed blocked
+    /// on a channel that the abandoned connection task held, and joining it hung the upload for
+    /// ever; the tap takes the channel from that task instead.)
+    fn send(&mut self, req: &Request, body: SendBody) -> Result<Response, NetError> {
+        let method = match req.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Head => reqwest::Method::HEAD,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
         };
-        let watch = Arc::new(Watch::new());
-        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-        let mut content_length = None;
-        let pump = match body {
-            AsyncBody::Stream(mut r) => {
-                let cancel = Arc::clone(&cancel);
-                Some(std::thread::spawn(move || loop {
-                    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    match r.next_chunk() {
-                        Ok(Some(b)) => {
-                            if tx.blocking_send(Ok(b)).is_err() {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(e));
-                            break;
-                        }
-                    }
-                }))
-            }
-            AsyncBody::Bytes(b) => {
-                content_length = Some(b.len());
-                // slices of the buffer, so the watchdog sees the upload move
-                const PIECE: usize = 256 << 10;
-                let mut at = 0;
-                while at < b.len() {
-                    let end = (at + PIECE).min(b.len());
-                    if tx.try_send(Ok(b.slice(at..end))).is_err() {
-                        break;
-                    }
-                    at = end;
-                }
-                if at < b.len() {
-                    // more pieces than the channel holds: a feeder thread for the rest
-                    let cancel = Arc::clone(&cancel);
-                    let feeder = std::thread::spawn(move || {
-                        while at < b.len() && !cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                            let end = (at + PIECE).min(b.len());
-                            if tx.blocking_send(Ok(b.slice(at..end))).is_err() {
-                                break;
-                            }
-                            at = end;
-                        }
-                    });
-                    Some(feeder)
-                } else {
-                    drop(tx); // the body ends after the pieces queued
-                    None
-                }
-            }
-        };
-        let w = Arc::clone(&watch);
-        let body_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let done = Arc::clone(&body_done);
-        let stream = futures_util::stream::unfold(rx, move |mut rx| {
-            let w = Arc::clone(&w);
-            let done = Arc::clone(&done);
-            async move {
-                let x = rx.recv().await;
-                w.touch();
-                if x.is_none() {
-                    done.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                x.map(|x| (x, rx))
-            }
-        });
-        let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
-            .map_err(|e| e.to_string())?;
-        let mut b = http
-            .request(method, &req.url)
-            .body(reqwest::Body::wrap_stream(stream));
+        let http = self.http_for(&req.url)?;
+        let mut b = http.request(method, &req.url);
         for (k, v) in &req.headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        if let Some(n) = content_length {
-            b = b.header("Content-Length", n.to_string());
+        let watch = Arc::new(Watch::new());
+        let mut tap = None;
+        let mut pump = None;
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        match body {
+            SendBody::None => {
+                if matches!(req.method, Method::Put | Method::Post | Method::Patch)
+                    && req.header("content-length").is_none()
+                {
+                    b = b.header("Content-Length", "0");
+                }
+            }
+            SendBody::Bytes(body) => {
+                b = b.header("Content-Length", body.len().to_string());
+                if body.len() <= PIECE {
+                    b = b.body(body);
+                } else {
+                    // slices of the buffer, so the watchdog sees the upload move
+                    let t = Tap::new(TapFeed::Pieces(body));
+                    b = b.body(t.body(&watch));
+                    tap = Some(t);
+                }
+            }
+            SendBody::Stream(mut r) => {
+                let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+                let t = Tap::new(TapFeed::Channel(rx));
+                b = b.body(t.body(&watch));
+                tap = Some(t);
+                let cancel = Arc::clone(&cancel);
+                pump = Some(std::thread::spawn(move || loop {
+                    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let next = r.next_chunk();
+                    let end = !matches!(next, Ok(Some(_)));
+                    // fails once the tap is cut
+                    let sent = match next {
+                        Ok(Some(b)) => tx.blocking_send(Ok(b)),
+                        Ok(None) => Ok(()),
+                        Err(e) => tx.blocking_send(Err(e)),
+                    };
+                    if end || sent.is_err() {
+                        break;
+                    }
+                }));
+            }
         }
         let max = req.max_response_body;
+        let keep = req.stream_response;
         let idle = self.opts.timeouts.idle;
         let w = Arc::clone(&watch);
-        let out = rt.block_on(async move {
+        let out = self.rt.block_on(async move {
             let work = async {
                 let resp = b.send().await.map_err(net_error)?;
                 w.touch();
-                let status = resp.status().as_u16();
-                let headers = header_pairs(resp.headers());
+                let mut out = Response {
+                    status: resp.status().as_u16(),
+                    headers: header_pairs(resp.headers()),
+                    body: Vec::new(),
+                    truncated: false,
+                };
+                if keep && (200..300).contains(&out.status) {
+                    return Ok((out, Some(resp)));
+                }
                 let mut resp = resp;
-                let mut body = Vec::new();
                 while let Some(c) = resp.chunk().await.map_err(net_error)? {
                     w.touch();
-                    body.extend_from_slice(&c);
-                    if body.len() as u64 > max {
+                    out.body.extend_from_slice(&c);
+                    if out.body.len() as u64 > max {
                         break; // a hostile registry cannot make us read without end
                     }
                 }
-                let truncated = body.len() as u64 > max;
-                body.truncate(max as usize);
-                Ok::<_, NetError>(Response {
-                    status,
-                    headers,
-                    body,
-                    truncated,
-                })
+                out.truncated = out.body.len() as u64 > max;
+                out.body.truncate(max as usize);
+                Ok::<_, NetError>((out, None))
             };
             let dog = async {
                 let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
                 loop {
                     tokio::time::sleep(tick).await;
                     if w.idle() >= idle {
-                        return NetError::Timeout(format!(
-                            "nothing sent or received for {} (--timeout)",
-                            secs(idle)
-                        ));
+                        return NetError::Timeout(idle_message(idle));
                     }
                 }
             };
@@ -363,19 +318,27 @@ impl Client {
                 futures_util::future::Either::Right((e, _)) => Err(e),
             }
         });
-        // failed, or answered before the body was taken whole (a front end refusing it early):
-        // the connection task may still hold the body
-        if out.is_err() || !body_done.load(std::sync::atomic::Ordering::Relaxed) {
-            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-            if let Some((rt, _)) = self.rt.take() {
-                // drops every task, and with them the body's receiver
-                rt.shutdown_background();
+        if let Some(t) = &tap {
+            // failed, or answered before the body was taken whole: the connection task may
+            // still hold the body
+            if out.is_err() || !t.ended() {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                t.cut();
             }
         }
         if let Some(p) = pump {
             let _ = p.join();
         }
-        out
+        let (resp, kept) = out?;
+        if let Some(kept) = kept {
+            self.stream = Some(BodyReader {
+                rt: Arc::clone(&self.rt),
+                resp: kept,
+                chunk: Bytes::new(),
+                idle,
+            });
+        }
+        Ok(resp)
     }
 
     /// Opens a blob for reading, continuing where a cut download stopped (see [`BlobReader`]).
@@ -397,7 +360,7 @@ impl Client {
     }
 
     /// The body of the last streamed response (after an `OpenBlob`).
-    pub fn take_stream(&mut self) -> crate::error::Result<reqwest::blocking::Response> {
+    fn take_stream(&mut self) -> crate::error::Result<BodyReader> {
         self.stream
             .take()
             .ok_or_else(|| Error::internal("no streamed response is waiting").into())
@@ -676,71 +639,6 @@ impl Client {
             }
         }
     }
-
-    fn send(&mut self, req: &Request, body: SendBody) -> Result<Response, NetError> {
-        let method = match req.method {
-            Method::Get => reqwest::Method::GET,
-            Method::Head => reqwest::Method::HEAD,
-            Method::Post => reqwest::Method::POST,
-            Method::Put => reqwest::Method::PUT,
-            Method::Patch => reqwest::Method::PATCH,
-            Method::Delete => reqwest::Method::DELETE,
-        };
-        let http = self.blocking_for(&req.url)?;
-        let mut b = http.request(method, &req.url);
-        for (k, v) in &req.headers {
-            b = b.header(k.as_str(), v.as_str());
-        }
-        let body = match body {
-            SendBody::Stream(r) => return self.send_async(req, AsyncBody::Stream(r)),
-            // a large body could take longer than the idle timeout, which the blocking client
-            // applies to the whole exchange up to the answer's head
-            SendBody::Bytes(b) if b.len() > ASYNC_BODY => {
-                return self.send_async(req, AsyncBody::Bytes(b))
-            }
-            other => other,
-        };
-        if let SendBody::Bytes(body) = body {
-            b = b
-                .header("Content-Length", body.len().to_string())
-                .body(reqwest::blocking::Body::from(body));
-        } else if matches!(req.method, Method::Put | Method::Post | Method::Patch)
-            && req.header("content-length").is_none()
-        {
-            b = b.header("Content-Length", "0");
-        }
-        let resp = match b.send() {
-            Ok(r) => r,
-            Err(e) => return Err(net_error(e)),
-        };
-        let status = resp.status().as_u16();
-        let headers = header_pairs(resp.headers());
-        if req.stream_response && (200..300).contains(&status) {
-            self.stream = Some(resp);
-            return Ok(Response {
-                status,
-                headers,
-                body: Vec::new(),
-                truncated: false,
-            });
-        }
-        let mut body = Vec::new();
-        let max = req.max_response_body;
-        let mut limited = resp.take(max + 1);
-        limited
-            .read_to_end(&mut body)
-            .map_err(|e| io_net_error(&e, "reading the response"))?;
-        let truncated = body.len() as u64 > max;
-        if truncated {
-            body.truncate(max as usize);
-        }
-        Ok(Response {
-            status,
-            headers,
-            body,
-            truncated,
-        })
-    }
 }
 
 /// Nanoseconds of the wall clock, to seed retry jitter (runs started together spread apart).
@@ -790,22 +688,6 @@ fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> 
     None
 }
 
-/// A blocking read of a response body that failed, classified like [`net_error`].
-fn io_net_error(e: &std::io::Error, what: &str) -> NetError {
-    let msg = format!("{what}: {}", error_chain(e));
-    if let Some(r) = crate::net::tls::certificate_failure(e) {
-        return NetError::Certificate(r);
-    }
-    match io_kind(e).unwrap_or(e.kind()) {
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => NetError::Timeout(msg),
-        std::io::ErrorKind::ConnectionReset
-        | std::io::ErrorKind::ConnectionAborted
-        | std::io::ErrorKind::BrokenPipe
-        | std::io::ErrorKind::UnexpectedEof => NetError::Reset(msg),
-        _ => NetError::Other(msg),
-    }
-}
-
 fn header_pairs(h: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
     h.iter()
         .map(|(k, v)| {
@@ -840,14 +722,146 @@ enum SendBody {
     Stream(StreamReader),
 }
 
-/// A request body for [`Client::send_async`].
-enum AsyncBody {
-    Stream(StreamReader),
-    Bytes(Bytes),
+/// Byte bodies larger than this go out in slices of this size, so that the idle watchdog
+/// sees the upload move.
+const PIECE: usize = 256 << 10;
+
+/// What the watchdog says when it fails a request.
+fn idle_message(idle: Duration) -> String {
+    format!("nothing sent or received for {} (--timeout)", secs(idle))
 }
 
-/// Bodies larger than this go through [`Client::send_async`] and its idle watchdog.
-const ASYNC_BODY: usize = 1 << 20;
+/// Where a request body's bytes come from.
+enum TapFeed {
+    /// A large buffer, handed over in [`PIECE`]s.
+    Pieces(Bytes),
+    /// The pump thread's channel (a body pulled from the producer).
+    Channel(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>),
+}
+
+/// A request body's end that the connection task polls, and that the driver can cut off (see
+/// [`Client::send`]).
+#[derive(Clone)]
+struct Tap(Arc<Mutex<TapState>>);
+
+struct TapState {
+    /// `None` once cut.
+    feed: Option<TapFeed>,
+    /// The connection task's waker from its last poll, to wake it when the body is cut.
+    waker: Option<std::task::Waker>,
+    /// The body was taken whole.
+    ended: bool,
+}
+
+impl Tap {
+    fn new(feed: TapFeed) -> Self {
+        Tap(Arc::new(Mutex::new(TapState {
+            feed: Some(feed),
+            waker: None,
+            ended: false,
+        })))
+    }
+
+    /// The request body, which touches `watch` at every piece the connection takes.
+    fn body(&self, watch: &Arc<Watch>) -> reqwest::Body {
+        let tap = self.clone();
+        let watch = Arc::clone(watch);
+        reqwest::Body::wrap_stream(futures_util::stream::poll_fn(move |cx| {
+            let next = tap.poll_next(cx);
+            if next.is_ready() {
+                watch.touch();
+            }
+            next
+        }))
+    }
+
+    fn poll_next(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::io::Result<Bytes>>> {
+        use std::task::Poll;
+        let Ok(mut st) = self.0.lock() else {
+            return Poll::Ready(Some(Err(std::io::Error::other("lock"))));
+        };
+        let st = &mut *st;
+        let next = match st.feed.as_mut() {
+            None => Some(Err(std::io::Error::other("the request was abandoned"))),
+            Some(TapFeed::Pieces(b)) => {
+                let piece = b.split_to(b.len().min(PIECE));
+                (!piece.is_empty()).then_some(Ok(piece))
+            }
+            Some(TapFeed::Channel(rx)) => match rx.poll_recv(cx) {
+                Poll::Ready(x) => x,
+                Poll::Pending => {
+                    st.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            },
+        };
+        if next.is_none() {
+            st.ended = true;
+        }
+        Poll::Ready(next)
+    }
+
+    fn ended(&self) -> bool {
+        self.0.lock().map(|st| st.ended).unwrap_or(false)
+    }
+
+    /// Ends the body for good: drops its feed (the pump's pending or next send fails, and it
+    /// stops) and wakes the connection task, which then finds an error in the body and drops
+    /// the connection.
+    fn cut(&self) {
+        let (feed, waker) = match self.0.lock() {
+            Ok(mut st) => (st.feed.take(), st.waker.take()),
+            Err(_) => (None, None),
+        };
+        drop(feed);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// A streamed response body read synchronously: one `block_on` per chunk the connection
+/// hands over, copied straight into the reader's buffer. A chunk that does not come within the
+/// idle timeout fails the read.
+struct BodyReader {
+    rt: Arc<tokio::runtime::Runtime>,
+    resp: reqwest::Response,
+    /// What is left of the last chunk.
+    chunk: Bytes,
+    idle: Duration,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.chunk.is_empty() {
+            let (resp, idle) = (&mut self.resp, self.idle);
+            match self
+                .rt
+                .block_on(async { tokio::time::timeout(idle, resp.chunk()).await })
+            {
+                Ok(Ok(Some(c))) => self.chunk = c,
+                Ok(Ok(None)) => return Ok(0),
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        NetError::Timeout(idle_message(idle)).to_string(),
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
+    }
+}
 
 /// When bytes last moved on a request, for the idle watchdog.
 struct Watch {
@@ -991,7 +1005,7 @@ impl StreamReader {
 /// caller still verifies the digest of everything it read, so a resumed download is checked
 /// as a whole.
 pub struct BlobReader {
-    inner: reqwest::blocking::Response,
+    inner: BodyReader,
     opts: Options,
     reference: Reference,
     dl: Download,
@@ -1020,7 +1034,7 @@ impl BlobReader {
     }
 
     fn reopen(&mut self) -> crate::error::Result<()> {
-        let mut c = Client::new(self.opts.clone())?;
+        let mut c = Client::on(self.opts.clone(), Arc::clone(&self.inner.rt));
         let opened = c.run(&self.reference, self.dl.reopen())?;
         self.inner = c.take_stream()?;
         self.skip(opened.skip)?;
