@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{affix, append, extract, layers, login, recompress, remix, slice};
+use crate::commands::{affix, append, extract, layers, login, pack, recompress, remix, slice};
 use crate::commands::{Ctx, Global, Roles};
 use crate::ui::report;
 
@@ -54,6 +54,7 @@ enum Cmd {
     Clone(affix::CloneArgs),
     Zstd(recompress::Args),
     Append(append::Args),
+    Pack(pack::Args),
     Slice(slice::Args),
     Login(login::LoginArgs),
     Logout(login::LogoutArgs),
@@ -85,6 +86,7 @@ impl Cmd {
             Cmd::Clone(a) => (Some(&a.dest), vec![&a.base]),
             Cmd::Remix(a) => (Some(&a.dest), vec![&a.base, &a.weights]),
             Cmd::Zstd(a) => (Some(&a.dest), vec![&a.image]),
+            Cmd::Pack(a) => (Some(&a.dest), Vec::new()),
             Cmd::Extract(a) => (Some(&a.image), vec![&a.image]),
             Cmd::Layers(a) => (Some(&a.image), vec![&a.image]),
             Cmd::Slice(a) => return a.roles(),
@@ -237,6 +239,7 @@ fn run(cli: Cli) -> error::Result<()> {
         Cmd::Remix(a) => remix::run(ctx, a),
         Cmd::Zstd(a) => recompress::run(ctx, a),
         Cmd::Append(a) => append::run(ctx, a),
+        Cmd::Pack(a) => pack::run(ctx, a),
         Cmd::Slice(a) => slice::run(ctx, a),
         Cmd::Layers(a) => layers::run(ctx, a),
         Cmd::Login(_) | Cmd::Logout(_) | Cmd::Version { .. } | Cmd::Completions { .. } => Ok(()),

@@ -7,7 +7,7 @@
 //! layer with `io.opendatahub.modelcar.layer.type=modelcard` and the manifest with
 //! `io.opendatahub.layers.modelcard=<card digest>`; lamina writes the same keys.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::compress::Compression;
 use crate::digest::Digest;
@@ -152,21 +152,15 @@ pub fn modelpack_layer_type(part: Part, c: Compression) -> &'static str {
 /// A CNCF ModelPack artifact over the same layer blobs: its config bytes and manifest bytes
 /// (the manifest names the config by digest). `name` goes into the config's descriptor.
 pub fn modelpack(layers: &[CarLayer], created: &str, name: Option<&str>) -> (Vec<u8>, Vec<u8>) {
-    let mut descriptor = Map::new();
-    descriptor.insert("createdAt".into(), Value::String(created.into()));
-    if let Some(n) = name {
-        descriptor.insert("name".into(), Value::String(n.into()));
-    }
-    let config = json!({
-        "descriptor": descriptor,
-        "config": {},
-        "modelfs": {
-            "type": "layers",
-            "diff_ids": layers.iter().map(|l| l.info.diff_id.to_string()).collect::<Vec<_>>(),
-        },
-    });
-    // serialising a Value cannot fail
-    let config = serde_json::to_vec(&config).unwrap_or_default();
+    // the schema's names (`diffIds`; regression: `diff_ids`, spec v0.0.6's, which the current
+    // schema refuses)
+    let model = crate::pack::Model {
+        name: name.map(str::to_string),
+        created_at: Some(created.to_string()),
+        ..crate::pack::Model::default()
+    };
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.info.diff_id.clone()).collect();
+    let config = crate::pack::modelpack_config(&model, &diff_ids);
     let layer_values: Vec<Value> = layers
         .iter()
         .map(|l| {
@@ -313,7 +307,7 @@ mod tests {
         let (cfg, man) = modelpack(&ls, "2026-01-01T00:00:00Z", Some("m"));
         let c: Value = serde_json::from_slice(&cfg).unwrap();
         assert_eq!(c["modelfs"]["type"], "layers");
-        assert_eq!(c["modelfs"]["diff_ids"][1], Digest::of(&[2, 2]).to_string());
+        assert_eq!(c["modelfs"]["diffIds"][1], Digest::of(&[2, 2]).to_string());
         assert_eq!(c["descriptor"]["name"], "m");
         let m: Value = serde_json::from_slice(&man).unwrap();
         assert_eq!(m["artifactType"], MODELPACK_ARTIFACT);

@@ -781,7 +781,7 @@ fn modelpack_manifest_shares_the_image_blobs() {
     assert_eq!(layers.len(), 3);
     for (i, l) in layers.iter().enumerate() {
         assert_eq!(l["digest"], j["layers"][i]["digest"], "same blob");
-        assert_eq!(cfg["modelfs"]["diff_ids"][i], j["layers"][i]["diffId"]);
+        assert_eq!(cfg["modelfs"]["diffIds"][i], j["layers"][i]["diffId"]);
     }
     assert_eq!(
         layers[0]["mediaType"],

@@ -12,6 +12,7 @@ pub mod append;
 pub mod extract;
 pub mod layers;
 pub mod login;
+pub mod pack;
 pub mod recompress;
 pub mod remix;
 pub mod slice;

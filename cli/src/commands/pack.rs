@@ -1,0 +1,458 @@
+//! `lamina pack`: a model folder (or files) straight into a registry as a CNCF ModelPack
+//! artifact, with no local copy: one uncompressed raw layer per file (what modctl, Docker's
+//! `docker model package --format cncf` and Docker Hub's `ai/*` models hold), each file's kind
+//! from its name (modctl's lists), the config filled from the files (the weights' headers for
+//! the format, parameters and precision; `config.json` for the family), the layers uploaded in
+//! parallel, each one resumable.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use lamina_core::artifact::{Kind, Packing};
+use lamina_core::digest::Hasher;
+use lamina_core::layer::LayerInfo;
+use lamina_core::pack::{self, Facts, FileLayer, Model};
+use lamina_core::registry::UploadConfig;
+use lamina_core::tar::{EntryKind, PlannedEntry};
+use lamina_core::{Digest, Error};
+
+use crate::commands::Ctx;
+use crate::error::Result;
+use crate::net::client::{Chunker, Client, Data, Restart};
+use crate::ops::build::source_date_epoch;
+use crate::store::{self, Loc};
+use crate::ui::progress::{human, Progress};
+
+/// Pack a model folder (or files) into a registry as a ModelPack artifact, no local copy.
+///
+/// One layer per file, uncompressed and raw (the blob is the file, as modctl, docker model
+/// package --format cncf and Docker Hub's ai/* models make them); each layer's kind (weight,
+/// config, doc, code) comes from the file's name, its path is kept (unet/ and vae/ may hold
+/// files of the same name). The config says the format, parameter count and precision the
+/// weights' headers (safetensors, GGUF) give, and the family config.json gives. Layers upload
+/// in parallel (-j), each resumable by running the command again; the manifest goes last.
+/// Hidden files, __pycache__ and *.pyc are left out, as modctl does.
+///
+/// Examples:
+///   lamina pack ./Qwen2.5-0.5B/ --dest registry.example.com/models/qwen:0.5b
+///   lamina pack ~/.cache/huggingface/hub/models--x--y/snapshots/abc/ --dest 127.0.0.1:5000/y --name y
+///   lamina pack model.gguf README.md --dest oci:layout:tiny
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The model folder's contents, or files (each at its name).
+    #[arg(value_name = "FILE_OR_DIR", required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where to push the artifact (a registry reference, or oci:DIR[:TAG]).
+    #[arg(short = 'd', long, value_name = "REF")]
+    pub dest: String,
+    /// The model's name in the config [default: the folder's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Layers uploaded at once.
+    #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub jobs: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One file to pack.
+#[derive(Debug, Clone)]
+struct Input {
+    path: String,
+    source: PathBuf,
+    size: u64,
+    executable: bool,
+    kind: Kind,
+    guessed: bool,
+}
+
+/// Runs `pack`; prints `dest@sha256:...`.
+pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
+    let t0 = Instant::now();
+    let dest = ctx.dest("--dest", &a.dest)?;
+    let quiet = ctx.quiet;
+    let (inputs, left_out) = plan(&a.inputs)?;
+    if !quiet && left_out > 0 {
+        crate::ui::progress::warn(&format!(
+            "note: {left_out} hidden or cache file(s) left out (as modctl does)"
+        ));
+    }
+    let model = describe(&a, &inputs)?;
+    let total: u64 = inputs.iter().map(|i| i.size).sum();
+    let mut progress = Progress::new(format!("pack {} files", inputs.len()), Some(total), quiet);
+    let layers = match &dest {
+        Loc::Registry(r) => upload_parallel(ctx, r, &inputs, a.jobs as usize, &mut progress)?,
+        Loc::Layout(_) => {
+            let mut out = Vec::new();
+            let done = Arc::new(AtomicU64::new(0));
+            for i in &inputs {
+                out.push(upload_one(&mut ctx.client, &dest, i, &done)?);
+                progress.set(done.load(Ordering::Relaxed));
+            }
+            out
+        }
+    };
+    progress.finish(total);
+    let mtime = source_date_epoch().unwrap_or(0);
+    let descriptors: Vec<_> = layers.iter().map(|l| l.descriptor(mtime)).collect();
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let config = pack::modelpack_config(&model, &diff_ids);
+    let client = &mut ctx.client;
+    store::put_bytes(client, &dest, config.clone())?;
+    let manifest = pack::modelpack_manifest(&config, &descriptors);
+    let d = store::put_manifest(
+        client,
+        &dest,
+        dest.tag(),
+        lamina_core::media::OCI_MANIFEST,
+        manifest,
+    )?;
+    store::commit(&dest)?;
+    let name = dest.name();
+    if a.json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "image": format!("{name}@{d}"),
+                "digest": d.to_string(),
+                "tag": dest.tag(),
+                "format": "modelpack",
+                "model": {
+                    "name": model.name, "family": model.family, "format": model.format,
+                    "paramSize": model.param_size, "precision": model.precision,
+                    "architecture": model.architecture, "quantization": model.quantization,
+                },
+                "layers": layers.iter().map(|l| serde_json::json!({
+                    "path": l.path, "kind": l.kind.name(), "guessed": l.guessed,
+                    "digest": l.digest.to_string(), "size": l.size,
+                })).collect::<Vec<_>>(),
+                "seconds": t0.elapsed().as_secs_f64(),
+            })
+        )?;
+    } else {
+        outln!("{name}@{d}")?;
+    }
+    if !quiet {
+        eprintln!(
+            "packed {} files ({}) in {:.1}s",
+            layers.len(),
+            human(total),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The files to pack, in path order, and how many were left out. A folder's contents keep
+/// their paths; links that point out of it (a Hugging Face cache snapshot's) are followed; a
+/// link inside it is packed as the file it names.
+fn plan(args: &[PathBuf]) -> Result<(Vec<Input>, usize)> {
+    let entries: Vec<PlannedEntry<PathBuf>> = crate::ops::inputs::collect(args, "")?;
+    let sources: std::collections::HashMap<&str, (&PathBuf, u64, bool)> = entries
+        .iter()
+        .filter_map(|e| match (&e.kind, &e.source) {
+            (EntryKind::File { size, executable }, Some(s)) => {
+                Some((e.path.as_str(), (s, *size, *executable)))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut left_out = 0;
+    for e in &entries {
+        if e.path.split('/').any(pack::skipped) {
+            if !matches!(e.kind, EntryKind::Dir) {
+                left_out += 1;
+            }
+            continue;
+        }
+        let (source, size, executable) = match &e.kind {
+            EntryKind::File { .. } | EntryKind::Hardlink(_) | EntryKind::Symlink(_) => {
+                let key = match &e.kind {
+                    EntryKind::Hardlink(t) => t.clone(),
+                    EntryKind::Symlink(t) => {
+                        lamina_core::untar::resolve_link(&e.path, t).unwrap_or_default()
+                    }
+                    _ => e.path.clone(),
+                };
+                match sources.get(key.as_str()) {
+                    Some((s, size, x)) => ((*s).clone(), *size, *x),
+                    None => {
+                        return Err(format!(
+                            "{}: a link to {key:?}, which is not a file being packed",
+                            e.path
+                        )
+                        .into())
+                    }
+                }
+            }
+            EntryKind::Dir => continue,
+        };
+        let base = e.path.rsplit('/').next().unwrap_or(&e.path);
+        let (kind, guessed) = pack::classify(base, size);
+        out.push(Input {
+            path: e.path.clone(),
+            source,
+            size,
+            executable,
+            kind,
+            guessed,
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    if out.is_empty() {
+        return Err("nothing to pack: every file was left out (hidden or caches)".into());
+    }
+    Ok((out, left_out))
+}
+
+/// Most of a weight file read for its header (GGUF metadata holds the vocabulary).
+const HEAD: u64 = 64 << 20;
+
+/// The config's facts: the name given or the folder's, the weights' headers, `config.json`'s
+/// family and dtype.
+fn describe(a: &Args, inputs: &[Input]) -> Result<Model> {
+    use std::io::Read as _;
+    let mut facts: Vec<Facts> = Vec::new();
+    for i in inputs.iter().filter(|i| i.kind == Kind::Weight) {
+        let f =
+            std::fs::File::open(&i.source).map_err(|e| format!("{}: {e}", i.source.display()))?;
+        let mut head = Vec::new();
+        f.take(HEAD)
+            .read_to_end(&mut head)
+            .map_err(|e| format!("{}: {e}", i.source.display()))?;
+        if let Some(x) = pack::facts(&i.path, &head) {
+            facts.push(x);
+        }
+    }
+    let folder = a
+        .inputs
+        .iter()
+        .find(|p| p.is_dir())
+        .and_then(|p| p.canonicalize().ok())
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let mut m = Model {
+        name: a.name.clone().or(folder).filter(|n| !n.is_empty()),
+        ..Model::default()
+    };
+    m.fill_from(&facts);
+    // transformers' config.json: the family and, when the headers said nothing, the dtype
+    if let Some(c) = inputs.iter().find(|i| i.path == "config.json") {
+        if c.size < 16 << 20 {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(
+                &std::fs::read(&c.source).unwrap_or_default(),
+            ) {
+                let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+                m.family = m.family.take().or_else(|| s("model_type"));
+                m.precision = m.precision.take().or_else(|| s("torch_dtype"));
+                if v.get("transformers_version").is_some() && m.architecture.is_none() {
+                    m.architecture = Some("transformer".into());
+                }
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// Reads `path` as the blob of a raw layer into chunks for the uploader, counting the bytes in
+/// `done`: the blob is the file, so its diff_id is its digest.
+fn build_raw(
+    path: PathBuf,
+    chunk: usize,
+    done: Arc<AtomicU64>,
+    tx: std::sync::mpsc::SyncSender<Data>,
+) {
+    use std::io::Read as _;
+    let mut ch = Chunker::new(chunk, tx);
+    let r = (|| -> std::result::Result<LayerInfo, Error> {
+        let io = |e: std::io::Error| Error::Io {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut f = std::fs::File::open(&path).map_err(io)?;
+        let mut h = Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            ch.push(&buf[..n]);
+            size += n as u64;
+            done.fetch_add(n as u64, Ordering::Relaxed);
+            if ch.closed {
+                return Err(Error::Io {
+                    what: path.display().to_string(),
+                    reason: "its upload stopped".into(),
+                });
+            }
+        }
+        let digest = h.finish();
+        Ok(LayerInfo {
+            compression: lamina_core::compress::Compression::None,
+            digest: digest.clone(),
+            size,
+            diff_id: digest,
+            uncompressed_size: size,
+        })
+    })();
+    ch.done(r);
+}
+
+/// Uploads one file as a raw layer of `dest`, restartable (the file is read again) and
+/// resumable across runs (named by path, size and modification time).
+fn upload_one(
+    client: &mut Client,
+    dest: &Loc,
+    i: &Input,
+    done: &Arc<AtomicU64>,
+) -> Result<FileLayer> {
+    let chunk = 8usize << 20;
+    let spawn = {
+        let (path, done) = (i.source.clone(), Arc::clone(done));
+        move || {
+            let (tx, rx) = sync_channel::<Data>(1);
+            let (path, done) = (path.clone(), Arc::clone(&done));
+            std::thread::spawn(move || build_raw(path, chunk, done, tx));
+            rx
+        }
+    };
+    let mut spawn: Restart = Box::new(spawn);
+    let rx = spawn();
+    let cfg = UploadConfig {
+        chunk_max: chunk as u64,
+        monolithic_max: chunk as u64,
+        stream: true,
+        ..UploadConfig::default()
+    };
+    let mtime = std::fs::metadata(&i.source)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let identity = format!(
+        "pack raw {} {} {} {mtime}",
+        i.path,
+        i.source.display(),
+        i.size
+    );
+    let mut quiet = Progress::new("", Some(i.size), true);
+    let (digest, info) = store::put_stream(
+        client,
+        dest,
+        cfg,
+        rx,
+        Some(spawn),
+        &mut quiet,
+        Some(&identity),
+    )
+    .map_err(|e| -> crate::error::Error { format!("{}: {e}", i.path).into() })?;
+    Ok(FileLayer {
+        path: i.path.clone(),
+        kind: i.kind,
+        guessed: i.guessed,
+        packing: Packing::Raw,
+        digest,
+        size: info.size,
+        diff_id: info.diff_id,
+        file_size: i.size,
+        executable: i.executable,
+    })
+}
+
+/// Uploads the files with `jobs` workers, each with its own connections; the total's progress
+/// here, a line per file done. The first failure stops the others at their next file.
+fn upload_parallel(
+    ctx: &mut Ctx,
+    r: &lamina_core::reference::Reference,
+    inputs: &[Input],
+    jobs: usize,
+    progress: &mut Progress,
+) -> Result<Vec<FileLayer>> {
+    let queue = Arc::new(Mutex::new(
+        (0..inputs.len()).collect::<std::collections::VecDeque<_>>(),
+    ));
+    let done = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<FileLayer>)>();
+    let inputs = Arc::new(inputs.to_vec());
+    let mut workers = Vec::new();
+    for _ in 0..jobs.clamp(1, inputs.len()) {
+        let (queue, done, tx, inputs) = (
+            Arc::clone(&queue),
+            Arc::clone(&done),
+            tx.clone(),
+            Arc::clone(&inputs),
+        );
+        let opts = ctx.opts.clone();
+        let dest = Loc::Registry(r.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut c = match Client::new(opts) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send((usize::MAX, Err(e)));
+                    return;
+                }
+            };
+            loop {
+                let Some(i) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                    return;
+                };
+                let r = upload_one(&mut c, &dest, &inputs[i], &done);
+                let failed = r.is_err();
+                if tx.send((i, r)).is_err() || failed {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut out: Vec<Option<FileLayer>> = vec![None; inputs.len()];
+    let mut first_err = None;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok((i, Ok(l))) => {
+                if !progress.quiet() {
+                    crate::ui::progress::warn(&format!(
+                        "{} {} ({})",
+                        l.kind.name(),
+                        l.path,
+                        human(l.file_size)
+                    ));
+                }
+                out[i] = Some(l);
+            }
+            Ok((_, Err(e))) => {
+                if first_err.is_none() {
+                    // the other workers stop at their next file
+                    if let Ok(mut q) = queue.lock() {
+                        q.clear();
+                    }
+                    first_err = Some(e);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        progress.set(done.load(Ordering::Relaxed));
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    out.into_iter()
+        .zip(inputs.iter())
+        .map(|(l, i)| {
+            l.ok_or_else(|| Error::internal(format!("{} was not uploaded", i.path)).into())
+        })
+        .collect()
+}
