@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use lamina_tests::artifacts::{self, Layer};
+use lamina_tests::models;
 use lamina_tests::*;
 
 fn s(p: &Path) -> &str {
@@ -283,4 +284,155 @@ fn a_raw_layer_that_is_not_what_the_config_says_leaves_nothing() {
         e.stderr
     );
     assert!(!dir.join("out").exists());
+}
+
+/// What a packed folder must extract to: its files, with a link inside it packed as the file it
+/// names, hidden files left out.
+fn packed(want: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in want {
+        if k.split('/').any(|c| c.starts_with('.')) {
+            continue;
+        }
+        if v.starts_with("file") {
+            out.insert(k.clone(), v.clone());
+        } else if let Some(t) = v.strip_prefix("link ") {
+            let dir = k.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            let mut parts: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+            for c in t.split('/') {
+                match c {
+                    ".." => {
+                        parts.pop();
+                    }
+                    "." | "" => {}
+                    c => parts.push(c),
+                }
+            }
+            out.insert(k.clone(), want[&parts.join("/")].clone());
+        }
+    }
+    out
+}
+
+/// The config validates against ModelPack's own JSON schema (tests/fixtures/model-spec, from
+/// the spec's repository), with formats (date-time) checked.
+fn assert_schema_valid(config: &[u8], dir: &Path) {
+    let f = dir.join(format!("config-{}.json", &sha256(config)[7..19]));
+    std::fs::write(&f, config).unwrap();
+    let schema = root().join("tests/fixtures/model-spec/config-schema.json");
+    let check = "import json,sys,jsonschema\n\
+        s=json.load(open(sys.argv[1])); c=json.load(open(sys.argv[2]))\n\
+        jsonschema.Draft202012Validator(s, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER).validate(c)\n";
+    // the Python that has jsonschema (install-deps.sh installs Debian's python3-jsonschema)
+    let py = ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| {
+            std::process::Command::new(p)
+                .args(["-c", "import jsonschema"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("a python3 with jsonschema (tests/harness/install-deps.sh installs it)");
+    let out = std::process::Command::new(py)
+        .args(["-c", check, s(&schema), s(&f)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the config fails ModelPack's schema: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(config)
+    );
+}
+
+fn config_of(r: &str) -> Vec<u8> {
+    let m = raw_manifest(r, None);
+    let (name, _) = r.split_once(':').map(|(a, b)| (a, b)).unwrap();
+    let (reg, repo) = name.split_once('/').unwrap();
+    let digest = m["config"]["digest"].as_str().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://{reg}/v2/{repo}/blobs/{digest}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(sha256(&out.stdout), digest);
+    out.stdout
+}
+
+/// `lamina pack` of a Hugging Face-shaped folder, typed as users type it (`./model/` from its
+/// parent): a ModelPack artifact whose every layer is one raw file at its path with its kind,
+/// the title annotation beside the ModelPack path, a config that passes the spec's schema and
+/// says what the safetensors headers and config.json say, the same digest at -j 1 and -j 4 and
+/// on a second run, and files that extract byte for byte. A schema check of `append
+/// --modelpack`'s config too (regression: it wrote spec v0.0.6's `diff_ids`).
+#[test]
+fn pack_makes_a_modelpack_that_extracts_to_the_folder() {
+    harness();
+    let dir = tempdir("artifacts-pack");
+    let want = models::hf_folder(&dir.join("model"));
+    std::fs::write(dir.join("model/.gitattributes"), b"*.safetensors filter=lfs\n").unwrap();
+    let dest = format!("{PLAIN}/{}:v1", repo("pack"));
+    let out = lamina_in(&dir, &["pack", "./model/", "--dest", &dest, "--json"], &[]).ok();
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(out.stderr.contains("1 hidden or cache file(s) left out"), "{}", out.stderr);
+    assert_eq!(j["model"]["name"], "model");
+    assert_eq!(j["model"]["format"], "safetensors");
+    assert_eq!(j["model"]["family"], "llama");
+    assert_eq!(j["model"]["precision"], "float32");
+    let m = raw_manifest(&dest, None);
+    assert_eq!(m["artifactType"], "application/vnd.cncf.model.manifest.v1+json");
+    assert_eq!(m["config"]["mediaType"], "application/vnd.cncf.model.config.v1+json");
+    let layers = m["layers"].as_array().unwrap();
+    let expect = packed(&want);
+    assert_eq!(layers.len(), expect.len(), "one layer per file: {layers:#?}");
+    for l in layers {
+        let a = &l["annotations"];
+        let p = a["org.cncf.model.filepath"].as_str().unwrap();
+        assert_eq!(a["org.opencontainers.image.title"], p, "CRI-O names files by title");
+        assert!(l["mediaType"].as_str().unwrap().ends_with(".v1.raw"), "{l}");
+        let meta: serde_json::Value =
+            serde_json::from_str(a["org.cncf.model.file.metadata+json"].as_str().unwrap()).unwrap();
+        assert_eq!((meta["uid"].as_u64(), meta["gid"].as_u64()), (Some(0), Some(0)));
+        assert!(expect.contains_key(p), "{p}");
+        if p.ends_with(".safetensors") {
+            assert_eq!(l["mediaType"], "application/vnd.cncf.model.weight.v1.raw");
+        }
+        if p == "config.json" || p.starts_with("tokenizer/") {
+            assert_eq!(l["mediaType"], "application/vnd.cncf.model.weight.config.v1.raw", "{p}");
+        }
+    }
+    let config = config_of(&dest);
+    assert_schema_valid(&config, &dir);
+    let c: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    let ids: Vec<&str> = c["modelfs"]["diffIds"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    let digests: Vec<&str> = layers.iter().map(|l| l["digest"].as_str().unwrap()).collect();
+    assert_eq!(ids, digests, "a raw layer's diff_id is its digest");
+    // the extract, by lamina and as a tar unpacked by GNU tar
+    let (d, t) = extract_both(&dest, &dir, &[]);
+    assert_eq!(files(&d), expect);
+    assert_eq!(files(&t), expect);
+    // deterministic: -j 1, and again
+    let one = format!("{PLAIN}/{}:j1", repo("pack"));
+    let a1 = lamina_in(&dir, &["pack", "model", "--dest", &one, "-j", "1"], &[]).ok();
+    let again = lamina_in(&dir.join("model"), &["pack", ".", "--dest", &one, "--name", "model"], &[]).ok();
+    assert_eq!(a1.stdout.rsplit('@').next(), j["digest"].as_str().map(|d| format!("{d}\n")).as_deref());
+    assert_eq!(again.stdout, a1.stdout);
+    // append --modelpack's config passes the schema too
+    let layout = dir.join("layout");
+    cmd("skopeo", &["copy", "--src-tls-verify=false", &format!("docker://{PLAIN}/fixtures/base:latest"), &format!("oci:{}:latest", layout.display())]).ok();
+    lamina(&["append", s(&layout), s(&dir.join("model/config.json")), "--modelpack"]).ok();
+    let ix: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mp = ix["manifests"].as_array().unwrap().iter().find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == "modelpack").unwrap();
+    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
+    let man: serde_json::Value = serde_json::from_slice(&blob(mp["digest"].as_str().unwrap())).unwrap();
+    assert_schema_valid(&blob(man["config"]["digest"].as_str().unwrap()), &dir);
+}
+
+/// The schema check fails a config that breaks the schema (so the check above can fail).
+#[test]
+fn the_schema_check_catches_a_bad_config() {
+    let dir = tempdir("artifacts-schema");
+    let bad = br#"{"descriptor":{},"config":{},"modelfs":{"type":"layers","diff_ids":["sha256:00"]}}"#;
+    let r = std::panic::catch_unwind(|| assert_schema_valid(bad, &dir));
+    assert!(r.is_err(), "spec v0.0.6's diff_ids must fail the current schema");
 }
