@@ -347,7 +347,7 @@ fn assert_schema_valid(config: &[u8], dir: &Path) {
 
 fn config_of(r: &str) -> Vec<u8> {
     let m = raw_manifest(r, None);
-    let (name, _) = r.split_once(':').map(|(a, b)| (a, b)).unwrap();
+    let (name, _) = r.rsplit_once(':').unwrap();
     let (reg, repo) = name.split_once('/').unwrap();
     let digest = m["config"]["digest"].as_str().unwrap();
     let out = std::process::Command::new("curl")
@@ -370,42 +370,77 @@ fn pack_makes_a_modelpack_that_extracts_to_the_folder() {
     harness();
     let dir = tempdir("artifacts-pack");
     let want = models::hf_folder(&dir.join("model"));
-    std::fs::write(dir.join("model/.gitattributes"), b"*.safetensors filter=lfs\n").unwrap();
+    std::fs::write(
+        dir.join("model/.gitattributes"),
+        b"*.safetensors filter=lfs\n",
+    )
+    .unwrap();
     let dest = format!("{PLAIN}/{}:v1", repo("pack"));
     let out = lamina_in(&dir, &["pack", "./model/", "--dest", &dest, "--json"], &[]).ok();
     let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert!(out.stderr.contains("1 hidden or cache file(s) left out"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("1 hidden or cache file(s) left out"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(j["model"]["name"], "model");
     assert_eq!(j["model"]["format"], "safetensors");
     assert_eq!(j["model"]["family"], "llama");
     assert_eq!(j["model"]["precision"], "float32");
     let m = raw_manifest(&dest, None);
-    assert_eq!(m["artifactType"], "application/vnd.cncf.model.manifest.v1+json");
-    assert_eq!(m["config"]["mediaType"], "application/vnd.cncf.model.config.v1+json");
+    assert_eq!(
+        m["artifactType"],
+        "application/vnd.cncf.model.manifest.v1+json"
+    );
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.cncf.model.config.v1+json"
+    );
     let layers = m["layers"].as_array().unwrap();
     let expect = packed(&want);
-    assert_eq!(layers.len(), expect.len(), "one layer per file: {layers:#?}");
+    assert_eq!(
+        layers.len(),
+        expect.len(),
+        "one layer per file: {layers:#?}"
+    );
     for l in layers {
         let a = &l["annotations"];
         let p = a["org.cncf.model.filepath"].as_str().unwrap();
-        assert_eq!(a["org.opencontainers.image.title"], p, "CRI-O names files by title");
+        assert_eq!(
+            a["org.opencontainers.image.title"], p,
+            "CRI-O names files by title"
+        );
         assert!(l["mediaType"].as_str().unwrap().ends_with(".v1.raw"), "{l}");
         let meta: serde_json::Value =
             serde_json::from_str(a["org.cncf.model.file.metadata+json"].as_str().unwrap()).unwrap();
-        assert_eq!((meta["uid"].as_u64(), meta["gid"].as_u64()), (Some(0), Some(0)));
+        assert_eq!(
+            (meta["uid"].as_u64(), meta["gid"].as_u64()),
+            (Some(0), Some(0))
+        );
         assert!(expect.contains_key(p), "{p}");
         if p.ends_with(".safetensors") {
             assert_eq!(l["mediaType"], "application/vnd.cncf.model.weight.v1.raw");
         }
         if p == "config.json" || p.starts_with("tokenizer/") {
-            assert_eq!(l["mediaType"], "application/vnd.cncf.model.weight.config.v1.raw", "{p}");
+            assert_eq!(
+                l["mediaType"], "application/vnd.cncf.model.weight.config.v1.raw",
+                "{p}"
+            );
         }
     }
     let config = config_of(&dest);
     assert_schema_valid(&config, &dir);
     let c: serde_json::Value = serde_json::from_slice(&config).unwrap();
-    let ids: Vec<&str> = c["modelfs"]["diffIds"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
-    let digests: Vec<&str> = layers.iter().map(|l| l["digest"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = c["modelfs"]["diffIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    let digests: Vec<&str> = layers
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, digests, "a raw layer's diff_id is its digest");
     // the extract, by lamina and as a tar unpacked by GNU tar
     let (d, t) = extract_both(&dest, &dir, &[]);
@@ -414,17 +449,47 @@ fn pack_makes_a_modelpack_that_extracts_to_the_folder() {
     // deterministic: -j 1, and again
     let one = format!("{PLAIN}/{}:j1", repo("pack"));
     let a1 = lamina_in(&dir, &["pack", "model", "--dest", &one, "-j", "1"], &[]).ok();
-    let again = lamina_in(&dir.join("model"), &["pack", ".", "--dest", &one, "--name", "model"], &[]).ok();
-    assert_eq!(a1.stdout.rsplit('@').next(), j["digest"].as_str().map(|d| format!("{d}\n")).as_deref());
+    let again = lamina_in(
+        &dir.join("model"),
+        &["pack", ".", "--dest", &one, "--name", "model"],
+        &[],
+    )
+    .ok();
+    assert_eq!(
+        a1.stdout.rsplit('@').next(),
+        j["digest"].as_str().map(|d| format!("{d}\n")).as_deref()
+    );
     assert_eq!(again.stdout, a1.stdout);
     // append --modelpack's config passes the schema too
     let layout = dir.join("layout");
-    cmd("skopeo", &["copy", "--src-tls-verify=false", &format!("docker://{PLAIN}/fixtures/base:latest"), &format!("oci:{}:latest", layout.display())]).ok();
-    lamina(&["append", s(&layout), s(&dir.join("model/config.json")), "--modelpack"]).ok();
-    let ix: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let mp = ix["manifests"].as_array().unwrap().iter().find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == "modelpack").unwrap();
+    cmd(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{PLAIN}/fixtures/base:latest"),
+            &format!("oci:{}:latest", layout.display()),
+        ],
+    )
+    .ok();
+    lamina(&[
+        "append",
+        s(&layout),
+        s(&dir.join("model/config.json")),
+        "--modelpack",
+    ])
+    .ok();
+    let ix: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mp = ix["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == "modelpack")
+        .unwrap();
     let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
-    let man: serde_json::Value = serde_json::from_slice(&blob(mp["digest"].as_str().unwrap())).unwrap();
+    let man: serde_json::Value =
+        serde_json::from_slice(&blob(mp["digest"].as_str().unwrap())).unwrap();
     assert_schema_valid(&blob(man["config"]["digest"].as_str().unwrap()), &dir);
 }
 
@@ -432,7 +497,11 @@ fn pack_makes_a_modelpack_that_extracts_to_the_folder() {
 #[test]
 fn the_schema_check_catches_a_bad_config() {
     let dir = tempdir("artifacts-schema");
-    let bad = br#"{"descriptor":{},"config":{},"modelfs":{"type":"layers","diff_ids":["sha256:00"]}}"#;
+    let bad =
+        br#"{"descriptor":{},"config":{},"modelfs":{"type":"layers","diff_ids":["sha256:00"]}}"#;
     let r = std::panic::catch_unwind(|| assert_schema_valid(bad, &dir));
-    assert!(r.is_err(), "spec v0.0.6's diff_ids must fail the current schema");
+    assert!(
+        r.is_err(),
+        "spec v0.0.6's diff_ids must fail the current schema"
+    );
 }
