@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lamina_core::http::{Method, Request, Response};
+use lamina_core::http::{Method, Request, Response, SafeUrl};
 use lamina_core::layer::LayerInfo;
 use lamina_core::reference::{Reference, Scheme};
 use lamina_core::registry::{
@@ -492,72 +492,17 @@ impl Client {
                 Action::Send(Outgoing {
                     request, payload, ..
                 }) => {
-                    let mut stream_state = None;
-                    let body = match payload {
-                        Payload::Empty => SendBody::None,
-                        Payload::Bytes(b) => SendBody::Bytes(Bytes::from(b)),
-                        Payload::Held(parts) => SendBody::Bytes(match parts.as_slice() {
-                            // a zero-copy slice when the bytes lie in one chunk (the usual case)
-                            [(b, r)] => b.slice(r.clone()),
-                            _ => Bytes::from(
-                                parts
-                                    .iter()
-                                    .flat_map(|(b, r)| b[r.clone()].iter().copied())
-                                    .collect::<Vec<u8>>(),
-                            ),
-                        }),
-                        Payload::Range { .. } => {
-                            return Err(Error::internal("a byte range of a seekable source").into())
-                        }
-                        Payload::Stream {
-                            held,
-                            start,
-                            skip,
-                            limit,
-                            producer_done,
-                        } => {
-                            let f = feed
-                                .as_deref_mut()
-                                .ok_or_else(|| Error::internal("a stream without a producer"))?;
-                            let shared = Arc::new(Mutex::new(StreamShared {
-                                done: producer_done,
-                                ..StreamShared::default()
-                            }));
-                            stream_state = Some(Arc::clone(&shared));
-                            SendBody::Stream(StreamReader {
-                                first: held.into_iter().map(|(b, r)| b.slice(r)).collect(),
-                                skip,
-                                rx: Arc::clone(&f.rx),
-                                shared,
-                                offset: start,
-                                left: limit,
-                                progress: f.progress.clone(),
-                            })
-                        }
-                    };
+                    let (body, stream) = body_of(payload, feed.as_deref_mut())?;
                     if self.opts.verbose {
                         eprintln!(
                             "> {} {}",
                             request.method,
-                            lamina_core::http::SafeUrl::new(request.url.as_str()),
+                            SafeUrl::new(request.url.as_str())
                         );
                     }
                     let res = self.send(&request, body);
-                    if let Some(sh) = stream_state {
-                        let mut sh = sh.lock().map_err(|_| "lock")?;
-                        if let Some(e) = sh.err.take() {
-                            return Err(e.into());
-                        }
-                        let info = sh.info.take();
-                        t.stream_ended(StreamEnd {
-                            limit_reached_at: sh.limit_at,
-                            carry: sh.carry.drain(..).collect(),
-                            pulled: sh.pulled,
-                            complete: info.as_ref().map(|i| (i.digest.clone(), i.size)),
-                        })?;
-                        if let (Some(info), Some(f)) = (info, feed.as_deref_mut()) {
-                            f.info = Some(info);
-                        }
+                    if let Some(sh) = stream {
+                        stream_ended(t, &sh, feed.as_deref_mut())?;
                     }
                     let now = self.now();
                     match res {
@@ -566,7 +511,7 @@ impl Client {
                                 eprintln!(
                                     "< {} {}",
                                     resp.status,
-                                    lamina_core::http::SafeUrl::new(request.url.as_str())
+                                    SafeUrl::new(request.url.as_str())
                                 );
                             }
                             t.handle_response(now, resp)?
@@ -580,29 +525,7 @@ impl Client {
                         std::thread::sleep(Duration::from_millis(until - now));
                     }
                 }
-                Action::Produce => {
-                    let f = feed.as_deref_mut().ok_or_else(|| {
-                        Error::internal("upload data asked for without a producer")
-                    })?;
-                    let msg = f.rx.lock().map_err(|_| "lock")?.recv();
-                    match msg {
-                        Ok(Data::Chunk(b)) => t.produced(b)?,
-                        Ok(Data::Done(rest, info)) => {
-                            if !rest.is_empty() {
-                                t.produced(rest)?;
-                            }
-                            t.produced_end(info.digest.clone(), info.size)?;
-                            f.info = Some(info);
-                        }
-                        Ok(Data::Failed(e)) => return Err(e.into()),
-                        Err(_) => {
-                            // it ends with Done or Failed; a closed channel is a panic there
-                            return Err(
-                                Error::internal("the layer builder stopped unexpectedly").into()
-                            );
-                        }
-                    }
-                }
+                Action::Produce => produce(t, feed.as_deref_mut())?,
                 Action::Restart { .. } => {
                     let f = feed
                         .as_deref_mut()
@@ -615,31 +538,134 @@ impl Client {
                     f.info = None;
                     t.restarted()?;
                 }
-                Action::Event(e) => match &e {
-                    Event::Retrying { .. } | Event::MakingAgain { .. } => {
-                        crate::ui::progress::warn(&e.to_string())
-                    }
-                    Event::Confirmed { bytes, location } => {
-                        if let Some(f) = feed.as_deref_mut() {
-                            // where the upload stands, before the next request (which may
-                            // never come back)
-                            if let Some(file) = f.resume.as_mut() {
-                                file.save(location, *bytes);
-                            }
-                            f.progress.set(*bytes);
-                        }
-                        if self.opts.verbose {
-                            eprintln!("  {e}");
-                        }
-                    }
-                    _ if self.opts.verbose => eprintln!("  {e}"),
-                    _ => {}
-                },
+                Action::Event(e) => self.event(&e, feed.as_deref_mut()),
                 Action::Done(r) => return r.map_err(Into::into),
             }
         }
     }
+
+    /// Logs an event, and keeps the resume file and progress where the registry stands.
+    fn event(&self, e: &Event, feed: Option<&mut Feed<'_>>) {
+        match e {
+            Event::Retrying { .. } | Event::MakingAgain { .. } => {
+                crate::ui::progress::warn(&e.to_string())
+            }
+            Event::Confirmed { bytes, location } => {
+                if let Some(f) = feed {
+                    // where the upload stands, before the next request (which may never come
+                    // back)
+                    if let Some(file) = f.resume.as_mut() {
+                        file.save(location, *bytes);
+                    }
+                    f.progress.set(*bytes);
+                }
+                if self.opts.verbose {
+                    eprintln!("  {e}");
+                }
+            }
+            _ if self.opts.verbose => eprintln!("  {e}"),
+            _ => {}
+        }
+    }
 }
+
+/// A request's body for a payload: bytes (held slices, zero-copy when they lie in one chunk),
+/// or a stream from the producer with the state the driver reports when it ends.
+fn body_of(
+    payload: Payload<'_, Bytes>,
+    feed: Option<&mut Feed<'_>>,
+) -> crate::error::Result<(SendBody, Option<Arc<Mutex<StreamShared>>>)> {
+    Ok(match payload {
+        Payload::Empty => (SendBody::None, None),
+        Payload::Bytes(b) => (SendBody::Bytes(Bytes::from(b)), None),
+        Payload::Held(parts) => {
+            let b = match parts.as_slice() {
+                [(b, r)] => b.slice(r.clone()),
+                _ => Bytes::from(
+                    parts
+                        .iter()
+                        .flat_map(|(b, r)| b[r.clone()].iter().copied())
+                        .collect::<Vec<u8>>(),
+                ),
+            };
+            (SendBody::Bytes(b), None)
+        }
+        Payload::Range { .. } => {
+            return Err(Error::internal("a byte range of a seekable source").into())
+        }
+        Payload::Stream {
+            held,
+            start,
+            skip,
+            limit,
+            producer_done,
+        } => {
+            let f = feed.ok_or_else(|| Error::internal("a stream without a producer"))?;
+            let shared = Arc::new(Mutex::new(StreamShared {
+                done: producer_done,
+                ..StreamShared::default()
+            }));
+            let body = SendBody::Stream(StreamReader {
+                first: held.into_iter().map(|(b, r)| b.slice(r)).collect(),
+                skip,
+                rx: Arc::clone(&f.rx),
+                shared: Arc::clone(&shared),
+                offset: start,
+                left: limit,
+                progress: f.progress.clone(),
+            });
+            (body, Some(shared))
+        }
+    })
+}
+
+/// Tells the kernel where a streamed body stopped and what it took from the producer.
+fn stream_ended<O: Op>(
+    t: &mut Transfer<O, Bytes>,
+    sh: &Mutex<StreamShared>,
+    feed: Option<&mut Feed<'_>>,
+) -> crate::error::Result<()> {
+    let mut sh = sh.lock().map_err(|_| "lock")?;
+    if let Some(e) = sh.err.take() {
+        return Err(e.into());
+    }
+    let info = sh.info.take();
+    t.stream_ended(StreamEnd {
+        limit_reached_at: sh.limit_at,
+        carry: sh.carry.drain(..).collect(),
+        pulled: sh.pulled,
+        complete: info.as_ref().map(|i| (i.digest.clone(), i.size)),
+    })?;
+    if let (Some(info), Some(f)) = (info, feed) {
+        f.info = Some(info);
+    }
+    Ok(())
+}
+
+/// Hands the kernel the producer's next bytes, or its end.
+fn produce<O: Op>(
+    t: &mut Transfer<O, Bytes>,
+    feed: Option<&mut Feed<'_>>,
+) -> crate::error::Result<()> {
+    let f = feed.ok_or_else(|| Error::internal("upload data asked for without a producer"))?;
+    let msg = f.rx.lock().map_err(|_| "lock")?.recv();
+    match msg {
+        Ok(Data::Chunk(b)) => t.produced(b)?,
+        Ok(Data::Done(rest, info)) => {
+            if !rest.is_empty() {
+                t.produced(rest)?;
+            }
+            t.produced_end(info.digest.clone(), info.size)?;
+            f.info = Some(info);
+        }
+        Ok(Data::Failed(e)) => return Err(e.into()),
+        // it ends with Done or Failed; a closed channel is a panic there
+        Err(_) => return Err(Error::internal("the layer builder stopped unexpectedly").into()),
+    }
+    Ok(())
+}
+
+impl Client {}
 
 /// Nanoseconds of the wall clock, to seed retry jitter (runs started together spread apart).
 fn seed_time() -> u64 {
