@@ -20,6 +20,20 @@ pub struct LayerInfo {
     pub uncompressed_size: u64,
 }
 
+impl LayerInfo {
+    /// A blob stored as it is (uncompressed: its diff_id is its digest), such as a raw file or
+    /// a blob copied byte for byte.
+    pub fn stored(digest: Digest, size: u64) -> Self {
+        LayerInfo {
+            compression: Compression::None,
+            diff_id: digest.clone(),
+            digest,
+            size,
+            uncompressed_size: size,
+        }
+    }
+}
+
 /// Takes uncompressed tar bytes, gives blob bytes to a sink.
 pub struct LayerWriter {
     compression: Compression,

@@ -168,11 +168,7 @@ fn show(client: &mut Client, r: &Loc, platform: Option<&str>, json: bool) -> Res
             "TYPE"
         )?;
         for l in img["layers"].as_array().into_iter().flatten() {
-            let d = l["digest"].as_str().unwrap_or("");
-            let short = d
-                .strip_prefix("sha256:")
-                .map(|h| &h[..12.min(h.len())])
-                .unwrap_or(d);
+            let short = short_hex(l["digest"].as_str().unwrap_or(""));
             let mut cb = l["createdBy"].as_str().unwrap_or("").to_string();
             if let Some(c) = l["comment"].as_str() {
                 cb.push_str(&format!("  [{c}]"));
@@ -221,11 +217,7 @@ fn show_artifact(img: &serde_json::Value) -> Result<()> {
         "PACKING"
     )?;
     for l in img["layers"].as_array().into_iter().flatten() {
-        let d = l["digest"].as_str().unwrap_or("");
-        let short = d
-            .strip_prefix("sha256:")
-            .map(|h| &h[..12.min(h.len())])
-            .unwrap_or(d);
+        let short = short_hex(l["digest"].as_str().unwrap_or(""));
         let path = match (l["path"].as_str(), l["problem"].as_str()) {
             (Some(p), _) => p.to_string(),
             (None, Some(why)) => format!("(refused: {why})"),
@@ -244,4 +236,11 @@ fn show_artifact(img: &serde_json::Value) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The first 12 hex digits of a `sha256:` digest.
+fn short_hex(d: &str) -> &str {
+    d.strip_prefix("sha256:")
+        .map(|h| &h[..12.min(h.len())])
+        .unwrap_or(d)
 }

@@ -294,14 +294,7 @@ fn build_raw(
                 });
             }
         }
-        let digest = h.finish();
-        Ok(LayerInfo {
-            compression: lamina_core::compress::Compression::None,
-            digest: digest.clone(),
-            size,
-            diff_id: digest,
-            uncompressed_size: size,
-        })
+        Ok(LayerInfo::stored(h.finish(), size))
     })();
     ch.done(r);
 }

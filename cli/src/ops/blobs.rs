@@ -86,14 +86,7 @@ fn pump(
                 }
                 Ok(())
             })?;
-            let (digest, size) = (want.digest.clone(), want.size);
-            Ok(LayerInfo {
-                compression: lamina_core::compress::Compression::None,
-                digest: digest.clone(),
-                size,
-                diff_id: digest,
-                uncompressed_size: size,
-            })
+            Ok(LayerInfo::stored(want.digest.clone(), want.size))
         })();
         ch.done(r);
     });
