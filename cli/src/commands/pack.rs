@@ -26,7 +26,7 @@ use crate::ops::build::source_date_epoch;
 use crate::store::{self, Loc};
 use crate::ui::progress::{human, Progress};
 
-/// Pack a model folder (or files) into a registry as a ModelPack artifact, no local copy.
+/// Pack model files into a registry as a ModelPack artifact, with no local copy.
 ///
 /// One layer per file, uncompressed and raw (the blob is the file, as modctl, docker model
 /// package --format cncf and Docker Hub's ai/* models make them); each layer's kind (weight,
