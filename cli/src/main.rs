@@ -16,7 +16,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{affix, append, extract, layers, login, pack, recompress, remix, slice};
+use crate::commands::{
+    affix, append, convert, extract, layers, login, pack, recompress, remix, slice,
+};
 use crate::commands::{Ctx, Global, Roles};
 use crate::ui::report;
 
@@ -55,6 +57,7 @@ enum Cmd {
     Zstd(recompress::Args),
     Append(append::Args),
     Pack(pack::Args),
+    Convert(convert::Args),
     Slice(slice::Args),
     Login(login::LoginArgs),
     Logout(login::LogoutArgs),
@@ -87,6 +90,12 @@ impl Cmd {
             Cmd::Remix(a) => (Some(&a.dest), vec![&a.base, &a.weights]),
             Cmd::Zstd(a) => (Some(&a.dest), vec![&a.image]),
             Cmd::Pack(a) => (Some(&a.dest), Vec::new()),
+            Cmd::Convert(a) => (
+                Some(&a.dest),
+                std::iter::once(a.src.as_str())
+                    .chain(a.base.as_deref())
+                    .collect(),
+            ),
             Cmd::Extract(a) => (Some(&a.image), vec![&a.image]),
             Cmd::Layers(a) => (Some(&a.image), vec![&a.image]),
             Cmd::Slice(a) => return a.roles(),
@@ -240,6 +249,7 @@ fn run(cli: Cli) -> error::Result<()> {
         Cmd::Zstd(a) => recompress::run(ctx, a),
         Cmd::Append(a) => append::run(ctx, a),
         Cmd::Pack(a) => pack::run(ctx, a),
+        Cmd::Convert(a) => convert::run(ctx, a),
         Cmd::Slice(a) => slice::run(ctx, a),
         Cmd::Layers(a) => layers::run(ctx, a),
         Cmd::Login(_) | Cmd::Logout(_) | Cmd::Version { .. } | Cmd::Completions { .. } => Ok(()),

@@ -37,6 +37,7 @@
 //! - [`modelcar`]: modelcar (olot) layers and CNCF ModelPack manifests
 //! - [`artifact`]: model artifacts (ModelPack, ModelKit, Docker models): kinds, files, paths
 //! - [`pack`]: building them: file kinds, weight headers, ModelPack configs and manifests
+//! - [`convert`]: modelcar <-> ModelPack over the same blobs where the bytes can stay
 //! - [`hook`]: signed webhooks (HMAC-SHA256, timestamps) and the jobs they start
 //! - [`http`], [`auth`]: requests, responses, credentials, challenges
 //! - [`registry`]: the distribution protocol as state machines, and the transfer kernel drivers
@@ -49,6 +50,7 @@
 pub mod artifact;
 pub mod auth;
 pub mod compress;
+pub mod convert;
 pub mod digest;
 pub mod error;
 pub mod flow;

@@ -505,3 +505,141 @@ fn the_schema_check_catches_a_bad_config() {
         "spec v0.0.6's diff_ids must fail the current schema"
     );
 }
+
+/// The registry's access-log lines for uploads into `repo`: (blob PUTs and PATCHes, mounts).
+fn uploads(repo: &str) -> (Vec<String>, Vec<String>) {
+    let sent = log_lines(PLAIN, &format!("/v2/{repo}/blobs/uploads/"))
+        .into_iter()
+        .filter(|l| l.contains("\"PUT ") || l.contains("\"PATCH "))
+        .collect();
+    let mounts = log_lines(PLAIN, &format!("/v2/{repo}/blobs/uploads/?mount="));
+    (sent, mounts)
+}
+
+/// `convert --to modelpack` of a modelcar uploads no layer: its model layers are mounted (the
+/// registry's access log shows one blob upload, the config), the base image's are left out, and
+/// the files extract as the modelcar's do. Back with `--to modelcar`: mounts only again, the same
+/// files under /models. A packed (raw) ModelPack converted to a modelcar streams each file into a
+/// tar at /models/PATH, and the files come out byte for byte.
+#[test]
+fn convert_between_modelcar_and_modelpack_mounts_what_it_can() {
+    harness();
+    let dir = tempdir("artifacts-convert");
+    let m = dir.join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    let weights = models::safetensors("w", 200_000, 41);
+    std::fs::write(m.join("model.safetensors"), &weights).unwrap();
+    std::fs::write(m.join("config.json"), br#"{"model_type": "llama"}"#).unwrap();
+    std::fs::write(m.join("README.md"), b"# card\n").unwrap();
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let car_repo = repo("convert-car");
+    let car = format!("{PLAIN}/{car_repo}:v1");
+    lamina(&[
+        "affix",
+        "--modelcar",
+        "--base",
+        &base,
+        "--dest",
+        &car,
+        s(&m.join("model.safetensors")),
+        s(&m.join("config.json")),
+        "-m",
+        s(&m.join("README.md")),
+    ])
+    .ok();
+    let mp_repo = repo("convert-mp");
+    let mp = format!("{PLAIN}/{mp_repo}:v1");
+    lamina(&["convert", &car, &mp, "--to", "modelpack"]).ok();
+    let (sent, mounts) = uploads(&mp_repo);
+    assert_eq!(sent.len(), 1, "only the config is uploaded: {sent:#?}");
+    assert_eq!(
+        mounts.len(),
+        3,
+        "the three model layers are mounted: {mounts:#?}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&lamina(&["layers", &mp, "--json"]).ok().stdout).unwrap();
+    let img = &v["images"][0];
+    assert_eq!(img["format"], "modelpack");
+    let kinds: Vec<&str> = img["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["weight", "config", "doc"]);
+    assert_schema_valid(&config_of(&mp), &dir);
+    let from_car = dir.join("from-car");
+    lamina(&["extract", &car, "-o", &format!("{}/", from_car.display())]).ok();
+    let (from_mp, _) = extract_both(&mp, &dir, &["--path", "models"]);
+    assert_eq!(files(&from_mp), files(&tree_listing(&from_car)));
+    assert_eq!(
+        files(&from_mp).get("model.safetensors").map(String::as_str),
+        Some(format!("file {} 644", sha256(&weights)).as_str())
+    );
+    // and back: mounts only
+    let back_repo = repo("convert-back");
+    let back = format!("{PLAIN}/{back_repo}:v1");
+    lamina(&["convert", &mp, &back, "--to", "modelcar", "--base", &base]).ok();
+    let (sent, _) = uploads(&back_repo);
+    assert!(
+        sent.iter().all(|l| !l.contains("\"PATCH ")),
+        "no layer streamed: {sent:#?}"
+    );
+    let again = dir.join("again");
+    lamina(&["extract", &back, "-o", &format!("{}/", again.display())]).ok();
+    assert_eq!(
+        files(&tree_listing(&again)),
+        files(&tree_listing(&from_car))
+    );
+    // a packed ModelPack (raw layers) onto a base as a modelcar: files wrapped at /models/PATH
+    let packed_ref = format!("{PLAIN}/{}:v1", repo("convert-packed"));
+    lamina(&["pack", s(&m), "--dest", &packed_ref]).ok();
+    let car2 = format!("{PLAIN}/{}:v1", repo("convert-car2"));
+    let out = lamina(&[
+        "convert",
+        &packed_ref,
+        &car2,
+        "--to",
+        "modelcar",
+        "--base",
+        &base,
+        "--json",
+    ])
+    .ok();
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(j["bytesSent"].as_u64().unwrap() > weights.len() as u64);
+    let got = dir.join("car2");
+    lamina(&["extract", &car2, "-o", &format!("{}/", got.display())]).ok();
+    let want: BTreeMap<String, String> = ["model.safetensors", "config.json", "README.md"]
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                format!("file {} 644", sha256(&std::fs::read(m.join(n)).unwrap())),
+            )
+        })
+        .collect();
+    assert_eq!(files(&tree_listing(&got)), want);
+    // podman sees the files where a runtime puts them
+    let pl = podman_listing(&car2, "models");
+    assert_eq!(files(&pl), want);
+    // wrong directions are refused before anything is written
+    let e = lamina(&[
+        "convert",
+        &mp,
+        &format!("{PLAIN}/{}:x", repo("convert-bad")),
+        "--to",
+        "modelcar",
+    ]);
+    assert_eq!(e.code, 2, "{}", e.stderr);
+    let e = lamina(&[
+        "convert",
+        &mp,
+        &format!("{PLAIN}/{}:x", repo("convert-bad")),
+        "--to",
+        "modelpack",
+    ]);
+    assert_eq!(e.code, 1, "{}", e.stderr);
+    assert!(e.stderr.contains("not a modelcar"), "{}", e.stderr);
+}

@@ -512,7 +512,7 @@ fn upload_identity(
 /// never downloaded) and the index's other platforms copied there. Errors name `--base` or
 /// `--dest`.
 #[allow(clippy::type_complexity)]
-fn base_at_dest(
+pub(crate) fn base_at_dest(
     client: &mut Client,
     base: &Loc,
     dest: &Loc,

@@ -9,6 +9,7 @@
 
 pub mod affix;
 pub mod append;
+pub mod convert;
 pub mod extract;
 pub mod layers;
 pub mod login;
