@@ -68,6 +68,9 @@ pub enum Action {
     /// Forward the exchange, send the answer's head and this many bytes of its body, then send
     /// nothing for this long and reset (a download that stalls).
     StallResponse(u64, Duration),
+    /// Forward the exchange, reading the request's body at most this many bytes a second (one
+    /// TCP stream over a long path: what parallel uploads are for).
+    Throttle(u64),
 }
 
 /// When a rule applies: method, a substring of the path (with query), which matches to skip and
@@ -442,9 +445,24 @@ impl FaultProxy {
             Some(Action::ResetRequestForwarded(n)) => Some(*n),
             _ => None,
         };
+        let rate = match &action {
+            Some(Action::Throttle(r)) => Some(*r as f64),
+            _ => None,
+        };
+        let t0 = std::time::Instant::now();
+        let mut moved = 0u64;
         let complete = {
             let mut w = std::io::BufWriter::with_capacity(256 * 1024, &mut up);
-            let r = relay_body(client, &mut w, framing, cut, |n, b| self.add_body(i, n, b))?;
+            let r = relay_body(client, &mut w, framing, cut, |n, b| {
+                self.add_body(i, n, b);
+                moved += n;
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64(moved as f64 / rate);
+                    if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            })?;
             w.flush()?;
             r
         };

@@ -222,7 +222,8 @@ fn wrap(
     let mtime = crate::ops::build::source_date_epoch().unwrap_or(0);
     let header = convert::wrap_header(path, source.size, mtime)?;
     let trailer = convert::wrap_trailer(source.size);
-    let chunk = 8usize << 20;
+    // streamed: 1 MiB pieces, not chunk-sized buffers
+    let chunk = 1usize << 20;
     let mut reopen = store::reopener(client, src, &source.digest);
     let what = format!("{path} ({}) from {src}", source.digest);
     let (size, digest) = (source.size, source.digest.clone());

@@ -220,14 +220,38 @@ fn describe(a: &Args, inputs: &[Input]) -> Result<Model> {
     use std::io::Read as _;
     let mut facts: Vec<Facts> = Vec::new();
     for i in inputs.iter().filter(|i| i.kind == Kind::Weight) {
-        let f =
+        // as much of the head as the header needs: a little first, more only when it is longer
+        let mut f =
             std::fs::File::open(&i.source).map_err(|e| format!("{}: {e}", i.source.display()))?;
         let mut head = Vec::new();
-        f.take(HEAD)
-            .read_to_end(&mut head)
-            .map_err(|e| format!("{}: {e}", i.source.display()))?;
-        if let Some(x) = pack::facts(&i.path, &head) {
-            facts.push(x);
+        let mut want = 256u64 << 10;
+        loop {
+            let have = head.len() as u64;
+            (&mut f)
+                .take(want - have)
+                .read_to_end(&mut head)
+                .map_err(|e| format!("{}: {e}", i.source.display()))?;
+            if let Some(x) = pack::facts(&i.path, &head) {
+                facts.push(x);
+                break;
+            }
+            if (head.len() as u64) < want || want >= HEAD {
+                break;
+            }
+            // a safetensors header says its length; a GGUF one is read on, 8x at a time
+            want = if i.path.to_ascii_lowercase().ends_with(".safetensors") {
+                match head
+                    .get(..8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+                {
+                    Some(n) if n + 8 <= HEAD && n + 8 > want => n + 8,
+                    _ => break,
+                }
+            } else if head.starts_with(b"GGUF") {
+                (want * 8).min(HEAD)
+            } else {
+                break;
+            };
         }
     }
     let folder = a
@@ -307,7 +331,8 @@ fn upload_one(
     i: &Input,
     done: &Arc<AtomicU64>,
 ) -> Result<FileLayer> {
-    let chunk = 8usize << 20;
+    // a streamed upload needs no chunk-sized buffers: 1 MiB pieces keep memory small at any -j
+    let chunk = 1usize << 20;
     let spawn = {
         let (path, done) = (i.source.clone(), Arc::clone(done));
         move || {
