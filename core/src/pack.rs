@@ -849,6 +849,104 @@ pub fn modelpack_manifest(config: &[u8], layers: &[Descriptor]) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
+/// A ModelPack artifact with files added, as modctl's `attach` and `lamina affix` onto an
+/// artifact do it, but keeping the config whole: each new layer (its descriptor and diff_id)
+/// replaces the layer that has the same path, in its place, or goes last; the config's
+/// `modelfs.diffIds` follows the layers and nothing else in it changes; the manifest keeps its
+/// annotations and `artifactType`.
+pub fn attach(
+    manifest: &crate::image::Manifest,
+    config: &crate::image::Config,
+    new: &[(Descriptor, Digest)],
+) -> Result<Attached, crate::Error> {
+    let read = crate::artifact::read(manifest, config)?;
+    if !matches!(
+        read.format,
+        crate::artifact::Format::ModelPack { legacy: false }
+    ) {
+        return Err(crate::Error::Usage {
+            reason: format!(
+                "adding files to a {} artifact is not done yet (ModelPack only)",
+                read.format.name()
+            ),
+        });
+    }
+    let mut layers = manifest.layers()?;
+    let mut ids =
+        crate::artifact::stated_diff_ids(read.format, &Value::Object(config.doc().value().clone()));
+    if ids.len() != layers.len() {
+        return Err(crate::Error::InvalidDocument {
+            what: "ModelPack config".into(),
+            reason: format!(
+                "modelfs.diffIds lists {} digests for {} layers",
+                ids.len(),
+                layers.len()
+            ),
+        });
+    }
+    let mut replaced = Vec::new();
+    for (d, diff_id) in new {
+        let path = crate::artifact::annotated_path(d).map(str::to_string);
+        let at = path.as_ref().and_then(|p| {
+            read.parts
+                .iter()
+                .position(|q| q.path.as_deref() == Some(p.as_str()))
+        });
+        match at {
+            Some(i) => {
+                replaced.extend(path);
+                layers[i] = d.clone();
+                ids[i] = diff_id.clone();
+            }
+            None => {
+                layers.push(d.clone());
+                ids.push(diff_id.clone());
+            }
+        }
+    }
+    let mut c = config.doc().value().clone();
+    let fs = c
+        .entry("modelfs")
+        .or_insert_with(|| json!({"type": "layers"}));
+    if let Some(o) = fs.as_object_mut() {
+        o.remove("diff_ids");
+        o.insert(
+            "diffIds".into(),
+            ids.iter().map(|d| Value::String(d.to_string())).collect(),
+        );
+    }
+    let config_bytes = serde_json::to_vec(&Value::Object(c)).unwrap_or_default();
+    let mut m = manifest.doc().value().clone();
+    m.insert(
+        "layers".into(),
+        layers.iter().map(Descriptor::to_value).collect(),
+    );
+    if let Some(cd) = m.get_mut("config").and_then(Value::as_object_mut) {
+        cd.insert(
+            "digest".into(),
+            Value::String(Digest::of(&config_bytes).to_string()),
+        );
+        cd.insert("size".into(), Value::from(config_bytes.len()));
+    }
+    let manifest_bytes = serde_json::to_vec(&Value::Object(m)).unwrap_or_default();
+    Ok(Attached {
+        config: config_bytes,
+        manifest: manifest_bytes,
+        replaced,
+    })
+}
+
+/// What [`attach`] makes.
+#[derive(Clone, Debug)]
+pub struct Attached {
+    /// The config's bytes.
+    pub config: Vec<u8>,
+    /// The manifest's bytes.
+    pub manifest: Vec<u8>,
+    /// The paths whose layers were replaced.
+    pub replaced: Vec<String>,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1024,5 +1122,73 @@ mod tests {
             man["layers"][0]["annotations"][ANN_FILEPATH],
             "unet/model.safetensors"
         );
+    }
+
+    #[test]
+    fn attach_replaces_by_path_keeps_the_rest_and_the_config() {
+        let layer = |p: &str, b: &[u8]| {
+            FileLayer {
+                path: p.into(),
+                kind: Kind::Doc,
+                guessed: false,
+                packing: Packing::Raw,
+                digest: Digest::of(b),
+                size: b.len() as u64,
+                diff_id: Digest::of(b),
+                file_size: b.len() as u64,
+                executable: false,
+            }
+            .descriptor(0)
+        };
+        let (a, b) = (layer("README.md", b"a"), layer("w.bin", b"b"));
+        let model = Model {
+            name: Some("m".into()),
+            family: Some("llama".into()),
+            ..Model::default()
+        };
+        let cfg = modelpack_config(&model, &[a.digest.clone(), b.digest.clone()]);
+        let man = modelpack_manifest(&cfg, &[a.clone(), b.clone()]);
+        let m = crate::image::Manifest::parse(man, crate::media::OCI_MANIFEST).unwrap();
+        let c = crate::image::Config::parse(cfg).unwrap();
+        let readme2 = layer("README.md", b"a2");
+        let extra = layer("extra.txt", b"x");
+        let Attached {
+            config: cfg2,
+            manifest: man2,
+            replaced,
+        } = attach(
+            &m,
+            &c,
+            &[
+                (readme2.clone(), readme2.digest.clone()),
+                (extra.clone(), extra.digest.clone()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(replaced, ["README.md"]);
+        let c2: Value = serde_json::from_slice(&cfg2).unwrap();
+        assert_eq!(
+            c2["descriptor"]["family"], "llama",
+            "the rest of the config is kept"
+        );
+        let ids: Vec<&str> = c2["modelfs"]["diffIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                readme2.digest.to_string(),
+                b.digest.to_string(),
+                extra.digest.to_string()
+            ]
+        );
+        let m2: Value = serde_json::from_slice(&man2).unwrap();
+        assert_eq!(m2["artifactType"], MODELPACK_MANIFEST);
+        assert_eq!(m2["config"]["digest"], Digest::of(&cfg2).to_string());
+        assert_eq!(m2["layers"].as_array().unwrap().len(), 3);
+        assert_eq!(m2["layers"][0]["digest"], readme2.digest.to_string());
     }
 }

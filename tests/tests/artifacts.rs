@@ -643,3 +643,120 @@ fn convert_between_modelcar_and_modelpack_mounts_what_it_can() {
     assert_eq!(e.code, 1, "{}", e.stderr);
     assert!(e.stderr.contains("not a modelcar"), "{}", e.stderr);
 }
+
+/// `affix` onto a ModelPack (modctl's attach, without its losses): the files become raw layers
+/// at their paths, one of the same path is replaced in place, the rest of the artifact and its
+/// config are kept and the config still passes the schema (regression: affix made an image
+/// layer and wrote `rootfs` into the ModelPack config). A slice of the result against the
+/// original carries only the new blobs and loads with the same digest. Commands for images
+/// refuse an artifact, naming it.
+#[test]
+fn affix_onto_a_modelpack_attaches_and_slice_carries_it() {
+    harness();
+    let dir = tempdir("artifacts-attach");
+    let m = dir.join("m");
+    std::fs::create_dir_all(m.join("unet")).unwrap();
+    std::fs::write(
+        m.join("unet/model.safetensors"),
+        models::safetensors("u", 5000, 51),
+    )
+    .unwrap();
+    std::fs::write(m.join("README.md"), b"# v1\n").unwrap();
+    let v1 = format!("{PLAIN}/{}:v1", repo("attach"));
+    lamina(&["pack", s(&m), "--dest", &v1]).ok();
+    let add = dir.join("add");
+    std::fs::create_dir_all(&add).unwrap();
+    std::fs::write(add.join("README.md"), b"# v2\n").unwrap();
+    std::fs::write(add.join("LICENSE"), b"MIT\n").unwrap();
+    let v2 = format!("{PLAIN}/{}:v2", repo("attach"));
+    let out = lamina(&[
+        "affix",
+        "--base",
+        &v1,
+        "--dest",
+        &v2,
+        "--json",
+        s(&add.join("README.md")),
+        s(&add.join("LICENSE")),
+    ])
+    .ok();
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(j["replaced"], serde_json::json!(["README.md"]));
+    let before = raw_manifest(&v1, None);
+    let after = raw_manifest(&v2, None);
+    assert_eq!(after["artifactType"], before["artifactType"]);
+    let paths = |m: &serde_json::Value| -> Vec<String> {
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                l["annotations"]["org.cncf.model.filepath"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(paths(&before), ["README.md", "unet/model.safetensors"]);
+    assert_eq!(
+        paths(&after),
+        ["README.md", "unet/model.safetensors", "LICENSE"]
+    );
+    assert_eq!(
+        after["layers"][1], before["layers"][1],
+        "the weights layer is kept as it was"
+    );
+    let c1: serde_json::Value = serde_json::from_slice(&config_of(&v1)).unwrap();
+    let c2b = config_of(&v2);
+    assert_schema_valid(&c2b, &dir);
+    let c2: serde_json::Value = serde_json::from_slice(&c2b).unwrap();
+    assert_eq!(c2["descriptor"], c1["descriptor"]);
+    assert_eq!(c2["config"], c1["config"]);
+    let (d, _) = extract_both(&v2, &dir, &[]);
+    assert_eq!(
+        d.get("README.md").map(String::as_str),
+        Some(format!("file {} 644", sha256(b"# v2\n")).as_str())
+    );
+    assert!(d.contains_key("LICENSE") && d.contains_key("unet/model.safetensors"));
+    // a delta archive against v1 holds the two new files' blobs, the config and the manifest
+    let archive = dir.join("v2.slice.tar");
+    lamina(&["slice", "save", &v2, "--base", &v1, "-o", s(&archive)]).ok();
+    let ls: serde_json::Value =
+        serde_json::from_str(&lamina(&["slice", "ls", s(&archive), "--json"]).ok().stdout).unwrap();
+    assert_eq!(ls["omitted"].as_array().unwrap().len(), 1, "{ls}");
+    let loaded = format!("{PLAIN}/{}:v2", repo("attach-loaded"));
+    let r = lamina(&[
+        "slice",
+        "load",
+        s(&archive),
+        "--dest",
+        &loaded,
+        "--from",
+        &v1,
+    ])
+    .ok();
+    assert_eq!(
+        r.stdout.trim().rsplit('@').next(),
+        j["digest"].as_str(),
+        "the loaded artifact keeps its digest"
+    );
+    // image commands refuse an artifact by name
+    let e = lamina(&["zstd", &v2, &format!("{PLAIN}/{}:z", repo("attach"))]);
+    assert_eq!(e.code, 2, "{}", e.stderr);
+    assert!(
+        e.stderr.contains("is a modelpack artifact, not an image"),
+        "{}",
+        e.stderr
+    );
+    let e = lamina(&[
+        "affix",
+        "--base",
+        &v1,
+        "--dest",
+        &format!("{PLAIN}/{}:t", repo("attach")),
+        "--tar",
+        s(&archive),
+    ]);
+    assert_eq!(e.code, 2, "{}", e.stderr);
+}

@@ -233,6 +233,24 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let (mut images, mut index, configs) =
         base_at_dest(client, &base, &dest, &sel, a.platform.as_deref(), quiet)?;
 
+    // a model artifact gets its files as layers of its own kind (modctl's attach), not as an
+    // image layer
+    if let ([img], [config]) = (images.as_slice(), configs.as_slice()) {
+        let format = lamina_core::artifact::read(&img.manifest, config)?.format;
+        if format.is_artifact() {
+            if a.tar.is_some() || a.modelcar {
+                return Err(Box::new(usage(
+                    "a model artifact takes files (each a raw layer at its path), not --tar or \
+                     --modelcar",
+                )));
+            }
+            let prefix = a.path.as_deref().unwrap_or("").trim_matches('/');
+            return crate::commands::pack::attach(
+                client, &ctx.opts, &dest, img, config, &a.inputs, prefix, a.json, quiet,
+            );
+        }
+    }
+
     if let Some(planned) = car_plan {
         // modelcar: one layer per input, the card last (see `lamina append`)
         let mut layers = Vec::new();

@@ -21,7 +21,7 @@ use lamina_core::{Digest, Error};
 
 use crate::commands::Ctx;
 use crate::error::Result;
-use crate::net::client::{Chunker, Client, Data, Restart};
+use crate::net::client::{Chunker, Client, Data, Options, Restart};
 use crate::ops::build::source_date_epoch;
 use crate::store::{self, Loc};
 use crate::ui::progress::{human, Progress};
@@ -76,7 +76,7 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let t0 = Instant::now();
     let dest = ctx.dest("--dest", &a.dest)?;
     let quiet = ctx.quiet;
-    let (inputs, left_out) = plan(&a.inputs)?;
+    let (inputs, left_out) = plan(&a.inputs, "")?;
     if !quiet && left_out > 0 {
         crate::ui::progress::warn(&format!(
             "note: {left_out} hidden or cache file(s) left out (as modctl does)"
@@ -85,18 +85,14 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let model = describe(&a, &inputs)?;
     let total: u64 = inputs.iter().map(|i| i.size).sum();
     let mut progress = Progress::new(format!("pack {} files", inputs.len()), Some(total), quiet);
-    let layers = match &dest {
-        Loc::Registry(r) => upload_parallel(ctx, r, &inputs, a.jobs as usize, &mut progress)?,
-        Loc::Layout(_) => {
-            let mut out = Vec::new();
-            let done = Arc::new(AtomicU64::new(0));
-            for i in &inputs {
-                out.push(upload_one(&mut ctx.client, &dest, i, &done)?);
-                progress.set(done.load(Ordering::Relaxed));
-            }
-            out
-        }
-    };
+    let layers = upload_all(
+        &mut ctx.client,
+        &ctx.opts,
+        &dest,
+        &inputs,
+        a.jobs as usize,
+        &mut progress,
+    )?;
     progress.finish(total);
     let mtime = source_date_epoch().unwrap_or(0);
     let descriptors: Vec<_> = layers.iter().map(|l| l.descriptor(mtime)).collect();
@@ -151,8 +147,8 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
 /// The files to pack, in path order, and how many were left out. A folder's contents keep
 /// their paths; links that point out of it (a Hugging Face cache snapshot's) are followed; a
 /// link inside it is packed as the file it names.
-fn plan(args: &[PathBuf]) -> Result<(Vec<Input>, usize)> {
-    let entries: Vec<PlannedEntry<PathBuf>> = crate::ops::inputs::collect(args, "")?;
+fn plan(args: &[PathBuf], prefix: &str) -> Result<(Vec<Input>, usize)> {
+    let entries: Vec<PlannedEntry<PathBuf>> = crate::ops::inputs::collect(args, prefix)?;
     let sources: std::collections::HashMap<&str, (&PathBuf, u64, bool)> = entries
         .iter()
         .filter_map(|e| match (&e.kind, &e.source) {
@@ -386,10 +382,104 @@ fn upload_one(
     })
 }
 
+/// Uploads the files as raw layers of `dest`: in parallel to a registry, in turn to a layout.
+fn upload_all(
+    client: &mut Client,
+    opts: &Options,
+    dest: &Loc,
+    inputs: &[Input],
+    jobs: usize,
+    progress: &mut Progress,
+) -> Result<Vec<FileLayer>> {
+    match dest {
+        Loc::Registry(r) => upload_parallel(opts, r, inputs, jobs, progress),
+        Loc::Layout(_) => {
+            let mut out = Vec::new();
+            let done = Arc::new(AtomicU64::new(0));
+            for i in inputs {
+                out.push(upload_one(client, dest, i, &done)?);
+                progress.set(done.load(Ordering::Relaxed));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// `lamina affix` onto a ModelPack artifact (modctl's `attach`): each file is a raw layer at
+/// `prefix/` + its path, replacing the layer of the same path or going last; the rest of the
+/// artifact, config included, is kept (see [`pack::attach`]). The base's blobs are at `dest`
+/// already.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attach(
+    client: &mut Client,
+    opts: &Options,
+    dest: &Loc,
+    base: &crate::ops::resolve::Image,
+    config: &lamina_core::image::Config,
+    files: &[PathBuf],
+    prefix: &str,
+    json: bool,
+    quiet: bool,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let (inputs, left_out) = plan(files, prefix)?;
+    if !quiet && left_out > 0 {
+        crate::ui::progress::warn(&format!(
+            "note: {left_out} hidden or cache file(s) left out (as modctl does)"
+        ));
+    }
+    let total: u64 = inputs.iter().map(|i| i.size).sum();
+    let mut progress = Progress::new(format!("attach {} files", inputs.len()), Some(total), quiet);
+    let layers = upload_all(client, opts, dest, &inputs, 4, &mut progress)?;
+    progress.finish(total);
+    let mtime = source_date_epoch().unwrap_or(0);
+    let new: Vec<_> = layers
+        .iter()
+        .map(|l| (l.descriptor(mtime), l.diff_id.clone()))
+        .collect();
+    let pack::Attached {
+        config,
+        manifest,
+        replaced,
+    } = pack::attach(&base.manifest, config, &new)?;
+    for p in &replaced {
+        crate::ui::progress::warn(&format!("replaced {p}"));
+    }
+    store::put_bytes(client, dest, config)?;
+    let d = store::put_manifest(
+        client,
+        dest,
+        dest.tag(),
+        lamina_core::media::OCI_MANIFEST,
+        manifest,
+    )?;
+    store::commit(dest)?;
+    let name = dest.name();
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "image": format!("{name}@{d}"),
+                "digest": d.to_string(),
+                "tag": dest.tag(),
+                "format": "modelpack",
+                "replaced": replaced,
+                "layers": layers.iter().map(|l| serde_json::json!({
+                    "path": l.path, "kind": l.kind.name(), "digest": l.digest.to_string(), "size": l.size,
+                })).collect::<Vec<_>>(),
+                "seconds": t0.elapsed().as_secs_f64(),
+            })
+        )?;
+    } else {
+        outln!("{name}@{d}")?;
+    }
+    Ok(())
+}
+
 /// Uploads the files with `jobs` workers, each with its own connections; the total's progress
 /// here, a line per file done. The first failure stops the others at their next file.
 fn upload_parallel(
-    ctx: &mut Ctx,
+    opts: &Options,
     r: &lamina_core::reference::Reference,
     inputs: &[Input],
     jobs: usize,
@@ -409,7 +499,7 @@ fn upload_parallel(
             tx.clone(),
             Arc::clone(&inputs),
         );
-        let opts = ctx.opts.clone();
+        let opts = opts.clone();
         let dest = Loc::Registry(r.clone());
         workers.push(std::thread::spawn(move || {
             let mut c = match Client::new(opts) {

@@ -55,6 +55,17 @@ pub fn layers_with_diff_ids(
     m: &Manifest,
     c: &Config,
 ) -> Result<Vec<(lamina_core::image::Descriptor, Digest)>> {
+    let format = lamina_core::artifact::read(m, c)?.format;
+    if format.is_artifact() {
+        // its layers are files, not a filesystem's changes
+        return Err(Box::new(lamina_core::Error::Usage {
+            reason: format!(
+                "{r} is a {} artifact, not an image: this command works on images (for \
+                 artifacts: layers, extract, affix, convert, slice)",
+                format.name()
+            ),
+        }));
+    }
     let layers = m.layers()?;
     let ids = c.diff_ids()?;
     if ids.len() != layers.len() {
