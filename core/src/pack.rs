@@ -467,7 +467,7 @@ pub fn facts(name: &str, head: &[u8]) -> Option<Facts> {
 
 fn add_precision(v: &mut Vec<(String, u64)>, p: &str, n: u64) {
     match v.iter_mut().find(|(q, _)| q == p) {
-        Some((_, m)) => *m += n,
+        Some((_, m)) => *m = m.saturating_add(n),
         None => v.push((p.to_string(), n)),
     }
 }

@@ -1,7 +1,8 @@
 //! Model artifacts as a registry may serve them: a manifest and its config (the input is the
 //! manifest, a NUL, then the config).
 //!
-//! Entry points: `image::Manifest::parse`, `artifact::{detect, parts, about, safe_path}`.
+//! Entry points: `image::Manifest::parse`, `artifact::{read, safe_path}`, and the weight
+//! header readers `pack::facts` (safetensors, GGUF) over the whole input.
 //! Invariants: nothing panics; one part per layer; a path that comes out is relative, names a
 //! file, never climbs, holds no backslash or control character, and is its own `safe_path`.
 #![no_main]
@@ -10,6 +11,7 @@ use libfuzzer_sys::fuzz_target;
 
 use lamina_core::artifact::{read, safe_path};
 use lamina_core::image::{Config, Manifest};
+use lamina_core::pack::facts;
 
 fn check(p: &str) {
     assert!(!p.is_empty() && !p.starts_with('/'), "{p:?}");
@@ -23,6 +25,12 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &b"{}"[..]),
     };
+    for name in ["x.safetensors", "x.gguf"] {
+        if let Some(f) = facts(name, data) {
+            // what a header says is bounded by what it holds
+            assert!(f.precisions.iter().all(|(p, n)| !p.is_empty() && *n <= f.params.unwrap_or(0)));
+        }
+    }
     if let Ok(p) = safe_path(&String::from_utf8_lossy(m)) {
         check(&p);
     }
