@@ -180,23 +180,16 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
             (d, sent)
         }
     };
-    store::commit(&dest)?;
-    let name = dest.name();
-    if a.json {
-        outln!(
-            "{}",
-            serde_json::json!({
-                "image": format!("{name}@{digest}"),
-                "digest": digest.to_string(),
-                "tag": dest.tag(),
-                "format": a.to,
-                "bytesSent": sent,
-                "seconds": t0.elapsed().as_secs_f64(),
-            })
-        )?;
-    } else {
-        outln!("{name}@{digest}")?;
-    }
+    crate::commands::pushed(
+        &dest,
+        &digest,
+        a.json,
+        serde_json::json!({
+            "format": a.to,
+            "bytesSent": sent,
+            "seconds": t0.elapsed().as_secs_f64(),
+        }),
+    )?;
     if !quiet {
         eprintln!(
             "converted to {} in {:.1}s ({} of layer bytes sent, the rest mounted or found)",

@@ -338,3 +338,29 @@ pub fn kv(list: &[String], what: &str) -> Result<Vec<(String, String)>> {
         })
         .collect()
 }
+
+/// Finishes a push to `dest` (an archive is packed into place) and prints the result:
+/// `name@digest`, or with `--json` `{"image", "digest", "tag"}` and the fields of `extra`.
+pub fn pushed(
+    dest: &Loc,
+    digest: &lamina_core::Digest,
+    json: bool,
+    extra: serde_json::Value,
+) -> Result<()> {
+    crate::store::commit(dest)?;
+    let name = dest.name();
+    if json {
+        let mut v = serde_json::json!({
+            "image": format!("{name}@{digest}"),
+            "digest": digest.to_string(),
+            "tag": dest.tag(),
+        });
+        if let (Some(o), serde_json::Value::Object(x)) = (v.as_object_mut(), extra) {
+            o.extend(x);
+        }
+        outln!("{v}")?;
+    } else {
+        outln!("{name}@{digest}")?;
+    }
+    Ok(())
+}

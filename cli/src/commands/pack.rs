@@ -108,31 +108,24 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         lamina_core::media::OCI_MANIFEST,
         manifest,
     )?;
-    store::commit(&dest)?;
-    let name = dest.name();
-    if a.json {
-        outln!(
-            "{}",
-            serde_json::json!({
-                "image": format!("{name}@{d}"),
-                "digest": d.to_string(),
-                "tag": dest.tag(),
-                "format": "modelpack",
-                "model": {
-                    "name": model.name, "family": model.family, "format": model.format,
-                    "paramSize": model.param_size, "precision": model.precision,
-                    "architecture": model.architecture, "quantization": model.quantization,
-                },
-                "layers": layers.iter().map(|l| serde_json::json!({
-                    "path": l.path, "kind": l.kind.name(), "guessed": l.guessed,
-                    "digest": l.digest.to_string(), "size": l.size,
-                })).collect::<Vec<_>>(),
-                "seconds": t0.elapsed().as_secs_f64(),
-            })
-        )?;
-    } else {
-        outln!("{name}@{d}")?;
-    }
+    crate::commands::pushed(
+        &dest,
+        &d,
+        a.json,
+        serde_json::json!({
+            "format": "modelpack",
+            "model": {
+                "name": model.name, "family": model.family, "format": model.format,
+                "paramSize": model.param_size, "precision": model.precision,
+                "architecture": model.architecture, "quantization": model.quantization,
+            },
+            "layers": layers.iter().map(|l| serde_json::json!({
+                "path": l.path, "kind": l.kind.name(), "guessed": l.guessed,
+                "digest": l.digest.to_string(), "size": l.size,
+            })).collect::<Vec<_>>(),
+            "seconds": t0.elapsed().as_secs_f64(),
+        }),
+    )?;
     if !quiet {
         eprintln!(
             "packed {} files ({}) in {:.1}s",
@@ -453,26 +446,19 @@ pub(crate) fn attach(
         lamina_core::media::OCI_MANIFEST,
         manifest,
     )?;
-    store::commit(dest)?;
-    let name = dest.name();
-    if json {
-        outln!(
-            "{}",
-            serde_json::json!({
-                "image": format!("{name}@{d}"),
-                "digest": d.to_string(),
-                "tag": dest.tag(),
-                "format": "modelpack",
-                "replaced": replaced,
-                "layers": layers.iter().map(|l| serde_json::json!({
-                    "path": l.path, "kind": l.kind.name(), "digest": l.digest.to_string(), "size": l.size,
-                })).collect::<Vec<_>>(),
-                "seconds": t0.elapsed().as_secs_f64(),
-            })
-        )?;
-    } else {
-        outln!("{name}@{d}")?;
-    }
+    crate::commands::pushed(
+        dest,
+        &d,
+        json,
+        serde_json::json!({
+            "format": "modelpack",
+            "replaced": replaced,
+            "layers": layers.iter().map(|l| serde_json::json!({
+                "path": l.path, "kind": l.kind.name(), "digest": l.digest.to_string(), "size": l.size,
+            })).collect::<Vec<_>>(),
+            "seconds": t0.elapsed().as_secs_f64(),
+        }),
+    )?;
     Ok(())
 }
 
