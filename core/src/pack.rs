@@ -849,6 +849,26 @@ pub fn modelpack_manifest(config: &[u8], layers: &[Descriptor]) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
+/// The tar around one file for a `...v1.tar` layer, as modctl makes it (one entry named by the
+/// file's path, no directory entries) but reproducible: owner 0:0, mode 0644 or 0755, mtime
+/// `mtime`. The file's bytes go between the header and the trailer (its padding and the end
+/// blocks).
+pub fn file_tar(
+    path: &str,
+    size: u64,
+    executable: bool,
+    mtime: u64,
+) -> Result<(Vec<u8>, Vec<u8>), crate::Error> {
+    let mut header = Vec::new();
+    crate::tar::TarWriter::new(mtime).entry(
+        path,
+        &crate::tar::EntryKind::File { size, executable },
+        &mut |b| header.extend_from_slice(b),
+    )?;
+    let pad = (512 - (size % 512) as usize) % 512;
+    Ok((header, vec![0u8; pad + 1024]))
+}
+
 /// A ModelPack artifact with files added, as modctl's `attach` and `lamina affix` onto an
 /// artifact do it, but keeping the config whole: each new layer (its descriptor and diff_id)
 /// replaces the layer that has the same path, in its place, or goes last; the config's

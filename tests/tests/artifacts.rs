@@ -460,6 +460,22 @@ fn pack_makes_a_modelpack_that_extracts_to_the_folder() {
         j["digest"].as_str().map(|d| format!("{d}\n")).as_deref()
     );
     assert_eq!(again.stdout, a1.stdout);
+    // --tar: each file in a tar layer, the same files out
+    let tarred = format!("{PLAIN}/{}:tar", repo("pack"));
+    lamina_in(&dir, &["pack", "./model/", "--dest", &tarred, "--tar"], &[]).ok();
+    let mt = raw_manifest(&tarred, None);
+    assert!(
+        mt["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["mediaType"].as_str().unwrap().ends_with(".v1.tar")),
+        "{mt:#}"
+    );
+    assert_schema_valid(&config_of(&tarred), &dir);
+    let (d, t) = extract_both(&tarred, &dir, &[]);
+    assert_eq!(files(&d), expect);
+    assert_eq!(files(&t), expect);
     // append --modelpack's config passes the schema too
     let layout = dir.join("layout");
     cmd(

@@ -29,7 +29,7 @@ use crate::ui::progress::{human, Progress};
 /// Pack model files into a registry as a ModelPack artifact, with no local copy.
 ///
 /// One layer per file, uncompressed and raw (the blob is the file, as modctl, docker model
-/// package --format cncf and Docker Hub's ai/* models make them); each layer's kind (weight,
+/// package --format cncf and Docker Hub's ai/* models make them; --tar puts each in a tar); each layer's kind (weight,
 /// config, doc, code) comes from the file's name, its path is kept (unet/ and vae/ may hold
 /// files of the same name). The config says the format, parameter count and precision the
 /// weights' headers (safetensors, GGUF) give, and the family config.json gives. Layers upload
@@ -52,6 +52,11 @@ pub struct Args {
     /// The model's name in the config [default: the folder's name].
     #[arg(long)]
     pub name: Option<String>,
+    /// Each file in a tar layer (`...v1.tar`, one entry at its path, owner 0:0, mtime
+    /// SOURCE_DATE_EPOCH) instead of raw, for runtimes that unpack tars; Docker's model runner
+    /// and CRI-O mount only raw layers.
+    #[arg(long)]
+    pub tar: bool,
     /// Layers uploaded at once.
     #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub jobs: u64,
@@ -69,6 +74,8 @@ struct Input {
     executable: bool,
     kind: Kind,
     guessed: bool,
+    /// In a tar layer, not raw.
+    tar: bool,
 }
 
 /// Runs `pack`; prints `dest@sha256:...`.
@@ -76,7 +83,10 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let t0 = Instant::now();
     let dest = ctx.dest("--dest", &a.dest)?;
     let quiet = ctx.quiet;
-    let (inputs, left_out) = plan(&a.inputs, "")?;
+    let (mut inputs, left_out) = plan(&a.inputs, "")?;
+    for i in &mut inputs {
+        i.tar = a.tar;
+    }
     if !quiet && left_out > 0 {
         crate::ui::progress::warn(&format!(
             "note: {left_out} hidden or cache file(s) left out (as modctl does)"
@@ -191,6 +201,7 @@ fn plan(args: &[PathBuf], prefix: &str) -> Result<(Vec<Input>, usize)> {
             executable,
             kind,
             guessed,
+            tar: false,
         });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -273,9 +284,11 @@ fn describe(a: &Args, inputs: &[Input]) -> Result<Model> {
 }
 
 /// Reads `path` as the blob of a raw layer into chunks for the uploader, counting the bytes in
-/// `done`: the blob is the file, so its diff_id is its digest.
+/// `done`: the blob is the file, so its diff_id is its digest. With `wrap` (a tar header and
+/// trailer) the blob is an uncompressed tar of the file, its diff_id its digest too.
 fn build_raw(
     path: PathBuf,
+    wrap: Option<(Vec<u8>, Vec<u8>)>,
     chunk: usize,
     done: Arc<AtomicU64>,
     tx: std::sync::mpsc::SyncSender<Data>,
@@ -291,6 +304,11 @@ fn build_raw(
         let mut h = Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
+        if let Some((header, _)) = &wrap {
+            h.update(header);
+            ch.push(header);
+            size += header.len() as u64;
+        }
         loop {
             let n = f.read(&mut buf).map_err(io)?;
             if n == 0 {
@@ -307,6 +325,11 @@ fn build_raw(
                 });
             }
         }
+        if let Some((_, trailer)) = &wrap {
+            h.update(trailer);
+            ch.push(trailer);
+            size += trailer.len() as u64;
+        }
         Ok(LayerInfo::stored(h.finish(), size))
     })();
     ch.done(r);
@@ -322,12 +345,18 @@ fn upload_one(
 ) -> Result<FileLayer> {
     // a streamed upload needs no chunk-sized buffers: 1 MiB pieces keep memory small at any -j
     let chunk = 1usize << 20;
+    let wrap = if i.tar {
+        let mtime = source_date_epoch().unwrap_or(0);
+        Some(pack::file_tar(&i.path, i.size, i.executable, mtime)?)
+    } else {
+        None
+    };
     let spawn = {
         let (path, done) = (i.source.clone(), Arc::clone(done));
         move || {
             let (tx, rx) = sync_channel::<Data>(1);
-            let (path, done) = (path.clone(), Arc::clone(&done));
-            std::thread::spawn(move || build_raw(path, chunk, done, tx));
+            let (path, done, wrap) = (path.clone(), Arc::clone(&done), wrap.clone());
+            std::thread::spawn(move || build_raw(path, wrap, chunk, done, tx));
             rx
         }
     };
@@ -346,7 +375,8 @@ fn upload_one(
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let identity = format!(
-        "pack raw {} {} {} {mtime}",
+        "pack {} {} {} {} {mtime}",
+        if i.tar { "tar" } else { "raw" },
         i.path,
         i.source.display(),
         i.size
@@ -366,7 +396,11 @@ fn upload_one(
         path: i.path.clone(),
         kind: i.kind,
         guessed: i.guessed,
-        packing: Packing::Raw,
+        packing: if i.tar {
+            Packing::Tar(lamina_core::compress::Compression::None)
+        } else {
+            Packing::Raw
+        },
         digest,
         size: info.size,
         diff_id: info.diff_id,
