@@ -698,6 +698,7 @@ fn affix_onto_a_modelpack_attaches_and_slice_carries_it() {
     .ok();
     let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(j["replaced"], serde_json::json!(["README.md"]));
+    assert!(!out.stderr.contains("compression auto"), "files go raw: {}", out.stderr);
     let before = raw_manifest(&v1, None);
     let after = raw_manifest(&v2, None);
     assert_eq!(after["artifactType"], before["artifactType"]);

@@ -196,6 +196,8 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         .unwrap_or_else(|| if a.modelcar { "none" } else { "auto" }.to_string());
     // `auto` on stdin or a pipe decides inside the builder, from the tar's first bytes
     let mut auto_stdin = false;
+    // said once the base is known to be an image (an artifact's files go raw)
+    let mut auto_note = None;
     let compression = match compression_arg.as_str() {
         // a modelcar decides per layer (crate::ops::modelcar::build)
         "auto" if car_plan.is_some() => Compression::None,
@@ -210,10 +212,9 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
             };
             match choice {
                 Some(c) => {
-                    if !quiet {
-                        note_auto(&c);
-                    }
-                    c.compression
+                    let chosen = c.compression;
+                    auto_note = Some(c);
+                    chosen
                 }
                 None => {
                     auto_stdin = true;
@@ -249,6 +250,10 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
                 client, &ctx.opts, &dest, img, config, &a.inputs, prefix, a.json, quiet,
             );
         }
+    }
+
+    if let (Some(c), false) = (&auto_note, quiet) {
+        note_auto(c);
     }
 
     if let Some(planned) = car_plan {
