@@ -133,6 +133,76 @@ pub fn modelcar_to_modelpack(
     })
 }
 
+/// A ModelPack over another artifact's blobs (a ModelKit, a Docker model, a ModelPack with the
+/// `cnai` names): each layer keeps its bytes and gets the ModelPack type of its kind and
+/// packing, its path as `org.cncf.model.filepath` and title; the facts the source's config
+/// states go into the new config. Nothing but a config and a manifest has to be sent.
+pub fn artifact_to_modelpack(
+    read: &artifact::Read,
+    layers: &[Descriptor],
+    name: Option<&str>,
+) -> Result<ToModelPack, Error> {
+    let mut out = Vec::new();
+    let mut ids = Vec::new();
+    for p in &read.parts {
+        let l = &layers[p.index];
+        let packing = p.packing.ok_or_else(|| Error::UnsupportedMediaType {
+            what: format!("layer {}", p.index),
+            media_type: l.media_type.clone(),
+        })?;
+        let path = p.path.clone().ok_or_else(|| Error::InvalidDocument {
+            what: format!("layer {}", p.index),
+            reason: p
+                .problem
+                .clone()
+                .unwrap_or_else(|| "it names no path".into()),
+        })?;
+        let diff_id = match (&p.diff_id, packing) {
+            (Some(d), _) => d.clone(),
+            (None, Packing::Raw | Packing::Tar(Compression::None)) => l.digest.clone(),
+            (None, Packing::Tar(_)) => {
+                return Err(Error::InvalidDocument {
+                    what: format!("layer {}", p.index),
+                    reason: "a compressed tar without a diff_id in the config".into(),
+                })
+            }
+        };
+        let mut d = Descriptor::new(
+            pack::modelpack_layer_type(p.kind, packing),
+            l.digest.clone(),
+            l.size,
+        );
+        d.annotations = vec![
+            (artifact::ANN_FILEPATH.into(), path.clone()),
+            (ANN_TITLE.into(), path),
+        ];
+        // what the source says of the file (its metadata) stays with it
+        d.annotations.extend(
+            l.annotations
+                .iter()
+                .filter(|(k, _)| k == artifact::ANN_FILE_METADATA || k == artifact::ANN_UNTESTED)
+                .cloned(),
+        );
+        out.push(d);
+        ids.push(diff_id);
+    }
+    let a = &read.about;
+    let model = Model {
+        name: name.map(str::to_string).or_else(|| a.name.clone()),
+        family: a.family.clone(),
+        format: a.format.clone(),
+        param_size: a.param_size.clone(),
+        precision: a.precision.clone(),
+        architecture: a.architecture.clone(),
+        quantization: a.quantization.clone(),
+        created_at: None,
+    };
+    Ok(ToModelPack {
+        config: pack::modelpack_config(&model, &ids),
+        layers: out,
+    })
+}
+
 /// How one ModelPack layer becomes a modelcar layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToCar {

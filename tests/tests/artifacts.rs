@@ -86,6 +86,22 @@ fn every_format_lists_and_extracts_byte_for_byte() {
         assert_eq!(d, *want, "{r}: the directory");
         assert_eq!(files(&t), files(want), "{r}: the tar");
     }
+    // each one as a ModelPack over its own blobs: mounts only, the same files, a valid config
+    for (r, want, format) in &cases[1..] {
+        let to = repo(&format!("to-mp-{}", &sha256(format.as_bytes())[7..15]));
+        let dest = format!("{PLAIN}/{to}:v1");
+        lamina(&["convert", r, &dest, "--to", "modelpack"]).ok();
+        let (sent, mounts) = uploads(&to);
+        assert_eq!(
+            sent.len(),
+            1,
+            "{format}: only the config is uploaded: {sent:#?}"
+        );
+        assert!(!mounts.is_empty(), "{format}");
+        assert_schema_valid(&config_of(&dest), &dir);
+        let (d, _) = extract_both(&dest, &dir, &[]);
+        assert_eq!(files(&d), files(want), "{format} as a ModelPack");
+    }
     // the ModelPack's facts and kinds, as the config and media types say them
     let v: serde_json::Value =
         serde_json::from_str(&lamina(&["layers", &cases[0].0, "--json"]).ok().stdout).unwrap();
@@ -657,7 +673,11 @@ fn convert_between_modelcar_and_modelpack_mounts_what_it_can() {
         "modelpack",
     ]);
     assert_eq!(e.code, 1, "{}", e.stderr);
-    assert!(e.stderr.contains("not a modelcar"), "{}", e.stderr);
+    assert!(
+        e.stderr.contains("is a ModelPack artifact already"),
+        "{}",
+        e.stderr
+    );
 }
 
 /// `affix` onto a ModelPack (modctl's attach, without its losses): the files become raw layers
@@ -698,7 +718,11 @@ fn affix_onto_a_modelpack_attaches_and_slice_carries_it() {
     .ok();
     let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(j["replaced"], serde_json::json!(["README.md"]));
-    assert!(!out.stderr.contains("compression auto"), "files go raw: {}", out.stderr);
+    assert!(
+        !out.stderr.contains("compression auto"),
+        "files go raw: {}",
+        out.stderr
+    );
     let before = raw_manifest(&v1, None);
     let after = raw_manifest(&v2, None);
     assert_eq!(after["artifactType"], before["artifactType"]);

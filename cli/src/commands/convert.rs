@@ -22,12 +22,12 @@ use crate::store::verify::read_verified;
 use crate::store::{self, Loc};
 use crate::ui::progress::Progress;
 
-/// Convert a model between formats in the registry: modelcar <-> ModelPack.
+/// Convert a model between formats in the registry: to ModelPack, or to a modelcar.
 ///
 /// --to modelpack: a modelcar (olot's, or lamina's append / affix --modelcar) becomes a
 /// ModelPack artifact over the very same blobs (its model layers as ModelPack tar layers, the
-/// base image's layers left out): only a config and a manifest are uploaded, the layers are
-/// mounted. --to modelcar: a ModelPack goes onto --base as a modelcar: tar layers already under
+/// base image's layers left out), and so do a KitOps ModelKit, a Docker model and a ModelPack
+/// with the old cnai names: only a config and a manifest are uploaded, the layers are mounted. --to modelcar: a ModelPack goes onto --base as a modelcar: tar layers already under
 /// models/ are mounted, raw files are wrapped into tars at /models/PATH as they stream registry
 /// to registry, with no local copy.
 ///
@@ -80,22 +80,20 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let read = artifact::read(&img.manifest, &config)?;
     let (digest, sent) = match base {
         None => {
-            if read.format.is_artifact() {
-                return Err(
-                    format!("{src} is a {} artifact, not a modelcar", read.format.name()).into(),
-                );
+            if matches!(read.format, artifact::Format::ModelPack { legacy: false }) {
+                return Err(format!("{src} is a ModelPack artifact already").into());
             }
-            let name = a.name.clone().or_else(|| {
-                Some(
-                    src.name()
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                )
-            });
-            let mp = convert::modelcar_to_modelpack(&img.manifest, &config, name.as_deref())
-                .context(|| format!("SRC {src}"))?;
+            let mp = if read.format.is_artifact() {
+                // a ModelKit, a Docker model, a ModelPack with the cnai names
+                convert::artifact_to_modelpack(&read, &img.manifest.layers()?, a.name.as_deref())
+            } else {
+                let name = a
+                    .name
+                    .clone()
+                    .or_else(|| src.name().rsplit('/').next().map(str::to_string));
+                convert::modelcar_to_modelpack(&img.manifest, &config, name.as_deref())
+            }
+            .context(|| format!("SRC {src}"))?;
             ensure_blobs(client, &src, &dest, &mp.layers, quiet)?;
             store::put_bytes(client, &dest, mp.config.clone())?;
             let manifest = lamina_core::pack::modelpack_manifest(&mp.config, &mp.layers);
