@@ -150,13 +150,7 @@ pub fn artifact_to_modelpack(
             what: format!("layer {}", p.index),
             media_type: l.media_type.clone(),
         })?;
-        let path = p.path.clone().ok_or_else(|| Error::InvalidDocument {
-            what: format!("layer {}", p.index),
-            reason: p
-                .problem
-                .clone()
-                .unwrap_or_else(|| "it names no path".into()),
-        })?;
+        let path = part_path(p)?;
         let diff_id = match (&p.diff_id, packing) {
             (Some(d), _) => d.clone(),
             (None, Packing::Raw | Packing::Tar(Compression::None)) => l.digest.clone(),
@@ -203,6 +197,17 @@ pub fn artifact_to_modelpack(
     })
 }
 
+/// A part's checked path, or why it has none.
+fn part_path(p: &artifact::Part) -> Result<String, Error> {
+    p.path.clone().ok_or_else(|| Error::InvalidDocument {
+        what: format!("layer {}", p.index),
+        reason: p
+            .problem
+            .clone()
+            .unwrap_or_else(|| "it names no path".into()),
+    })
+}
+
 /// How one ModelPack layer becomes a modelcar layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToCar {
@@ -236,13 +241,7 @@ pub fn modelpack_to_modelcar(
     let mut out = Vec::new();
     for p in &read.parts {
         let l = &layers[p.index];
-        let path = p.path.clone().ok_or_else(|| Error::InvalidDocument {
-            what: format!("layer {}", p.index),
-            reason: p
-                .problem
-                .clone()
-                .unwrap_or_else(|| "it names no path".into()),
-        })?;
+        let path = part_path(p)?;
         match p.packing {
             Some(Packing::Raw) => out.push(ToCar::Wrap {
                 source: l.clone(),

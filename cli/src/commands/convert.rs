@@ -95,15 +95,7 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
             }
             .context(|| format!("SRC {src}"))?;
             ensure_blobs(client, &src, &dest, &mp.layers, quiet)?;
-            store::put_bytes(client, &dest, mp.config.clone())?;
-            let manifest = lamina_core::pack::modelpack_manifest(&mp.config, &mp.layers);
-            let d = store::put_manifest(
-                client,
-                &dest,
-                dest.tag(),
-                lamina_core::media::OCI_MANIFEST,
-                manifest,
-            )?;
+            let d = store::put_modelpack(client, &dest, mp.config, &mp.layers)?;
             (d, 0u64)
         }
         Some(base) => {

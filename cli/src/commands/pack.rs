@@ -108,16 +108,7 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let descriptors: Vec<_> = layers.iter().map(|l| l.descriptor(mtime)).collect();
     let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = pack::modelpack_config(&model, &diff_ids);
-    let client = &mut ctx.client;
-    store::put_bytes(client, &dest, config.clone())?;
-    let manifest = pack::modelpack_manifest(&config, &descriptors);
-    let d = store::put_manifest(
-        client,
-        &dest,
-        dest.tag(),
-        lamina_core::media::OCI_MANIFEST,
-        manifest,
-    )?;
+    let d = store::put_modelpack(&mut ctx.client, &dest, config, &descriptors)?;
     crate::commands::pushed(
         &dest,
         &d,

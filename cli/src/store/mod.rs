@@ -764,3 +764,16 @@ fn pack(dir: &Path, to: &Path) -> Result<()> {
     f.sync_all().map_err(err)?;
     Ok(())
 }
+
+/// Puts a ModelPack artifact's config (`config`) and manifest over `layers` at `loc`, tagged
+/// as `loc` names; returns the manifest's digest. The layers' blobs are there already.
+pub fn put_modelpack(
+    client: &mut Client,
+    loc: &Loc,
+    config: Vec<u8>,
+    layers: &[Descriptor],
+) -> Result<Digest> {
+    let manifest = lamina_core::pack::modelpack_manifest(&config, layers);
+    put_bytes(client, loc, config)?;
+    put_manifest(client, loc, loc.tag(), media::OCI_MANIFEST, manifest)
+}
