@@ -10,8 +10,6 @@
 //!   manifest); a raw layer, its blob the file, is wrapped into a tar holding it at
 //!   `/models/<path>` as its bytes stream registry to registry ([`wrap_header`]).
 
-use serde_json::Value;
-
 use crate::artifact::{self, Kind, Packing};
 use crate::compress::Compression;
 use crate::image::{Config, Descriptor, History, Manifest};
@@ -287,7 +285,7 @@ pub fn modelpack_to_modelcar(
 
 /// The tar header blocks that put a raw file of `size` bytes at `models/<path>` (mode 0644,
 /// owner 0:0, mtime `mtime`), with the directories above it; the file's bytes follow, then
-/// [`wrap_trailer`]. Deterministic, so a conversion run twice gives the same layer.
+/// [`pack::tar_trailer`]. Deterministic, so a conversion run twice gives the same layer.
 pub fn wrap_header(path: &str, size: u64, mtime: u64) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let mut tw = crate::tar::TarWriter::new(mtime);
@@ -311,12 +309,6 @@ pub fn wrap_header(path: &str, size: u64, mtime: u64) -> Result<Vec<u8>, Error> 
     Ok(out)
 }
 
-/// What follows a wrapped file of `size` bytes: its padding and the two end blocks.
-pub fn wrap_trailer(size: u64) -> Vec<u8> {
-    let pad = (512 - (size % 512) as usize) % 512;
-    vec![0u8; pad + 1024]
-}
-
 /// The history entry of a modelcar layer made from an artifact's file.
 pub fn car_history(path: &str, created: &str) -> History {
     History {
@@ -338,11 +330,6 @@ pub fn car_annotations(path: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// Reads the config JSON of a manifest's format for [`artifact::read`] (a helper for drivers).
-pub fn value(config: &Config) -> Value {
-    Value::Object(config.doc().value().clone())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -355,7 +342,7 @@ mod tests {
         let data = b"hello weights";
         let mut tar = wrap_header("unet/model.safetensors", data.len() as u64, 0).unwrap();
         tar.extend_from_slice(data);
-        tar.extend_from_slice(&wrap_trailer(data.len() as u64));
+        tar.extend_from_slice(&pack::tar_trailer(data.len() as u64));
         assert_eq!(tar.len() % 512, 0);
         let mut r = crate::untar::TarReader::new();
         let mut seen = Vec::new();

@@ -865,8 +865,14 @@ pub fn file_tar(
         &crate::tar::EntryKind::File { size, executable },
         &mut |b| header.extend_from_slice(b),
     )?;
+    Ok((header, tar_trailer(size)))
+}
+
+/// What follows a tar's last file of `size` bytes: its padding to a block, then the two zero
+/// end blocks.
+pub fn tar_trailer(size: u64) -> Vec<u8> {
     let pad = (512 - (size % 512) as usize) % 512;
-    Ok((header, vec![0u8; pad + 1024]))
+    vec![0u8; pad + 1024]
 }
 
 /// A ModelPack artifact with files added, as modctl's `attach` and `lamina affix` onto an

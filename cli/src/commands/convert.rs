@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use lamina_core::artifact;
 use lamina_core::convert::{self, ToCar};
-use lamina_core::digest::Hasher;
 use lamina_core::image::Descriptor;
 use lamina_core::layer::LayerInfo;
 use lamina_core::registry::UploadConfig;
@@ -18,7 +17,6 @@ use crate::net::client::{Chunker, Data, Restart};
 use crate::ops::flows::ensure_blobs;
 use crate::ops::push::{push_images, NewLayer};
 use crate::ops::resolve::{self, PlatformSel};
-use crate::store::verify::read_verified;
 use crate::store::{self, Loc};
 use crate::ui::progress::Progress;
 
@@ -204,55 +202,39 @@ fn wrap(
 ) -> Result<LayerInfo> {
     let mtime = crate::ops::build::source_date_epoch().unwrap_or(0);
     let header = convert::wrap_header(path, source.size, mtime)?;
-    let trailer = convert::wrap_trailer(source.size);
+    let trailer = lamina_core::pack::tar_trailer(source.size);
     // streamed: 1 MiB pieces, not chunk-sized buffers
     let chunk = 1usize << 20;
     let mut reopen = store::reopener(client, src, &source.digest);
     let what = format!("{path} ({}) from {src}", source.digest);
     let (size, digest) = (source.size, source.digest.clone());
     let source = source.clone();
-    let make =
-        move |body: std::result::Result<Box<dyn std::io::Read + Send>, crate::error::Error>| {
-            let (tx, rx) = sync_channel::<Data>(1);
-            let (header, trailer, want, what) = (
-                header.clone(),
-                trailer.clone(),
-                source.clone(),
-                what.clone(),
-            );
-            std::thread::spawn(move || {
-                let mut ch = Chunker::new(chunk, tx);
-                let r = (|| -> std::result::Result<LayerInfo, Error> {
-                    let mut body = body.map_err(|e| Error::Io {
-                        what: what.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    let mut h = Hasher::new();
-                    let mut size = 0u64;
-                    let mut put = |b: &[u8], ch: &mut Chunker| {
-                        h.update(b);
-                        size += b.len() as u64;
-                        ch.push(b);
-                    };
-                    put(&header, &mut ch);
-                    read_verified(&mut body, &want, &what, &mut |piece: &[u8]| {
-                        put(piece, &mut ch);
-                        if ch.closed {
-                            return Err(Error::Io {
-                                what: what.clone(),
-                                reason: "its upload stopped".into(),
-                            });
-                        }
-                        Ok(())
-                    })?;
-                    put(&trailer, &mut ch);
-                    let d = h.finish();
-                    Ok(LayerInfo::stored(d, size))
-                })();
-                ch.done(r);
-            });
-            rx
-        };
+    let make = move |body: std::result::Result<
+        Box<dyn std::io::Read + Send>,
+        crate::error::Error,
+    >| {
+        let (tx, rx) = sync_channel::<Data>(1);
+        let (header, trailer, want, what) = (
+            header.clone(),
+            trailer.clone(),
+            source.clone(),
+            what.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut ch = Chunker::new(chunk, tx);
+            let wrap = (header, trailer);
+            let r = body
+                .map_err(|e| Error::Io {
+                    what: what.clone(),
+                    reason: e.to_string(),
+                })
+                .and_then(|body| {
+                    crate::ops::build::stored(body, &what, Some(&want), Some(&wrap), None, &mut ch)
+                });
+            ch.done(r);
+        });
+        rx
+    };
     let first = store::open_blob(client, src, &digest)?;
     let rx = make(Ok(first));
     let restart: Restart = Box::new(move || make(reopen()));

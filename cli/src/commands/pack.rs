@@ -12,8 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lamina_core::artifact::{Kind, Packing};
-use lamina_core::digest::Hasher;
-use lamina_core::layer::LayerInfo;
 use lamina_core::pack::{self, Facts, FileLayer, Model};
 use lamina_core::registry::UploadConfig;
 use lamina_core::tar::{EntryKind, PlannedEntry};
@@ -274,9 +272,8 @@ fn describe(a: &Args, inputs: &[Input]) -> Result<Model> {
     Ok(m)
 }
 
-/// Reads `path` as the blob of a raw layer into chunks for the uploader, counting the bytes in
-/// `done`: the blob is the file, so its diff_id is its digest. With `wrap` (a tar header and
-/// trailer) the blob is an uncompressed tar of the file, its diff_id its digest too.
+/// Reads `path` into chunks for the uploader as a raw layer's blob (the file itself), or with
+/// `wrap` (a tar header and trailer) as a tar layer of it, counting the file's bytes in `done`.
 fn build_raw(
     path: PathBuf,
     wrap: Option<(Vec<u8>, Vec<u8>)>,
@@ -284,45 +281,23 @@ fn build_raw(
     done: Arc<AtomicU64>,
     tx: std::sync::mpsc::SyncSender<Data>,
 ) {
-    use std::io::Read as _;
     let mut ch = Chunker::new(chunk, tx);
-    let r = (|| -> std::result::Result<LayerInfo, Error> {
-        let io = |e: std::io::Error| Error::Io {
-            what: path.display().to_string(),
+    let what = path.display().to_string();
+    let r = std::fs::File::open(&path)
+        .map_err(|e| Error::Io {
+            what: what.clone(),
             reason: e.to_string(),
-        };
-        let mut f = std::fs::File::open(&path).map_err(io)?;
-        let mut h = Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        if let Some((header, _)) = &wrap {
-            h.update(header);
-            ch.push(header);
-            size += header.len() as u64;
-        }
-        loop {
-            let n = f.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            ch.push(&buf[..n]);
-            size += n as u64;
-            done.fetch_add(n as u64, Ordering::Relaxed);
-            if ch.closed {
-                return Err(Error::Io {
-                    what: path.display().to_string(),
-                    reason: "its upload stopped".into(),
-                });
-            }
-        }
-        if let Some((_, trailer)) = &wrap {
-            h.update(trailer);
-            ch.push(trailer);
-            size += trailer.len() as u64;
-        }
-        Ok(LayerInfo::stored(h.finish(), size))
-    })();
+        })
+        .and_then(|f| {
+            crate::ops::build::stored(
+                Box::new(f),
+                &what,
+                None,
+                wrap.as_ref(),
+                Some(&done),
+                &mut ch,
+            )
+        });
     ch.done(r);
 }
 

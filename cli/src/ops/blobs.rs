@@ -5,13 +5,11 @@
 use std::sync::mpsc::sync_channel;
 
 use lamina_core::image::Descriptor;
-use lamina_core::layer::LayerInfo;
 use lamina_core::registry::UploadConfig;
 use lamina_core::Error;
 
 use crate::error::Result;
 use crate::net::client::{Chunker, Client, Data, Restart};
-use crate::store::verify::read_verified;
 use crate::store::{self, Loc};
 use crate::ui::progress::Progress;
 
@@ -68,7 +66,7 @@ pub fn copy_blob(
 /// Reads `body` on a thread, verifying it is blob `want`, into chunks of `chunk` bytes for the
 /// uploader. The thread ends when the blob does, or when the uploader stops taking chunks.
 fn pump(
-    mut body: Box<dyn std::io::Read + Send>,
+    body: Box<dyn std::io::Read + Send>,
     want: Descriptor,
     what: String,
     chunk: usize,
@@ -76,18 +74,7 @@ fn pump(
     let (tx, rx) = sync_channel::<Data>(1);
     std::thread::spawn(move || {
         let mut ch = Chunker::new(chunk, tx);
-        let r = (|| -> std::result::Result<LayerInfo, Error> {
-            read_verified(&mut body, &want, &what, &mut |piece: &[u8]| {
-                ch.push(piece);
-                if ch.closed {
-                    return Err(Error::Protocol {
-                        reason: "upload stopped".into(),
-                    });
-                }
-                Ok(())
-            })?;
-            Ok(LayerInfo::stored(want.digest.clone(), want.size))
-        })();
+        let r = crate::ops::build::stored(body, &what, Some(&want), None, None, &mut ch);
         ch.done(r);
     });
     rx

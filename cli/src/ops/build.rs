@@ -199,3 +199,69 @@ pub fn io(p: &std::path::Path, e: std::io::Error) -> Error {
         reason: e.to_string(),
     }
 }
+
+/// A blob stored as it is, into `ch` for the uploader: `body`'s bytes, checked against `want`
+/// as they are read when it is given, between `wrap`'s tar header and trailer when given (a
+/// file made a tar layer). Its diff_id is its digest. The bytes are hashed here only when
+/// they are not `want`'s verified ones; `done` counts the body's bytes. Stops when the uploader
+/// went away. (One loop for a copied blob, a packed file and a wrapped one.)
+pub fn stored(
+    mut body: Box<dyn std::io::Read + Send>,
+    what: &str,
+    want: Option<&lamina_core::image::Descriptor>,
+    wrap: Option<&(Vec<u8>, Vec<u8>)>,
+    done: Option<&std::sync::atomic::AtomicU64>,
+    ch: &mut Chunker,
+) -> std::result::Result<LayerInfo, Error> {
+    let mut h = (wrap.is_some() || want.is_none()).then(lamina_core::digest::Hasher::new);
+    let mut size = 0u64;
+    let mut put = |b: &[u8], ch: &mut Chunker| -> std::result::Result<(), Error> {
+        if let Some(h) = h.as_mut() {
+            h.update(b);
+        }
+        size += b.len() as u64;
+        ch.push(b);
+        if ch.closed {
+            return Err(Error::Io {
+                what: what.to_string(),
+                reason: "its upload stopped".into(),
+            });
+        }
+        Ok(())
+    };
+    if let Some((header, _)) = wrap {
+        put(header, ch)?;
+    }
+    let mut piece = |b: &[u8]| -> std::result::Result<(), Error> {
+        put(b, ch)?;
+        if let Some(d) = done {
+            d.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    };
+    match want {
+        Some(want) => crate::store::verify::read_verified(&mut body, want, what, &mut piece)?,
+        None => {
+            let mut buf = vec![0u8; READ];
+            loop {
+                let n = body.read(&mut buf).map_err(|e| Error::Io {
+                    what: what.to_string(),
+                    reason: e.to_string(),
+                })?;
+                if n == 0 {
+                    break;
+                }
+                piece(&buf[..n])?;
+            }
+        }
+    }
+    if let Some((_, trailer)) = wrap {
+        put(trailer, ch)?;
+    }
+    let digest = match (h, want) {
+        (Some(h), _) => h.finish(),
+        (None, Some(w)) => w.digest.clone(),
+        (None, None) => return Err(Error::internal("a stored blob with no digest")),
+    };
+    Ok(LayerInfo::stored(digest, size))
+}
