@@ -337,7 +337,12 @@ pub fn parts(format: Format, layers: &[Descriptor], config: &Value) -> Vec<Part>
             let given = match &kit {
                 Some(paths) => paths.get(i).cloned().flatten(),
                 None => annotated_path(d).map(str::to_string),
-            };
+            }
+            .or_else(|| {
+                // v0.1 names files by position, as model-runner unpacks them
+                (format == Format::DockerModel { version: 1 } && packing == Some(Packing::Raw))
+                    .then(|| docker_v1_name(layers, i))
+            });
             let (mut path, mut problem) = match given.as_deref().map(safe_path) {
                 Some(Ok(p)) => (Some(p), None),
                 Some(Err(why)) => (
@@ -355,20 +360,7 @@ pub fn parts(format: Format, layers: &[Descriptor], config: &Value) -> Vec<Part>
                 }
             }
             if path.is_none() && problem.is_none() && packing == Some(Packing::Raw) {
-                problem = Some(match format {
-                    Format::DockerModel { version: 1 } => {
-                        // v0.1 names files by position, as model-runner unpacks them
-                        return Part {
-                            index: i,
-                            kind,
-                            packing,
-                            path: Some(docker_v1_name(layers, i)),
-                            problem: None,
-                            diff_id: diff_ids.get(i).cloned(),
-                        };
-                    }
-                    _ => "the layer names no file (no org.cncf.model.filepath)".into(),
-                });
+                problem = Some("the layer names no file (no org.cncf.model.filepath)".into());
             }
             Part {
                 index: i,
