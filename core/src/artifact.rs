@@ -330,12 +330,18 @@ pub fn parts(format: Format, layers: &[Descriptor], config: &Value) -> Vec<Part>
         .enumerate()
         .map(|(i, d)| {
             let t = layer_type(&d.media_type);
-            let (kind, packing) = match t {
+            let (mut kind, packing) = match t {
                 Some((k, p)) => (k, Some(p)),
                 None => (Kind::Other, None),
             };
             let given = match &kit {
-                Some(paths) => paths.get(i).cloned().flatten(),
+                Some(paths) => paths.get(i).cloned().flatten().map(|(p, t)| {
+                    // a part's type says a weight config (lamina writes "config")
+                    if kind == Kind::Weight && matches!(t.as_str(), "config" | "tokenizer") {
+                        kind = Kind::Config;
+                    }
+                    p
+                }),
                 None => annotated_path(d).map(str::to_string),
             }
             .or_else(|| {
@@ -351,6 +357,13 @@ pub fn parts(format: Format, layers: &[Descriptor], config: &Value) -> Vec<Part>
                 ),
                 None => (None, None),
             };
+            // model-runner types only weights and licenses: the rest are "model files", whose
+            // kind their names tell (as `lamina pack` tells it)
+            if matches!(format, Format::DockerModel { .. }) && kind == Kind::Other {
+                if let Some(p) = path.as_deref().filter(|_| packing == Some(Packing::Raw)) {
+                    kind = crate::pack::classify(p.rsplit('/').next().unwrap_or(p), d.size).0;
+                }
+            }
             if let Some(p) = &path {
                 if packing == Some(Packing::Raw) && seen.contains(p) {
                     problem = Some(format!("another layer is the file {p:?} already"));
@@ -463,10 +476,11 @@ fn kitfile_entries(kitfile: &Value) -> Vec<&Value> {
     v
 }
 
-/// The Kitfile path of each layer of a ModelKit: layers are matched to the Kitfile's entries by
-/// order within each kind, as kit unpacks them (the first `model` layer is `model.path`, the
-/// next ones `model.parts`, then `code`, `datasets`, `docs`, `prompts` in turn).
-fn kitfile_paths(kitfile: &Value, layers: &[Descriptor]) -> Vec<Option<String>> {
+/// The Kitfile path (and the entry's `type`) of each layer of a ModelKit: layers are matched
+/// to the Kitfile's entries by order within each kind, as kit unpacks them (the first `model`
+/// layer is `model.path`, the next ones `model.parts`, then `code`, `datasets`, `docs`,
+/// `prompts` in turn).
+fn kitfile_paths(kitfile: &Value, layers: &[Descriptor]) -> Vec<Option<(String, String)>> {
     let list = |k: &str| -> Vec<&Value> {
         kitfile
             .get(k)
@@ -487,7 +501,13 @@ fn kitfile_paths(kitfile: &Value, layers: &[Descriptor]) -> Vec<Option<String>> 
         list("prompts"),
     );
     let mut seen = [0usize; 6];
-    let path = |e: Option<&&Value>| e.and_then(|e| e.get("path")?.as_str()).map(str::to_string);
+    let path = |e: Option<&&Value>| {
+        e.and_then(|e| {
+            let p = e.get("path")?.as_str()?.to_string();
+            let t = e.get("type").and_then(Value::as_str).unwrap_or("");
+            Some((p, t.to_string()))
+        })
+    };
     layers
         .iter()
         .map(|d| {
@@ -583,14 +603,16 @@ pub fn about(format: Format, config: &Value) -> About {
             architecture: s(at(&["config", "architecture"])),
             quantization: s(at(&["config", "quantization"])),
         },
+        // kit has no fields for these: lamina writes them in model.parameters
         Format::ModelKit => About {
             name: s(at(&["package", "name"])).or_else(|| s(at(&["model", "name"]))),
-            family: None,
+            family: s(at(&["model", "parameters", "family"])),
             format: s(at(&["model", "format"])),
-            param_size: None,
-            precision: None,
-            architecture: s(at(&["model", "framework"])),
-            quantization: None,
+            param_size: s(at(&["model", "parameters", "paramSize"])),
+            precision: s(at(&["model", "parameters", "precision"])),
+            architecture: s(at(&["model", "parameters", "architecture"]))
+                .or_else(|| s(at(&["model", "framework"]))),
+            quantization: s(at(&["model", "parameters", "quantization"])),
         },
         Format::DockerModel { .. } => About {
             name: None,

@@ -14,19 +14,41 @@ use crate::artifact::{self, Kind, Packing};
 use crate::compress::Compression;
 use crate::image::{Config, Descriptor, History, Manifest};
 use crate::modelcar::{ANN_CONTENT_NAME, ANN_IN_LAYER_PATH, ANN_LAYER_TYPE, ANN_TITLE};
-use crate::pack::{self, Model};
+use crate::pack::{self, FileLayer, Model};
+use crate::target::Target;
 use crate::{media, Digest, Error};
+
+/// What a tar [`Step::Unwrap`] cannot make one file of says (the driver then keeps it a tar).
+pub const SEVERAL_FILES: &str = "the layer holds more than one file";
 
 /// Where a modelcar keeps its files.
 pub const MODELS: &str = "models";
 
-/// A ModelPack made from a modelcar: its config, its layers (the modelcar's blobs).
-#[derive(Clone, Debug)]
-pub struct ToModelPack {
-    /// The config's bytes.
-    pub config: Vec<u8>,
-    /// The layers, in the modelcar's order.
-    pub layers: Vec<Descriptor>,
+/// What a conversion makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum To {
+    /// A model artifact of this format.
+    Artifact(Target),
+    /// A modelcar: an image with the files under `/models`, on a base image.
+    Modelcar,
+}
+
+impl To {
+    /// `modelpack`, `modelkit`, `docker`, `modelcar`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            To::Artifact(t) => t.name(),
+            To::Modelcar => "modelcar",
+        }
+    }
+
+    /// The format a name gives.
+    pub fn parse(s: &str) -> Option<To> {
+        match s {
+            "modelcar" => Some(To::Modelcar),
+            s => Target::parse(s).map(To::Artifact),
+        }
+    }
 }
 
 /// The model layers of a modelcar: those olot's annotations mark (a file or directory under
@@ -49,15 +71,81 @@ fn annotation<'a>(d: &'a Descriptor, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// The ModelPack over a modelcar's model layers (`manifest` and `config` the image's): kinds
-/// from the files' names (the card a doc), paths from olot's in-layer path, the image's
-/// diff_ids, the format from the weights' names. `name` goes into the config.
-pub fn modelcar_to_modelpack(
-    manifest: &Manifest,
-    config: &Config,
-    name: Option<&str>,
-) -> Result<ToModelPack, Error> {
+/// A layer of the model being converted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// The source's layer.
+    pub layer: Descriptor,
+    /// What its file is for.
+    pub kind: Kind,
+    /// How it holds its file.
+    pub packing: Packing,
+    /// Its path in the artifact (a modelcar's: under `models/`).
+    pub path: String,
+    /// Its uncompressed digest.
+    pub diff_id: Digest,
+    /// The file annotations it carries (metadata, guessed kind), kept on the new layer.
+    pub carried: Vec<(String, String)>,
+}
+
+/// The model of a source: what it is, its layers, what its config says.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The source's format (a modelcar is an [`artifact::Format::Image`]).
+    pub format: artifact::Format,
+    /// Its model layers (a modelcar's base image layers are not).
+    pub layers: Vec<Source>,
+    /// The facts for the new config.
+    pub model: Model,
+}
+
+/// Reads the model a manifest holds, for converting: an artifact's layers (each must have a
+/// packing and a path lamina knows), or a modelcar's model layers (those olot's annotations
+/// mark: a file or directory under `/models`, or the model card) with the image's diff_ids.
+pub fn source(manifest: &Manifest, config: &Config, name: Option<&str>) -> Result<Origin, Error> {
+    let read = artifact::read(manifest, config)?;
     let layers = manifest.layers()?;
+    if read.format.is_artifact() {
+        let mut out = Vec::new();
+        for p in &read.parts {
+            let l = &layers[p.index];
+            let packing = p.packing.ok_or_else(|| Error::UnsupportedMediaType {
+                what: format!("layer {}", p.index),
+                media_type: l.media_type.clone(),
+            })?;
+            out.push(Source {
+                layer: l.clone(),
+                kind: p.kind,
+                packing,
+                path: part_path(p)?,
+                diff_id: diff_id_of(p.index, l, packing, p.diff_id.as_ref())?,
+                carried: l
+                    .annotations
+                    .iter()
+                    .filter(|(k, _)| {
+                        k == artifact::ANN_FILE_METADATA || k == artifact::ANN_UNTESTED
+                    })
+                    .cloned()
+                    .collect(),
+            });
+        }
+        let a = &read.about;
+        let model = Model {
+            name: name.map(str::to_string).or_else(|| a.name.clone()),
+            family: a.family.clone(),
+            format: a.format.clone(),
+            param_size: a.param_size.clone(),
+            precision: a.precision.clone(),
+            architecture: a.architecture.clone(),
+            quantization: a.quantization.clone(),
+            created_at: None,
+        };
+        return Ok(Origin {
+            format: read.format,
+            layers: out,
+            model,
+        });
+    }
     let diff_ids = config.diff_ids()?;
     let picked = modelcar_layers(&layers);
     if picked.is_empty() {
@@ -68,7 +156,6 @@ pub fn modelcar_to_modelpack(
         });
     }
     let mut out = Vec::new();
-    let mut ids = Vec::new();
     let mut formats = Vec::new();
     for i in picked {
         let l = &layers[i];
@@ -80,8 +167,7 @@ pub fn modelcar_to_modelpack(
         let title = annotation(l, ANN_TITLE)
             .or_else(|| annotation(l, ANN_CONTENT_NAME))
             .unwrap_or("");
-        let card = annotation(l, ANN_LAYER_TYPE) == Some("modelcard");
-        let kind = if card {
+        let kind = if annotation(l, ANN_LAYER_TYPE) == Some("modelcard") {
             Kind::Doc
         } else if annotation(l, crate::modelcar::ANN_CONTENT_TYPE) == Some("directory") {
             Kind::Weight
@@ -100,99 +186,49 @@ pub fn modelcar_to_modelpack(
                 formats.push(ext);
             }
         }
-        let mut d = Descriptor::new(
-            pack::modelpack_layer_type(kind, Packing::Tar(c)),
-            l.digest.clone(),
-            l.size,
-        );
-        d.annotations = vec![
-            (artifact::ANN_FILEPATH.into(), path),
-            (ANN_TITLE.into(), title.to_string()),
-        ];
-        out.push(d);
-        ids.push(
-            diff_ids
-                .get(i)
-                .cloned()
-                .ok_or_else(|| Error::InvalidDocument {
-                    what: "image config".into(),
-                    reason: format!("it lists no diff_id for layer {i}"),
-                })?,
-        );
+        let diff_id = diff_ids
+            .get(i)
+            .cloned()
+            .ok_or_else(|| Error::InvalidDocument {
+                what: "image config".into(),
+                reason: format!("it lists no diff_id for layer {i}"),
+            })?;
+        out.push(Source {
+            layer: l.clone(),
+            kind,
+            packing: Packing::Tar(c),
+            path,
+            diff_id,
+            carried: Vec::new(),
+        });
     }
-    let model = Model {
-        name: name.map(str::to_string),
-        format: formats.first().map(|f| f.to_string()),
-        ..Model::default()
-    };
-    Ok(ToModelPack {
-        config: pack::modelpack_config(&model, &ids),
+    Ok(Origin {
+        format: read.format,
         layers: out,
+        model: Model {
+            name: name.map(str::to_string),
+            format: formats.first().map(|f| f.to_string()),
+            ..Model::default()
+        },
     })
 }
 
-/// A ModelPack over another artifact's blobs (a ModelKit, a Docker model, a ModelPack with the
-/// `cnai` names): each layer keeps its bytes and gets the ModelPack type of its kind and
-/// packing, its path as `org.cncf.model.filepath` and title; the facts the source's config
-/// states go into the new config. Nothing but a config and a manifest has to be sent.
-pub fn artifact_to_modelpack(
-    read: &artifact::Read,
-    layers: &[Descriptor],
-    name: Option<&str>,
-) -> Result<ToModelPack, Error> {
-    let mut out = Vec::new();
-    let mut ids = Vec::new();
-    for p in &read.parts {
-        let l = &layers[p.index];
-        let packing = p.packing.ok_or_else(|| Error::UnsupportedMediaType {
-            what: format!("layer {}", p.index),
-            media_type: l.media_type.clone(),
-        })?;
-        let path = part_path(p)?;
-        let diff_id = match (&p.diff_id, packing) {
-            (Some(d), _) => d.clone(),
-            (None, Packing::Raw | Packing::Tar(Compression::None)) => l.digest.clone(),
-            (None, Packing::Tar(_)) => {
-                return Err(Error::InvalidDocument {
-                    what: format!("layer {}", p.index),
-                    reason: "a compressed tar without a diff_id in the config".into(),
-                })
-            }
-        };
-        let mut d = Descriptor::new(
-            pack::modelpack_layer_type(p.kind, packing),
-            l.digest.clone(),
-            l.size,
-        );
-        d.annotations = vec![
-            (artifact::ANN_FILEPATH.into(), path.clone()),
-            (ANN_TITLE.into(), path),
-        ];
-        // what the source says of the file (its metadata) stays with it
-        d.annotations.extend(
-            l.annotations
-                .iter()
-                .filter(|(k, _)| k == artifact::ANN_FILE_METADATA || k == artifact::ANN_UNTESTED)
-                .cloned(),
-        );
-        out.push(d);
-        ids.push(diff_id);
+/// The diff_id of layer `i`: the one the config states, else its digest when it is not
+/// compressed.
+fn diff_id_of(
+    i: usize,
+    l: &Descriptor,
+    packing: Packing,
+    stated: Option<&Digest>,
+) -> Result<Digest, Error> {
+    match (stated, packing) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, Packing::Raw | Packing::Tar(Compression::None)) => Ok(l.digest.clone()),
+        (None, Packing::Tar(_)) => Err(Error::InvalidDocument {
+            what: format!("layer {i}"),
+            reason: "a compressed tar without a diff_id in the config".into(),
+        }),
     }
-    let a = &read.about;
-    let model = Model {
-        name: name.map(str::to_string).or_else(|| a.name.clone()),
-        family: a.family.clone(),
-        format: a.format.clone(),
-        param_size: a.param_size.clone(),
-        precision: a.precision.clone(),
-        architecture: a.architecture.clone(),
-        quantization: a.quantization.clone(),
-        created_at: None,
-    };
-    Ok(ToModelPack {
-        config: pack::modelpack_config(&model, &ids),
-        layers: out,
-    })
 }
 
 /// A part's checked path, or why it has none.
@@ -206,90 +242,179 @@ fn part_path(p: &artifact::Part) -> Result<String, Error> {
     })
 }
 
-/// How one ModelPack layer becomes a modelcar layer.
+/// What becomes of one layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ToCar {
-    /// A tar already under `models/`: the same blob.
-    Keep {
-        /// The source layer.
-        source: Descriptor,
-        /// Its compression.
-        compression: Compression,
-        /// Its diff_id (the config's, or its digest when uncompressed).
-        diff_id: Digest,
-        /// Its path in the artifact.
-        path: String,
-    },
-    /// A raw file: wrapped into a tar holding it at `models/<path>`.
-    Wrap {
-        /// The source layer (the file).
-        source: Descriptor,
-        /// Its path in the artifact.
-        path: String,
-    },
+pub enum Step {
+    /// The same blob: mounted, never sent.
+    Keep,
+    /// A raw file put into a tar holding it at its path (under `models/` for a modelcar), as
+    /// it streams ([`wrap_header`]).
+    Wrap,
+    /// A tar's entries put under `models/` ([`crate::retar::Mode::Under`]), uncompressed.
+    Under,
+    /// A compressed tar made the same tar uncompressed.
+    Plain,
+    /// A tar of one file made the file ([`crate::retar::Mode::File`]); if it holds more,
+    /// [`Step::fallback`].
+    Unwrap,
 }
 
-/// What each layer of a ModelPack becomes in a modelcar. A tar layer whose files are not under
-/// `models/` (its path annotation says where) would have to be unpacked and packed again under
-/// `/models`, which lamina does not do yet: it is refused, naming it.
-pub fn modelpack_to_modelcar(
-    read: &artifact::Read,
-    layers: &[Descriptor],
-) -> Result<Vec<ToCar>, Error> {
-    let mut out = Vec::new();
-    for p in &read.parts {
-        let l = &layers[p.index];
-        let path = part_path(p)?;
-        match p.packing {
-            Some(Packing::Raw) => out.push(ToCar::Wrap {
-                source: l.clone(),
-                path,
-            }),
-            Some(Packing::Tar(c)) if path == MODELS || path.starts_with("models/") => {
-                let diff_id = match (&p.diff_id, c) {
-                    (Some(d), _) => d.clone(),
-                    (None, Compression::None) => l.digest.clone(),
-                    (None, _) => {
-                        return Err(Error::InvalidDocument {
-                            what: format!("layer {}", p.index),
-                            reason: "a compressed tar without a diff_id in the config".into(),
-                        })
-                    }
-                };
-                out.push(ToCar::Keep {
-                    source: l.clone(),
-                    compression: c,
-                    diff_id,
-                    path,
-                });
-            }
-            Some(Packing::Tar(_)) => {
-                return Err(Error::Usage {
-                    reason: format!(
-                        "layer {} is a tar of {path:?}, not under models/: a modelcar needs its \
-                         files under /models, and re-packing a tar layer is not done yet",
-                        p.index
-                    ),
-                })
-            }
-            None => {
-                return Err(Error::UnsupportedMediaType {
-                    what: format!("layer {}", p.index),
-                    media_type: l.media_type.clone(),
-                })
-            }
+impl Step {
+    /// What to do with a layer [`Step::Unwrap`] found more than one file in: keep it as a
+    /// folder's tar, uncompressed.
+    pub fn fallback(packing: Packing) -> Step {
+        match packing {
+            Packing::Tar(Compression::None) => Step::Keep,
+            _ => Step::Plain,
         }
     }
-    Ok(out)
+
+    /// Whether this step sends bytes (all but [`Step::Keep`]).
+    pub fn sends(&self) -> bool {
+        !matches!(self, Step::Keep)
+    }
 }
 
-/// The tar header blocks that put a raw file of `size` bytes at `models/<path>` (mode 0644,
+/// What becomes of each layer of `from` to make `to`. The same format is refused (a
+/// ModelPack with the `cnai` names may become one with today's names).
+pub fn plan(from: &Origin, to: To) -> Result<Vec<Step>, Error> {
+    use artifact::Format as F;
+    let same = matches!(
+        (from.format, to),
+        (
+            F::ModelPack { legacy: false },
+            To::Artifact(Target::ModelPack)
+        ) | (F::ModelKit, To::Artifact(Target::ModelKit))
+            | (F::DockerModel { .. }, To::Artifact(Target::Docker))
+            | (F::Image, To::Modelcar)
+    );
+    if same {
+        return Err(Error::Usage {
+            reason: format!("it is a {} already", to.name()),
+        });
+    }
+    Ok(from
+        .layers
+        .iter()
+        .map(|s| match (to, s.packing) {
+            (To::Artifact(Target::ModelPack), _) => Step::Keep,
+            (To::Artifact(Target::ModelKit), Packing::Raw) => Step::Wrap,
+            (To::Artifact(Target::ModelKit), p) if Target::ModelKit.takes(p) => Step::Keep,
+            (To::Artifact(Target::ModelKit), _) => Step::Plain,
+            (To::Artifact(Target::Docker), Packing::Raw) => Step::Keep,
+            (To::Artifact(Target::Docker), Packing::Tar(_)) => Step::Unwrap,
+            (To::Modelcar, Packing::Raw) => Step::Wrap,
+            (To::Modelcar, Packing::Tar(_)) if under_models(&s.path) => Step::Keep,
+            (To::Modelcar, Packing::Tar(_)) => Step::Under,
+        })
+        .collect())
+}
+
+fn under_models(path: &str) -> bool {
+    path == MODELS || path.starts_with("models/")
+}
+
+/// A layer a step made (or kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Made {
+    /// The blob's digest and size.
+    pub digest: Digest,
+    /// The blob's size.
+    pub size: u64,
+    /// Its uncompressed digest.
+    pub diff_id: Digest,
+    /// How it holds its file.
+    pub packing: Packing,
+    /// For [`Step::Unwrap`]: the file's path in the tar it came out of.
+    pub file: Option<(String, u64)>,
+}
+
+impl Made {
+    /// The source's own blob.
+    pub fn kept(s: &Source) -> Made {
+        Made {
+            digest: s.layer.digest.clone(),
+            size: s.layer.size,
+            diff_id: s.diff_id.clone(),
+            packing: s.packing,
+            file: None,
+        }
+    }
+}
+
+/// The file layer of the new artifact for source `s` made into `made`: its path the source's,
+/// or for a file taken out of a tar the file's own (out of `models/` when the source is a
+/// modelcar, whose files are there only because a modelcar needs them there).
+pub fn file_layer(from: &Origin, s: &Source, made: Made) -> Result<FileLayer, Error> {
+    let path = match &made.file {
+        Some((p, _)) => {
+            let p = untar_path(p)?;
+            match (from.format, p.strip_prefix("models/")) {
+                (artifact::Format::Image, Some(rest)) => rest.to_string(),
+                _ => p,
+            }
+        }
+        None => s.path.clone(),
+    };
+    let file_size = match (&made.file, made.packing) {
+        (Some((_, n)), _) => *n,
+        (None, Packing::Raw) => made.size,
+        (None, _) => 0,
+    };
+    // a file out of a tar is typed by its name; the rest keep the source's kind
+    let (kind, guessed) = match (&made.file, s.kind) {
+        (Some(_), Kind::Other | Kind::Weight) => {
+            pack::classify(path.rsplit('/').next().unwrap_or(&path), file_size)
+        }
+        (_, k) => (k, false),
+    };
+    Ok(FileLayer {
+        path,
+        kind,
+        guessed,
+        packing: made.packing,
+        digest: made.digest,
+        size: made.size,
+        diff_id: made.diff_id,
+        file_size,
+        executable: false,
+        carried: match (&made.file, made.packing) {
+            (None, Packing::Raw) if !s.carried.is_empty() => Some(s.carried.clone()),
+            (None, Packing::Tar(_)) => Some(s.carried.clone()),
+            _ => None,
+        },
+    })
+}
+
+/// A tar entry's path checked as an artifact path.
+fn untar_path(p: &str) -> Result<String, Error> {
+    artifact::safe_path(p).map_err(|why| Error::Tar {
+        reason: format!("{why}: {p:?}"),
+    })
+}
+
+/// The modelcar path (under `/models`) of a layer of `path`.
+pub fn car_path(path: &str) -> &str {
+    path.strip_prefix("models/").unwrap_or(path)
+}
+
+/// The tar header blocks that put a raw file of `size` bytes at `<under>/<path>` (mode 0644
+/// or 0755,
 /// owner 0:0, mtime `mtime`), with the directories above it; the file's bytes follow, then
 /// [`pack::tar_trailer`]. Deterministic, so a conversion run twice gives the same layer.
-pub fn wrap_header(path: &str, size: u64, mtime: u64) -> Result<Vec<u8>, Error> {
+pub fn wrap_header(
+    under: Option<&str>,
+    path: &str,
+    size: u64,
+    executable: bool,
+    mtime: u64,
+) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let mut tw = crate::tar::TarWriter::new(mtime);
-    let full = format!("{MODELS}/{path}");
+    let full = match under {
+        Some(u) => format!("{u}/{path}"),
+        None => path.to_string(),
+    };
     let parts: Vec<&str> = full.split('/').collect();
     for n in 1..parts.len() {
         tw.entry(
@@ -300,10 +425,7 @@ pub fn wrap_header(path: &str, size: u64, mtime: u64) -> Result<Vec<u8>, Error> 
     }
     tw.entry(
         &full,
-        &crate::tar::EntryKind::File {
-            size,
-            executable: false,
-        },
+        &crate::tar::EntryKind::File { size, executable },
         &mut |b| out.extend_from_slice(b),
     )?;
     Ok(out)
@@ -340,7 +462,14 @@ mod tests {
     #[test]
     fn a_wrapped_file_is_a_tar_gnu_tar_would_read() {
         let data = b"hello weights";
-        let mut tar = wrap_header("unet/model.safetensors", data.len() as u64, 0).unwrap();
+        let mut tar = wrap_header(
+            Some(MODELS),
+            "unet/model.safetensors",
+            data.len() as u64,
+            false,
+            0,
+        )
+        .unwrap();
         tar.extend_from_slice(data);
         tar.extend_from_slice(&pack::tar_trailer(data.len() as u64));
         assert_eq!(tar.len() % 512, 0);

@@ -64,8 +64,10 @@ pub mod modelcar;
 pub mod pack;
 pub mod reference;
 pub mod registry;
+pub mod retar;
 pub mod slice;
 pub mod tar;
+pub mod target;
 pub mod untar;
 
 pub use digest::Digest;

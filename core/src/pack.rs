@@ -707,6 +707,9 @@ pub struct FileLayer {
     pub file_size: u64,
     /// Executable.
     pub executable: bool,
+    /// The file's annotations carried from the artifact it was converted from (its metadata,
+    /// whether its kind was guessed), instead of the ones a packed file gets.
+    pub carried: Option<Vec<(String, String)>>,
 }
 
 impl FileLayer {
@@ -732,9 +735,14 @@ impl FileLayer {
         d.annotations = vec![
             (ANN_FILEPATH.into(), self.path.clone()),
             (ANN_TITLE.into(), self.path.clone()),
-            (ANN_FILE_METADATA.into(), meta.to_string()),
-            (ANN_UNTESTED.into(), self.guessed.to_string()),
         ];
+        match &self.carried {
+            Some(c) => d.annotations.extend(c.iter().cloned()),
+            None => d.annotations.extend([
+                (ANN_FILE_METADATA.into(), meta.to_string()),
+                (ANN_UNTESTED.into(), self.guessed.to_string()),
+            ]),
+        }
         d
     }
 }
@@ -1129,6 +1137,7 @@ mod tests {
             diff_id: Digest::of(b"x"),
             file_size: 1,
             executable: false,
+            carried: None,
         };
         let d = l.descriptor(0);
         assert_eq!(d.media_type, "application/vnd.cncf.model.weight.v1.raw");
@@ -1163,6 +1172,7 @@ mod tests {
                 diff_id: Digest::of(b),
                 file_size: b.len() as u64,
                 executable: false,
+                carried: None,
             }
             .descriptor(0)
         };

@@ -2,36 +2,42 @@
 //! what must change (see `lamina_core::convert`).
 
 use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use lamina_core::artifact;
-use lamina_core::convert::{self, ToCar};
+use lamina_core::artifact::Packing;
+use lamina_core::compress::Compression;
+use lamina_core::convert::{self, Made, Step, To};
 use lamina_core::image::Descriptor;
-use lamina_core::layer::LayerInfo;
 use lamina_core::registry::UploadConfig;
-use lamina_core::Error;
+use lamina_core::retar::{Mode, Reshape};
+use lamina_core::{target, Error};
 
 use crate::commands::Ctx;
 use crate::error::{Result, WithContext as _};
 use crate::net::client::{Chunker, Data, Restart};
+use crate::ops::build::{stored, Shape};
 use crate::ops::flows::ensure_blobs;
 use crate::ops::push::{push_images, NewLayer};
 use crate::ops::resolve::{self, PlatformSel};
 use crate::store::{self, Loc};
 use crate::ui::progress::Progress;
 
-/// Convert a model between formats in the registry: to ModelPack, or to a modelcar.
+/// Convert a model between formats in the registry: ModelPack, ModelKit, Docker model, modelcar.
 ///
-/// --to modelpack: a modelcar (olot's, or lamina's append / affix --modelcar) becomes a
-/// ModelPack artifact over the very same blobs (its model layers as ModelPack tar layers, the
-/// base image's layers left out), and so do a KitOps ModelKit, a Docker model and a ModelPack
-/// with the old cnai names: only a config and a manifest are uploaded, the layers are mounted. --to modelcar: a ModelPack goes onto --base as a modelcar: tar layers already under
-/// models/ are mounted, raw files are wrapped into tars at /models/PATH as they stream registry
-/// to registry, with no local copy.
+/// Each layer keeps its bytes where the new format can hold them as they are: those blobs are
+/// mounted, and only a config and a manifest are uploaded (a modelcar made ModelPack and back
+/// costs nothing else). Where the packing must change, the layer streams registry to registry
+/// with no local copy: a raw file is put into a tar (ModelKit, modelcar), a tar of one file
+/// becomes the raw file (Docker), a tar not under models/ is re-packed there (modelcar), a
+/// zstd tar is decompressed (ModelKit). Works from every format lamina reads, cnai-named
+/// ModelPacks included.
 ///
 /// Examples:
 ///   lamina convert reg/me/model-car:v1 reg/me/model:v1-modelpack --to modelpack
 ///   lamina convert reg/me/model:v1 reg/me/model-car:v1 --to modelcar --base reg/library/busybox
+///   lamina convert reg/me/model:v1 reg/me/model:v1-kit --to modelkit
+///   lamina convert reg/me/model:v1-kit reg/me/model:v1-docker --to docker
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -42,12 +48,13 @@ pub struct Args {
     #[arg(value_name = "DEST")]
     pub dest: String,
     /// The format to make.
-    #[arg(long, value_parser = ["modelpack", "modelcar"])]
+    #[arg(long, value_parser = ["modelpack", "modelkit", "docker", "modelcar"])]
     pub to: String,
     /// The image a modelcar's files go on (with --to modelcar).
     #[arg(short = 'b', long, value_name = "REF")]
     pub base: Option<String>,
-    /// The model's name in a ModelPack config [default: the repository's last part].
+    /// The model's name in the new config [default: the source's, or the repository's last
+    /// part].
     #[arg(long)]
     pub name: Option<String>,
     /// Print the result as JSON.
@@ -58,11 +65,12 @@ pub struct Args {
 /// Runs `convert`; prints `dest@sha256:...`.
 pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let t0 = Instant::now();
+    let to = To::parse(&a.to).ok_or_else(|| Error::internal("an unknown --to passed clap"))?;
     let src = ctx.source("SRC", &a.src)?;
     let dest = ctx.dest("DEST", &a.dest)?;
-    let base = match (a.to.as_str(), &a.base) {
-        ("modelcar", Some(b)) => Some(ctx.source("--base", b)?),
-        ("modelcar", None) => {
+    let base = match (to, &a.base) {
+        (To::Modelcar, Some(b)) => Some(ctx.source("--base", b)?),
+        (To::Modelcar, None) => {
             return Err(crate::commands::usage(
                 "--to modelcar needs --base IMAGE: the image the model files go on (busybox, \
                  a serving runtime)",
@@ -75,37 +83,70 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let client = &mut ctx.client;
     let img = resolve::fetch_one(client, &src, &PlatformSel::parse(None)?)?;
     let config = resolve::config(client, &src, &img.manifest)?;
-    let read = artifact::read(&img.manifest, &config)?;
-    let (digest, sent) = match base {
-        None => {
-            if matches!(read.format, artifact::Format::ModelPack { legacy: false }) {
-                return Err(format!("{src} is a ModelPack artifact already").into());
-            }
-            let mp = if read.format.is_artifact() {
-                // a ModelKit, a Docker model, a ModelPack with the cnai names
-                convert::artifact_to_modelpack(&read, &img.manifest.layers()?, a.name.as_deref())
-            } else {
-                let name = a
-                    .name
-                    .clone()
-                    .or_else(|| src.name().rsplit('/').next().map(str::to_string));
-                convert::modelcar_to_modelpack(&img.manifest, &config, name.as_deref())
-            }
-            .context(|| format!("SRC {src}"))?;
-            ensure_blobs(client, &src, &dest, &mp.layers, quiet)?;
-            let d = store::put_modelpack(client, &dest, mp.config, &mp.layers)?;
-            (d, 0u64)
+    let mut origin = convert::source(&img.manifest, &config, a.name.as_deref())
+        .context(|| format!("SRC {src}"))?;
+    if origin.model.name.is_none() {
+        origin.model.name = src.name().rsplit('/').next().map(str::to_string);
+    }
+    let from = match origin.format {
+        lamina_core::artifact::Format::Image => "modelcar",
+        f => f.name(),
+    };
+    let steps = convert::plan(&origin, to).context(|| format!("SRC {src}"))?;
+    let keep: Vec<Descriptor> = origin
+        .layers
+        .iter()
+        .zip(&steps)
+        .filter(|(_, st)| !st.sends())
+        .map(|(s, _)| s.layer.clone())
+        .collect();
+    ensure_blobs(client, &src, &dest, &keep, quiet)?;
+    let mut made = Vec::new();
+    let mut sent = 0u64;
+    for (s, step) in origin.layers.iter().zip(&steps) {
+        let m = match step {
+            Step::Keep => Made::kept(s),
+            Step::Unwrap => match repack(client, &src, &dest, s, step, to, quiet) {
+                Ok(m) => m,
+                // a folder's tar: a tar it stays, uncompressed
+                Err(e) if e.to_string().contains(convert::SEVERAL_FILES) => {
+                    let again = Step::fallback(s.packing);
+                    if !quiet {
+                        crate::ui::progress::warn(&format!(
+                            "{} holds more than one file: it goes as a folder's tar",
+                            s.path
+                        ));
+                    }
+                    if again.sends() {
+                        repack(client, &src, &dest, s, &again, to, quiet)?
+                    } else {
+                        ensure_blobs(client, &src, &dest, std::slice::from_ref(&s.layer), quiet)?;
+                        Made::kept(s)
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+            _ => repack(client, &src, &dest, s, step, to, quiet)?,
+        };
+        if step.sends() {
+            sent += m.size;
         }
-        Some(base) => {
-            if !matches!(read.format, artifact::Format::ModelPack { .. }) {
-                return Err(format!(
-                    "{src} is a {}, not a ModelPack artifact",
-                    read.format.name()
-                )
-                .into());
-            }
-            let plan = convert::modelpack_to_modelcar(&read, &img.manifest.layers()?)
+        made.push(m);
+    }
+    let digest = match (to, base) {
+        (To::Artifact(t), _) => {
+            let files = origin
+                .layers
+                .iter()
+                .zip(made)
+                .map(|(s, m)| convert::file_layer(&origin, s, m))
+                .collect::<std::result::Result<Vec<_>, _>>()
                 .context(|| format!("SRC {src}"))?;
+            let mtime = crate::ops::build::source_date_epoch().unwrap_or(0);
+            let out = target::assemble(t, &origin.model, &files, mtime)?;
+            store::put_artifact(client, &dest, out)?
+        }
+        (To::Modelcar, Some(base)) => {
             let (mut images, mut index, configs) = crate::commands::affix::base_at_dest(
                 client,
                 &base,
@@ -114,47 +155,27 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
                 None,
                 quiet,
             )?;
-            let keep: Vec<Descriptor> = plan
-                .iter()
-                .filter_map(|p| match p {
-                    ToCar::Keep { source, .. } => Some(source.clone()),
-                    ToCar::Wrap { .. } => None,
-                })
-                .collect();
-            ensure_blobs(client, &src, &dest, &keep, quiet)?;
             let created = resolve::history_time();
-            let mut layers = Vec::new();
-            let mut sent = 0u64;
-            for p in &plan {
-                layers.push(match p {
-                    ToCar::Keep {
-                        source,
-                        compression,
-                        diff_id,
-                        path,
-                    } => NewLayer {
-                        compression: *compression,
-                        digest: source.digest.clone(),
-                        size: source.size,
-                        diff_id: diff_id.clone(),
+            let layers: Vec<NewLayer> = origin
+                .layers
+                .iter()
+                .zip(made)
+                .map(|(s, m)| {
+                    let path = convert::car_path(&s.path);
+                    NewLayer {
+                        compression: match m.packing {
+                            Packing::Tar(c) => c,
+                            Packing::Raw => Compression::None,
+                        },
+                        digest: m.digest,
+                        size: m.size,
+                        diff_id: m.diff_id,
                         history: convert::car_history(path, &created),
                         annotations: convert::car_annotations(path),
-                    },
-                    ToCar::Wrap { source, path } => {
-                        let info = wrap(client, &src, &dest, source, path, quiet)?;
-                        sent += info.size;
-                        NewLayer {
-                            compression: info.compression,
-                            digest: info.digest,
-                            size: info.size,
-                            diff_id: info.diff_id,
-                            history: convert::car_history(path, &created),
-                            annotations: convert::car_annotations(path),
-                        }
                     }
-                });
-            }
-            let d = push_images(
+                })
+                .collect();
+            push_images(
                 client,
                 &dest,
                 &mut images,
@@ -164,24 +185,26 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
                 &[],
                 &[],
                 quiet,
-            )?;
-            (d, sent)
+            )?
         }
+        (To::Modelcar, None) => return Err(Error::internal("a modelcar without a base").into()),
     };
     crate::commands::pushed(
         &dest,
         &digest,
         a.json,
         serde_json::json!({
-            "format": a.to,
+            "format": to.name(),
+            "from": from,
             "bytesSent": sent,
             "seconds": t0.elapsed().as_secs_f64(),
         }),
     )?;
     if !quiet {
         eprintln!(
-            "converted to {} in {:.1}s ({} of layer bytes sent, the rest mounted or found)",
-            a.to,
+            "converted {} to {} in {:.1}s ({} of layer bytes sent, the rest mounted or found)",
+            from,
+            to.name(),
             t0.elapsed().as_secs_f64(),
             crate::ui::progress::human(sent)
         );
@@ -189,53 +212,79 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Streams raw file `source` of `src` into `dest` as a tar layer holding it at
-/// `/models/<path>`: tar header, the file's bytes (verified as they come), padding and end
-/// blocks, hashed as they go up. A lost upload downloads the file again.
-fn wrap(
+/// Streams layer `s` of `src` into `dest` made over by `step` (see [`convert::Step`]): the
+/// source's bytes verified as they come, decompressed or wrapped, hashed as they go up. A lost
+/// upload downloads the layer again.
+fn repack(
     client: &mut crate::net::client::Client,
     src: &Loc,
     dest: &Loc,
-    source: &Descriptor,
-    path: &str,
+    s: &convert::Source,
+    step: &Step,
+    to: To,
     quiet: bool,
-) -> Result<LayerInfo> {
+) -> Result<Made> {
     let mtime = crate::ops::build::source_date_epoch().unwrap_or(0);
-    let header = convert::wrap_header(path, source.size, mtime)?;
-    let trailer = lamina_core::pack::tar_trailer(source.size);
+    let compression = match s.packing {
+        Packing::Tar(c) => c,
+        Packing::Raw => Compression::None,
+    };
+    let under = (to == To::Modelcar).then_some(convert::MODELS);
+    let wrap = match step {
+        Step::Wrap => Some((
+            convert::wrap_header(under, &s.path, s.layer.size, false, mtime)?,
+            lamina_core::pack::tar_trailer(s.layer.size),
+        )),
+        _ => None,
+    };
+    let mode = match step {
+        Step::Under => Some(Mode::Under(convert::MODELS.into())),
+        Step::Unwrap => Some(Mode::File),
+        _ => None,
+    };
+    let found: Arc<Mutex<Option<(String, u64)>>> = Arc::new(Mutex::new(None));
     // streamed: 1 MiB pieces, not chunk-sized buffers
     let chunk = 1usize << 20;
-    let mut reopen = store::reopener(client, src, &source.digest);
-    let what = format!("{path} ({}) from {src}", source.digest);
-    let (size, digest) = (source.size, source.digest.clone());
-    let source = source.clone();
-    let make = move |body: std::result::Result<
-        Box<dyn std::io::Read + Send>,
-        crate::error::Error,
-    >| {
-        let (tx, rx) = sync_channel::<Data>(1);
-        let (header, trailer, want, what) = (
-            header.clone(),
-            trailer.clone(),
-            source.clone(),
-            what.clone(),
-        );
-        std::thread::spawn(move || {
-            let mut ch = Chunker::new(chunk, tx);
-            let wrap = (header, trailer);
-            let r = body
-                .map_err(|e| Error::Io {
-                    what: what.clone(),
-                    reason: e.to_string(),
-                })
-                .and_then(|body| {
-                    crate::ops::build::stored(body, &what, Some(&want), Some(&wrap), None, &mut ch)
-                });
-            ch.done(r);
-        });
-        rx
+    let mut reopen = store::reopener(client, src, &s.layer.digest);
+    let what = format!("{} ({}) from {src}", s.path, s.layer.digest);
+    let reshape = !matches!(step, Step::Wrap);
+    let make = {
+        let (want, what, found) = (s.layer.clone(), what.clone(), Arc::clone(&found));
+        move |body: std::result::Result<Box<dyn std::io::Read + Send>, crate::error::Error>| {
+            let (tx, rx) = sync_channel::<Data>(1);
+            let (wrap, mode, want, what, found) = (
+                wrap.clone(),
+                mode.clone(),
+                want.clone(),
+                what.clone(),
+                Arc::clone(&found),
+            );
+            std::thread::spawn(move || {
+                let mut ch = Chunker::new(chunk, tx);
+                let r = body
+                    .map_err(|e| Error::Io {
+                        what: what.clone(),
+                        reason: e.to_string(),
+                    })
+                    .and_then(|body| {
+                        let mut re = Reshape::new(compression, mode, mtime)?;
+                        let shape = match (&wrap, reshape) {
+                            (Some(w), _) => Shape::Wrap(w),
+                            (None, true) => Shape::Reshape(&mut re),
+                            (None, false) => Shape::AsIs,
+                        };
+                        let r = stored(body, &what, Some(&want), shape, None, &mut ch);
+                        if let (Ok(mut f), Some(file)) = (found.lock(), re.file()) {
+                            *f = Some(file.clone());
+                        }
+                        r
+                    });
+                ch.done(r);
+            });
+            rx
+        }
     };
-    let first = store::open_blob(client, src, &digest)?;
+    let first = store::open_blob(client, src, &s.layer.digest)?;
     let rx = make(Ok(first));
     let restart: Restart = Box::new(move || make(reopen()));
     let cfg = UploadConfig {
@@ -244,8 +293,14 @@ fn wrap(
         stream: true,
         ..UploadConfig::default()
     };
-    let mut p = Progress::new(format!("wrap {path}"), Some(size), quiet);
-    let identity = format!("modelcar wrap of {digest} at {path}");
+    let verb = match step {
+        Step::Wrap => "wrap",
+        Step::Unwrap => "unwrap",
+        Step::Under => "re-pack",
+        _ => "decompress",
+    };
+    let mut p = Progress::new(format!("{verb} {}", s.path), Some(s.layer.size), quiet);
+    let identity = format!("convert {verb} of {} to {}", s.layer.digest, to.name());
     let (_, info) = store::put_stream(
         client,
         dest,
@@ -256,5 +311,16 @@ fn wrap(
         Some(&identity),
     )?;
     p.finish(info.size);
-    Ok(info)
+    let file = found.lock().ok().and_then(|f| f.clone());
+    Ok(Made {
+        digest: info.digest,
+        size: info.size,
+        diff_id: info.diff_id,
+        packing: if matches!(step, Step::Unwrap) {
+            Packing::Raw
+        } else {
+            Packing::Tar(Compression::None)
+        },
+        file,
+    })
 }

@@ -1,6 +1,7 @@
-//! `lamina pack`: a model folder (or files) straight into a registry as a CNCF ModelPack
-//! artifact, with no local copy: one uncompressed raw layer per file (what modctl, Docker's
-//! `docker model package --format cncf` and Docker Hub's `ai/*` models hold), each file's kind
+//! `lamina pack`: a model folder (or files) straight into a registry as a model artifact
+//! (ModelPack, ModelKit, Docker model; see `lamina_core::target`), with no local copy: one
+//! uncompressed layer per file (raw for ModelPack, as modctl, Docker's `docker model package
+//! --format cncf` and Docker Hub's `ai/*` models hold them), each file's kind
 //! from its name (modctl's lists), the config filled from the files (the weights' headers for
 //! the format, parameters and precision; `config.json` for the family), the layers uploaded in
 //! parallel, each one resumable.
@@ -15,7 +16,8 @@ use lamina_core::artifact::{Kind, Packing};
 use lamina_core::pack::{self, Facts, FileLayer, Model};
 use lamina_core::registry::UploadConfig;
 use lamina_core::tar::{EntryKind, PlannedEntry};
-use lamina_core::{Digest, Error};
+use lamina_core::target::{self, Target};
+use lamina_core::Error;
 
 use crate::commands::Ctx;
 use crate::error::Result;
@@ -24,19 +26,26 @@ use crate::ops::build::source_date_epoch;
 use crate::store::{self, Loc};
 use crate::ui::progress::{human, Progress};
 
-/// Pack model files into a registry as a ModelPack artifact, with no local copy.
+/// Pack model files into a registry as a model artifact, with no local copy.
 ///
-/// One layer per file, uncompressed and raw (the blob is the file, as modctl, docker model
-/// package --format cncf and Docker Hub's ai/* models make them; --tar puts each in a tar); each layer's kind (weight,
-/// config, doc, code) comes from the file's name, its path is kept (unet/ and vae/ may hold
-/// files of the same name). The config says the format, parameter count and precision the
-/// weights' headers (safetensors, GGUF) give, and the family config.json gives. Layers upload
-/// in parallel (-j), each resumable by running the command again; the manifest goes last.
-/// Hidden files, __pycache__ and *.pyc are left out, as modctl does.
+/// One layer per file; each layer's kind (weight, config, doc, code) comes from the file's
+/// name, its path is kept (unet/ and vae/ may hold files of the same name). The config says the
+/// format, parameter count and precision the weights' headers (safetensors, GGUF) give, and the
+/// family config.json gives. Layers upload in parallel (-j), each resumable by running the
+/// command again; the manifest goes last. Hidden files, __pycache__ and *.pyc are left out, as
+/// modctl does.
+///
+/// Formats (--format):
+///   modelpack  CNCF ModelPack, raw layers (what modctl, docker model package --format cncf and
+///              Docker Hub's ai/* models hold); --tar puts each file in a tar
+///   modelkit   KitOps ModelKit: a tar per file, the Kitfile (made from the files) as config
+///   docker     Docker model, config v0.2: a raw layer per file (docker model pull, model-runner)
+///   modelcar   an image with the files under /models on --base (KServe modelcars, olot)
 ///
 /// Examples:
 ///   lamina pack ./Qwen2.5-0.5B/ --dest registry.example.com/models/qwen:0.5b
 ///   lamina pack ~/.cache/huggingface/hub/models--x--y/snapshots/abc/ --dest 127.0.0.1:5000/y --name y
+///   lamina pack ./tiny/ --dest 127.0.0.1:5000/tiny:kit --format modelkit
 ///   lamina pack model.gguf README.md --dest oci:layout:tiny
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -55,6 +64,15 @@ pub struct Args {
     /// and CRI-O mount only raw layers.
     #[arg(long)]
     pub tar: bool,
+    /// The format to make: a CNCF ModelPack (raw layers), a KitOps ModelKit (a tar per file,
+    /// the Kitfile as the config), a Docker model (config v0.2, a raw layer per file, what
+    /// docker model pull and model-runner read), or a modelcar on --base (as affix --modelcar
+    /// makes it).
+    #[arg(long, default_value = "modelpack", value_parser = ["modelpack", "modelkit", "docker", "modelcar"])]
+    pub format: String,
+    /// The image a modelcar's files go on (with --format modelcar).
+    #[arg(short = 'b', long, value_name = "REF")]
+    pub base: Option<String>,
     /// Layers uploaded at once.
     #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub jobs: u64,
@@ -72,23 +90,54 @@ struct Input {
     executable: bool,
     kind: Kind,
     guessed: bool,
-    /// In a tar layer, not raw.
-    tar: bool,
+    /// Raw, or in a tar.
+    packing: Packing,
+    /// A tar holds the directories above the file (kit's do; modctl's do not).
+    dirs: bool,
+    /// A tar holds the file under this folder (a modelcar's `models`).
+    under: Option<&'static str>,
 }
 
 /// Runs `pack`; prints `dest@sha256:...`.
 pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let t0 = Instant::now();
+    let target = match (a.format.as_str(), &a.base) {
+        ("modelcar", Some(_)) if a.tar => {
+            return Err(crate::commands::usage(
+                "--tar is for ModelPack: a modelcar always holds its files in tars",
+            ))
+        }
+        ("modelcar", Some(base)) => {
+            let base = ctx.source("--base", base)?;
+            return modelcar(ctx, &a, &base, t0);
+        }
+        ("modelcar", None) => {
+            return Err(crate::commands::usage(
+                "--format modelcar needs --base IMAGE: the image the model files go on \
+                 (busybox, a serving runtime)",
+            ))
+        }
+        (_, Some(_)) => return Err(crate::commands::usage("--base goes with --format modelcar")),
+        (f, None) => {
+            Target::parse(f).ok_or_else(|| Error::internal(format!("--format {f} passed clap")))?
+        }
+    };
+    if a.tar && target != Target::ModelPack {
+        return Err(crate::commands::usage(format!(
+            "--tar is for ModelPack: a {} always holds its files {}",
+            target.name(),
+            match target.packing(false) {
+                Packing::Raw => "raw",
+                _ => "in tars",
+            }
+        )));
+    }
     let dest = ctx.dest("--dest", &a.dest)?;
     let quiet = ctx.quiet;
-    let (mut inputs, left_out) = plan(&a.inputs, "")?;
+    let mut inputs = planned(&a.inputs, "", quiet)?;
     for i in &mut inputs {
-        i.tar = a.tar;
-    }
-    if !quiet && left_out > 0 {
-        crate::ui::progress::warn(&format!(
-            "note: {left_out} hidden or cache file(s) left out (as modctl does)"
-        ));
+        i.packing = target.packing(a.tar);
+        i.dirs = target == Target::ModelKit;
     }
     let model = describe(&a, &inputs)?;
     let total: u64 = inputs.iter().map(|i| i.size).sum();
@@ -103,16 +152,14 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     )?;
     progress.finish(total);
     let mtime = source_date_epoch().unwrap_or(0);
-    let descriptors: Vec<_> = layers.iter().map(|l| l.descriptor(mtime)).collect();
-    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-    let config = pack::modelpack_config(&model, &diff_ids);
-    let d = store::put_modelpack(&mut ctx.client, &dest, config, &descriptors)?;
+    let made = target::assemble(target, &model, &layers, mtime)?;
+    let d = store::put_artifact(&mut ctx.client, &dest, made)?;
     crate::commands::pushed(
         &dest,
         &d,
         a.json,
         serde_json::json!({
-            "format": "modelpack",
+            "format": target.name(),
             "model": {
                 "name": model.name, "family": model.family, "format": model.format,
                 "paramSize": model.param_size, "precision": model.precision,
@@ -134,6 +181,96 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `pack --format modelcar`: each file in a tar at `/models/<path>` (the directories above it
+/// included), uploaded as the other formats' layers are, then the image: `base` with those
+/// layers on top, olot's annotations on each.
+fn modelcar(ctx: &mut Ctx, a: &Args, base: &Loc, t0: Instant) -> Result<()> {
+    use lamina_core::convert;
+    if a.name.is_some() {
+        return Err(crate::commands::usage(
+            "--name is not for --format modelcar: an image has no model name",
+        ));
+    }
+    let dest = ctx.dest("--dest", &a.dest)?;
+    let quiet = ctx.quiet;
+    let mut inputs = planned(&a.inputs, "", quiet)?;
+    for i in &mut inputs {
+        i.packing = Packing::Tar(lamina_core::compress::Compression::None);
+        i.dirs = true;
+        i.under = Some(convert::MODELS);
+    }
+    let sel = crate::ops::resolve::PlatformSel::parse(None)?;
+    let (mut images, mut index, configs) =
+        crate::commands::affix::base_at_dest(&mut ctx.client, base, &dest, &sel, None, quiet)?;
+    let total: u64 = inputs.iter().map(|i| i.size).sum();
+    let mut progress = Progress::new(format!("pack {} files", inputs.len()), Some(total), quiet);
+    let layers = upload_all(
+        &mut ctx.client,
+        &ctx.opts,
+        &dest,
+        &inputs,
+        a.jobs as usize,
+        &mut progress,
+    )?;
+    progress.finish(total);
+    let created = crate::ops::resolve::history_time();
+    let new: Vec<crate::ops::push::NewLayer> = layers
+        .iter()
+        .map(|l| crate::ops::push::NewLayer {
+            compression: lamina_core::compress::Compression::None,
+            digest: l.digest.clone(),
+            size: l.size,
+            diff_id: l.diff_id.clone(),
+            history: convert::car_history(&l.path, &created),
+            annotations: convert::car_annotations(&l.path),
+        })
+        .collect();
+    let d = crate::ops::push::push_images(
+        &mut ctx.client,
+        &dest,
+        &mut images,
+        configs,
+        &mut index,
+        &new,
+        &[],
+        &[],
+        quiet,
+    )?;
+    crate::commands::pushed(
+        &dest,
+        &d,
+        a.json,
+        serde_json::json!({
+            "format": "modelcar",
+            "layers": layers.iter().map(|l| serde_json::json!({
+                "path": format!("/{}/{}", convert::MODELS, l.path), "kind": l.kind.name(),
+                "digest": l.digest.to_string(), "size": l.size,
+            })).collect::<Vec<_>>(),
+            "seconds": t0.elapsed().as_secs_f64(),
+        }),
+    )?;
+    if !quiet {
+        eprintln!(
+            "packed {} files ({}) onto {base} in {:.1}s",
+            layers.len(),
+            human(total),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// [`plan`], saying how many files were left out.
+fn planned(args: &[PathBuf], prefix: &str, quiet: bool) -> Result<Vec<Input>> {
+    let (inputs, left_out) = plan(args, prefix)?;
+    if !quiet && left_out > 0 {
+        crate::ui::progress::warn(&format!(
+            "note: {left_out} hidden or cache file(s) left out (as modctl does)"
+        ));
+    }
+    Ok(inputs)
 }
 
 /// The files to pack, in path order, and how many were left out. A folder's contents keep
@@ -190,7 +327,9 @@ fn plan(args: &[PathBuf], prefix: &str) -> Result<(Vec<Input>, usize)> {
             executable,
             kind,
             guessed,
-            tar: false,
+            packing: Packing::Raw,
+            dirs: false,
+            under: None,
         });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -293,7 +432,10 @@ fn build_raw(
                 Box::new(f),
                 &what,
                 None,
-                wrap.as_ref(),
+                match wrap.as_ref() {
+                    Some(w) => crate::ops::build::Shape::Wrap(w),
+                    None => crate::ops::build::Shape::AsIs,
+                },
                 Some(&done),
                 &mut ch,
             )
@@ -311,11 +453,15 @@ fn upload_one(
 ) -> Result<FileLayer> {
     // a streamed upload needs no chunk-sized buffers: 1 MiB pieces keep memory small at any -j
     let chunk = 1usize << 20;
-    let wrap = if i.tar {
-        let mtime = source_date_epoch().unwrap_or(0);
-        Some(pack::file_tar(&i.path, i.size, i.executable, mtime)?)
-    } else {
-        None
+    let mtime = source_date_epoch().unwrap_or(0);
+    let wrap = match (i.packing, i.dirs) {
+        (Packing::Raw, _) => None,
+        (_, false) => Some(pack::file_tar(&i.path, i.size, i.executable, mtime)?),
+        // kit's tars hold the directories above the file too
+        (_, true) => Some((
+            lamina_core::convert::wrap_header(i.under, &i.path, i.size, i.executable, mtime)?,
+            pack::tar_trailer(i.size),
+        )),
     };
     let spawn = {
         let (path, done) = (i.source.clone(), Arc::clone(done));
@@ -342,7 +488,7 @@ fn upload_one(
         .unwrap_or(0);
     let identity = format!(
         "pack {} {} {} {} {mtime}",
-        if i.tar { "tar" } else { "raw" },
+        i.packing.name(),
         i.path,
         i.source.display(),
         i.size
@@ -362,16 +508,13 @@ fn upload_one(
         path: i.path.clone(),
         kind: i.kind,
         guessed: i.guessed,
-        packing: if i.tar {
-            Packing::Tar(lamina_core::compress::Compression::None)
-        } else {
-            Packing::Raw
-        },
+        packing: i.packing,
         digest,
         size: info.size,
         diff_id: info.diff_id,
         file_size: i.size,
         executable: i.executable,
+        carried: None,
     })
 }
 
@@ -415,12 +558,7 @@ pub(crate) fn attach(
     quiet: bool,
 ) -> Result<()> {
     let t0 = Instant::now();
-    let (inputs, left_out) = plan(files, prefix)?;
-    if !quiet && left_out > 0 {
-        crate::ui::progress::warn(&format!(
-            "note: {left_out} hidden or cache file(s) left out (as modctl does)"
-        ));
-    }
+    let inputs = planned(files, prefix, quiet)?;
     let total: u64 = inputs.iter().map(|i| i.size).sum();
     let mut progress = Progress::new(format!("attach {} files", inputs.len()), Some(total), quiet);
     let layers = upload_all(client, opts, dest, &inputs, 4, &mut progress)?;

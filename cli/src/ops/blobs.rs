@@ -74,7 +74,14 @@ fn pump(
     let (tx, rx) = sync_channel::<Data>(1);
     std::thread::spawn(move || {
         let mut ch = Chunker::new(chunk, tx);
-        let r = crate::ops::build::stored(body, &what, Some(&want), None, None, &mut ch);
+        let r = crate::ops::build::stored(
+            body,
+            &what,
+            Some(&want),
+            crate::ops::build::Shape::AsIs,
+            None,
+            &mut ch,
+        );
         ch.done(r);
     });
     rx

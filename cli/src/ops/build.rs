@@ -200,40 +200,54 @@ pub fn io(p: &std::path::Path, e: std::io::Error) -> Error {
     }
 }
 
-/// A blob stored as it is, into `ch` for the uploader: `body`'s bytes, checked against `want`
-/// as they are read when it is given, between `wrap`'s tar header and trailer when given (a
-/// file made a tar layer). Its diff_id is its digest. The bytes are hashed here only when
-/// they are not `want`'s verified ones; `done` counts the body's bytes. Stops when the uploader
-/// went away. (One loop for a copied blob, a packed file and a wrapped one.)
+/// How [`stored`] makes a blob of the bytes it reads.
+pub enum Shape<'a> {
+    /// As they are.
+    AsIs,
+    /// Between a tar header and trailer (a file made a tar layer).
+    Wrap(&'a (Vec<u8>, Vec<u8>)),
+    /// Decompressed and re-packed as they stream (see `lamina_core::retar`).
+    Reshape(&'a mut lamina_core::retar::Reshape),
+}
+
+/// A blob made of `body`'s bytes, into `ch` for the uploader: the bytes checked against `want`
+/// as they are read when it is given, then shaped by `shape`. The new blob is uncompressed, so
+/// its diff_id is its digest. The bytes are hashed here only when they are not `want`'s
+/// verified ones; `done` counts the body's bytes. Stops when the uploader went away. (One loop
+/// for a copied blob, a packed file, a wrapped one and a re-packed one.)
 pub fn stored(
     mut body: Box<dyn std::io::Read + Send>,
     what: &str,
     want: Option<&lamina_core::image::Descriptor>,
-    wrap: Option<&(Vec<u8>, Vec<u8>)>,
+    mut shape: Shape<'_>,
     done: Option<&std::sync::atomic::AtomicU64>,
     ch: &mut Chunker,
 ) -> std::result::Result<LayerInfo, Error> {
-    let mut h = (wrap.is_some() || want.is_none()).then(lamina_core::digest::Hasher::new);
+    let as_is = matches!(shape, Shape::AsIs);
+    let mut h = (!as_is || want.is_none()).then(lamina_core::digest::Hasher::new);
     let mut size = 0u64;
-    let mut put = |b: &[u8], ch: &mut Chunker| -> std::result::Result<(), Error> {
+    let stopped = || Error::Io {
+        what: what.to_string(),
+        reason: "its upload stopped".into(),
+    };
+    let mut put = |b: &[u8], ch: &mut Chunker| {
         if let Some(h) = h.as_mut() {
             h.update(b);
         }
         size += b.len() as u64;
         ch.push(b);
-        if ch.closed {
-            return Err(Error::Io {
-                what: what.to_string(),
-                reason: "its upload stopped".into(),
-            });
-        }
-        Ok(())
     };
-    if let Some((header, _)) = wrap {
-        put(header, ch)?;
+    if let Shape::Wrap((header, _)) = &shape {
+        put(header, ch);
     }
     let mut piece = |b: &[u8]| -> std::result::Result<(), Error> {
-        put(b, ch)?;
+        match &mut shape {
+            Shape::AsIs | Shape::Wrap(_) => put(b, ch),
+            Shape::Reshape(r) => r.write(b, &mut |o| put(o, ch))?,
+        }
+        if ch.closed {
+            return Err(stopped());
+        }
         if let Some(d) = done {
             d.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
@@ -255,8 +269,13 @@ pub fn stored(
             }
         }
     }
-    if let Some((_, trailer)) = wrap {
-        put(trailer, ch)?;
+    match &mut shape {
+        Shape::AsIs => {}
+        Shape::Wrap((_, trailer)) => put(trailer, ch),
+        Shape::Reshape(r) => r.finish(&mut |o| put(o, ch))?,
+    }
+    if ch.closed {
+        return Err(stopped());
     }
     let digest = match (h, want) {
         (Some(h), _) => h.finish(),

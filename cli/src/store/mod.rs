@@ -765,15 +765,13 @@ fn pack(dir: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Puts a ModelPack artifact's config (`config`) and manifest over `layers` at `loc`, tagged
-/// as `loc` names; returns the manifest's digest. The layers' blobs are there already.
-pub fn put_modelpack(
+/// Pushes an assembled artifact: its config, then its manifest at the tag `loc` names (the
+/// layers are there already); returns the manifest's digest.
+pub fn put_artifact(
     client: &mut Client,
     loc: &Loc,
-    config: Vec<u8>,
-    layers: &[Descriptor],
+    a: lamina_core::target::Assembled,
 ) -> Result<Digest> {
-    let manifest = lamina_core::pack::modelpack_manifest(&config, layers);
-    put_bytes(client, loc, config)?;
-    put_manifest(client, loc, loc.tag(), media::OCI_MANIFEST, manifest)
+    put_bytes(client, loc, a.config)?;
+    put_manifest(client, loc, loc.tag(), media::OCI_MANIFEST, a.manifest)
 }

@@ -1,0 +1,585 @@
+//! The model artifact formats lamina writes, and how one is put together from its files.
+//!
+//! [`assemble`] takes the files already stored as blobs ([`FileLayer`]s: a path, a kind, raw or
+//! tar, the digest, the diff_id) and the model's facts, and gives the config and the manifest
+//! of a [`Target`] format. `lamina pack` uploads the files and then assembles; `lamina
+//! convert` re-types the source's blobs (or re-packs the few that must change) and assembles.
+//! One function per format, so the formats agree on everything but their own names:
+//!
+//! - **ModelPack**: raw layers by default (`--tar` for tars), `application/vnd.cncf.model.*`
+//!   types, the config of [`pack::modelpack_config`].
+//! - **ModelKit**, as kit 1.7 and later read it: the Kitfile as the config
+//!   (`application/vnd.kitops.modelkit.config.v1+json`), one uncompressed tar layer per file
+//!   holding it at its path with the directories above it, in kit's layer order (the first
+//!   weight as `model`, the other weights and the weight configs as `model.parts`, then
+//!   `code`, `datasets`, `docs`), each Kitfile entry with the `digest` and `diffId` of its
+//!   layer, as kit records them. A weight config's part says `"type": "config"` so that its
+//!   kind survives a round trip; the facts lamina read from the headers go in
+//!   `model.parameters`.
+//! - **Docker model** (config v0.2, what `docker model package --safetensors-dir` writes and
+//!   model-runner unpacks a layer per file): a raw layer per file typed by its name
+//!   (`gguf.v3`, `safetensors`, `dduf`, `mmproj`, `license`, `chat.template.jinja`, else
+//!   `model.file`), `org.cncf.model.filepath` and the file metadata on each, `rootfs.diff_ids`
+//!   equal to the layers' digests (model-runner stores blobs under them). A tar layer (a
+//!   folder) is a `dir.tar`, which model-runner still reads.
+
+use serde_json::{json, Map, Value};
+
+use crate::artifact::{self, Kind, Packing, ANN_FILEPATH, ANN_TITLE};
+use crate::compress::Compression;
+use crate::image::Descriptor;
+use crate::pack::{self, FileLayer, Model};
+use crate::{media, Digest, Error};
+
+/// A ModelKit's layer media types start so.
+const KIT: &str = "application/vnd.kitops.modelkit";
+/// A Docker model's layer media types start so.
+const DOCKER: &str = "application/vnd.docker.ai";
+
+/// A format lamina writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// CNCF ModelPack.
+    ModelPack,
+    /// KitOps ModelKit.
+    ModelKit,
+    /// Docker model artifact, config v0.2.
+    Docker,
+}
+
+impl Target {
+    /// Every target, for messages.
+    pub const ALL: [Target; 3] = [Target::ModelPack, Target::ModelKit, Target::Docker];
+
+    /// `modelpack`, `modelkit`, `docker`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::ModelPack => "modelpack",
+            Target::ModelKit => "modelkit",
+            Target::Docker => "docker",
+        }
+    }
+
+    /// The target a name gives.
+    pub fn parse(s: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    /// How a new file goes into this format: ModelPack raw (a tar with `tar`), a ModelKit an
+    /// uncompressed tar, a Docker model raw.
+    pub fn packing(&self, tar: bool) -> Packing {
+        match self {
+            Target::ModelPack if !tar => Packing::Raw,
+            Target::ModelPack | Target::ModelKit => Packing::Tar(Compression::None),
+            Target::Docker => Packing::Raw,
+        }
+    }
+
+    /// Whether a blob packed so can be a layer of this format as it is: ModelPack takes every
+    /// packing; kit reads tars, gzipped or not (kit 1.7 knows neither raw nor zstd layers);
+    /// model-runner reads raw files and uncompressed tars (`dir.tar`) only, since it stores a
+    /// blob under its diff_id.
+    pub fn takes(&self, packing: Packing) -> bool {
+        match self {
+            Target::ModelPack => true,
+            Target::ModelKit => matches!(
+                packing,
+                Packing::Tar(Compression::None) | Packing::Tar(Compression::Gzip)
+            ),
+            Target::Docker => matches!(packing, Packing::Raw | Packing::Tar(Compression::None)),
+        }
+    }
+
+    /// The config media type this format writes.
+    pub fn config_media_type(&self) -> &'static str {
+        match self {
+            Target::ModelPack => artifact::MODELPACK_CONFIG,
+            Target::ModelKit => artifact::MODELKIT_CONFIG,
+            Target::Docker => artifact::DOCKER_MODEL_CONFIG_V2,
+        }
+    }
+}
+
+/// An artifact put together: its config, its layers in the order they go, its manifest.
+#[derive(Clone, Debug)]
+pub struct Assembled {
+    /// The config's bytes.
+    pub config: Vec<u8>,
+    /// The layers, in manifest order (a ModelKit's in kit's order, not the input's).
+    pub layers: Vec<Descriptor>,
+    /// The manifest's bytes.
+    pub manifest: Vec<u8>,
+}
+
+/// The `target` artifact over `files` (stored already) with the facts of `model`; `mtime`
+/// stamps the file metadata and Docker's `created`. A file packed in a way the format does not
+/// take ([`Target::takes`]) is a bug of the caller's.
+pub fn assemble(
+    target: Target,
+    model: &Model,
+    files: &[FileLayer],
+    mtime: u64,
+) -> Result<Assembled, Error> {
+    if let Some(f) = files.iter().find(|f| !target.takes(f.packing)) {
+        return Err(Error::internal(format!(
+            "{} is a {} layer, which a {} cannot hold",
+            f.path,
+            f.packing.name(),
+            target.name()
+        )));
+    }
+    let (config, layers) = match target {
+        Target::ModelPack => {
+            let layers: Vec<Descriptor> = files.iter().map(|f| f.descriptor(mtime)).collect();
+            let ids: Vec<Digest> = files.iter().map(|f| f.diff_id.clone()).collect();
+            (pack::modelpack_config(model, &ids), layers)
+        }
+        Target::ModelKit => modelkit(model, files),
+        Target::Docker => docker(model, files, mtime),
+    };
+    let manifest = manifest(target, &config, &layers);
+    Ok(Assembled {
+        config,
+        layers,
+        manifest,
+    })
+}
+
+/// The manifest of `target` over `config` (its bytes) and `layers`: OCI, with ModelPack's and
+/// kit's `artifactType` (model-runner sets none on its own format).
+pub fn manifest(target: Target, config: &[u8], layers: &[Descriptor]) -> Vec<u8> {
+    let mut v = Map::new();
+    v.insert("schemaVersion".into(), json!(2));
+    v.insert("mediaType".into(), json!(media::OCI_MANIFEST));
+    match target {
+        Target::ModelPack => {
+            v.insert("artifactType".into(), json!(artifact::MODELPACK_MANIFEST));
+        }
+        Target::ModelKit => {
+            v.insert("artifactType".into(), json!(artifact::MODELKIT_MANIFEST));
+        }
+        Target::Docker => {}
+    }
+    v.insert(
+        "config".into(),
+        json!({
+            "mediaType": target.config_media_type(),
+            "digest": Digest::of(config).to_string(),
+            "size": config.len(),
+        }),
+    );
+    v.insert(
+        "layers".into(),
+        layers.iter().map(Descriptor::to_value).collect(),
+    );
+    serde_json::to_vec(&Value::Object(v)).unwrap_or_default()
+}
+
+/// Where a file goes in a Kitfile, in kit's layer order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum KitSlot {
+    Model,
+    Part,
+    Code,
+    Dataset,
+    Docs,
+}
+
+impl KitSlot {
+    fn layer_base(&self) -> &'static str {
+        match self {
+            KitSlot::Model => "model",
+            KitSlot::Part => "modelpart",
+            KitSlot::Code => "code",
+            KitSlot::Dataset => "dataset",
+            KitSlot::Docs => "docs",
+        }
+    }
+}
+
+/// The ModelKit's Kitfile and layers: see the module docs.
+fn modelkit(model: &Model, files: &[FileLayer]) -> (Vec<u8>, Vec<Descriptor>) {
+    let first_weight = files.iter().position(|f| f.kind == Kind::Weight);
+    let mut slotted: Vec<(KitSlot, usize)> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let slot = match f.kind {
+                _ if Some(i) == first_weight => KitSlot::Model,
+                Kind::Weight | Kind::Config | Kind::Other => KitSlot::Part,
+                Kind::Code | Kind::Prompt => KitSlot::Code,
+                Kind::Dataset => KitSlot::Dataset,
+                Kind::Doc => KitSlot::Docs,
+            };
+            (slot, i)
+        })
+        .collect();
+    // kit's order: the model, its parts, code, datasets, docs; the input's order within each
+    slotted.sort();
+    let entry = |f: &FileLayer| -> Map<String, Value> {
+        let mut e = Map::new();
+        e.insert("path".into(), json!(f.path));
+        e
+    };
+    let digests = |e: &mut Map<String, Value>, f: &FileLayer| {
+        e.insert("digest".into(), json!(f.digest.to_string()));
+        e.insert("diffId".into(), json!(f.diff_id.to_string()));
+    };
+    let mut kit_model = Map::new();
+    if let Some(n) = model.name.as_ref().filter(|n| !n.is_empty()) {
+        kit_model.insert("name".into(), json!(n));
+    }
+    let (mut parts, mut code, mut datasets, mut docs) = (vec![], vec![], vec![], vec![]);
+    let mut layers = Vec::new();
+    for (slot, i) in &slotted {
+        let f = &files[*i];
+        let mut e = entry(f);
+        match slot {
+            KitSlot::Model => {
+                kit_model.insert("path".into(), json!(f.path));
+                if let Some(fmt) = &model.format {
+                    kit_model.insert("format".into(), json!(fmt));
+                }
+            }
+            KitSlot::Part => {
+                if f.kind == Kind::Config {
+                    e.insert("type".into(), json!("config"));
+                }
+                digests(&mut e, f);
+                parts.push(Value::Object(e));
+            }
+            KitSlot::Code => {
+                digests(&mut e, f);
+                code.push(Value::Object(e));
+            }
+            KitSlot::Dataset => {
+                digests(&mut e, f);
+                datasets.push(Value::Object(e));
+            }
+            KitSlot::Docs => {
+                digests(&mut e, f);
+                docs.push(Value::Object(e));
+            }
+        }
+        let mut d = Descriptor::new(
+            format!("{KIT}.{}.v1.{}", slot.layer_base(), f.packing.name()),
+            f.digest.clone(),
+            f.size,
+        );
+        d.annotations = vec![
+            (ANN_FILEPATH.into(), f.path.clone()),
+            (ANN_TITLE.into(), f.path.clone()),
+        ];
+        layers.push(d);
+    }
+    let mut params = Map::new();
+    for (k, v) in [
+        ("paramSize", &model.param_size),
+        ("precision", &model.precision),
+        ("architecture", &model.architecture),
+        ("family", &model.family),
+        ("quantization", &model.quantization),
+    ] {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            params.insert(k.into(), json!(v));
+        }
+    }
+    if !params.is_empty() {
+        kit_model.insert("parameters".into(), Value::Object(params));
+    }
+    if !parts.is_empty() {
+        kit_model.insert("parts".into(), Value::Array(parts));
+    }
+    if let Some(&(KitSlot::Model, i)) = slotted.first() {
+        digests(&mut kit_model, &files[i]);
+    }
+    let mut kitfile = Map::new();
+    kitfile.insert("manifestVersion".into(), json!("1.0.0"));
+    let mut package = Map::new();
+    if let Some(n) = model.name.as_ref().filter(|n| !n.is_empty()) {
+        package.insert("name".into(), json!(n));
+    }
+    kitfile.insert("package".into(), Value::Object(package));
+    if kit_model.contains_key("path") || kit_model.contains_key("parts") {
+        kitfile.insert("model".into(), Value::Object(kit_model));
+    }
+    for (k, list) in [("code", code), ("datasets", datasets), ("docs", docs)] {
+        if !list.is_empty() {
+            kitfile.insert(k.into(), Value::Array(list));
+        }
+    }
+    (
+        serde_json::to_vec(&Value::Object(kitfile)).unwrap_or_default(),
+        layers,
+    )
+}
+
+/// The Docker model layer type of a raw file, from its name, as `docker model package` types
+/// them.
+pub fn docker_layer_type(path: &str, packing: Packing) -> String {
+    if packing != Packing::Raw {
+        return format!("{DOCKER}.dir.tar");
+    }
+    let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+    let t = if name.ends_with(".gguf") && name.contains("mmproj") {
+        "mmproj"
+    } else if name.ends_with(".gguf") {
+        "gguf.v3"
+    } else if name.ends_with(".safetensors") {
+        "safetensors"
+    } else if name.ends_with(".dduf") {
+        "dduf"
+    } else if name.ends_with(".jinja") {
+        "chat.template.jinja"
+    } else if name.starts_with("license") || name.starts_with("copying") {
+        "license"
+    } else {
+        "model.file"
+    };
+    format!("{DOCKER}.{t}")
+}
+
+/// The Docker model's config (v0.2) and layers: see the module docs.
+fn docker(model: &Model, files: &[FileLayer], mtime: u64) -> (Vec<u8>, Vec<Descriptor>) {
+    let layers: Vec<Descriptor> = files
+        .iter()
+        .map(|f| {
+            let mut d = f.descriptor(mtime);
+            d.media_type = docker_layer_type(&f.path, f.packing);
+            // model-runner sets no title; the path is in org.cncf.model.filepath
+            d.annotations.retain(|(k, _)| k != ANN_TITLE);
+            d
+        })
+        .collect();
+    let mut config = Map::new();
+    for (k, v) in [
+        ("format", &model.format),
+        ("quantization", &model.quantization),
+        ("parameters", &model.param_size),
+        ("architecture", &model.architecture),
+    ] {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            config.insert(k.into(), json!(v));
+        }
+    }
+    let weights: u64 = files
+        .iter()
+        .filter(|f| f.kind == Kind::Weight)
+        .map(|f| f.file_size)
+        .sum();
+    if weights > 0 {
+        config.insert("size".into(), json!(decimal_size(weights)));
+    }
+    let v = json!({
+        "config": config,
+        "descriptor": {"created": crate::image::rfc3339(mtime)},
+        "rootfs": {
+            "type": "rootfs",
+            "diff_ids": files.iter().map(|f| f.diff_id.to_string()).collect::<Vec<_>>(),
+        },
+    });
+    (serde_json::to_vec(&v).unwrap_or_default(), layers)
+}
+
+/// A size as model-runner writes it for safetensors: base 1000, two decimals (`14.48GB`).
+fn decimal_size(n: u64) -> String {
+    for (scale, unit) in [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")] {
+        if n as f64 >= scale {
+            return format!("{:.2}{unit}", n as f64 / scale);
+        }
+    }
+    format!("{n}B")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::{Config, Manifest};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn file(path: &str, kind: Kind, packing: Packing) -> FileLayer {
+        let digest = Digest::of(path.as_bytes());
+        FileLayer {
+            path: path.into(),
+            kind,
+            guessed: false,
+            packing,
+            digest: digest.clone(),
+            size: 100,
+            diff_id: digest,
+            file_size: 100,
+            executable: false,
+            carried: None,
+        }
+    }
+
+    fn model() -> Model {
+        Model {
+            name: Some("tiny".into()),
+            format: Some("safetensors".into()),
+            param_size: Some("1.5K".into()),
+            precision: Some("F32".into()),
+            family: Some("qwen2".into()),
+            ..Model::default()
+        }
+    }
+
+    /// What lamina reads back from an assembled artifact: (path, kind, packing) per layer in
+    /// manifest order, and what it says of the model.
+    fn read_back(
+        a: &Assembled,
+    ) -> (
+        Vec<(String, Kind, Packing)>,
+        artifact::About,
+        artifact::Format,
+    ) {
+        let m = Manifest::parse(a.manifest.clone(), media::OCI_MANIFEST).unwrap();
+        let c = Config::parse(a.config.clone()).unwrap();
+        let r = artifact::read(&m, &c).unwrap();
+        let mut ids =
+            artifact::stated_diff_ids(r.format, &serde_json::from_slice(&a.config).unwrap());
+        let layers = m.layers().unwrap();
+        assert_eq!(ids.len(), layers.len(), "a diff_id per layer");
+        for (l, id) in layers.iter().zip(ids.drain(..)) {
+            assert_eq!(
+                l.digest, id,
+                "raw and plain tar layers: the digest is the diff_id"
+            );
+        }
+        (
+            r.parts
+                .iter()
+                .map(|p| (p.path.clone().unwrap(), p.kind, p.packing.unwrap()))
+                .collect(),
+            r.about,
+            r.format,
+        )
+    }
+
+    fn folder(packing: Packing) -> Vec<FileLayer> {
+        vec![
+            file("README.md", Kind::Doc, packing),
+            file("config.json", Kind::Config, packing),
+            file("model-00001-of-00002.safetensors", Kind::Weight, packing),
+            file("model-00002-of-00002.safetensors", Kind::Weight, packing),
+            file("serve.py", Kind::Code, packing),
+            file("data/train.csv", Kind::Dataset, packing),
+        ]
+    }
+
+    #[test]
+    fn every_target_reads_back_with_the_same_paths_kinds_and_facts() {
+        for target in Target::ALL {
+            let files = folder(target.packing(false));
+            let a = assemble(target, &model(), &files, 0).unwrap();
+            let (parts, about, format) = read_back(&a);
+            let mut got: Vec<(String, Kind)> =
+                parts.iter().map(|(p, k, _)| (p.clone(), *k)).collect();
+            got.sort();
+            let mut want: Vec<(String, Kind)> =
+                files.iter().map(|f| (f.path.clone(), f.kind)).collect();
+            want.sort();
+            // Docker has no kinds but weights and licenses: the rest read back by their names
+            if target == Target::Docker {
+                for w in &mut want {
+                    if w.1 != Kind::Weight {
+                        w.1 = pack::classify(w.0.rsplit('/').next().unwrap(), 100).0;
+                    }
+                }
+            }
+            assert_eq!(got, want, "{target:?}");
+            assert_eq!(about.format.as_deref(), Some("safetensors"), "{target:?}");
+            if target != Target::Docker {
+                assert_eq!(about.name.as_deref(), Some("tiny"), "{target:?}");
+            }
+            assert_eq!(about.param_size.as_deref(), Some("1.5K"), "{target:?}");
+            let want_format = match target {
+                Target::ModelPack => artifact::Format::ModelPack { legacy: false },
+                Target::ModelKit => artifact::Format::ModelKit,
+                Target::Docker => artifact::Format::DockerModel { version: 2 },
+            };
+            assert_eq!(format, want_format);
+        }
+    }
+
+    #[test]
+    fn a_modelkit_goes_in_kits_layer_order_with_digests_in_the_kitfile() {
+        let files = folder(Packing::Tar(Compression::None));
+        let a = assemble(Target::ModelKit, &model(), &files, 0).unwrap();
+        let types: Vec<&str> = a.layers.iter().map(|l| l.media_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "application/vnd.kitops.modelkit.model.v1.tar",
+                "application/vnd.kitops.modelkit.modelpart.v1.tar",
+                "application/vnd.kitops.modelkit.modelpart.v1.tar",
+                "application/vnd.kitops.modelkit.code.v1.tar",
+                "application/vnd.kitops.modelkit.dataset.v1.tar",
+                "application/vnd.kitops.modelkit.docs.v1.tar",
+            ]
+        );
+        let k: Value = serde_json::from_slice(&a.config).unwrap();
+        assert_eq!(k["manifestVersion"], "1.0.0");
+        assert_eq!(k["package"]["name"], "tiny");
+        assert_eq!(k["model"]["path"], "model-00001-of-00002.safetensors");
+        assert_eq!(k["model"]["parameters"]["paramSize"], "1.5K");
+        assert_eq!(k["model"]["parts"][0]["path"], "config.json");
+        assert_eq!(k["model"]["parts"][0]["type"], "config");
+        assert_eq!(
+            k["model"]["digest"],
+            Digest::of(b"model-00001-of-00002.safetensors").to_string()
+        );
+        assert_eq!(k["docs"][0]["path"], "README.md");
+        let m: Value = serde_json::from_slice(&a.manifest).unwrap();
+        assert_eq!(m["artifactType"], artifact::MODELKIT_MANIFEST);
+        assert_eq!(m["config"]["mediaType"], artifact::MODELKIT_CONFIG);
+    }
+
+    #[test]
+    fn docker_layers_are_typed_by_name_and_diff_ids_are_digests() {
+        for (name, want) in [
+            ("model.gguf", "application/vnd.docker.ai.gguf.v3"),
+            ("mmproj-model-f16.gguf", "application/vnd.docker.ai.mmproj"),
+            (
+                "unet/model.safetensors",
+                "application/vnd.docker.ai.safetensors",
+            ),
+            ("model.dduf", "application/vnd.docker.ai.dduf"),
+            ("LICENSE", "application/vnd.docker.ai.license"),
+            (
+                "template.jinja",
+                "application/vnd.docker.ai.chat.template.jinja",
+            ),
+            ("tokenizer.json", "application/vnd.docker.ai.model.file"),
+        ] {
+            assert_eq!(docker_layer_type(name, Packing::Raw), want, "{name}");
+        }
+        let a = assemble(Target::Docker, &model(), &folder(Packing::Raw), 0).unwrap();
+        let c: Value = serde_json::from_slice(&a.config).unwrap();
+        assert_eq!(c["rootfs"]["type"], "rootfs");
+        assert_eq!(c["config"]["parameters"], "1.5K");
+        assert_eq!(c["config"]["size"], "200B");
+        assert_eq!(c["descriptor"]["created"], "1970-01-01T00:00:00Z");
+        // model-runner takes a config with these for a ModelPack one
+        assert!(c.get("modelfs").is_none() && c["config"].get("paramSize").is_none());
+        let m: Value = serde_json::from_slice(&a.manifest).unwrap();
+        assert!(m.get("artifactType").is_none());
+        assert_eq!(decimal_size(14_480_000_000), "14.48GB");
+    }
+
+    #[test]
+    fn a_layer_a_format_cannot_hold_is_a_bug_not_an_artifact() {
+        let f = [file("model.gguf", Kind::Weight, Packing::Raw)];
+        assert!(matches!(
+            assemble(Target::ModelKit, &model(), &f, 0),
+            Err(Error::Internal { .. })
+        ));
+        let f = [file("x", Kind::Weight, Packing::Tar(Compression::Gzip))];
+        assert!(matches!(
+            assemble(Target::Docker, &model(), &f, 0),
+            Err(Error::Internal { .. })
+        ));
+    }
+}
