@@ -89,6 +89,17 @@ impl Format {
         }
     }
 
+    /// The format's short name, as `--format` and `--to` spell it: `image`, `modelpack`,
+    /// `modelkit`, `docker`.
+    pub fn short(&self) -> &'static str {
+        match self {
+            Format::Image => "image",
+            Format::ModelPack { .. } => "modelpack",
+            Format::ModelKit => "modelkit",
+            Format::DockerModel { .. } => "docker",
+        }
+    }
+
     /// Whether it is a model artifact (not a runnable image).
     pub fn is_artifact(&self) -> bool {
         !matches!(self, Format::Image)

@@ -289,8 +289,14 @@ pub fn plan(from: &Origin, to: To) -> Result<Vec<Step>, Error> {
             | (F::Image, To::Modelcar)
     );
     if same {
+        let what = match to {
+            To::Artifact(Target::ModelPack) => "ModelPack artifact",
+            To::Artifact(Target::ModelKit) => "ModelKit",
+            To::Artifact(Target::Docker) => "Docker model",
+            To::Modelcar => "modelcar",
+        };
         return Err(Error::Usage {
-            reason: format!("it is a {} already", to.name()),
+            reason: format!("it is a {what} already"),
         });
     }
     Ok(from

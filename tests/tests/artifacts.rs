@@ -801,3 +801,163 @@ fn affix_onto_a_modelpack_attaches_and_slice_carries_it() {
     ]);
     assert_eq!(e.code, 2, "{}", e.stderr);
 }
+
+/// `pack --format F` of a Hugging Face-shaped folder (`./model/` typed from its parent), for
+/// every format lamina writes, extracts to the folder byte for byte; each result converted to
+/// every other format extracts to it too. Blobs are mounted where the packing can stay (the
+/// registry's access log shows no layer upload and `bytesSent` is 0), streamed otherwise. Each
+/// format is what its own tools read: a ModelPack config passes the spec's schema, a Kitfile
+/// names each layer's digest in kit's layer order and GNU tar lists each kit tar with the
+/// directories above its file, a Docker model's diff_ids are its raw layers' digests, and
+/// podman mounts the modelcar with the files under /models.
+#[test]
+fn every_format_round_trips_through_pack_extract_and_convert() {
+    harness();
+    let dir = tempdir("artifacts-roundtrip");
+    let want = files(&packed(&models::hf_folder(&dir.join("model"))));
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let formats = ["modelpack", "modelkit", "docker", "modelcar"];
+    // a modelcar's files are under /models: extract gives them at the top of -o for an image,
+    // under models/ for an artifact made from one
+    let tree_of = |r: &str, under_models: bool| -> BTreeMap<String, String> {
+        let extra: &[&str] = if under_models {
+            &["--path", "models"]
+        } else {
+            &[]
+        };
+        let (t, x) = extract_both(r, &dir, extra);
+        assert_eq!(files(&t), files(&x), "{r}: GNU tar unpacks the same files");
+        files(&t)
+    };
+    let mut packed_refs = Vec::new();
+    for f in formats {
+        let r = format!("{PLAIN}/{}:v1", repo(&format!("rt-{f}")));
+        let mut args = vec!["pack", "./model/", "--dest", &r, "--format", f, "--json"];
+        if f == "modelcar" {
+            args.extend(["--base", &base]);
+        }
+        let out = lamina_in(&dir, &args, &[]).ok();
+        let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(j["format"], f);
+        assert_eq!(tree_of(&r, false), want, "pack --format {f}");
+        let m = raw_manifest(&r, None);
+        let layers = m["layers"].as_array().unwrap().clone();
+        let digests: Vec<&str> = layers
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap())
+            .collect();
+        match f {
+            "modelpack" => assert_schema_valid(&config_of(&r), &dir),
+            "modelkit" => {
+                let k: serde_json::Value = serde_json::from_slice(&config_of(&r)).unwrap();
+                assert_eq!(k["manifestVersion"], "1.0.0");
+                assert_eq!(k["package"]["name"], "model");
+                // kit's order: model, parts, code, datasets, docs; each entry its layer's digest
+                let mut entries = vec![k["model"].clone()];
+                entries.extend(k["model"]["parts"].as_array().unwrap().iter().cloned());
+                for key in ["code", "datasets", "docs"] {
+                    entries.extend(k[key].as_array().into_iter().flatten().cloned());
+                }
+                let named: Vec<&str> = entries
+                    .iter()
+                    .map(|e| e["digest"].as_str().unwrap())
+                    .collect();
+                assert_eq!(named, digests, "the Kitfile's digests, in layer order");
+                assert!(layers[0]["mediaType"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("application/vnd.kitops.modelkit.model.v1.tar"));
+                // GNU tar: the directories above a nested file, then the file
+                let (reg, name) = r.split_once('/').unwrap();
+                let name = name.rsplit_once(':').unwrap().0;
+                let nested = entries
+                    .iter()
+                    .position(|e| e["path"] == "unet/config.json")
+                    .unwrap();
+                let blob = dir.join("kit-layer.tar");
+                cmd(
+                    "curl",
+                    &[
+                        "-sfo",
+                        s(&blob),
+                        &format!("http://{reg}/v2/{name}/blobs/{}", digests[nested]),
+                    ],
+                )
+                .ok();
+                let listing = cmd("tar", &["-tf", s(&blob)]).ok().stdout;
+                assert_eq!(listing, "unet/\nunet/config.json\n");
+            }
+            "docker" => {
+                let c: serde_json::Value = serde_json::from_slice(&config_of(&r)).unwrap();
+                let ids: Vec<&str> = c["rootfs"]["diff_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    ids, digests,
+                    "model-runner stores each blob under its diff_id"
+                );
+                assert_eq!(
+                    m["config"]["mediaType"],
+                    "application/vnd.docker.ai.model.config.v0.2+json"
+                );
+                assert_eq!(c["config"]["format"], "safetensors");
+                for l in &layers {
+                    let p = l["annotations"]["org.cncf.model.filepath"]
+                        .as_str()
+                        .unwrap();
+                    if p.ends_with(".safetensors") {
+                        assert_eq!(l["mediaType"], "application/vnd.docker.ai.safetensors");
+                    }
+                }
+            }
+            _ => assert_eq!(files(&podman_listing(&r, "models")), want),
+        }
+        packed_refs.push((f, r));
+    }
+    // every format into every other: mounted where the packing stays
+    let mounted_only = |from: &str, to: &str| {
+        matches!(
+            (from, to),
+            (_, "modelpack") | ("modelcar", "modelkit") | ("modelpack", "docker")
+        )
+    };
+    for (from, src) in &packed_refs {
+        for to in formats.iter().filter(|t| *t != from) {
+            let dest_repo = repo(&format!("rt-{from}-to-{to}"));
+            let dest = format!("{PLAIN}/{dest_repo}:v1");
+            let mut args = vec!["convert", src, &dest, "--to", to, "--json"];
+            if *to == "modelcar" {
+                args.extend(["--base", &base]);
+            }
+            let out = lamina(&args).ok();
+            let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            assert_eq!(j["from"], *from);
+            let sent = j["bytesSent"].as_u64().unwrap();
+            let (puts, _) = uploads(&dest_repo);
+            let streamed = puts.iter().filter(|l| l.contains("\"PATCH ")).count();
+            if mounted_only(from, to) {
+                assert_eq!((sent, streamed), (0, 0), "{from} -> {to}: {puts:#?}");
+            } else {
+                assert!(
+                    sent > 0 && streamed > 0,
+                    "{from} -> {to} streams its layers"
+                );
+            }
+            let under_models = *from == "modelcar" && *to != "docker" && *to != "modelcar";
+            assert_eq!(tree_of(&dest, under_models), want, "{from} -> {to}");
+            if *to == "modelpack" {
+                assert_schema_valid(&config_of(&dest), &dir);
+            }
+            if *to == "modelcar" {
+                assert_eq!(
+                    files(&podman_listing(&dest, "models")),
+                    want,
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+}

@@ -90,7 +90,7 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     }
     let from = match origin.format {
         lamina_core::artifact::Format::Image => "modelcar",
-        f => f.name(),
+        f => f.short(),
     };
     let steps = convert::plan(&origin, to).context(|| format!("SRC {src}"))?;
     let keep: Vec<Descriptor> = origin
