@@ -1551,3 +1551,84 @@ fn a_copy_whose_session_is_lost_downloads_the_blob_again() {
     assert_eq!(std::fs::read(root.join("src/weights/w.bin")).unwrap(), data);
     manifests_last(&log);
 }
+
+/// `pack -j 3` through a front end that cuts one streamed PATCH before the registry sees it all
+/// and swallows another, and `convert` whose source download is cut midway and whose wrapped
+/// upload is cut: both finish, each cut costs one file, and the artifacts are the ones an
+/// undisturbed run makes (same digests).
+#[test]
+fn pack_and_convert_finish_the_same_through_cut_connections() {
+    harness();
+    let dir = tempdir("fault-pack");
+    let m = dir.join("model");
+    std::fs::create_dir_all(m.join("unet")).unwrap();
+    std::fs::create_dir_all(m.join("vae")).unwrap();
+    std::fs::write(m.join("unet/model.safetensors"), random_bytes(5 << 20, 95)).unwrap();
+    std::fs::write(m.join("vae/model.safetensors"), random_bytes(5 << 20, 96)).unwrap();
+    std::fs::write(m.join("model.safetensors"), random_bytes(5 << 20, 97)).unwrap();
+    std::fs::write(m.join("README.md"), b"# cut\n").unwrap();
+    let clean = |args: &[&str]| digest_of_output(&run(&dir, args).ok().stdout);
+    let digest_via = |p: &FaultProxy, args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.replace(PLAIN, p.addr())).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        digest_of_output(&run(&dir, &args).ok().stdout)
+    };
+
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(1)
+            .action(Action::ResetRequestForwarded(2 << 20)),
+    );
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(2)
+            .action(Action::ResetRequestBuffered(1 << 20)),
+    );
+    let dest = format!("{PLAIN}/{}:v1", repo("cut-pack"));
+    let args = ["pack", s(&m), "--dest", &dest, "-j", "3"];
+    let got = digest_via(&p, &args);
+    let faults = p.requests().iter().filter(|l| l.fault.is_some()).count();
+    assert_eq!(faults, 2, "both cuts were met");
+    let want = clean(&[
+        "pack",
+        s(&m),
+        "--dest",
+        &format!("{PLAIN}/{}:clean", repo("cut-pack")),
+    ]);
+    assert_eq!(got, want);
+    let sent = patch_bytes(&p.requests());
+    assert!(
+        sent < 15 * MIB + 2 * 5 * MIB + MIB,
+        "each cut costs at most its file: {sent}"
+    );
+
+    // convert to a modelcar: every raw file is downloaded and wrapped; cut both ways
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("GET", "/blobs/sha256:")
+            .nth(1)
+            .action(Action::ResetResponse(1 << 20)),
+    );
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(2)
+            .action(Action::ResetRequestForwarded(1 << 20)),
+    );
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let car = format!("{PLAIN}/{}:v1", repo("cut-convert"));
+    let args = ["convert", &dest, &car, "--to", "modelcar", "--base", &base];
+    let got = digest_via(&p, &args);
+    let faults = p.requests().iter().filter(|l| l.fault.is_some()).count();
+    assert_eq!(faults, 2, "both cuts were met");
+    let want = clean(&[
+        "convert",
+        &dest,
+        &format!("{PLAIN}/{}:clean", repo("cut-convert")),
+        "--to",
+        "modelcar",
+        "--base",
+        &base,
+    ]);
+    assert_eq!(got, want);
+}

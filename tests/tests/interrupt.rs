@@ -176,3 +176,139 @@ fn a_later_run_removes_what_a_killed_run_left() {
     lamina_in(&dir, &["extract", &src, "-o", "out2/"], &[]).ok();
     assert_eq!(names(&dir), ["out2", "w.bin"]);
 }
+
+/// Ctrl-C while `pack -j 2` uploads through a front end that holds a request, and SIGTERM while
+/// `convert` streams a file out of the source registry into a modelcar layer: each stops at once
+/// (130, 143) and leaves no tag; `pack` into an `oci:` layout stopped by SIGTERM leaves no
+/// partial file and no tag in it. Run again undisturbed, each finishes with the same digest an
+/// undisturbed run makes.
+#[test]
+fn ctrl_c_and_sigterm_during_pack_and_convert_leave_no_tag() {
+    harness();
+    let dir = tempdir("interrupt-pack");
+    let m = dir.join("model");
+    std::fs::create_dir_all(m.join("unet")).unwrap();
+    std::fs::create_dir_all(m.join("vae")).unwrap();
+    std::fs::write(m.join("unet/model.safetensors"), random_bytes(6 << 20, 91)).unwrap();
+    std::fs::write(m.join("vae/model.safetensors"), random_bytes(6 << 20, 92)).unwrap();
+    std::fs::write(m.join("config.json"), br#"{"model_type": "llama"}"#).unwrap();
+
+    // Ctrl-C during pack: the first blob's streamed PATCH is held by the front end
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("PATCH", "/blobs/uploads/")
+            .nth(1)
+            .action(Action::Stall(Duration::from_secs(60))),
+    );
+    let name = repo("interrupt-pack");
+    let dest = format!("{}/{name}:v1", p.addr());
+    let args = ["pack", "./model/", "--dest", &dest, "-j", "2"];
+    let held = || {
+        p.requests()
+            .iter()
+            .any(|l| l.fault.is_some() && l.body_complete)
+    };
+    let (code, err) = interrupt(&dir, &args, "-INT", held);
+    assert_eq!(code, 130, "{err}");
+    assert!(
+        !resolves(&format!("{PLAIN}/{name}:v1"), None),
+        "tagged after Ctrl-C"
+    );
+    // again, undisturbed: the same artifact as a run that was never stopped
+    p.clear();
+    let again = lamina_in(&dir, &args, &[]).ok();
+    let clean = lamina_in(
+        &dir,
+        &[
+            "pack",
+            "./model/",
+            "--dest",
+            &format!("{PLAIN}/{}:clean", repo("interrupt-pack")),
+        ],
+        &[],
+    )
+    .ok();
+    let digest = |o: &str| o.trim().rsplit('@').next().unwrap().to_string();
+    assert_eq!(digest(&again.stdout), digest(&clean.stdout));
+
+    // SIGTERM during pack into a layout: no partial file, no tag
+    let layout = dir.join("layout");
+    // a big file keeps it busy long enough to be stopped
+    std::fs::write(m.join("big.safetensors"), random_bytes(200 << 20, 93)).unwrap();
+    let lay = format!("oci:{}:v1", layout.display());
+    let started = || {
+        std::fs::read_dir(layout.join("blobs/sha256"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+            || names_deep(&layout).iter().any(|n| n.contains("lamina-"))
+    };
+    let (code, err) = interrupt(
+        &dir,
+        &["pack", "./model/", "--dest", &lay],
+        "-TERM",
+        started,
+    );
+    assert_eq!(code, 143, "{err}");
+    let left: Vec<String> = names_deep(&layout)
+        .into_iter()
+        .filter(|n| n.contains("lamina-"))
+        .collect();
+    assert!(left.is_empty(), "partial files left: {left:?}");
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap_or_default();
+    assert!(!index.contains("\"v1\""), "tagged after SIGTERM: {index}");
+    std::fs::remove_file(m.join("big.safetensors")).unwrap();
+
+    // SIGTERM during convert: the source's blob download stalls while the file is wrapped
+    let mp = format!("{PLAIN}/{}:mp", repo("interrupt-convert"));
+    lamina_in(&dir, &["pack", "./model/", "--dest", &mp], &[]).ok();
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("GET", "/blobs/sha256:")
+            .times(1)
+            .action(Action::StallResponse(1 << 20, Duration::from_secs(60))),
+    );
+    let car_name = repo("interrupt-car");
+    let src = mp.replace(PLAIN, p.addr());
+    let car = format!("{}/{car_name}:v1", p.addr());
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let args = ["convert", &src, &car, "--to", "modelcar", "--base", &base];
+    let stalled = || p.requests().iter().any(|l| l.fault.is_some());
+    let (code, err) = interrupt(&dir, &args, "-TERM", stalled);
+    assert_eq!(code, 143, "{err}");
+    assert!(
+        !resolves(&format!("{PLAIN}/{car_name}:v1"), None),
+        "tagged after SIGTERM"
+    );
+    p.clear();
+    let again = lamina_in(&dir, &args, &[]).ok();
+    let clean = lamina_in(
+        &dir,
+        &[
+            "convert",
+            &mp,
+            &format!("{PLAIN}/{}:clean", repo("interrupt-car")),
+            "--to",
+            "modelcar",
+            "--base",
+            &base,
+        ],
+        &[],
+    )
+    .ok();
+    assert_eq!(digest(&again.stdout), digest(&clean.stdout));
+}
+
+/// Every name under `dir`, recursively (nothing when it does not exist).
+fn names_deep(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        out.push(e.file_name().to_string_lossy().into_owned());
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.extend(names_deep(&e.path()));
+        }
+    }
+    out
+}
