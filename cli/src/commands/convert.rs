@@ -237,6 +237,11 @@ fn repack(
         )),
         _ => None,
     };
+    // a wrapped file's tar is as long as we know; what a re-packed tar becomes is not known
+    // before it is read
+    let total = wrap
+        .as_ref()
+        .map(|(h, t)| h.len() as u64 + s.layer.size + t.len() as u64);
     let mode = match step {
         Step::Under => Some(Mode::Under(convert::MODELS.into())),
         Step::Unwrap => Some(Mode::File),
@@ -299,7 +304,7 @@ fn repack(
         Step::Under => "re-pack",
         _ => "decompress",
     };
-    let mut p = Progress::new(format!("{verb} {}", s.path), Some(s.layer.size), quiet);
+    let mut p = Progress::new(format!("{verb} {}", s.path), total, quiet);
     let identity = format!("convert {verb} of {} to {}", s.layer.digest, to.name());
     let (_, info) = store::put_stream(
         client,
