@@ -492,33 +492,36 @@ fn kitfile_entries(kitfile: &Value) -> Vec<&Value> {
 /// layer is `model.path`, the next ones `model.parts`, then `code`, `datasets`, `docs`,
 /// `prompts` in turn).
 fn kitfile_paths(kitfile: &Value, layers: &[Descriptor]) -> Vec<Option<(String, String)>> {
-    let list = |k: &str| -> Vec<&Value> {
-        kitfile
-            .get(k)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().collect())
-            .unwrap_or_default()
-    };
-    let model = kitfile.get("model");
-    let parts: Vec<&Value> = model
-        .and_then(|m| m.get("parts"))
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let (code, datasets, docs, prompts) = (
-        list("code"),
-        list("datasets"),
-        list("docs"),
-        list("prompts"),
-    );
-    let mut seen = [0usize; 6];
-    let path = |e: Option<&&Value>| {
-        e.and_then(|e| {
+    kitfile_slots(kitfile, layers)
+        .into_iter()
+        .map(|slot| {
+            let (list, n) = slot?;
+            let e = match list.as_str() {
+                "model" => kitfile.get("model"),
+                "parts" => kitfile.get("model")?.get("parts")?.get(n),
+                l => kitfile.get(l)?.get(n),
+            }?;
             let p = e.get("path")?.as_str()?.to_string();
             let t = e.get("type").and_then(Value::as_str).unwrap_or("");
             Some((p, t.to_string()))
         })
+        .collect()
+}
+
+/// Where each layer of a ModelKit is in its Kitfile: the list (`model` for `model` itself,
+/// `parts` for `model.parts`, `code`, `datasets`, `docs`, `prompts`) and the entry's index
+/// in it, matched as [`kitfile_paths`] matches them; `None` for a layer with no entry (and for
+/// every layer of a config that is no Kitfile).
+pub fn kitfile_slots(kitfile: &Value, layers: &[Descriptor]) -> Vec<Option<(String, usize)>> {
+    let len = |k: &str| -> usize {
+        let v = match k {
+            "model" => return usize::from(kitfile.get("model").is_some()),
+            "parts" => kitfile.get("model").and_then(|m| m.get("parts")),
+            k => kitfile.get(k),
+        };
+        v.and_then(Value::as_array).map_or(0, Vec::len)
     };
+    let mut seen: Vec<(&str, usize)> = Vec::new();
     layers
         .iter()
         .map(|d| {
@@ -526,19 +529,27 @@ fn kitfile_paths(kitfile: &Value, layers: &[Descriptor]) -> Vec<Option<(String, 
                 .media_type
                 .strip_prefix("application/vnd.kitops.modelkit.")
                 .and_then(|r| r.split_once(".v1."))
-                .map(|(b, _)| b);
-            let (slot, entries): (usize, Vec<&Value>) = match base {
-                Some("model") => (0, model.into_iter().collect()),
-                Some("modelpart") => (1, parts.clone()),
-                Some("code") => (2, code.clone()),
-                Some("dataset") => (3, datasets.clone()),
-                Some("docs") => (4, docs.clone()),
-                Some("prompt") => (5, prompts.clone()),
+                .map(|(b, _)| b)?;
+            let list = match base {
+                "model" => "model",
+                "modelpart" => "parts",
+                "code" => "code",
+                "dataset" => "datasets",
+                "docs" => "docs",
+                "prompt" => "prompts",
                 _ => return None,
             };
-            let n = seen[slot];
-            seen[slot] += 1;
-            path(entries.get(n))
+            let n = match seen.iter_mut().find(|(l, _)| *l == list) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n - 1
+                }
+                None => {
+                    seen.push((list, 1));
+                    0
+                }
+            };
+            (n < len(list)).then(|| (list.to_string(), n))
         })
         .collect()
 }

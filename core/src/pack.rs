@@ -883,71 +883,131 @@ pub fn tar_trailer(size: u64) -> Vec<u8> {
     vec![0u8; pad + 1024]
 }
 
-/// A ModelPack artifact with files added, as modctl's `attach` and `lamina affix` onto an
-/// artifact do it, but keeping the config whole: each new layer (its descriptor and diff_id)
-/// replaces the layer that has the same path, in its place, or goes last; the config's
-/// `modelfs.diffIds` follows the layers and nothing else in it changes; the manifest keeps its
-/// annotations and `artifactType`.
+/// An artifact with files added, as modctl's `attach` and `lamina affix` onto an artifact do
+/// it, but keeping the config whole: each new file (stored already, packed as
+/// [`crate::target::Target::packing`] says for the format) replaces the layer that has the same
+/// path, in its place, or goes last; only the config's diff_ids follow (ModelPack's
+/// `modelfs.diffIds`, a Docker model's `rootfs.diff_ids`, a Kitfile entry's `digest` and
+/// `diffId`, with a new entry for a new file in the list of its kind); nothing else in it
+/// changes, and the manifest keeps its annotations and `artifactType`.
 pub fn attach(
     manifest: &crate::image::Manifest,
     config: &crate::image::Config,
-    new: &[(Descriptor, Digest)],
+    new: &[FileLayer],
+    mtime: u64,
 ) -> Result<Attached, crate::Error> {
+    use crate::target::Target;
     let read = crate::artifact::read(manifest, config)?;
-    if !matches!(
-        read.format,
-        crate::artifact::Format::ModelPack { legacy: false }
-    ) {
-        return Err(crate::Error::Usage {
-            reason: format!(
-                "adding files to a {} artifact is not done yet (ModelPack only)",
-                read.format.name()
-            ),
-        });
+    let target = Target::of(read.format).ok_or_else(|| crate::Error::Usage {
+        reason: format!(
+            "adding files to a {} artifact is not done: `lamina convert` it to a current \
+             format first",
+            read.format.name()
+        ),
+    })?;
+    if let Some(f) = new.iter().find(|f| !target.takes(f.packing)) {
+        return Err(crate::Error::internal(format!(
+            "{} is a {} layer, which a {} cannot hold",
+            f.path,
+            f.packing.name(),
+            target.name()
+        )));
     }
     let mut layers = manifest.layers()?;
-    let mut ids =
-        crate::artifact::stated_diff_ids(read.format, &Value::Object(config.doc().value().clone()));
+    let mut c = config.doc().value().clone();
+    let cv = Value::Object(c.clone());
+    let mut ids = crate::artifact::stated_diff_ids(read.format, &cv);
     if ids.len() != layers.len() {
         return Err(crate::Error::InvalidDocument {
-            what: "ModelPack config".into(),
+            what: format!("{} config", read.format.name()),
             reason: format!(
-                "modelfs.diffIds lists {} digests for {} layers",
+                "it states {} diff_ids for {} layers",
                 ids.len(),
                 layers.len()
             ),
         });
     }
+    // a Kitfile entry per layer, to update in place
+    let mut slots = crate::artifact::kitfile_slots(&cv, &layers);
+    let mut paths: Vec<Option<String>> = read.parts.iter().map(|p| p.path.clone()).collect();
     let mut replaced = Vec::new();
-    for (d, diff_id) in new {
-        let path = crate::artifact::annotated_path(d).map(str::to_string);
-        let at = path.as_ref().and_then(|p| {
-            read.parts
-                .iter()
-                .position(|q| q.path.as_deref() == Some(p.as_str()))
-        });
+    for f in new {
+        let at = paths
+            .iter()
+            .position(|q| q.as_deref() == Some(f.path.as_str()));
+        let d = match target {
+            Target::ModelPack => f.descriptor(mtime),
+            Target::Docker => crate::target::docker_descriptor(f, mtime),
+            Target::ModelKit => {
+                // a replacement keeps its slot; a new weight is the model when there is none
+                let slot = match at.and_then(|i| slots.get(i).cloned().flatten()) {
+                    Some(s) => s.0,
+                    None => crate::target::kit_slot(
+                        f.kind,
+                        !slots.iter().flatten().any(|s| s.0 == "model"),
+                    ),
+                };
+                crate::target::kit_descriptor(f, &slot)
+            }
+        };
         match at {
             Some(i) => {
-                replaced.extend(path);
-                layers[i] = d.clone();
-                ids[i] = diff_id.clone();
+                replaced.push(f.path.clone());
+                layers[i] = d;
+                ids[i] = f.diff_id.clone();
+                if let Some((list, n)) = slots.get(i).cloned().flatten() {
+                    crate::target::kit_entry_digests(&mut c, &list, n, f);
+                }
+            }
+            None if target == Target::ModelKit => {
+                // in kit's layer order: after the last layer of its list or of one before it
+                let s = crate::target::kit_add_entry(&mut c, f);
+                let rank = crate::target::kit_rank(&s.0);
+                let i = slots
+                    .iter()
+                    .rposition(|x| {
+                        x.as_ref()
+                            .is_some_and(|x| crate::target::kit_rank(&x.0) <= rank)
+                    })
+                    .map_or(0, |i| i + 1);
+                layers.insert(i, d);
+                ids.insert(i, f.diff_id.clone());
+                slots.insert(i, Some(s));
+                paths.insert(i, Some(f.path.clone()));
             }
             None => {
-                layers.push(d.clone());
-                ids.push(diff_id.clone());
+                layers.push(d);
+                ids.push(f.diff_id.clone());
+                slots.push(None);
+                paths.push(Some(f.path.clone()));
             }
         }
     }
-    let mut c = config.doc().value().clone();
-    let fs = c
-        .entry("modelfs")
-        .or_insert_with(|| json!({"type": "layers"}));
-    if let Some(o) = fs.as_object_mut() {
-        o.remove("diff_ids");
-        o.insert(
-            "diffIds".into(),
-            ids.iter().map(|d| Value::String(d.to_string())).collect(),
-        );
+    match target {
+        Target::ModelPack => {
+            let fs = c
+                .entry("modelfs")
+                .or_insert_with(|| json!({"type": "layers"}));
+            if let Some(o) = fs.as_object_mut() {
+                o.remove("diff_ids");
+                o.insert(
+                    "diffIds".into(),
+                    ids.iter().map(|d| Value::String(d.to_string())).collect(),
+                );
+            }
+        }
+        Target::Docker => {
+            let fs = c
+                .entry("rootfs")
+                .or_insert_with(|| json!({"type": "rootfs"}));
+            if let Some(o) = fs.as_object_mut() {
+                o.insert(
+                    "diff_ids".into(),
+                    ids.iter().map(|d| Value::String(d.to_string())).collect(),
+                );
+            }
+        }
+        Target::ModelKit => {}
     }
     let config_bytes = serde_json::to_vec(&Value::Object(c)).unwrap_or_default();
     let mut m = manifest.doc().value().clone();
@@ -967,6 +1027,7 @@ pub fn attach(
         config: config_bytes,
         manifest: manifest_bytes,
         replaced,
+        target,
     })
 }
 
@@ -979,6 +1040,8 @@ pub struct Attached {
     pub manifest: Vec<u8>,
     /// The paths whose layers were replaced.
     pub replaced: Vec<String>,
+    /// The artifact's format.
+    pub target: crate::target::Target,
 }
 
 #[cfg(test)]
@@ -1161,21 +1224,19 @@ mod tests {
 
     #[test]
     fn attach_replaces_by_path_keeps_the_rest_and_the_config() {
-        let layer = |p: &str, b: &[u8]| {
-            FileLayer {
-                path: p.into(),
-                kind: Kind::Doc,
-                guessed: false,
-                packing: Packing::Raw,
-                digest: Digest::of(b),
-                size: b.len() as u64,
-                diff_id: Digest::of(b),
-                file_size: b.len() as u64,
-                executable: false,
-                carried: None,
-            }
-            .descriptor(0)
+        let file = |p: &str, b: &[u8]| FileLayer {
+            path: p.into(),
+            kind: Kind::Doc,
+            guessed: false,
+            packing: Packing::Raw,
+            digest: Digest::of(b),
+            size: b.len() as u64,
+            diff_id: Digest::of(b),
+            file_size: b.len() as u64,
+            executable: false,
+            carried: None,
         };
+        let layer = |p: &str, b: &[u8]| file(p, b).descriptor(0);
         let (a, b) = (layer("README.md", b"a"), layer("w.bin", b"b"));
         let model = Model {
             name: Some("m".into()),
@@ -1192,13 +1253,12 @@ mod tests {
             config: cfg2,
             manifest: man2,
             replaced,
+            ..
         } = attach(
             &m,
             &c,
-            &[
-                (readme2.clone(), readme2.digest.clone()),
-                (extra.clone(), extra.digest.clone()),
-            ],
+            &[file("README.md", b"a2"), file("extra.txt", b"x")],
+            0,
         )
         .unwrap();
         assert_eq!(replaced, ["README.md"]);

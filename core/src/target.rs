@@ -60,6 +60,18 @@ impl Target {
         }
     }
 
+    /// The format an artifact of `format` is written in, to add files to it: `None` for an
+    /// image, a cnai-named ModelPack and a positional Docker v0.1 model (convert those first).
+    pub fn of(format: artifact::Format) -> Option<Target> {
+        use artifact::Format as F;
+        match format {
+            F::ModelPack { legacy: false } => Some(Target::ModelPack),
+            F::ModelKit => Some(Target::ModelKit),
+            F::DockerModel { version: 2 } => Some(Target::Docker),
+            _ => None,
+        }
+    }
+
     /// The target a name gives.
     pub fn parse(s: &str) -> Option<Target> {
         Target::ALL.into_iter().find(|t| t.name() == s)
@@ -186,15 +198,129 @@ enum KitSlot {
 }
 
 impl KitSlot {
-    fn layer_base(&self) -> &'static str {
+    /// The Kitfile list it is (see [`kit_descriptor`]).
+    fn list(&self) -> &'static str {
         match self {
             KitSlot::Model => "model",
-            KitSlot::Part => "modelpart",
+            KitSlot::Part => "parts",
             KitSlot::Code => "code",
-            KitSlot::Dataset => "dataset",
+            KitSlot::Dataset => "datasets",
             KitSlot::Docs => "docs",
         }
     }
+}
+
+/// The Kitfile list a new file of `kind` goes in (`model` when `first_weight` and it is a
+/// weight).
+pub fn kit_slot(kind: Kind, first_weight: bool) -> String {
+    match kind {
+        Kind::Weight if first_weight => "model",
+        Kind::Weight | Kind::Config | Kind::Other => "parts",
+        Kind::Code | Kind::Prompt => "code",
+        Kind::Dataset => "datasets",
+        Kind::Doc => "docs",
+    }
+    .into()
+}
+
+/// Where a Kitfile list's layers go in kit's layer order (model, parts, code, datasets, docs,
+/// prompts).
+pub fn kit_rank(list: &str) -> usize {
+    ["model", "parts", "code", "datasets", "docs", "prompts"]
+        .iter()
+        .position(|l| *l == list)
+        .unwrap_or(6)
+}
+
+/// A ModelKit layer's descriptor for file `f` in Kitfile list `list`.
+pub fn kit_descriptor(f: &FileLayer, list: &str) -> Descriptor {
+    let base = match list {
+        "model" => "model",
+        "parts" => "modelpart",
+        "datasets" => "dataset",
+        "docs" => "docs",
+        "prompts" => "prompt",
+        _ => "code",
+    };
+    let mut d = Descriptor::new(
+        format!("{KIT}.{base}.v1.{}", f.packing.name()),
+        f.digest.clone(),
+        f.size,
+    );
+    d.annotations = vec![
+        (ANN_FILEPATH.into(), f.path.clone()),
+        (ANN_TITLE.into(), f.path.clone()),
+    ];
+    d
+}
+
+/// Sets the `digest` and `diffId` of entry `n` of Kitfile list `list` to `f`'s.
+pub fn kit_entry_digests(kitfile: &mut Map<String, Value>, list: &str, n: usize, f: &FileLayer) {
+    let entry = match list {
+        "model" => kitfile.get_mut("model"),
+        "parts" => kitfile
+            .get_mut("model")
+            .and_then(|m| m.get_mut("parts"))
+            .and_then(|p| p.get_mut(n)),
+        l => kitfile.get_mut(l).and_then(|p| p.get_mut(n)),
+    };
+    if let Some(e) = entry.and_then(Value::as_object_mut) {
+        e.insert("digest".into(), json!(f.digest.to_string()));
+        e.insert("diffId".into(), json!(f.diff_id.to_string()));
+    }
+}
+
+/// Adds an entry for new file `f` to the Kitfile (in the list of its kind, `model` itself
+/// when there is none and it is a weight); gives the list and the entry's index.
+pub fn kit_add_entry(kitfile: &mut Map<String, Value>, f: &FileLayer) -> (String, usize) {
+    let has_model = kitfile
+        .get("model")
+        .is_some_and(|m| m.get("path").is_some());
+    let list = kit_slot(f.kind, !has_model);
+    let mut e = Map::new();
+    e.insert("path".into(), json!(f.path));
+    if f.kind == Kind::Config {
+        e.insert("type".into(), json!("config"));
+    }
+    e.insert("digest".into(), json!(f.digest.to_string()));
+    e.insert("diffId".into(), json!(f.diff_id.to_string()));
+    let push = |arr: &mut Value, e: Map<String, Value>| -> usize {
+        if !arr.is_array() {
+            *arr = Value::Array(Vec::new());
+        }
+        let a = arr.as_array_mut().map(|a| {
+            a.push(Value::Object(e));
+            a.len() - 1
+        });
+        a.unwrap_or(0)
+    };
+    let n = match list.as_str() {
+        "model" => {
+            let m = kitfile.entry("model").or_insert_with(|| json!({}));
+            if let Some(m) = m.as_object_mut() {
+                m.extend(e);
+            }
+            0
+        }
+        "parts" => {
+            let m = kitfile.entry("model").or_insert_with(|| json!({}));
+            match m.as_object_mut() {
+                Some(m) => push(m.entry("parts").or_insert(Value::Null), e),
+                None => 0,
+            }
+        }
+        l => push(kitfile.entry(l).or_insert(Value::Null), e),
+    };
+    (list, n)
+}
+
+/// A Docker model layer's descriptor for file `f`.
+pub fn docker_descriptor(f: &FileLayer, mtime: u64) -> Descriptor {
+    let mut d = f.descriptor(mtime);
+    d.media_type = docker_layer_type(&f.path, f.packing);
+    // model-runner sets no title; the path is in org.cncf.model.filepath
+    d.annotations.retain(|(k, _)| k != ANN_TITLE);
+    d
 }
 
 /// The ModelKit's Kitfile and layers: see the module docs.
@@ -261,16 +387,7 @@ fn modelkit(model: &Model, files: &[FileLayer]) -> (Vec<u8>, Vec<Descriptor>) {
                 docs.push(Value::Object(e));
             }
         }
-        let mut d = Descriptor::new(
-            format!("{KIT}.{}.v1.{}", slot.layer_base(), f.packing.name()),
-            f.digest.clone(),
-            f.size,
-        );
-        d.annotations = vec![
-            (ANN_FILEPATH.into(), f.path.clone()),
-            (ANN_TITLE.into(), f.path.clone()),
-        ];
-        layers.push(d);
+        layers.push(kit_descriptor(f, slot.list()));
     }
     let mut params = Map::new();
     for (k, v) in [
@@ -341,16 +458,7 @@ pub fn docker_layer_type(path: &str, packing: Packing) -> String {
 
 /// The Docker model's config (v0.2) and layers: see the module docs.
 fn docker(model: &Model, files: &[FileLayer], mtime: u64) -> (Vec<u8>, Vec<Descriptor>) {
-    let layers: Vec<Descriptor> = files
-        .iter()
-        .map(|f| {
-            let mut d = f.descriptor(mtime);
-            d.media_type = docker_layer_type(&f.path, f.packing);
-            // model-runner sets no title; the path is in org.cncf.model.filepath
-            d.annotations.retain(|(k, _)| k != ANN_TITLE);
-            d
-        })
-        .collect();
+    let layers: Vec<Descriptor> = files.iter().map(|f| docker_descriptor(f, mtime)).collect();
     let mut config = Map::new();
     for (k, v) in [
         ("format", &model.format),
@@ -567,6 +675,59 @@ mod tests {
         let m: Value = serde_json::from_slice(&a.manifest).unwrap();
         assert!(m.get("artifactType").is_none());
         assert_eq!(decimal_size(14_480_000_000), "14.48GB");
+    }
+
+    #[test]
+    fn attach_to_a_modelkit_and_a_docker_model_keeps_the_config_and_follows_the_digests() {
+        for target in [Target::ModelKit, Target::Docker] {
+            let packing = target.packing(false);
+            let a = assemble(target, &model(), &folder(packing), 0).unwrap();
+            // a field lamina does not write stays
+            let mut cfg: Value = serde_json::from_slice(&a.config).unwrap();
+            cfg["extra"] = json!({"kept": true});
+            let cfg = serde_json::to_vec(&cfg).unwrap();
+            let mut man: Value = serde_json::from_slice(&a.manifest).unwrap();
+            man["config"]["digest"] = json!(Digest::of(&cfg).to_string());
+            man["config"]["size"] = json!(cfg.len());
+            let m =
+                Manifest::parse(serde_json::to_vec(&man).unwrap(), media::OCI_MANIFEST).unwrap();
+            let c = Config::parse(cfg).unwrap();
+            let mut readme = file("README.md", Kind::Doc, packing);
+            readme.digest = Digest::of(b"new readme");
+            readme.diff_id = readme.digest.clone();
+            let new = [
+                readme.clone(),
+                file("tokenizer.json", Kind::Config, packing),
+                file("notes/more.md", Kind::Doc, packing),
+            ];
+            let att = pack::attach(&m, &c, &new, 0).unwrap();
+            assert_eq!(att.replaced, ["README.md"], "{target:?}");
+            assert_eq!(att.target, target);
+            let back = Assembled {
+                config: att.config.clone(),
+                layers: vec![],
+                manifest: att.manifest.clone(),
+            };
+            // read_back checks a diff_id per layer, each the layer's digest
+            let (parts, about, _) = read_back(&back);
+            let paths: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+            assert_eq!(paths.len(), 8, "{target:?}: {paths:?}");
+            assert!(paths.contains(&"notes/more.md") && paths.contains(&"tokenizer.json"));
+            let readme_at = parts.iter().position(|p| p.0 == "README.md").unwrap();
+            let ml: Value = serde_json::from_slice(&att.manifest).unwrap();
+            assert_eq!(
+                ml["layers"][readme_at]["digest"],
+                readme.digest.to_string(),
+                "{target:?}: replaced in place"
+            );
+            if target == Target::ModelKit {
+                let tok = parts.iter().find(|p| p.0 == "tokenizer.json").unwrap();
+                assert_eq!(tok.1, Kind::Config, "the part's type says config");
+            }
+            assert_eq!(about.param_size.as_deref(), Some("1.5K"));
+            let c2: Value = serde_json::from_slice(&att.config).unwrap();
+            assert_eq!(c2["extra"]["kept"], true, "{target:?}");
+        }
     }
 
     #[test]

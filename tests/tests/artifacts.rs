@@ -961,3 +961,91 @@ fn every_format_round_trips_through_pack_extract_and_convert() {
         }
     }
 }
+
+/// `affix` onto a ModelKit (kit's own shape, built by hand) and a Docker v0.2 model: a file of
+/// the same path replaces its layer in place, a new one goes in (a ModelKit's as a tar in kit's
+/// layer order, its Kitfile entry beside the others; a Docker model's raw), the config keeps
+/// what lamina does not write (the Kitfile's authors, Docker's architecture), and the result
+/// extracts to the old files with the new ones. A positional v0.1 model is refused, naming
+/// `convert`.
+#[test]
+fn affix_onto_a_modelkit_and_a_docker_model_attaches() {
+    harness();
+    let dir = tempdir("artifacts-attach-more");
+    let (kit, kit_want) = artifacts::modelkit(PLAIN, &repo("attach-kit"), &dir);
+    let [(v1, _), (v2, v2_want)] = artifacts::docker_models(PLAIN, &repo("attach-docker"), &dir);
+    let add = dir.join("add");
+    std::fs::create_dir_all(add.join("notes")).unwrap();
+    std::fs::write(add.join("README.md"), b"# replaced\n").unwrap();
+    std::fs::write(add.join("notes/eval.md"), b"scores\n").unwrap();
+    let file = |b: &[u8]| format!("file {} 644", sha256(b));
+    for (src, want, kept) in [
+        (&kit, &kit_want, "authors"),
+        (&v2, &v2_want, "architecture"),
+    ] {
+        let dest = format!("{src}-attached");
+        let out = lamina_in(
+            &add,
+            &[
+                "affix",
+                "--base",
+                src,
+                "--dest",
+                &dest,
+                "./README.md",
+                "notes/",
+                "--json",
+            ],
+            &[],
+        )
+        .ok();
+        let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let mut want = files(want);
+        if want.contains_key("README.md") {
+            assert_eq!(j["replaced"], serde_json::json!(["README.md"]), "{src}");
+        }
+        want.insert("README.md".into(), file(b"# replaced\n"));
+        // a folder's contents go at the top, as `pack ./model/` puts them
+        want.insert("eval.md".into(), file(b"scores\n"));
+        let (t, x) = extract_both(&dest, &dir, &[]);
+        assert_eq!(files(&t), want, "{src}");
+        assert_eq!(files(&x), want, "{src}: GNU tar");
+        let config = String::from_utf8(config_of(&dest)).unwrap();
+        assert!(config.contains(kept), "{src}: {config}");
+        let m = raw_manifest(&dest, None);
+        let layers = m["layers"].as_array().unwrap();
+        let c: serde_json::Value = serde_json::from_str(&config).unwrap();
+        if src == &kit {
+            // kit's order: docs last, the new doc after the old one; the Kitfile names it
+            let types: Vec<&str> = layers
+                .iter()
+                .map(|l| l["mediaType"].as_str().unwrap())
+                .collect();
+            assert!(types.last().unwrap().contains(".docs.v1.tar"), "{types:?}");
+            let docs = c["docs"].as_array().unwrap();
+            assert_eq!(docs.len(), 2);
+            assert_eq!(docs[1]["path"], "eval.md");
+            assert_eq!(docs[1]["digest"], layers.last().unwrap()["digest"]);
+        } else {
+            let ids = c["rootfs"]["diff_ids"].as_array().unwrap();
+            assert_eq!(ids.len(), layers.len());
+            for (l, id) in layers.iter().zip(ids) {
+                assert_eq!(&l["digest"], id, "a raw layer's diff_id is its digest");
+            }
+        }
+    }
+    let e = lamina_in(
+        &add,
+        &[
+            "affix",
+            "--base",
+            &v1,
+            "--dest",
+            &format!("{v1}-x"),
+            "./README.md",
+        ],
+        &[],
+    );
+    assert_eq!(e.code, 2, "{}", e.stderr);
+    assert!(e.stderr.contains("convert"), "{}", e.stderr);
+}

@@ -241,7 +241,7 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         if format.is_artifact() {
             if a.tar.is_some() || a.modelcar {
                 return Err(Box::new(usage(
-                    "a model artifact takes files (each a raw layer at its path), not --tar or \
+                    "a model artifact takes files (each a layer at its path), not --tar or \
                      --modelcar",
                 )));
             }

@@ -541,10 +541,10 @@ fn upload_all(
     }
 }
 
-/// `lamina affix` onto a ModelPack artifact (modctl's `attach`): each file is a raw layer at
-/// `prefix/` + its path, replacing the layer of the same path or going last; the rest of the
-/// artifact, config included, is kept (see [`pack::attach`]). The base's blobs are at `dest`
-/// already.
+/// `lamina affix` onto a model artifact (modctl's `attach`, for ModelPack, ModelKit and Docker
+/// v0.2 models): each file is a layer at `prefix/` + its path, packed as the format packs its
+/// files, replacing the layer of the same path or going in; the rest of the artifact, config
+/// included, is kept (see [`pack::attach`]). The base's blobs are at `dest` already.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attach(
     client: &mut Client,
@@ -558,21 +558,30 @@ pub(crate) fn attach(
     quiet: bool,
 ) -> Result<()> {
     let t0 = Instant::now();
-    let inputs = planned(files, prefix, quiet)?;
+    let format = lamina_core::artifact::read(&base.manifest, config)?.format;
+    let Some(target) = Target::of(format) else {
+        return Err(crate::commands::usage(format!(
+            "adding files to a {} artifact is not done: `lamina convert` it to a current format \
+             first",
+            format.name()
+        )));
+    };
+    let mut inputs = planned(files, prefix, quiet)?;
+    for i in &mut inputs {
+        i.packing = target.packing(false);
+        i.dirs = target == Target::ModelKit;
+    }
     let total: u64 = inputs.iter().map(|i| i.size).sum();
     let mut progress = Progress::new(format!("attach {} files", inputs.len()), Some(total), quiet);
     let layers = upload_all(client, opts, dest, &inputs, 4, &mut progress)?;
     progress.finish(total);
     let mtime = source_date_epoch().unwrap_or(0);
-    let new: Vec<_> = layers
-        .iter()
-        .map(|l| (l.descriptor(mtime), l.diff_id.clone()))
-        .collect();
     let pack::Attached {
         config,
         manifest,
         replaced,
-    } = pack::attach(&base.manifest, config, &new)?;
+        ..
+    } = pack::attach(&base.manifest, config, &layers, mtime)?;
     for p in &replaced {
         crate::ui::progress::warn(&format!("replaced {p}"));
     }
@@ -589,7 +598,7 @@ pub(crate) fn attach(
         &d,
         json,
         serde_json::json!({
-            "format": "modelpack",
+            "format": target.name(),
             "replaced": replaced,
             "layers": layers.iter().map(|l| serde_json::json!({
                 "path": l.path, "kind": l.kind.name(), "digest": l.digest.to_string(), "size": l.size,
