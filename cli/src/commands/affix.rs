@@ -5,18 +5,16 @@ use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use crate::commands::{kv, Ctx};
-use crate::store::Loc;
 use lamina_core::compress::Compression;
-use lamina_core::image::{Descriptor, History};
+use lamina_core::image::History;
 use lamina_core::registry::UploadConfig;
 use lamina_core::tar::PlannedEntry;
 
-use crate::error::{Result, WithContext as _};
-use crate::net::client::{Client, Data, Restart};
+use crate::error::Result;
+use crate::net::client::{Data, Restart};
 use crate::ops::build::{build_files, build_tar, check_level, note_auto, source_date_epoch, usage};
-use crate::ops::flows::{copy_other_platforms, ensure_blobs};
 use crate::ops::push::{push_images, NewLayer};
-use crate::ops::resolve::{self, PlatformSel, Top};
+use crate::ops::resolve::{self, PlatformSel};
 use crate::ui::progress::{human, Progress};
 
 /// Add files (or a tar) as a new layer on top of a base image and push the result.
@@ -231,8 +229,14 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
 
     // 1. the base: manifest(s) and config(s); no layer is downloaded. 2. base blobs must exist
     // in the destination repository (mounted, never downloaded)
-    let (mut images, mut index, configs) =
-        base_at_dest(client, &base, &dest, &sel, a.platform.as_deref(), quiet)?;
+    let (mut images, mut index, configs) = crate::ops::resolve::base_at_dest(
+        client,
+        &base,
+        &dest,
+        &sel,
+        a.platform.as_deref(),
+        quiet,
+    )?;
 
     // a model artifact gets its files as layers of its own kind (modctl's attach), not as an
     // image layer
@@ -530,59 +534,6 @@ fn upload_identity(
     Some(id)
 }
 
-/// The base's platform images (those `sel` picks), its index if it has one, and their configs,
-/// with every blob they need present in `dest` (mounted, or streamed registry to registry;
-/// never downloaded) and the index's other platforms copied there. Errors name `--base` or
-/// `--dest`.
-#[allow(clippy::type_complexity)]
-pub(crate) fn base_at_dest(
-    client: &mut Client,
-    base: &Loc,
-    dest: &Loc,
-    sel: &PlatformSel,
-    platform: Option<&str>,
-    quiet: bool,
-) -> Result<(
-    Vec<resolve::Image>,
-    Option<lamina_core::image::Index>,
-    Vec<lamina_core::image::Config>,
-)> {
-    let top = resolve::fetch(client, base, sel).context(|| format!("--base {base}"))?;
-    let (images, index) = match top {
-        Top::Single(i) => (vec![i], None),
-        Top::Index {
-            index, children, ..
-        } => (children, Some(index)),
-    };
-    if images.is_empty() {
-        return Err(format!(
-            "{base}: the index has no platform images (only attestations or unknown platforms)"
-        )
-        .into());
-    }
-    let mut configs = Vec::new();
-    for img in &images {
-        configs.push(
-            resolve::config(client, base, &img.manifest).context(|| format!("--base {base}"))?,
-        );
-    }
-    if index.is_none() {
-        resolve::check_platform(base, platform, &configs[0])?;
-    }
-    let mut blobs: Vec<Descriptor> = Vec::new();
-    for img in &images {
-        for l in img.manifest.layers()? {
-            if !blobs.iter().any(|b| b.digest == l.digest) {
-                blobs.push(l);
-            }
-        }
-    }
-    ensure_blobs(client, base, dest, &blobs, quiet).context(|| format!("--dest {dest}"))?;
-    copy_other_platforms(client, base, dest, index.as_ref(), &images, quiet)
-        .context(|| format!("--dest {dest}"))?;
-    Ok((images, index, configs))
-}
-
 /// `lamina clone` (r8im's): the image copied to `dest` with the config label `cloned=true`;
 /// blobs are mounted or streamed, never downloaded. Prints `dest@sha256:...`.
 pub fn clone(ctx: &mut Ctx, a: CloneArgs) -> Result<()> {
@@ -591,8 +542,14 @@ pub fn clone(ctx: &mut Ctx, a: CloneArgs) -> Result<()> {
     let (client, quiet) = (&mut ctx.client, ctx.quiet);
     let t0 = Instant::now();
     let sel = PlatformSel::parse(a.platform.as_deref())?;
-    let (mut images, mut index, configs) =
-        base_at_dest(client, &base, &dest, &sel, a.platform.as_deref(), quiet)?;
+    let (mut images, mut index, configs) = crate::ops::resolve::base_at_dest(
+        client,
+        &base,
+        &dest,
+        &sel,
+        a.platform.as_deref(),
+        quiet,
+    )?;
     let labels = vec![("cloned".to_string(), "true".to_string())];
     let d = push_images(
         client,

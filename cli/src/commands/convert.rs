@@ -147,7 +147,7 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
             store::put_artifact(client, &dest, out)?
         }
         (To::Modelcar, Some(base)) => {
-            let (mut images, mut index, configs) = crate::commands::affix::base_at_dest(
+            let (mut images, mut index, configs) = crate::ops::resolve::base_at_dest(
                 client,
                 &base,
                 &dest,

@@ -203,7 +203,7 @@ fn modelcar(ctx: &mut Ctx, a: &Args, base: &Loc, t0: Instant) -> Result<()> {
     }
     let sel = crate::ops::resolve::PlatformSel::parse(None)?;
     let (mut images, mut index, configs) =
-        crate::commands::affix::base_at_dest(&mut ctx.client, base, &dest, &sel, None, quiet)?;
+        crate::ops::resolve::base_at_dest(&mut ctx.client, base, &dest, &sel, None, quiet)?;
     let total: u64 = inputs.iter().map(|i| i.size).sum();
     let mut progress = Progress::new(format!("pack {} files", inputs.len()), Some(total), quiet);
     let layers = upload_all(

@@ -4,7 +4,7 @@ use lamina_core::flow::{Configs, Resolve};
 use lamina_core::image::{Config, Descriptor, Manifest};
 use lamina_core::Digest;
 
-use crate::error::Result;
+use crate::error::{Result, WithContext as _};
 use crate::net::client::Client;
 use crate::store::{self, Loc};
 
@@ -96,4 +96,56 @@ pub fn flatten(e: lamina_core::compress::StreamError<lamina_core::Error>) -> lam
         lamina_core::compress::StreamError::Codec(c) => lamina_core::Error::Codec(c),
         lamina_core::compress::StreamError::Sink(e) => e,
     }
+}
+
+/// The base's platform images (those `sel` picks), its index if it has one, and their configs,
+/// with every blob they need present in `dest` (mounted, or streamed registry to registry;
+/// never downloaded) and the index's other platforms copied there. Errors name `--base` or
+/// `--dest`.
+#[allow(clippy::type_complexity)]
+pub fn base_at_dest(
+    client: &mut Client,
+    base: &Loc,
+    dest: &Loc,
+    sel: &PlatformSel,
+    platform: Option<&str>,
+    quiet: bool,
+) -> Result<(
+    Vec<Image>,
+    Option<lamina_core::image::Index>,
+    Vec<lamina_core::image::Config>,
+)> {
+    let top = fetch(client, base, sel).context(|| format!("--base {base}"))?;
+    let (images, index) = match top {
+        Top::Single(i) => (vec![i], None),
+        Top::Index {
+            index, children, ..
+        } => (children, Some(index)),
+    };
+    if images.is_empty() {
+        return Err(format!(
+            "{base}: the index has no platform images (only attestations or unknown platforms)"
+        )
+        .into());
+    }
+    let mut configs = Vec::new();
+    for img in &images {
+        configs.push(config(client, base, &img.manifest).context(|| format!("--base {base}"))?);
+    }
+    if index.is_none() {
+        check_platform(base, platform, &configs[0])?;
+    }
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for img in &images {
+        for l in img.manifest.layers()? {
+            if !blobs.iter().any(|b| b.digest == l.digest) {
+                blobs.push(l);
+            }
+        }
+    }
+    crate::ops::flows::ensure_blobs(client, base, dest, &blobs, quiet)
+        .context(|| format!("--dest {dest}"))?;
+    crate::ops::flows::copy_other_platforms(client, base, dest, index.as_ref(), &images, quiet)
+        .context(|| format!("--dest {dest}"))?;
+    Ok((images, index, configs))
 }
