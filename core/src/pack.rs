@@ -811,15 +811,18 @@ impl Model {
     }
 }
 
+/// Puts `k: v` into `m` when `v` is there and not empty (configs leave unknown facts out).
+pub fn put_some(m: &mut Map<String, Value>, k: &str, v: &Option<String>) {
+    if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+        m.insert(k.into(), Value::String(v.clone()));
+    }
+}
+
 /// The ModelPack config: `descriptor`, `config` and `modelfs` (`type: layers`, the diff_ids in
 /// layer order), with no key the schema does not allow.
 pub fn modelpack_config(model: &Model, diff_ids: &[Digest]) -> Vec<u8> {
     let mut descriptor = Map::new();
-    let put = |m: &mut Map<String, Value>, k: &str, v: &Option<String>| {
-        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
-            m.insert(k.into(), Value::String(v.clone()));
-        }
-    };
+    let put = put_some;
     put(&mut descriptor, "createdAt", &model.created_at);
     put(&mut descriptor, "name", &model.name);
     put(&mut descriptor, "family", &model.family);

@@ -187,29 +187,6 @@ pub fn manifest(target: Target, config: &[u8], layers: &[Descriptor]) -> Vec<u8>
     serde_json::to_vec(&Value::Object(v)).unwrap_or_default()
 }
 
-/// Where a file goes in a Kitfile, in kit's layer order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum KitSlot {
-    Model,
-    Part,
-    Code,
-    Dataset,
-    Docs,
-}
-
-impl KitSlot {
-    /// The Kitfile list it is (see [`kit_descriptor`]).
-    fn list(&self) -> &'static str {
-        match self {
-            KitSlot::Model => "model",
-            KitSlot::Part => "parts",
-            KitSlot::Code => "code",
-            KitSlot::Dataset => "datasets",
-            KitSlot::Docs => "docs",
-        }
-    }
-}
-
 /// The Kitfile list a new file of `kind` goes in (`model` when `first_weight` and it is a
 /// weight).
 pub fn kit_slot(kind: Kind, first_weight: bool) -> String {
@@ -265,9 +242,25 @@ pub fn kit_entry_digests(kitfile: &mut Map<String, Value>, list: &str, n: usize,
         l => kitfile.get_mut(l).and_then(|p| p.get_mut(n)),
     };
     if let Some(e) = entry.and_then(Value::as_object_mut) {
-        e.insert("digest".into(), json!(f.digest.to_string()));
-        e.insert("diffId".into(), json!(f.diff_id.to_string()));
+        set_digests(e, f);
     }
+}
+
+/// A Kitfile entry's `digest` and `diffId`: `f`'s, as kit records its layers.
+fn set_digests(e: &mut Map<String, Value>, f: &FileLayer) {
+    e.insert("digest".into(), json!(f.digest.to_string()));
+    e.insert("diffId".into(), json!(f.diff_id.to_string()));
+}
+
+/// The Kitfile entry of file `f` (a weight config's says `"type": "config"`).
+fn kit_entry(f: &FileLayer) -> Map<String, Value> {
+    let mut e = Map::new();
+    e.insert("path".into(), json!(f.path));
+    if f.kind == Kind::Config {
+        e.insert("type".into(), json!("config"));
+    }
+    set_digests(&mut e, f);
+    e
 }
 
 /// Adds an entry for new file `f` to the Kitfile (in the list of its kind, `model` itself
@@ -277,13 +270,7 @@ pub fn kit_add_entry(kitfile: &mut Map<String, Value>, f: &FileLayer) -> (String
         .get("model")
         .is_some_and(|m| m.get("path").is_some());
     let list = kit_slot(f.kind, !has_model);
-    let mut e = Map::new();
-    e.insert("path".into(), json!(f.path));
-    if f.kind == Kind::Config {
-        e.insert("type".into(), json!("config"));
-    }
-    e.insert("digest".into(), json!(f.digest.to_string()));
-    e.insert("diffId".into(), json!(f.diff_id.to_string()));
+    let e = kit_entry(f);
     let push = |arr: &mut Value, e: Map<String, Value>| -> usize {
         if !arr.is_array() {
             *arr = Value::Array(Vec::new());
@@ -326,101 +313,57 @@ pub fn docker_descriptor(f: &FileLayer, mtime: u64) -> Descriptor {
 /// The ModelKit's Kitfile and layers: see the module docs.
 fn modelkit(model: &Model, files: &[FileLayer]) -> (Vec<u8>, Vec<Descriptor>) {
     let first_weight = files.iter().position(|f| f.kind == Kind::Weight);
-    let mut slotted: Vec<(KitSlot, usize)> = files
+    let mut slotted: Vec<(String, usize)> = files
         .iter()
         .enumerate()
-        .map(|(i, f)| {
-            let slot = match f.kind {
-                _ if Some(i) == first_weight => KitSlot::Model,
-                Kind::Weight | Kind::Config | Kind::Other => KitSlot::Part,
-                Kind::Code | Kind::Prompt => KitSlot::Code,
-                Kind::Dataset => KitSlot::Dataset,
-                Kind::Doc => KitSlot::Docs,
-            };
-            (slot, i)
-        })
+        .map(|(i, f)| (kit_slot(f.kind, Some(i) == first_weight), i))
         .collect();
     // kit's order: the model, its parts, code, datasets, docs; the input's order within each
-    slotted.sort();
-    let entry = |f: &FileLayer| -> Map<String, Value> {
-        let mut e = Map::new();
-        e.insert("path".into(), json!(f.path));
-        e
-    };
-    let digests = |e: &mut Map<String, Value>, f: &FileLayer| {
-        e.insert("digest".into(), json!(f.digest.to_string()));
-        e.insert("diffId".into(), json!(f.diff_id.to_string()));
-    };
+    slotted.sort_by_key(|(list, i)| (kit_rank(list), *i));
     let mut kit_model = Map::new();
-    if let Some(n) = model.name.as_ref().filter(|n| !n.is_empty()) {
-        kit_model.insert("name".into(), json!(n));
-    }
-    let (mut parts, mut code, mut datasets, mut docs) = (vec![], vec![], vec![], vec![]);
+    pack::put_some(&mut kit_model, "name", &model.name);
+    let mut lists: [(&str, Vec<Value>); 4] = [
+        ("parts", vec![]),
+        ("code", vec![]),
+        ("datasets", vec![]),
+        ("docs", vec![]),
+    ];
     let mut layers = Vec::new();
-    for (slot, i) in &slotted {
+    for (list, i) in &slotted {
         let f = &files[*i];
-        let mut e = entry(f);
-        match slot {
-            KitSlot::Model => {
-                kit_model.insert("path".into(), json!(f.path));
-                if let Some(fmt) = &model.format {
-                    kit_model.insert("format".into(), json!(fmt));
-                }
-            }
-            KitSlot::Part => {
-                if f.kind == Kind::Config {
-                    e.insert("type".into(), json!("config"));
-                }
-                digests(&mut e, f);
-                parts.push(Value::Object(e));
-            }
-            KitSlot::Code => {
-                digests(&mut e, f);
-                code.push(Value::Object(e));
-            }
-            KitSlot::Dataset => {
-                digests(&mut e, f);
-                datasets.push(Value::Object(e));
-            }
-            KitSlot::Docs => {
-                digests(&mut e, f);
-                docs.push(Value::Object(e));
-            }
+        if list == "model" {
+            kit_model.insert("path".into(), json!(f.path));
+            pack::put_some(&mut kit_model, "format", &model.format);
+        } else if let Some((_, entries)) = lists.iter_mut().find(|(l, _)| l == list) {
+            entries.push(Value::Object(kit_entry(f)));
         }
-        layers.push(kit_descriptor(f, slot.list()));
+        layers.push(kit_descriptor(f, list));
     }
     let mut params = Map::new();
-    for (k, v) in [
-        ("paramSize", &model.param_size),
-        ("precision", &model.precision),
-        ("architecture", &model.architecture),
-        ("family", &model.family),
-        ("quantization", &model.quantization),
-    ] {
-        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
-            params.insert(k.into(), json!(v));
-        }
-    }
+    pack::put_some(&mut params, "paramSize", &model.param_size);
+    pack::put_some(&mut params, "precision", &model.precision);
+    pack::put_some(&mut params, "architecture", &model.architecture);
+    pack::put_some(&mut params, "family", &model.family);
+    pack::put_some(&mut params, "quantization", &model.quantization);
     if !params.is_empty() {
         kit_model.insert("parameters".into(), Value::Object(params));
     }
+    let [(_, parts), code, datasets, docs] = lists;
     if !parts.is_empty() {
         kit_model.insert("parts".into(), Value::Array(parts));
     }
-    if let Some(&(KitSlot::Model, i)) = slotted.first() {
-        digests(&mut kit_model, &files[i]);
+    if let Some((_, i)) = slotted.first().filter(|(l, _)| l == "model") {
+        set_digests(&mut kit_model, &files[*i]);
     }
     let mut kitfile = Map::new();
     kitfile.insert("manifestVersion".into(), json!("1.0.0"));
     let mut package = Map::new();
-    if let Some(n) = model.name.as_ref().filter(|n| !n.is_empty()) {
-        package.insert("name".into(), json!(n));
-    }
+    pack::put_some(&mut package, "name", &model.name);
     kitfile.insert("package".into(), Value::Object(package));
     if kit_model.contains_key("path") || kit_model.contains_key("parts") {
         kitfile.insert("model".into(), Value::Object(kit_model));
     }
-    for (k, list) in [("code", code), ("datasets", datasets), ("docs", docs)] {
+    for (k, list) in [code, datasets, docs] {
         if !list.is_empty() {
             kitfile.insert(k.into(), Value::Array(list));
         }
@@ -460,16 +403,10 @@ pub fn docker_layer_type(path: &str, packing: Packing) -> String {
 fn docker(model: &Model, files: &[FileLayer], mtime: u64) -> (Vec<u8>, Vec<Descriptor>) {
     let layers: Vec<Descriptor> = files.iter().map(|f| docker_descriptor(f, mtime)).collect();
     let mut config = Map::new();
-    for (k, v) in [
-        ("format", &model.format),
-        ("quantization", &model.quantization),
-        ("parameters", &model.param_size),
-        ("architecture", &model.architecture),
-    ] {
-        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
-            config.insert(k.into(), json!(v));
-        }
-    }
+    pack::put_some(&mut config, "format", &model.format);
+    pack::put_some(&mut config, "quantization", &model.quantization);
+    pack::put_some(&mut config, "parameters", &model.param_size);
+    pack::put_some(&mut config, "architecture", &model.architecture);
     let weights: u64 = files
         .iter()
         .filter(|f| f.kind == Kind::Weight)

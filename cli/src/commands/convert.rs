@@ -252,7 +252,6 @@ fn repack(
     let chunk = 1usize << 20;
     let mut reopen = store::reopener(client, src, &s.layer.digest);
     let what = format!("{} ({}) from {src}", s.path, s.layer.digest);
-    let reshape = !matches!(step, Step::Wrap);
     let make = {
         let (want, what, found) = (s.layer.clone(), what.clone(), Arc::clone(&found));
         move |body: std::result::Result<Box<dyn std::io::Read + Send>, crate::error::Error>| {
@@ -271,18 +270,18 @@ fn repack(
                         what: what.clone(),
                         reason: e.to_string(),
                     })
-                    .and_then(|body| {
-                        let mut re = Reshape::new(compression, mode, mtime)?;
-                        let shape = match (&wrap, reshape) {
-                            (Some(w), _) => Shape::Wrap(w),
-                            (None, true) => Shape::Reshape(&mut re),
-                            (None, false) => Shape::AsIs,
-                        };
-                        let r = stored(body, &what, Some(&want), shape, None, &mut ch);
-                        if let (Ok(mut f), Some(file)) = (found.lock(), re.file()) {
-                            *f = Some(file.clone());
+                    .and_then(|body| match &wrap {
+                        Some(w) => stored(body, &what, Some(&want), Shape::Wrap(w), None, &mut ch),
+                        // every other step re-packs the source's tar
+                        None => {
+                            let mut re = Reshape::new(compression, mode, mtime)?;
+                            let shape = Shape::Reshape(&mut re);
+                            let r = stored(body, &what, Some(&want), shape, None, &mut ch);
+                            if let (Ok(mut f), Some(file)) = (found.lock(), re.file()) {
+                                *f = Some(file.clone());
+                            }
+                            r
                         }
-                        r
                     });
                 ch.done(r);
             });

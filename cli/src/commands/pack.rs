@@ -135,22 +135,14 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let dest = ctx.dest("--dest", &a.dest)?;
     let quiet = ctx.quiet;
     let mut inputs = planned(&a.inputs, "", quiet)?;
-    for i in &mut inputs {
-        i.packing = target.packing(a.tar);
-        i.dirs = target == Target::ModelKit;
-    }
+    pack_as(
+        &mut inputs,
+        target.packing(a.tar),
+        target == Target::ModelKit,
+        None,
+    );
     let model = describe(&a, &inputs)?;
-    let total: u64 = inputs.iter().map(|i| i.size).sum();
-    let mut progress = Progress::new(format!("pack {} files", inputs.len()), Some(total), quiet);
-    let layers = upload_all(
-        &mut ctx.client,
-        &ctx.opts,
-        &dest,
-        &inputs,
-        a.jobs as usize,
-        &mut progress,
-    )?;
-    progress.finish(total);
+    let (layers, total) = upload_counted(ctx, &dest, &inputs, a.jobs as usize, "pack")?;
     let mtime = source_date_epoch().unwrap_or(0);
     let made = target::assemble(target, &model, &layers, mtime)?;
     let d = store::put_artifact(&mut ctx.client, &dest, made)?;
@@ -196,25 +188,12 @@ fn modelcar(ctx: &mut Ctx, a: &Args, base: &Loc, t0: Instant) -> Result<()> {
     let dest = ctx.dest("--dest", &a.dest)?;
     let quiet = ctx.quiet;
     let mut inputs = planned(&a.inputs, "", quiet)?;
-    for i in &mut inputs {
-        i.packing = Packing::Tar(lamina_core::compress::Compression::None);
-        i.dirs = true;
-        i.under = Some(convert::MODELS);
-    }
+    let tar = Packing::Tar(lamina_core::compress::Compression::None);
+    pack_as(&mut inputs, tar, true, Some(convert::MODELS));
     let sel = crate::ops::resolve::PlatformSel::parse(None)?;
     let (mut images, mut index, configs) =
         crate::ops::resolve::base_at_dest(&mut ctx.client, base, &dest, &sel, None, quiet)?;
-    let total: u64 = inputs.iter().map(|i| i.size).sum();
-    let mut progress = Progress::new(format!("pack {} files", inputs.len()), Some(total), quiet);
-    let layers = upload_all(
-        &mut ctx.client,
-        &ctx.opts,
-        &dest,
-        &inputs,
-        a.jobs as usize,
-        &mut progress,
-    )?;
-    progress.finish(total);
+    let (layers, total) = upload_counted(ctx, &dest, &inputs, a.jobs as usize, "pack")?;
     let created = crate::ops::resolve::history_time();
     let new: Vec<crate::ops::push::NewLayer> = layers
         .iter()
@@ -260,6 +239,46 @@ fn modelcar(ctx: &mut Ctx, a: &Args, base: &Loc, t0: Instant) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// How the files go into their layers: raw or in a tar, the tar with the directories above
+/// the file (`dirs`), under a folder (`under`).
+fn pack_as(inputs: &mut [Input], packing: Packing, dirs: bool, under: Option<&'static str>) {
+    for i in inputs {
+        i.packing = packing;
+        i.dirs = dirs;
+        i.under = under;
+    }
+}
+
+/// [`upload_progress`] with the command's client and options.
+fn upload_counted(
+    ctx: &mut Ctx,
+    dest: &Loc,
+    inputs: &[Input],
+    jobs: usize,
+    verb: &str,
+) -> Result<(Vec<FileLayer>, u64)> {
+    let quiet = ctx.quiet;
+    upload_progress(&mut ctx.client, &ctx.opts, dest, inputs, jobs, verb, quiet)
+}
+
+/// Uploads the files ([`upload_all`]) under one progress line, `verb N files`; gives the
+/// layers and the files' total size.
+fn upload_progress(
+    client: &mut Client,
+    opts: &Options,
+    dest: &Loc,
+    inputs: &[Input],
+    jobs: usize,
+    verb: &str,
+    quiet: bool,
+) -> Result<(Vec<FileLayer>, u64)> {
+    let total: u64 = inputs.iter().map(|i| i.size).sum();
+    let mut progress = Progress::new(format!("{verb} {} files", inputs.len()), Some(total), quiet);
+    let layers = upload_all(client, opts, dest, inputs, jobs, &mut progress)?;
+    progress.finish(total);
+    Ok((layers, total))
 }
 
 /// [`plan`], saying how many files were left out.
@@ -567,14 +586,13 @@ pub(crate) fn attach(
         )));
     };
     let mut inputs = planned(files, prefix, quiet)?;
-    for i in &mut inputs {
-        i.packing = target.packing(false);
-        i.dirs = target == Target::ModelKit;
-    }
-    let total: u64 = inputs.iter().map(|i| i.size).sum();
-    let mut progress = Progress::new(format!("attach {} files", inputs.len()), Some(total), quiet);
-    let layers = upload_all(client, opts, dest, &inputs, 4, &mut progress)?;
-    progress.finish(total);
+    pack_as(
+        &mut inputs,
+        target.packing(false),
+        target == Target::ModelKit,
+        None,
+    );
+    let (layers, _) = upload_progress(client, opts, dest, &inputs, 4, "attach", quiet)?;
     let mtime = source_date_epoch().unwrap_or(0);
     let pack::Attached {
         config,
