@@ -649,6 +649,78 @@ pub fn about(format: Format, config: &Value) -> About {
     }
 }
 
+/// A layer `lamina zstd` recompresses: where it is, how it is compressed now, and its
+/// uncompressed digest (which stays: the config is kept whole).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recompress {
+    /// Its index in the manifest.
+    pub index: usize,
+    /// How it is compressed now.
+    pub from: Compression,
+    /// Its uncompressed digest.
+    pub diff_id: Digest,
+}
+
+/// The layers of an artifact `lamina zstd` recompresses: a ModelPack's tar layers but its
+/// weights (weights do not compress, and stay as they are, raw or tar); raw layers are files
+/// and stay too. A ModelKit (kit reads only `tar` and `tar+gzip`) and a Docker model (raw files
+/// and tars model-runner reads uncompressed) are refused.
+pub fn recompressible(read: &Read) -> Result<Vec<Recompress>, crate::Error> {
+    match read.format {
+        Format::ModelPack { .. } => {}
+        Format::ModelKit => {
+            return Err(crate::Error::Usage {
+                reason: "a ModelKit's layers stay tar or tar+gzip: kit (1.7) reads no zstd \
+                         layer"
+                    .into(),
+            })
+        }
+        Format::DockerModel { .. } => {
+            return Err(crate::Error::Usage {
+                reason: "a Docker model's layers are files model-runner reads as they are: \
+                         there is no zstd kind of them"
+                    .into(),
+            })
+        }
+        Format::Image => return Err(crate::Error::internal("an image is not an artifact")),
+    }
+    let mut out = Vec::new();
+    for p in &read.parts {
+        let Some(Packing::Tar(from)) = p.packing else {
+            continue;
+        };
+        if p.kind == Kind::Weight {
+            continue;
+        }
+        let diff_id = p
+            .diff_id
+            .clone()
+            .ok_or_else(|| crate::Error::InvalidDocument {
+                what: format!("layer {}", p.index),
+                reason: "the config states no diff_id for it".into(),
+            })?;
+        out.push(Recompress {
+            index: p.index,
+            from,
+            diff_id,
+        });
+    }
+    Ok(out)
+}
+
+/// An artifact layer's media type for the same kind of file in a tar compressed with `c`
+/// (`...v1.tar+gzip` to `...v1.tar+zstd`); the naming (`cncf`, `cnai`) stays.
+pub fn with_compression(media_type: &str, c: Compression) -> String {
+    let stem = media_type
+        .strip_suffix("+gzip")
+        .or_else(|| media_type.strip_suffix("+zstd"))
+        .unwrap_or(media_type);
+    match c {
+        Compression::None => stem.to_string(),
+        c => format!("{stem}+{}", c.name()),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -663,6 +735,68 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         d
+    }
+
+    #[test]
+    fn zstd_takes_a_modelpacks_tars_but_weights_and_refuses_kit_and_docker() {
+        let mt = |k: &str| format!("application/vnd.cncf.model.{k}");
+        let layers = [
+            layer(&mt("weight.v1.raw"), &[(ANN_FILEPATH, "model.gguf")]),
+            layer(&mt("weight.v1.tar"), &[(ANN_FILEPATH, "shard.safetensors")]),
+            layer(
+                &mt("weight.config.v1.tar"),
+                &[(ANN_FILEPATH, "config.json")],
+            ),
+            layer(&mt("doc.v1.tar+gzip"), &[(ANN_FILEPATH, "README.md")]),
+            layer(&mt("code.v1.raw"), &[(ANN_FILEPATH, "serve.py")]),
+        ];
+        let ids: Vec<String> = (0..5).map(|i| Digest::of(&[i]).to_string()).collect();
+        let config = serde_json::json!({"modelfs": {"type": "layers", "diffIds": ids}});
+        let format = Format::ModelPack { legacy: false };
+        let read = Read {
+            format,
+            parts: parts(format, &layers, &config),
+            about: About::default(),
+        };
+        let r = recompressible(&read).unwrap();
+        assert_eq!(
+            r,
+            [
+                Recompress {
+                    index: 2,
+                    from: Compression::None,
+                    diff_id: Digest::of(&[2]),
+                },
+                Recompress {
+                    index: 3,
+                    from: Compression::Gzip,
+                    diff_id: Digest::of(&[3]),
+                },
+            ]
+        );
+        assert_eq!(
+            with_compression(&mt("doc.v1.tar+gzip"), Compression::Zstd),
+            mt("doc.v1.tar+zstd")
+        );
+        assert_eq!(
+            with_compression("application/vnd.cnai.model.doc.v1.tar", Compression::Zstd),
+            "application/vnd.cnai.model.doc.v1.tar+zstd"
+        );
+        assert_eq!(
+            with_compression(&mt("doc.v1.tar+gzip"), Compression::None),
+            mt("doc.v1.tar")
+        );
+        for format in [Format::ModelKit, Format::DockerModel { version: 2 }] {
+            let read = Read {
+                format,
+                parts: Vec::new(),
+                about: About::default(),
+            };
+            assert!(matches!(
+                recompressible(&read),
+                Err(crate::Error::Usage { .. })
+            ));
+        }
     }
 
     #[test]

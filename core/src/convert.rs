@@ -74,6 +74,8 @@ fn annotation<'a>(d: &'a Descriptor, key: &str) -> Option<&'a str> {
 /// A layer of the model being converted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Source {
+    /// Its index among the manifest's layers.
+    pub index: usize,
     /// The source's layer.
     pub layer: Descriptor,
     /// What its file is for.
@@ -114,6 +116,7 @@ pub fn source(manifest: &Manifest, config: &Config, name: Option<&str>) -> Resul
                 media_type: l.media_type.clone(),
             })?;
             out.push(Source {
+                index: p.index,
                 layer: l.clone(),
                 kind: p.kind,
                 packing,
@@ -194,6 +197,7 @@ pub fn source(manifest: &Manifest, config: &Config, name: Option<&str>) -> Resul
                 reason: format!("it lists no diff_id for layer {i}"),
             })?;
         out.push(Source {
+            index: i,
             layer: l.clone(),
             kind,
             packing: Packing::Tar(c),
@@ -299,21 +303,24 @@ pub fn plan(from: &Origin, to: To) -> Result<Vec<Step>, Error> {
             reason: format!("it is a {what} already"),
         });
     }
-    Ok(from
-        .layers
-        .iter()
-        .map(|s| match (to, s.packing) {
-            (To::Artifact(Target::ModelPack), _) => Step::Keep,
-            (To::Artifact(Target::ModelKit), Packing::Raw) => Step::Wrap,
-            (To::Artifact(Target::ModelKit), p) if Target::ModelKit.takes(p) => Step::Keep,
-            (To::Artifact(Target::ModelKit), _) => Step::Plain,
-            (To::Artifact(Target::Docker), Packing::Raw) => Step::Keep,
-            (To::Artifact(Target::Docker), Packing::Tar(_)) => Step::Unwrap,
-            (To::Modelcar, Packing::Raw) => Step::Wrap,
-            (To::Modelcar, Packing::Tar(_)) if under_models(&s.path) => Step::Keep,
-            (To::Modelcar, Packing::Tar(_)) => Step::Under,
-        })
-        .collect())
+    Ok(from.layers.iter().map(|s| step(s, to)).collect())
+}
+
+/// What becomes of one layer `s` put into a `to`: kept where `to` holds its packing as it is,
+/// else re-packed. (Unlike [`plan`], the same format is no error: every layer is kept, as when
+/// `lamina remix` moves weights between two ModelPacks.)
+pub fn step(s: &Source, to: To) -> Step {
+    match (to, s.packing) {
+        (To::Artifact(Target::ModelPack), _) => Step::Keep,
+        (To::Artifact(Target::ModelKit), Packing::Raw) => Step::Wrap,
+        (To::Artifact(Target::ModelKit), p) if Target::ModelKit.takes(p) => Step::Keep,
+        (To::Artifact(Target::ModelKit), _) => Step::Plain,
+        (To::Artifact(Target::Docker), Packing::Raw) => Step::Keep,
+        (To::Artifact(Target::Docker), Packing::Tar(_)) => Step::Unwrap,
+        (To::Modelcar, Packing::Raw) => Step::Wrap,
+        (To::Modelcar, Packing::Tar(_)) if under_models(&s.path) => Step::Keep,
+        (To::Modelcar, Packing::Tar(_)) => Step::Under,
+    }
 }
 
 fn under_models(path: &str) -> bool {

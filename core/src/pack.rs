@@ -893,12 +893,20 @@ pub fn tar_trailer(size: u64) -> Vec<u8> {
 /// `modelfs.diffIds`, a Docker model's `rootfs.diff_ids`, a Kitfile entry's `digest` and
 /// `diffId`, with a new entry for a new file in the list of its kind); nothing else in it
 /// changes, and the manifest keeps its annotations and `artifactType`.
+///
+/// With [`Changes::drop`], some layers go first; with [`Changes::facts`], the config takes
+/// another model's facts (as `lamina remix` puts other weights in).
 pub fn attach(
     manifest: &crate::image::Manifest,
     config: &crate::image::Config,
-    new: &[FileLayer],
+    changes: &Changes<'_>,
     mtime: u64,
 ) -> Result<Attached, crate::Error> {
+    let Changes {
+        drop,
+        add: new,
+        facts,
+    } = *changes;
     use crate::target::Target;
     let read = crate::artifact::read(manifest, config)?;
     let target = Target::of(read.format).ok_or_else(|| crate::Error::Usage {
@@ -933,6 +941,30 @@ pub fn attach(
     // a Kitfile entry per layer, to update in place
     let mut slots = crate::artifact::kitfile_slots(&cv, &layers);
     let mut paths: Vec<Option<String>> = read.parts.iter().map(|p| p.path.clone()).collect();
+    if let Some(&i) = drop.iter().find(|&&i| i >= layers.len()) {
+        return Err(crate::Error::internal(format!(
+            "layer {i} to drop of {} layers",
+            layers.len()
+        )));
+    }
+    if !drop.is_empty() {
+        let mut gone: Vec<usize> = drop.to_vec();
+        gone.sort_unstable();
+        gone.dedup();
+        // Kitfile entries last to first, so that the indices of those before stay right
+        let mut entries: Vec<(String, usize)> =
+            gone.iter().filter_map(|&i| slots[i].clone()).collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.1));
+        for (list, n) in entries {
+            crate::target::kit_remove_entry(&mut c, &list, n);
+        }
+        for &i in gone.iter().rev() {
+            layers.remove(i);
+            ids.remove(i);
+            paths.remove(i);
+        }
+        slots = crate::artifact::kitfile_slots(&Value::Object(c.clone()), &layers);
+    }
     let mut replaced = Vec::new();
     for f in new {
         let at = paths
@@ -1012,6 +1044,12 @@ pub fn attach(
         }
         Target::ModelKit => {}
     }
+    if let Some(model) = facts {
+        crate::target::set_facts(target, &mut c, model);
+        if target == Target::Docker {
+            crate::target::docker_weights_size(&mut c, &layers);
+        }
+    }
     let config_bytes = serde_json::to_vec(&Value::Object(c)).unwrap_or_default();
     let mut m = manifest.doc().value().clone();
     m.insert(
@@ -1032,6 +1070,17 @@ pub fn attach(
         replaced,
         target,
     })
+}
+
+/// What [`attach`] does to an artifact.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Changes<'a> {
+    /// The indices of the layers that go, with their diff_ids and Kitfile entries.
+    pub drop: &'a [usize],
+    /// The files added, or put in place of those with the same path.
+    pub add: &'a [FileLayer],
+    /// Facts that replace the config's, where they are known (name and family stay).
+    pub facts: Option<&'a Model>,
 }
 
 /// What [`attach`] makes.
@@ -1260,7 +1309,10 @@ mod tests {
         } = attach(
             &m,
             &c,
-            &[file("README.md", b"a2"), file("extra.txt", b"x")],
+            &Changes {
+                add: &[file("README.md", b"a2"), file("extra.txt", b"x")],
+                ..Changes::default()
+            },
             0,
         )
         .unwrap();

@@ -231,6 +231,109 @@ pub fn kit_descriptor(f: &FileLayer, list: &str) -> Descriptor {
     d
 }
 
+/// Writes the facts `model` knows of its weights (format, parameters, precision,
+/// architecture, quantization, family) into a `target` config, where each format keeps them;
+/// the config's name and the facts `model` does not know stay.
+pub fn set_facts(target: Target, config: &mut Map<String, Value>, model: &Model) {
+    let object = |v: &mut Value| {
+        if !v.is_object() {
+            *v = Value::Object(Map::new());
+        }
+    };
+    let facts = [
+        ("architecture", &model.architecture),
+        ("format", &model.format),
+        ("paramSize", &model.param_size),
+        ("precision", &model.precision),
+        ("quantization", &model.quantization),
+    ];
+    match target {
+        Target::ModelPack => {
+            let d = config.entry("descriptor").or_insert(Value::Null);
+            object(d);
+            if let Some(d) = d.as_object_mut() {
+                pack::put_some(d, "family", &model.family);
+            }
+            let c = config.entry("config").or_insert(Value::Null);
+            object(c);
+            if let Some(c) = c.as_object_mut() {
+                for (k, v) in facts {
+                    pack::put_some(c, k, v);
+                }
+            }
+        }
+        Target::ModelKit => {
+            let m = config.entry("model").or_insert(Value::Null);
+            object(m);
+            if let Some(m) = m.as_object_mut() {
+                pack::put_some(m, "format", &model.format);
+                let p = m.entry("parameters").or_insert(Value::Null);
+                object(p);
+                if let Some(p) = p.as_object_mut() {
+                    for (k, v) in facts.iter().filter(|(k, _)| *k != "format") {
+                        pack::put_some(p, k, v);
+                    }
+                    pack::put_some(p, "family", &model.family);
+                }
+            }
+        }
+        Target::Docker => {
+            let c = config.entry("config").or_insert(Value::Null);
+            object(c);
+            if let Some(c) = c.as_object_mut() {
+                pack::put_some(c, "format", &model.format);
+                pack::put_some(c, "quantization", &model.quantization);
+                pack::put_some(c, "parameters", &model.param_size);
+                pack::put_some(c, "architecture", &model.architecture);
+            }
+        }
+    }
+}
+
+/// A Docker model config's `size`: the weights' bytes among `layers` (model-runner's sum of
+/// its GGUF, safetensors and DDUF layers).
+pub fn docker_weights_size(config: &mut Map<String, Value>, layers: &[Descriptor]) {
+    let weights: u64 = layers
+        .iter()
+        .filter(|l| {
+            [".gguf.v3", ".safetensors", ".dduf"]
+                .iter()
+                .any(|t| l.media_type.ends_with(t))
+        })
+        .map(|l| l.size)
+        .sum();
+    if let Some(c) = config.get_mut("config").and_then(Value::as_object_mut) {
+        if weights > 0 {
+            c.insert("size".into(), json!(decimal_size(weights)));
+        } else {
+            c.remove("size");
+        }
+    }
+}
+
+/// Removes entry `n` of Kitfile list `list` (of `model`: its `path`, `digest` and `diffId`;
+/// its name, parameters and parts stay).
+pub fn kit_remove_entry(kitfile: &mut Map<String, Value>, list: &str, n: usize) {
+    let remove = |a: Option<&mut Value>| {
+        if let Some(a) = a.and_then(Value::as_array_mut) {
+            if n < a.len() {
+                a.remove(n);
+            }
+        }
+    };
+    match list {
+        "model" => {
+            if let Some(m) = kitfile.get_mut("model").and_then(Value::as_object_mut) {
+                for k in ["path", "digest", "diffId"] {
+                    m.remove(k);
+                }
+            }
+        }
+        "parts" => remove(kitfile.get_mut("model").and_then(|m| m.get_mut("parts"))),
+        l => remove(kitfile.get_mut(l)),
+    }
+}
+
 /// Sets the `digest` and `diffId` of entry `n` of Kitfile list `list` to `f`'s.
 pub fn kit_entry_digests(kitfile: &mut Map<String, Value>, list: &str, n: usize, f: &FileLayer) {
     let entry = match list {
@@ -637,7 +740,16 @@ mod tests {
                 file("tokenizer.json", Kind::Config, packing),
                 file("notes/more.md", Kind::Doc, packing),
             ];
-            let att = pack::attach(&m, &c, &new, 0).unwrap();
+            let att = pack::attach(
+                &m,
+                &c,
+                &pack::Changes {
+                    add: &new,
+                    ..pack::Changes::default()
+                },
+                0,
+            )
+            .unwrap();
             assert_eq!(att.replaced, ["README.md"], "{target:?}");
             assert_eq!(att.target, target);
             let back = Assembled {
@@ -664,6 +776,95 @@ mod tests {
             assert_eq!(about.param_size.as_deref(), Some("1.5K"));
             let c2: Value = serde_json::from_slice(&att.config).unwrap();
             assert_eq!(c2["extra"]["kept"], true, "{target:?}");
+        }
+    }
+
+    /// `lamina remix` onto an artifact: the base's weights and weight configs go (their
+    /// diff_ids and Kitfile entries with them), the new model's come in with its facts, the
+    /// docs, code and data stay.
+    #[test]
+    fn weights_swapped_in_every_target_leave_no_stale_entry() {
+        for target in Target::ALL {
+            let packing = target.packing(false);
+            let a = assemble(target, &model(), &folder(packing), 0).unwrap();
+            let m = Manifest::parse(a.manifest.clone(), media::OCI_MANIFEST).unwrap();
+            let c = Config::parse(a.config.clone()).unwrap();
+            let (parts, _, _) = read_back(&a);
+            let drop: Vec<usize> = parts
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| matches!(p.1, Kind::Weight | Kind::Config))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(drop.len(), 3, "{target:?}: {parts:?}");
+            let new = [
+                file("model.safetensors", Kind::Weight, packing),
+                file("config.json", Kind::Config, packing),
+            ];
+            let facts = Model {
+                param_size: Some("7B".into()),
+                precision: Some("BF16".into()),
+                family: Some("mistral".into()),
+                ..Model::default()
+            };
+            let att = pack::attach(
+                &m,
+                &c,
+                &pack::Changes {
+                    drop: &drop,
+                    add: &new,
+                    facts: Some(&facts),
+                },
+                0,
+            )
+            .unwrap();
+            assert!(att.replaced.is_empty(), "{target:?}: dropped, not replaced");
+            let back = Assembled {
+                config: att.config.clone(),
+                layers: vec![],
+                manifest: att.manifest.clone(),
+            };
+            let (parts, about, _) = read_back(&back);
+            let mut paths: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+            paths.sort_unstable();
+            assert_eq!(
+                paths,
+                [
+                    "README.md",
+                    "config.json",
+                    "data/train.csv",
+                    "model.safetensors",
+                    "serve.py"
+                ],
+                "{target:?}"
+            );
+            assert_eq!(about.param_size.as_deref(), Some("7B"), "{target:?}");
+            if target != Target::Docker {
+                assert_eq!(about.family.as_deref(), Some("mistral"), "{target:?}");
+            }
+            let cv: Value = serde_json::from_slice(&att.config).unwrap();
+            let text = cv.to_string();
+            assert!(!text.contains("model-0000"), "{target:?}: {text}");
+            if target == Target::Docker {
+                assert_eq!(cv["config"]["size"], "100B", "one weight of 100 bytes");
+            }
+            if target == Target::ModelKit {
+                assert_eq!(cv["model"]["path"], "model.safetensors");
+                assert_eq!(cv["model"]["parts"].as_array().unwrap().len(), 1);
+                assert_eq!(cv["model"]["parameters"]["precision"], "BF16");
+                assert_eq!(cv["package"]["name"], "tiny", "the name stays");
+                let ml: Value = serde_json::from_slice(&att.manifest).unwrap();
+                let types: Vec<&str> = ml["layers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["mediaType"].as_str().unwrap())
+                    .collect();
+                assert!(
+                    types[0].contains(".model.v1.") && types[1].contains(".modelpart.v1."),
+                    "kit's order: {types:?}"
+                );
+            }
         }
     }
 

@@ -93,46 +93,7 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         f => f.short(),
     };
     let steps = convert::plan(&origin, to).context(|| format!("SRC {src}"))?;
-    let keep: Vec<Descriptor> = origin
-        .layers
-        .iter()
-        .zip(&steps)
-        .filter(|(_, st)| !st.sends())
-        .map(|(s, _)| s.layer.clone())
-        .collect();
-    ensure_blobs(client, &src, &dest, &keep, quiet)?;
-    let mut made = Vec::new();
-    let mut sent = 0u64;
-    for (s, step) in origin.layers.iter().zip(&steps) {
-        let m = match step {
-            Step::Keep => Made::kept(s),
-            Step::Unwrap => match repack(client, &src, &dest, s, step, to, quiet) {
-                Ok(m) => m,
-                // a folder's tar: a tar it stays, uncompressed
-                Err(e) if e.to_string().contains(convert::SEVERAL_FILES) => {
-                    let again = Step::fallback(s.packing);
-                    if !quiet {
-                        crate::ui::progress::warn(&format!(
-                            "{} holds more than one file: it goes as a folder's tar",
-                            s.path
-                        ));
-                    }
-                    if again.sends() {
-                        repack(client, &src, &dest, s, &again, to, quiet)?
-                    } else {
-                        ensure_blobs(client, &src, &dest, std::slice::from_ref(&s.layer), quiet)?;
-                        Made::kept(s)
-                    }
-                }
-                Err(e) => return Err(e),
-            },
-            _ => repack(client, &src, &dest, s, step, to, quiet)?,
-        };
-        if step.sends() {
-            sent += m.size;
-        }
-        made.push(m);
-    }
+    let (made, sent) = make(client, &src, &dest, &origin.layers, &steps, to, quiet)?;
     let digest = match (to, base) {
         (To::Artifact(t), _) => {
             let files = origin
@@ -155,26 +116,7 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
                 None,
                 quiet,
             )?;
-            let created = resolve::history_time();
-            let layers: Vec<NewLayer> = origin
-                .layers
-                .iter()
-                .zip(made)
-                .map(|(s, m)| {
-                    let path = convert::car_path(&s.path);
-                    NewLayer {
-                        compression: match m.packing {
-                            Packing::Tar(c) => c,
-                            Packing::Raw => Compression::None,
-                        },
-                        digest: m.digest,
-                        size: m.size,
-                        diff_id: m.diff_id,
-                        history: convert::car_history(path, &created),
-                        annotations: convert::car_annotations(path),
-                    }
-                })
-                .collect();
+            let layers = car_layers(&origin.layers, made, &resolve::history_time());
             push_images(
                 client,
                 &dest,
@@ -210,6 +152,87 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The layers `sources` of `src` made into `to`'s at `dest`, each by its step: kept ones
+/// mounted (or found), the rest re-packed as they stream; a tar [`Step::Unwrap`] finds several
+/// files in stays a folder's tar. Gives what each became, and the layer bytes sent.
+pub(crate) fn make(
+    client: &mut crate::net::client::Client,
+    src: &Loc,
+    dest: &Loc,
+    sources: &[convert::Source],
+    steps: &[Step],
+    to: To,
+    quiet: bool,
+) -> Result<(Vec<Made>, u64)> {
+    let keep: Vec<Descriptor> = sources
+        .iter()
+        .zip(steps)
+        .filter(|(_, st)| !st.sends())
+        .map(|(s, _)| s.layer.clone())
+        .collect();
+    ensure_blobs(client, src, dest, &keep, quiet)?;
+    let mut made = Vec::new();
+    let mut sent = 0u64;
+    for (s, step) in sources.iter().zip(steps) {
+        let m = match step {
+            Step::Keep => Made::kept(s),
+            Step::Unwrap => match repack(client, src, dest, s, step, to, quiet) {
+                Ok(m) => m,
+                // a folder's tar: a tar it stays, uncompressed
+                Err(e) if e.to_string().contains(convert::SEVERAL_FILES) => {
+                    let again = Step::fallback(s.packing);
+                    if !quiet {
+                        crate::ui::progress::warn(&format!(
+                            "{} holds more than one file: it goes as a folder's tar",
+                            s.path
+                        ));
+                    }
+                    if again.sends() {
+                        repack(client, src, dest, s, &again, to, quiet)?
+                    } else {
+                        ensure_blobs(client, src, dest, std::slice::from_ref(&s.layer), quiet)?;
+                        Made::kept(s)
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+            _ => repack(client, src, dest, s, step, to, quiet)?,
+        };
+        if step.sends() {
+            sent += m.size;
+        }
+        made.push(m);
+    }
+    Ok((made, sent))
+}
+
+/// The modelcar layers (a file or folder under `/models` each, with olot's annotations and a
+/// history entry) of `sources` made into `made`.
+pub(crate) fn car_layers(
+    sources: &[convert::Source],
+    made: Vec<Made>,
+    created: &str,
+) -> Vec<NewLayer> {
+    sources
+        .iter()
+        .zip(made)
+        .map(|(s, m)| {
+            let path = convert::car_path(&s.path);
+            NewLayer {
+                compression: match m.packing {
+                    Packing::Tar(c) => c,
+                    Packing::Raw => Compression::None,
+                },
+                digest: m.digest,
+                size: m.size,
+                diff_id: m.diff_id,
+                history: convert::car_history(path, created),
+                annotations: convert::car_annotations(path),
+            }
+        })
+        .collect()
 }
 
 /// Streams layer `s` of `src` into `dest` made over by `step` (see [`convert::Step`]): the

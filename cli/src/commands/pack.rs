@@ -599,7 +599,15 @@ pub(crate) fn attach(
         manifest,
         replaced,
         ..
-    } = pack::attach(&base.manifest, config, &layers, mtime)?;
+    } = pack::attach(
+        &base.manifest,
+        config,
+        &pack::Changes {
+            add: &layers,
+            ..pack::Changes::default()
+        },
+        mtime,
+    )?;
     for p in &replaced {
         crate::ui::progress::warn(&format!("replaced {p}"));
     }

@@ -13,6 +13,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
 use crate::store::{self, Loc};
+use lamina_core::artifact;
 use lamina_core::compress::{self, Compression};
 use lamina_core::image::Descriptor;
 use lamina_core::layer::{LayerInfo, LayerWriter};
@@ -20,7 +21,7 @@ use lamina_core::media;
 use lamina_core::registry::UploadConfig;
 use lamina_core::{Digest, Error};
 
-use crate::commands::Ctx;
+use crate::commands::{usage, Ctx};
 use crate::error::Result;
 use crate::net::client::{Chunker, Client, Data};
 use crate::ops::flows::{copy_other_platforms, ensure_blobs};
@@ -36,6 +37,10 @@ use crate::ui::progress::{human, Progress};
 /// shrink below --min-ratio of its uncompressed size is stored uncompressed; layers already
 /// zstd are kept. The result is an OCI manifest (Docker v2 images are converted); config,
 /// history and diff_ids are unchanged.
+///
+/// A ModelPack artifact's tar layers are recompressed the same way, but its weights, which do
+/// not compress, and its raw files stay as they are (mounted). A ModelKit (kit reads tar and
+/// tar+gzip only) and a Docker model (raw files) are refused.
 ///
 /// Example:
 ///   lamina zstd r8.im/me/model:v1 r8.im/me/model:v1-zstd --level 9
@@ -100,28 +105,55 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
             index, children, ..
         } => (children, Some(index)),
     };
-    // unique layers, with the diff_id each config gives them
-    let mut layers: BTreeMap<Digest, (Descriptor, Digest)> = BTreeMap::new();
+    // unique layers, with the diff_id each config gives them and how they are compressed
+    let mut layers: BTreeMap<Digest, (Descriptor, Digest, Compression)> = BTreeMap::new();
     let mut configs = Vec::new();
+    // an artifact's layers that stay as they are (its weights, its raw files)
+    let mut kept = Vec::new();
+    let mut is_artifact = false;
     for img in &images {
         let cfg = resolve::config(client, &image, &img.manifest)?;
+        let read = artifact::read(&img.manifest, &cfg)?;
+        if read.format.is_artifact() {
+            is_artifact = true;
+            let ls = img.manifest.layers()?;
+            let some = artifact::recompressible(&read).map_err(|e| match e {
+                Error::Usage { reason } => usage(format!("{image}: {reason}")),
+                e => e.into(),
+            })?;
+            for (i, l) in ls.into_iter().enumerate() {
+                match some.iter().find(|x| x.index == i) {
+                    Some(x) => {
+                        layers
+                            .entry(l.digest.clone())
+                            .or_insert((l, x.diff_id.clone(), x.from));
+                    }
+                    None => kept.push(l),
+                }
+            }
+            configs.push(img.manifest.config()?);
+            continue;
+        }
         if index.is_none() {
             resolve::check_platform(&image, a.platform.as_deref(), &cfg)?;
         }
         for (l, id) in resolve::layers_with_diff_ids(&image, &img.manifest, &cfg)? {
-            media::layer_compression(&l.media_type).ok_or_else(|| Error::UnsupportedMediaType {
-                what: format!("layer {}", l.digest),
-                media_type: l.media_type.clone(),
+            let from = media::layer_compression(&l.media_type).ok_or_else(|| {
+                Error::UnsupportedMediaType {
+                    what: format!("layer {}", l.digest),
+                    media_type: l.media_type.clone(),
+                }
             })?;
-            layers.entry(l.digest.clone()).or_insert((l, id));
+            layers.entry(l.digest.clone()).or_insert((l, id, from));
         }
         configs.push(img.manifest.config()?);
     }
+    configs.extend(kept.iter().cloned());
     ensure_blobs(client, &image, &dest, &configs, quiet)?;
     copy_other_platforms(client, &image, &dest, index.as_ref(), &images, quiet)?;
 
     // recompress in parallel: a queue of layers, `jobs` workers each with its own connections
-    let queue: Arc<Mutex<Vec<(Descriptor, Digest)>>> =
+    let queue: Arc<Mutex<Vec<(Descriptor, Digest, Compression)>>> =
         Arc::new(Mutex::new(layers.values().cloned().collect()));
     let results: Arc<Mutex<BTreeMap<Digest, Result<Outcome, String>>>> =
         Arc::new(Mutex::new(BTreeMap::new()));
@@ -146,9 +178,13 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
                 };
                 loop {
                     let next = queue.lock().ok().and_then(|mut q| q.pop());
-                    let Some((l, diff_id)) = next else { break };
-                    let r = one_layer(&mut c, src, dst, &l, &diff_id, level, min_ratio, quiet)
-                        .map_err(|e| e.to_string());
+                    let Some((l, diff_id, from)) = next else {
+                        break;
+                    };
+                    let r = one_layer(
+                        &mut c, src, dst, &l, &diff_id, from, level, min_ratio, quiet,
+                    )
+                    .map_err(|e| e.to_string());
                     let failed = r.is_err();
                     if let Ok(mut m) = results.lock() {
                         m.insert(l.digest.clone(), r);
@@ -183,9 +219,20 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         img.manifest.convert_to_oci();
         img.manifest.ensure_media_type();
         for (i, l) in img.manifest.layers()?.iter().enumerate() {
-            let o = &done[&l.digest];
-            let mt = media::layer_type(media::Family::Oci, o.compression).ok_or("no media type")?;
-            img.manifest.set_layer(i, mt, &o.digest, o.size);
+            let Some(o) = done
+                .get(&l.digest)
+                .filter(|_| layers.contains_key(&l.digest))
+            else {
+                continue; // an artifact's layer that stays
+            };
+            let mt = if is_artifact {
+                artifact::with_compression(&l.media_type, o.compression)
+            } else {
+                media::layer_type(media::Family::Oci, o.compression)
+                    .ok_or("no media type")?
+                    .to_string()
+            };
+            img.manifest.set_layer(i, &mt, &o.digest, o.size);
         }
         pushed.push(push_manifest_of(client, &dest, img, index.is_some())?);
     }
@@ -202,32 +249,36 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         }
         None => pushed[0].1.clone(),
     };
-    let before: u64 = layers.values().map(|(l, _)| l.size).sum();
+    let before: u64 = layers.values().map(|(l, _, _)| l.size).sum();
     let after: u64 = done.values().map(|o| o.size).sum();
     crate::store::commit(&dest)?;
     let name = dest.name();
     if a.json {
         let rows: Vec<_> = layers
             .values()
-            .map(|(l, _)| {
+            .map(|(l, _, _)| {
                 let o = &done[&l.digest];
                 serde_json::json!({"from": l.digest.to_string(), "from_size": l.size, "to": o.digest.to_string(), "size": o.size, "compression": o.compression.name(), "note": o.note})
             })
             .collect();
         outln!(
             "{}",
-            serde_json::json!({"image": format!("{name}@{d}"), "digest": d.to_string(), "layers": rows, "bytes_before": before, "bytes_after": after, "seconds": t0.elapsed().as_secs_f64()})
+            serde_json::json!({"image": format!("{name}@{d}"), "digest": d.to_string(), "layers": rows, "kept": kept.iter().map(|l| l.digest.to_string()).collect::<Vec<_>>(), "bytes_before": before, "bytes_after": after, "seconds": t0.elapsed().as_secs_f64()})
         )?;
     } else {
         outln!("{name}@{d}")?;
     }
     if !quiet {
         eprintln!(
-            "{} layers: {} -> {} in {:.1}s",
+            "{} layers: {} -> {} in {:.1}s{}",
             layers.len(),
             human(before),
             human(after),
-            t0.elapsed().as_secs_f64()
+            t0.elapsed().as_secs_f64(),
+            match kept.len() {
+                0 => String::new(),
+                n => format!(" ({n} weight or raw layer(s) kept as they are)"),
+            }
         );
     }
     Ok(())
@@ -240,11 +291,11 @@ fn one_layer(
     dst: &Loc,
     l: &Descriptor,
     diff_id: &Digest,
+    from: Compression,
     level: i32,
     min_ratio: f64,
     quiet: bool,
 ) -> Result<Outcome> {
-    let from = media::layer_compression(&l.media_type).ok_or("unknown layer type")?;
     if from == Compression::Zstd {
         ensure_blobs(c, src, dst, std::slice::from_ref(l), true)?;
         return Ok(Outcome {
@@ -268,7 +319,16 @@ fn one_layer(
         }
     }
     // one download: the first bytes decide zstd or uncompressed as they stream
-    let info = stream(c, src, dst, l, diff_id, Some(level), Some(min_ratio), quiet)?;
+    let info = stream(
+        c,
+        src,
+        dst,
+        (l, from),
+        diff_id,
+        Some(level),
+        Some(min_ratio),
+        quiet,
+    )?;
     let pays = (info.size as f64) < min_ratio * info.uncompressed_size as f64;
     if info.compression == Compression::Zstd && pays {
         if from != Compression::None && info.size >= l.size {
@@ -306,7 +366,7 @@ fn one_layer(
             note: "kept uncompressed (ratio)",
         });
     }
-    let info = stream(c, src, dst, l, diff_id, None, None, quiet)?;
+    let info = stream(c, src, dst, (l, from), diff_id, None, None, quiet)?;
     Ok(Outcome {
         compression: Compression::None,
         digest: info.digest,
@@ -367,13 +427,12 @@ fn stream(
     c: &mut Client,
     src: &Loc,
     dst: &Loc,
-    l: &Descriptor,
+    (l, from): (&Descriptor, Compression),
     diff_id: &Digest,
     level: Option<i32>,
     judge: Option<f64>,
     quiet: bool,
 ) -> Result<LayerInfo> {
-    let from = media::layer_compression(&l.media_type).ok_or("unknown layer type")?;
     let mut body = store::open_blob(c, src, &l.digest)?;
     let (tx, rx) = sync_channel::<Data>(1);
     let want = l.clone();

@@ -61,7 +61,7 @@ pub fn layers_with_diff_ids(
         return Err(Box::new(lamina_core::Error::Usage {
             reason: format!(
                 "{r} is a {} artifact, not an image: this command works on images (for \
-                 artifacts: layers, extract, affix, convert, slice)",
+                 artifacts: layers, extract, affix, remix, zstd, convert, slice)",
                 format.name()
             ),
         }));
