@@ -1052,3 +1052,345 @@ fn affix_onto_a_modelkit_and_a_docker_model_attaches() {
     assert_eq!(e.code, 2, "{}", e.stderr);
     assert!(e.stderr.contains("convert"), "{}", e.stderr);
 }
+
+/// Each file of `r` (an artifact) with its kind, from `lamina layers --json`.
+fn kinds_of(r: &str) -> BTreeMap<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&lamina(&["layers", r, "--json"]).ok().stdout).unwrap();
+    v["images"][0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap().to_string(),
+                l["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `remix` with model artifacts on either side. A ModelPack's weights and weight configs go
+/// into a ModelKit in place of its own (re-packed as kit's tars as they stream; the kit's
+/// README stays; the Kitfile names every layer and takes the new weights' facts); a ModelKit's
+/// go into a ModelPack, mounted (the registry's access log shows no PATCH), the config still
+/// passing the spec's schema with the new facts; a ModelKit's weights onto a runnable image
+/// become modelcar layers that podman mounts under /models. `--layer N` picks by the index
+/// `lamina layers` shows; a bad index and `--platform` with an artifact base are refused
+/// before anything is written.
+#[test]
+fn remix_moves_weights_between_artifacts_and_images() {
+    harness();
+    let dir = tempdir("artifacts-remix");
+    let a_files = files(&packed(&models::hf_folder(&dir.join("model"))));
+    let a = format!("{PLAIN}/{}:v1", repo("remix-a"));
+    lamina_in(&dir, &["pack", "./model/", "--dest", &a], &[]).ok();
+    let a_kinds = kinds_of(&a);
+    // a second model, a ModelKit: one weight of another size, its config, a card
+    let b_dir = dir.join("finetune");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b_weights = models::safetensors("ft", 300_000, 61);
+    std::fs::write(b_dir.join("model.safetensors"), &b_weights).unwrap();
+    std::fs::write(
+        b_dir.join("config.json"),
+        br#"{"architectures":["MistralForCausalLM"],"model_type":"mistral"}"#,
+    )
+    .unwrap();
+    std::fs::write(b_dir.join("README.md"), b"# the finetune\n").unwrap();
+    let b_files = tree_listing(&b_dir);
+    let b = format!("{PLAIN}/{}:v1", repo("remix-b"));
+    lamina_in(
+        &dir,
+        &["pack", "finetune", "--dest", &b, "--format", "modelkit"],
+        &[],
+    )
+    .ok();
+    let moves = |k: &str| k == "weight" || k == "config";
+
+    // A's weights into the kit: the kit's card stays, its weights and config go
+    let c_repo = repo("remix-a-into-b");
+    let c = format!("{PLAIN}/{c_repo}:v1");
+    let out = lamina(&[
+        "remix",
+        "--base",
+        &b,
+        "--weights",
+        &a,
+        "--dest",
+        &c,
+        "--json",
+    ])
+    .ok();
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&j["format"], &j["from"]),
+        (&"modelkit".into(), &"modelpack".into()),
+        "{j}"
+    );
+    assert_eq!(
+        j["dropped"],
+        serde_json::json!(["model.safetensors", "config.json"]),
+        "{j}"
+    );
+    assert!(
+        j["bytesSent"].as_u64().unwrap() > 0,
+        "raw files are wrapped in tars: {j}"
+    );
+    let mut want: BTreeMap<String, String> = a_files
+        .iter()
+        .filter(|(p, _)| moves(&a_kinds[*p]))
+        .map(|(p, v)| (p.clone(), v.clone()))
+        .collect();
+    want.insert("README.md".into(), b_files["README.md"].clone());
+    let (t, x) = extract_both(&c, &dir, &[]);
+    assert_eq!(files(&t), want, "lamina extract of the remixed kit");
+    assert_eq!(files(&x), want, "GNU tar of the remixed kit");
+    let kit: serde_json::Value = serde_json::from_slice(&config_of(&c)).unwrap();
+    let m = raw_manifest(&c, None);
+    let mut entries = vec![kit["model"].clone()];
+    entries.extend(kit["model"]["parts"].as_array().unwrap().iter().cloned());
+    for key in ["code", "datasets", "docs"] {
+        entries.extend(kit[key].as_array().into_iter().flatten().cloned());
+    }
+    let named: Vec<&str> = entries
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap())
+        .collect();
+    let digests: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        named, digests,
+        "the Kitfile names every layer, in layer order"
+    );
+    let a_config: serde_json::Value = serde_json::from_slice(&config_of(&a)).unwrap();
+    assert_eq!(
+        kit["model"]["parameters"]["paramSize"], a_config["config"]["paramSize"],
+        "the kit takes the new weights' facts: {kit}"
+    );
+    assert_eq!(
+        kit["package"]["name"], "finetune",
+        "the kit's own name stays"
+    );
+
+    // the kit's weights into the ModelPack: mounted, A's docs and code stay
+    let d_repo = repo("remix-b-into-a");
+    let d = format!("{PLAIN}/{d_repo}:v1");
+    let out = lamina(&[
+        "remix",
+        "--base",
+        &a,
+        "--weights",
+        &b,
+        "--dest",
+        &d,
+        "--json",
+    ])
+    .ok();
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&j["format"], &j["bytesSent"]),
+        (&"modelpack".into(), &0.into()),
+        "{j}"
+    );
+    let (sent, mounts) = uploads(&d_repo);
+    assert!(
+        sent.iter().all(|l| !l.contains("\"PATCH ")),
+        "no layer streamed: {sent:#?}"
+    );
+    assert!(!mounts.is_empty(), "the kit's layers are mounted");
+    let mut want: BTreeMap<String, String> = a_files
+        .iter()
+        .filter(|(p, _)| !moves(&a_kinds[*p]))
+        .map(|(p, v)| (p.clone(), v.clone()))
+        .collect();
+    want.insert(
+        "model.safetensors".into(),
+        b_files["model.safetensors"].clone(),
+    );
+    want.insert("config.json".into(), b_files["config.json"].clone());
+    let (t, x) = extract_both(&d, &dir, &[]);
+    assert_eq!(files(&t), want, "lamina extract of the remixed ModelPack");
+    assert_eq!(files(&x), want, "GNU tar of the remixed ModelPack");
+    let cfg = config_of(&d);
+    assert_schema_valid(&cfg, &dir);
+    let cfg: serde_json::Value = serde_json::from_slice(&cfg).unwrap();
+    let b_kit: serde_json::Value = serde_json::from_slice(&config_of(&b)).unwrap();
+    assert_eq!(
+        cfg["config"]["paramSize"], b_kit["model"]["parameters"]["paramSize"],
+        "the ModelPack takes the new weights' facts: {cfg}"
+    );
+    assert_eq!(cfg["descriptor"]["name"], a_config["descriptor"]["name"]);
+    assert_eq!(
+        cfg["modelfs"]["diffIds"].as_array().unwrap().len(),
+        raw_manifest(&d, None)["layers"].as_array().unwrap().len(),
+        "a diff_id per layer"
+    );
+
+    // the kit's weights onto a runnable image: modelcar layers under /models
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    let e = format!("{PLAIN}/{}:v1", repo("remix-b-onto-image"));
+    let out = lamina(&[
+        "remix",
+        "--base",
+        &base,
+        "--weights",
+        &b,
+        "--dest",
+        &e,
+        "--json",
+    ])
+    .ok();
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(j["format"], "modelcar", "{j}");
+    let want: BTreeMap<String, String> = ["model.safetensors", "config.json"]
+        .iter()
+        .map(|p| (p.to_string(), b_files[*p].clone()))
+        .collect();
+    assert_eq!(files(&podman_listing(&e, "models")), want);
+    // --layer N picks by index: the kit's README alone, added beside the ModelPack's files
+    let layers: serde_json::Value =
+        serde_json::from_str(&lamina(&["layers", &b, "--json"]).ok().stdout).unwrap();
+    let index = layers["images"][0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["path"] == "README.md")
+        .unwrap()["index"]
+        .to_string();
+    let f = format!("{PLAIN}/{}:v1", repo("remix-layer"));
+    lamina(&[
+        "remix",
+        "--base",
+        &a,
+        "--weights",
+        &b,
+        "--dest",
+        &f,
+        "--layer",
+        &index,
+    ])
+    .ok();
+    let got = kinds_of(&f);
+    assert_eq!(got.get("README.md").map(String::as_str), Some("doc"));
+    let mut with_readme = a_kinds.clone();
+    assert!(with_readme
+        .insert("README.md".into(), "doc".into())
+        .is_none());
+    assert_eq!(got, with_readme, "README.md added, the rest kept: {got:?}");
+    let (t, _) = extract_both(&f, &dir, &[]);
+    assert_eq!(
+        t.get("README.md"),
+        b_files.get("README.md"),
+        "the kit's README"
+    );
+
+    // refused before anything is written
+    let bad = format!("{PLAIN}/{}:x", repo("remix-bad"));
+    let r = lamina(&[
+        "remix",
+        "--base",
+        &a,
+        "--weights",
+        &b,
+        "--dest",
+        &bad,
+        "--layer",
+        "99",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--layer 99"), "{}", r.stderr);
+    let r = lamina(&[
+        "remix",
+        "--base",
+        &a,
+        "--weights",
+        &b,
+        "--dest",
+        &bad,
+        "--platform",
+        "linux/arm64",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("has no platforms"), "{}", r.stderr);
+    let r = lamina(&["layers", &bad]);
+    assert_ne!(r.code, 0, "no tag was written");
+}
+
+/// `zstd` on a ModelPack of tar layers: its doc, config and code tars become `tar+zstd`
+/// layers with the same diff_ids, its weights stay as they are (same blobs), the config still
+/// passes the schema and the files extract byte for byte. A ModelKit (kit reads no zstd) and a
+/// Docker model (raw files) are refused by name, with nothing written.
+#[test]
+fn zstd_compresses_a_modelpacks_tars_but_leaves_its_weights() {
+    harness();
+    let dir = tempdir("artifacts-zstd");
+    let want = files(&packed(&models::hf_folder(&dir.join("model"))));
+    let t = format!("{PLAIN}/{}:tar", repo("zstd-mp"));
+    lamina_in(&dir, &["pack", "./model/", "--dest", &t, "--tar"], &[]).ok();
+    let z = format!("{PLAIN}/{}:zstd", repo("zstd-mp"));
+    let out = lamina(&["zstd", &t, &z, "--json"]).ok();
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let before = raw_manifest(&t, None);
+    let after = raw_manifest(&z, None);
+    let (bl, al) = (
+        before["layers"].as_array().unwrap(),
+        after["layers"].as_array().unwrap(),
+    );
+    assert_eq!(bl.len(), al.len());
+    let mut recompressed = 0;
+    for (b, a) in bl.iter().zip(al) {
+        let mt = b["mediaType"].as_str().unwrap();
+        assert_eq!(b["annotations"], a["annotations"], "annotations kept");
+        if mt.contains(".weight.v1.") {
+            assert_eq!(a, b, "a weight layer is left as it is");
+        } else {
+            assert_eq!(
+                a["mediaType"].as_str().unwrap(),
+                mt.replace(".v1.tar", ".v1.tar+zstd"),
+                "{mt}"
+            );
+            assert_ne!(a["digest"], b["digest"]);
+            recompressed += 1;
+        }
+    }
+    assert!(
+        recompressed >= 3,
+        "doc, config and code tars: {recompressed}"
+    );
+    assert_eq!(j["layers"].as_array().unwrap().len(), recompressed, "{j}");
+    let cb: serde_json::Value = serde_json::from_slice(&config_of(&t)).unwrap();
+    let ca = config_of(&z);
+    assert_schema_valid(&ca, &dir);
+    let ca: serde_json::Value = serde_json::from_slice(&ca).unwrap();
+    assert_eq!(
+        ca["modelfs"], cb["modelfs"],
+        "the diff_ids are the tars' own"
+    );
+    assert_eq!(ca["config"], cb["config"]);
+    let (tz, xz) = extract_both(&z, &dir, &[]);
+    assert_eq!(files(&tz), want, "lamina extract of the zstd ModelPack");
+    assert_eq!(files(&xz), want, "GNU tar of the zstd ModelPack");
+    for f in ["modelkit", "docker"] {
+        let r = format!("{PLAIN}/{}:v1", repo(&format!("zstd-{f}")));
+        lamina_in(
+            &dir,
+            &["pack", "./model/", "--dest", &r, "--format", f],
+            &[],
+        )
+        .ok();
+        let bad = format!("{PLAIN}/{}:z", repo(&format!("zstd-{f}")));
+        let e = lamina(&["zstd", &r, &bad]);
+        assert_eq!(e.code, 2, "{f}: {}", e.stderr);
+        let name = if f == "modelkit" {
+            "ModelKit"
+        } else {
+            "Docker"
+        };
+        assert!(e.stderr.contains(name), "{f}: {}", e.stderr);
+        assert_ne!(lamina(&["layers", &bad]).code, 0, "{f}: no tag was written");
+    }
+}

@@ -26,8 +26,9 @@ use crate::store::{self, Loc};
 /// With a model artifact (ModelPack, ModelKit, Docker model) or a modelcar as --weights, its
 /// weight and weight config files move: onto an image as modelcar layers under /models, onto
 /// an artifact in place of its own weights and weight configs (its docs, code and data stay;
-/// the config takes the new weights' facts). A layer is re-packed, as it streams, only where
-/// the base's format cannot hold it as it is.
+/// the config takes the new weights' facts). Files picked with --layer instead replace the
+/// base's files of the same path and are added beside the others. A layer is re-packed, as it
+/// streams, only where the base's format cannot hold it as it is.
 ///
 /// Examples:
 ///   lamina remix --base r8.im/me/base --weights r8.im/me/model:v1 --dest r8.im/me/model:v2
@@ -316,24 +317,32 @@ fn remix_model(
                 ))
             })?;
             let to = To::Artifact(target);
-            // the base's layers of the kinds coming in go; the rest stay
-            let kinds: Vec<Kind> = picked.iter().map(|s| s.kind).collect();
-            let drop: Vec<usize> = read
-                .parts
+            // the weights (the default): the base's weights and weight configs go, the rest
+            // stays; layers picked with --layer replace the base's files of the same path
+            // only (as affix does) and the others are added
+            let gone: Vec<&artifact::Part> = if a.layers.is_empty() {
+                read.parts
+                    .iter()
+                    .filter(|p| matches!(p.kind, Kind::Weight | Kind::Config))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let drop: Vec<usize> = gone.iter().map(|p| p.index).collect();
+            let dropped: Vec<String> = gone
                 .iter()
-                .filter(|p| kinds.contains(&p.kind))
-                .map(|p| p.index)
-                .collect();
-            let dropped: Vec<String> = read
-                .parts
-                .iter()
-                .filter(|p| kinds.contains(&p.kind))
                 .map(|p| {
                     p.path
                         .clone()
                         .unwrap_or_else(|| format!("layer {}", p.index))
                 })
                 .collect();
+            // the weights' facts (parameters, precision...) go with all of its weights only
+            let all_weights = origin
+                .layers
+                .iter()
+                .filter(|s| s.kind == Kind::Weight)
+                .all(|s| picked.iter().any(|p| p.index == s.index));
             let stay: Vec<_> = b
                 .manifest
                 .layers()?
@@ -358,7 +367,7 @@ fn remix_model(
                 &pack::Changes {
                     drop: &drop,
                     add: &files,
-                    facts: Some(&origin.model),
+                    facts: all_weights.then_some(&origin.model),
                 },
                 mtime,
             )?;
