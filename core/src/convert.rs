@@ -18,9 +18,6 @@ use crate::pack::{self, FileLayer, Model};
 use crate::target::Target;
 use crate::{media, Digest, Error};
 
-/// What a tar [`Step::Unwrap`] cannot make one file of says (the driver then keeps it a tar).
-pub const SEVERAL_FILES: &str = "the layer holds more than one file";
-
 /// Where a modelcar keeps its files.
 pub const MODELS: &str = "models";
 
@@ -454,6 +451,33 @@ pub fn car_history(path: &str, created: &str) -> History {
     }
 }
 
+/// The modelcar layers (a file or folder under `/models` each, with olot's annotations and a
+/// history entry of time `created`) of `sources` made into `made`, to go on a base image.
+pub fn car_layers(
+    sources: &[Source],
+    made: Vec<Made>,
+    created: &str,
+) -> Vec<crate::flow::NewLayer> {
+    sources
+        .iter()
+        .zip(made)
+        .map(|(s, m)| {
+            let path = car_path(&s.path);
+            crate::flow::NewLayer {
+                compression: match m.packing {
+                    Packing::Tar(c) => c,
+                    Packing::Raw => Compression::None,
+                },
+                digest: m.digest,
+                size: m.size,
+                diff_id: m.diff_id,
+                history: car_history(path, created),
+                annotations: car_annotations(path),
+            }
+        })
+        .collect()
+}
+
 /// olot's annotations for a modelcar layer of `path` (a file).
 pub fn car_annotations(path: &str) -> Vec<(String, String)> {
     let name = path.rsplit('/').next().unwrap_or(path).to_string();
@@ -501,5 +525,39 @@ mod tests {
             seen,
             ["models", "models/unet", "models/unet/model.safetensors"]
         );
+    }
+    #[test]
+    fn modelcar_layers_sit_under_models_once_with_olots_annotations() {
+        let d = Digest::of(b"tar");
+        let src = |path: &str| Source {
+            index: 0,
+            layer: Descriptor::new(media::OCI_LAYER_TAR, d.clone(), 3),
+            kind: Kind::Weight,
+            packing: Packing::Tar(Compression::None),
+            path: path.into(),
+            diff_id: d.clone(),
+            carried: Vec::new(),
+        };
+        let sources = [src("unet/x.safetensors"), src("models/config.json")];
+        let made: Vec<Made> = sources.iter().map(Made::kept).collect();
+        let l = car_layers(&sources, made, "2000-01-01T00:00:00Z");
+        assert_eq!(l.len(), 2);
+        let at = |n: &crate::flow::NewLayer| {
+            n.annotations
+                .iter()
+                .find(|(k, _)| k == ANN_IN_LAYER_PATH)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(at(&l[0]).as_deref(), Some("/models/unet/x.safetensors"));
+        assert_eq!(at(&l[1]).as_deref(), Some("/models/config.json"));
+        assert_eq!(
+            l[0].history.created_by,
+            "COPY unet/x.safetensors /models/unet/x.safetensors # weights"
+        );
+        assert_eq!(
+            l[1].history.created.as_deref(),
+            Some("2000-01-01T00:00:00Z")
+        );
+        assert_eq!((l[0].compression, &l[0].digest), (Compression::None, &d));
     }
 }

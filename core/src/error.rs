@@ -109,6 +109,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A tar layer that was to become one raw file holds more than one file (a folder's tar);
+    /// a converter keeps such a layer a tar ([`crate::convert::Step::fallback`]).
+    SeveralFiles {
+        /// The first file.
+        first: String,
+        /// The second.
+        second: String,
+    },
     /// The registry broke the protocol (missing header, bad Range, redirect loop, ...).
     Protocol {
         /// What the registry did.
@@ -224,6 +232,11 @@ impl fmt::Display for Error {
             }
             Error::Codec(e) => write!(f, "{e}"),
             Error::Tar { reason } => write!(f, "tar: {reason}"),
+            Error::SeveralFiles { first, second } => write!(
+                f,
+                "tar: the layer holds more than one file ({first:?}, {second:?}): it cannot be \
+                 one raw file"
+            ),
             Error::Protocol { reason } => write!(f, "registry protocol error: {reason}"),
             Error::Io { what, reason } => write!(f, "{what}: {reason}"),
             Error::Tls { host, reason } => write!(f, "TLS with {host} failed: {reason}"),

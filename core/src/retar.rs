@@ -90,7 +90,26 @@ impl Retar {
                         executable: h.mode & 0o111 != 0,
                     },
                     Kind::Dir => EntryKind::Dir,
-                    Kind::Symlink(t) => EntryKind::Symlink(t.clone()),
+                    // a link stays inside the files it was among: one that climbs out of
+                    // them is refused; an absolute one (the files' own root) is pointed at
+                    // the folder, where that root now is
+                    Kind::Symlink(t) => {
+                        let at = untar::resolve_link(&path, t).ok_or_else(|| Error::Tar {
+                            reason: format!(
+                                "symlink {:?} -> {t:?} points out of the layer",
+                                h.path
+                            ),
+                        })?;
+                        if t.starts_with('/') {
+                            EntryKind::Symlink(if at.is_empty() {
+                                format!("/{p}")
+                            } else {
+                                format!("/{p}/{at}")
+                            })
+                        } else {
+                            EntryKind::Symlink(t.clone())
+                        }
+                    }
                     Kind::Hardlink(t) => {
                         let t = untar::safe_path(t).ok_or_else(|| Error::Tar {
                             reason: format!("hard link {:?} points out of the layer", h.path),
@@ -121,12 +140,9 @@ impl Retar {
                 Kind::Dir => Ok(()),
                 Kind::File => {
                     if let Some((first, _)) = file {
-                        return Err(Error::Tar {
-                            reason: format!(
-                                "{} ({first:?}, {:?}): it cannot be one raw file",
-                                crate::convert::SEVERAL_FILES,
-                                h.path
-                            ),
+                        return Err(Error::SeveralFiles {
+                            first: first.clone(),
+                            second: h.path.clone(),
                         });
                     }
                     *file = Some((h.path.clone(), h.size));
@@ -402,5 +418,51 @@ mod tests {
             .to_string();
         assert!(e.contains("climbs out"), "{e}");
         assert!(Retar::new(Mode::Under("../x".into()), 0).is_err());
+        let e = run(Mode::File, &two, 512).unwrap_err();
+        assert_eq!(
+            e,
+            Error::SeveralFiles {
+                first: "a".into(),
+                second: "b".into()
+            }
+        );
+    }
+
+    /// Found by the retar fuzz target's invariant: a symlink was copied as it was, so one
+    /// climbing out of the files (`../../etc/passwd`) climbed out of the folder too, and an
+    /// absolute one pointed at the image's root instead of the files'.
+    #[test]
+    fn a_symlink_out_of_the_files_is_refused_and_an_absolute_one_points_into_the_folder() {
+        let out = tar_of(&[("a/l", EntryKind::Symlink("../../etc/passwd".into()), b"")]);
+        let e = run(Mode::Under("models".into()), &out, 512)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("points out of the layer"), "{e}");
+        let abs = tar_of(&[
+            ("cfg", file(2), b"{}"),
+            ("a/l", EntryKind::Symlink("/cfg".into()), b""),
+            ("a/r", EntryKind::Symlink("../cfg".into()), b""),
+            ("root", EntryKind::Symlink("/".into()), b""),
+        ]);
+        let got = run(Mode::Under("models".into()), &abs, 100).unwrap();
+        let mut r = TarReader::new();
+        let mut links = Vec::new();
+        r.write(&got, &mut |e| {
+            if let Event::Entry(h) = e {
+                if let Kind::Symlink(t) = &h.kind {
+                    links.push((h.path.clone(), t.clone()));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            links,
+            [
+                ("models/a/l".to_string(), "/models/cfg".to_string()),
+                ("models/a/r".to_string(), "../cfg".to_string()),
+                ("models/root".to_string(), "/models".to_string()),
+            ]
+        );
     }
 }

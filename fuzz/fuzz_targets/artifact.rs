@@ -1,17 +1,22 @@
 //! Model artifacts as a registry may serve them: a manifest and its config (the input is the
 //! manifest, a NUL, then the config).
 //!
-//! Entry points: `image::Manifest::parse`, `artifact::{read, safe_path}`, and the weight
+//! Entry points: `image::Manifest::parse`, `artifact::{read, safe_path, kitfile_slots}`,
+//! `pack::attach` (nothing changed; the first layer dropped and a file added), and the weight
 //! header readers `pack::facts` (safetensors, GGUF) over the whole input.
 //! Invariants: nothing panics; one part per layer; a path that comes out is relative, names a
-//! file, never climbs, holds no backslash or control character, and is its own `safe_path`.
+//! file, never climbs, holds no backslash or control character, and is its own `safe_path`;
+//! the Kitfile slot walk gives one slot per layer and never the same entry twice; what
+//! `attach` writes parses and reads back as the same format with the layers it says.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-use lamina_core::artifact::{read, safe_path};
+use lamina_core::artifact::{kitfile_slots, read, safe_path, Kind};
 use lamina_core::image::{Config, Manifest};
-use lamina_core::pack::facts;
+use lamina_core::pack::{attach, facts, Changes, FileLayer, Model};
+use lamina_core::target::Target;
+use lamina_core::Digest;
 
 fn check(p: &str) {
     assert!(!p.is_empty() && !p.starts_with('/'), "{p:?}");
@@ -50,5 +55,64 @@ fuzz_target!(|data: &[u8]| {
         if let Some(path) = &p.path {
             check(path);
         }
+    }
+    let descriptors = manifest.layers().unwrap_or_default();
+    let kitfile = serde_json::Value::Object(config.doc().value().clone());
+    let slots = kitfile_slots(&kitfile, &descriptors);
+    assert_eq!(slots.len(), descriptors.len(), "a slot per layer");
+    let mut seen = std::collections::HashSet::new();
+    for s in slots.iter().flatten() {
+        assert!(seen.insert(s.clone()), "two layers in the Kitfile entry {s:?}");
+    }
+    let Some(target) = Target::of(r.format) else {
+        return;
+    };
+    let d = Digest::of(b"fuzz");
+    let new = FileLayer {
+        path: "fuzz/new.bin".into(),
+        kind: Kind::Weight,
+        guessed: false,
+        packing: target.packing(false),
+        digest: d.clone(),
+        size: 4,
+        diff_id: d,
+        file_size: 4,
+        executable: false,
+        carried: None,
+    };
+    let a = r.about.clone();
+    let model = Model {
+        name: a.name,
+        family: a.family,
+        created_at: None,
+        format: a.format,
+        param_size: a.param_size,
+        precision: a.precision,
+        architecture: a.architecture,
+        quantization: a.quantization,
+    };
+    let drop = [0usize];
+    let add = [new];
+    let cases = [
+        Changes::default(),
+        Changes {
+            drop: if descriptors.is_empty() { &[] } else { &drop },
+            add: &add,
+            facts: Some(&model),
+        },
+    ];
+    for c in &cases {
+        let Ok(a) = attach(&manifest, &config, c, 0) else {
+            continue;
+        };
+        let m2 = Manifest::parse(a.manifest, "application/vnd.oci.image.manifest.v1+json")
+            .expect("attach wrote a manifest that does not parse");
+        let c2 = Config::parse(a.config).expect("attach wrote a config that does not parse");
+        let r2 = read(&m2, &c2).expect("attach wrote an artifact that does not read back");
+        assert_eq!(r2.format, r.format, "attach changed the format");
+        let n = m2.layers().map(|l| l.len()).unwrap_or(0);
+        let want = descriptors.len() - c.drop.len() + c.add.len() - a.replaced.len();
+        assert_eq!(n, want, "layers after attach");
+        assert_eq!(r2.parts.len(), n);
     }
 });

@@ -328,6 +328,8 @@ pub fn modelkit(registry: &str, repo: &str, dir: &Path) -> (String, BTreeMap<Str
     file(&src, "models/tiny.gguf", &gguf, &mut want);
     file(&src, "models/tokenizer.json", br#"{"v": 1}"#, &mut want);
     file(&src, "src/serve.py", b"import sys\n", &mut want);
+    // a folder's tar of two files: one that cannot become one raw file
+    file(&src, "src/util.py", b"def f():\n    return 1\n", &mut want);
     file(&src, "data/train.csv", b"a,b\n1,2\n", &mut want);
     file(&src, "README.md", b"# tiny\n", &mut want);
     let model = gnu_tar(&src, &["models/tiny.gguf"], false);

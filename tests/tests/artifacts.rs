@@ -102,6 +102,49 @@ fn every_format_lists_and_extracts_byte_for_byte() {
         let (d, _) = extract_both(&dest, &dir, &[]);
         assert_eq!(files(&d), files(want), "{format} as a ModelPack");
     }
+    // the ModelKit as a Docker model: each tar of one file unwrapped to the raw file, the code
+    // folder's tar of two files kept a tar (`dir.tar`), with a warning naming it
+    let kit_docker = format!("{PLAIN}/{}:v1", repo("kit-to-docker"));
+    let out = lamina(&["convert", &cases[2].0, &kit_docker, "--to", "docker"]).ok();
+    assert!(
+        out.stderr
+            .contains("src holds more than one file: it goes as a folder's tar"),
+        "{}",
+        out.stderr
+    );
+    let m = raw_manifest(&kit_docker, None);
+    let types: BTreeMap<&str, &str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["annotations"]["org.cncf.model.filepath"]
+                    .as_str()
+                    .unwrap(),
+                l["mediaType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types["src"], "application/vnd.docker.ai.dir.tar",
+        "{types:?}"
+    );
+    assert_eq!(
+        types["models/tiny.gguf"], "application/vnd.docker.ai.gguf.v3",
+        "{types:?}"
+    );
+    assert_eq!(
+        types["README.md"], "application/vnd.docker.ai.model.file",
+        "{types:?}"
+    );
+    let (d, t) = extract_both(&kit_docker, &dir, &[]);
+    assert_eq!(files(&d), files(&cases[2].1), "the kit as a Docker model");
+    assert_eq!(
+        files(&t),
+        files(&cases[2].1),
+        "the kit as a Docker model, by GNU tar"
+    );
     // the ModelPack's facts and kinds, as the config and media types say them
     let v: serde_json::Value =
         serde_json::from_str(&lamina(&["layers", &cases[0].0, "--json"]).ok().stdout).unwrap();

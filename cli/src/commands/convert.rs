@@ -181,7 +181,7 @@ pub(crate) fn make(
             Step::Unwrap => match repack(client, src, dest, s, step, to, quiet) {
                 Ok(m) => m,
                 // a folder's tar: a tar it stays, uncompressed
-                Err(e) if e.to_string().contains(convert::SEVERAL_FILES) => {
+                Err(e) if several_files(&e) => {
                     let again = Step::fallback(s.packing);
                     if !quiet {
                         crate::ui::progress::warn(&format!(
@@ -206,6 +206,17 @@ pub(crate) fn make(
         made.push(m);
     }
     Ok((made, sent))
+}
+
+/// Whether `e` is, or was caused by, a tar of more than one file that was to be one raw file.
+fn several_files(e: &crate::error::Error) -> bool {
+    crate::ui::report::chain(e).any(|c| {
+        let mut core = c.downcast_ref::<Error>();
+        while let Some(Error::RetriesExhausted { last, .. }) = core {
+            core = Some(&**last);
+        }
+        matches!(core, Some(Error::SeveralFiles { .. }))
+    })
 }
 
 /// The modelcar layers (a file or folder under `/models` each, with olot's annotations and a
