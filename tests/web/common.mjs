@@ -136,3 +136,137 @@ export function stop(dev) {
   }
   if (dev) { try { process.kill(-dev.pid); } catch (_) { /* gone */ } }
 }
+
+/// The lamina CLI the ModelPack tests compare the page with: LAMINA_BIN, else the debug build
+/// (`cargo build -p lamina-cli`; tests/run.sh's `cargo test --workspace` builds it first).
+export const LAMINA = process.env.LAMINA_BIN ||
+  path.join(process.env.CARGO_TARGET_DIR || path.join(root, 'target'), 'debug/lamina');
+
+/// Runs the CLI with `env` added; gives its stdout.
+export function lamina(args, env = {}) {
+  assert.ok(fs.existsSync(LAMINA), `${LAMINA} is built (cargo build -p lamina-cli, or set LAMINA_BIN)`);
+  return execFileSync(LAMINA, args, { encoding: 'utf8', maxBuffer: 64 << 20, env: { ...process.env, ...env } });
+}
+
+/// A safetensors file: the header (`tensors`, padded with `pad` spaces, as the format allows)
+/// and `data` after it.
+function safetensors(tensors, data, pad = 0) {
+  const json = Buffer.concat([Buffer.from(JSON.stringify(tensors)), Buffer.alloc(pad, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([len, json, Buffer.from(data)]);
+}
+
+/// A small model folder `parent/tiny` shaped like a Hugging Face one: a safetensors file whose
+/// header is longer than the first read of it (256 KiB), a nested one, transformers'
+/// config.json, a tokenizer, a README, an empty file, a file no list names, and a hidden file
+/// and a Python cache that a ModelPack leaves out. Gives the folder, the files packed
+/// ({path: bytes}), each one's kind as `lamina layers` says it, and the model's facts.
+export function modelFolder(parent) {
+  const dir = path.join(parent, 'tiny');
+  const files = {
+    'model.safetensors': safetensors(
+      { __metadata__: { format: 'pt' }, 'model.w': { dtype: 'BF16', shape: [512, 1024], data_offsets: [0, 1 << 20] } },
+      gen(1, 41), 300000),
+    'unet/x.safetensors': safetensors({ a: { dtype: 'F16', shape: [10], data_offsets: [0, 20] } }, gen(1, 42).subarray(0, 20)),
+    'config.json': Buffer.from('{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "transformers_version": "4.46.0"}\n'),
+    'tokenizer.json': Buffer.from('{"version": "1.0", "model": {"type": "BPE"}}\n'),
+    'README.md': Buffer.from('# tiny\nA model made for a test.\n'),
+    'empty.txt': Buffer.alloc(0),
+    'blob.qq': Buffer.from('what kind?\n'),
+  };
+  const left = { '.gitattributes': '*.safetensors filter=lfs\n', '__pycache__/m.cpython-311.pyc': 'cache' };
+  for (const [p, b] of [...Object.entries(files), ...Object.entries(left)]) {
+    fs.mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
+    fs.writeFileSync(path.join(dir, p), b);
+  }
+  const kinds = {
+    'README.md': 'doc', 'blob.qq': 'code', 'config.json': 'config', 'empty.txt': 'doc',
+    'model.safetensors': 'weight', 'tokenizer.json': 'config', 'unet/x.safetensors': 'weight',
+  };
+  const model = {
+    name: 'tiny', family: 'llama', format: 'safetensors',
+    // 512 x 1024 + 10 parameters; by parameters, bfloat16 first
+    paramSize: '524K', precision: 'bfloat16,float16', architecture: 'transformer', quantization: null,
+  };
+  return { dir, files, kinds, model, leftOut: Object.keys(left) };
+}
+
+/// Checks the ModelPack the page pushed to `dest` (`result` its `repo@sha256:...`) from the
+/// folder `m` (see modelFolder) with the files' time `epoch`: the tag's digest is the page's,
+/// `lamina pack` makes the same manifest digest of the same folder with SOURCE_DATE_EPOCH=epoch
+/// (and another one with another time: the time is in it), `lamina layers --json` lists the
+/// paths, kinds and facts, and `lamina extract` gives the files back byte for byte.
+export function checkModelPack(dest, result, m, epoch) {
+  const raw = sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`]);
+  const digest = `sha256:${sha256(raw)}`;
+  assert.equal(`${dest.replace(/:[^:/]+$/, '')}@${digest}`, result, 'the pushed digest is the tag\'s');
+  const manifest = JSON.parse(raw);
+  assert.equal(manifest.artifactType, 'application/vnd.cncf.model.manifest.v1+json');
+  assert.equal(manifest.config.mediaType, 'application/vnd.cncf.model.config.v1+json');
+  // each layer is the file itself: its digest is the file's SHA-256
+  for (const l of manifest.layers) {
+    const p = l.annotations['org.cncf.model.filepath'];
+    assert.ok(p in m.files, `${p} is one of the files`);
+    assert.equal(l.digest, `sha256:${sha256(m.files[p])}`, p);
+    assert.equal(l.size, m.files[p].length, p);
+    assert.match(l.mediaType, /^application\/vnd\.cncf\.model\.[a-z.]+\.v1\.raw$/, p);
+  }
+  // the CLI on the same folder, into another repository: the same manifest, digest for digest
+  const cliRepo = `${dest.replace(/:[^:/]+$/, '')}-cli`;
+  const cli = lamina(['pack', m.dir, '--dest', `${cliRepo}:v1`, '--format', 'modelpack', '-q'],
+    { SOURCE_DATE_EPOCH: `${epoch}` }).trim();
+  assert.equal(cli, `${cliRepo}@${digest}`, 'lamina pack makes the artifact the page made');
+  const later = lamina(['pack', m.dir, '--dest', `${cliRepo}:later`, '-q'], { SOURCE_DATE_EPOCH: `${epoch + 1}` }).trim();
+  assert.notEqual(later.split('@')[1], digest, 'another SOURCE_DATE_EPOCH is another artifact');
+  // what lamina reads of the page's artifact
+  const info = JSON.parse(lamina(['layers', '--json', dest]));
+  const img = info.images[0];
+  assert.equal(img.format, 'modelpack');
+  assert.deepEqual(img.layers.map((l) => [l.path, l.kind, l.packing]),
+    Object.keys(m.kinds).sort().map((p) => [p, m.kinds[p], 'raw']), 'the files in path order, each a raw layer of its kind');
+  const guessed = img.layers.filter((l) => l.annotations['org.cncf.model.file.mediatype.untested'] === 'true').map((l) => l.path);
+  assert.deepEqual(guessed, ['blob.qq'], 'only the file no list names is marked untested');
+  const meta = JSON.parse(img.layers.find((l) => l.path === 'unet/x.safetensors').annotations['org.cncf.model.file.metadata+json']);
+  assert.deepEqual(meta, { name: 'x.safetensors', mode: 0o644, uid: 0, gid: 0, size: m.files['unet/x.safetensors'].length, mtime: new Date(epoch * 1000).toISOString().replace(/\.000Z$/, 'Z'), typeflag: 0 });
+  assert.deepEqual(img.model, m.model);
+  // and the files back, byte for byte, nothing else
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-web-extract-'));
+  try {
+    lamina(['extract', '-q', dest, '-o', `${out}/`]);
+    const got = sh('find', [out, '-type', 'f', '-printf', '%P\n']).trim().split('\n').sort();
+    assert.deepEqual(got, Object.keys(m.files).sort());
+    for (const [p, b] of Object.entries(m.files)) assert.equal(sha256(fs.readFileSync(path.join(out, p))), sha256(b), p);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+}
+
+/// Drops the folder `dir` on the page's drop zone as a browser hands a dragged folder over: a
+/// drop event whose items give FileSystemEntry objects (a directory entry with a reader, file
+/// entries giving Files, each answered later as the browser does). A synthetic drag cannot
+/// carry a real folder, and Firefox's WebDriver cannot give one to the folder input; this walks
+/// the same code of the page a user's drop does. Works with playwright's and puppeteer's pages.
+export async function dropFolder(page, dir) {
+  const tree = (p) => fs.statSync(p).isDirectory()
+    ? { name: path.basename(p), kids: fs.readdirSync(p).sort().map((k) => tree(path.join(p, k))) }
+    : { name: path.basename(p), data: fs.readFileSync(p).toString('base64') };
+  await page.evaluate((t) => {
+    const bytes = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+    const later = (f) => setTimeout(f, 0);
+    const entry = (n) => n.kids
+      ? {
+        isFile: false, isDirectory: true, name: n.name,
+        createReader() {
+          // the entries in two batches, then none: readers are called until they give none
+          const half = Math.ceil(n.kids.length / 2);
+          const batches = [n.kids.slice(0, half), n.kids.slice(half), []];
+          return { readEntries(ok) { const b = batches.shift() || []; later(() => ok(b.map(entry))); } };
+        },
+      }
+      : { isFile: true, isDirectory: false, name: n.name, file(ok) { later(() => ok(new File([bytes(n.data)], n.name))); } };
+    const ev = new Event('drop', { bubbles: true, cancelable: true });
+    Object.defineProperty(ev, 'dataTransfer', { value: { items: [{ webkitGetAsEntry: () => entry(t) }], files: [] } });
+    document.getElementById('drop').dispatchEvent(ev);
+  }, tree(dir));
+}

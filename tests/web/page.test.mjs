@@ -2,7 +2,8 @@
 // tests' plain static server, which has no /proxy/): how errors are classified and which registry
 // they name, "Show the base's layers" with only a base, a new run clearing the last one's
 // leftovers, Cancel and the warning on leaving, short names (r8.im), a registry without CORS,
-// and a nested folder in the default layout.
+// a nested folder in the default layout, and a model folder packed as a ModelPack (the same
+// artifact as `lamina pack`, which these tests run: target/debug/lamina or LAMINA_BIN).
 //   (web/build.sh; tests/harness/registry.sh start; tests/harness/fixtures.sh) then
 //   cd tests/web && npm test
 import { test, before, after } from 'node:test';
@@ -12,7 +13,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import { serve, sh, sha256, gen, REG, checkPushed, launchChromium, dropGenerated, waitResult } from './common.mjs';
+import { serve, sh, sha256, gen, REG, checkPushed, launchChromium, dropGenerated, waitResult, artifacts, modelFolder, checkModelPack, dropFolder } from './common.mjs';
 
 const run = `${process.pid}`;
 const BASE = `${REG}/fixtures/base:latest`;
@@ -333,5 +334,80 @@ test('a nested folder in the default layout keeps every path; a removed file is 
     assert.deepEqual(all, ['model/sub/deeper/notes.txt', 'model/unet/config.json', 'model/vae/config.json', 'model/weights.bin']);
   });
   fs.rmSync(src, { recursive: true, force: true });
+  await page.close();
+});
+
+test('ModelPack: a model folder packed from the page is the artifact lamina pack makes of it', async () => {
+  const src = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-modelpack-'));
+  const m = modelFolder(src);
+  const epoch = 1700000000;
+  const page = await openPage();
+  const dest = `${REG}/e2e/web-modelpack-${run}:v1`;
+  await page.check('input[name=layout][value=modelpack]');
+  // no base image: its field, the Show button, the card and the compression go
+  for (const id of ['#base', '#show', '#card', '#compression']) assert.equal(await page.locator(id).isHidden(), true, id);
+  assert.equal(await page.textContent('#go'), 'Pack the files and push');
+  await page.fill('#dest', dest);
+  await page.fill('#epoch', `${epoch}`);
+  await page.setInputFiles('#folder', m.dir);
+  const count = Object.keys(m.files).length + m.leftOut.length;
+  await page.waitForFunction((n) => document.querySelectorAll('#filelist li').length === n, count);
+  await page.click('#go');
+  const { result, log } = await waitResult(page);
+  assert.match(result, /^127\.0\.0\.1:5100\/e2e\/web-modelpack-\d+@sha256:[0-9a-f]{64}$/, `${result}\n${log}`);
+  assert.match(log, /^left out \(hidden files and caches, as modctl and lamina pack leave them\): tiny\/(\.gitattributes|__pycache__)/m, log);
+  assert.match(log, /^weight unet\/x\.safetensors \(\d+ bytes\): sha256:/m, log);
+  assert.match(await page.textContent('#phase'), /^Done in/);
+  // every packed file's bar is full; the left-out ones say so
+  const rows = await page.$$eval('#filelist li', (ls) => ls.map((l) => [
+    l.querySelector('span').textContent.replace(/ \(.*/, ''), l.querySelector('progress').value === l.querySelector('progress').max,
+    l.querySelector('.small').textContent]));
+  assert.deepEqual(rows.sort(), [...Object.keys(m.files).map((p) => [`tiny/${p}`, true, 'done']),
+    ...m.leftOut.map((p) => [`tiny/${p}`, false, 'left out (hidden or a cache)'])].sort());
+  await page.screenshot({ path: path.join(artifacts, 'modelpack-chromium.png'), fullPage: true });
+  checkModelPack(dest, result, m, epoch);
+  // the same folder dropped instead of picked, with 0 for its time (the CLI's default without
+  // SOURCE_DATE_EPOCH)
+  await page.evaluate(() => { for (const b of document.querySelectorAll('#filelist button.remove')) b.click(); });
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 0);
+  await dropFolder(page, m.dir);
+  await page.waitForFunction((n) => document.querySelectorAll('#filelist li').length === n, count);
+  await page.fill('#epoch', '');
+  await page.click('#go');
+  const again = await waitResult(page);
+  checkModelPack(dest, again.result, m, 0);
+  assert.notEqual(again.result, result);
+  fs.rmSync(src, { recursive: true, force: true });
+  await page.close();
+});
+
+test('ModelPack: nothing dropped, only hidden files, a bad time or a digest as the destination say what to do, and tag nothing', async () => {
+  const page = await openPage();
+  const dest = `${REG}/e2e/web-modelpack-empty-${run}:v1`;
+  await page.check('input[name=layout][value=modelpack]');
+  await page.fill('#dest', dest);
+  // (no base: the form sends without one)
+  await page.click('#go');
+  let err = await errorOf(page);
+  assert.equal(err, 'nothing to pack: drop model files or a folder first');
+  assert.equal(await page.textContent('#phase'), 'Stopped: see the error below.');
+  await dropGenerated(page, [['.hidden', 0, 0, 'x\n'], ['.DS_Store', 0, 0, 'y']]);
+  await page.waitForFunction(() => document.querySelectorAll('#filelist li').length === 2);
+  await page.click('#go');
+  err = await errorOf(page);
+  assert.match(err, /^nothing to pack: every file was left out \(hidden files and caches are, as modctl leaves them\)$/, err);
+  await page.click('button[aria-label="Remove .hidden"]');
+  await page.click('button[aria-label="Remove .DS_Store"]');
+  await dropGenerated(page, [['README.md', 0, 0, '# r\n']]);
+  await page.fill('#epoch', 'yesterday');
+  await page.click('#go');
+  err = await errorOf(page);
+  assert.match(err, /^The files' time "yesterday" is not a number of seconds since 1970/, err);
+  await page.fill('#epoch', '');
+  await page.fill('#dest', `${REG}/e2e/web-modelpack-empty-${run}@sha256:${'0'.repeat(64)}`);
+  await page.click('#go');
+  err = await errorOf(page);
+  assert.match(err, /^the destination names a digest: give a tag/, err);
+  assert.throws(() => sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`]), 'no tag');
   await page.close();
 });

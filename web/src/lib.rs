@@ -1,13 +1,15 @@
-//! lamina in the browser. The page's Web Worker calls [`affix`] with the dropped files; this
-//! crate is the driver: it reads the files as streams, feeds the core's tar and layer writers,
-//! and runs the core's transfer kernel over `fetch` (the loop shared with the edge Worker,
+//! lamina in the browser. The page's Web Worker calls [`affix`] (files on top of an image) or
+//! [`pack`] (files as a ModelPack artifact of their own) with the dropped files; this crate is
+//! the driver: it reads the files as streams, feeds the core's tar and layer writers, and runs
+//! the core's transfer kernel over `fetch` (the loop shared with the edge Worker,
 //! `lamina-wasm`). The core does the protocol (auth, chunked uploads, resume from the
-//! registry's `Range`), the image edits and the hashing.
+//! registry's `Range`), the image edits, the artifact's config and manifest, and the hashing.
 //!
 //! - `opts`: what the page asks for;
 //! - `source`: the layer's bytes from the files (sent as they are, or compressed);
 //! - `driver`: the browser's transport, and the page's log and progress;
-//! - `affix`: the job;
+//! - `affix`: the job onto an image;
+//! - `model` (pure) and `pack`: the ModelPack job;
 //! - `progress`: the JSON messages to the page.
 
 use js_sys::{Array, Function};
@@ -21,7 +23,9 @@ use wasm_bindgen::JsCast;
 
 mod affix;
 mod driver;
+mod model;
 mod opts;
+mod pack;
 mod progress;
 mod source;
 
@@ -83,6 +87,37 @@ pub async fn affix(
         affix::affix(&o, &base, &dest, &mut d, inputs, modelcard, &report).await
     };
     run.await.map_err(|f| page_error(&f))
+}
+
+/// Packs `files` (File objects; `names` their names on the page, relative paths; `roots` the
+/// folder each came in, or null for a file dropped alone) into the destination as a CNCF
+/// ModelPack, one raw layer per file, with no base image: the artifact `lamina pack FOLDER
+/// --format modelpack` makes of the same files. Returns `dest@sha256:...`.
+#[wasm_bindgen]
+pub async fn pack(
+    opts_json: String,
+    files: Array,
+    names: Array,
+    roots: Array,
+    progress: Function,
+) -> Result<String, JsValue> {
+    let report = Report::new(progress);
+    let run = async {
+        let o = Opts::parse(&opts_json)?;
+        let dest = o.destination()?;
+        let mut d = Driver::new(Browser::new(o.proxy()), o.creds_for(Some(&dest)));
+        let mut picked = Vec::new();
+        for (i, (name, file)) in named(&files, &names, false)?.into_iter().enumerate() {
+            picked.push(model::Picked {
+                name,
+                root: roots.get(i as u32).as_string(),
+                size: file.size() as u64,
+                file,
+            });
+        }
+        pack::pack(&o, &dest, &mut d, picked, &report).await
+    };
+    run.await.map_err(|f: Failure| page_error(&f))
 }
 
 /// Builds the layer of `files` (`names` their paths under `dest` in the layer) without

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use lamina_core::auth::{Credentials, Secret};
 use lamina_core::compress::Compression;
 use lamina_core::reference::Reference;
+use lamina_core::target::Target;
 use lamina_core::Error;
 use serde::Deserialize;
 
@@ -44,6 +45,16 @@ pub struct Opts {
     /// `created` of the history entries (the page passes its clock: the core reads none).
     #[serde(default)]
     pub created: Option<String>,
+    /// What `pack` makes (`modelpack`; the CLI's other formats are refused by name).
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// The model's name in a packed artifact's config (default: the dropped folder's name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The packed files' mtime in their metadata, in seconds (the CLI's `SOURCE_DATE_EPOCH`;
+    /// 0 when not given, as there), so that the page and the CLI make the same digest.
+    #[serde(default)]
+    pub source_date_epoch: Option<u64>,
 }
 
 fn default_path() -> String {
@@ -57,6 +68,9 @@ fn default_chunk() -> u64 {
 }
 fn default_registry() -> String {
     "r8.im".into()
+}
+fn default_format() -> String {
+    "modelpack".into()
 }
 
 impl Opts {
@@ -75,6 +89,55 @@ impl Opts {
             s => Some(Reference::parse(s, &self.registry)?),
         };
         Ok((base, dest))
+    }
+
+    /// The destination alone (`pack` has no base): refused when empty, or when it names a
+    /// digest (an artifact's digest is known only once it is made).
+    pub fn destination(&self) -> Result<Reference, Error> {
+        let usage = |reason: &str| Error::Usage {
+            reason: reason.into(),
+        };
+        let dest = match self.dest.trim() {
+            "" => return Err(usage("fill in the destination")),
+            s => Reference::parse(s, &self.registry)?,
+        };
+        if dest.digest.is_some() {
+            return Err(usage(
+                "the destination names a digest: give a tag (the artifact's digest is known \
+                 only once it is made)",
+            ));
+        }
+        Ok(dest)
+    }
+
+    /// The format `pack` makes: a ModelPack (the page makes no other; the CLI does).
+    pub fn target(&self) -> Result<Target, Error> {
+        match Target::parse(&self.format) {
+            Some(Target::ModelPack) => Ok(Target::ModelPack),
+            Some(t) => Err(Error::Usage {
+                reason: format!(
+                    "the page packs ModelPack artifacts only: use `lamina pack --format {}`",
+                    t.name()
+                ),
+            }),
+            None => Err(Error::Usage {
+                reason: format!("format {:?}: the page packs modelpack", self.format),
+            }),
+        }
+    }
+
+    /// The packed files' mtime (seconds): `source_date_epoch`, else 0.
+    pub fn mtime(&self) -> u64 {
+        self.source_date_epoch.unwrap_or(0)
+    }
+
+    /// The model's name given, if any (an empty one is none).
+    pub fn model_name(&self) -> Option<String> {
+        self.name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
     }
 
     /// The credentials given: a token alone is a bearer token, a username goes with the
@@ -177,5 +240,67 @@ mod tests {
         assert_eq!(e, "compression \"zstd\": none or gzip in the browser");
         let o = Opts::parse(r#"{"base": "UPPER/Case"}"#).unwrap();
         assert!(o.refs().is_err());
+    }
+
+    #[test]
+    fn pack_options_need_only_a_destination_and_default_to_a_modelpack_at_time_zero() {
+        let o = Opts::parse(r#"{"base": "", "dest": " 127.0.0.1:5100/me/tiny:v1 "}"#).unwrap();
+        assert_eq!(o.target().unwrap(), Target::ModelPack);
+        assert_eq!(o.mtime(), 0, "SOURCE_DATE_EPOCH unset is 0, as in the CLI");
+        assert_eq!(o.model_name(), None);
+        let d = o.destination().unwrap();
+        assert_eq!(
+            (
+                d.registry.as_str(),
+                d.repository.as_str(),
+                d.tag_or_latest()
+            ),
+            ("127.0.0.1:5100", "me/tiny", "v1")
+        );
+        assert!(
+            o.refs().is_err(),
+            "an empty base is no image: pack does not read one"
+        );
+        let o = Opts::parse(
+            r#"{"base": "", "dest": "me/tiny", "format": "modelpack", "name": " tiny ",
+                "source_date_epoch": 1700000000}"#,
+        )
+        .unwrap();
+        assert_eq!(o.mtime(), 1_700_000_000);
+        assert_eq!(o.model_name().as_deref(), Some("tiny"));
+        assert_eq!(o.destination().unwrap().registry, "r8.im");
+        let o = Opts::parse(r#"{"base": "", "dest": "me/tiny", "name": "  "}"#).unwrap();
+        assert_eq!(
+            o.model_name(),
+            None,
+            "a blank name is none: the folder's is used"
+        );
+    }
+
+    #[test]
+    fn bad_pack_options_say_what_to_do() {
+        let e = |json: &str| {
+            let o = Opts::parse(json).unwrap();
+            o.target().and(o.destination()).unwrap_err().to_string()
+        };
+        assert_eq!(e(r#"{"base": "", "dest": " "}"#), "fill in the destination");
+        let digest = format!("127.0.0.1:5100/me/tiny@{}", lamina_core::Digest::of(b"x"));
+        assert_eq!(
+            e(&format!(r#"{{"base": "", "dest": "{digest}"}}"#)),
+            "the destination names a digest: give a tag (the artifact's digest is known only \
+             once it is made)"
+        );
+        assert_eq!(
+            e(r#"{"base": "", "dest": "a/b", "format": "modelkit"}"#),
+            "the page packs ModelPack artifacts only: use `lamina pack --format modelkit`"
+        );
+        assert_eq!(
+            e(r#"{"base": "", "dest": "a/b", "format": "tarball"}"#),
+            "format \"tarball\": the page packs modelpack"
+        );
+        let e = Opts::parse(r#"{"base": "", "dest": "a/b", "source_date_epoch": -1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("options: invalid value: integer `-1`"), "{e}");
     }
 }

@@ -25,6 +25,11 @@ pub fn layer_done(index: usize, digest: &str, size: u64) -> Value {
     json!({"kind": "layerDone", "index": index, "digest": digest, "size": size})
 }
 
+/// Files of those picked that are not packed (hidden files, caches), by their names.
+pub fn left_out(names: &[String]) -> Value {
+    json!({"kind": "leftOut", "files": names})
+}
+
 /// `read` of the layer's `total` input bytes were read (and hashed); `files` per file.
 pub fn read(read: u64, total: u64, files: Value) -> Value {
     json!({"kind": "read", "read": read, "total": total, "files": files})
@@ -110,6 +115,10 @@ mod tests {
         assert_eq!(
             layer_done(0, "sha256:x", 3).to_string(),
             r#"{"kind":"layerDone","index":0,"digest":"sha256:x","size":3}"#
+        );
+        assert_eq!(
+            left_out(&[".git".into()]).to_string(),
+            r#"{"kind":"leftOut","files":[".git"]}"#
         );
         assert_eq!(
             read(5, 10, json!([])).to_string(),

@@ -1,7 +1,8 @@
 //! A layer's bytes from the user's files: sent from the files as they are (uncompressed:
 //! [`Composed`], a [`Source::Seekable`] blob hashed on the side), or tarred and compressed as
 //! the files stream ([`LayerSource`], a [`Source::Restartable`] one: the files can be read
-//! again).
+//! again). A model artifact's raw layer is one file as it is ([`LayerSource::raw`]); the
+//! first bytes of a file, for its header, come from [`read_bytes`].
 
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use lamina_core::compress::Compression;
@@ -278,7 +279,44 @@ impl LayerSource {
             Compression::None => Some(Composed::new(segs)),
             _ => None,
         };
-        Ok(LayerSource {
+        Ok(LayerSource::of(
+            entries, fs, total, c, composed, spans, chunk,
+        ))
+    }
+
+    /// The blob that is `file` itself (a raw layer of a model artifact: its digest is the
+    /// file's SHA-256, its diff_id the same), sent from the file as it is and hashed on the
+    /// side; `name` is the file's name on the page (its progress bar).
+    pub fn raw(name: &str, file: web_sys::File, chunk: u64) -> LayerSource {
+        let size = file.size() as u64;
+        // an empty file is a blob of no segment
+        let segs: Vec<(u64, Segment<usize>)> = match size {
+            0 => Vec::new(),
+            len => vec![(0, Segment::Content { source: 0, len })],
+        };
+        let spans = vec![(name.to_string(), 0, size)];
+        let composed = Some(Composed::new(segs));
+        LayerSource::of(
+            Vec::new(),
+            vec![file],
+            size,
+            Compression::None,
+            composed,
+            spans,
+            chunk,
+        )
+    }
+
+    fn of(
+        entries: Vec<PlannedEntry<usize>>,
+        fs: Vec<web_sys::File>,
+        total: u64,
+        c: Compression,
+        composed: Option<Composed>,
+        spans: Vec<(String, u64, u64)>,
+        chunk: u64,
+    ) -> LayerSource {
+        LayerSource {
             entries,
             files: fs,
             next: 0,
@@ -297,7 +335,7 @@ impl LayerSource {
             // on with a request (its preflight, its body) when the worker yields; awaiting
             // ready stream reads does not
             piece: (chunk / 8).clamp(1 << 20, READ),
-        })
+        }
     }
 
     /// The layer, once made.
@@ -476,4 +514,33 @@ impl Producer for LayerSource {
             )),
         }
     }
+}
+
+/// Bytes `start..end` of `file` (a weight's head, `config.json`), read whole into wasm memory.
+pub async fn read_bytes(file: &web_sys::File, start: u64, end: u64) -> Result<Vec<u8>, Error> {
+    let failed = |e: JsValue| {
+        unreadable(
+            &file.name(),
+            format!(
+                "could not be read ({}): was it changed or moved after it was picked?",
+                js_err(e)
+            ),
+        )
+    };
+    let blob = file
+        .slice_with_f64_and_f64(start as f64, end as f64)
+        .map_err(failed)?;
+    let ab = JsFuture::from(blob.array_buffer()).await.map_err(failed)?;
+    let v = Uint8Array::new(&ab).to_vec();
+    if v.len() as u64 != end.saturating_sub(start) {
+        return Err(unreadable(
+            &file.name(),
+            format!(
+                "changed while it was being read (got {} bytes where {} were expected)",
+                v.len(),
+                end.saturating_sub(start)
+            ),
+        ));
+    }
+    Ok(v)
 }

@@ -3,7 +3,7 @@
 const $ = (id) => document.getElementById(id);
 const newWorker = () => new Worker('worker.js', { type: 'module' });
 let worker = newWorker();
-let picked = []; // [{file, name}]
+let picked = []; // [{file, name, root}]: root is the folder a file came in (null: dropped alone)
 // the job running (the base's layers or a push): aborting it stops its probes; see cancel()
 let busy = null;
 
@@ -61,17 +61,18 @@ function fileProgress(files) {
   }
 }
 
-// a dropped folder: walk its entries (files keep their relative paths)
-async function walkEntry(entry, prefix, out) {
+// a dropped folder: walk its entries (files keep their relative paths; `root` is the folder
+// dropped, whose contents a ModelPack holds)
+async function walkEntry(entry, prefix, out, root) {
   if (entry.isFile) {
     const file = await new Promise((res, rej) => entry.file(res, rej));
-    out.push({ file, name: prefix + entry.name });
+    out.push({ file, name: prefix + entry.name, root });
   } else if (entry.isDirectory) {
     const reader = entry.createReader();
     for (;;) {
       const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
       if (!batch.length) break;
-      for (const e of batch) await walkEntry(e, prefix + entry.name + '/', out);
+      for (const e of batch) await walkEntry(e, prefix + entry.name + '/', out, root ?? entry.name);
     }
   }
 }
@@ -82,9 +83,9 @@ async function addDropped(dt) {
     .map((it) => (it.webkitGetAsEntry ? it.webkitGetAsEntry() : null))
     .filter(Boolean);
   if (entries.length) {
-    for (const e of entries) await walkEntry(e, '', out);
+    for (const e of entries) await walkEntry(e, '', out, null);
   } else {
-    for (const f of dt.files) out.push({ file: f, name: f.name });
+    for (const f of dt.files) out.push({ file: f, name: f.name, root: null });
   }
   picked.push(...out);
   showFiles();
@@ -98,11 +99,28 @@ drop.addEventListener('dragleave', () => drop.classList.remove('over'));
 drop.addEventListener('drop', (e) => { e.preventDefault(); drop.classList.remove('over'); addDropped(e.dataTransfer); });
 for (const id of ['files', 'folder']) {
   $(id).addEventListener('change', (e) => {
-    for (const f of e.target.files) picked.push({ file: f, name: f.webkitRelativePath || f.name });
+    for (const f of e.target.files) {
+      const rel = f.webkitRelativePath;
+      picked.push({ file: f, name: rel || f.name, root: rel ? rel.split('/')[0] : null });
+    }
     e.target.value = '';
     showFiles();
   });
 }
+
+// The layout chosen: weights (on a base), modelcar (on a base) or modelpack (no base).
+const layout = () => document.querySelector('input[name=layout]:checked').value;
+// A ModelPack needs no base image, no compression (its layers are the files) and no card (the
+// README is a layer of its own): those fields go, its own come.
+function layoutChanged() {
+  const pack = layout() === 'modelpack';
+  $('baserow').hidden = $('show').hidden = $('cardrow').hidden = $('compressionrow').hidden = pack;
+  $('base').required = !pack;
+  $('packrow').hidden = !pack;
+  $('go').textContent = pack ? 'Pack the files and push' : 'Add the layer and push';
+}
+for (const r of document.querySelectorAll('input[name=layout]')) r.addEventListener('change', layoutChanged);
+layoutChanged();
 
 // Where short names go (no registry host in front), as the CLI's default.
 const DEFAULT_REGISTRY = 'r8.im';
@@ -192,10 +210,16 @@ async function route(refs) {
 
 // The job's options; `refs` are the images the job reads or writes, checked by route().
 async function opts(refs) {
-  const modelcar = document.querySelector('input[name=layout]:checked').value === 'modelcar';
+  const modelcar = layout() === 'modelcar';
+  const pack = layout() === 'modelpack';
   const pass = $('password').value;
+  const epoch = $('epoch').value.trim();
+  if (pack && epoch && !/^\d{1,15}$/.test(epoch)) {
+    throw said(`The files' time "${epoch}" is not a number of seconds since 1970 (the CLI's SOURCE_DATE_EPOCH): ` +
+      'write whole seconds, or leave it empty for 0.');
+  }
   return {
-    base: $('base').value.trim(),
+    base: pack ? '' : $('base').value.trim(),
     dest: $('dest').value.trim(),
     path: modelcar ? '/models' : $('path').value.trim() || '/src/weights',
     modelcar,
@@ -207,6 +231,9 @@ async function opts(refs) {
     proxy: await route(refs),
     chunk_mib: 64,
     created: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    format: 'modelpack',
+    name: pack ? $('modelname').value.trim() || null : null,
+    source_date_epoch: pack && epoch ? Number(epoch) : null,
   };
 }
 
@@ -300,7 +327,8 @@ function explain(e) {
   // the core's wording is the CLI's: say what to fill in on this page instead
   const m = e.message.replace(/ \(--username\/--password or docker login\)/, '');
   const reg = e.registry;
-  const isBase = reg === registryOf($('base').value.trim());
+  // (a ModelPack reads no base)
+  const isBase = layout() !== 'modelpack' && reg === registryOf($('base').value.trim());
   const isDest = reg === registryOf($('dest').value.trim());
   const who = `${isBase && isDest ? 'the registry' : isDest ? 'the destination\'s registry' : 'the base\'s registry'} ${reg}`;
   if (e.auth || e.status === 401) {
@@ -320,14 +348,20 @@ function explain(e) {
 $('form').addEventListener('submit', (e) => {
   e.preventDefault();
   run(true, async () => {
-    const o = await opts([['base', $('base').value.trim()], ['destination', $('dest').value.trim()]]);
+    const pack = layout() === 'modelpack';
+    const refs = [['destination', $('dest').value.trim()]];
+    if (!pack) refs.unshift(['base', $('base').value.trim()]);
+    const o = await opts(refs);
     const card = o.modelcar ? $('card').files[0] || null : null;
-    const total = picked.reduce((s, p) => s + p.file.size, 0) + (card ? card.size : 0);
+    let total = picked.reduce((s, p) => s + p.file.size, 0) + (card ? card.size : 0);
     const t0 = performance.now();
     let doneBefore = 0, layerTotal = 0, confirmed = 0;
     const onProgress = (p) => {
       if (p.kind === 'log') log(p.message);
-      if (p.kind === 'phase') $('phase').textContent = { base: 'Reading the base image…', mount: 'Linking the base layers…', manifest: 'Writing the manifest…' }[p.phase] || p.phase;
+      if (p.kind === 'leftOut') {
+        for (const n of p.files) { const r = rows.get(n); if (r) { r.left = true; total -= r.size; r.stat.textContent = 'left out (hidden or a cache)'; } }
+      }
+      if (p.kind === 'phase') $('phase').textContent = { base: 'Reading the base image…', mount: 'Linking the base layers…', facts: 'Reading the weights\' headers…', manifest: 'Writing the manifest…' }[p.phase] || p.phase;
       if (p.kind === 'layer') { layerTotal = p.total; $('phase').textContent = `Building and uploading: ${p.files}`; }
       if (p.kind === 'layerDone') { doneBefore += layerTotal; confirmed = 0; }
       // (the config's upload, last, has no files)
@@ -345,10 +379,13 @@ $('form').addEventListener('submit', (e) => {
         $('totalstat').textContent = `${human(done)} of ${human(total)} · ${human(rate)}/s · ETA ${eta.toFixed(0)} s`;
       }
     };
-    const out = await job({ type: 'affix', opts: o, files: picked.map((p) => p.file), names: picked.map((p) => p.name), card }, onProgress);
+    const files = picked.map((p) => p.file), names = picked.map((p) => p.name);
+    const out = pack
+      ? await job({ type: 'pack', opts: o, files, names, roots: picked.map((p) => p.root ?? null) }, onProgress)
+      : await job({ type: 'affix', opts: o, files, names, card }, onProgress);
     $('totalbar').style.width = '100%';
     $('filebar').style.width = '100%';
-    for (const r of rows.values()) { r.bar.value = r.bar.max; r.stat.textContent = 'done'; }
+    for (const r of rows.values()) if (!r.left) { r.bar.value = r.bar.max; r.stat.textContent = 'done'; }
     $('phase').textContent = `Done in ${((performance.now() - t0) / 1000).toFixed(1)} s`;
     $('result').textContent = out;
   });

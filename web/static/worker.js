@@ -1,6 +1,6 @@
 // The Web Worker: loads lamina's WebAssembly and runs jobs off the page's thread, so the page
 // stays responsive while files are tarred, hashed and uploaded.
-import init, { affix, inspect, layer_digests } from './pkg/lamina_web.js';
+import init, { affix, inspect, layer_digests, pack } from './pkg/lamina_web.js';
 
 const ready = init();
 
@@ -46,6 +46,10 @@ self.onmessage = async (ev) => {
       self.postMessage({ type: 'built', result: JSON.parse(out) });
     } else if (msg.type === 'affix') {
       const out = await affix(JSON.stringify(msg.opts), msg.files, msg.names, msg.card || undefined, progress);
+      self.postMessage({ type: 'done', result: out });
+    } else if (msg.type === 'pack') {
+      // a ModelPack of the files alone; roots: the folder each file came in (null: dropped alone)
+      const out = await pack(JSON.stringify(msg.opts), msg.files, msg.names, msg.roots, progress);
       self.postMessage({ type: 'done', result: out });
     }
   } catch (e) {

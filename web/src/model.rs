@@ -1,0 +1,469 @@
+//! What a ModelPack made in the page is made of (pure: no JS): the picked files' paths and
+//! kinds, how much of a weight file's head to read for its header, and the config's facts.
+//!
+//! Each step gives what `lamina pack DIR --format modelpack` gives for the same files (see
+//! `cli/src/commands/pack.rs`), so that the page and the CLI make the same artifact, digest for
+//! digest: a dropped folder is the `DIR` (its files at their paths inside it, its name the
+//! model's), files dropped alone sit at their names; hidden files and caches are left out as
+//! modctl leaves them; the paths go in byte order; the kinds come from the names by modctl's
+//! lists ([`pack::classify`]); the facts from the weights' headers ([`pack::facts`]) and
+//! `config.json`.
+
+use lamina_core::artifact::{safe_path, Kind, Packing};
+use lamina_core::layer::LayerInfo;
+use lamina_core::pack::{self, Facts, FileLayer, Model};
+use lamina_core::tar::archive_path;
+use lamina_core::Error;
+
+/// A file the user picked: its name on the page (a relative path, the dropped folder's name
+/// first when it came in one), that folder's name, its size, and the driver's handle for it.
+#[derive(Debug, Clone)]
+pub struct Picked<T> {
+    /// As the page lists it (`tiny/unet/x.safetensors`, or `README.md` dropped alone).
+    pub name: String,
+    /// The folder it came in (dropped or picked whole), whose contents the artifact holds.
+    pub root: Option<String>,
+    /// Bytes.
+    pub size: u64,
+    /// The driver's handle (a browser `File`).
+    pub file: T,
+}
+
+/// A file to pack: its path in the artifact, its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackFile<T> {
+    /// Its path in the artifact (`unet/x.safetensors`).
+    pub path: String,
+    /// Its name on the page (for the page's per-file progress).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// From its name, by modctl's lists.
+    pub kind: Kind,
+    /// No list names it.
+    pub guessed: bool,
+    /// The driver's handle.
+    pub file: T,
+}
+
+/// The files of an artifact, in path order, what was left out, and the folder's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan<T> {
+    /// In path order (bytes), as `lamina pack` orders its layers.
+    pub files: Vec<PackFile<T>>,
+    /// The names of the files left out (hidden, caches), as the page lists them.
+    pub left_out: Vec<String>,
+    /// The first folder picked: the model's name unless one is given (`lamina pack DIR` names
+    /// the model after `DIR`).
+    pub folder: Option<String>,
+}
+
+/// The files to pack from what was picked: a folder's files at their paths inside it, a file
+/// alone at its name; hidden files and caches left out ([`pack::skipped`], for every part of
+/// the path); sorted by path. A path no reader would take (`..`, a backslash, a control
+/// character), two files at one path, and nothing left to pack are errors that say so.
+pub fn plan<T>(picked: Vec<Picked<T>>) -> Result<Plan<T>, Error> {
+    let usage = |reason: String| Error::Usage { reason };
+    if picked.is_empty() {
+        return Err(usage(
+            "nothing to pack: drop model files or a folder first".into(),
+        ));
+    }
+    let folder = picked
+        .iter()
+        .find_map(|p| p.root.clone().filter(|r| !r.is_empty()));
+    let mut files: Vec<PackFile<T>> = Vec::new();
+    let mut left_out = Vec::new();
+    for p in picked {
+        let inside = p
+            .root
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .and_then(|r| p.name.strip_prefix(r)?.strip_prefix('/'));
+        let rel = inside.unwrap_or(&p.name);
+        let path = archive_path(rel).map_err(|e| usage(format!("{}: {e}", p.name)))?;
+        let path = safe_path(&path).map_err(|e| usage(format!("{}: {e}", p.name)))?;
+        if path.split('/').any(pack::skipped) {
+            left_out.push(p.name);
+            continue;
+        }
+        if let Some(other) = files.iter().find(|f| f.path == path) {
+            return Err(usage(format!(
+                "{} and {} would both be {path:?} in the artifact: remove one",
+                other.name, p.name
+            )));
+        }
+        let base = path.rsplit('/').next().unwrap_or(&path);
+        let (kind, guessed) = pack::classify(base, p.size);
+        files.push(PackFile {
+            path,
+            name: p.name,
+            size: p.size,
+            kind,
+            guessed,
+            file: p.file,
+        });
+    }
+    if files.is_empty() {
+        return Err(usage(
+            "nothing to pack: every file was left out (hidden files and caches are, as modctl \
+             leaves them)"
+                .into(),
+        ));
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Plan {
+        files,
+        left_out,
+        folder,
+    })
+}
+
+/// A weight file's head read first for its header.
+pub const HEAD_FIRST: u64 = 256 << 10;
+/// At most this much of a weight file is read for its header (GGUF metadata holds the
+/// vocabulary).
+pub const HEAD_MAX: u64 = 64 << 20;
+/// A `config.json` of this size or more is not read for the model's family.
+pub const CONFIG_MAX: u64 = 16 << 20;
+
+/// How many of the file's first bytes to have next, when the `want` first ones (`head`: fewer
+/// when the file is shorter) held no whole header ([`pack::facts`] gave none); `None`: stop,
+/// the file says nothing. A safetensors header says its length (read exactly that, when it
+/// fits under [`HEAD_MAX`]); a GGUF one is read on, 8 times as much each time.
+pub fn more_head(path: &str, head: &[u8], want: u64) -> Option<u64> {
+    if (head.len() as u64) < want || want >= HEAD_MAX {
+        return None;
+    }
+    if path.to_ascii_lowercase().ends_with(".safetensors") {
+        let n = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
+        let need = n.checked_add(8)?;
+        return (need <= HEAD_MAX && need > want).then_some(need);
+    }
+    if head.starts_with(b"GGUF") {
+        return Some(want.saturating_mul(8).min(HEAD_MAX));
+    }
+    None
+}
+
+/// The config's facts: `name` (given, or the folder's; an empty one is none), what the
+/// weights' headers say, and transformers' `config.json`: the family (`model_type`), the
+/// precision when the headers said none (`torch_dtype`), `transformer` as the architecture
+/// when it names a `transformers_version` and the headers named none. A `config.json` that is
+/// not JSON says nothing.
+pub fn describe(name: Option<String>, facts: &[Facts], config_json: Option<&[u8]>) -> Model {
+    let mut m = Model {
+        name: name.filter(|n| !n.is_empty()),
+        ..Model::default()
+    };
+    m.fill_from(facts);
+    if let Some(v) = config_json.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) {
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        m.family = m.family.take().or_else(|| s("model_type"));
+        m.precision = m.precision.take().or_else(|| s("torch_dtype"));
+        if v.get("transformers_version").is_some() && m.architecture.is_none() {
+            m.architecture = Some("transformer".into());
+        }
+    }
+    m
+}
+
+/// The artifact's layer of `f`, stored raw as `info` says (the blob is the file: its digest is
+/// its diff_id). The browser cannot see a file's mode: every file is 0644.
+pub fn file_layer<T>(f: &PackFile<T>, info: &LayerInfo) -> FileLayer {
+    FileLayer {
+        path: f.path.clone(),
+        kind: f.kind,
+        guessed: f.guessed,
+        packing: Packing::Raw,
+        digest: info.digest.clone(),
+        size: info.size,
+        diff_id: info.diff_id.clone(),
+        file_size: f.size,
+        executable: false,
+        carried: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lamina_core::target::{self, Target};
+    use lamina_core::Digest;
+
+    fn picked(name: &str, root: Option<&str>, size: u64) -> Picked<u32> {
+        Picked {
+            name: name.into(),
+            root: root.map(String::from),
+            size,
+            file: size as u32,
+        }
+    }
+
+    fn paths<T>(p: &Plan<T>) -> Vec<&str> {
+        p.files.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn a_folder_is_its_contents_sorted_with_caches_and_hidden_files_left_out() {
+        let p = plan(vec![
+            picked("tiny/unet/x.safetensors", Some("tiny"), 91),
+            picked("tiny/config.json", Some("tiny"), 92),
+            picked("tiny/.gitattributes", Some("tiny"), 3),
+            picked("tiny/__pycache__/m.cpython-311.pyc", Some("tiny"), 5),
+            picked("tiny/README.md", Some("tiny"), 7),
+            picked("tiny/model.safetensors", Some("tiny"), 300_000),
+            picked("tiny/blob.qq", Some("tiny"), 4),
+            picked("LICENSE", None, 11),
+        ])
+        .unwrap();
+        assert_eq!(
+            paths(&p),
+            [
+                "LICENSE",
+                "README.md",
+                "blob.qq",
+                "config.json",
+                "model.safetensors",
+                "unet/x.safetensors"
+            ],
+            "byte order, as lamina pack puts them"
+        );
+        assert_eq!(
+            p.left_out,
+            ["tiny/.gitattributes", "tiny/__pycache__/m.cpython-311.pyc"]
+        );
+        assert_eq!(p.folder.as_deref(), Some("tiny"));
+        let kinds: Vec<(Kind, bool)> = p.files.iter().map(|f| (f.kind, f.guessed)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Kind::Doc, false),
+                (Kind::Doc, false),
+                (Kind::Code, true),
+                (Kind::Config, false),
+                (Kind::Weight, false),
+                (Kind::Weight, false)
+            ]
+        );
+        // the page's names stay, for its progress bars; the handles go with them
+        let x = p
+            .files
+            .iter()
+            .find(|f| f.path == "unet/x.safetensors")
+            .unwrap();
+        assert_eq!(
+            (x.name.as_str(), x.size, x.file),
+            ("tiny/unet/x.safetensors", 91, 91)
+        );
+    }
+
+    #[test]
+    fn files_dropped_alone_sit_at_their_names_and_the_model_has_no_folder_name() {
+        let p = plan(vec![
+            picked("model.gguf", None, 1),
+            picked("README.md", None, 2),
+        ])
+        .unwrap();
+        assert_eq!(paths(&p), ["README.md", "model.gguf"]);
+        assert_eq!(p.folder, None);
+        // a root the name does not start with is no folder of it
+        let p = plan(vec![picked("other/a.json", Some("tiny"), 1)]).unwrap();
+        assert_eq!(paths(&p), ["other/a.json"]);
+        // an empty root is none
+        let p = plan(vec![picked("a.json", Some(""), 1)]).unwrap();
+        assert_eq!((paths(&p), p.folder.as_deref()), (vec!["a.json"], None));
+    }
+
+    #[test]
+    fn nothing_to_pack_two_files_at_one_path_and_bad_paths_say_so() {
+        let e = plan(Vec::<Picked<u32>>::new()).unwrap_err().to_string();
+        assert_eq!(e, "nothing to pack: drop model files or a folder first");
+        let e = plan(vec![picked("m/.hidden", Some("m"), 1)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("nothing to pack: every file was left out"),
+            "{e}"
+        );
+        // a folder's config.json and a config.json dropped alone
+        let e = plan(vec![
+            picked("tiny/config.json", Some("tiny"), 1),
+            picked("config.json", None, 2),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "tiny/config.json and config.json would both be \"config.json\" in the artifact: \
+             remove one"
+        );
+        let e = plan(vec![picked("../x.bin", None, 1)])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "../x.bin: path \"../x.bin\" contains '..'");
+        let e = plan(vec![picked("a\\b.bin", None, 1)])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "a\\b.bin: the path holds a backslash");
+        let e = plan(vec![picked("a\nb.bin", None, 1)])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "a\nb.bin: the path holds a control character");
+        assert!(matches!(
+            plan(vec![picked("/", None, 1)]),
+            Err(Error::Usage { .. })
+        ));
+    }
+
+    /// A safetensors file's head: the header length, the header JSON padded with spaces.
+    fn safetensors_head(json: &str, pad: usize) -> Vec<u8> {
+        let mut h = json.as_bytes().to_vec();
+        h.resize(h.len() + pad, b' ');
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend(h);
+        out
+    }
+
+    #[test]
+    fn a_long_safetensors_header_is_read_to_its_end_and_no_further() {
+        let json = r#"{"w":{"dtype":"BF16","shape":[4,8],"data_offsets":[0,64]}}"#;
+        let file = safetensors_head(json, 300_000);
+        let whole = file.len() as u64;
+        // the first 256 KiB hold part of the header: read exactly the rest
+        let head = &file[..HEAD_FIRST as usize];
+        assert_eq!(pack::facts("m.safetensors", head), None);
+        assert_eq!(more_head("m.safetensors", head, HEAD_FIRST), Some(whole));
+        let f = pack::facts("m.safetensors", &file).unwrap();
+        assert_eq!(f.params, Some(32));
+        // a header longer than what is read at most, or a file that ended: stop
+        let mut huge = (HEAD_MAX).to_le_bytes().to_vec();
+        huge.resize(HEAD_FIRST as usize, b' ');
+        assert_eq!(more_head("m.safetensors", &huge, HEAD_FIRST), None);
+        assert_eq!(more_head("m.safetensors", &file[..100], HEAD_FIRST), None);
+        // a length the head already covers is no reason to read on
+        let short = safetensors_head(r#"{"w":1}"#, 0);
+        let mut padded = short.clone();
+        padded.resize(HEAD_FIRST as usize, 0);
+        assert_eq!(more_head("M.SafeTensors", &padded, HEAD_FIRST), None);
+    }
+
+    #[test]
+    fn a_gguf_head_is_read_on_eight_times_as_much_up_to_the_most() {
+        let mut head = b"GGUF".to_vec();
+        head.resize(HEAD_FIRST as usize, 0xff);
+        assert_eq!(more_head("m.gguf", &head, HEAD_FIRST), Some(HEAD_FIRST * 8));
+        let mut head = b"GGUF".to_vec();
+        head.resize(32 << 20, 0xff);
+        assert_eq!(more_head("m.gguf", &head, 32 << 20), Some(HEAD_MAX));
+        head.resize(HEAD_MAX as usize, 0xff);
+        assert_eq!(
+            more_head("m.gguf", &head, HEAD_MAX),
+            None,
+            "at most HEAD_MAX"
+        );
+        // not a header lamina reads
+        let other = vec![0u8; HEAD_FIRST as usize];
+        assert_eq!(more_head("m.bin", &other, HEAD_FIRST), None);
+    }
+
+    #[test]
+    fn the_config_takes_the_headers_then_config_json_then_the_folder_name() {
+        let facts = [Facts {
+            format: Some("safetensors".into()),
+            params: Some(42),
+            precisions: vec![("bfloat16".into(), 32), ("float16".into(), 10)],
+            architecture: None,
+            quantization: None,
+        }];
+        let cj = br#"{"architectures":["LlamaForCausalLM"],"model_type":"llama",
+                      "transformers_version":"4.46.0","torch_dtype":"float32"}"#;
+        let m = describe(Some("tiny".into()), &facts, Some(cj));
+        assert_eq!(m.name.as_deref(), Some("tiny"));
+        assert_eq!(m.family.as_deref(), Some("llama"));
+        assert_eq!(m.format.as_deref(), Some("safetensors"));
+        assert_eq!(m.param_size.as_deref(), Some("42"));
+        assert_eq!(
+            m.precision.as_deref(),
+            Some("bfloat16,float16"),
+            "the headers' precision wins over torch_dtype"
+        );
+        assert_eq!(m.architecture.as_deref(), Some("transformer"));
+        assert_eq!(
+            m.created_at, None,
+            "no time in the config: the same files, the same digest"
+        );
+        // no weights: torch_dtype is the precision; no transformers_version: no architecture
+        let m = describe(
+            None,
+            &[],
+            Some(br#"{"model_type":"bert","torch_dtype":"float16"}"#),
+        );
+        assert_eq!(
+            (
+                m.name,
+                m.family.as_deref(),
+                m.precision.as_deref(),
+                m.architecture
+            ),
+            (None, Some("bert"), Some("float16"), None)
+        );
+        // GGUF's architecture stays; a config.json that is no JSON says nothing; "" is no name
+        let gguf = [Facts {
+            format: Some("gguf".into()),
+            architecture: Some("llama".into()),
+            ..Facts::default()
+        }];
+        let m = describe(Some(String::new()), &gguf, Some(b"{not json"));
+        assert_eq!(m.architecture.as_deref(), Some("llama"));
+        assert_eq!((m.name, m.family), (None, None));
+    }
+
+    #[test]
+    fn a_raw_layer_is_the_file_and_assembles_into_a_modelpack_with_its_path() {
+        let p = plan(vec![
+            picked("tiny/unet/x.safetensors", Some("tiny"), 3),
+            picked("tiny/README.md", Some("tiny"), 2),
+        ])
+        .unwrap();
+        let layers: Vec<FileLayer> = p
+            .files
+            .iter()
+            .map(|f| {
+                let bytes = vec![b'x'; f.size as usize];
+                file_layer(f, &LayerInfo::stored(Digest::of(&bytes), f.size))
+            })
+            .collect();
+        assert!(layers
+            .iter()
+            .all(|l| l.digest == l.diff_id && !l.executable));
+        let model = describe(p.folder.clone(), &[], None);
+        let a = target::assemble(Target::ModelPack, &model, &layers, 1_700_000_000).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&a.manifest).unwrap();
+        assert_eq!(
+            m["artifactType"],
+            "application/vnd.cncf.model.manifest.v1+json"
+        );
+        let l = &m["layers"][1];
+        assert_eq!(l["mediaType"], "application/vnd.cncf.model.weight.v1.raw");
+        assert_eq!(l["digest"], Digest::of(b"xxx").to_string());
+        assert_eq!(
+            l["annotations"]["org.cncf.model.filepath"],
+            "unet/x.safetensors"
+        );
+        let meta: serde_json::Value = serde_json::from_str(
+            l["annotations"]["org.cncf.model.file.metadata+json"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta["mtime"], "2023-11-14T22:13:20Z");
+        assert_eq!(
+            (meta["name"].as_str(), meta["mode"].as_u64()),
+            (Some("x.safetensors"), Some(0o644))
+        );
+        let c: serde_json::Value = serde_json::from_slice(&a.config).unwrap();
+        assert_eq!(c["descriptor"]["name"], "tiny");
+        assert_eq!(c["modelfs"]["diffIds"][0], Digest::of(b"xx").to_string());
+    }
+}
