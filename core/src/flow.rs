@@ -743,6 +743,56 @@ impl Flow for PushImages {
     }
 }
 
+/// Pushes a model artifact put together already ([`crate::target::Assembled`]): its config,
+/// then its manifest by the tag (its layers are at the destination already). Ends with the
+/// manifest's digest.
+#[derive(Debug)]
+pub struct PushArtifact {
+    config: Option<Vec<u8>>,
+    manifest: Option<Vec<u8>>,
+    config_digest: Digest,
+    tag: String,
+}
+
+impl PushArtifact {
+    /// Pushes `a` as `tag`.
+    pub fn new(a: crate::target::Assembled, tag: &str) -> Self {
+        PushArtifact {
+            config_digest: Digest::of(&a.config),
+            config: Some(a.config),
+            manifest: Some(a.manifest),
+            tag: tag.into(),
+        }
+    }
+}
+
+impl Flow for PushArtifact {
+    type Output = Digest;
+    fn step(&mut self, answer: Option<Answer>) -> Result<Next<Digest>, Error> {
+        if let Some(c) = self.config.take() {
+            return Ok(Next::Need(Need::PutBlob(c)));
+        }
+        match (self.manifest.take(), answer) {
+            (Some(m), Some(Answer::Pushed(d))) => {
+                if d != self.config_digest {
+                    return Err(Error::DigestMismatch {
+                        what: "the artifact's config, as the registry stored it".into(),
+                        expected: self.config_digest.clone(),
+                        found: d,
+                    });
+                }
+                Ok(Next::Need(Need::PutManifest {
+                    reference: self.tag.clone(),
+                    media_type: media::OCI_MANIFEST,
+                    bytes: m,
+                }))
+            }
+            (None, Some(Answer::Pushed(d))) => Ok(Next::Done(d)),
+            (_, a) => Err(wrong("a pushed config or manifest", a)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1071,5 +1121,31 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(e.to_string(), "img: --platform linux/arm64: the image is a single-platform image for linux/amd64, not an index; drop --platform to use it");
+    }
+    #[test]
+    fn an_artifact_push_sends_its_config_then_its_manifest_by_the_tag() {
+        let a = crate::target::Assembled {
+            config: b"{\"descriptor\":{}}".to_vec(),
+            layers: Vec::new(),
+            manifest: b"{\"schemaVersion\":2}".to_vec(),
+        };
+        let want = Digest::of(&a.manifest);
+        let mut s = Store::default();
+        let got = s.run(PushArtifact::new(a.clone(), "v1")).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(
+            s.log,
+            [
+                format!("put blob {}", Digest::of(&a.config).short()),
+                "put manifest by v1".to_string()
+            ]
+        );
+        // a registry that stored other bytes for the config stops the push before the tag
+        let mut f = PushArtifact::new(a, "v1");
+        assert!(matches!(f.step(None), Ok(Next::Need(Need::PutBlob(_)))));
+        let e = f
+            .step(Some(Answer::Pushed(Digest::of(b"other"))))
+            .unwrap_err();
+        assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
     }
 }

@@ -282,6 +282,236 @@ pub struct ZstdJob {
     pub min_ratio: Option<f64>,
 }
 
+/// One file of a pack hook's artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackFileSpec {
+    /// Its path in the artifact (relative; `unet/model.safetensors`).
+    pub path: String,
+    /// Fetched from here (a ModelKit's tars need the answer's `Content-Length`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Or these bytes, base64, in the hook body itself (small files).
+    #[serde(default)]
+    pub data: Option<String>,
+    /// Mode 0755 instead of 0644 in the file's metadata (and its tar header).
+    #[serde(default)]
+    pub executable: bool,
+}
+
+/// `POST /hooks/pack`: files made a model artifact at `dest`, as `lamina pack --format F`
+/// makes it of the same files with `SOURCE_DATE_EPOCH=mtime`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackJob {
+    /// Destination.
+    pub dest: String,
+    /// `modelpack` (default), `modelkit` or `docker`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// The model's name in the config (`lamina pack --name`; none by default).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Unix seconds every file's metadata (and a Docker model's `created`) says: `lamina
+    /// pack`'s `SOURCE_DATE_EPOCH` [0].
+    #[serde(default)]
+    pub mtime: Option<u64>,
+    /// Each file in a tar layer (ModelPack only: `lamina pack --tar`).
+    #[serde(default)]
+    pub tar: bool,
+    /// The files.
+    pub files: Vec<PackFileSpec>,
+}
+
+/// Where a file to pack comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackSource {
+    /// Fetched from this `http(s)` URL.
+    Url(String),
+    /// These bytes.
+    Data(Vec<u8>),
+}
+
+/// A file to pack, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackFile {
+    /// Its path in the artifact, checked and normalised ([`crate::artifact::safe_path`]).
+    pub path: String,
+    /// Where its bytes come from.
+    pub source: PackSource,
+    /// Mode 0755.
+    pub executable: bool,
+}
+
+/// What a pack hook packs: the format, the files in path order (as `lamina pack` orders
+/// them), and the paths left out as `lamina pack` (and modctl) leaves them out: hidden files,
+/// `__pycache__`, `*.pyc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackPlan {
+    /// The format.
+    pub target: crate::target::Target,
+    /// How each file goes into its layer ([`crate::target::Target::packing`]).
+    pub packing: crate::artifact::Packing,
+    /// The files, sorted by path.
+    pub files: Vec<PackFile>,
+    /// The paths left out.
+    pub left_out: Vec<String>,
+    /// The files' metadata time.
+    pub mtime: u64,
+}
+
+impl PackJob {
+    /// The format, the files checked and in order: a path must be relative and stay inside
+    /// the artifact, each file named once, each with a URL or data.
+    pub fn plan(&self) -> Result<PackPlan, crate::Error> {
+        use crate::target::Target;
+        let target = match self.format.as_deref() {
+            None => Target::ModelPack,
+            Some("modelcar") => {
+                return Err(bad(
+                    "format \"modelcar\": the pack hook makes modelpack, modelkit or \
+                     docker; for a modelcar, pack a ModelPack and /hooks/convert it (to: \
+                     \"modelcar\", base: IMAGE)"
+                        .into(),
+                ))
+            }
+            Some(f) => Target::parse(f).ok_or_else(|| {
+                bad(format!(
+                    "format {f:?}: modelpack (the default), modelkit or docker"
+                ))
+            })?,
+        };
+        if self.tar && target != Target::ModelPack {
+            return Err(bad(format!(
+                "tar is for modelpack: a {} always holds its files {}",
+                target.name(),
+                if target == Target::ModelKit {
+                    "in tars"
+                } else {
+                    "raw"
+                }
+            )));
+        }
+        if self.files.is_empty() {
+            return Err(bad(
+                "pack: nothing to pack (give files: [{path, url|data}])".into(),
+            ));
+        }
+        let mut files: Vec<PackFile> = Vec::new();
+        let mut left_out = Vec::new();
+        for f in &self.files {
+            let path = crate::artifact::safe_path(&f.path)
+                .map_err(|why| bad(format!("files: {:?}: {why}", f.path)))?;
+            let source = match (&f.url, &f.data) {
+                (Some(u), None) => {
+                    check_url(u, &format!("files: {path}"))?;
+                    PackSource::Url(u.clone())
+                }
+                (None, Some(d)) => {
+                    use base64::Engine as _;
+                    PackSource::Data(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(d)
+                            .map_err(|e| bad(format!("files: {path}: data is not base64: {e}")))?,
+                    )
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "files: {path}: give url or data (base64), one of them"
+                    )))
+                }
+            };
+            if path.split('/').any(crate::pack::skipped) {
+                left_out.push(path);
+                continue;
+            }
+            files.push(PackFile {
+                path,
+                source,
+                executable: f.executable,
+            });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        if let Some(w) = files.windows(2).find(|w| w[0].path == w[1].path) {
+            return Err(bad(format!("files: {:?} is named twice", w[0].path)));
+        }
+        // a file and a folder of one name cannot both be in the artifact
+        let paths: std::collections::BTreeSet<&str> =
+            files.iter().map(|f| f.path.as_str()).collect();
+        for f in &files {
+            let mut dir = f.path.as_str();
+            while let Some((up, _)) = dir.rsplit_once('/') {
+                if paths.contains(up) {
+                    return Err(bad(format!(
+                        "files: {up:?} is a file and a folder (of {:?})",
+                        f.path
+                    )));
+                }
+                dir = up;
+            }
+        }
+        if files.is_empty() {
+            return Err(bad(
+                "pack: nothing to pack: every file was left out (hidden or caches, as lamina \
+                 pack and modctl leave them out)"
+                    .into(),
+            ));
+        }
+        Ok(PackPlan {
+            target,
+            packing: target.packing(self.tar),
+            files,
+            left_out,
+            mtime: self.mtime.unwrap_or(0),
+        })
+    }
+}
+
+/// `POST /hooks/convert`: the model `src` in another format at `dest`, as `lamina convert SRC
+/// DEST --to T` makes it with `SOURCE_DATE_EPOCH=mtime`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvertJob {
+    /// The model to convert.
+    pub src: String,
+    /// Destination.
+    pub dest: String,
+    /// `modelpack`, `modelkit`, `docker` or `modelcar`.
+    pub to: String,
+    /// The image a modelcar's files go on (with `to: modelcar` only).
+    #[serde(default)]
+    pub base: Option<String>,
+    /// The model's name in the new config [the source's, or its repository's last part].
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Unix seconds for the files' metadata and a Docker model's `created` [0], and a
+    /// modelcar's history [the Worker's clock]: `lamina convert`'s `SOURCE_DATE_EPOCH`.
+    #[serde(default)]
+    pub mtime: Option<u64>,
+}
+
+impl ConvertJob {
+    /// The format to make, checked with its base.
+    pub fn target(&self) -> Result<crate::convert::To, crate::Error> {
+        use crate::convert::To;
+        let to = To::parse(&self.to).ok_or_else(|| {
+            bad(format!(
+                "to {:?}: modelpack, modelkit, docker or modelcar",
+                self.to
+            ))
+        })?;
+        match (to, &self.base) {
+            (To::Modelcar, None) => Err(bad(
+                "to \"modelcar\" needs base: the image the model files go on (busybox, a \
+                 serving runtime)"
+                    .into(),
+            )),
+            (To::Artifact(_), Some(_)) => Err(bad("base goes with to \"modelcar\"".into())),
+            _ => Ok(to),
+        }
+    }
+}
+
 /// A job, as a hook's path and body describe it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Job {
@@ -291,6 +521,10 @@ pub enum Job {
     Remix(RemixJob),
     /// `/hooks/zstd`.
     Zstd(ZstdJob),
+    /// `/hooks/pack`.
+    Pack(PackJob),
+    /// `/hooks/convert`.
+    Convert(ConvertJob),
 }
 
 /// Every field a job names as an image reference, with its role (`base`, `dest`, ...).
@@ -303,6 +537,14 @@ fn refs(job: &Job) -> Vec<(&'static str, &str)> {
             ("dest", &j.dest),
         ],
         Job::Zstd(j) => vec![("image", &j.image), ("dest", &j.dest)],
+        Job::Pack(j) => vec![("dest", &j.dest)],
+        Job::Convert(j) => {
+            let mut v = vec![("src", j.src.as_str()), ("dest", j.dest.as_str())];
+            if let Some(b) = &j.base {
+                v.push(("base", b));
+            }
+            v
+        }
     }
 }
 
@@ -327,9 +569,11 @@ impl Job {
             "affix" => Job::Affix(serde_json::from_slice(body).map_err(json)?),
             "remix" => Job::Remix(serde_json::from_slice(body).map_err(json)?),
             "zstd" => Job::Zstd(serde_json::from_slice(body).map_err(json)?),
+            "pack" => Job::Pack(serde_json::from_slice(body).map_err(json)?),
+            "convert" => Job::Convert(serde_json::from_slice(body).map_err(json)?),
             other => {
                 return Err(bad(format!(
-                    "no hook {other:?}: the hooks are affix, remix and zstd"
+                    "no hook {other:?}: the hooks are affix, remix, zstd, pack and convert"
                 )))
             }
         };
@@ -382,6 +626,12 @@ impl Job {
                 }
             }
             Job::Remix(_) => {}
+            Job::Pack(j) => {
+                j.plan()?;
+            }
+            Job::Convert(j) => {
+                j.target()?;
+            }
             Job::Zstd(j) => {
                 if let Some(r) = j.min_ratio {
                     if !(r > 0.0 && r <= 1.0) {
@@ -399,6 +649,8 @@ impl Job {
             Job::Affix(_) => "affix",
             Job::Remix(_) => "remix",
             Job::Zstd(_) => "zstd",
+            Job::Pack(_) => "pack",
+            Job::Convert(_) => "convert",
         }
     }
 
@@ -569,5 +821,223 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+    #[test]
+    fn a_pack_body_gives_its_files_in_path_order_with_hidden_ones_left_out() {
+        let body = br#"{"dest":"127.0.0.1:5100/m:pack","name":"tiny","mtime":946684800,
+            "files":[{"path":"unet/x.safetensors","url":"http://h/x"},
+                     {"path":"./config.json","url":"https://h/c"},
+                     {"path":"run.sh","data":"IyEvYmluL3NoCg==","executable":true},
+                     {"path":".gitattributes","data":""},
+                     {"path":"__pycache__/m.pyc","data":""}]}"#;
+        let j = Job::parse("pack", body, "r8.im").expect("pack");
+        assert_eq!(j.kind(), "pack");
+        assert_eq!(j.registries("r8.im"), ["127.0.0.1:5100"]);
+        let Job::Pack(p) = j else {
+            panic!("a pack job")
+        };
+        let plan = p.plan().expect("plan");
+        assert_eq!(plan.target, crate::target::Target::ModelPack);
+        assert_eq!(plan.packing, crate::artifact::Packing::Raw);
+        assert_eq!(plan.mtime, 946684800);
+        let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["config.json", "run.sh", "unet/x.safetensors"]);
+        assert_eq!(plan.left_out, [".gitattributes", "__pycache__/m.pyc"]);
+        assert_eq!(plan.files[0].source, PackSource::Url("https://h/c".into()));
+        assert_eq!(
+            plan.files[1].source,
+            PackSource::Data(b"#!/bin/sh\n".to_vec())
+        );
+        assert!(plan.files[1].executable && !plan.files[0].executable);
+        let kit =
+            br#"{"dest":"d","format":"modelkit","files":[{"path":"a.gguf","url":"http://h/a"}]}"#;
+        let Job::Pack(k) = Job::parse("pack", kit, "r8.im").expect("kit") else {
+            panic!("a pack job")
+        };
+        let plan = k.plan().expect("plan");
+        assert_eq!(plan.target, crate::target::Target::ModelKit);
+        assert_eq!(
+            plan.packing,
+            crate::artifact::Packing::Tar(crate::compress::Compression::None)
+        );
+        assert_eq!(plan.mtime, 0, "as lamina pack without SOURCE_DATE_EPOCH");
+        let tar = br#"{"dest":"d","tar":true,"files":[{"path":"a","url":"http://h/a"}]}"#;
+        let Job::Pack(t) = Job::parse("pack", tar, "r8.im").expect("tar") else {
+            panic!("a pack job")
+        };
+        assert_eq!(
+            t.plan().expect("plan").packing,
+            crate::artifact::Packing::Tar(crate::compress::Compression::None)
+        );
+    }
+
+    #[test]
+    fn pack_and_convert_bodies_that_cannot_run_are_refused_saying_why() {
+        let f = r#""files":[{"path":"a.safetensors","url":"http://h/a"}]"#;
+        let body = |rest: &str| format!("{{{rest}}}");
+        let refused: Vec<(&str, String, &str)> = vec![
+            ("pack", body(f), "missing field `dest`"),
+            (
+                "pack",
+                body(&format!(r#""dest":"d","format":"zip",{f}"#)),
+                "format \"zip\": modelpack (the default), modelkit or docker",
+            ),
+            (
+                "pack",
+                body(&format!(r#""dest":"d","format":"modelcar",{f}"#)),
+                "/hooks/convert",
+            ),
+            (
+                "pack",
+                body(&format!(r#""dest":"d","format":"docker","tar":true,{f}"#)),
+                "tar is for modelpack: a docker always holds its files raw",
+            ),
+            (
+                "pack",
+                body(&format!(r#""dest":"d","format":"modelkit","tar":true,{f}"#)),
+                "in tars",
+            ),
+            ("pack", body(r#""dest":"d","files":[]"#), "nothing to pack"),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"path":"../x","url":"http://h/x"}]"#),
+                "\"../x\": the path climbs out",
+            ),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"path":"a/../../x","url":"http://h/x"}]"#),
+                "climbs out",
+            ),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"path":"/etc/passwd","url":"http://h/x"}]"#),
+                "\"/etc/passwd\": the path is absolute",
+            ),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"path":"C:/x","url":"http://h/x"}]"#),
+                "drive letter",
+            ),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"path":"a\\b","url":"http://h/x"}]"#),
+                "backslash",
+            ),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"path":"","url":"http://h/x"}]"#),
+                "empty",
+            ),
+            (
+                "pack",
+                body(
+                    r#""dest":"d","files":[{"path":"a","url":"http://h/x"},{"path":"./a","data":""}]"#,
+                ),
+                "\"a\" is named twice",
+            ),
+            (
+                "pack",
+                body(
+                    r#""dest":"d","files":[{"path":"a","url":"http://h/x"},{"path":"a/b","data":""}]"#,
+                ),
+                "\"a\" is a file and a folder",
+            ),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"path":".env","data":""}]"#),
+                "every file was left out",
+            ),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"path":"a","url":"file:///etc/passwd"}]"#),
+                "not an http(s) URL",
+            ),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"path":"a"}]"#),
+                "one of them",
+            ),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"path":"a","data":"!!"}]"#),
+                "not base64",
+            ),
+            (
+                "pack",
+                body(r#""dest":"d","files":[{"name":"a","data":""}]"#),
+                "unknown field `name`",
+            ),
+            (
+                "pack",
+                body(&format!(r#""dest":"d","password":"x",{f}"#)),
+                "unknown field `password`",
+            ),
+            ("pack", body(&format!(r#""dest":"A B",{f}"#)), "dest:"),
+            (
+                "convert",
+                body(r#""dest":"d","to":"modelkit""#),
+                "missing field `src`",
+            ),
+            (
+                "convert",
+                body(r#""src":"s","to":"modelkit""#),
+                "missing field `dest`",
+            ),
+            (
+                "convert",
+                body(r#""src":"s","dest":"d""#),
+                "missing field `to`",
+            ),
+            (
+                "convert",
+                body(r#""src":"s","dest":"d","to":"zip""#),
+                "to \"zip\": modelpack, modelkit, docker or modelcar",
+            ),
+            (
+                "convert",
+                body(r#""src":"s","dest":"d","to":"modelcar""#),
+                "needs base",
+            ),
+            (
+                "convert",
+                body(r#""src":"s","dest":"d","to":"docker","base":"b""#),
+                "base goes with to \"modelcar\"",
+            ),
+            (
+                "convert",
+                body(r#""src":"s","dest":"d","to":"modelcar","base":"A B""#),
+                "base:",
+            ),
+        ];
+        for (kind, body, want) in &refused {
+            let e = Job::parse(kind, body.as_bytes(), "r8.im")
+                .expect_err(body)
+                .to_string();
+            assert!(e.contains(want), "{kind} {body}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_convert_body_names_every_registry_it_touches() {
+        let body = br#"{"src":"127.0.0.1:5100/m:pack","dest":"127.0.0.1:5101/m:car","to":"modelcar","base":"127.0.0.1:5102/busybox"}"#;
+        let j = Job::parse("convert", body, "r8.im").expect("convert");
+        assert_eq!(j.kind(), "convert");
+        assert_eq!(
+            j.registries("r8.im"),
+            ["127.0.0.1:5100", "127.0.0.1:5101", "127.0.0.1:5102"]
+        );
+        let Job::Convert(c) = j else {
+            panic!("a convert job")
+        };
+        assert_eq!(c.target().expect("to"), crate::convert::To::Modelcar);
+        let kit = br#"{"src":"s","dest":"d","to":"modelkit","name":"n","mtime":5}"#;
+        let Job::Convert(k) = Job::parse("convert", kit, "r8.im").expect("kit") else {
+            panic!("a convert job")
+        };
+        assert_eq!(
+            k.target().expect("to"),
+            crate::convert::To::Artifact(crate::target::Target::ModelKit)
+        );
+        assert_eq!((k.name.as_deref(), k.mtime), (Some("n"), Some(5)));
     }
 }

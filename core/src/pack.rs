@@ -465,6 +465,101 @@ pub fn facts(name: &str, head: &[u8]) -> Option<Facts> {
     None
 }
 
+/// Bytes of a weight file's head read first for its header ([`HeadReader`]).
+pub const HEAD_FIRST: u64 = 256 << 10;
+/// Most of a weight file's head read for its header (GGUF metadata holds the vocabulary).
+pub const HEAD_MAX: u64 = 64 << 20;
+/// A `config.json` this size or larger is not read for the family.
+pub const CONFIG_JSON_MAX: u64 = 16 << 20;
+
+/// Reads a weight file's header facts ([`facts`]) from the file's bytes as they stream by,
+/// holding only the head the header needs: [`HEAD_FIRST`] bytes first; then, when that was not
+/// enough, a safetensors header's own length, or a GGUF head 8 times longer, up to
+/// [`HEAD_MAX`]. (`lamina pack` reads a file's head the same steps; a driver that has the bytes
+/// streaming anyway gives them here.)
+///
+/// ```text
+///   let mut h = HeadReader::new(path);
+///   for chunk in file { h.write(chunk); }   // h.wants_more() false: the rest is not needed
+///   let facts = h.finish();                 // the file's end (or all there was)
+/// ```
+#[derive(Debug)]
+pub struct HeadReader {
+    name: String,
+    head: Vec<u8>,
+    want: u64,
+    out: Option<Option<Facts>>,
+}
+
+impl HeadReader {
+    /// A reader for the file at `path` (its name tells safetensors).
+    pub fn new(path: &str) -> HeadReader {
+        HeadReader {
+            name: path.to_string(),
+            head: Vec::new(),
+            want: HEAD_FIRST,
+            out: None,
+        }
+    }
+
+    /// Whether more of the file could change the facts.
+    pub fn wants_more(&self) -> bool {
+        self.out.is_none()
+    }
+
+    /// The file's next bytes.
+    pub fn write(&mut self, mut b: &[u8]) {
+        while self.out.is_none() && !b.is_empty() {
+            let room = (self.want as usize).saturating_sub(self.head.len());
+            let n = room.min(b.len());
+            self.head.extend_from_slice(&b[..n]);
+            b = &b[n..];
+            if self.head.len() as u64 >= self.want {
+                self.step();
+            }
+        }
+    }
+
+    /// The head is as long as it was wanted: the facts, or how much more to read.
+    fn step(&mut self) {
+        if let Some(f) = facts(&self.name, &self.head) {
+            return self.decide(Some(f));
+        }
+        if self.want >= HEAD_MAX {
+            return self.decide(None);
+        }
+        let next = if self.name.to_ascii_lowercase().ends_with(".safetensors") {
+            match self
+                .head
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+            {
+                Some(n) if n + 8 <= HEAD_MAX && n + 8 > self.want => n + 8,
+                _ => return self.decide(None),
+            }
+        } else if self.head.starts_with(b"GGUF") {
+            (self.want * 8).min(HEAD_MAX)
+        } else {
+            return self.decide(None);
+        };
+        self.want = next;
+    }
+
+    fn decide(&mut self, f: Option<Facts>) {
+        self.out = Some(f);
+        self.head = Vec::new();
+    }
+
+    /// The facts, at the file's end (or once nothing more was wanted).
+    pub fn finish(self) -> Option<Facts> {
+        match self.out {
+            Some(f) => f,
+            None => facts(&self.name, &self.head),
+        }
+    }
+}
+
 fn add_precision(v: &mut Vec<(String, u64)>, p: &str, n: u64) {
     match v.iter_mut().find(|(q, _)| q == p) {
         Some((_, m)) => *m = m.saturating_add(n),
@@ -807,6 +902,24 @@ impl Model {
                     .collect::<Vec<_>>()
                     .join(","),
             );
+        }
+    }
+}
+
+impl Model {
+    /// What a transformers `config.json` (its bytes; one [`CONFIG_JSON_MAX`] or larger is not
+    /// read) says, where this says nothing yet: the family (`model_type`), the precision
+    /// (`torch_dtype`), and `transformer` for the architecture when `transformers_version` is
+    /// there. Bytes that are not JSON say nothing.
+    pub fn fill_from_config_json(&mut self, bytes: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+            return;
+        };
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        self.family = self.family.take().or_else(|| s("model_type"));
+        self.precision = self.precision.take().or_else(|| s("torch_dtype"));
+        if v.get("transformers_version").is_some() && self.architecture.is_none() {
+            self.architecture = Some("transformer".into());
         }
     }
 }
@@ -1341,5 +1454,142 @@ mod tests {
         assert_eq!(m2["config"]["digest"], Digest::of(&cfg2).to_string());
         assert_eq!(m2["layers"].as_array().unwrap().len(), 3);
         assert_eq!(m2["layers"][0]["digest"], readme2.digest.to_string());
+    }
+    /// A GGUF file whose vocabulary of `tokens` entries makes its header long, then `body`
+    /// bytes of tensor data.
+    fn long_gguf(tokens: u64, body: usize) -> Vec<u8> {
+        let s = |v: &mut Vec<u8>, x: &str| {
+            v.extend_from_slice(&(x.len() as u64).to_le_bytes());
+            v.extend_from_slice(x.as_bytes());
+        };
+        let mut v = b"GGUF".to_vec();
+        v.extend_from_slice(&3u32.to_le_bytes());
+        v.extend_from_slice(&1u64.to_le_bytes());
+        v.extend_from_slice(&2u64.to_le_bytes());
+        s(&mut v, "tokenizer.ggml.tokens");
+        v.extend_from_slice(&9u32.to_le_bytes());
+        v.extend_from_slice(&8u32.to_le_bytes());
+        v.extend_from_slice(&tokens.to_le_bytes());
+        for t in 0..tokens {
+            s(&mut v, &format!("token-{t:08}"));
+        }
+        s(&mut v, "general.architecture");
+        v.extend_from_slice(&8u32.to_le_bytes());
+        s(&mut v, "qwen2");
+        s(&mut v, "w");
+        v.extend_from_slice(&1u32.to_le_bytes());
+        v.extend_from_slice(&77u64.to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(&0u64.to_le_bytes());
+        v.resize(v.len() + body, 0xab);
+        v
+    }
+
+    /// The facts of `file` read through a [`HeadReader`] `chunk` bytes at a time, and the most
+    /// it held.
+    fn streamed(path: &str, file: &[u8], chunk: usize) -> (Option<Facts>, usize) {
+        let mut h = HeadReader::new(path);
+        let mut most = 0;
+        for c in file.chunks(chunk) {
+            h.write(c);
+            most = most.max(h.head.capacity());
+        }
+        (h.finish(), most)
+    }
+
+    #[test]
+    fn a_head_read_as_it_streams_gives_the_facts_of_the_header_in_every_chunk_size() {
+        let small = {
+            let mut f = st(&[("a", "BF16", &[64, 64])]);
+            f.resize(f.len() + (3 << 20), 1);
+            f
+        };
+        // a safetensors header longer than the first read: its own length is read next
+        let long = {
+            let names: Vec<String> = (0..12000).map(|i| format!("layers.{i}.weight")).collect();
+            let t: Vec<(&str, &str, &[u64])> = names
+                .iter()
+                .map(|n| (n.as_str(), "F16", &[8u64, 8][..]))
+                .collect();
+            let mut f = st(&t);
+            assert!(f.len() as u64 > HEAD_FIRST, "{}", f.len());
+            f.resize(f.len() + (1 << 20), 2);
+            f
+        };
+        // a GGUF header past the first read: read on 8x at a time
+        let gguf = long_gguf(40_000, 1 << 20);
+        let cases: [(&str, &[u8]); 6] = [
+            ("model.safetensors", &small),
+            ("unet/x.safetensors", &long),
+            ("m.gguf", &gguf),
+            ("m.gguf", &gguf_bytes()),
+            ("cut.safetensors", &small[..20]),
+            ("notes.bin", &[7u8; 300_000]),
+        ];
+        for (path, file) in cases {
+            // what reading the whole file at once says
+            let whole = facts(path, file);
+            for chunk in [1usize, 7, 4096, file.len().max(1)] {
+                if chunk == 1 && file.len() > 2 << 20 {
+                    continue; // a byte at a time through megabytes: slow, and 7 covers it
+                }
+                let (got, most) = streamed(path, file, chunk);
+                assert_eq!(got, whole, "{path} in {chunk}-byte chunks");
+                assert!(most as u64 <= HEAD_MAX, "{path}: held {most}");
+            }
+        }
+        assert_eq!(
+            facts("m.gguf", &gguf).unwrap().architecture.as_deref(),
+            Some("qwen2")
+        );
+        assert_eq!(facts("m.gguf", &gguf).unwrap().params, Some(77));
+        assert_eq!(
+            facts("unet/x.safetensors", &long).unwrap().params,
+            Some(12000 * 64)
+        );
+        // only the header is held: a safetensors head is its header's length, not the file's
+        let (_, most) = streamed("unet/x.safetensors", &long, 4096);
+        assert!((most as u64) < long.len() as u64 - (1 << 19), "held {most}");
+        let (_, most) = streamed("notes.bin", &[7u8; 300_000], 4096);
+        assert!(
+            most as u64 <= HEAD_FIRST,
+            "held {most} of a file with no header"
+        );
+        // once decided, nothing more is wanted
+        let mut h = HeadReader::new("model.safetensors");
+        h.write(&small[..1 << 20]);
+        assert!(!h.wants_more());
+    }
+
+    #[test]
+    fn a_head_past_the_most_read_gives_no_facts_as_lamina_pack_reads_none() {
+        // a safetensors header that says it is longer than HEAD_MAX
+        let mut f = (HEAD_MAX).to_le_bytes().to_vec();
+        f.resize(HEAD_FIRST as usize + 10, b' ');
+        let (got, most) = streamed("big.safetensors", &f, 4096);
+        assert_eq!(got, None);
+        assert!(most as u64 <= HEAD_FIRST);
+    }
+
+    #[test]
+    fn a_config_json_gives_the_family_and_dtype_only_where_the_headers_said_nothing() {
+        let cfg =
+            br#"{"model_type":"qwen2","torch_dtype":"bfloat16","transformers_version":"4.4"}"#;
+        let mut m = Model::default();
+        m.fill_from_config_json(cfg);
+        assert_eq!(m.family.as_deref(), Some("qwen2"));
+        assert_eq!(m.precision.as_deref(), Some("bfloat16"));
+        assert_eq!(m.architecture.as_deref(), Some("transformer"));
+        let mut m = Model {
+            precision: Some("float16".into()),
+            architecture: Some("llama".into()),
+            ..Model::default()
+        };
+        m.fill_from_config_json(cfg);
+        assert_eq!(m.precision.as_deref(), Some("float16"));
+        assert_eq!(m.architecture.as_deref(), Some("llama"));
+        let mut m = Model::default();
+        m.fill_from_config_json(b"not json");
+        assert_eq!(m, Model::default());
     }
 }

@@ -1,6 +1,6 @@
 //! Signed hooks and the jobs they start.
 //!
-//! `POST /hooks/affix|remix|zstd` is checked (HMAC-SHA256 of `"{timestamp}.{body}"` with the
+//! `POST /hooks/affix|remix|zstd|pack|convert` is checked (HMAC-SHA256 of `"{timestamp}.{body}"` with the
 //! `HOOK_SECRET` secret, in constant time; the timestamp within 5 minutes), parsed, and handed
 //! to a Durable Object named after the request's signature ([`job_id`]). The object keeps the
 //! job's status in its storage and runs the job from an alarm, so a job outlives the request
@@ -43,11 +43,11 @@ const MAX_RUNS: u32 = 3;
 pub struct Status {
     /// The job's id.
     pub id: String,
-    /// `affix`, `remix` or `zstd`.
+    /// `affix`, `remix`, `zstd`, `pack` or `convert`.
     pub kind: String,
     /// `queued`, `running`, `done` or `failed`.
     pub status: String,
-    /// The pushed image (`name@sha256:...`), when done.
+    /// The pushed image or artifact (`name@sha256:...`), when done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// What went wrong, when failed.

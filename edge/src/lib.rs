@@ -22,6 +22,7 @@ use worker::{event, Context, Env, Fetch, Method, Request, Response, Result, Url}
 
 mod driver;
 mod jobs;
+mod model;
 mod produce;
 mod work;
 

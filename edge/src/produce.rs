@@ -5,9 +5,14 @@
 
 use std::collections::VecDeque;
 
+use lamina_core::artifact::Packing;
 use lamina_core::compress::{self, Compression, Decoder};
+use lamina_core::digest::Hasher;
+use lamina_core::hook::{PackFile, PackSource};
 use lamina_core::layer::{LayerInfo, LayerWriter, TarInput};
+use lamina_core::pack::{self, Facts, HeadReader};
 use lamina_core::registry::{Source, Verifier};
+use lamina_core::retar::Reshape;
 use lamina_core::tar::{plan, EntryKind, PlannedEntry, TarWriter};
 use lamina_core::{Digest, Error};
 use lamina_wasm::{Pieces, Producer, Reader};
@@ -309,15 +314,294 @@ impl Producer for Built {
     }
 }
 
+/// How a stored blob's bytes come from its source's, uncompressed (so its diff_id is its
+/// digest): as they are, a raw file wrapped into a tar (a header, the file, a trailer: see
+/// [`lamina_core::convert::wrap_header`] and [`pack::file_tar`]), or a tar re-packed as it
+/// streams ([`Reshape`]: decompressed, put under `models/`, or its one file taken out).
+pub enum Shape {
+    /// The source's bytes.
+    AsIs,
+    /// The source's bytes between these.
+    Wrap {
+        /// The tar header blocks before the file.
+        header: Vec<u8>,
+        /// The padding and end blocks after it.
+        trailer: Vec<u8>,
+    },
+    /// The source's tar re-packed.
+    Reshape(Box<Reshape>),
+}
+
+impl std::fmt::Debug for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shape::AsIs => f.write_str("AsIs"),
+            Shape::Wrap { header, .. } => write!(f, "Wrap({} header bytes)", header.len()),
+            Shape::Reshape(r) => r.fmt(f),
+        }
+    }
+}
+
+/// A [`Shape`] at work: source bytes in, the blob's bytes out into the upload's [`Pieces`],
+/// hashed on the way (unless the blob is the source, verified already).
+#[derive(Debug)]
+struct Shaper {
+    shape: Shape,
+    started: bool,
+    hash: Option<Hasher>,
+}
+
+impl Shaper {
+    fn new(shape: Shape, hash: bool) -> Shaper {
+        Shaper {
+            shape,
+            started: false,
+            hash: hash.then(Hasher::new),
+        }
+    }
+
+    fn write(&mut self, b: &[u8], w: &mut Pieces) -> Result<(), Error> {
+        let Shaper {
+            shape,
+            started,
+            hash,
+        } = self;
+        let mut put = |o: &[u8]| {
+            if let Some(h) = hash.as_mut() {
+                h.update(o);
+            }
+            w.gather(o);
+        };
+        if !std::mem::replace(started, true) {
+            if let Shape::Wrap { header, .. } = shape {
+                put(header);
+            }
+        }
+        match shape {
+            Shape::AsIs | Shape::Wrap { .. } => {
+                put(b);
+                Ok(())
+            }
+            Shape::Reshape(r) => r.write(b, &mut put),
+        }
+    }
+
+    /// The source's end: the rest of the blob, and its digest and size when this hashed it.
+    fn finish(&mut self, w: &mut Pieces) -> Result<Option<(Digest, u64)>, Error> {
+        let Shaper {
+            shape,
+            started,
+            hash,
+        } = self;
+        let mut put = |o: &[u8]| {
+            if let Some(h) = hash.as_mut() {
+                h.update(o);
+            }
+            w.gather(o);
+        };
+        if !std::mem::replace(started, true) {
+            // an empty file: its header still goes first
+            if let Shape::Wrap { header, .. } = shape {
+                put(header);
+            }
+        }
+        match shape {
+            Shape::AsIs => {}
+            Shape::Wrap { trailer, .. } => put(trailer),
+            Shape::Reshape(r) => r.finish(&mut put)?,
+        }
+        Ok(hash.take().map(|h| {
+            let n = h.len();
+            (h.finish(), n)
+        }))
+    }
+
+    /// The one file a [`lamina_core::retar::Mode::File`] re-pack found.
+    fn file(&self) -> Option<(String, u64)> {
+        match &self.shape {
+            Shape::Reshape(r) => r.file().cloned(),
+            _ => None,
+        }
+    }
+}
+
+/// One file of a pack hook streamed into its layer: fetched (or given inline), stored raw or
+/// wrapped into a tar, hashed on the way; the head of its bytes is read for the weights'
+/// header facts ([`HeadReader`]) and a `config.json` is kept (it is small) for the family.
+#[derive(Debug)]
+pub struct FromFile {
+    rd: Option<Reader>,
+    data: Option<Vec<u8>>,
+    what: String,
+    announced: Option<u64>,
+    shaper: Shaper,
+    head: Option<HeadReader>,
+    config: Option<Vec<u8>>,
+    read: u64,
+    done: Option<(Digest, u64)>,
+    buf: Vec<u8>,
+}
+
+impl FromFile {
+    /// Opens `f` to be stored packed so (a tar of it holding the directories above it with
+    /// `dirs`, as a ModelKit's do; `mtime` in its header).
+    pub async fn open(
+        f: &PackFile,
+        packing: Packing,
+        dirs: bool,
+        mtime: u64,
+    ) -> Result<FromFile, Error> {
+        let (rd, data, announced, what) = match &f.source {
+            PackSource::Url(u) => {
+                let (rd, len) = open_url(u).await?;
+                (Some(rd), None, len, redact(u))
+            }
+            PackSource::Data(d) => (None, Some(d.clone()), Some(d.len() as u64), f.path.clone()),
+        };
+        let shape = match packing {
+            Packing::Raw => Shape::AsIs,
+            Packing::Tar(Compression::None) => {
+                let size = announced.ok_or_else(|| {
+                    io(
+                        &what,
+                        "the answer has no Content-Length (a tar header needs the file's size \
+                         before its bytes)",
+                    )
+                })?;
+                let (header, trailer) = if dirs {
+                    (
+                        lamina_core::convert::wrap_header(
+                            None,
+                            &f.path,
+                            size,
+                            f.executable,
+                            mtime,
+                        )?,
+                        pack::tar_trailer(size),
+                    )
+                } else {
+                    pack::file_tar(&f.path, size, f.executable, mtime)?
+                };
+                Shape::Wrap { header, trailer }
+            }
+            Packing::Tar(c) => {
+                return Err(Error::internal(format!(
+                    "packing a file into a {} tar",
+                    c.name()
+                )))
+            }
+        };
+        Ok(FromFile {
+            rd,
+            data,
+            what,
+            announced,
+            shaper: Shaper::new(shape, true),
+            head: Some(HeadReader::new(&f.path)),
+            config: (f.path == "config.json").then(Vec::new),
+            read: 0,
+            done: None,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The file's size (once stored).
+    pub fn file_size(&self) -> u64 {
+        self.read
+    }
+
+    /// What the file's header says of the weights (once stored; taken).
+    pub fn facts(&mut self) -> Option<Facts> {
+        self.head.take().and_then(HeadReader::finish)
+    }
+
+    /// The bytes of a `config.json` under [`pack::CONFIG_JSON_MAX`] (once stored; taken).
+    pub fn config_json(&mut self) -> Option<Vec<u8>> {
+        self.config.take()
+    }
+
+    fn take_in(&mut self, c: &[u8]) {
+        self.read += c.len() as u64;
+        if let Some(h) = self.head.as_mut().filter(|h| h.wants_more()) {
+            h.write(c);
+        }
+        if let Some(k) = self.config.as_mut() {
+            if self.read < pack::CONFIG_JSON_MAX {
+                k.extend_from_slice(c);
+            } else {
+                self.config = None;
+            }
+        }
+    }
+}
+
+impl Producer for FromFile {
+    type Body = Uint8Array;
+    fn source(&self) -> Source {
+        Source::Once
+    }
+    async fn produce(&mut self, w: &mut Pieces, want: u64) -> Result<(), Error> {
+        let goal = w.len() + want;
+        while w.len() < goal && self.done.is_none() {
+            let more = match (self.data.take(), self.rd.as_mut()) {
+                (Some(d), _) => {
+                    self.buf = d;
+                    true
+                }
+                (None, Some(rd)) => rd.next_into(&mut self.buf).await?,
+                (None, None) => false,
+            };
+            if more {
+                let c = std::mem::take(&mut self.buf);
+                if self
+                    .announced
+                    .is_some_and(|n| self.read + c.len() as u64 > n)
+                {
+                    return Err(io(
+                        &self.what,
+                        "the download is longer than its Content-Length",
+                    ));
+                }
+                self.take_in(&c);
+                self.shaper.write(&c, w)?;
+                self.buf = c;
+                continue;
+            }
+            if let Some(n) = self.announced.filter(|n| *n != self.read) {
+                return Err(io(
+                    &self.what,
+                    format!(
+                        "the download ended {} bytes short of its Content-Length",
+                        n - self.read
+                    ),
+                ));
+            }
+            self.rd = None;
+            self.done = self.shaper.finish(w)?;
+            if self.done.is_none() {
+                return Err(Error::internal("a packed file was not hashed"));
+            }
+        }
+        Ok(())
+    }
+    fn finished(&self) -> Option<(Digest, u64)> {
+        self.done.clone()
+    }
+    fn read(&self) -> u64 {
+        self.read
+    }
+}
+
 /// A registry blob streamed into another upload: copied as it is (verified against its
-/// digest), or decompressed and compressed again (`lamina zstd`), its diff_id computed on the
-/// way.
+/// digest), decompressed and compressed again (`lamina zstd`), its diff_id computed on the
+/// way, or made over by a [`Shape`] (`lamina convert`: wrapped, re-packed, unwrapped).
 pub struct FromBlob {
     rd: Reader,
     digest: Digest,
     size: u64,
     verify: Option<Verifier>,
     recode: Option<(Box<dyn Decoder>, LayerWriter)>,
+    shaper: Option<Shaper>,
     done: Option<(Digest, u64)>,
     info: Option<LayerInfo>,
     buf: Vec<u8>,
@@ -342,6 +626,7 @@ impl FromBlob {
             size,
             verify: Some(Verifier::default()),
             recode: None,
+            shaper: None,
             done: None,
             info: None,
             buf: Vec::new(),
@@ -360,9 +645,21 @@ impl FromBlob {
             ..FromBlob::copy(rd, digest, size)
         }
     }
+    /// The blob `digest` (of `size` bytes, verified as it comes) made over by `shape`
+    /// into an uncompressed blob.
+    pub fn shaped(rd: Reader, digest: &Digest, size: u64, shape: Shape) -> FromBlob {
+        FromBlob {
+            shaper: Some(Shaper::new(shape, true)),
+            ..FromBlob::copy(rd, digest, size)
+        }
+    }
     /// The new layer (for a recoded one), once made.
     pub fn info(&self) -> Option<&LayerInfo> {
         self.info.as_ref()
+    }
+    /// The file a re-pack to one raw file found: its path in the tar and its size.
+    pub fn file(&self) -> Option<(String, u64)> {
+        self.shaper.as_ref().and_then(Shaper::file)
     }
 }
 
@@ -405,9 +702,10 @@ impl Producer for FromBlob {
                     if let Some(v) = self.verify.as_mut() {
                         v.update(c);
                     }
-                    match self.recode.as_mut() {
-                        None => w.gather(c),
-                        Some((dec, lw)) => recode_into(dec, lw, w, c, false)?,
+                    match (self.recode.as_mut(), self.shaper.as_mut()) {
+                        (Some((dec, lw)), _) => recode_into(dec, lw, w, c, false)?,
+                        (None, Some(sh)) => sh.write(c, w)?,
+                        (None, None) => w.gather(c),
                     }
                 }
                 false => {
@@ -420,6 +718,13 @@ impl Producer for FromBlob {
                         &self.digest,
                         Some(self.size),
                     )?;
+                    if let Some(sh) = self.shaper.as_mut() {
+                        self.done =
+                            Some(sh.finish(w)?.ok_or_else(|| {
+                                Error::internal("a re-packed blob was not hashed")
+                            })?);
+                        continue;
+                    }
                     match self.recode.take() {
                         None => self.done = Some((self.digest.clone(), self.size)),
                         Some((mut dec, mut lw)) => {
@@ -456,5 +761,75 @@ mod tests {
             redact("http://127.0.0.1:8000/f/a"),
             "http://127.0.0.1:8000/f/a"
         );
+    }
+    /// What a [`Shaper`] makes of `input` fed `chunk` bytes at a time: the blob's digest and
+    /// size, and the bytes handed to the upload.
+    fn shaped(shape: Shape, input: &[u8], chunk: usize) -> (Option<(Digest, u64)>, u64) {
+        let mut sh = Shaper::new(shape, true);
+        let mut w = Pieces::default();
+        for c in input.chunks(chunk) {
+            sh.write(c, &mut w).expect("write");
+        }
+        let done = sh.finish(&mut w).expect("finish");
+        (done, w.len())
+    }
+
+    #[test]
+    fn a_file_wrapped_or_unwrapped_as_it_streams_is_the_same_blob_in_every_chunk_size() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let header =
+            lamina_core::convert::wrap_header(Some("models"), "unet/x.bin", 10_000, false, 5)
+                .expect("header");
+        let trailer = pack::tar_trailer(10_000);
+        let tar = [header.clone(), data.clone(), trailer.clone()].concat();
+        let wrap = || Shape::Wrap {
+            header: header.clone(),
+            trailer: trailer.clone(),
+        };
+        let unwrap = || {
+            let r = Reshape::new(Compression::None, Some(lamina_core::retar::Mode::File), 0);
+            Shape::Reshape(Box::new(r.expect("reshape")))
+        };
+        for chunk in [1, 7, 4096, data.len()] {
+            let (done, sent) = shaped(wrap(), &data, chunk);
+            assert_eq!(
+                done,
+                Some((Digest::of(&tar), tar.len() as u64)),
+                "wrap, {chunk}"
+            );
+            assert_eq!(sent, tar.len() as u64);
+            let mut sh = Shaper::new(unwrap(), true);
+            let mut w = Pieces::default();
+            for c in tar.chunks(chunk) {
+                sh.write(c, &mut w).expect("write");
+            }
+            let done = sh.finish(&mut w).expect("finish");
+            assert_eq!(
+                done,
+                Some((Digest::of(&data), data.len() as u64)),
+                "unwrap, {chunk}"
+            );
+            assert_eq!(
+                sh.file(),
+                Some(("models/unet/x.bin".to_string(), data.len() as u64))
+            );
+            let (done, _) = shaped(Shape::AsIs, &data, chunk);
+            assert_eq!(
+                done,
+                Some((Digest::of(&data), data.len() as u64)),
+                "as is, {chunk}"
+            );
+        }
+        // an empty file still gets its header
+        let (h, t) = pack::file_tar("empty", 0, false, 0).expect("tar");
+        let (done, _) = shaped(
+            Shape::Wrap {
+                header: h.clone(),
+                trailer: t.clone(),
+            },
+            &[],
+            1,
+        );
+        assert_eq!(done.map(|d| d.0), Some(Digest::of(&[h, t].concat())));
     }
 }

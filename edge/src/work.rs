@@ -1,6 +1,7 @@
-//! The jobs a hook starts (`affix`, `remix`, `zstd`), registry to registry over the core's
-//! machines: base layers are mounted (or streamed across registries), a new layer streams from
-//! its source into a chunked upload, and the manifest goes last, so a failed job leaves no tag.
+//! The jobs a hook starts (`affix`, `remix`, `zstd`; `pack` and `convert` in [`crate::model`]),
+//! registry to registry over the core's machines: base layers are mounted (or streamed across
+//! registries), a new layer streams from its source into a chunked upload, and the manifest goes
+//! last, so a failed job leaves no tag.
 //! Fetching an image, placing blobs and pushing are the core's workflows
 //! ([`lamina_wasm::flow`]); a job's [`Side`] logs their notes and streams a blob across
 //! registries.
@@ -35,18 +36,18 @@ pub struct Ctx {
     pub created: String,
 }
 
-fn reference(s: &str) -> Result<Reference> {
+pub(crate) fn reference(s: &str) -> Result<Reference> {
     Ok(Reference::parse(s, DEFAULT_REGISTRY)?)
 }
 
 /// A job's side of the core's workflows: events and notes go to its log, and a blob of another
 /// registry is streamed across.
-struct Jobs<'a, G> {
+pub(crate) struct Jobs<'a, G> {
     c: &'a mut Ctx,
     hook: driver::Job<'a, G>,
 }
 
-fn side<'a, G: Progress>(c: &'a mut Ctx, p: &'a G) -> Jobs<'a, G> {
+pub(crate) fn side<'a, G: Progress>(c: &'a mut Ctx, p: &'a G) -> Jobs<'a, G> {
     Jobs {
         c,
         hook: driver::Job(p),
@@ -84,7 +85,11 @@ impl<'a, G: Progress> Side for Jobs<'a, G> {
 }
 
 /// The single image `r` names, with its config (an index is refused).
-async fn fetch_image<G: Progress>(c: &mut Ctx, r: &Reference, p: &G) -> Result<(Image, Config)> {
+pub(crate) async fn fetch_image<G: Progress>(
+    c: &mut Ctx,
+    r: &Reference,
+    p: &G,
+) -> Result<(Image, Config)> {
     let (top, mut configs) = flow::image(&mut side(c, p), r, PlatformSel::None).await?;
     let (Top::Single(image), Some(config)) = (top, configs.pop()) else {
         return Err(Failure::usage(format!(
@@ -99,7 +104,7 @@ async fn fetch_image<G: Progress>(c: &mut Ctx, r: &Reference, p: &G) -> Result<(
 
 /// Makes sure `blobs` (of `from`) are in `to`'s repository: already there, mounted within a
 /// registry, or streamed from one registry to the other.
-async fn ensure<G: Progress>(
+pub(crate) async fn ensure<G: Progress>(
     c: &mut Ctx,
     from: &Reference,
     to: &Reference,
@@ -123,7 +128,7 @@ async fn keep<G: Progress>(
     ensure(c, from, to, vec![l.clone()], &format!("layer {i}"), p).await
 }
 
-async fn open_blob<G: Progress>(
+pub(crate) async fn open_blob<G: Progress>(
     c: &mut Ctx,
     r: &Reference,
     desc: &Descriptor,
@@ -175,12 +180,14 @@ fn oci_layer_type(c: Compression) -> Result<&'static str> {
         .ok_or_else(|| Error::internal(format!("no layer media type for {}", c.name())).into())
 }
 
-/// Runs a job; returns the pushed image as `name@sha256:...`.
+/// Runs a job; returns the pushed image or artifact as `name@sha256:...`.
 pub async fn run<G: Progress>(c: &mut Ctx, job: &Job, p: &G) -> Result<String> {
     match job {
         Job::Affix(j) => affix(c, j, p).await,
         Job::Remix(j) => remix(c, j, p).await,
         Job::Zstd(j) => zstd(c, j, p).await,
+        Job::Pack(j) => crate::model::pack(c, j, p).await,
+        Job::Convert(j) => crate::model::convert(c, j, p).await,
     }
 }
 

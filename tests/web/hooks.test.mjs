@@ -1,7 +1,8 @@
 // The edge Worker's signed hooks in the real runtime (workerd via `wrangler dev --local`), against
 // the local registries: plain (:5100), Basic (:5101) and token auth (:5103, token server :5104),
 // with credentials only from the Worker's REGISTRY_AUTH. Layers come from a local file server.
-// Results are checked with skopeo, umoci, zstd and tar.
+// Results are checked with skopeo, umoci, zstd and tar; the model hooks (pack, convert) against
+// the native CLI's results for the same input (LAMINA_BIN, or the debug build made here).
 //   (edge/build.sh; registries and fixtures running) then cd tests/web && npm test
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +11,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { sh, sha256, gen, checkPushed, startWrangler, stop } from './common.mjs';
+import { execFileSync } from 'node:child_process';
+import { sh, sha256, gen, checkPushed, startWrangler, stop, root } from './common.mjs';
 
 const PORT = 8798;
 const EDGE = `http://127.0.0.1:${PORT}`;
@@ -24,13 +26,16 @@ const run = `${process.pid}`;
 let dev, files, filesUrl;
 const served = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-hook-src-'));
 
-/// A file server: `/f/NAME` with Content-Length, `/chunked/NAME` without it, `/short/NAME`
+/// A file server: `/f/PATH` with Content-Length, `/chunked/PATH` without it, `/short/PATH`
 /// announcing more bytes than it sends.
 function startFiles() {
   files = http.createServer((req, res) => {
-    const [, mode, name] = new URL(req.url, 'http://x').pathname.split('/');
-    const p = path.join(served, name || '');
-    if (!name || !fs.existsSync(p)) { res.writeHead(404); res.end(); return; }
+    const [, mode, ...rest] = new URL(req.url, 'http://x').pathname.split('/');
+    const name = rest.join('/');
+    const p = path.join(served, name);
+    if (!name || !p.startsWith(`${served}/`) || !fs.existsSync(p) || !fs.statSync(p).isFile()) {
+      res.writeHead(404); res.end(); return;
+    }
     const size = fs.statSync(p).size;
     if (mode === 'f') {
       res.writeHead(200, { 'content-length': size });
@@ -229,7 +234,7 @@ test('bad jobs are refused before they start, with what was wrong', async () => 
   assert.match(r.json.errors[0].message, /registry\.example\.com is not on this Worker's allow list/);
   r = await hook('delete', { base: BASE });
   assert.equal(r.status, 400);
-  assert.match(r.json.errors[0].message, /hooks are affix, remix and zstd/);
+  assert.match(r.json.errors[0].message, /hooks are affix, remix, zstd, pack and convert/);
   const big = JSON.stringify({ base: BASE, dest: `${PLAIN}/x:y`, files: [{ name: 'a', data: 'A'.repeat(200000) }] });
   r = await hook('affix', big);
   assert.equal(r.status, 413);
@@ -272,4 +277,225 @@ test('a hook answers 202 at once when asked, and /jobs/ID reports the job to its
   assert.equal(n.status, 404);
   n = await fetch(`${EDGE}/jobs/..%2F..%2Fetc`);
   assert.equal(n.status, 404);
+});
+
+// ---- model artifacts: /hooks/pack and /hooks/convert against `lamina pack` and `lamina convert`
+
+const EPOCH = 946684800;
+const model = path.join(served, 'model');
+let lamina;
+const litter = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-hook-cli-'));
+
+/// A safetensors file with a real header: `tensors` is [[name, dtype, shape]]; the data is
+/// pseudo-random, as long as the offsets say.
+function safetensors(tensors, seed) {
+  const width = { BF16: 2, F16: 2, F32: 4 };
+  const header = {};
+  let at = 0;
+  for (const [name, dtype, shape] of tensors) {
+    const n = shape.reduce((a, b) => a * b, 1) * width[dtype];
+    header[name] = { dtype, shape, data_offsets: [at, at + n] };
+    at += n;
+  }
+  header.__metadata__ = { format: 'pt' };
+  let json = JSON.stringify(header);
+  while (json.length % 8) json += ' ';
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  const data = Buffer.from(gen(Math.ceil(at / 1048576), seed)).subarray(0, at);
+  return Buffer.concat([len, Buffer.from(json), data]);
+}
+
+/// The model folder, path -> bytes (a hidden file both lamina pack and the hook leave out).
+const modelFiles = {
+  // 8 MiB of weights: more than one 8 MiB chunk with its header
+  'model.safetensors': safetensors([['model.embed.weight', 'BF16', [2048, 2048]], ['model.norm.weight', 'F32', [2048]]], 11),
+  'unet/x.safetensors': safetensors([['conv.weight', 'F16', [64, 64]]], 12),
+  'config.json': Buffer.from('{"model_type": "llama", "torch_dtype": "bfloat16", "transformers_version": "4.44.0", "hidden_size": 2048}\n'),
+  'tokenizer.json': Buffer.from('{"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}}}\n'),
+  'README.md': Buffer.from('# tiny\n\nA model-shaped test artifact.\n'),
+  '.gitattributes': Buffer.from('*.safetensors filter=lfs\n'),
+};
+
+/// The pack hook's files: from the file server, README.md inline.
+function packFiles() {
+  return Object.keys(modelFiles).map((p) => (p === 'README.md'
+    ? { path: p, data: modelFiles[p].toString('base64') }
+    : { path: p, url: `${filesUrl}/f/model/${p}` }));
+}
+
+/// Runs the native CLI as the end-to-end tests do (no credentials, its own cache, the same
+/// SOURCE_DATE_EPOCH as the hooks' mtime); gives the digest of the `name@sha256:...` it printed.
+function cli(args) {
+  const env = { ...process.env, SOURCE_DATE_EPOCH: `${EPOCH}`, DOCKER_CONFIG: '/nonexistent-lamina-test', LAMINA_CACHE_DIR: path.join(litter, 'cache') };
+  for (const k of ['COG_TOKEN', 'LAMINA_USERNAME', 'LAMINA_PASSWORD', 'LAMINA_REGISTRY']) delete env[k];
+  const out = execFileSync(lamina, [...args, '-q'], { encoding: 'utf8', env, cwd: served }).trim();
+  const m = out.match(/@(sha256:[0-9a-f]{64})$/);
+  assert.ok(m, `lamina ${args.join(' ')} printed ${out}`);
+  return m[1];
+}
+
+async function json(url) {
+  const r = await fetch(url, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+  assert.equal(r.status, 200, url);
+  return r.json();
+}
+
+/// The manifest and config of `repo` at `reference` in the plain registry.
+async function artifact(repo, reference) {
+  const m = await json(`http://${PLAIN}/v2/${repo}/manifests/${reference}`);
+  return { m, cfg: await json(`http://${PLAIN}/v2/${repo}/blobs/${m.config.digest}`) };
+}
+
+/// The plain registry's access-log lines since `from` (its length before).
+function plainLog(from) {
+  return fs.readFileSync('/tmp/lamina-test/run/plain.log', 'utf8').slice(from).split('\n');
+}
+
+before(() => {
+  for (const [p, b] of Object.entries(modelFiles)) {
+    fs.mkdirSync(path.dirname(path.join(model, p)), { recursive: true });
+    fs.writeFileSync(path.join(model, p), b);
+  }
+  lamina = process.env.LAMINA_BIN;
+  if (!lamina) {
+    execFileSync('cargo', ['build', '-q', '-p', 'lamina-cli', '--bin', 'lamina'], { cwd: root, stdio: 'inherit' });
+    lamina = path.join(process.env.CARGO_TARGET_DIR || path.join(root, 'target'), 'debug/lamina');
+  }
+});
+
+after(() => fs.rmSync(litter, { recursive: true, force: true }));
+
+const packed = (format) => `${PLAIN}/hooks/pack-${run}:${format}`;
+
+test('a pack hook builds a ModelPack, a ModelKit and a Docker model with lamina pack\'s digests', async () => {
+  for (const format of ['modelpack', 'modelkit', 'docker']) {
+    const want = cli(['pack', './model/', '--dest', `${PLAIN}/hooks/pack-cli-${run}:${format}`, '--name', 'tiny', '--format', format]);
+    const dest = packed(format);
+    // modelpack is the default format
+    const body = { dest, ...(format === 'modelpack' ? {} : { format }), name: 'tiny', mtime: EPOCH, files: packFiles() };
+    const r = await hook('pack', body);
+    assert.equal(r.status, 200, `${format}: ${JSON.stringify(r.json)}`);
+    assert.equal(r.json.image, `${PLAIN}/hooks/pack-${run}@${want}`, `${format}: the hook made what lamina pack made`);
+    assert.equal(tagDigest(dest), want, `${format}: the tag names it`);
+    assert.ok(r.json.log.some((l) => /left out 1 hidden .*\.gitattributes/.test(l)), JSON.stringify(r.json.log));
+    const { m, cfg } = await artifact(`hooks/pack-${run}`, format);
+    const paths = m.layers.map((l) => l.annotations['org.cncf.model.filepath']);
+    if (format === 'modelpack') {
+      assert.equal(m.artifactType, 'application/vnd.cncf.model.manifest.v1+json');
+      assert.deepEqual(paths, ['README.md', 'config.json', 'model.safetensors', 'tokenizer.json', 'unet/x.safetensors']);
+      // raw layers: each blob is the file
+      m.layers.forEach((l, i) => assert.equal(l.digest, `sha256:${sha256(modelFiles[paths[i]])}`, paths[i]));
+      assert.deepEqual(cfg.descriptor, { name: 'tiny', family: 'llama' });
+      assert.deepEqual(cfg.config, { architecture: 'transformer', format: 'safetensors', paramSize: '4.2M', precision: 'bfloat16,float16,float32' });
+      assert.deepEqual(cfg.modelfs.diffIds, m.layers.map((l) => l.digest));
+    } else if (format === 'modelkit') {
+      assert.equal(m.config.mediaType, 'application/vnd.kitops.modelkit.config.v1+json');
+      assert.ok(m.layers.every((l) => l.mediaType.endsWith('.v1.tar')), JSON.stringify(m.layers));
+      assert.equal(cfg.package.name, 'tiny');
+      assert.equal(cfg.model.path, 'model.safetensors');
+      // a tar per file, with the directories above it (kit's), the file as it was
+      const url = `http://${PLAIN}/v2/hooks/pack-${run}/blobs/${m.layers.find((l) => l.annotations['org.cncf.model.filepath'] === 'unet/x.safetensors').digest}`;
+      assert.equal(sh('bash', ['-c', `set -o pipefail; curl -sf ${url} | tar -t`]), 'unet/\nunet/x.safetensors\n');
+      const got = sh('bash', ['-c', `set -o pipefail; curl -sf ${url} | tar -xO unet/x.safetensors | sha256sum`]);
+      assert.equal(got.slice(0, 64), sha256(modelFiles['unet/x.safetensors']));
+    } else {
+      assert.equal(m.config.mediaType, 'application/vnd.docker.ai.model.config.v0.2+json');
+      assert.equal(cfg.config.format, 'safetensors');
+      assert.equal(cfg.descriptor.created, '2000-01-01T00:00:00Z');
+      assert.deepEqual(cfg.rootfs.diff_ids, m.layers.map((l) => l.digest));
+    }
+  }
+});
+
+test('a convert hook makes every other format with lamina convert\'s digests, mounting what it keeps', async () => {
+  const kit = `${PLAIN}/hooks/conv-${run}:kit`;
+  const cases = [
+    // [label, source, to, base]: wrapped; kept (mounted); unwrapped; re-packed under models/;
+    // wrapped under models/
+    ['kit', packed('modelpack'), 'modelkit'],
+    ['docker', packed('modelpack'), 'docker'],
+    ['kit-docker', kit, 'docker'],
+    ['kit-car', kit, 'modelcar', BASE],
+    ['car', packed('modelpack'), 'modelcar', BASE],
+  ];
+  for (const [label, src, to, base] of cases) {
+    const want = cli(['convert', src, `${PLAIN}/hooks/conv-cli-${run}:${label}`, '--to', to, ...(base ? ['--base', base] : [])]);
+    const dest = `${PLAIN}/hooks/conv-${run}:${label}`;
+    const logAt = fs.statSync('/tmp/lamina-test/run/plain.log').size;
+    const r = await hook('convert', { src, dest, to, ...(base ? { base } : {}), mtime: EPOCH });
+    assert.equal(r.status, 200, `${label}: ${JSON.stringify(r.json)}`);
+    assert.equal(r.json.image, `${PLAIN}/hooks/conv-${run}@${want}`, `${label}: the hook made what lamina convert made`);
+    assert.equal(tagDigest(dest), want, `${label}: the tag names it`);
+    const patches = plainLog(logAt).filter((l) => l.includes(`PATCH /v2/hooks/conv-${run}/blobs/uploads/`) && !l.includes('level='));
+    const mounts = plainLog(logAt).filter((l) => l.includes(`POST /v2/hooks/conv-${run}/blobs/uploads/?`) && l.includes('mount=') && !l.includes('level='));
+    if (label === 'docker') {
+      // every raw layer kept: mounted, not a byte of them sent
+      assert.equal(patches.length, 0, patches.join('\n'));
+      assert.equal(mounts.length, 5, mounts.join('\n'));
+      const { m } = await artifact(`hooks/conv-${run}`, label);
+      const { m: mp } = await artifact(`hooks/pack-${run}`, 'modelpack');
+      assert.deepEqual(m.layers.map((l) => l.digest), mp.layers.map((l) => l.digest));
+    } else {
+      assert.ok(patches.length > 0, `${label}: re-packed layers were sent`);
+    }
+  }
+  // the unwrapped Docker model holds the files as they were
+  const out = path.join(litter, 'out');
+  execFileSync(lamina, ['extract', '-q', `${PLAIN}/hooks/conv-${run}:kit-docker`, '-o', `${out}/`], { env: { ...process.env, DOCKER_CONFIG: '/nonexistent-lamina-test' } });
+  for (const [p, b] of Object.entries(modelFiles)) {
+    if (p.startsWith('.')) assert.ok(!fs.existsSync(path.join(out, p)), `${p} was left out`);
+    else assert.equal(sha256(fs.readFileSync(path.join(out, p))), sha256(b), p);
+  }
+});
+
+test('pack and convert hooks refuse a bad signature and bad bodies before they start', async () => {
+  const dest = `${PLAIN}/hooks/model-refused-${run}:x`;
+  const job = JSON.stringify({ dest, files: packFiles() });
+  let r = await hook('pack', job, { headers: signed(job, { secret: 'not-the-secret-0123456789' }) });
+  assert.equal(r.status, 401, JSON.stringify(r.json));
+  assert.match(r.json.errors[0].message, /does not match/);
+  const conv = JSON.stringify({ src: packed('modelpack'), dest, to: 'docker' });
+  r = await hook('convert', conv, { headers: { ...signed(conv), 'x-lamina-signature': `sha256=${'1'.repeat(64)}` } });
+  assert.equal(r.status, 401, JSON.stringify(r.json));
+  assert.equal(tagDigest(dest), null, 'nothing was pushed');
+
+  const files = packFiles();
+  const bad = [
+    ['pack', { files }, 400, /missing field `dest`/],
+    ['pack', { dest, format: 'zip', files }, 400, /format "zip": modelpack \(the default\), modelkit or docker/],
+    ['pack', { dest, files: [{ path: '../x', url: `${filesUrl}/f/model/README.md` }] }, 400, /"\.\.\/x": the path climbs out/],
+    ['pack', { dest, files: [{ path: '/etc/passwd', url: `${filesUrl}/f/model/README.md` }] }, 400, /"\/etc\/passwd": the path is absolute/],
+    ['pack', { dest, format: 'modelkit', tar: true, files }, 400, /tar is for modelpack/],
+    ['pack', { dest, files: [{ path: 'a', url: 'file:///etc/passwd' }] }, 400, /not an http\(s\) URL/],
+    ['convert', { src: packed('modelpack'), dest, to: 'modelcar' }, 400, /to "modelcar" needs base/],
+    ['convert', { src: packed('modelpack'), dest, to: 'onnx' }, 400, /to "onnx": modelpack, modelkit, docker or modelcar/],
+    ['convert', { src: packed('modelpack'), dest, to: 'docker', token: 'x' }, 400, /unknown field `token`/],
+    ['convert', { src: 'registry.example.com/m:1', dest, to: 'docker' }, 403, /registry\.example\.com is not on this Worker's allow list/],
+  ];
+  for (const [kind, body, status, why] of bad) {
+    r = await hook(kind, body);
+    assert.equal(r.status, status, `${kind} ${JSON.stringify(body)}: ${JSON.stringify(r.json)}`);
+    assert.match(r.json.errors[0].message, why);
+  }
+  assert.equal(tagDigest(dest), null, 'nothing was pushed');
+});
+
+test('a pack or convert job that fails answers 422 with the reason and leaves no tag', async () => {
+  const cases = [
+    ['pack', { files: [{ path: 'model.safetensors', url: `${filesUrl}/f/model/missing.safetensors` }] }, /HTTP 404/],
+    // a ModelKit's tar header needs the size first
+    ['pack', { format: 'modelkit', files: [{ path: 'model.safetensors', url: `${filesUrl}/chunked/model/model.safetensors` }] }, /no Content-Length/],
+    ['pack', { files: [{ path: 'model.safetensors', url: `${filesUrl}/short/model/config.json` }] }, /short of its Content-Length|Network connection lost/],
+    ['convert', { src: BASE, to: 'modelpack' }, /no modelcar layers/],
+    ['convert', { src: packed('modelpack'), to: 'modelpack' }, /it is a ModelPack artifact already/],
+  ];
+  for (const [i, [kind, job, why]] of cases.entries()) {
+    const dest = `${PLAIN}/hooks/model-failed-${run}:${i}`;
+    const r = await hook(kind, { ...job, dest });
+    assert.equal(r.status, 422, `${i}: ${JSON.stringify(r.json)}`);
+    assert.equal(r.json.status, 'failed');
+    assert.match(r.json.error, why, `${i}`);
+    assert.equal(tagDigest(dest), null, `${i}: no tag`);
+  }
 });

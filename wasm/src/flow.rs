@@ -6,7 +6,7 @@
 
 use lamina_core::flow::{
     Answer, Configs, Edit, EnsureBlobs, Flow, Image, Need, Next, Placed, Placement, PlatformSel,
-    PushImages, Resolve, Top,
+    PushArtifact, PushImages, Resolve, Top,
 };
 use lamina_core::image::{Config, Descriptor, Manifest, MAX_CONFIG_SIZE};
 use lamina_core::reference::Reference;
@@ -178,6 +178,17 @@ pub async fn push<S: Side>(
 ) -> Result<String, Failure> {
     let flow = PushImages::new(vec![image], vec![config], None, edit, to.tag_or_latest())?;
     let digest = run(s, to, to, flow).await?;
+    Ok(format!("{}@{digest}", to.name()))
+}
+
+/// Pushes the model artifact `a` (its layers at `to` already) to `to`'s tag: the config
+/// first, the manifest last. Returns `name@sha256:...`.
+pub async fn push_artifact<S: Side>(
+    s: &mut S,
+    to: &Reference,
+    a: lamina_core::target::Assembled,
+) -> Result<String, Failure> {
+    let digest = run(s, to, to, PushArtifact::new(a, to.tag_or_latest())).await?;
     Ok(format!("{}@{digest}", to.name()))
 }
 
@@ -524,5 +535,37 @@ mod tests {
             "{}",
             e.error
         );
+    }
+    #[test]
+    fn an_artifact_is_pushed_config_first_and_its_tag_names_its_manifest() {
+        let mut t = side();
+        let dest = reference("127.0.0.1:5000/model:pack");
+        let a = lamina_core::target::Assembled {
+            config: br#"{"descriptor":{"name":"tiny"}}"#.to_vec(),
+            layers: Vec::new(),
+            manifest: br#"{"schemaVersion":2,"layers":[]}"#.to_vec(),
+        };
+        let out = block_on(push_artifact(&mut t, &dest, a.clone())).unwrap();
+        assert_eq!(
+            out,
+            format!("127.0.0.1:5000/model@{}", Digest::of(&a.manifest))
+        );
+        let puts: Vec<String> = sent(&t)
+            .into_iter()
+            .filter(|l| l.starts_with("PUT"))
+            .collect();
+        assert_eq!(puts.len(), 2, "{puts:?}");
+        assert!(puts[0].contains("/v2/model/blobs/uploads/"), "{puts:?}");
+        assert_eq!(puts[1], "PUT 127.0.0.1:5000/v2/model/manifests/pack");
+        let regs = t.d.transport();
+        let (ct, m) = regs.get("127.0.0.1:5000/v2/model/manifests/pack").unwrap();
+        assert_eq!((ct.as_str(), m), (media::OCI_MANIFEST, a.manifest));
+        let (_, c) = regs
+            .get(&format!(
+                "127.0.0.1:5000/v2/model/blobs/{}",
+                Digest::of(&a.config)
+            ))
+            .unwrap();
+        assert_eq!(c, a.config);
     }
 }
