@@ -451,6 +451,17 @@ pub fn car_history(path: &str, created: &str) -> History {
     }
 }
 
+/// The source layers of `sources` that `steps` keep as they are: what a driver mounts (or
+/// finds, or copies) into the destination before it streams the others.
+pub fn kept_layers(sources: &[Source], steps: &[Step]) -> Vec<Descriptor> {
+    sources
+        .iter()
+        .zip(steps)
+        .filter(|(_, st)| !st.sends())
+        .map(|(s, _)| s.layer.clone())
+        .collect()
+}
+
 /// The modelcar layers (a file or folder under `/models` each, with olot's annotations and a
 /// history entry of time `created`) of `sources` made into `made`, to go on a base image.
 pub fn car_layers(

@@ -24,7 +24,7 @@ use lamina_core::compress::Compression;
 use lamina_core::convert::{self, Made, Step, To};
 use lamina_core::flow::Edit;
 use lamina_core::hook::{ConvertJob, PackJob};
-use lamina_core::image::{rfc3339, Descriptor};
+use lamina_core::image::rfc3339;
 use lamina_core::pack::{self, FileLayer, Model};
 use lamina_core::reference::Reference;
 use lamina_core::retar::{Mode, Reshape};
@@ -190,12 +190,7 @@ async fn make<G: Progress>(
     mtime: u64,
     p: &G,
 ) -> Result<Vec<Made>> {
-    let keep: Vec<Descriptor> = sources
-        .iter()
-        .zip(steps)
-        .filter(|(_, st)| !st.sends())
-        .map(|(s, _)| s.layer.clone())
-        .collect();
+    let keep = convert::kept_layers(sources, steps);
     if !keep.is_empty() {
         work::ensure(c, src, dest, keep, "kept layers", p).await?;
     }

@@ -8,7 +8,6 @@ use std::time::Instant;
 use lamina_core::artifact::Packing;
 use lamina_core::compress::Compression;
 use lamina_core::convert::{self, Made, Step, To};
-use lamina_core::image::Descriptor;
 use lamina_core::registry::UploadConfig;
 use lamina_core::retar::{Mode, Reshape};
 use lamina_core::{target, Error};
@@ -18,7 +17,7 @@ use crate::error::{Result, WithContext as _};
 use crate::net::client::{Chunker, Data, Restart};
 use crate::ops::build::{stored, Shape};
 use crate::ops::flows::ensure_blobs;
-use crate::ops::push::{push_images, NewLayer};
+use crate::ops::push::push_images;
 use crate::ops::resolve::{self, PlatformSel};
 use crate::store::{self, Loc};
 use crate::ui::progress::Progress;
@@ -116,7 +115,7 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
                 None,
                 quiet,
             )?;
-            let layers = car_layers(&origin.layers, made, &resolve::history_time());
+            let layers = convert::car_layers(&origin.layers, made, &resolve::history_time());
             push_images(
                 client,
                 &dest,
@@ -166,12 +165,7 @@ pub(crate) fn make(
     to: To,
     quiet: bool,
 ) -> Result<(Vec<Made>, u64)> {
-    let keep: Vec<Descriptor> = sources
-        .iter()
-        .zip(steps)
-        .filter(|(_, st)| !st.sends())
-        .map(|(s, _)| s.layer.clone())
-        .collect();
+    let keep = convert::kept_layers(sources, steps);
     ensure_blobs(client, src, dest, &keep, quiet)?;
     let mut made = Vec::new();
     let mut sent = 0u64;
@@ -217,33 +211,6 @@ fn several_files(e: &crate::error::Error) -> bool {
         }
         matches!(core, Some(Error::SeveralFiles { .. }))
     })
-}
-
-/// The modelcar layers (a file or folder under `/models` each, with olot's annotations and a
-/// history entry) of `sources` made into `made`.
-pub(crate) fn car_layers(
-    sources: &[convert::Source],
-    made: Vec<Made>,
-    created: &str,
-) -> Vec<NewLayer> {
-    sources
-        .iter()
-        .zip(made)
-        .map(|(s, m)| {
-            let path = convert::car_path(&s.path);
-            NewLayer {
-                compression: match m.packing {
-                    Packing::Tar(c) => c,
-                    Packing::Raw => Compression::None,
-                },
-                digest: m.digest,
-                size: m.size,
-                diff_id: m.diff_id,
-                history: convert::car_history(path, created),
-                annotations: convert::car_annotations(path),
-            }
-        })
-        .collect()
 }
 
 /// Streams layer `s` of `src` into `dest` made over by `step` (see [`convert::Step`]): the

@@ -9,7 +9,7 @@ use lamina_core::pack;
 use lamina_core::target::Target;
 use lamina_core::Error;
 
-use crate::commands::convert::{car_layers, make};
+use crate::commands::convert::make;
 use crate::commands::Ctx;
 use crate::error::{Result, WithContext as _};
 use crate::net::client::Client;
@@ -288,7 +288,7 @@ fn remix_model(
             let (mut images, mut index, configs) =
                 resolve::base_at_dest(client, base, dest, sel, a.platform.as_deref(), quiet)?;
             let (made, sent) = make(client, weights, dest, &picked, &steps, to, quiet)?;
-            let layers = car_layers(&picked, made, &resolve::history_time());
+            let layers = convert::car_layers(&picked, made, &resolve::history_time());
             let d = push_images(
                 client,
                 dest,
