@@ -348,8 +348,10 @@ async function artifact(repo, reference) {
 }
 
 /// The plain registry's access-log lines since `from` (its length before).
+// `from` is a byte offset (the log's size before): slice the bytes, not the decoded text, or a
+// multi-byte character earlier in the log moves the cut past the lines wanted
 function plainLog(from) {
-  return fs.readFileSync('/tmp/lamina-test/run/plain.log', 'utf8').slice(from).split('\n');
+  return fs.readFileSync('/tmp/lamina-test/run/plain.log').subarray(from).toString('utf8').split('\n');
 }
 
 before(() => {
