@@ -119,13 +119,9 @@ pub fn plan<T>(picked: Vec<Picked<T>>) -> Result<Plan<T>, Error> {
     })
 }
 
-/// A weight file's head read first for its header.
-pub const HEAD_FIRST: u64 = 256 << 10;
-/// At most this much of a weight file is read for its header (GGUF metadata holds the
-/// vocabulary).
-pub const HEAD_MAX: u64 = 64 << 20;
-/// A `config.json` of this size or more is not read for the model's family.
-pub const CONFIG_MAX: u64 = 16 << 20;
+/// How much of a weight file is read for its header, and the largest `config.json` read for
+/// the model's family: the CLI's and the Worker's bounds, from core.
+pub use lamina_core::pack::{CONFIG_JSON_MAX as CONFIG_MAX, HEAD_FIRST, HEAD_MAX};
 
 /// How many of the file's first bytes to have next, when the `want` first ones (`head`: fewer
 /// when the file is shorter) held no whole header ([`pack::facts`] gave none); `None`: stop,
@@ -157,13 +153,8 @@ pub fn describe(name: Option<String>, facts: &[Facts], config_json: Option<&[u8]
         ..Model::default()
     };
     m.fill_from(facts);
-    if let Some(v) = config_json.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) {
-        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-        m.family = m.family.take().or_else(|| s("model_type"));
-        m.precision = m.precision.take().or_else(|| s("torch_dtype"));
-        if v.get("transformers_version").is_some() && m.architecture.is_none() {
-            m.architecture = Some("transformer".into());
-        }
+    if let Some(b) = config_json {
+        m.fill_from_config_json(b);
     }
     m
 }

@@ -414,17 +414,8 @@ fn describe(a: &Args, inputs: &[Input]) -> Result<Model> {
     m.fill_from(&facts);
     // transformers' config.json: the family and, when the headers said nothing, the dtype
     if let Some(c) = inputs.iter().find(|i| i.path == "config.json") {
-        if c.size < 16 << 20 {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(
-                &std::fs::read(&c.source).unwrap_or_default(),
-            ) {
-                let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-                m.family = m.family.take().or_else(|| s("model_type"));
-                m.precision = m.precision.take().or_else(|| s("torch_dtype"));
-                if v.get("transformers_version").is_some() && m.architecture.is_none() {
-                    m.architecture = Some("transformer".into());
-                }
-            }
+        if c.size < lamina_core::pack::CONFIG_JSON_MAX {
+            m.fill_from_config_json(&std::fs::read(&c.source).unwrap_or_default());
         }
     }
     Ok(m)
