@@ -507,6 +507,15 @@ impl HeadReader {
         self.out.is_none()
     }
 
+    /// For a driver that reads the file itself: the head's next bytes wanted, as the range
+    /// `held..end` of the file (`None`: enough was read). Give them to [`write`](Self::write);
+    /// when the file ends first, give what there was and [`finish`](Self::finish).
+    pub fn next_read(&self) -> Option<std::ops::Range<u64>> {
+        self.out
+            .is_none()
+            .then_some(self.head.len() as u64..self.want)
+    }
+
     /// The file's next bytes.
     pub fn write(&mut self, mut b: &[u8]) {
         while self.out.is_none() && !b.is_empty() {
@@ -1497,6 +1506,22 @@ mod tests {
         (h.finish(), most)
     }
 
+    /// The facts of `file` read as [`HeadReader::next_read`] asks, and how much was read.
+    fn pulled(path: &str, file: &[u8]) -> (Option<Facts>, usize) {
+        let mut h = HeadReader::new(path);
+        let mut read = 0;
+        while let Some(r) = h.next_read() {
+            assert_eq!(r.start as usize, read, "{path}: reads follow on");
+            let end = (r.end as usize).min(file.len());
+            h.write(&file[read..end]);
+            read = end;
+            if end < r.end as usize {
+                break; // the file ended
+            }
+        }
+        (h.finish(), read)
+    }
+
     #[test]
     fn a_head_read_as_it_streams_gives_the_facts_of_the_header_in_every_chunk_size() {
         let small = {
@@ -1537,6 +1562,11 @@ mod tests {
                 assert_eq!(got, whole, "{path} in {chunk}-byte chunks");
                 assert!(most as u64 <= HEAD_MAX, "{path}: held {most}");
             }
+            // a driver that reads what next_read asks (lamina pack, the page) says the same,
+            // and reads no more of the file than the head
+            let (got, read) = pulled(path, file);
+            assert_eq!(got, whole, "{path} read as next_read asks");
+            assert!(read as u64 <= HEAD_MAX, "{path}: read {read}");
         }
         assert_eq!(
             facts("m.gguf", &gguf).unwrap().architecture.as_deref(),

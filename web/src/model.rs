@@ -119,28 +119,9 @@ pub fn plan<T>(picked: Vec<Picked<T>>) -> Result<Plan<T>, Error> {
     })
 }
 
-/// How much of a weight file is read for its header, and the largest `config.json` read for
-/// the model's family: the CLI's and the Worker's bounds, from core.
-pub use lamina_core::pack::{CONFIG_JSON_MAX as CONFIG_MAX, HEAD_FIRST, HEAD_MAX};
-
-/// How many of the file's first bytes to have next, when the `want` first ones (`head`: fewer
-/// when the file is shorter) held no whole header ([`pack::facts`] gave none); `None`: stop,
-/// the file says nothing. A safetensors header says its length (read exactly that, when it
-/// fits under [`HEAD_MAX`]); a GGUF one is read on, 8 times as much each time.
-pub fn more_head(path: &str, head: &[u8], want: u64) -> Option<u64> {
-    if (head.len() as u64) < want || want >= HEAD_MAX {
-        return None;
-    }
-    if path.to_ascii_lowercase().ends_with(".safetensors") {
-        let n = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
-        let need = n.checked_add(8)?;
-        return (need <= HEAD_MAX && need > want).then_some(need);
-    }
-    if head.starts_with(b"GGUF") {
-        return Some(want.saturating_mul(8).min(HEAD_MAX));
-    }
-    None
-}
+/// The largest `config.json` read for the model's family: the CLI's and the Worker's bound,
+/// from core.
+pub use lamina_core::pack::CONFIG_JSON_MAX as CONFIG_MAX;
 
 /// The config's facts: `name` (given, or the folder's; an empty one is none), what the
 /// weights' headers say, and transformers' `config.json`: the family (`model_type`), the
@@ -305,57 +286,6 @@ mod tests {
             plan(vec![picked("/", None, 1)]),
             Err(Error::Usage { .. })
         ));
-    }
-
-    /// A safetensors file's head: the header length, the header JSON padded with spaces.
-    fn safetensors_head(json: &str, pad: usize) -> Vec<u8> {
-        let mut h = json.as_bytes().to_vec();
-        h.resize(h.len() + pad, b' ');
-        let mut out = (h.len() as u64).to_le_bytes().to_vec();
-        out.extend(h);
-        out
-    }
-
-    #[test]
-    fn a_long_safetensors_header_is_read_to_its_end_and_no_further() {
-        let json = r#"{"w":{"dtype":"BF16","shape":[4,8],"data_offsets":[0,64]}}"#;
-        let file = safetensors_head(json, 300_000);
-        let whole = file.len() as u64;
-        // the first 256 KiB hold part of the header: read exactly the rest
-        let head = &file[..HEAD_FIRST as usize];
-        assert_eq!(pack::facts("m.safetensors", head), None);
-        assert_eq!(more_head("m.safetensors", head, HEAD_FIRST), Some(whole));
-        let f = pack::facts("m.safetensors", &file).unwrap();
-        assert_eq!(f.params, Some(32));
-        // a header longer than what is read at most, or a file that ended: stop
-        let mut huge = (HEAD_MAX).to_le_bytes().to_vec();
-        huge.resize(HEAD_FIRST as usize, b' ');
-        assert_eq!(more_head("m.safetensors", &huge, HEAD_FIRST), None);
-        assert_eq!(more_head("m.safetensors", &file[..100], HEAD_FIRST), None);
-        // a length the head already covers is no reason to read on
-        let short = safetensors_head(r#"{"w":1}"#, 0);
-        let mut padded = short.clone();
-        padded.resize(HEAD_FIRST as usize, 0);
-        assert_eq!(more_head("M.SafeTensors", &padded, HEAD_FIRST), None);
-    }
-
-    #[test]
-    fn a_gguf_head_is_read_on_eight_times_as_much_up_to_the_most() {
-        let mut head = b"GGUF".to_vec();
-        head.resize(HEAD_FIRST as usize, 0xff);
-        assert_eq!(more_head("m.gguf", &head, HEAD_FIRST), Some(HEAD_FIRST * 8));
-        let mut head = b"GGUF".to_vec();
-        head.resize(32 << 20, 0xff);
-        assert_eq!(more_head("m.gguf", &head, 32 << 20), Some(HEAD_MAX));
-        head.resize(HEAD_MAX as usize, 0xff);
-        assert_eq!(
-            more_head("m.gguf", &head, HEAD_MAX),
-            None,
-            "at most HEAD_MAX"
-        );
-        // not a header lamina reads
-        let other = vec![0u8; HEAD_FIRST as usize];
-        assert_eq!(more_head("m.bin", &other, HEAD_FIRST), None);
     }
 
     #[test]

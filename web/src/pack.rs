@@ -18,30 +18,25 @@ use lamina_core::Error;
 use lamina_wasm::Failure;
 
 use crate::driver::{Driver, Report};
-use crate::model::{self, PackFile, Picked, CONFIG_MAX, HEAD_FIRST};
+use crate::model::{self, PackFile, Picked, CONFIG_MAX};
 use crate::opts::Opts;
 use crate::progress;
 use crate::source::{read_bytes, LayerSource};
 
-/// What the weight file `f`'s header says, read from as much of its head as the header needs
-/// (a little first, more only when it is longer; see [`model::more_head`]).
+/// What the weight file `f`'s header says, read from as much of its head as the header needs,
+/// as core's [`pack::HeadReader`] asks for it (the same steps as `lamina pack`).
 async fn facts_of(f: &PackFile<web_sys::File>) -> Result<Option<Facts>, Error> {
-    let mut head: Vec<u8> = Vec::new();
-    let mut want = HEAD_FIRST;
-    loop {
-        let end = want.min(f.size);
-        let have = head.len() as u64;
-        if end > have {
-            head.extend(read_bytes(&f.file, have, end).await?);
+    let mut h = pack::HeadReader::new(&f.path);
+    while let Some(r) = h.next_read() {
+        let end = r.end.min(f.size);
+        if end > r.start {
+            h.write(&read_bytes(&f.file, r.start, end).await?);
         }
-        if let Some(x) = pack::facts(&f.path, &head) {
-            return Ok(Some(x));
-        }
-        match model::more_head(&f.path, &head, want) {
-            Some(w) => want = w,
-            None => return Ok(None),
+        if end < r.end {
+            break; // the file ended
         }
     }
+    Ok(h.finish())
 }
 
 /// Packs `picked` into `dest` as `o` says; returns `dest@sha256:...`.

@@ -358,48 +358,29 @@ fn plan(args: &[PathBuf], prefix: &str) -> Result<(Vec<Input>, usize)> {
     Ok((out, left_out))
 }
 
-/// Most of a weight file read for its header (GGUF metadata holds the vocabulary).
-const HEAD: u64 = 64 << 20;
-
 /// The config's facts: the name given or the folder's, the weights' headers, `config.json`'s
 /// family and dtype.
 fn describe(a: &Args, inputs: &[Input]) -> Result<Model> {
     use std::io::Read as _;
     let mut facts: Vec<Facts> = Vec::new();
     for i in inputs.iter().filter(|i| i.kind == Kind::Weight) {
-        // as much of the head as the header needs: a little first, more only when it is longer
-        let mut f =
-            std::fs::File::open(&i.source).map_err(|e| format!("{}: {e}", i.source.display()))?;
-        let mut head = Vec::new();
-        let mut want = 256u64 << 10;
-        loop {
-            let have = head.len() as u64;
-            (&mut f)
-                .take(want - have)
-                .read_to_end(&mut head)
-                .map_err(|e| format!("{}: {e}", i.source.display()))?;
-            if let Some(x) = pack::facts(&i.path, &head) {
-                facts.push(x);
-                break;
+        // as much of the head as the header needs, as core's reader asks for it
+        let err = |e: std::io::Error| format!("{}: {e}", i.source.display());
+        let mut f = std::fs::File::open(&i.source).map_err(err)?;
+        let mut h = pack::HeadReader::new(&i.path);
+        let mut buf = Vec::new();
+        while let Some(r) = h.next_read() {
+            buf.clear();
+            let n = (&mut f)
+                .take(r.end - r.start)
+                .read_to_end(&mut buf)
+                .map_err(err)?;
+            h.write(&buf);
+            if (n as u64) < r.end - r.start {
+                break; // the file ended
             }
-            if (head.len() as u64) < want || want >= HEAD {
-                break;
-            }
-            // a safetensors header says its length; a GGUF one is read on, 8x at a time
-            want = if i.path.to_ascii_lowercase().ends_with(".safetensors") {
-                match head
-                    .get(..8)
-                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-                {
-                    Some(n) if n + 8 <= HEAD && n + 8 > want => n + 8,
-                    _ => break,
-                }
-            } else if head.starts_with(b"GGUF") {
-                (want * 8).min(HEAD)
-            } else {
-                break;
-            };
         }
+        facts.extend(h.finish());
     }
     let folder = a
         .inputs
