@@ -451,6 +451,79 @@ test('a convert hook makes every other format with lamina convert\'s digests, mo
   }
 });
 
+/// `lamina extract REF -o DIR/` into a fresh folder of the litter; gives the folder.
+function extracted(ref, name) {
+  const out = path.join(litter, name);
+  execFileSync(lamina, ['extract', '-q', ref, '-o', `${out}/`], { env: { ...process.env, DOCKER_CONFIG: '/nonexistent-lamina-test' } });
+  return out;
+}
+
+/// The model folder's files (the hidden one left out) are in `dir`, byte for byte.
+function holdsModel(dir, what) {
+  for (const [p, b] of Object.entries(modelFiles)) {
+    if (p.startsWith('.')) assert.ok(!fs.existsSync(path.join(dir, p)), `${what}: ${p} was left out`);
+    else assert.equal(sha256(fs.readFileSync(path.join(dir, p))), sha256(b), `${what}: ${p}`);
+  }
+}
+
+test('a pack hook with tar: true makes lamina pack --tar\'s ModelPack, each file a tar layer', async () => {
+  const want = cli(['pack', './model/', '--dest', `${PLAIN}/hooks/pack-cli-${run}:tar`, '--name', 'tiny', '--format', 'modelpack', '--tar']);
+  const dest = packed('tar');
+  const r = await hook('pack', { dest, name: 'tiny', mtime: EPOCH, tar: true, files: packFiles() });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  assert.equal(r.json.image, `${PLAIN}/hooks/pack-${run}@${want}`, 'the hook made what lamina pack --tar made');
+  assert.equal(tagDigest(dest), want);
+  const { m, cfg } = await artifact(`hooks/pack-${run}`, 'tar');
+  assert.ok(m.layers.every((l) => l.mediaType.startsWith('application/vnd.cncf.model.') && l.mediaType.endsWith('.v1.tar')), JSON.stringify(m.layers));
+  // one entry per tar, at its path (no directories above it, unlike a ModelKit's)
+  const x = m.layers.find((l) => l.annotations['org.cncf.model.filepath'] === 'unet/x.safetensors');
+  const url = `http://${PLAIN}/v2/hooks/pack-${run}/blobs/${x.digest}`;
+  assert.equal(sh('bash', ['-c', `set -o pipefail; curl -sf ${url} | tar -t`]), 'unet/x.safetensors\n');
+  assert.deepEqual(cfg.modelfs.diffIds, m.layers.map((l) => l.digest));
+  assert.equal(cfg.config.paramSize, '4.2M', 'the weights\' facts are read through the tar too');
+  holdsModel(extracted(dest, 'tar-out'), 'tar: true');
+});
+
+test('a convert hook decompresses a ModelPack\'s tar+zstd layers as they stream into a ModelKit', async () => {
+  // the model folder and a 24 MiB doc of hex text (about 12 MiB zstd): decompressed across
+  // many reads of the source and several 8 MiB PATCHes
+  const zmodel = path.join(served, 'zmodel');
+  const files = { ...modelFiles, 'docs/corpus.md': Buffer.from(Buffer.from(gen(12, 31)).toString('hex')) };
+  for (const [p, b] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(zmodel, p)), { recursive: true });
+    fs.writeFileSync(path.join(zmodel, p), b);
+  }
+  // lamina pack --tar, then lamina zstd: the docs and configs tar+zstd, the weights plain tars
+  const tars = `${PLAIN}/hooks/zconv-${run}:tar`;
+  const zst = `${PLAIN}/hooks/zconv-${run}:zst`;
+  cli(['pack', './zmodel/', '--dest', tars, '--name', 'tiny', '--tar']);
+  cli(['zstd', tars, zst]);
+  const { m: src } = await artifact(`hooks/zconv-${run}`, 'zst');
+  const zstdLayers = src.layers.filter((l) => l.mediaType.endsWith('.tar+zstd'));
+  assert.equal(zstdLayers.length, 4, `README, the corpus, config.json and tokenizer.json are zstd: ${JSON.stringify(src.layers)}`);
+  const corpus = zstdLayers.find((l) => l.annotations['org.cncf.model.filepath'] === 'docs/corpus.md');
+  assert.ok(corpus.size > 8 << 20 && corpus.size < 16 << 20, `${corpus.size} bytes of zstd`);
+
+  const want = cli(['convert', zst, `${PLAIN}/hooks/zconv-cli-${run}:kit`, '--to', 'modelkit']);
+  const dest = `${PLAIN}/hooks/zconv-${run}:kit`;
+  const r = await hook('convert', { src: zst, dest, to: 'modelkit', mtime: EPOCH });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  assert.equal(r.json.image, `${PLAIN}/hooks/zconv-${run}@${want}`, 'the hook made what lamina convert made');
+  assert.equal(tagDigest(dest), want);
+  assert.equal(r.json.log.filter((l) => /^decompressing /.test(l)).length, zstdLayers.length, JSON.stringify(r.json.log));
+  const { m } = await artifact(`hooks/zconv-${run}`, 'kit');
+  assert.ok(m.layers.every((l) => l.mediaType.endsWith('.v1.tar')), `no zstd in a ModelKit: ${JSON.stringify(m.layers)}`);
+  // each decompressed layer is the plain tar lamina pack --tar made of the file
+  const { m: plain } = await artifact(`hooks/zconv-${run}`, 'tar');
+  const byPath = (mm) => Object.fromEntries(mm.layers.map((l) => [l.annotations['org.cncf.model.filepath'], l.digest]));
+  assert.deepEqual(byPath(m), byPath(plain));
+  const out = extracted(dest, 'zconv-out');
+  for (const [p, b] of Object.entries(files)) {
+    if (p.startsWith('.')) assert.ok(!fs.existsSync(path.join(out, p)), `${p} was left out`);
+    else assert.equal(sha256(fs.readFileSync(path.join(out, p))), sha256(b), p);
+  }
+});
+
 test('pack and convert hooks refuse a bad signature and bad bodies before they start', async () => {
   const dest = `${PLAIN}/hooks/model-refused-${run}:x`;
   const job = JSON.stringify({ dest, files: packFiles() });
