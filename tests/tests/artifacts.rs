@@ -591,6 +591,113 @@ fn uploads(repo: &str) -> (Vec<String>, Vec<String>) {
     (sent, mounts)
 }
 
+/// The layer digests of what `pack --json` printed, by path.
+fn packed_digests(j: &serde_json::Value) -> BTreeMap<String, String> {
+    j["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap().to_string(),
+                l["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Which of `digests` were sent to `repo` since the access log had `from` lines (the PUT that
+/// closes an upload names its digest).
+fn sent_since(repo: &str, from: usize, digests: &BTreeMap<String, String>) -> Vec<String> {
+    let (sent, _) = uploads(repo);
+    digests
+        .iter()
+        .filter(|(_, d)| {
+            let hex = d.trim_start_matches("sha256:");
+            sent[from.min(sent.len())..].iter().any(|l| l.contains(hex))
+        })
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+/// Packing a folder again reads and sends only the files that changed (regression: every run
+/// hashed and sent every file again): a second run of an unchanged folder sends no layer and
+/// makes the same digest; after one file changes, only that file is sent; to another
+/// repository, which has none of the blobs, everything is sent; a file changed just before the
+/// run is not taken from the record (its digest is made again).
+#[test]
+fn pack_again_reads_and_sends_only_the_files_that_changed() {
+    harness();
+    let dir = tempdir("artifacts-repack");
+    models::hf_folder(&dir.join("model"));
+    let cache = dir.join("cache");
+    let env = [("LAMINA_CACHE_DIR", s(&cache))];
+    // a file changed in the last 2 s is never recorded (it could change again unseen)
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let name = repo("repack");
+    let dest = format!("{PLAIN}/{name}:v1");
+    let pack = |dest: &str| {
+        let out = lamina_in(&dir, &["pack", "./model/", "--dest", dest, "--json"], &env).ok();
+        let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        (j, out.stderr)
+    };
+    let (j1, _) = pack(&dest);
+    assert_eq!(j1["reused"], 0);
+    let d1 = packed_digests(&j1);
+    assert_eq!(sent_since(&name, 0, &d1).len(), d1.len(), "the first run sends all");
+    let m1 = raw_manifest(&dest, None);
+
+    let mark = uploads(&name).0.len();
+    let (j2, err) = pack(&dest);
+    assert_eq!(j2["reused"], d1.len(), "{j2:#}");
+    assert_eq!(packed_digests(&j2), d1);
+    assert_eq!(sent_since(&name, mark, &d1), Vec::<String>::new());
+    assert_eq!(raw_manifest(&dest, None), m1, "the same artifact");
+    assert!(err.contains("unchanged: not sent again"), "{err}");
+    assert!(
+        err.contains(&format!("{} unchanged (not sent again)", d1.len())),
+        "{err}"
+    );
+
+    // one file changes: only it is sent, the others are taken as recorded
+    let readme = dir.join("model/sub/deeper/notes.txt");
+    let mut text = std::fs::read(&readme).unwrap();
+    text.extend_from_slice(b"\nFine-tuned.\n");
+    std::fs::write(&readme, &text).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let mark = uploads(&name).0.len();
+    let (j3, _) = pack(&dest);
+    let d3 = packed_digests(&j3);
+    assert_eq!(j3["reused"], d1.len() - 1);
+    assert_ne!(d3["sub/deeper/notes.txt"], d1["sub/deeper/notes.txt"]);
+    assert_eq!(
+        sent_since(&name, mark, &d3),
+        vec!["sub/deeper/notes.txt".to_string()]
+    );
+    let out = dir.join("out");
+    lamina_in(&dir, &["extract", &dest, "-o", "./out/"], &[]).ok();
+    assert_eq!(std::fs::read(out.join("sub/deeper/notes.txt")).unwrap(), text);
+
+    // another repository has none of the blobs: the record alone sends nothing short
+    let other = repo("repack-other");
+    let (j4, _) = pack(&format!("{PLAIN}/{other}:v1"));
+    assert_eq!(packed_digests(&j4), d3);
+    // every blob is sent there (a link in the folder and the file it names are one blob,
+    // sent once: the second finds it there)
+    assert_eq!(sent_since(&other, 0, &d3).len(), d3.len());
+
+    // a file changed just now, even to the same size, is hashed again
+    let cfg = dir.join("model/config.json");
+    let mut c = std::fs::read(&cfg).unwrap();
+    let at = c.iter().position(|&b| b == b'L').unwrap(); // LlamaForCausalLM: same size
+    c[at] = b'l';
+    std::fs::write(&cfg, &c).unwrap();
+    let (j5, _) = pack(&dest);
+    let d5 = packed_digests(&j5);
+    assert_eq!(d5["config.json"], sha256(&c));
+    assert_ne!(d5["config.json"], d3["config.json"]);
+}
+
 /// `convert --to modelpack` of a modelcar uploads no layer: its model layers are mounted (the
 /// registry's access log shows one blob upload, the config), the base image's are left out, and
 /// the files extract as the modelcar's do. Back with `--to modelcar`: mounts only again, the same

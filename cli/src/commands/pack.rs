@@ -17,12 +17,13 @@ use lamina_core::pack::{self, Facts, FileLayer, Model};
 use lamina_core::registry::UploadConfig;
 use lamina_core::tar::{EntryKind, PlannedEntry};
 use lamina_core::target::{self, Target};
-use lamina_core::Error;
+use lamina_core::{Digest, Error};
 
 use crate::commands::Ctx;
 use crate::error::Result;
 use crate::net::client::{Chunker, Client, Data, Options, Restart};
 use crate::ops::build::source_date_epoch;
+use crate::store::known::{Known, Stat};
 use crate::store::{self, Loc};
 use crate::ui::progress::{human, Progress};
 
@@ -33,7 +34,9 @@ use crate::ui::progress::{human, Progress};
 /// format, parameter count and precision the weights' headers (safetensors, GGUF) give, and the
 /// family config.json gives. Layers upload in parallel (-j), each resumable by running the
 /// command again; the manifest goes last. Hidden files, __pycache__ and *.pyc are left out, as
-/// modctl does.
+/// modctl does. Packing the same folder again reads and sends only the files that changed: each
+/// file's blob digest is kept (in ~/.cache/lamina/digests, by the file's inode, size and times)
+/// and a file that is unchanged, with its blob at the destination, is not read again.
 ///
 /// Formats (--format):
 ///   modelpack  CNCF ModelPack, raw layers (what modctl, docker model package --format cncf and
@@ -142,7 +145,11 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         None,
     );
     let model = describe(&a, &inputs)?;
-    let (layers, total) = upload_counted(ctx, &dest, &inputs, a.jobs as usize, "pack")?;
+    let Uploaded {
+        layers,
+        total,
+        reused,
+    } = upload_counted(ctx, &dest, &inputs, a.jobs as usize, "pack")?;
     let mtime = source_date_epoch().unwrap_or(0);
     let made = target::assemble(target, &model, &layers, mtime)?;
     let d = store::put_artifact(&mut ctx.client, &dest, made)?;
@@ -161,14 +168,16 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
                 "path": l.path, "kind": l.kind.name(), "guessed": l.guessed,
                 "digest": l.digest.to_string(), "size": l.size,
             })).collect::<Vec<_>>(),
+            "reused": reused,
             "seconds": t0.elapsed().as_secs_f64(),
         }),
     )?;
     if !quiet {
         eprintln!(
-            "packed {} files ({}) in {:.1}s",
+            "packed {} files ({}){} in {:.1}s",
             layers.len(),
             human(total),
+            reused_note(reused),
             t0.elapsed().as_secs_f64()
         );
     }
@@ -193,7 +202,11 @@ fn modelcar(ctx: &mut Ctx, a: &Args, base: &Loc, t0: Instant) -> Result<()> {
     let sel = crate::ops::resolve::PlatformSel::parse(None)?;
     let (mut images, mut index, configs) =
         crate::ops::resolve::base_at_dest(&mut ctx.client, base, &dest, &sel, None, quiet)?;
-    let (layers, total) = upload_counted(ctx, &dest, &inputs, a.jobs as usize, "pack")?;
+    let Uploaded {
+        layers,
+        total,
+        reused,
+    } = upload_counted(ctx, &dest, &inputs, a.jobs as usize, "pack")?;
     let created = crate::ops::resolve::history_time();
     let new: Vec<crate::ops::push::NewLayer> = layers
         .iter()
@@ -227,14 +240,16 @@ fn modelcar(ctx: &mut Ctx, a: &Args, base: &Loc, t0: Instant) -> Result<()> {
                 "path": format!("/{}/{}", convert::MODELS, l.path), "kind": l.kind.name(),
                 "digest": l.digest.to_string(), "size": l.size,
             })).collect::<Vec<_>>(),
+            "reused": reused,
             "seconds": t0.elapsed().as_secs_f64(),
         }),
     )?;
     if !quiet {
         eprintln!(
-            "packed {} files ({}) onto {base} in {:.1}s",
+            "packed {} files ({}){} onto {base} in {:.1}s",
             layers.len(),
             human(total),
+            reused_note(reused),
             t0.elapsed().as_secs_f64()
         );
     }
@@ -258,13 +273,20 @@ fn upload_counted(
     inputs: &[Input],
     jobs: usize,
     verb: &str,
-) -> Result<(Vec<FileLayer>, u64)> {
+) -> Result<Uploaded> {
     let quiet = ctx.quiet;
     upload_progress(&mut ctx.client, &ctx.opts, dest, inputs, jobs, verb, quiet)
 }
 
-/// Uploads the files ([`upload_all`]) under one progress line, `verb N files`; gives the
-/// layers and the files' total size.
+/// What [`upload_progress`] did: the layers, the files' total size, and how many of the files
+/// were not sent because an earlier run made their blobs and the destination has them.
+struct Uploaded {
+    layers: Vec<FileLayer>,
+    total: u64,
+    reused: usize,
+}
+
+/// Uploads the files ([`upload_all`]) under one progress line, `verb N files`.
 fn upload_progress(
     client: &mut Client,
     opts: &Options,
@@ -273,12 +295,31 @@ fn upload_progress(
     jobs: usize,
     verb: &str,
     quiet: bool,
-) -> Result<(Vec<FileLayer>, u64)> {
+) -> Result<Uploaded> {
     let total: u64 = inputs.iter().map(|i| i.size).sum();
     let mut progress = Progress::new(format!("{verb} {} files", inputs.len()), Some(total), quiet);
-    let layers = upload_all(client, opts, dest, inputs, jobs, &mut progress)?;
+    let sent = upload_all(client, opts, dest, inputs, jobs, &mut progress)?;
     progress.finish(total);
-    Ok((layers, total))
+    Ok(Uploaded {
+        reused: sent.iter().filter(|s| s.reused).count(),
+        layers: sent.into_iter().map(|s| s.layer).collect(),
+        total,
+    })
+}
+
+/// `, N unchanged (not sent again)` when some files were there already.
+fn reused_note(reused: usize) -> String {
+    match reused {
+        0 => String::new(),
+        n => format!(", {n} unchanged (not sent again)"),
+    }
+}
+
+/// One file's layer, and whether it was there already ([`already_there`]).
+#[derive(Debug, Clone)]
+struct Sent {
+    layer: FileLayer,
+    reused: bool,
 }
 
 /// [`plan`], saying how many files were left out.
@@ -441,7 +482,7 @@ fn upload_one(
     dest: &Loc,
     i: &Input,
     done: &Arc<AtomicU64>,
-) -> Result<FileLayer> {
+) -> Result<Sent> {
     // a streamed upload needs no chunk-sized buffers: 1 MiB pieces keep memory small at any -j
     let chunk = 1usize << 20;
     let mtime = source_date_epoch().unwrap_or(0);
@@ -463,6 +504,26 @@ fn upload_one(
             rx
         }
     };
+    // what this file made last time, if it is unchanged and the destination still has it
+    let stat = Stat::of(&i.source);
+    let known = Known::new(
+        &i.source,
+        &format!(
+            "pack {} {} dirs={} under={:?} x={} mtime={mtime}",
+            i.packing.name(),
+            i.path,
+            i.dirs,
+            i.under,
+            i.executable
+        ),
+    );
+    if let Some(layer) = already_there(client, dest, i, known.as_ref(), stat.as_ref())? {
+        done.fetch_add(i.size, Ordering::Relaxed);
+        return Ok(Sent {
+            layer,
+            reused: true,
+        });
+    }
     let mut spawn: Restart = Box::new(spawn);
     let rx = spawn();
     let cfg = UploadConfig {
@@ -495,18 +556,52 @@ fn upload_one(
         Some(&identity),
     )
     .map_err(|e| -> crate::error::Error { format!("{}: {e}", i.path).into() })?;
-    Ok(FileLayer {
+    if let (Some(k), Some(st)) = (&known, &stat) {
+        k.put(st, Stat::of(&i.source).as_ref(), &digest, info.size);
+    }
+    Ok(Sent {
+        layer: file_layer(i, digest, info.size, info.diff_id),
+        reused: false,
+    })
+}
+
+/// The layer of `i` stored as `digest` (uncompressed: raw, or a tar of it).
+fn file_layer(i: &Input, digest: Digest, size: u64, diff_id: Digest) -> FileLayer {
+    FileLayer {
         path: i.path.clone(),
         kind: i.kind,
         guessed: i.guessed,
         packing: i.packing,
         digest,
-        size: info.size,
-        diff_id: info.diff_id,
+        size,
+        diff_id,
         file_size: i.size,
         executable: i.executable,
         carried: None,
-    })
+    }
+}
+
+/// The layer `i` made on an earlier run ([`Known`]), when the file is unchanged since and
+/// `dest` holds that blob at that size: packing a folder again sends and hashes only what
+/// changed.
+fn already_there(
+    client: &mut Client,
+    dest: &Loc,
+    i: &Input,
+    known: Option<&Known>,
+    stat: Option<&Stat>,
+) -> Result<Option<FileLayer>> {
+    let (Some(k), Some(st)) = (known, stat) else {
+        return Ok(None);
+    };
+    let Some((digest, size)) = k.get(st) else {
+        return Ok(None);
+    };
+    let d = lamina_core::image::Descriptor::new("", digest.clone(), size);
+    if !store::has_blob(client, dest, &d, true)? {
+        return Ok(None);
+    }
+    Ok(Some(file_layer(i, digest.clone(), size, digest)))
 }
 
 /// Uploads the files as raw layers of `dest`: in parallel to a registry, in turn to a layout.
@@ -517,7 +612,7 @@ fn upload_all(
     inputs: &[Input],
     jobs: usize,
     progress: &mut Progress,
-) -> Result<Vec<FileLayer>> {
+) -> Result<Vec<Sent>> {
     match dest {
         Loc::Registry(r) => upload_parallel(opts, r, inputs, jobs, progress),
         Loc::Layout(_) => {
@@ -564,7 +659,8 @@ pub(crate) fn attach(
         target == Target::ModelKit,
         None,
     );
-    let (layers, _) = upload_progress(client, opts, dest, &inputs, 4, "attach", quiet)?;
+    let Uploaded { layers, .. } =
+        upload_progress(client, opts, dest, &inputs, 4, "attach", quiet)?;
     let mtime = source_date_epoch().unwrap_or(0);
     let pack::Attached {
         config,
@@ -615,12 +711,12 @@ fn upload_parallel(
     inputs: &[Input],
     jobs: usize,
     progress: &mut Progress,
-) -> Result<Vec<FileLayer>> {
+) -> Result<Vec<Sent>> {
     let queue = Arc::new(Mutex::new(
         (0..inputs.len()).collect::<std::collections::VecDeque<_>>(),
     ));
     let done = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<FileLayer>)>();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Sent>)>();
     let inputs = Arc::new(inputs.to_vec());
     let mut workers = Vec::new();
     for _ in 0..jobs.clamp(1, inputs.len()) {
@@ -653,20 +749,26 @@ fn upload_parallel(
         }));
     }
     drop(tx);
-    let mut out: Vec<Option<FileLayer>> = vec![None; inputs.len()];
+    let mut out: Vec<Option<Sent>> = vec![None; inputs.len()];
     let mut first_err = None;
     loop {
         match rx.recv_timeout(std::time::Duration::from_millis(200)) {
-            Ok((i, Ok(l))) => {
+            Ok((i, Ok(sent))) => {
                 if !progress.quiet() {
+                    let l = &sent.layer;
                     crate::ui::progress::warn(&format!(
-                        "{} {} ({})",
+                        "{} {} ({}{})",
                         l.kind.name(),
                         l.path,
-                        human(l.file_size)
+                        human(l.file_size),
+                        if sent.reused {
+                            ", unchanged: not sent again"
+                        } else {
+                            ""
+                        }
                     ));
                 }
-                out[i] = Some(l);
+                out[i] = Some(sent);
             }
             Ok((_, Err(e))) => {
                 if first_err.is_none() {

@@ -39,6 +39,12 @@ pub struct ResumeFile {
 
 /// The directory for upload state, if one can be found.
 pub fn dir() -> Option<PathBuf> {
+    Some(cache_dir()?.join("uploads"))
+}
+
+/// lamina's cache directory: `$LAMINA_CACHE_DIR`, else `$XDG_CACHE_HOME/lamina`, else
+/// `~/.cache/lamina`.
+pub fn cache_dir() -> Option<PathBuf> {
     let base = if let Some(d) = std::env::var_os("LAMINA_CACHE_DIR").filter(|d| !d.is_empty()) {
         PathBuf::from(d)
     } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
@@ -48,7 +54,7 @@ pub fn dir() -> Option<PathBuf> {
             .join(".cache")
             .join("lamina")
     };
-    Some(base.join("uploads"))
+    Some(base)
 }
 
 impl ResumeFile {

@@ -10,6 +10,7 @@
 //! replaces the whole file.
 
 pub mod cleanup;
+pub mod known;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -609,12 +610,15 @@ pub fn open_blob(client: &mut Client, loc: &Loc, d: &Digest) -> Result<Box<dyn R
     }
 }
 
-/// True when the blob is there (`HEAD` in a registry, with push access when `for_push`).
+/// True when the blob is there (`HEAD` in a registry, with push access when `for_push`) at the
+/// descriptor's size (a registry that states another length does not hold that blob; one that
+/// states none is taken at its word).
 pub fn has_blob(client: &mut Client, loc: &Loc, d: &Descriptor, for_push: bool) -> Result<bool> {
     match loc {
-        Loc::Registry(r) => Ok(client
-            .run(r, HeadBlob::new(&r.repository, &d.digest, for_push))?
-            .is_some()),
+        Loc::Registry(r) => Ok(matches!(
+            client.run(r, HeadBlob::new(&r.repository, &d.digest, for_push))?,
+            Some(n) if n == d.size || n == 0
+        )),
         Loc::Layout(l) => Ok(l.has_blob(&d.digest, Some(d.size))),
     }
 }
