@@ -644,7 +644,11 @@ fn pack_again_reads_and_sends_only_the_files_that_changed() {
     let (j1, _) = pack(&dest);
     assert_eq!(j1["reused"], 0);
     let d1 = packed_digests(&j1);
-    assert_eq!(sent_since(&name, 0, &d1).len(), d1.len(), "the first run sends all");
+    assert_eq!(
+        sent_since(&name, 0, &d1).len(),
+        d1.len(),
+        "the first run sends all"
+    );
     let m1 = raw_manifest(&dest, None);
 
     let mark = uploads(&name).0.len();
@@ -676,7 +680,10 @@ fn pack_again_reads_and_sends_only_the_files_that_changed() {
     );
     let out = dir.join("out");
     lamina_in(&dir, &["extract", &dest, "-o", "./out/"], &[]).ok();
-    assert_eq!(std::fs::read(out.join("sub/deeper/notes.txt")).unwrap(), text);
+    assert_eq!(
+        std::fs::read(out.join("sub/deeper/notes.txt")).unwrap(),
+        text
+    );
 
     // another repository has none of the blobs: the record alone sends nothing short
     let other = repo("repack-other");

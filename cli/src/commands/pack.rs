@@ -477,12 +477,7 @@ fn build_raw(
 
 /// Uploads one file as a raw layer of `dest`, restartable (the file is read again) and
 /// resumable across runs (named by path, size and modification time).
-fn upload_one(
-    client: &mut Client,
-    dest: &Loc,
-    i: &Input,
-    done: &Arc<AtomicU64>,
-) -> Result<Sent> {
+fn upload_one(client: &mut Client, dest: &Loc, i: &Input, done: &Arc<AtomicU64>) -> Result<Sent> {
     // a streamed upload needs no chunk-sized buffers: 1 MiB pieces keep memory small at any -j
     let chunk = 1usize << 20;
     let mtime = source_date_epoch().unwrap_or(0);
@@ -659,8 +654,7 @@ pub(crate) fn attach(
         target == Target::ModelKit,
         None,
     );
-    let Uploaded { layers, .. } =
-        upload_progress(client, opts, dest, &inputs, 4, "attach", quiet)?;
+    let Uploaded { layers, .. } = upload_progress(client, opts, dest, &inputs, 4, "attach", quiet)?;
     let mtime = source_date_epoch().unwrap_or(0);
     let pack::Attached {
         config,

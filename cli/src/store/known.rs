@@ -80,7 +80,11 @@ impl Known {
     /// The record for a blob made from the file at `source` as `what` says (packing, options,
     /// path in the artifact); `None` when there is no cache directory.
     pub fn new(source: &Path, what: &str) -> Option<Known> {
-        Self::in_dir(&crate::net::resume::cache_dir()?.join("digests"), source, what)
+        Self::in_dir(
+            &crate::net::resume::cache_dir()?.join("digests"),
+            source,
+            what,
+        )
     }
 
     fn in_dir(dir: &Path, source: &Path, what: &str) -> Option<Known> {
