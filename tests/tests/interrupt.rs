@@ -312,3 +312,138 @@ fn names_deep(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// Ctrl-C and SIGTERM in the middle of `remix` and `zstd` on model artifacts: each stops at
+/// once with no tag at the destination, and the same command run again, undisturbed, makes the
+/// artifact a run that was never stopped makes. `remix` is stopped while a ModelPack's raw
+/// weight streams from the source registry into a ModelKit's tar (the source's GET stalls);
+/// `zstd` while a `--tar` ModelPack's recompressed layer is being sent (its upload stalls).
+#[test]
+fn ctrl_c_and_sigterm_during_remix_and_zstd_on_artifacts_leave_no_tag() {
+    harness();
+    let dir = tempdir("interrupt-artifacts");
+    let m = dir.join("model");
+    std::fs::create_dir_all(m.join("tokenizer")).unwrap();
+    std::fs::write(m.join("model.safetensors"), random_bytes(8 << 20, 94)).unwrap();
+    std::fs::write(m.join("config.json"), br#"{"model_type": "llama"}"#).unwrap();
+    std::fs::write(
+        m.join("tokenizer/tokenizer.json"),
+        random_bytes(3 << 20, 95),
+    )
+    .unwrap();
+    std::fs::write(m.join("README.md"), random_bytes(2 << 20, 96)).unwrap();
+    let k = dir.join("kit");
+    std::fs::create_dir_all(&k).unwrap();
+    std::fs::write(k.join("base.gguf"), random_bytes(1 << 20, 97)).unwrap();
+    std::fs::write(k.join("README.md"), b"the kit's own card\n").unwrap();
+    let mp = format!("{PLAIN}/{}:raw", repo("interrupt-art"));
+    let tar = format!("{PLAIN}/{}:tar", repo("interrupt-art"));
+    let kit = format!("{PLAIN}/{}:kit", repo("interrupt-art"));
+    lamina_in(&dir, &["pack", "./model/", "--dest", &mp], &[]).ok();
+    lamina_in(&dir, &["pack", "./model/", "--dest", &tar, "--tar"], &[]).ok();
+    lamina_in(
+        &dir,
+        &["pack", "./kit/", "--dest", &kit, "--format", "modelkit"],
+        &[],
+    )
+    .ok();
+    let digest = |o: &str| o.trim().rsplit('@').next().unwrap().to_string();
+
+    // Ctrl-C during remix: the weight's download from the source stalls midway
+    let weight = sha256(&std::fs::read(m.join("model.safetensors")).unwrap());
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("GET", &format!("/blobs/{weight}"))
+            .times(1)
+            .action(Action::StallResponse(1 << 20, Duration::from_secs(60))),
+    );
+    let name = repo("interrupt-remix");
+    let via = |r: &str| r.replace(PLAIN, p.addr());
+    let dest = format!("{}/{name}:v1", p.addr());
+    let args = [
+        "remix",
+        "--base",
+        &via(&kit),
+        "--weights",
+        &via(&mp),
+        "--dest",
+        &dest,
+    ];
+    let stalled = || p.requests().iter().any(|l| l.fault.is_some());
+    let (code, err) = interrupt(&dir, &args, "-INT", stalled);
+    assert_eq!(code, 130, "{err}");
+    assert!(
+        !resolves(&format!("{PLAIN}/{name}:v1"), None),
+        "tagged after Ctrl-C"
+    );
+    p.clear();
+    let again = lamina_in(&dir, &args, &[]).ok();
+    let clean_ref = format!("{PLAIN}/{}:clean", repo("interrupt-remix"));
+    let clean = lamina_in(
+        &dir,
+        &[
+            "remix",
+            "--base",
+            &kit,
+            "--weights",
+            &mp,
+            "--dest",
+            &clean_ref,
+        ],
+        &[],
+    )
+    .ok();
+    assert_eq!(digest(&again.stdout), digest(&clean.stdout));
+    // the result holds the ModelPack's weights and the kit's card
+    let out = dir.join("remixed");
+    lamina_in(&dir, &["extract", &clean_ref, "-o", "./remixed/"], &[]).ok();
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        std::fs::read(m.join("model.safetensors")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(out.join("README.md")).unwrap(),
+        b"the kit's own card\n"
+    );
+
+    // SIGTERM during zstd: the upload of a recompressed layer is held by the front end
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("PUT", "/blobs/uploads/")
+            .nth(1)
+            .action(Action::Stall(Duration::from_secs(60))),
+    );
+    let zname = repo("interrupt-zstd");
+    let zdest = format!("{}/{zname}:v1", p.addr());
+    let src = tar.replace(PLAIN, p.addr());
+    let args = ["zstd", &src, &zdest];
+    let held = || p.requests().iter().any(|l| l.fault.is_some());
+    let (code, err) = interrupt(&dir, &args, "-TERM", held);
+    assert_eq!(code, 143, "{err}");
+    assert!(
+        !resolves(&format!("{PLAIN}/{zname}:v1"), None),
+        "tagged after SIGTERM"
+    );
+    p.clear();
+    let again = lamina_in(&dir, &args, &[]).ok();
+    let clean = lamina_in(
+        &dir,
+        &[
+            "zstd",
+            &tar,
+            &format!("{PLAIN}/{}:clean", repo("interrupt-zstd")),
+        ],
+        &[],
+    )
+    .ok();
+    assert_eq!(digest(&again.stdout), digest(&clean.stdout));
+    let z = raw_manifest(&format!("{PLAIN}/{zname}:v1"), None);
+    assert!(
+        z["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["mediaType"].as_str().unwrap().ends_with(".tar+zstd")),
+        "{z:#}"
+    );
+}
