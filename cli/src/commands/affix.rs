@@ -296,13 +296,11 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
             &annotations,
             quiet,
         )?;
-        crate::store::commit(&dest)?;
-        let name = dest.name();
-        print_result(a.json, quiet, t0, &format!("{name}@{final_digest}"), || {
+        crate::commands::pushed(
+            &dest,
+            &final_digest,
+            a.json,
             serde_json::json!({
-                "image": format!("{name}@{final_digest}"),
-                "digest": final_digest.to_string(),
-                "tag": dest.tag(),
                 "layers": layers.iter().map(|l| serde_json::json!({
                     "digest": l.digest.to_string(),
                     "size": l.size,
@@ -312,8 +310,9 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
                 })).collect::<Vec<_>>(),
                 "platforms": images.len(),
                 "seconds": t0.elapsed().as_secs_f64(),
-            })
-        })?;
+            }),
+        )?;
+        done_in(quiet, t0);
         return Ok(());
     }
 
@@ -446,13 +445,11 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         quiet,
     )?;
     let platforms = images.len();
-    crate::store::commit(&dest)?;
-    let name = dest.name();
-    print_result(a.json, quiet, t0, &format!("{name}@{final_digest}"), || {
+    crate::commands::pushed(
+        &dest,
+        &final_digest,
+        a.json,
         serde_json::json!({
-            "image": format!("{name}@{final_digest}"),
-            "digest": final_digest.to_string(),
-            "tag": dest.tag(),
             "layer": {
                 "digest": info.digest.to_string(),
                 "size": info.size,
@@ -462,28 +459,17 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
             },
             "platforms": platforms,
             "seconds": t0.elapsed().as_secs_f64(),
-        })
-    })?;
+        }),
+    )?;
+    done_in(quiet, t0);
     Ok(())
 }
 
-/// The result on stdout (JSON with `--json`, else `dest@sha256:...`), the time on stderr.
-fn print_result(
-    as_json: bool,
-    quiet: bool,
-    t0: Instant,
-    line: &str,
-    json: impl FnOnce() -> serde_json::Value,
-) -> Result<()> {
-    if as_json {
-        outln!("{}", json())?;
-    } else {
-        outln!("{line}")?;
-    }
+/// The time the command took, on stderr.
+fn done_in(quiet: bool, t0: Instant) {
     if !quiet {
         eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
     }
-    Ok(())
 }
 
 /// What the layer is made from, for resuming its upload in a later run (see [`crate::net::resume`]):
@@ -562,13 +548,7 @@ pub fn clone(ctx: &mut Ctx, a: CloneArgs) -> Result<()> {
         &[],
         quiet,
     )?;
-    crate::store::commit(&dest)?;
-    let name = dest.name();
-    print_result(
-        a.json,
-        quiet,
-        t0,
-        &format!("{name}@{d}"),
-        || serde_json::json!({"image": format!("{name}@{d}"), "digest": d.to_string(), "tag": dest.tag()}),
-    )
+    crate::commands::pushed(&dest, &d, a.json, serde_json::json!({}))?;
+    done_in(quiet, t0);
+    Ok(())
 }

@@ -251,23 +251,19 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     };
     let before: u64 = layers.values().map(|(l, _, _)| l.size).sum();
     let after: u64 = done.values().map(|o| o.size).sum();
-    crate::store::commit(&dest)?;
-    let name = dest.name();
-    if a.json {
-        let rows: Vec<_> = layers
-            .values()
-            .map(|(l, _, _)| {
-                let o = &done[&l.digest];
-                serde_json::json!({"from": l.digest.to_string(), "from_size": l.size, "to": o.digest.to_string(), "size": o.size, "compression": o.compression.name(), "note": o.note})
-            })
-            .collect();
-        outln!(
-            "{}",
-            serde_json::json!({"image": format!("{name}@{d}"), "digest": d.to_string(), "layers": rows, "kept": kept.iter().map(|l| l.digest.to_string()).collect::<Vec<_>>(), "bytes_before": before, "bytes_after": after, "seconds": t0.elapsed().as_secs_f64()})
-        )?;
-    } else {
-        outln!("{name}@{d}")?;
-    }
+    let rows: Vec<_> = layers
+        .values()
+        .map(|(l, _, _)| {
+            let o = &done[&l.digest];
+            serde_json::json!({"from": l.digest.to_string(), "from_size": l.size, "to": o.digest.to_string(), "size": o.size, "compression": o.compression.name(), "note": o.note})
+        })
+        .collect();
+    crate::commands::pushed(
+        &dest,
+        &d,
+        a.json,
+        serde_json::json!({"layers": rows, "kept": kept.iter().map(|l| l.digest.to_string()).collect::<Vec<_>>(), "bytes_before": before, "bytes_after": after, "seconds": t0.elapsed().as_secs_f64()}),
+    )?;
     if !quiet {
         eprintln!(
             "{} layers: {} -> {} in {:.1}s{}",

@@ -185,22 +185,15 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         &[],
         quiet,
     )?;
-    crate::store::commit(&dest)?;
-    let name = dest.name();
-    if a.json {
-        outln!(
-            "{}",
-            serde_json::json!({
-                "image": format!("{name}@{d}"),
-                "digest": d.to_string(),
-                "tag": dest.tag(),
-                "layers": new_layers.iter().map(|l| serde_json::json!({"digest": l.digest.to_string(), "size": l.size, "diffId": l.diff_id.to_string()})).collect::<Vec<_>>(),
-                "seconds": t0.elapsed().as_secs_f64(),
-            })
-        )?;
-    } else {
-        outln!("{name}@{d}")?;
-    }
+    crate::commands::pushed(
+        &dest,
+        &d,
+        a.json,
+        serde_json::json!({
+            "layers": new_layers.iter().map(|l| serde_json::json!({"digest": l.digest.to_string(), "size": l.size, "diffId": l.diff_id.to_string()})).collect::<Vec<_>>(),
+            "seconds": t0.elapsed().as_secs_f64(),
+        }),
+    )?;
     if !quiet {
         eprintln!(
             "added {} weights layer(s) from {} in {:.1}s",

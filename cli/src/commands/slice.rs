@@ -630,23 +630,16 @@ pub fn load(ctx: &mut Ctx, a: LoadArgs) -> Result<()> {
     drop(rx); // stops the reader if it is still going
     let _ = th.join();
     let (meta, digest, uploaded) = r?;
-    store::commit(&dest)?;
-    let name = dest.name();
-    if a.json {
-        outln!(
-            "{}",
-            serde_json::json!({
-                "image": format!("{name}@{digest}"),
-                "digest": digest.to_string(),
-                "source": meta.image,
-                "uploaded": {"blobs": uploaded.0, "bytes": uploaded.1},
-                "seconds": t0.elapsed().as_secs_f64(),
-            })
-        )?;
-    } else {
-        outln!("{name}@{digest}")?;
-    }
-    Ok(())
+    crate::commands::pushed(
+        &dest,
+        &digest,
+        a.json,
+        serde_json::json!({
+            "source": meta.image,
+            "uploaded": {"blobs": uploaded.0, "bytes": uploaded.1},
+            "seconds": t0.elapsed().as_secs_f64(),
+        }),
+    )
 }
 
 type Loaded = (Meta, Digest, (usize, u64));
