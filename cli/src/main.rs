@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    affix, append, convert, extract, layers, login, pack, recompress, remix, slice,
+    affix, append, cat, convert, extract, layers, login, ls, pack, recompress, remix, slice,
 };
 use crate::commands::{Ctx, Global, Roles};
 use crate::ui::report;
@@ -79,6 +79,8 @@ enum Cmd {
         shell: clap_complete::Shell,
     },
     Layers(layers::Args),
+    Ls(ls::Args),
+    Cat(cat::Args),
 }
 
 impl Cmd {
@@ -98,6 +100,8 @@ impl Cmd {
             ),
             Cmd::Extract(a) => (Some(&a.image), vec![&a.image]),
             Cmd::Layers(a) => (Some(&a.image), vec![&a.image]),
+            Cmd::Ls(a) => (Some(&a.image), vec![&a.image]),
+            Cmd::Cat(a) => (Some(&a.image), vec![&a.image]),
             Cmd::Slice(a) => return a.roles(),
             Cmd::Append(_)
             | Cmd::Login(_)
@@ -252,6 +256,8 @@ fn run(cli: Cli) -> error::Result<()> {
         Cmd::Convert(a) => convert::run(ctx, a),
         Cmd::Slice(a) => slice::run(ctx, a),
         Cmd::Layers(a) => layers::run(ctx, a),
+        Cmd::Ls(a) => ls::run(ctx, a),
+        Cmd::Cat(a) => cat::run(ctx, a),
         Cmd::Login(_) | Cmd::Logout(_) | Cmd::Version { .. } | Cmd::Completions { .. } => Ok(()),
     }
 }

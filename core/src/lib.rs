@@ -37,6 +37,8 @@
 //! - [`modelcar`]: modelcar (olot) layers and CNCF ModelPack manifests
 //! - [`artifact`]: model artifacts (ModelPack, ModelKit, Docker models): kinds, files, paths
 //! - [`pack`]: building them: file kinds, weight headers, ModelPack configs and manifests
+//! - [`peek`]: reading inside images without downloading them: tar headers by ranges, the
+//!   merged file tree
 //! - [`convert`]: modelcar <-> ModelPack over the same blobs where the bytes can stay
 //! - [`hook`]: signed webhooks (HMAC-SHA256, timestamps) and the jobs they start
 //! - [`http`], [`auth`]: requests, responses, credentials, challenges
@@ -62,6 +64,7 @@ pub mod layout;
 pub mod media;
 pub mod modelcar;
 pub mod pack;
+pub mod peek;
 pub mod reference;
 pub mod registry;
 pub mod retar;

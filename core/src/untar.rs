@@ -40,6 +40,9 @@ pub struct Header {
     pub mode: u32,
     /// Modification time.
     pub mtime: u64,
+    /// Where the entry's content starts in the stream (right after its header): a reader that
+    /// can seek reads a file's bytes at `at..at + size`.
+    pub at: u64,
 }
 
 /// What the reader found.
@@ -136,6 +139,11 @@ impl TarReader {
     /// Bytes read so far.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Whether the end-of-archive marker (two zero blocks) was read.
+    pub fn at_end(&self) -> bool {
+        self.st == St::End
     }
 
     /// Feeds bytes; `on` gets the events in order (its errors stop the reader).
@@ -359,6 +367,7 @@ impl TarReader {
             size: data_size,
             mode: number(&b[100..108], at, "mode")? as u32,
             mtime: number(&b[136..148], at, "mtime").unwrap_or(0),
+            at: self.offset,
         };
         on(Event::Entry(&h))?;
         self.current = Some(h);

@@ -71,6 +71,9 @@ pub enum Action {
     /// Forward the exchange, reading the request's body at most this many bytes a second (one
     /// TCP stream over a long path: what parallel uploads are for).
     Throttle(u64),
+    /// Forward the request without its `Range` header (a front end or registry that ignores
+    /// ranges: the answer is `200` with the whole blob).
+    IgnoreRange,
 }
 
 /// When a rule applies: method, a substring of the path (with query), which matches to skip and
@@ -435,6 +438,9 @@ impl FaultProxy {
         let mut h = format!("{} {} HTTP/1.1\r\n", head.method, head.path);
         for (k, v) in &head.headers {
             if k.eq_ignore_ascii_case("connection") || k.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if k.eq_ignore_ascii_case("range") && matches!(action, Some(Action::IgnoreRange)) {
                 continue;
             }
             h.push_str(&format!("{k}: {v}\r\n"));

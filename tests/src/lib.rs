@@ -120,6 +120,18 @@ impl Run {
         );
         self
     }
+
+    /// Panics with the output unless the command failed (a non-zero exit, not a crash).
+    pub fn fails(self) -> Self {
+        assert!(
+            self.code > 0,
+            "command did not fail as it should (exit {})\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
 }
 
 /// Runs `lamina` with `args` and a clean credentials environment.

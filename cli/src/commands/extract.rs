@@ -518,6 +518,7 @@ fn layer(
             size: d.size,
             mode: 0o644,
             mtime: 0,
+            at: 0,
         };
         ex.event(Event::Entry(&h))?;
         let mut p = Progress::new(format!("{path} {}", d.digest.short()), Some(d.size), quiet);

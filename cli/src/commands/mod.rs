@@ -9,10 +9,12 @@
 
 pub mod affix;
 pub mod append;
+pub mod cat;
 pub mod convert;
 pub mod extract;
 pub mod layers;
 pub mod login;
+pub mod ls;
 pub mod pack;
 pub mod recompress;
 pub mod remix;

@@ -359,6 +359,28 @@ impl Client {
         Ok(b)
     }
 
+    /// Opens bytes `range` of a blob, resumable as [`Client::open_blob`] is. The reader gives
+    /// the range's bytes and ends there (also when the registry ignored `Range`).
+    pub fn open_range(
+        &mut self,
+        r: &Reference,
+        digest: &Digest,
+        range: std::ops::Range<u64>,
+    ) -> crate::error::Result<std::io::Take<BlobReader>> {
+        let len = range.end.saturating_sub(range.start);
+        let dl = Download::range(&r.repository, digest, range);
+        let opened = self.run(r, dl.open())?;
+        let inner = self.take_stream()?;
+        let mut b = BlobReader {
+            inner,
+            opts: self.opts.clone(),
+            reference: r.clone(),
+            dl,
+        };
+        b.skip(opened.skip).map_err(|e| e.to_string())?;
+        Ok(std::io::Read::take(b, len))
+    }
+
     /// The body of the last streamed response (after an `OpenBlob`).
     fn take_stream(&mut self) -> crate::error::Result<BodyReader> {
         self.stream

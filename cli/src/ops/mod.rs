@@ -7,6 +7,7 @@ pub mod build;
 pub mod flows;
 pub mod inputs;
 pub mod modelcar;
+pub mod peek;
 pub mod push;
 pub mod resolve;
 pub mod zstdenc;

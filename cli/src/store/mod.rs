@@ -25,7 +25,7 @@ use lamina_core::layout::{self, Found, LayoutIndex};
 use lamina_core::media;
 use lamina_core::reference::{ImageRef, Reference};
 use lamina_core::registry::{
-    FetchedManifest, GetBlob, GetManifest, HeadBlob, PutManifest, UploadConfig,
+    FetchedManifest, GetBlob, GetManifest, GetRange, HeadBlob, PutManifest, Ranged, UploadConfig,
 };
 use lamina_core::{Digest, Error};
 
@@ -341,6 +341,43 @@ impl Layout {
         }
     }
 
+    /// Opens bytes `range` of the member `name` (seeking, in a directory or an archive); the
+    /// reader ends at the range's end or the member's.
+    fn open_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Box<dyn Read + Send>>> {
+        let (mut f, base, size) = match &self.archive {
+            Some(Archive::Source { file, members }) => {
+                let Some(&(off, size)) = members.get(name) else {
+                    return Ok(None);
+                };
+                (
+                    File::open(file).map_err(|e| io_err(&self.shown, e))?,
+                    off,
+                    size,
+                )
+            }
+            _ => {
+                let p = self.dir.join(name);
+                match File::open(&p) {
+                    Ok(f) => {
+                        let size = f.metadata().map_err(|e| io_err(p.display(), e))?.len();
+                        (f, 0, size)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(io_err(p.display(), e)),
+                }
+            }
+        };
+        let start = range.start.min(size);
+        let end = range.end.clamp(start, size);
+        f.seek(SeekFrom::Start(base + start))
+            .map_err(|e| io_err(&self.shown, e))?;
+        Ok(Some(Box::new(f.take(end - start))))
+    }
+
     fn read_small(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
         let opened = self
             .open(name)?
@@ -404,6 +441,23 @@ impl Layout {
             )
             .into()
         })
+    }
+
+    /// Opens bytes `range` of a blob (see [`Layout::open_blob`] for a missing one).
+    pub fn blob_range(
+        &self,
+        d: &Digest,
+        range: std::ops::Range<u64>,
+    ) -> Result<Box<dyn Read + Send>> {
+        self.open_range(&layout::blob_path(d), range)?
+            .ok_or_else(|| {
+                format!(
+                    "{}: blob {d} is not in the layout (a sparse layout holds only manifests and \
+                 configs)",
+                    self.shown
+                )
+                .into()
+            })
     }
 
     /// Reads a small blob (manifest, config) and verifies its digest.
@@ -607,6 +661,39 @@ pub fn open_blob(client: &mut Client, loc: &Loc, d: &Digest) -> Result<Box<dyn R
     match loc {
         Loc::Registry(r) => Ok(Box::new(client.open_blob(r, d)?)),
         Loc::Layout(l) => Ok(l.open_blob(d)?.0),
+    }
+}
+
+/// Bytes `range` of blob `d` in memory (fewer at the blob's end): a window of tar headers, a
+/// weight file's header. A registry that ignores `Range` gives [`Ranged::Ignored`].
+pub fn read_range(
+    client: &mut Client,
+    loc: &Loc,
+    d: &Digest,
+    range: std::ops::Range<u64>,
+) -> Result<Ranged> {
+    match loc {
+        Loc::Registry(r) => Ok(client.run(r, GetRange::new(&r.repository, d, range))?),
+        Loc::Layout(l) => {
+            let mut out = Vec::new();
+            l.blob_range(d, range)?
+                .read_to_end(&mut out)
+                .map_err(|e| io_err(format!("blob {d} in {}", l.shown), e))?;
+            Ok(Ranged::Bytes(out))
+        }
+    }
+}
+
+/// A reader of bytes `range` of blob `d` (a file inside a layer), resumable in a registry.
+pub fn open_range(
+    client: &mut Client,
+    loc: &Loc,
+    d: &Digest,
+    range: std::ops::Range<u64>,
+) -> Result<Box<dyn Read + Send>> {
+    match loc {
+        Loc::Registry(r) => Ok(Box::new(client.open_range(r, d, range)?)),
+        Loc::Layout(l) => l.blob_range(d, range),
     }
 }
 

@@ -184,6 +184,86 @@ impl Op for GetBlob {
     }
 }
 
+/// `GET` bytes `range` of a blob into memory (`Range: bytes=a-b`): a window of tar headers, a
+/// weight file's header. At most the range's length is read, whatever the registry sends.
+#[derive(Debug)]
+pub struct GetRange {
+    repo: String,
+    digest: Digest,
+    range: std::ops::Range<u64>,
+    sent: bool,
+}
+
+/// What [`GetRange`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ranged {
+    /// The bytes of the range (fewer at the blob's end).
+    Bytes(Vec<u8>),
+    /// The registry ignored `Range` and began sending the whole blob from its first byte (the
+    /// driver stopped reading at the range's length); `head` is what came, the blob's first
+    /// bytes. A reader that needs more goes on with a stream ([`OpenBlob`]).
+    Ignored {
+        /// The blob's first bytes.
+        head: Vec<u8>,
+    },
+}
+
+impl GetRange {
+    /// Bytes `range` of `digest` in `repo` (an empty range asks for nothing and gets nothing).
+    pub fn new(repo: &str, digest: &Digest, range: std::ops::Range<u64>) -> Self {
+        GetRange {
+            repo: repo.into(),
+            digest: digest.clone(),
+            range,
+            sent: false,
+        }
+    }
+}
+
+impl Op for GetRange {
+    type Output = Ranged;
+    fn step(&mut self, o: Option<Outcome>, _: &str) -> Result<Step<Ranged>, Error> {
+        let path = format!("/v2/{}/blobs/{}", self.repo, self.digest);
+        let (start, end) = (self.range.start, self.range.end);
+        if end <= start {
+            return Ok(Step::Done(Ranged::Bytes(Vec::new())));
+        }
+        if !self.sent {
+            self.sent = true;
+            let mut c = Call::new(Method::Get, &path, vec![pull_scope(&self.repo)]);
+            c.headers
+                .push(("Range".into(), format!("bytes={start}-{}", end - 1)));
+            c.max_response_body = end - start;
+            return Ok(Step::Call(c));
+        }
+        let r = expect_response(o, Method::Get, &path)?;
+        match r.status {
+            200 => Ok(Step::Done(Ranged::Ignored { head: r.body })),
+            206 => {
+                let from = r
+                    .header("content-range")
+                    .and_then(|v| v.trim().strip_prefix("bytes "))
+                    .and_then(|v| v.split('-').next())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if from != Some(start) {
+                    return Err(Error::Protocol {
+                        reason: format!(
+                            "GET {path} bytes {start}-{}: the registry answered 206 with \
+                             Content-Range {:?}",
+                            end - 1,
+                            r.header("content-range").unwrap_or("(none)")
+                        ),
+                    });
+                }
+                Ok(Step::Done(Ranged::Bytes(r.body)))
+            }
+            // a range that starts at or past the end: nothing there
+            416 => Ok(Step::Done(Ranged::Bytes(Vec::new()))),
+            _ => Err(http_error(Method::Get, &path, &r)),
+        }
+    }
+}
+
 /// `GET /v2/<repo>/blobs/<digest>` with the body left to the driver as a stream (layers are
 /// never read into memory). Ends with the size the registry announced, if any; the caller
 /// verifies the digest as the bytes stream (see [`Verifier`]).
@@ -196,6 +276,7 @@ pub struct OpenBlob {
     repo: String,
     digest: Digest,
     start: u64,
+    end: Option<u64>,
     sent: bool,
 }
 
@@ -220,7 +301,18 @@ impl OpenBlob {
             repo: repo.into(),
             digest: digest.clone(),
             start,
+            end: None,
             sent: false,
+        }
+    }
+
+    /// Opens bytes `range` of `digest` in `repo` (`Range: bytes=start-(end-1)`): a file inside
+    /// a layer. The driver reads `range.end - range.start` bytes (after [`OpenedBlob::skip`],
+    /// when the registry ignored `Range`) and closes the body.
+    pub fn range(repo: &str, digest: &Digest, range: std::ops::Range<u64>) -> Self {
+        OpenBlob {
+            end: Some(range.end),
+            ..Self::from_offset(repo, digest, range.start)
         }
     }
 }
@@ -232,9 +324,14 @@ impl Op for OpenBlob {
         if !self.sent {
             self.sent = true;
             let mut c = Call::new(Method::Get, &path, vec![pull_scope(&self.repo)]);
-            if self.start > 0 {
-                c.headers
-                    .push(("Range".into(), format!("bytes={}-", self.start)));
+            match self.end {
+                Some(end) if end > self.start => c
+                    .headers
+                    .push(("Range".into(), format!("bytes={}-{}", self.start, end - 1))),
+                _ if self.start > 0 => c
+                    .headers
+                    .push(("Range".into(), format!("bytes={}-", self.start))),
+                _ => {}
             }
             c.stream_response = true;
             return Ok(Step::Call(c));
@@ -248,7 +345,7 @@ impl Op for OpenBlob {
                 content_length,
                 skip: self.start,
             })),
-            206 if self.start > 0 => {
+            206 if self.start > 0 || self.end.is_some() => {
                 let from = r
                     .header("content-range")
                     .and_then(|v| v.trim().strip_prefix("bytes "))

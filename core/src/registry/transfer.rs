@@ -725,6 +725,7 @@ pub struct Download {
     repo: String,
     digest: Digest,
     pos: u64,
+    end: Option<u64>,
     attempts: u32,
 }
 
@@ -746,7 +747,18 @@ impl Download {
             repo: repo.into(),
             digest: digest.clone(),
             pos: 0,
+            end: None,
             attempts: 0,
+        }
+    }
+
+    /// A download of bytes `range` of `digest` ([`OpenBlob::range`]); a cut one reopens the
+    /// rest of the range.
+    pub fn range(repo: &str, digest: &Digest, range: std::ops::Range<u64>) -> Self {
+        Download {
+            pos: range.start,
+            end: Some(range.end),
+            ..Self::new(repo, digest)
         }
     }
 
@@ -796,6 +808,14 @@ impl Download {
 
     /// The operation that reopens the blob where the download stands.
     pub fn reopen(&self) -> OpenBlob {
-        OpenBlob::from_offset(&self.repo, &self.digest, self.pos)
+        match self.end {
+            Some(end) => OpenBlob::range(&self.repo, &self.digest, self.pos..end),
+            None => OpenBlob::from_offset(&self.repo, &self.digest, self.pos),
+        }
+    }
+
+    /// The operation that opens the download at its start.
+    pub fn open(&self) -> OpenBlob {
+        self.reopen()
     }
 }

@@ -1,0 +1,72 @@
+//! `lamina cat`: one file of an image to stdout, read without downloading the image.
+
+use std::io::{Read as _, Write as _};
+
+use crate::commands::Ctx;
+use crate::error::Result;
+use crate::ops::peek::{self, Cost};
+use crate::ops::resolve::PlatformSel;
+
+/// Print one file of an image or model artifact, fetched with one Range request.
+///
+/// The file is found from the top layer down, as a container runtime sees it (symlinks
+/// followed), reading tar headers by HTTP Range requests; its bytes are then one Range
+/// request. Layers below the one holding it are not read. A file in a gzip or zstd layer is
+/// streamed out of the layer. Bytes read by range cannot be checked against the layer's digest
+/// (that takes the whole layer); the file's size and the tar headers' checksums are checked.
+///
+/// Examples:
+///   lamina cat 127.0.0.1:5000/modelcar:v1 /models/config.json
+///   lamina cat registry.example.com/models/qwen:0.5b tokenizer.json | jq .
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Image reference (a registry, oci:DIR[:TAG] or oci-archive:FILE[:TAG]).
+    #[arg(value_name = "REF")]
+    pub image: String,
+    /// The file's path in the image.
+    #[arg(value_name = "PATH")]
+    pub path: String,
+    /// Platform of an index: os/arch[/variant] (default linux/amd64).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// Runs `cat`.
+pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
+    let image = ctx.source("image", &a.image)?;
+    let (client, quiet) = (&mut ctx.client, ctx.quiet);
+    let sel = PlatformSel::parse(a.platform.as_deref())?;
+    if matches!(sel, PlatformSel::All) {
+        return Err(crate::commands::usage(
+            "cat reads one platform (--platform os/arch)",
+        ));
+    }
+    let p = peek::open(client, &image, &sel)?;
+    let mut cost = Cost::default();
+    let (path, h, place) = peek::locate(client, &image, &p, &a.path, &mut cost, quiet)?;
+    let mut r = peek::open_file(client, &image, &p, &place, h.size, &mut cost)?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut sent = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| format!("{path} in {image}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| crate::ui::out::io(&e))?;
+        sent += n as u64;
+    }
+    if sent != h.size {
+        return Err(Box::new(lamina_core::Error::SizeMismatch {
+            what: format!("{path} in {image}"),
+            expected: h.size,
+            found: sent,
+        }));
+    }
+    out.flush().map_err(|e| crate::ui::out::io(&e))?;
+    Ok(())
+}

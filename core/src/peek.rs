@@ -1,0 +1,842 @@
+//! Reading inside an image without downloading it: a layer's tar headers walked by ranges, and
+//! the image's merged file tree.
+//!
+//! An uncompressed tar says, in each 512-byte header, how long the entry's content is, so the
+//! next header's offset is known without reading the content. [`Walk`] asks for the bytes it
+//! needs as ranges of the blob: a window at each header (one request covers many headers when
+//! the entries are small), then a jump over each large file's content. The same walk reads a
+//! stream (a compressed layer, decoded, or a registry that ignores `Range`): the driver feeds
+//! every byte in order and the walk keeps only the headers. Sans-IO: the driver reads, the walk
+//! says what to read.
+//!
+//! ```text
+//!   let mut w = Walk::new(blob_len);
+//!   loop {
+//!       match w.poll()? {
+//!           Step::Need(range) => w.give(range.start, &read(range))?,  // or the stream's bytes
+//!                                                      // (at its end: w.eof(bytes_read))
+//!           Step::Entry(e) => tree.add(layer, e)?,
+//!           Step::End => break,
+//!       }
+//!   }
+//! ```
+//!
+//! [`Tree`] applies layers in order as a container runtime does: OCI whiteouts (`.wh.NAME`
+//! removes NAME from the layers below, `.wh..wh..opq` empties a directory of them) and each
+//! path's topmost entry; every node says which layer it comes from and where its bytes are.
+//!
+//! What a range read cannot check: a blob's digest covers all of its bytes, so bytes read by
+//! range are not verified against it (only the tar checksums of the headers, and the sizes);
+//! a reader that ends up reading a whole blob verifies its digest as ever.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use crate::error::Error;
+use crate::untar::{Event, Header, Kind, TarReader};
+
+/// Bytes asked for at each header: the header and, when entries are small, the next ones.
+pub const WINDOW: u64 = 32 << 10;
+/// Entries one layer may hold before the walk gives up (a tar of ten million empty files would
+/// otherwise cost ten million headers of memory).
+pub const MAX_ENTRIES: u64 = 1_000_000;
+
+/// What the walk wants next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The blob's bytes in this range (a driver reading a stream gives the bytes from where it
+    /// is up to the range's end; the walk drops what it does not need).
+    Need(Range<u64>),
+    /// The next entry, with its content's offset in the blob ([`Header::at`]).
+    Entry(Header),
+    /// The tar ended (its end marker, or the blob's end after a whole entry).
+    End,
+}
+
+/// A walk over one uncompressed tar's headers. See the module docs.
+#[derive(Debug)]
+pub struct Walk {
+    reader: TarReader,
+    len: Option<u64>,
+    window: u64,
+    found: std::collections::VecDeque<Header>,
+    entries: u64,
+    max_entries: u64,
+    ended: bool,
+}
+
+impl Walk {
+    /// A walk over a tar of `len` bytes (`None`: not known; the walk reads until the end
+    /// marker, and a driver that reaches the end of its data says so with [`Walk::eof`]).
+    pub fn new(len: Option<u64>) -> Walk {
+        Walk {
+            reader: TarReader::new(),
+            len,
+            window: WINDOW,
+            found: Default::default(),
+            entries: 0,
+            max_entries: MAX_ENTRIES,
+            ended: false,
+        }
+    }
+
+    /// The same walk asking for `window` bytes at each header (at least one header).
+    pub fn with_window(mut self, window: u64) -> Walk {
+        self.window = window.max(512);
+        self
+    }
+
+    /// The same walk refusing more than `max` entries.
+    pub fn with_max_entries(mut self, max: u64) -> Walk {
+        self.max_entries = max;
+        self
+    }
+
+    /// Where the walk is in the blob: the bytes before it were read or jumped over.
+    pub fn offset(&self) -> u64 {
+        self.reader.offset()
+    }
+
+    /// What to do next.
+    pub fn poll(&mut self) -> Result<Step, Error> {
+        if let Some(h) = self.found.pop_front() {
+            return Ok(Step::Entry(h));
+        }
+        if self.ended || self.reader.at_end() {
+            self.ended = true;
+            return Ok(Step::End);
+        }
+        // the rest of a file's content is not needed: jump over it
+        let before = self.reader.offset();
+        self.reader.skip_data(&mut |_| Ok(()))?;
+        let at = self.reader.offset();
+        if let Some(len) = self.len {
+            if at > len {
+                return Err(Error::Tar {
+                    reason: format!(
+                        "an entry's content ends at byte {at}, past the layer's end ({len}): \
+                         the tar is truncated or its header lies (from byte {before})"
+                    ),
+                });
+            }
+            if at == len {
+                self.reader.finish()?;
+                self.ended = true;
+                return Ok(Step::End);
+            }
+            return Ok(Step::Need(at..(at + self.window).min(len)));
+        }
+        Ok(Step::Need(at..at + self.window))
+    }
+
+    /// The blob's bytes from `at` on (`at` at or before [`offset`](Self::offset): what comes
+    /// before the walk's place is dropped; after it is an error, bytes were missed).
+    pub fn give(&mut self, at: u64, bytes: &[u8]) -> Result<(), Error> {
+        let here = self.reader.offset();
+        if at > here {
+            return Err(Error::internal(format!(
+                "tar walk: bytes at {at} given while the walk is at {here}"
+            )));
+        }
+        let skip = (here - at).min(bytes.len() as u64) as usize;
+        let mut rest = &bytes[skip..];
+        if let Some(len) = self.len {
+            let room = len.saturating_sub(here);
+            rest = &rest[..(rest.len() as u64).min(room) as usize];
+        }
+        let (found, entries, max) = (&mut self.found, &mut self.entries, self.max_entries);
+        self.reader.write(rest, &mut |e| {
+            if let Event::Entry(h) = e {
+                *entries += 1;
+                if *entries > max {
+                    return Err(Error::TooLarge {
+                        what: format!("a tar layer with more than {max} entries"),
+                        limit: max,
+                    });
+                }
+                found.push_back(h.clone());
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// The data ended after `len` bytes (a stream of unknown length): fine after a whole entry,
+    /// else an error (also when the walk jumped past the end: a file's content was cut).
+    pub fn eof(&mut self, len: u64) -> Result<(), Error> {
+        let at = self.reader.offset();
+        if len < at {
+            return Err(Error::Tar {
+                reason: format!(
+                    "the tar stream ends at byte {len}, inside an entry's content (to byte {at}): \
+                     truncated"
+                ),
+            });
+        }
+        self.reader.finish()?;
+        self.ended = true;
+        Ok(())
+    }
+}
+
+/// Where a file's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// In layer `layer`'s tar at `at..at + size`.
+    Tar {
+        /// The layer's index in the manifest.
+        layer: usize,
+        /// The content's offset in the (uncompressed) tar.
+        at: u64,
+    },
+    /// Layer `layer`'s blob is the file (a raw model artifact layer).
+    Blob {
+        /// The layer's index in the manifest.
+        layer: usize,
+    },
+}
+
+impl Place {
+    /// The layer the bytes are in.
+    pub fn layer(&self) -> usize {
+        match self {
+            Place::Tar { layer, .. } | Place::Blob { layer } => *layer,
+        }
+    }
+}
+
+/// One path of the merged tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The entry's type (a link's target in it).
+    pub kind: Kind,
+    /// Content size (files).
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time (seconds since the epoch).
+    pub mtime: u64,
+    /// The layer the entry comes from; `None` for a directory only implied by the paths below
+    /// it.
+    pub layer: Option<usize>,
+    /// Where a file's bytes are.
+    pub place: Option<Place>,
+}
+
+/// The merged file tree of an image's layers, applied bottom to top (see the module docs).
+/// Paths are relative, without `./`, a leading `/` or a trailing `/`; the root is `""`.
+#[derive(Debug, Default, Clone)]
+pub struct Tree {
+    nodes: BTreeMap<String, Node>,
+    layer: Option<usize>,
+    pending: Vec<(String, Node)>,
+    whiteouts: Vec<String>,
+    opaque: Vec<String>,
+    side_by_side: bool,
+    warnings: Vec<String>,
+}
+
+const WH: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+/// A path as the tree keeps it, or `None` for one that climbs out (`..`) or is empty.
+pub fn normal(path: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out.join("/"))
+}
+
+impl Tree {
+    /// An empty tree.
+    pub fn new() -> Tree {
+        Tree::default()
+    }
+
+    /// An empty tree for a model artifact's files, which sit side by side as `lamina extract`
+    /// writes them: no whiteouts (a `.wh.` entry is skipped), and a path another layer has
+    /// already is skipped (the first layer's file stays), each with a warning.
+    pub fn side_by_side() -> Tree {
+        Tree {
+            side_by_side: true,
+            ..Tree::default()
+        }
+    }
+
+    /// What was skipped (side by side), in order.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Starts layer `layer` (above the ones before); its entries come with [`Tree::add`].
+    pub fn begin(&mut self, layer: usize) {
+        self.end();
+        self.layer = Some(layer);
+    }
+
+    /// An entry of the current layer. A whiteout removes what the layers below have there;
+    /// paths that climb out of the root are refused (a hostile tar), as extract refuses them.
+    pub fn add(&mut self, h: &Header, place: Option<Place>) -> Result<(), Error> {
+        let layer = self
+            .layer
+            .ok_or_else(|| Error::internal("Tree::add before Tree::begin"))?;
+        let Some(path) = normal(&h.path) else {
+            return Err(Error::Tar {
+                reason: format!(
+                    "layer {layer}: the path {:?} climbs out of the root",
+                    h.path
+                ),
+            });
+        };
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((d, n)) => (d.to_string(), n),
+            None => (String::new(), path.as_str()),
+        };
+        if self.side_by_side && name.starts_with(WH) {
+            self.warnings.push(format!(
+                "layer {layer}: whiteout {path:?} skipped (a model artifact's layers do not \
+                 delete each other's files)"
+            ));
+            return Ok(());
+        }
+        if name == OPAQUE {
+            self.opaque.push(dir);
+            return Ok(());
+        }
+        if let Some(hidden) = name.strip_prefix(WH) {
+            self.whiteouts.push(join(&dir, hidden));
+            return Ok(());
+        }
+        if path.is_empty() {
+            return Ok(()); // the root itself
+        }
+        self.pending.push((
+            path,
+            Node {
+                kind: h.kind.clone(),
+                size: h.size,
+                mode: h.mode,
+                mtime: h.mtime,
+                layer: Some(layer),
+                place: if h.kind == Kind::File { place } else { None },
+            },
+        ));
+        Ok(())
+    }
+
+    /// Ends the current layer: its whiteouts apply to the layers below, then its entries go
+    /// in (a later entry of the same path in one layer wins, as tar extraction has it).
+    pub fn end(&mut self) {
+        for dir in std::mem::take(&mut self.opaque) {
+            let below: Vec<String> = self
+                .nodes
+                .keys()
+                .filter(|k| under(k, &dir) && k.as_str() != dir)
+                .cloned()
+                .collect();
+            for k in below {
+                self.nodes.remove(&k);
+            }
+        }
+        for p in std::mem::take(&mut self.whiteouts) {
+            let gone: Vec<String> = self
+                .nodes
+                .range(p.clone()..)
+                .map(|(k, _)| k)
+                .take_while(|k| k.starts_with(&p))
+                .filter(|k| under(k, &p))
+                .cloned()
+                .collect();
+            for k in gone {
+                self.nodes.remove(&k);
+            }
+        }
+        for (path, node) in std::mem::take(&mut self.pending) {
+            if self.side_by_side {
+                if let Some(had) = self.nodes.get(&path) {
+                    let both_dirs = had.kind == Kind::Dir && node.kind == Kind::Dir;
+                    if !both_dirs && had.layer != node.layer {
+                        self.warnings.push(format!(
+                            "layer {}: {path:?} skipped: layer {} has it already",
+                            node.layer.unwrap_or(0),
+                            had.layer.map_or("below".to_string(), |l| l.to_string())
+                        ));
+                        continue;
+                    }
+                }
+            }
+            // a file or link over a directory replaces the directory and what was in it
+            if !matches!(node.kind, Kind::Dir) {
+                let inside: Vec<String> = self
+                    .nodes
+                    .range(format!("{path}/")..)
+                    .map(|(k, _)| k)
+                    .take_while(|k| k.starts_with(&format!("{path}/")))
+                    .cloned()
+                    .collect();
+                for k in inside {
+                    self.nodes.remove(&k);
+                }
+            }
+            // the directories above it exist
+            let mut d = path.as_str();
+            while let Some((parent, _)) = d.rsplit_once('/') {
+                let e = self.nodes.entry(parent.to_string()).or_insert(Node {
+                    kind: Kind::Dir,
+                    size: 0,
+                    mode: 0o755,
+                    mtime: 0,
+                    layer: None,
+                    place: None,
+                });
+                if e.kind != Kind::Dir {
+                    *e = Node {
+                        kind: Kind::Dir,
+                        size: 0,
+                        mode: 0o755,
+                        mtime: 0,
+                        layer: None,
+                        place: None,
+                    };
+                }
+                d = parent;
+            }
+            self.nodes.insert(path, node);
+        }
+    }
+
+    /// The node at `path` (normalised), after [`Tree::end`].
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(&normal(path)?)
+    }
+
+    /// Every path under `dir` (`""`: the whole tree), in path order, with its node.
+    pub fn under<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
+        self.nodes
+            .iter()
+            .filter(move |(k, _)| dir.is_empty() || (under(k, dir) && k.as_str() != dir))
+            .map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The direct children of `dir`.
+    pub fn children<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
+        self.under(dir).filter(move |(k, _)| {
+            let rest = if dir.is_empty() {
+                *k
+            } else {
+                &k[dir.len() + 1..]
+            };
+            !rest.contains('/')
+        })
+    }
+
+    /// How many paths the tree holds.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the tree is empty.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Follows symlinks from `path` to the node they end at (at most 40 hops, as Linux), with
+    /// the path it has there. `None`: nothing there, or a loop.
+    pub fn resolve(&self, path: &str) -> Option<(String, &Node)> {
+        let mut p = normal(path)?;
+        for _ in 0..40 {
+            let n = self.nodes.get(&p)?;
+            match &n.kind {
+                Kind::Symlink(t) => {
+                    let base = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                    p = if t.starts_with('/') {
+                        normal(t)?
+                    } else {
+                        normal(&join(base, t))?
+                    };
+                }
+                Kind::Hardlink(t) => p = normal(t)?,
+                _ => return Some((p, n)),
+            }
+        }
+        None
+    }
+}
+
+/// Whether the entry `h` of an upper layer hides `path` of the layers below it: a whiteout of
+/// it or of a directory above it, an opaque marker in a directory above it, or a file or link
+/// where a directory above it was. (Its own entry for `path` is not hiding: it is the file.)
+pub fn hides(h: &Header, path: &str) -> bool {
+    let (Some(e), Some(p)) = (normal(&h.path), normal(path)) else {
+        return false;
+    };
+    let (dir, name) = match e.rsplit_once('/') {
+        Some((d, n)) => (d, n),
+        None => ("", e.as_str()),
+    };
+    if name == OPAQUE {
+        return under(&p, dir) && p != dir;
+    }
+    if let Some(hidden) = name.strip_prefix(WH) {
+        return under(&p, &join(dir, hidden));
+    }
+    h.kind != Kind::Dir && under(&p, &e) && p != e
+}
+
+/// `dir/name`, or `name` at the root.
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Whether `path` is `dir` or inside it.
+fn under(path: &str, dir: &str) -> bool {
+    dir.is_empty()
+        || path == dir
+        || (path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tar::{EntryKind, TarWriter};
+
+    /// A tar of (path, content) files; a path ending in `/` is a directory, `-> target` a link.
+    fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = TarWriter::new(0);
+        let mut out = Vec::new();
+        for (p, data) in entries {
+            let mut sink = |b: &[u8]| out.extend_from_slice(b);
+            if let Some(d) = p.strip_suffix('/') {
+                w.entry(d, &EntryKind::Dir, &mut sink).unwrap();
+            } else if let Some((p, t)) = p.split_once(" -> ") {
+                w.entry(p, &EntryKind::Symlink(t.into()), &mut sink)
+                    .unwrap();
+            } else {
+                let kind = EntryKind::File {
+                    size: data.len() as u64,
+                    executable: false,
+                };
+                w.entry(p, &kind, &mut sink).unwrap();
+                if !data.is_empty() {
+                    w.data(data, &mut sink).unwrap();
+                    w.end_file().unwrap();
+                }
+            }
+        }
+        w.finish(&mut |b| out.extend_from_slice(b)).unwrap();
+        out
+    }
+
+    /// The entries of `tar` walked by ranges (as a registry with `Range`), and the ranges asked.
+    fn walk_ranges(tar: &[u8], window: u64) -> (Vec<Header>, Vec<Range<u64>>) {
+        let mut w = Walk::new(Some(tar.len() as u64)).with_window(window);
+        let (mut out, mut asked) = (Vec::new(), Vec::new());
+        loop {
+            match w.poll().unwrap() {
+                Step::Need(r) => {
+                    asked.push(r.clone());
+                    w.give(r.start, &tar[r.start as usize..r.end as usize])
+                        .unwrap();
+                }
+                Step::Entry(h) => out.push(h),
+                Step::End => return (out, asked),
+            }
+        }
+    }
+
+    /// The entries of `tar` fed as a stream in `chunk`-byte pieces (length unknown).
+    fn walk_stream(tar: &[u8], chunk: usize) -> Result<Vec<Header>, Error> {
+        let mut w = Walk::new(None);
+        let mut out = Vec::new();
+        let mut pos = 0usize;
+        loop {
+            match w.poll()? {
+                Step::Need(r) => {
+                    // a stream cannot jump: it reads on to the range's end, the walk drops
+                    // what it does not need
+                    if pos >= tar.len() {
+                        w.eof(pos as u64)?;
+                        continue;
+                    }
+                    let end = (r.end as usize).min(tar.len());
+                    while pos < end {
+                        let n = chunk.min(end - pos);
+                        w.give(pos as u64, &tar[pos..pos + n])?;
+                        pos += n;
+                    }
+                }
+                Step::Entry(h) => out.push(h),
+                Step::End => return Ok(out),
+            }
+        }
+    }
+
+    fn model_tar() -> Vec<u8> {
+        let big = vec![7u8; 3 << 20];
+        let shard = vec![9u8; 5 << 20];
+        tar_of(&[
+            ("models/", b""),
+            ("models/model.safetensors", &big),
+            ("models/shard-2.safetensors", &shard),
+            ("models/config.json", br#"{"model_type":"llama"}"#),
+            ("models/tokenizer.json", &[b'{'; 3000]),
+            ("models/latest -> model.safetensors", b""),
+        ])
+    }
+
+    #[test]
+    fn a_walk_by_ranges_jumps_over_content_and_reads_little() {
+        let tar = model_tar();
+        let (entries, asked) = walk_ranges(&tar, WINDOW);
+        let names: Vec<&str> = entries.iter().map(|h| h.path.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "models/",
+                "models/model.safetensors",
+                "models/shard-2.safetensors",
+                "models/config.json",
+                "models/tokenizer.json",
+                "models/latest"
+            ]
+        );
+        // each file's content is where the header says
+        for h in &entries {
+            if h.kind == Kind::File {
+                let got = &tar[h.at as usize..(h.at + h.size) as usize];
+                assert_eq!(got.len() as u64, h.size, "{}", h.path);
+                if h.path.ends_with("config.json") {
+                    assert_eq!(got, br#"{"model_type":"llama"}"#);
+                }
+            }
+        }
+        // three windows: at the start, after the first file, after the second (the small
+        // files after it are in that window)
+        assert_eq!(asked.len(), 3, "{asked:?}");
+        let read: u64 = asked.iter().map(|r| r.end - r.start).sum();
+        assert!(read <= 3 * WINDOW, "read {read} of {}", tar.len());
+    }
+
+    #[test]
+    fn a_walk_gives_the_same_entries_by_ranges_and_streamed_at_every_chunk_size() {
+        let tar = model_tar();
+        let (want, _) = walk_ranges(&tar, WINDOW);
+        for window in [512, 1000, 4096, 1 << 20] {
+            assert_eq!(walk_ranges(&tar, window).0, want, "window {window}");
+        }
+        for chunk in [1usize, 7, 511, 512, 4096, 1 << 20, tar.len()] {
+            if chunk == 1 {
+                // a byte at a time over 8 MiB is slow; the small tar covers it
+                let small = tar_of(&[("a", b"x"), ("b/", b""), ("b/c", &[1; 1500])]);
+                let (w, _) = walk_ranges(&small, 512);
+                assert_eq!(walk_stream(&small, 1).unwrap(), w);
+                continue;
+            }
+            assert_eq!(walk_stream(&tar, chunk).unwrap(), want, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_or_hostile_tar_is_an_error_not_a_hang() {
+        let tar = model_tar();
+        // cut inside the second file's content: the stream ends early
+        let cut = &tar[..(4 << 20)];
+        assert!(walk_stream(cut, 4096).is_err());
+        // a header claiming a 2^60-byte file in a small blob: the walk ends, no request past
+        // the blob's end, no allocation of the claim
+        let mut h = tar_of(&[("huge", b"")]);
+        let size = format!("{:011o}\0", (1u64 << 33) - 1); // 8 GiB, the most octal holds
+        h[124..136].copy_from_slice(size.as_bytes());
+        let sum: u32 = h[..512]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    b as u32
+                }
+            })
+            .sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut w = Walk::new(Some(h.len() as u64));
+        let mut asked = Vec::new();
+        let r = loop {
+            match w.poll() {
+                Ok(Step::Need(r)) => {
+                    assert!(r.end <= h.len() as u64);
+                    asked.push(r.clone());
+                    w.give(r.start, &h[r.start as usize..r.end as usize])
+                        .unwrap();
+                }
+                Ok(Step::Entry(_)) => {}
+                Ok(Step::End) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        assert!(r.is_err(), "a file past the blob's end: {r:?}");
+        assert!(asked.len() <= 2);
+        // more entries than allowed
+        let many: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("f{i}"), vec![])).collect();
+        let refs: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(p, d)| (p.as_str(), d.as_slice()))
+            .collect();
+        let t = tar_of(&refs);
+        let mut w = Walk::new(Some(t.len() as u64)).with_max_entries(10);
+        let e = loop {
+            match w.poll() {
+                Ok(Step::Need(r)) => {
+                    if let Err(e) = w.give(r.start, &t[r.start as usize..r.end as usize]) {
+                        break e;
+                    }
+                }
+                Ok(Step::Entry(_)) => {}
+                Ok(Step::End) => panic!("50 entries passed a limit of 10"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+        // bytes given past the walk's place are a driver bug
+        let mut w = Walk::new(Some(t.len() as u64));
+        assert!(matches!(
+            w.give(1024, &t[1024..2048]),
+            Err(Error::Internal { .. })
+        ));
+    }
+
+    fn hdr(path: &str, kind: Kind, size: u64) -> Header {
+        Header {
+            path: path.into(),
+            kind,
+            size,
+            mode: 0o644,
+            mtime: 0,
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn the_tree_applies_layers_whiteouts_and_opaque_directories() {
+        let mut t = Tree::new();
+        t.begin(0);
+        for (p, k) in [
+            ("etc/", Kind::Dir),
+            ("etc/passwd", Kind::File),
+            ("etc/hosts", Kind::File),
+            ("opt/app/a", Kind::File),
+            ("opt/app/b", Kind::File),
+            ("bin/sh", Kind::File),
+            ("./usr/lib/x", Kind::File),
+        ] {
+            t.add(&hdr(p, k, 1), Some(Place::Tar { layer: 0, at: 0 }))
+                .unwrap();
+        }
+        t.begin(1);
+        // a whiteout and an opaque directory hide the layer below only, not this layer's
+        // own entries (here the new opt/app/c comes before the opaque marker)
+        t.add(&hdr("opt/app/c", Kind::File, 2), None).unwrap();
+        t.add(&hdr("opt/app/.wh..wh..opq", Kind::File, 0), None)
+            .unwrap();
+        t.add(&hdr("etc/.wh.hosts", Kind::File, 0), None).unwrap();
+        t.add(&hdr("bin/sh", Kind::Symlink("busybox".into()), 0), None)
+            .unwrap();
+        t.add(&hdr("bin/busybox", Kind::File, 9), None).unwrap();
+        t.add(&hdr("/usr", Kind::File, 3), None).unwrap(); // a file over a directory
+        t.end();
+        let paths: Vec<&str> = t.under("").map(|(p, _)| p).collect();
+        assert_eq!(
+            paths,
+            [
+                "bin",
+                "bin/busybox",
+                "bin/sh",
+                "etc",
+                "etc/passwd",
+                "opt",
+                "opt/app",
+                "opt/app/c",
+                "usr"
+            ]
+        );
+        assert_eq!(t.get("etc/passwd").unwrap().layer, Some(0));
+        assert_eq!(t.get("/opt/app/c").unwrap().layer, Some(1));
+        assert_eq!(t.get("opt").unwrap().layer, None, "implied by its files");
+        let (p, n) = t.resolve("bin/sh").unwrap();
+        assert_eq!((p.as_str(), n.size), ("bin/busybox", 9));
+        let kids: Vec<&str> = t.children("bin").map(|(p, _)| p).collect();
+        assert_eq!(kids, ["bin/busybox", "bin/sh"]);
+        let top: Vec<&str> = t.children("").map(|(p, _)| p).collect();
+        assert_eq!(top, ["bin", "etc", "opt", "usr"]);
+        // a whole directory whited out, and a path that climbs out refused
+        t.begin(2);
+        t.add(&hdr(".wh.opt", Kind::File, 0), None).unwrap();
+        assert!(t
+            .add(&hdr("../../etc/shadow", Kind::File, 1), None)
+            .is_err());
+        t.end();
+        assert!(t.get("opt").is_none() && t.get("opt/app/c").is_none());
+        // a symlink loop resolves to nothing
+        t.begin(3);
+        t.add(&hdr("l1", Kind::Symlink("l2".into()), 0), None)
+            .unwrap();
+        t.add(&hdr("l2", Kind::Symlink("/l1".into()), 0), None)
+            .unwrap();
+        t.end();
+        assert!(t.resolve("l1").is_none());
+    }
+
+    #[test]
+    fn what_an_upper_layer_hides() {
+        let f = |p: &str| hdr(p, Kind::File, 0);
+        assert!(hides(&f("etc/.wh.hosts"), "etc/hosts"));
+        assert!(hides(&f(".wh.opt"), "opt/app/c"));
+        assert!(!hides(&f(".wh.opt"), "optional"));
+        assert!(hides(&f("opt/.wh..wh..opq"), "opt/app"));
+        assert!(!hides(&f("opt/.wh..wh..opq"), "opt"));
+        assert!(
+            hides(&f("usr"), "usr/lib/x"),
+            "a file where a directory was"
+        );
+        assert!(!hides(&f("usr"), "usr"), "the entry itself is the file");
+        assert!(!hides(&hdr("usr", Kind::Dir, 0), "usr/lib/x"));
+        assert!(!hides(&f("etc/hosts"), "etc/passwd"));
+    }
+
+    #[test]
+    fn an_artifacts_files_sit_side_by_side_the_first_layers_file_kept() {
+        let mut t = Tree::side_by_side();
+        t.begin(0);
+        t.add(
+            &hdr("model.safetensors", Kind::File, 5),
+            Some(Place::Blob { layer: 0 }),
+        )
+        .unwrap();
+        t.begin(1);
+        t.add(
+            &hdr("model.safetensors", Kind::File, 9),
+            Some(Place::Blob { layer: 1 }),
+        )
+        .unwrap();
+        t.add(&hdr(".wh.model.safetensors", Kind::File, 0), None)
+            .unwrap();
+        t.add(&hdr("docs/README.md", Kind::File, 3), None).unwrap();
+        t.end();
+        let n = t.get("model.safetensors").unwrap();
+        assert_eq!(
+            (n.size, n.place.clone()),
+            (5, Some(Place::Blob { layer: 0 }))
+        );
+        assert!(t.get("docs/README.md").is_some());
+        assert_eq!(t.warnings().len(), 2, "{:?}", t.warnings());
+    }
+}

@@ -1,0 +1,358 @@
+//! `lamina ls` and `lamina cat`: reading inside an image without downloading it. The layers
+//! are built by GNU tar and pushed with curl (nothing of lamina's making), and the registry's
+//! access log judges what was read.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use lamina_tests::artifacts::{self, gnu_tar, push_artifact, Layer};
+use lamina_tests::faultproxy::{Action, FaultProxy, Rule};
+use lamina_tests::*;
+
+/// The GETs of `blob` in `repo` the registry served since the log had `from` lines: (count,
+/// bytes sent).
+fn served(repo: &str, blob: &str, from: usize) -> (usize, u64) {
+    let lines = log_lines(PLAIN, &format!("/v2/{repo}/blobs/{blob}"));
+    let mut n = 0;
+    let mut bytes = 0;
+    for l in lines.iter().skip(from).filter(|l| l.contains("\"GET ")) {
+        n += 1;
+        // ... "GET /v2/... HTTP/1.1" 206 32768 "" "lamina/..."
+        let after = l.split("\" ").nth(1).unwrap_or("");
+        bytes += after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|b| b.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (n, bytes)
+}
+
+fn log_len(repo: &str, blob: &str) -> usize {
+    log_lines(PLAIN, &format!("/v2/{repo}/blobs/{blob}")).len()
+}
+
+/// An OCI image: a gzip base layer (`etc/os-release`, `models/old.bin`) and an uncompressed
+/// model layer: a 10 MiB safetensors, a 40 MiB shard, `config.json`, a tokenizer, a symlink,
+/// and a whiteout of `models/old.bin`. Returns the reference, the top layer's digest and the
+/// model files' bytes.
+fn model_image(dir: &Path, repo: &str) -> (String, String, BTreeMap<String, Vec<u8>>) {
+    let base = dir.join("base");
+    std::fs::create_dir_all(base.join("etc")).unwrap();
+    std::fs::create_dir_all(base.join("models")).unwrap();
+    std::fs::write(base.join("etc/os-release"), b"ID=test\n").unwrap();
+    std::fs::write(base.join("models/old.bin"), b"old weights").unwrap();
+    let base_tar = gnu_tar(&base, &["etc", "models"], true);
+
+    let top = dir.join("top");
+    let m = top.join("models");
+    std::fs::create_dir_all(&m).unwrap();
+    let mut files = BTreeMap::new();
+    let mut put = |name: &str, b: Vec<u8>| {
+        std::fs::write(m.join(name), &b).unwrap();
+        files.insert(format!("models/{name}"), b);
+    };
+    put("model.safetensors", random_bytes(10 << 20, 1));
+    put("shard-2.safetensors", random_bytes(40 << 20, 2));
+    put(
+        "config.json",
+        br#"{"model_type":"llama","hidden_size":64}"#.to_vec(),
+    );
+    put("tokenizer.json", random_bytes(200 << 10, 3));
+    std::os::unix::fs::symlink("model.safetensors", m.join("latest")).unwrap();
+    std::fs::write(m.join(".wh.old.bin"), b"").unwrap();
+    let top_tar = gnu_tar(&top, &["models"], false);
+    let top_digest = sha256(&top_tar);
+
+    std::fs::write(dir.join("base.gz"), &base_tar).unwrap();
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("gzip -dc {} | sha256sum", dir.join("base.gz").display()),
+        ])
+        .output()
+        .unwrap();
+    let base_diff = format!(
+        "sha256:{}",
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [base_diff, top_digest]},
+    }))
+    .unwrap();
+    let r = push_artifact(
+        PLAIN,
+        repo,
+        "v1",
+        Some("application/vnd.oci.image.manifest.v1+json"),
+        None,
+        "application/vnd.oci.image.config.v1+json",
+        &config,
+        &[
+            Layer::new("application/vnd.oci.image.layer.v1.tar+gzip", base_tar, &[]),
+            Layer::new("application/vnd.oci.image.layer.v1.tar", top_tar, &[]),
+        ],
+        dir,
+    );
+    (r, top_digest, files)
+}
+
+fn json_of(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// `ls` and `cat` on an image in a registry: the merged tree (the base's files, the whiteout
+/// applied, the symlink shown), a model layer listed and a file read with a few KiB of range
+/// requests (the registry's log counts what it sent), a symlink followed, the same from an
+/// `oci:` layout and an `oci-archive:` (skopeo made them), and clear errors.
+#[test]
+fn ls_and_cat_read_a_model_layer_by_ranges() {
+    harness();
+    let dir = tempdir("peek-image");
+    let name = repo("peek");
+    let (r, top, files) = model_image(&dir, &name);
+
+    // the whole tree: the base's file, no whited-out one, the model's files
+    let out = lamina(&["ls", &r, "--json"]).ok();
+    let j = json_of(&out.stdout);
+    let paths: Vec<&str> = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"etc/os-release"), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.contains("old.bin")), "{paths:?}");
+    for f in files.keys() {
+        assert!(paths.contains(&f.as_str()), "{f} in {paths:?}");
+    }
+    assert!(out.stderr.contains("gzip-compressed"), "{}", out.stderr);
+    let latest = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "models/latest")
+        .unwrap();
+    assert_eq!(latest["type"], "symlink");
+    assert_eq!(latest["link"], "model.safetensors");
+    assert_eq!(latest["layer"], 1);
+
+    // only the model layer: its headers, a few KiB of a 50 MiB layer
+    let mark = log_len(&name, &top);
+    let out = lamina(&["ls", "-l", &r, "/models", "--layer", "1"]).ok();
+    let (gets, bytes) = served(&name, &top, mark);
+    assert!(bytes <= 256 << 10, "ls read {bytes} bytes in {gets} GETs");
+    assert!(gets <= 8, "{gets} GETs");
+    for f in files.keys() {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.ends_with(f.as_str()))
+            .unwrap_or_else(|| panic!("{f} in {}", out.stdout));
+        assert!(line.starts_with("-rw-r--r--"), "{line}");
+        assert!(line.contains(" L1 "), "{line}");
+    }
+    assert!(
+        out.stdout.contains("models/latest -> model.safetensors"),
+        "{}",
+        out.stdout
+    );
+
+    // cat: the file, found by ranges, its bytes one range
+    let mark = log_len(&name, &top);
+    let out = lamina(&["cat", &r, "/models/config.json"]).ok();
+    assert_eq!(out.stdout.as_bytes(), &files["models/config.json"][..]);
+    let (gets, bytes) = served(&name, &top, mark);
+    assert!(bytes <= 256 << 10, "cat read {bytes} bytes in {gets} GETs");
+    // the base layer (below the model layer) is not read at all
+    let m = raw_manifest(&r, None);
+    let base = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let before = log_len(&name, &base);
+    let big = std::process::Command::new(lamina_bin())
+        .args(["cat", &r, "models/latest"])
+        .output()
+        .unwrap();
+    assert!(big.status.success());
+    assert_eq!(
+        big.stdout, files["models/model.safetensors"],
+        "a symlink followed"
+    );
+    assert_eq!(log_len(&name, &base), before, "the base layer was read");
+    // a file of the base, through the gzip stream
+    let out = lamina(&["cat", &r, "etc/os-release"]).ok();
+    assert_eq!(out.stdout, "ID=test\n");
+
+    // the same from a layout and an archive (seeks, no registry)
+    let lay = dir.join("layout");
+    let arc = dir.join("image.tar");
+    for dest in [
+        format!("oci:{}:v1", lay.display()),
+        format!("oci-archive:{}:v1", arc.display()),
+    ] {
+        cmd(
+            "skopeo",
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                &format!("docker://{r}"),
+                &dest,
+            ],
+        )
+        .ok();
+        let out = lamina(&["cat", &dest, "models/config.json"]).ok();
+        assert_eq!(
+            out.stdout.as_bytes(),
+            &files["models/config.json"][..],
+            "{dest}"
+        );
+        let out = lamina(&["ls", &dest, "models", "--json"]).ok();
+        let n = json_of(&out.stdout)["entries"].as_array().unwrap().len();
+        assert_eq!(n, files.len() + 1, "{dest}: {}", out.stdout);
+        let big = std::process::Command::new(lamina_bin())
+            .args(["cat", &dest, "models/shard-2.safetensors"])
+            .output()
+            .unwrap();
+        assert_eq!(big.stdout, files["models/shard-2.safetensors"], "{dest}");
+    }
+
+    // errors: a missing file, a directory, a layer that is not there, a path out of the root
+    let e = lamina(&["cat", &r, "models/nope.bin"]).fails();
+    assert!(e.stderr.contains("models/nope.bin"), "{}", e.stderr);
+    let e = lamina(&["cat", &r, "models/old.bin"]).fails();
+    assert!(
+        e.stderr.contains("not found") || e.stderr.contains("old.bin"),
+        "{}",
+        e.stderr
+    );
+    let e = lamina(&["cat", &r, "models"]).fails();
+    assert!(e.stderr.contains("is a directory"), "{}", e.stderr);
+    let e = lamina(&["ls", &r, "--layer", "7"]).fails();
+    assert_eq!(e.code, 2, "{}", e.stderr);
+    assert!(e.stderr.contains("--layer 7"), "{}", e.stderr);
+    let e = lamina(&["ls", &r, "../../etc"]).fails();
+    assert_eq!(e.code, 2, "{}", e.stderr);
+}
+
+/// A registry that ignores `Range` (a front end drops the header; the answer is 200 with the
+/// whole blob): `ls` and `cat` still give the right answers, say so on stderr, and stop
+/// reading a blob once they have what they need.
+#[test]
+fn a_registry_that_ignores_ranges_is_read_as_a_stream() {
+    harness();
+    let dir = tempdir("peek-norange");
+    let name = repo("peek-norange");
+    let (r, top, files) = model_image(&dir, &name);
+    let p = FaultProxy::start(PLAIN);
+    p.add(
+        Rule::new("GET", "/blobs/sha256:")
+            .times(1000)
+            .action(Action::IgnoreRange),
+    );
+    let via = r.replace(PLAIN, p.addr());
+    let out = lamina(&["ls", &via, "models", "--layer", "1", "--json"]).ok();
+    assert!(
+        out.stderr
+            .contains("answers Range requests with the whole blob"),
+        "{}",
+        out.stderr
+    );
+    let n = json_of(&out.stdout)["entries"].as_array().unwrap().len();
+    assert_eq!(n, files.len() + 1, "{}", out.stdout);
+    let out = std::process::Command::new(lamina_bin())
+        .args(["cat", &via, "models/tokenizer.json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, files["models/tokenizer.json"]);
+    assert!(p.requests().iter().any(|l| l.fault.is_some()));
+    let _ = top;
+}
+
+/// `ls` and `cat` on model artifacts: a ModelPack's raw layers are listed from their
+/// annotations without a byte of them read, a file of one is one request; a ModelKit's tars
+/// are walked by ranges.
+#[test]
+fn ls_and_cat_on_model_artifacts() {
+    harness();
+    let dir = tempdir("peek-artifacts");
+    let name = repo("peek-mp");
+    let (mp, want) = artifacts::modelpack(PLAIN, &name, false, &dir);
+    let m = raw_manifest(&mp, None);
+    let raw: Vec<String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["mediaType"].as_str().unwrap().ends_with(".raw"))
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!raw.is_empty());
+    let marks: Vec<usize> = raw.iter().map(|d| log_len(&name, d)).collect();
+    let out = lamina(&["ls", &mp, "--json"]).ok();
+    let j = json_of(&out.stdout);
+    let listed: BTreeMap<String, u64> = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "file")
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_string(),
+                e["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let files: Vec<&String> = want
+        .iter()
+        .filter(|(_, v)| v.starts_with("file"))
+        .map(|(k, _)| k)
+        .collect();
+    for f in &files {
+        assert!(listed.contains_key(f.as_str()), "{f} in {listed:?}");
+    }
+    for (d, mark) in raw.iter().zip(&marks) {
+        assert_eq!(served(&name, d, *mark).0, 0, "raw layer {d} was read by ls");
+    }
+    // cat of a raw file and of a file in the tar layer
+    for f in files.iter().take(3) {
+        let out = std::process::Command::new(lamina_bin())
+            .args(["cat", &mp, f])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            sha256(&out.stdout),
+            want[f.as_str()].split_whitespace().nth(1).unwrap(),
+            "{f}"
+        );
+    }
+
+    let kname = repo("peek-kit");
+    let (kit, kwant) = artifacts::modelkit(PLAIN, &kname, &dir);
+    let out = lamina(&["ls", &kit, "--json"]).ok();
+    let j = json_of(&out.stdout);
+    let listed: Vec<&str> = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    for (k, v) in &kwant {
+        if v.starts_with("file") {
+            assert!(listed.contains(&k.as_str()), "{k} in {listed:?}");
+        }
+    }
+}
