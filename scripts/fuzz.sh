@@ -51,7 +51,8 @@ log "cargo fuzz build -s none -a (${#targets[@]} targets)"
 t0=$SECONDS
 cargo fuzz build --fuzz-dir fuzz -s none -a
 log "built in $((SECONDS - t0))s"
-bin_dir=fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release
+# cargo puts the binaries under CARGO_TARGET_DIR when it is set, else under fuzz/target
+bin_dir=${CARGO_TARGET_DIR:-fuzz/target}/$(rustc -vV | sed -n 's/^host: //p')/release
 
 logs=fuzz/target/fuzz-logs
 mkdir -p "$logs"
