@@ -223,6 +223,20 @@ pub struct Node {
     pub place: Option<Place>,
 }
 
+impl Node {
+    /// A directory no entry names, there because paths below it are.
+    fn implied_dir() -> Node {
+        Node {
+            kind: Kind::Dir,
+            size: 0,
+            mode: 0o755,
+            mtime: 0,
+            layer: None,
+            place: None,
+        }
+    }
+}
+
 /// The merged file tree of an image's layers, applied bottom to top (see the module docs).
 /// Paths are relative, without `./`, a leading `/` or a trailing `/`; the root is `""`.
 #[derive(Debug, Default, Clone)]
@@ -386,23 +400,12 @@ impl Tree {
             // the directories above it exist
             let mut d = path.as_str();
             while let Some((parent, _)) = d.rsplit_once('/') {
-                let e = self.nodes.entry(parent.to_string()).or_insert(Node {
-                    kind: Kind::Dir,
-                    size: 0,
-                    mode: 0o755,
-                    mtime: 0,
-                    layer: None,
-                    place: None,
-                });
+                let e = self
+                    .nodes
+                    .entry(parent.to_string())
+                    .or_insert_with(Node::implied_dir);
                 if e.kind != Kind::Dir {
-                    *e = Node {
-                        kind: Kind::Dir,
-                        size: 0,
-                        mode: 0o755,
-                        mtime: 0,
-                        layer: None,
-                        place: None,
-                    };
+                    *e = Node::implied_dir();
                 }
                 d = parent;
             }

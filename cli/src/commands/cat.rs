@@ -5,7 +5,6 @@ use std::io::{Read as _, Write as _};
 use crate::commands::Ctx;
 use crate::error::Result;
 use crate::ops::peek::{self, Cost};
-use crate::ops::resolve::PlatformSel;
 
 /// Print one file of an image or model artifact, fetched with one Range request.
 ///
@@ -36,13 +35,7 @@ pub struct Args {
 pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let image = ctx.source("image", &a.image)?;
     let (client, quiet) = (&mut ctx.client, ctx.quiet);
-    let sel = PlatformSel::parse(a.platform.as_deref())?;
-    if matches!(sel, PlatformSel::All) {
-        return Err(crate::commands::usage(
-            "cat reads one platform (--platform os/arch)",
-        ));
-    }
-    let p = peek::open(client, &image, &sel)?;
+    let p = peek::open(client, &image, a.platform.as_deref(), "cat")?;
     let mut cost = Cost::default();
     let (path, h, place) = peek::locate(client, &image, &p, &a.path, &mut cost, quiet)?;
     let mut r = peek::open_file(client, &image, &p, &place, h.size, &mut cost)?;

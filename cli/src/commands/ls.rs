@@ -6,7 +6,6 @@ use lamina_core::untar::Kind;
 use crate::commands::Ctx;
 use crate::error::Result;
 use crate::ops::peek::{self, Cost};
-use crate::ops::resolve::PlatformSel;
 use crate::ui::progress::human;
 
 /// List the files of an image or model artifact without downloading it.
@@ -49,13 +48,7 @@ pub struct Args {
 pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let image = ctx.source("image", &a.image)?;
     let (client, quiet) = (&mut ctx.client, ctx.quiet);
-    let sel = PlatformSel::parse(a.platform.as_deref())?;
-    if matches!(sel, PlatformSel::All) {
-        return Err(crate::commands::usage(
-            "ls reads one platform (--platform os/arch)",
-        ));
-    }
-    let p = peek::open(client, &image, &sel)?;
+    let p = peek::open(client, &image, a.platform.as_deref(), "ls")?;
     if let Some(bad) = a.layers.iter().find(|&&i| i >= p.layers.len()) {
         return Err(crate::commands::usage(format!(
             "--layer {bad}: {image} has {} layers (0 to {})",

@@ -59,9 +59,16 @@ pub struct Cost {
     pub stream_bytes: u64,
 }
 
-/// Opens `loc`'s image for `sel`.
-pub fn open(client: &mut Client, loc: &Loc, sel: &PlatformSel) -> Result<Peeked> {
-    let img = resolve::fetch_one(client, loc, sel)?;
+/// Opens `loc`'s image for the platform `platform` names (one: `all` is refused, as `cmd`
+/// reads one image).
+pub fn open(client: &mut Client, loc: &Loc, platform: Option<&str>, cmd: &str) -> Result<Peeked> {
+    let sel = PlatformSel::parse(platform)?;
+    if matches!(sel, PlatformSel::All) {
+        return Err(Box::new(Error::Usage {
+            reason: format!("{cmd} reads one platform (--platform os/arch)"),
+        }));
+    }
+    let img = resolve::fetch_one(client, loc, &sel)?;
     let config = resolve::config(client, loc, &img.manifest)?;
     peeked(&img.manifest, &config)
 }
