@@ -17,7 +17,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    affix, append, cat, convert, extract, layers, login, ls, pack, recompress, remix, slice,
+    affix, append, cat, convert, extract, inspect, layers, login, ls, pack, recompress, remix,
+    slice,
 };
 use crate::commands::{Ctx, Global, Roles};
 use crate::ui::report;
@@ -81,6 +82,7 @@ enum Cmd {
     Layers(layers::Args),
     Ls(ls::Args),
     Cat(cat::Args),
+    Inspect(inspect::Args),
 }
 
 impl Cmd {
@@ -102,6 +104,7 @@ impl Cmd {
             Cmd::Layers(a) => (Some(&a.image), vec![&a.image]),
             Cmd::Ls(a) => (Some(&a.image), vec![&a.image]),
             Cmd::Cat(a) => (Some(&a.image), vec![&a.image]),
+            Cmd::Inspect(a) => (Some(&a.image), vec![&a.image]),
             Cmd::Slice(a) => return a.roles(),
             Cmd::Append(_)
             | Cmd::Login(_)
@@ -258,6 +261,7 @@ fn run(cli: Cli) -> error::Result<()> {
         Cmd::Layers(a) => layers::run(ctx, a),
         Cmd::Ls(a) => ls::run(ctx, a),
         Cmd::Cat(a) => cat::run(ctx, a),
+        Cmd::Inspect(a) => inspect::run(ctx, a),
         Cmd::Login(_) | Cmd::Logout(_) | Cmd::Version { .. } | Cmd::Completions { .. } => Ok(()),
     }
 }

@@ -451,6 +451,31 @@ pub struct Facts {
     pub architecture: Option<String>,
     /// GGUF's file type (`Q4_K_M`).
     pub quantization: Option<String>,
+    /// How many tensors the header lists.
+    pub tensors: u64,
+    /// The header's metadata, in order: safetensors' `__metadata__` strings; GGUF's keys with
+    /// their scalar values, an array as `[N × type]` ([`MAX_METADATA`] entries at most, values
+    /// cut at [`MAX_METADATA_VALUE`] bytes).
+    pub metadata: Vec<(String, String)>,
+    /// The header's length in bytes (where the tensor data starts, for safetensors).
+    pub header_len: u64,
+}
+
+/// Most metadata entries a weight header's [`Facts`] keep.
+pub const MAX_METADATA: usize = 256;
+/// Longest metadata value kept, in bytes (longer ones are cut, with `…`).
+pub const MAX_METADATA_VALUE: usize = 200;
+
+/// `v` cut at [`MAX_METADATA_VALUE`] bytes on a character boundary.
+fn short_value(v: &str) -> String {
+    if v.len() <= MAX_METADATA_VALUE {
+        return v.to_string();
+    }
+    let mut end = MAX_METADATA_VALUE;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &v[..end])
 }
 
 /// Reads a weight file's header from its first bytes: `None` when the bytes are not a
@@ -586,11 +611,22 @@ fn safetensors(head: &[u8]) -> Option<Facts> {
         format: Some("safetensors".into()),
         ..Facts::default()
     };
+    f.header_len = 8 + n;
     let mut total = 0u64;
     for (k, t) in json.as_object()? {
         if k == "__metadata__" {
+            for (mk, mv) in t.as_object().into_iter().flatten() {
+                if f.metadata.len() < MAX_METADATA {
+                    let v = mv
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| mv.to_string());
+                    f.metadata.push((mk.clone(), short_value(&v)));
+                }
+            }
             continue;
         }
+        f.tensors += 1;
         let count = t
             .get("shape")?
             .as_array()?
@@ -644,13 +680,26 @@ impl Gguf<'_> {
         let n = usize::try_from(n).ok()?;
         Some(String::from_utf8_lossy(self.take(n)?).into_owned())
     }
-    /// A value of type `t`: strings and u32s kept, the rest skipped.
+    /// A value of type `t`: scalars and strings kept (an array's items are read past, and it
+    /// is kept as `"[N × type]"`).
     fn value(&mut self, t: u32, depth: u8) -> Option<Option<Value>> {
         Some(match t {
-            0 | 1 | 7 => self.take(1).map(|_| None)?,
-            2 | 3 => self.take(2).map(|_| None)?,
+            0 => Some(Value::from(self.take(1)?[0])),
+            1 => Some(Value::from(self.take(1)?[0] as i8)),
+            2 => Some(Value::from(u16::from_le_bytes(
+                self.take(2)?.try_into().ok()?,
+            ))),
+            3 => Some(Value::from(i16::from_le_bytes(
+                self.take(2)?.try_into().ok()?,
+            ))),
             4 => Some(Value::from(self.u32()?)),
-            5 | 6 => self.take(4).map(|_| None)?,
+            5 => Some(Value::from(i32::from_le_bytes(
+                self.take(4)?.try_into().ok()?,
+            ))),
+            6 => Some(Value::from(
+                f32::from_le_bytes(self.take(4)?.try_into().ok()?) as f64,
+            )),
+            7 => Some(Value::Bool(self.take(1)?[0] != 0)),
             8 => Some(Value::String(self.string()?)),
             9 => {
                 if depth > 2 {
@@ -661,11 +710,37 @@ impl Gguf<'_> {
                 for _ in 0..n {
                     self.value(it, depth + 1)?;
                 }
-                None
+                Some(Value::String(format!("[{n} × {}]", gguf_type_name(it))))
             }
-            10..=12 => self.take(8).map(|_| None)?,
+            10 => Some(Value::from(self.u64()?)),
+            11 => Some(Value::from(i64::from_le_bytes(
+                self.take(8)?.try_into().ok()?,
+            ))),
+            12 => Some(Value::from(f64::from_le_bytes(
+                self.take(8)?.try_into().ok()?,
+            ))),
             _ => return None,
         })
+    }
+}
+
+/// GGUF's metadata value type names.
+fn gguf_type_name(t: u32) -> &'static str {
+    match t {
+        0 => "uint8",
+        1 => "int8",
+        2 => "uint16",
+        3 => "int16",
+        4 => "uint32",
+        5 => "int32",
+        6 => "float32",
+        7 => "bool",
+        8 => "string",
+        9 => "array",
+        10 => "uint64",
+        11 => "int64",
+        12 => "float64",
+        _ => "unknown",
     }
 }
 
@@ -718,10 +793,20 @@ fn gguf(head: &[u8]) -> Option<Facts> {
         format: Some("gguf".into()),
         ..Facts::default()
     };
+    f.tensors = tensors;
     for _ in 0..kvs {
         let key = g.string()?;
         let t = g.u32()?;
         let v = g.value(t, 0)?;
+        if let Some(v) = &v {
+            if f.metadata.len() < MAX_METADATA {
+                let s = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                f.metadata.push((key.clone(), short_value(&s)));
+            }
+        }
         match (key.as_str(), v) {
             ("general.architecture", Some(Value::String(a))) => f.architecture = Some(a),
             ("general.file_type", Some(Value::Number(n))) => {
@@ -750,6 +835,7 @@ fn gguf(head: &[u8]) -> Option<Facts> {
         total = total.checked_add(n)?;
     }
     f.params = Some(total);
+    f.header_len = g.at as u64;
     Some(f)
 }
 
@@ -1278,10 +1364,34 @@ mod tests {
         // cut short: not enough to say
         assert_eq!(facts("model.safetensors", &h[..h.len() - 3]), None);
         assert_eq!(facts("model.safetensors", b"junk"), None);
+        assert_eq!(f.tensors, 2);
+        assert_eq!(f.header_len, h.len() as u64);
+        assert_eq!(f.metadata, [("format".to_string(), "pt".to_string())]);
         let mut m = Model::default();
         m.fill_from(&[f]);
         assert_eq!(m.param_size.as_deref(), Some("16.8M"));
         assert_eq!(m.precision.as_deref(), Some("bfloat16,float32"));
+    }
+
+    #[test]
+    fn a_gguf_header_gives_its_tensor_count_and_metadata() {
+        let h = gguf_bytes();
+        let f = facts("m.gguf", &h).unwrap();
+        assert_eq!(f.tensors, 2);
+        assert_eq!(f.header_len, h.len() as u64);
+        assert_eq!(
+            f.metadata,
+            [
+                ("general.architecture".to_string(), "llama".to_string()),
+                (
+                    "tokenizer.ggml.tokens".to_string(),
+                    "[2 × string]".to_string()
+                ),
+                ("general.file_type".to_string(), "15".to_string()),
+            ]
+        );
+        // a long value is cut
+        assert_eq!(short_value(&"é".repeat(200)).chars().count(), 101);
     }
 
     fn gguf_bytes() -> Vec<u8> {

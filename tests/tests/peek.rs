@@ -54,7 +54,11 @@ fn model_image(dir: &Path, repo: &str) -> (String, String, BTreeMap<String, Vec<
         std::fs::write(m.join(name), &b).unwrap();
         files.insert(format!("models/{name}"), b);
     };
-    put("model.safetensors", random_bytes(10 << 20, 1));
+    put(
+        "model.safetensors",
+        lamina_tests::models::safetensors("model.layers.0.weight", 2560 << 10, 1),
+    );
+    put("tiny.gguf", gguf());
     put("shard-2.safetensors", random_bytes(40 << 20, 2));
     put(
         "config.json",
@@ -101,6 +105,43 @@ fn model_image(dir: &Path, repo: &str) -> (String, String, BTreeMap<String, Vec<
         dir,
     );
     (r, top_digest, files)
+}
+
+/// A small GGUF v3 file as llama.cpp writes one: architecture `llama`, file type 15 (Q4_K_M),
+/// a vocabulary array, two tensors, then their data.
+fn gguf() -> Vec<u8> {
+    let s = |v: &mut Vec<u8>, x: &str| {
+        v.extend_from_slice(&(x.len() as u64).to_le_bytes());
+        v.extend_from_slice(x.as_bytes());
+    };
+    let mut v = b"GGUF".to_vec();
+    v.extend_from_slice(&3u32.to_le_bytes());
+    v.extend_from_slice(&2u64.to_le_bytes()); // tensors
+    v.extend_from_slice(&3u64.to_le_bytes()); // metadata entries
+    s(&mut v, "general.architecture");
+    v.extend_from_slice(&8u32.to_le_bytes());
+    s(&mut v, "llama");
+    s(&mut v, "tokenizer.ggml.tokens");
+    v.extend_from_slice(&9u32.to_le_bytes());
+    v.extend_from_slice(&8u32.to_le_bytes());
+    v.extend_from_slice(&3u64.to_le_bytes());
+    for t in ["<s>", "</s>", "hello"] {
+        s(&mut v, t);
+    }
+    s(&mut v, "general.file_type");
+    v.extend_from_slice(&4u32.to_le_bytes());
+    v.extend_from_slice(&15u32.to_le_bytes());
+    for (name, dims) in [("tok_embd", &[320u64, 64][..]), ("norm", &[64][..])] {
+        s(&mut v, name);
+        v.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            v.extend_from_slice(&d.to_le_bytes());
+        }
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(&0u64.to_le_bytes());
+    }
+    v.resize(v.len() + 90_000, 7);
+    v
 }
 
 fn json_of(out: &str) -> serde_json::Value {
@@ -237,6 +278,93 @@ fn ls_and_cat_read_a_model_layer_by_ranges() {
     assert!(e.stderr.contains("--layer 7"), "{}", e.stderr);
     let e = lamina(&["ls", &r, "../../etc"]).fails();
     assert_eq!(e.code, 2, "{}", e.stderr);
+}
+
+/// `inspect` reads the weight files' headers by ranges: a safetensors' and a GGUF's facts (tensor
+/// count, parameters, element type, architecture, quantization, metadata), a file with no
+/// header said to have none, the total, with under 2 MiB of the 50 MiB layer served; one file
+/// by PATH without the base read; the same from a layout.
+#[test]
+fn inspect_reads_weight_headers_by_ranges() {
+    harness();
+    let dir = tempdir("peek-inspect");
+    let name = repo("peek-inspect");
+    let (r, top, _) = model_image(&dir, &name);
+    let mark = log_len(&name, &top);
+    let out = lamina(&["inspect", &r, "--layer", "1", "--json"]).ok();
+    let (gets, bytes) = served(&name, &top, mark);
+    assert!(
+        bytes <= 2 << 20,
+        "inspect read {bytes} bytes in {gets} GETs"
+    );
+    let j = json_of(&out.stdout);
+    let files = j["files"].as_array().unwrap();
+    let by = |p: &str| {
+        files
+            .iter()
+            .find(|f| f["path"] == p)
+            .unwrap_or_else(|| panic!("{p}: {j:#}"))
+    };
+    let st = by("models/model.safetensors");
+    assert_eq!(st["format"], "safetensors");
+    assert_eq!(st["tensors"], 1);
+    assert_eq!(st["params"], 2560 << 10);
+    assert_eq!(st["precisions"][0]["dtype"], "float32");
+    assert_eq!(st["metadata"]["format"], "pt");
+    let g = by("models/tiny.gguf");
+    assert_eq!(g["format"], "gguf");
+    assert_eq!(g["tensors"], 2);
+    assert_eq!(g["params"], 320 * 64 + 64);
+    assert_eq!(g["architecture"], "llama");
+    assert_eq!(g["quantization"], "Q4_K_M");
+    assert_eq!(g["metadata"]["tokenizer.ggml.tokens"], "[3 × string]");
+    let shard = by("models/shard-2.safetensors");
+    assert_eq!(
+        shard["format"],
+        serde_json::Value::Null,
+        "random bytes: no header"
+    );
+    assert_eq!(j["total"]["params"], (2560 << 10) + 320 * 64 + 64);
+
+    // one file by its path: found from the top, the base not read
+    let m = raw_manifest(&r, None);
+    let base = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let before = log_len(&name, &base);
+    let out = lamina(&["inspect", &r, "/models/tiny.gguf"]).ok();
+    assert!(
+        out.stdout
+            .contains("gguf, 2 tensors, 20.5K parameters, llama, Q4_K_M"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("general.architecture = llama"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(log_len(&name, &base), before, "the base layer was read");
+
+    // from a layout
+    let lay = format!("oci:{}:v1", dir.join("layout").display());
+    cmd(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{r}"),
+            &lay,
+        ],
+    )
+    .ok();
+    let out = lamina(&["inspect", &lay, "models", "--json"]).ok();
+    assert_eq!(json_of(&out.stdout)["total"], j["total"]);
+    // nothing to inspect
+    let e = lamina(&["inspect", &r, "etc"]).fails();
+    assert!(
+        e.stderr.contains("no safetensors or GGUF files"),
+        "{}",
+        e.stderr
+    );
 }
 
 /// A registry that ignores `Range` (a front end drops the header; the answer is 200 with the

@@ -294,8 +294,7 @@ mod tests {
             format: Some("safetensors".into()),
             params: Some(42),
             precisions: vec![("bfloat16".into(), 32), ("float16".into(), 10)],
-            architecture: None,
-            quantization: None,
+            ..Facts::default()
         }];
         let cj = br#"{"architectures":["LlamaForCausalLM"],"model_type":"llama",
                       "transformers_version":"4.46.0","torch_dtype":"float32"}"#;

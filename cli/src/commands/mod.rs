@@ -12,6 +12,7 @@ pub mod append;
 pub mod cat;
 pub mod convert;
 pub mod extract;
+pub mod inspect;
 pub mod layers;
 pub mod login;
 pub mod ls;

@@ -467,3 +467,85 @@ pub fn locate(
     }
     Err(format!("{path} in {loc}: more than 40 symbolic links").into())
 }
+
+/// Whether `path` names a weight file whose header lamina reads (safetensors, GGUF).
+pub fn has_header(path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    p.ends_with(".safetensors") || p.ends_with(".gguf")
+}
+
+/// What the header of the weight file at `place` (`size` bytes, named `path`) says, read as
+/// [`lamina_core::pack::HeadReader`] asks: by ranges of its layer (a few KiB to the header's
+/// length), or from the layer's stream when it is compressed or the registry ignores `Range`.
+pub fn header_facts(
+    client: &mut Client,
+    loc: &Loc,
+    p: &Peeked,
+    path: &str,
+    place: &Place,
+    size: u64,
+    cost: &mut Cost,
+) -> Result<Option<lamina_core::pack::Facts>> {
+    let mut h = lamina_core::pack::HeadReader::new(path);
+    let ranged = match place {
+        Place::Blob { layer } => Some((*layer, 0)),
+        Place::Tar { layer, at } => {
+            matches!(p.holds[*layer], Holds::Tar(Compression::None)).then_some((*layer, *at))
+        }
+    };
+    if let Some((layer, base)) = ranged {
+        let d = &p.layers[layer].digest;
+        while let Some(r) = h.next_read() {
+            let end = r.end.min(size);
+            if end <= r.start {
+                break;
+            }
+            cost.ranges += 1;
+            match store::read_range(client, loc, d, base + r.start..base + end)? {
+                Ranged::Bytes(b) => {
+                    cost.range_bytes += b.len() as u64;
+                    let short = (b.len() as u64) < end - r.start;
+                    h.write(&b);
+                    if short {
+                        return Err(format!(
+                            "{path}: layer {layer} ended inside the file's header"
+                        )
+                        .into());
+                    }
+                }
+                Ranged::Ignored { .. } => {
+                    return streamed_facts(client, loc, p, path, place, size, cost)
+                }
+            }
+            if end < r.end {
+                break; // the file ended
+            }
+        }
+        return Ok(h.finish());
+    }
+    streamed_facts(client, loc, p, path, place, size, cost)
+}
+
+/// [`header_facts`] from the file's bytes as a stream, read no further than the header.
+fn streamed_facts(
+    client: &mut Client,
+    loc: &Loc,
+    p: &Peeked,
+    path: &str,
+    place: &Place,
+    size: u64,
+    cost: &mut Cost,
+) -> Result<Option<lamina_core::pack::Facts>> {
+    let mut h = lamina_core::pack::HeadReader::new(path);
+    let mut r = open_file(client, loc, p, place, size, cost)?;
+    let mut buf = vec![0u8; 256 << 10];
+    while h.wants_more() {
+        let n = r.read(&mut buf).map_err(|e| format!("{path}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        cost.stream_bytes += n as u64;
+        h.write(&buf[..n]);
+    }
+    Ok(h.finish())
+}
