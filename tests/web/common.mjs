@@ -270,3 +270,157 @@ export async function dropFolder(page, dir) {
     document.getElementById('drop').dispatchEvent(ev);
   }, tree(dir));
 }
+
+/// A WAN-like link in front of the plain registry (REG), as tests/examples/throttle-proxy.rs
+/// is for the CLI's benchmark: every blob upload's body (PATCH and PUT under /blobs/uploads/)
+/// is read at `rate` bytes a second, each request on its own (one TCP stream over a long path);
+/// everything else passes as it is. Resolves to { host, log, aborted, inflight, close, refuse }: `log`
+/// holds, per request that carried a body there, { method, path, bytes, start, end } (ms,
+/// Date.now()), `end` when its body was all read; `aborted` those whose sender gave up
+/// mid-body (`aborted`: when, as the proxy sees it: after the bytes the sockets held);
+/// `inflight` counts the bodies being read; setting `refuse` to a number n makes the n-th
+/// PATCH from then on (1: the next) answer 403 DENIED, as a registry refusing a push would.
+export function startThrottle(rate) {
+  const log = [];
+  const [uphost, upport] = REG.split(':');
+  const t = { refuse: 0, inflight: 0 };
+  const ups = new Set();
+  const aborted = [];
+  const server = http.createServer((req, res) => {
+    if (req.method === 'PATCH' && t.refuse > 0 && --t.refuse === 0) {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(403, { 'content-type': 'application/json', 'access-control-allow-origin': '*' });
+        res.end(JSON.stringify({ errors: [{ code: 'DENIED', message: 'requested access to the resource is denied' }] }));
+      });
+      return;
+    }
+    const up = http.request({ host: uphost, port: +upport, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    ups.add(up);
+    up.on('close', () => ups.delete(up));
+    up.on('error', () => { if (!res.headersSent) res.writeHead(502); res.end(); });
+    // a request the browser dropped (a job that failed, a page closed) goes no further
+    req.on('close', () => { if (!req.complete) up.destroy(); });
+    const slow = (req.method === 'PATCH' || req.method === 'PUT') && req.url.includes('/blobs/uploads/');
+    if (!slow) { req.pipe(up); return; }
+    const rec = { method: req.method, path: req.url.replace(/\?.*/, ''), bytes: 0, start: Date.now(), end: null };
+    t.inflight++;
+    req.on('close', () => t.inflight--);
+    // the body goes on when the registry took what it got and the rate allows more
+    let holds = 0;
+    const hold = () => { holds++; req.pause(); };
+    const release = () => { if (--holds === 0) req.resume(); };
+    req.on('data', (b) => {
+      rec.bytes += b.length;
+      if (!up.write(b)) { hold(); up.once('drain', release); }
+      const wait = rec.start + (rec.bytes / rate) * 1000 - Date.now();
+      if (wait > 0) { hold(); setTimeout(release, wait); }
+    });
+    req.on('end', () => { rec.end = Date.now(); if (rec.bytes) log.push(rec); up.end(); });
+    req.on('close', () => { if (!req.complete) { rec.aborted = Date.now(); aborted.push(rec); } });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(Object.assign(t, {
+    host: `127.0.0.1:${server.address().port}`, log, aborted,
+    close: () => { for (const u of ups) u.destroy(); server.closeAllConnections(); server.close(); },
+  }))));
+}
+
+/// Of the throttled bodies in `log` (see startThrottle) from `since` on: the most that were
+/// being read at once, the sum of their durations (what one at a time would take at least) and
+/// the span from the first start to the last end (ms).
+export function overlap(log, since = 0) {
+  const rs = log.filter((r) => r.start >= since);
+  const edges = rs.flatMap((r) => [[r.start, 1], [r.end, -1]]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let at = 0, most = 0;
+  for (const [, d] of edges) { at += d; most = Math.max(most, at); }
+  const sum = rs.reduce((s, r) => s + (r.end - r.start), 0);
+  const span = rs.length ? Math.max(...rs.map((r) => r.end)) - Math.min(...rs.map((r) => r.start)) : 0;
+  return { most, sum, span, count: rs.length };
+}
+
+/// Writes the folder `parent/name` of `files` ({path: [MiB, seed] of gen's bytes, or a
+/// string}); gives its path and the files' bytes ({path: Buffer}).
+export function writeGenerated(parent, name, files) {
+  const dir = path.join(parent, name);
+  const bytes = {};
+  for (const [p, spec] of Object.entries(files)) {
+    bytes[p] = typeof spec === 'string' ? Buffer.from(spec) : Buffer.from(gen(spec[0], spec[1]));
+    fs.mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
+    fs.writeFileSync(path.join(dir, p), bytes[p]);
+  }
+  return { dir, bytes };
+}
+
+/// Drops the folder `name` of `files` (as writeGenerated takes them) on the page as dropFolder
+/// does, the files' bytes made in the page (large files need not cross the driver's wire).
+export async function dropGeneratedFolder(page, name, files) {
+  await page.evaluate(([name, files, src]) => {
+    const g = eval(src);
+    const later = (f) => setTimeout(f, 0);
+    const root = { name, kids: new Map() };
+    for (const [p, spec] of Object.entries(files)) {
+      const parts = p.split('/');
+      let d = root;
+      for (const part of parts.slice(0, -1)) {
+        if (!d.kids.has(part)) d.kids.set(part, { name: part, kids: new Map() });
+        d = d.kids.get(part);
+      }
+      d.kids.set(parts.at(-1), { name: parts.at(-1), spec });
+    }
+    const entry = (n) => n.kids
+      ? {
+        isFile: false, isDirectory: true, name: n.name,
+        createReader() {
+          const batches = [[...n.kids.values()], []];
+          return { readEntries(ok) { const b = batches.shift() || []; later(() => ok(b.map(entry))); } };
+        },
+      }
+      : {
+        isFile: true, isDirectory: false, name: n.name,
+        file(ok) { later(() => ok(new File([typeof n.spec === 'string' ? n.spec : g(n.spec[0], n.spec[1])], n.name))); },
+      };
+    const ev = new Event('drop', { bubbles: true, cancelable: true });
+    Object.defineProperty(ev, 'dataTransfer', { value: { items: [{ webkitGetAsEntry: () => entry(root) }], files: [] } });
+    document.getElementById('drop').dispatchEvent(ev);
+  }, [name, files, GEN]);
+}
+
+/// A model folder for the slow-link tests: four weights of 6 MiB, a copy of the first in a
+/// sub-folder (the same blob, uploaded twice at once: the second upload ends with the registry
+/// holding the blob already), a tokenizer of 2 MiB and a README (small: hashed first, asked
+/// for, sent in one PUT). More files than uploads at once, so that the bound shows.
+export const SLOW_MODEL = {
+  'README.md': '# slow\nA model sent over a slow link.\n',
+  'copy/model-00001-of-00004.bin': [6, 71],
+  'model-00001-of-00004.bin': [6, 71],
+  'model-00002-of-00004.bin': [6, 72],
+  'model-00003-of-00004.bin': [6, 73],
+  'model-00004-of-00004.bin': [6, 74],
+  'tokenizer.json': [2, 75],
+};
+
+/// Checks the ModelPack the page pushed as `result` (`repo@sha256:...`, through a proxy or
+/// not) and tagged at `ref` (read from the registry directly) from the folder `dir` of `bytes`
+/// ({path: Buffer}) with the files' time `epoch`: the tag's digest is the page's, the layers
+/// are the files in path order (whatever order their uploads ended in), each blob the file,
+/// and `lamina pack` makes the same manifest digest of the same folder.
+export function checkPackOf(ref, result, dir, bytes, epoch) {
+  const raw = sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`]);
+  const digest = `sha256:${sha256(raw)}`;
+  assert.equal(result.split('@')[1], digest, 'the tag is the page\'s digest');
+  const m = JSON.parse(raw);
+  assert.deepEqual(m.layers.map((l) => l.annotations['org.cncf.model.filepath']), Object.keys(bytes).sort(), 'path order');
+  for (const l of m.layers) {
+    const p = l.annotations['org.cncf.model.filepath'];
+    assert.equal(l.digest, `sha256:${sha256(bytes[p])}`, p);
+    assert.equal(l.size, bytes[p].length, p);
+  }
+  const cliRepo = `${ref.replace(/:[^:/]+$/, '')}-cli`;
+  const cli = lamina(['pack', dir, '--dest', `${cliRepo}:v1`, '--format', 'modelpack', '-q'],
+    { SOURCE_DATE_EPOCH: `${epoch}` }).trim();
+  assert.equal(cli, `${cliRepo}@${digest}`, 'lamina pack makes the artifact the page made');
+  return m;
+}

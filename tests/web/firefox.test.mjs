@@ -2,14 +2,15 @@
 // puppeteer-core (no browser download), the same page and registry as upload.test.mjs. Two files
 // are dropped (one of 100 MiB, two 64 MiB chunks), the image is checked with skopeo and umoci;
 // a model folder dropped on the page is packed as a ModelPack and compared with
-// `lamina pack`'s (target/debug/lamina or LAMINA_BIN).
+// `lamina pack`'s (target/debug/lamina or LAMINA_BIN), also over a throttled link, its files
+// uploading 4 at a time.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import puppeteer from 'puppeteer-core';
-import { serve, sha256, gen, GEN, REG, artifacts, checkPushed, modelFolder, checkModelPack, dropFolder } from './common.mjs';
+import { serve, sh, sha256, gen, GEN, REG, artifacts, checkPushed, modelFolder, checkModelPack, dropFolder, startThrottle, overlap, writeGenerated, dropGeneratedFolder, SLOW_MODEL, checkPackOf } from './common.mjs';
 
 const FIREFOX = '/usr/bin/firefox-esr';
 let server, base, browser;
@@ -103,4 +104,64 @@ test('Firefox: a model folder packed as a ModelPack is the artifact lamina pack 
   assert.equal(await page.$eval('#result', (e) => e.textContent), 'nothing to pack: drop model files or a folder first');
   fs.rmSync(src, { recursive: true, force: true });
   await page.close();
+});
+
+test('Firefox: over a slow link a ModelPack\'s files upload 4 at a time, each in its own session, the same artifact as lamina pack; a refused one stops them all', async () => {
+  const proxy = await startThrottle(4 << 20);
+  const src = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-slow-ff-'));
+  const { dir, bytes } = writeGenerated(src, 'slow', SLOW_MODEL);
+  const n = Object.keys(SLOW_MODEL).length;
+  const epoch = 1712345000;
+  const repo = `e2e/web-slow-firefox-${process.pid}`;
+  const page = await browser.newPage();
+  try {
+    await page.goto(base);
+    await page.click('input[name=layout][value=modelpack]');
+    assert.equal(await page.$eval('#jobs', (e) => e.value), '4');
+    await page.type('#dest', `${proxy.host}/${repo}:v1`);
+    await page.type('#epoch', `${epoch}`);
+    await dropGeneratedFolder(page, 'slow', SLOW_MODEL);
+    await page.waitForFunction((k) => document.querySelectorAll('#filelist li').length === k, {}, n);
+    const since = Date.now();
+    await page.click('#go');
+    await page.waitForFunction(
+      () => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className),
+      { timeout: 300000, polling: 100 });
+    const ms = Date.now() - since;
+    const result = await page.$eval('#result', (e) => e.textContent);
+    const log = await page.$eval('#log', (e) => e.textContent);
+    assert.match(result, /@sha256:[0-9a-f]{64}$/, `${result}\n${log}`);
+    const sent = proxy.log.filter((r) => r.start >= since);
+    assert.equal(sent.filter((r) => r.method === 'PATCH').length, 5, JSON.stringify(sent));
+    assert.equal(new Set(sent.map((r) => r.path)).size, sent.length, 'each upload its own session');
+    const o = overlap(proxy.log, since);
+    assert.equal(o.most, 4, `4 uploads at once, no more: ${JSON.stringify(o)}`);
+    assert.ok(o.span < 0.6 * o.sum, `the uploads overlap: ${JSON.stringify(o)}`);
+    console.log(`Firefox, 7 files (32 MiB), each upload read at 4 MiB/s, 4 at a time: ${ms} ms (bodies ${o.sum} ms in all over ${o.span} ms)`);
+    const bars = await page.$$eval('#filelist progress', (ps) => ps.map((p) => p.value === p.max));
+    assert.deepEqual(bars, Array(n).fill(true), 'every bar full');
+    await page.screenshot({ path: path.join(artifacts, 'modelpack-slow-firefox.png'), fullPage: true });
+    checkPackOf(`${REG}/${repo}:v1`, result, dir, bytes, epoch);
+    // the third upload refused: the job ends with its error, the uploads still going stop
+    // with it (the worker aborts their requests), no tag
+    await page.evaluate(() => { for (const b of document.querySelectorAll('#filelist button.remove')) b.click(); });
+    await dropGeneratedFolder(page, 'slow', SLOW_MODEL);
+    await page.waitForFunction((k) => document.querySelectorAll('#filelist li').length === k, {}, n);
+    await page.$eval('#dest', (e) => { e.value = ''; });
+    await page.type('#dest', `${proxy.host}/${repo}-refused:v1`);
+    proxy.refuse = 3;
+    const at = Date.now();
+    await page.click('#go');
+    await page.waitForSelector('#result.error', { timeout: 60000 });
+    const err = await page.$eval('#result', (e) => e.textContent);
+    assert.match(err, /^Access denied by the destination's registry 127\.0\.0\.1:\d+ \(HTTP 403\)/, err);
+    for (let i = 0; i < 100 && proxy.inflight > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    const stopped = proxy.aborted.filter((r) => r.start >= at && r.method === 'PATCH');
+    assert.ok(stopped.length >= 1, `the other uploads were stopped: ${JSON.stringify(proxy.log.filter((r) => r.start >= at))}`);
+    assert.throws(() => sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${REG}/${repo}-refused:v1`]), 'no tag');
+  } finally {
+    proxy.close();
+    fs.rmSync(src, { recursive: true, force: true });
+    await page.close();
+  }
 });

@@ -3,7 +3,8 @@
 // they name, "Show the base's layers" with only a base, a new run clearing the last one's
 // leftovers, Cancel and the warning on leaving, short names (r8.im), a registry without CORS,
 // a nested folder in the default layout, and a model folder packed as a ModelPack (the same
-// artifact as `lamina pack`, which these tests run: target/debug/lamina or LAMINA_BIN).
+// artifact as `lamina pack`, which these tests run: target/debug/lamina or LAMINA_BIN), also
+// over a throttled link, its files uploading 4 at a time.
 //   (web/build.sh; tests/harness/registry.sh start; tests/harness/fixtures.sh) then
 //   cd tests/web && npm test
 import { test, before, after } from 'node:test';
@@ -13,7 +14,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import { serve, sh, sha256, gen, REG, checkPushed, launchChromium, dropGenerated, waitResult, artifacts, modelFolder, checkModelPack, dropFolder } from './common.mjs';
+import { serve, sh, sha256, gen, REG, checkPushed, launchChromium, dropGenerated, waitResult, artifacts, modelFolder, checkModelPack, dropFolder, startThrottle, overlap, writeGenerated, dropGeneratedFolder, SLOW_MODEL, checkPackOf } from './common.mjs';
 
 const run = `${process.pid}`;
 const BASE = `${REG}/fixtures/base:latest`;
@@ -410,4 +411,100 @@ test('ModelPack: nothing dropped, only hidden files, a bad time or a digest as t
   assert.match(err, /^the destination names a digest: give a tag/, err);
   assert.throws(() => sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`]), 'no tag');
   await page.close();
+});
+
+test('ModelPack over a slow link: the files upload 4 at a time, each in its own session, found ones are not sent, the same artifact as lamina pack at any -j; a refused one stops them all', async () => {
+  const RATE = 4 << 20; // each upload's body read at 4 MiB/s
+  const proxy = await startThrottle(RATE);
+  const src = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-slow-'));
+  const { dir, bytes } = writeGenerated(src, 'slow', SLOW_MODEL);
+  const n = Object.keys(SLOW_MODEL).length;
+  const epoch = 1700000100;
+  const repo = `e2e/web-slow-${run}`;
+  const page = await openPage();
+  await page.check('input[name=layout][value=modelpack]');
+  assert.equal(await page.inputValue('#jobs'), '4', 'lamina pack -j\'s default');
+  await page.fill('#epoch', `${epoch}`);
+  const drop = async () => {
+    await page.evaluate(() => { for (const b of document.querySelectorAll('#filelist button.remove')) b.click(); });
+    await dropGeneratedFolder(page, 'slow', SLOW_MODEL);
+    await page.waitForFunction((k) => document.querySelectorAll('#filelist li').length === k, n);
+  };
+  const go = async (dest) => {
+    await page.fill('#dest', dest);
+    const since = Date.now();
+    await page.click('#go');
+    const r = await waitResult(page);
+    assert.match(r.result, /@sha256:[0-9a-f]{64}$/, `${r.result}\n${r.log}`);
+    return { ...r, ms: Date.now() - since, since };
+  };
+  const bodies = (since) => proxy.log.filter((r) => r.start >= since);
+  try {
+    // 4 at a time: the uploads overlap, never more than 4, each in its own upload session
+    await drop();
+    const par = await go(`${proxy.host}/${repo}:v1`);
+    const o = overlap(proxy.log, par.since);
+    // 5 files streamed (PATCH), the 2 small ones and the config in one PUT each
+    const sent = bodies(par.since);
+    assert.equal(sent.filter((r) => r.method === 'PATCH').length, 5, JSON.stringify(sent));
+    assert.equal(sent.filter((r) => r.method === 'PUT').length, 3, JSON.stringify(sent));
+    assert.equal(new Set(sent.map((r) => r.path)).size, sent.length, 'each upload its own session');
+    assert.equal(o.most, 4, `4 uploads at once, no more: ${JSON.stringify(o)}`);
+    assert.ok(o.span < 0.6 * o.sum, `the uploads overlap: ${JSON.stringify(o)}`);
+    assert.match(await page.textContent('#filestat'), /^The files: 32\.0 MiB of 32\.0 MiB read and hashed/);
+    const rows = await page.$$eval('#filelist li', (ls) => ls.map((l) => [l.querySelector('progress').value === l.querySelector('progress').max, l.querySelector('.small').textContent]));
+    assert.deepEqual(rows, Array(n).fill([true, 'done']), 'every bar full');
+    await page.screenshot({ path: path.join(artifacts, 'modelpack-slow-chromium.png'), fullPage: true });
+    const m = checkPackOf(`${REG}/${repo}:v1`, par.result, dir, bytes, epoch);
+    const blob = (p) => m.layers.find((l) => l.annotations['org.cncf.model.filepath'] === p).digest;
+    assert.equal(blob('copy/model-00001-of-00004.bin'), blob('model-00001-of-00004.bin'), 'the copy is the same blob');
+
+    // again to another tag: every file is found in the destination (the small ones by their
+    // digests, the large ones by what this page sent), nothing but the config is sent
+    const again = await go(`${proxy.host}/${repo}:v2`);
+    assert.equal(again.result.split('@')[1], par.result.split('@')[1], 'the same artifact');
+    const resent = bodies(again.since);
+    assert.deepEqual(resent.map((r) => r.method), ['PUT'], `only the config: ${JSON.stringify(resent)}`);
+    assert.equal((again.log.match(/\(in the destination already: not sent\)$/mg) || []).length, n, again.log);
+    const stats = await page.$$eval('#filelist li .small', (ss) => ss.map((x) => x.textContent));
+    assert.deepEqual(stats, Array(n).fill('done (in the destination already)'));
+
+    // one at a time, the files dropped again (new File objects: nothing remembered), into a
+    // new repository: the same artifact, no two uploads at once, and much slower
+    await drop();
+    await page.fill('#jobs', '1');
+    const ser = await go(`${proxy.host}/${repo}-serial:v1`);
+    assert.equal(ser.result.split('@')[1], par.result.split('@')[1], 'the same artifact one at a time');
+    const os1 = overlap(proxy.log, ser.since);
+    assert.equal(os1.most, 1, JSON.stringify(os1));
+    assert.equal(bodies(ser.since).length, 8, 'everything sent again');
+    console.log(`7 files (32 MiB), each upload read at ${RATE >> 20} MiB/s: 4 at a time ${par.ms} ms ` +
+      `(bodies ${o.sum} ms in all over ${o.span} ms), one at a time ${ser.ms} ms (${os1.sum} ms over ${os1.span} ms); ` +
+      `again with every file in the destination ${again.ms} ms`);
+    assert.ok(par.ms < 0.6 * ser.ms, `4 at a time (${par.ms} ms) is much faster than one (${ser.ms} ms)`);
+    // one upload refused (the third PATCH) ends the job with its error, the others dropped,
+    // and tags nothing
+    await drop();
+    await page.fill('#jobs', '4');
+    proxy.refuse = 3;
+    await page.fill('#dest', `${proxy.host}/${repo}-refused:v1`);
+    const since = Date.now();
+    await page.click('#go');
+    const refused = await errorOf(page);
+    assert.match(refused, /^Access denied by the destination's registry 127\.0\.0\.1:\d+ \(HTTP 403\): .*requested access to the resource is denied/, refused);
+    // the uploads still going stop with the job (their bodies end short, once the proxy has
+    // read what the sockets held)
+    for (let i = 0; i < 100 && proxy.inflight > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    const stopped = proxy.aborted.filter((r) => r.start >= since && r.method === 'PATCH');
+    assert.ok(stopped.length >= 1, `the other uploads were stopped: ${JSON.stringify(proxy.aborted)} ${JSON.stringify(proxy.log.filter((r) => r.start >= since))}`);
+    assert.throws(() => sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${REG}/${repo}-refused:v1`]), 'no tag');
+    // a bad number of uploads says so
+    await page.fill('#jobs', '9');
+    await page.click('#go');
+    assert.match(await errorOf(page), /^Files uploaded at once: "9" is not a whole number from 1 to 6/);
+  } finally {
+    proxy.close();
+    fs.rmSync(src, { recursive: true, force: true });
+    await page.close();
+  }
 });

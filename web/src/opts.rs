@@ -10,6 +10,14 @@ use lamina_core::target::Target;
 use lamina_core::Error;
 use serde::Deserialize;
 
+/// Files of a ModelPack uploaded at once unless the page says otherwise: `lamina pack -j`'s
+/// default.
+pub const JOBS: usize = 4;
+
+/// The most files uploaded at once: browsers open at most 6 connections to one host over
+/// HTTP/1.1 (more uploads would wait for one, and hold their pieces meanwhile).
+pub const JOBS_MAX: usize = 6;
+
 /// The page's options.
 #[derive(Debug, Deserialize)]
 pub struct Opts {
@@ -55,6 +63,9 @@ pub struct Opts {
     /// 0 when not given, as there), so that the page and the CLI make the same digest.
     #[serde(default)]
     pub source_date_epoch: Option<u64>,
+    /// How many of a ModelPack's files upload at once (the CLI's `lamina pack -j`).
+    #[serde(default = "default_jobs")]
+    pub jobs: u64,
 }
 
 fn default_path() -> String {
@@ -68,6 +79,9 @@ fn default_chunk() -> u64 {
 }
 fn default_registry() -> String {
     "r8.im".into()
+}
+fn default_jobs() -> u64 {
+    JOBS as u64
 }
 fn default_format() -> String {
     "modelpack".into()
@@ -176,6 +190,11 @@ impl Opts {
         }
     }
 
+    /// How many files upload at once: 1 to [`JOBS_MAX`].
+    pub fn jobs(&self) -> usize {
+        self.jobs.clamp(1, JOBS_MAX as u64) as usize
+    }
+
     /// The PATCH size in bytes: 1 to 512 MiB.
     pub fn chunk(&self) -> u64 {
         self.chunk_mib.clamp(1, 512) << 20
@@ -247,6 +266,7 @@ mod tests {
         let o = Opts::parse(r#"{"base": "", "dest": " 127.0.0.1:5100/me/tiny:v1 "}"#).unwrap();
         assert_eq!(o.target().unwrap(), Target::ModelPack);
         assert_eq!(o.mtime(), 0, "SOURCE_DATE_EPOCH unset is 0, as in the CLI");
+        assert_eq!(o.jobs(), 4, "lamina pack -j's default");
         assert_eq!(o.model_name(), None);
         let d = o.destination().unwrap();
         assert_eq!(
@@ -267,6 +287,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.mtime(), 1_700_000_000);
+        let jobs = |j: &str| {
+            let o = Opts::parse(&format!(r#"{{"base": "", "jobs": {j}}}"#)).unwrap();
+            o.jobs()
+        };
+        assert_eq!((jobs("0"), jobs("1"), jobs("6"), jobs("99")), (1, 1, 6, 6));
         assert_eq!(o.model_name().as_deref(), Some("tiny"));
         assert_eq!(o.destination().unwrap().registry, "r8.im");
         let o = Opts::parse(r#"{"base": "", "dest": "me/tiny", "name": "  "}"#).unwrap();

@@ -40,6 +40,86 @@ pub fn upload(confirmed: u64, read: u64, total: u64, files: Value) -> Value {
     json!({"kind": "upload", "confirmed": confirmed, "read": read, "total": total, "files": files})
 }
 
+/// File `index` (`name` on the page, at `path` in the artifact) is in the destination as
+/// `digest` (`size` bytes); `sent` is false when it was there already and nothing was sent.
+pub fn file_done(
+    index: usize,
+    name: &str,
+    path: &str,
+    digest: &str,
+    size: u64,
+    sent: bool,
+) -> Value {
+    json!({"kind": "fileDone", "index": index, "name": name, "path": path, "digest": digest,
+           "size": size, "sent": sent})
+}
+
+/// How far each of several files uploading at once has got (a ModelPack's files): bytes read
+/// and hashed, bytes the registry confirmed, per file, and one total over them all for the
+/// page's bars (the messages are [`read`] and [`upload`] over the sums, with the bar of the
+/// file that moved).
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// (name on the page, bytes, read, confirmed)
+    files: Vec<(String, u64, u64, u64)>,
+}
+
+impl Tally {
+    /// Files by their names on the page and sizes, none of them begun.
+    pub fn new(files: impl IntoIterator<Item = (String, u64)>) -> Tally {
+        Tally {
+            files: files.into_iter().map(|(n, s)| (n, s, 0, 0)).collect(),
+        }
+    }
+
+    /// Bytes of all the files.
+    pub fn total(&self) -> u64 {
+        self.files.iter().map(|f| f.1).sum()
+    }
+
+    /// File `i` has `read` bytes read and hashed and `confirmed` in the registry (each at most
+    /// the file's size; the registry's count may go back when it lost a session).
+    pub fn set(&mut self, i: usize, read: u64, confirmed: u64) {
+        if let Some(f) = self.files.get_mut(i) {
+            f.2 = read.min(f.1);
+            f.3 = confirmed.min(f.1);
+        }
+    }
+
+    /// File `i` is in the destination, whole.
+    pub fn finish(&mut self, i: usize) {
+        if let Some(f) = self.files.get_mut(i) {
+            f.2 = f.1;
+            f.3 = f.1;
+        }
+    }
+
+    fn bar(&self, i: usize) -> Value {
+        Value::Array(
+            self.files
+                .get(i)
+                .map(|(name, size, _, c)| json!({"name": name, "done": c, "size": size}))
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    fn read_sum(&self) -> u64 {
+        self.files.iter().map(|f| f.2).sum()
+    }
+
+    /// The `read` message after file `i` moved.
+    pub fn read_msg(&self, i: usize) -> Value {
+        read(self.read_sum(), self.total(), self.bar(i))
+    }
+
+    /// The `upload` message after the registry confirmed more of file `i`.
+    pub fn upload_msg(&self, i: usize) -> Value {
+        let confirmed = self.files.iter().map(|f| f.3).sum();
+        upload(confirmed, self.read_sum(), self.total(), self.bar(i))
+    }
+}
+
 /// Where each file's bytes are in the uncompressed tar of `segs` (each with its offset):
 /// (name, offset, length), `names` by source index.
 pub fn spans(segs: &[(u64, Segment<usize>)], names: &[String]) -> Vec<(String, u64, u64)> {
@@ -127,6 +207,46 @@ mod tests {
         assert_eq!(
             upload(4, 5, 10, json!([])).to_string(),
             r#"{"kind":"upload","confirmed":4,"read":5,"total":10,"files":[]}"#
+        );
+    }
+
+    #[test]
+    fn a_tally_sums_files_uploading_at_once_and_bars_the_one_that_moved() {
+        let mut t = Tally::new([
+            ("a".to_string(), 10),
+            ("b".to_string(), 5),
+            ("e".to_string(), 0),
+        ]);
+        assert_eq!(t.total(), 15);
+        assert_eq!(
+            t.read_msg(0).to_string(),
+            r#"{"kind":"read","read":0,"total":15,"files":[{"name":"a","done":0,"size":10}]}"#
+        );
+        t.set(0, 8, 4);
+        t.set(1, 5, 0);
+        assert_eq!(
+            t.upload_msg(0).to_string(),
+            r#"{"kind":"upload","confirmed":4,"read":13,"total":15,"files":[{"name":"a","done":4,"size":10}]}"#
+        );
+        // never more than a file; the registry's count may go back (a lost session)
+        t.set(1, 99, 99);
+        t.set(0, 8, 0);
+        assert_eq!(t.upload_msg(1)["confirmed"], 5);
+        assert_eq!(t.upload_msg(1)["read"], 13);
+        t.finish(0);
+        t.finish(2);
+        assert_eq!(t.upload_msg(0)["confirmed"], 15);
+        assert_eq!(
+            t.read_msg(2)["files"][0],
+            json!({"name": "e", "done": 0, "size": 0})
+        );
+        // an index that is no file's changes nothing and bars nothing
+        t.set(7, 1, 1);
+        assert_eq!(t.read_msg(7)["files"], json!([]));
+        assert_eq!(t.read_msg(7)["read"], 15);
+        assert_eq!(
+            file_done(1, "m/b", "b", "sha256:x", 5, false).to_string(),
+            r#"{"kind":"fileDone","index":1,"name":"m/b","path":"b","digest":"sha256:x","size":5,"sent":false}"#
         );
     }
 

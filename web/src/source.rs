@@ -19,8 +19,9 @@ use crate::progress;
 /// A file with its path in the layer.
 pub type Named = (String, web_sys::File);
 
-/// Bytes of a file read (and hashed) at a time.
-const READ: u64 = 16 << 20;
+/// Bytes of a file read (and hashed) at a time, at most: an upload from the files holds about
+/// three such pieces (the one being hashed, its copy in wasm memory, the next one being read).
+pub const READ: u64 = 16 << 20;
 
 /// The segments of a layer (see [`segments`]) with the offset each starts at.
 pub fn placed(entries: &[PlannedEntry<usize>]) -> Result<Vec<(u64, Segment<usize>)>, Error> {
@@ -60,10 +61,12 @@ struct Composed {
     /// Reused for copying pieces into wasm memory.
     buf: Vec<u8>,
     lw: Option<LayerWriter>,
+    /// Bytes of a file read at a time.
+    piece: u64,
 }
 
 impl Composed {
-    fn new(segs: Vec<(u64, Segment<usize>)>) -> Composed {
+    fn new(segs: Vec<(u64, Segment<usize>)>, piece: u64) -> Composed {
         let len = segs.last().map(|(o, s)| o + s.len()).unwrap_or(0);
         Composed {
             segs,
@@ -74,6 +77,7 @@ impl Composed {
             pending: None,
             buf: Vec::new(),
             lw: Some(LayerWriter::new(Compression::None, None)),
+            piece: piece.clamp(1 << 20, READ),
         }
     }
 
@@ -104,7 +108,7 @@ impl Composed {
         while at < self.segs.len() {
             if let Segment::Content { len, .. } = &self.segs[at].1 {
                 if off < *len {
-                    return Some((at, off, (len - off).min(READ)));
+                    return Some((at, off, (len - off).min(self.piece)));
                 }
             }
             at += 1;
@@ -149,7 +153,7 @@ impl Composed {
         Ok(JsFuture::from(blob.array_buffer()))
     }
 
-    /// Hashes the next piece: a run of the tar's own bytes, or up to [`READ`] bytes of a file
+    /// Hashes the next piece: a run of the tar's own bytes, or up to `piece` bytes of a file
     /// (reading the piece after it meanwhile). Gives the layer's digests after the last.
     async fn hash_piece(&mut self, files: &[web_sys::File]) -> Result<Option<LayerInfo>, Error> {
         let finished = || Error::internal("layer already finished");
@@ -276,7 +280,7 @@ impl LayerSource {
         // where each file's bytes are in the tar, for per-file progress
         let spans = progress::spans(&segs, &names);
         let composed = match c {
-            Compression::None => Some(Composed::new(segs)),
+            Compression::None => Some(Composed::new(segs, READ)),
             _ => None,
         };
         Ok(LayerSource::of(
@@ -286,8 +290,10 @@ impl LayerSource {
 
     /// The blob that is `file` itself (a raw layer of a model artifact: its digest is the
     /// file's SHA-256, its diff_id the same), sent from the file as it is and hashed on the
-    /// side; `name` is the file's name on the page (its progress bar).
-    pub fn raw(name: &str, file: web_sys::File, chunk: u64) -> LayerSource {
+    /// side, `read` bytes of it read at a time (1 MiB to [`READ`]; several uploads at once
+    /// take smaller pieces, so that together they hold what one does); `name` is the file's
+    /// name on the page (its progress bar).
+    pub fn raw(name: &str, file: web_sys::File, chunk: u64, read: u64) -> LayerSource {
         let size = file.size() as u64;
         // an empty file is a blob of no segment
         let segs: Vec<(u64, Segment<usize>)> = match size {
@@ -295,7 +301,7 @@ impl LayerSource {
             len => vec![(0, Segment::Content { source: 0, len })],
         };
         let spans = vec![(name.to_string(), 0, size)];
-        let composed = Some(Composed::new(segs));
+        let composed = Some(Composed::new(segs, read));
         LayerSource::of(
             Vec::new(),
             vec![file],

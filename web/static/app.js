@@ -218,6 +218,10 @@ async function opts(refs) {
     throw said(`The files' time "${epoch}" is not a number of seconds since 1970 (the CLI's SOURCE_DATE_EPOCH): ` +
       'write whole seconds, or leave it empty for 0.');
   }
+  const jobs = $('jobs').value.trim();
+  if (pack && jobs && !/^[1-6]$/.test(jobs)) {
+    throw said(`Files uploaded at once: "${jobs}" is not a whole number from 1 to 6 (a browser opens at most 6 connections to a registry).`);
+  }
   return {
     base: pack ? '' : $('base').value.trim(),
     dest: $('dest').value.trim(),
@@ -234,6 +238,8 @@ async function opts(refs) {
     format: 'modelpack',
     name: pack ? $('modelname').value.trim() || null : null,
     source_date_epoch: pack && epoch ? Number(epoch) : null,
+    // a ModelPack's files upload this many at a time (lamina pack -j); its default when empty
+    jobs: pack && jobs ? Number(jobs) : 4,
   };
 }
 
@@ -364,14 +370,22 @@ $('form').addEventListener('submit', (e) => {
       if (p.kind === 'phase') $('phase').textContent = { base: 'Reading the base image…', mount: 'Linking the base layers…', facts: 'Reading the weights\' headers…', manifest: 'Writing the manifest…' }[p.phase] || p.phase;
       if (p.kind === 'layer') { layerTotal = p.total; $('phase').textContent = `Building and uploading: ${p.files}`; }
       if (p.kind === 'layerDone') { doneBefore += layerTotal; confirmed = 0; }
+      // a ModelPack's files upload several at a time: one total over them all, and each file's
+      // own bar, full once the destination has it (sent, or found there)
+      if (p.kind === 'fileDone') {
+        const r = rows.get(p.name);
+        if (r) { r.bar.value = r.bar.max; r.stat.textContent = p.sent ? 'done' : 'done (in the destination already)'; }
+      }
       // (the config's upload, last, has no files)
       if ((p.kind === 'read' || p.kind === 'upload') && p.total > 0) {
         if (p.kind === 'upload') confirmed = p.confirmed;
         fileProgress(p.files);
         const fileFrac = p.total ? Math.min(1, p.read / p.total) : 1;
         $('filebar').style.width = `${(fileFrac * 100).toFixed(1)}%`;
-        $('filestat').textContent = `This layer: ${human(p.read)} of ${human(p.total)} read and hashed; ${human(confirmed)} confirmed by the registry`;
-        const done = doneBefore + Math.min(p.read, p.total);
+        $('filestat').textContent = `${pack ? 'The files' : 'This layer'}: ${human(p.read)} of ${human(p.total)} read and hashed; ${human(confirmed)} confirmed by the registry`;
+        // (a ModelPack's total: what the registry has of its files, found ones counted whole;
+        // several upload at once and each is read well ahead of its upload)
+        const done = pack ? confirmed : doneBefore + Math.min(p.read, p.total);
         const secs = (performance.now() - t0) / 1000;
         const rate = done / Math.max(secs, 0.001);
         const eta = rate > 0 ? (total - done) / rate : 0;
@@ -385,7 +399,11 @@ $('form').addEventListener('submit', (e) => {
       : await job({ type: 'affix', opts: o, files, names, card }, onProgress);
     $('totalbar').style.width = '100%';
     $('filebar').style.width = '100%';
-    for (const r of rows.values()) if (!r.left) { r.bar.value = r.bar.max; r.stat.textContent = 'done'; }
+    for (const r of rows.values()) {
+      if (r.left) continue;
+      r.bar.value = r.bar.max;
+      if (!r.stat.textContent.startsWith('done')) r.stat.textContent = 'done';
+    }
     $('phase').textContent = `Done in ${((performance.now() - t0) / 1000).toFixed(1)} s`;
     $('result').textContent = out;
   });

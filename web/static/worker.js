@@ -33,9 +33,18 @@ self.laminaReadSlice = (file, start, end) => {
   });
 };
 
+// A ModelPack's files upload several at once, and the first failure ends the job: its requests
+// go out with the job's signal, so that those still in flight stop with it (the other uploads'
+// bodies would otherwise go on to their ends, holding the browser's few connections to the
+// registry). Other jobs have one request in flight at a time.
+let job = null;
+const fetchOf = self.fetch.bind(self);
+self.fetch = (input, init) => fetchOf(input, job ? { ...init, signal: job.signal } : init);
+
 self.onmessage = async (ev) => {
   const msg = ev.data;
   const progress = (json) => self.postMessage({ type: 'progress', data: JSON.parse(json) });
+  const mine = job = msg.type === 'pack' ? new AbortController() : null;
   try {
     await ready;
     if (msg.type === 'inspect') {
@@ -53,6 +62,7 @@ self.onmessage = async (ev) => {
       self.postMessage({ type: 'done', result: out });
     }
   } catch (e) {
+    mine?.abort();
     // which registry failed and how (see page_error in web/src/lib.rs): the page names it and
     // classifies the error by its HTTP status, not by the message's text
     const { registry, status, auth, network } = e || {};
