@@ -491,6 +491,80 @@ pub fn hides(h: &Header, path: &str) -> bool {
     h.kind != Kind::Dir && under(&p, &e) && p != e
 }
 
+/// Whether `path` (an image path) matches `pattern`, as `extract --include` and `--exclude`
+/// take them: a pattern without `/` is matched against the file's name (`*.json`), one with `/`
+/// against the whole path from the root (`models/unet/*`; a leading `/` is the root). `*` is
+/// any run of characters but `/`, `**` any run at all, `?` one character, `[a-z0-9]` a class.
+/// Matching is over characters with a table of positions, so no pattern takes longer than
+/// pattern × path steps (a pattern of many `*` cannot blow up as recursive matchers do).
+pub fn glob(pattern: &str, path: &str) -> bool {
+    let Some(path) = normal(path) else {
+        return false;
+    };
+    let (p, s) = if pattern.contains('/') {
+        (
+            pattern.trim_start_matches("./").trim_start_matches('/'),
+            path.as_str(),
+        )
+    } else {
+        (pattern, path.rsplit('/').next().unwrap_or(""))
+    };
+    let p: Vec<char> = p.chars().collect();
+    let s: Vec<char> = s.chars().collect();
+    // can[j]: the pattern so far matches s[..j]
+    let mut can = vec![false; s.len() + 1];
+    can[0] = true;
+    let mut i = 0;
+    while i < p.len() {
+        let mut next = vec![false; s.len() + 1];
+        match p[i] {
+            '*' => {
+                // `**`: any run; `*`: a run without '/'. next[j]: some k <= j matched and s[k..j]
+                // may be taken by the run
+                let any = p.get(i + 1) == Some(&'*');
+                let mut on = false;
+                for j in 0..=s.len() {
+                    on |= can[j];
+                    next[j] = on;
+                    if !any && j < s.len() && s[j] == '/' {
+                        on = false;
+                    }
+                }
+                i += if any { 2 } else { 1 };
+            }
+            '?' => {
+                for j in 0..s.len() {
+                    next[j + 1] = can[j] && s[j] != '/';
+                }
+                i += 1;
+            }
+            '[' => {
+                let Some(end) = p[i + 1..].iter().position(|&c| c == ']').map(|e| i + 1 + e) else {
+                    return false;
+                };
+                let class = &p[i + 1..end];
+                for j in 0..s.len() {
+                    let c = s[j];
+                    let hit = class
+                        .windows(3)
+                        .any(|w| w[1] == '-' && w[0] <= c && c <= w[2])
+                        || class.contains(&c);
+                    next[j + 1] = can[j] && hit;
+                }
+                i = end + 1;
+            }
+            c => {
+                for j in 0..s.len() {
+                    next[j + 1] = can[j] && s[j] == c;
+                }
+                i += 1;
+            }
+        }
+        can = next;
+    }
+    can[s.len()]
+}
+
 /// `dir/name`, or `name` at the root.
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
@@ -796,6 +870,33 @@ mod tests {
             .unwrap();
         t.end();
         assert!(t.resolve("l1").is_none());
+    }
+
+    #[test]
+    fn globs_match_names_or_whole_paths() {
+        assert!(glob("*.json", "models/config.json"));
+        assert!(glob("*.json", "/models/unet/config.json"));
+        assert!(!glob("*.json", "models/config.json.bak"));
+        assert!(glob("models/*.json", "models/config.json"));
+        assert!(
+            !glob("models/*.json", "models/unet/config.json"),
+            "* stops at /"
+        );
+        assert!(glob("models/**.json", "models/unet/config.json"));
+        assert!(glob("/models/**", "models/unet/config.json"));
+        assert!(glob(
+            "model-0000[0-9]-of-*.safetensors",
+            "m/model-00001-of-00002.safetensors"
+        ));
+        assert!(glob("?.bin", "a.bin") && !glob("?.bin", "ab.bin"));
+        assert!(
+            !glob("*.json", "../etc/x.json"),
+            "a path that climbs out matches nothing"
+        );
+        // many stars over a long name: pattern x path steps, not exponential
+        let long = "a".repeat(3000);
+        assert!(!glob(&format!("{}b", "*a".repeat(40)), &long));
+        assert!(glob("*a*a*a*a*a*a*a*a*a*a*", &long));
     }
 
     #[test]

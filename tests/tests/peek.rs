@@ -367,6 +367,122 @@ fn inspect_reads_weight_headers_by_ranges() {
     );
 }
 
+/// `extract --include/--exclude`: from an uncompressed layer only the matching files' bytes
+/// are fetched (under 1 MiB of the 50 MiB layer for `*.json`), the gzip base is streamed and
+/// filtered, whiteouts still apply, a tar output holds the same files, and the summary says
+/// what was read by range.
+#[test]
+fn extract_include_fetches_only_the_matching_files() {
+    harness();
+    let dir = tempdir("peek-include");
+    let name = repo("peek-include");
+    let (r, top, files) = model_image(&dir, &name);
+    let mark = log_len(&name, &top);
+    let out = lamina_in(
+        &dir,
+        &[
+            "extract",
+            &r,
+            "--all",
+            "--include",
+            "*.json",
+            "-o",
+            "./json/",
+        ],
+        &[],
+    )
+    .ok();
+    let (gets, bytes) = served(&name, &top, mark);
+    assert!(
+        bytes <= 1 << 20,
+        "extract --include read {bytes} bytes in {gets} GETs"
+    );
+    assert!(
+        out.stderr.contains("read by Range requests"),
+        "{}",
+        out.stderr
+    );
+    let got = tree_listing(&dir.join("json"));
+    let names: Vec<&str> = got.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["models", "models/config.json", "models/tokenizer.json"],
+        "{got:#?}"
+    );
+    for f in ["models/config.json", "models/tokenizer.json"] {
+        assert_eq!(
+            std::fs::read(dir.join("json").join(f)).unwrap(),
+            files[f],
+            "{f}"
+        );
+    }
+    // whole paths and --exclude; the whited-out file stays out, the base's file comes from
+    // its (streamed) layer
+    lamina_in(
+        &dir,
+        &[
+            "extract",
+            &r,
+            "--all",
+            "--include",
+            "models/**",
+            "--include",
+            "etc/*",
+            "--exclude",
+            "*.safetensors",
+            "-o",
+            "./some/",
+        ],
+        &[],
+    )
+    .ok();
+    let got = tree_listing(&dir.join("some"));
+    assert!(got.contains_key("etc/os-release"), "{got:#?}");
+    assert!(got.contains_key("models/tiny.gguf"), "{got:#?}");
+    assert!(got.contains_key("models/latest"), "the symlink: {got:#?}");
+    assert!(!got.keys().any(|k| k.ends_with(".safetensors")), "{got:#?}");
+    assert!(
+        !got.keys().any(|k| k.contains("old.bin")),
+        "whited out: {got:#?}"
+    );
+    // a tar out holds the same
+    lamina_in(
+        &dir,
+        &[
+            "extract",
+            &r,
+            "--all",
+            "--include",
+            "*.json",
+            "-o",
+            "json.tar",
+        ],
+        &[],
+    )
+    .ok();
+    let t = cmd("tar", &["-tf", dir.join("json.tar").to_str().unwrap()]).ok();
+    let mut listed: Vec<&str> = t.stdout.lines().filter(|l| !l.ends_with('/')).collect();
+    listed.sort();
+    assert_eq!(listed, ["models/config.json", "models/tokenizer.json"]);
+    // nothing matches: a clear error, nothing written
+    let e = lamina_in(
+        &dir,
+        &[
+            "extract",
+            &r,
+            "--all",
+            "--include",
+            "*.onnx",
+            "-o",
+            "./none/",
+        ],
+        &[],
+    )
+    .fails();
+    assert!(e.stderr.contains("nothing under"), "{}", e.stderr);
+    assert!(!dir.join("none").exists());
+}
+
 /// A registry that ignores `Range` (a front end drops the header; the answer is 200 with the
 /// whole blob): `ls` and `cat` still give the right answers, say so on stderr, and stop
 /// reading a blob once they have what they need.

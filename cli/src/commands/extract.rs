@@ -62,6 +62,14 @@ pub struct Args {
     /// code, dataset, prompt, other.
     #[arg(long = "kind", value_name = "KIND")]
     pub kinds: Vec<String>,
+    /// Only the files matching this glob (repeatable): `*.json` matches names, `models/*.json`
+    /// whole paths (`*` stays within a directory, `**` crosses them). From an uncompressed
+    /// layer only those files' bytes are fetched (Range requests); a compressed layer streams.
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out the files matching this glob (repeatable; as --include).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
     /// Platform of an index: os/arch[/variant] (default linux/amd64).
     #[arg(long)]
     pub platform: Option<String>,
@@ -338,11 +346,18 @@ fn unpack(
         current: None,
     };
     let mut files = Files::new(artifact);
+    let globs = Globs::of(a);
+    let mut ranged = 0u64;
     for &i in &picked {
         ex.this_layer.clear();
         files.next_layer(i);
         let mut sink = files.over(&mut ex);
-        layer(client, image, &layers[i], &how[i], i, &mut sink, quiet)?;
+        let pick = Pick {
+            layers: &layers,
+            how: &how,
+            globs: &globs,
+        };
+        picked_layer(client, image, &pick, i, &mut sink, &mut ranged, quiet)?;
     }
     ex.warnings += files.warnings;
     let found_any = std::fs::read_dir(&tmp_root)
@@ -395,7 +410,7 @@ fn unpack(
         prefix.as_deref(),
         &picked,
         (ex.files, ex.bytes, ex.warnings),
-        "",
+        &by_range(ranged),
     )
 }
 
@@ -467,6 +482,182 @@ impl Drop for Cleanup {
             } else {
                 let _ = std::fs::remove_file(p);
             }
+        }
+    }
+}
+
+/// `, N read by range (...)` when some files were.
+fn by_range(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(
+            " ({n} read by Range requests: their sizes and tar headers checked; the layer's \
+             digest covers bytes not read, so it could not be)"
+        ),
+    }
+}
+
+/// `--include` and `--exclude`.
+struct Globs {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl Globs {
+    fn of(a: &Args) -> Globs {
+        Globs {
+            include: a.include.clone(),
+            exclude: a.exclude.clone(),
+        }
+    }
+
+    fn active(&self) -> bool {
+        !self.include.is_empty() || !self.exclude.is_empty()
+    }
+
+    /// Whether the entry at image path `path` goes out: whiteouts always do (they remove
+    /// what lower layers wrote), directories only when a glob names them.
+    fn wants(&self, h: &lamina_core::untar::Header) -> bool {
+        let name = h
+            .path
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("");
+        if name.starts_with(".wh.") {
+            return true;
+        }
+        let m = |g: &String| lamina_core::peek::glob(g, &h.path);
+        (self.include.is_empty() || self.include.iter().any(m)) && !self.exclude.iter().any(m)
+    }
+}
+
+/// What [`picked_layer`] reads from.
+struct Pick<'a> {
+    layers: &'a [Descriptor],
+    how: &'a [Unpack],
+    globs: &'a Globs,
+}
+
+/// Layer `idx` into the sink: whole ([`layer`]), or with `--include`/`--exclude` only the
+/// matching entries. From an uncompressed layer those are found by its tar headers (Range
+/// requests) and only their bytes are fetched (counted in `ranged`; sizes and header checksums
+/// are checked, the layer's digest cannot be: it covers bytes not read); a compressed layer is
+/// streamed and verified whole, its other entries dropped.
+fn picked_layer(
+    client: &mut Client,
+    image: &Loc,
+    pick: &Pick<'_>,
+    idx: usize,
+    sink: &mut dyn EventSink,
+    ranged: &mut u64,
+    quiet: bool,
+) -> Result<()> {
+    let (d, how) = (&pick.layers[idx], &pick.how[idx]);
+    if !pick.globs.active() {
+        return layer(client, image, d, how, idx, sink, quiet);
+    }
+    let holds = match how {
+        Unpack::Image { .. } => match media::layer_compression(&d.media_type) {
+            Some(c) => crate::ops::peek::Holds::Tar(c),
+            None => {
+                return Err(Box::new(Error::UnsupportedMediaType {
+                    what: format!("layer {idx}"),
+                    media_type: d.media_type.clone(),
+                }))
+            }
+        },
+        Unpack::Tar { c, .. } => crate::ops::peek::Holds::Tar(*c),
+        Unpack::Raw { path, .. } => {
+            // the blob is the file: read whole, its digest verified, or not at all
+            let h = lamina_core::untar::Header {
+                path: path.clone(),
+                kind: Kind::File,
+                size: d.size,
+                mode: 0o644,
+                mtime: 0,
+                at: 0,
+            };
+            if pick.globs.wants(&h) {
+                return layer(client, image, d, how, idx, sink, quiet);
+            }
+            return Ok(());
+        }
+    };
+    if matches!(holds, crate::ops::peek::Holds::Tar(c) if c != Compression::None) {
+        let mut f = GlobSink {
+            globs: pick.globs,
+            inner: sink,
+            dropping: false,
+        };
+        return layer(client, image, d, how, idx, &mut f, quiet);
+    }
+    // a one-layer view of the image for ops::peek
+    let mut holds_all = vec![crate::ops::peek::Holds::Nothing(String::new()); pick.layers.len()];
+    holds_all[idx] = holds;
+    let p = crate::ops::peek::Peeked {
+        layers: pick.layers.to_vec(),
+        holds: holds_all,
+        artifact: false,
+        format: "image",
+    };
+    let mut cost = crate::ops::peek::Cost::default();
+    for (h, place) in crate::ops::peek::entries(client, image, &p, idx, &mut cost, quiet)? {
+        if !pick.globs.wants(&h) {
+            continue;
+        }
+        sink.event(Event::Entry(&h))?;
+        if let (Kind::File, Some(place)) = (&h.kind, &place) {
+            if h.size > 0 {
+                let mut r =
+                    crate::ops::peek::open_file(client, image, &p, place, h.size, &mut cost)?;
+                let mut buf = vec![0u8; 1 << 20];
+                let mut got = 0u64;
+                loop {
+                    let n = std::io::Read::read(&mut r, &mut buf).map_err(|e| Error::Io {
+                        what: format!("{} in layer {idx} ({})", h.path, d.digest),
+                        reason: e.to_string(),
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n as u64;
+                    sink.event(Event::Data(&buf[..n]))?;
+                }
+                if got != h.size {
+                    return Err(Box::new(Error::SizeMismatch {
+                        what: format!("{} in layer {idx} ({})", h.path, d.digest),
+                        expected: h.size,
+                        found: got,
+                    }));
+                }
+                *ranged += 1;
+            }
+        }
+        sink.event(Event::EntryEnd)?;
+    }
+    Ok(())
+}
+
+/// A sink that passes on only the entries [`Globs::wants`] (a compressed layer's stream).
+struct GlobSink<'a> {
+    globs: &'a Globs,
+    inner: &'a mut dyn EventSink,
+    dropping: bool,
+}
+
+impl EventSink for GlobSink<'_> {
+    fn event(&mut self, e: Event<'_>) -> std::result::Result<(), Error> {
+        match e {
+            Event::Entry(h) => {
+                self.dropping = !self.globs.wants(h);
+                if self.dropping {
+                    return Ok(());
+                }
+                self.inner.event(Event::Entry(h))
+            }
+            Event::Data(_) | Event::EntryEnd if self.dropping => Ok(()),
+            e => self.inner.event(e),
         }
     }
 }
@@ -975,11 +1166,18 @@ fn tar_out(
         warnings: 0,
     };
     let mut files = Files::new(job.artifact);
+    let globs = Globs::of(a);
+    let mut ranged = 0u64;
     for &i in picked.iter().rev() {
         m.layer = i;
         files.next_layer(i);
         let mut sink = files.over(&mut m);
-        let r = layer(client, image, &layers[i], &job.how[i], i, &mut sink, quiet);
+        let pick = Pick {
+            layers,
+            how: &job.how,
+            globs: &globs,
+        };
+        let r = picked_layer(client, image, &pick, i, &mut sink, &mut ranged, quiet);
         if file.is_none() && m.broken_pipe() {
             // the reader went away (`| head`): not an error, and nothing more to download
             return Err(Box::new(crate::ui::out::Closed));
@@ -1023,7 +1221,7 @@ fn tar_out(
         prefix.as_deref(),
         picked,
         (m.files, m.bytes, m.warnings),
-        " as a tar",
+        &format!(" as a tar{}", by_range(ranged)),
     )
 }
 
