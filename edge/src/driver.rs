@@ -2,8 +2,10 @@
 //! transfer kernel asks for goes out through the Worker's `fetch` (redirects manual: the core
 //! follows them and keeps credentials on their host), and each response goes back in. Blobs
 //! stream: a download's body is handed to the caller as a `ReadableStream`, and an upload takes
-//! its bytes from a [`Producer`] that makes them once, in order ([`Source::Once`]); the kernel
-//! holds only what the registry has not confirmed yet.
+//! its bytes from a [`Producer`] that makes them in order and can make them again from the first
+//! byte ([`Source::Restartable`]: see [`crate::produce`]); the kernel holds only what the
+//! registry has not confirmed yet, and asks for a restart when the registry lost bytes it no
+//! longer holds.
 
 use std::collections::HashMap;
 
@@ -107,14 +109,22 @@ impl<P: Producer, G: Progress> Hook<P> for Job<'_, G> {
 #[derive(Debug)]
 pub struct Driver {
     d: lamina_wasm::Driver<Workerd>,
+    creds: HashMap<String, Credentials>,
 }
 
 impl Driver {
     /// A driver using `creds` (per registry host) for the registries it talks to.
     pub fn new(creds: HashMap<String, Credentials>) -> Driver {
         Driver {
-            d: lamina_wasm::Driver::new(Workerd, creds),
+            d: lamina_wasm::Driver::new(Workerd, creds.clone()),
+            creds,
         }
+    }
+
+    /// A driver of its own with the same credentials and new sessions: what a producer
+    /// downloads its blob again with while this one uploads ([`crate::produce::Blob`]).
+    pub fn fresh(&self) -> Driver {
+        Driver::new(self.creds.clone())
     }
 
     /// The shared driver (the core's workflows run over it: [`lamina_wasm::flow`]).

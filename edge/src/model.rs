@@ -27,7 +27,7 @@ use lamina_core::hook::{ConvertJob, PackJob};
 use lamina_core::image::rfc3339;
 use lamina_core::pack::{self, FileLayer, Model};
 use lamina_core::reference::Reference;
-use lamina_core::retar::{Mode, Reshape};
+use lamina_core::retar::Mode;
 use lamina_core::target::{self, Target};
 use lamina_core::Error;
 use lamina_wasm::{flow, Failure, Producer as _};
@@ -251,11 +251,11 @@ async fn repack<G: Progress>(
         Packing::Raw => Compression::None,
     };
     let reshape = |mode: Option<Mode>| -> std::result::Result<Shape, Error> {
-        Ok(Shape::Reshape(Box::new(Reshape::new(
-            compression,
+        Ok(Shape::Reshape {
+            from: compression,
             mode,
             mtime,
-        )?)))
+        })
     };
     let (shape, verb) = match step {
         Step::Wrap => {
@@ -277,8 +277,8 @@ async fn repack<G: Progress>(
         s.path, s.layer.digest, s.layer.size
     ))
     .await;
-    let rd = work::open_blob(c, src, &s.layer, p).await?;
-    let mut up = FromBlob::shaped(rd, &s.layer.digest, s.layer.size, shape);
+    let from_blob = work::blob_source(c, src, &s.layer, p).await?;
+    let mut up = FromBlob::shaped(from_blob, &s.layer.digest, s.layer.size, shape).await?;
     let chunk = c.chunk;
     let digest = c.d.upload(dest, &mut up, chunk, p).await?;
     let (_, size) = up

@@ -20,7 +20,7 @@ use lamina_wasm::flow::{self, Side};
 use lamina_wasm::{Failure, Reader};
 
 use crate::driver::{self, Driver, Progress, Result, Workerd};
-use crate::produce::{Built, Content, FromBlob, GivenTar};
+use crate::produce::{Blob, Built, Content, FromBlob, GivenTar, Url};
 
 /// Registry used for short names (as the CLI: Replicate's).
 pub const DEFAULT_REGISTRY: &str = "r8.im";
@@ -70,8 +70,8 @@ impl<'a, G: Progress> Side for Jobs<'a, G> {
             blob.digest, blob.size, from.registry, to.registry
         ))
         .await;
-        let rd = open_blob(self.c, from, blob, p).await?;
-        let mut src = FromBlob::copy(rd, &blob.digest, blob.size);
+        let from_blob = blob_source(self.c, from, blob, p).await?;
+        let mut src = FromBlob::copy(from_blob, &blob.digest, blob.size).await?;
         let chunk = self.c.chunk;
         let got = self.c.d.upload(to, &mut src, chunk, p).await?;
         if got != blob.digest {
@@ -141,6 +141,18 @@ pub(crate) async fn open_blob<G: Progress>(
         reason: format!("blob {} came without a body", desc.digest),
     })?;
     Ok(Reader::new(&s, &format!("blob {}", desc.digest)))
+}
+
+/// Blob `desc` of `r`, opened, and downloaded again (with a driver of its own) for an upload
+/// that must be made again.
+pub(crate) async fn blob_source<G: Progress>(
+    c: &mut Ctx,
+    r: &Reference,
+    desc: &Descriptor,
+    p: &G,
+) -> Result<Blob> {
+    let first = open_blob(c, r, desc, p).await?;
+    Ok(Blob::new(first, c.d.fresh(), r, desc))
 }
 
 /// Config, then manifest (the tag last), with `edit` on both; returns `name@digest`.
@@ -227,7 +239,7 @@ async fn affix<G: Progress>(c: &mut Ctx, j: &AffixJob, p: &G) -> Result<String> 
         for f in &j.files {
             let name = archive_path(&f.name)?;
             let content = match (&f.url, &f.data) {
-                (Some(u), _) => Content::Url(u.clone()),
+                (Some(u), _) => Content::Fetched(Url(u.clone())),
                 (None, Some(d)) => Content::Inline(
                     base64::engine::general_purpose::STANDARD
                         .decode(d)
@@ -366,8 +378,8 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Result<String> {
             p.log(&format!("layer {i}: already zstd, kept")).await;
             continue;
         }
-        let rd = open_blob(c, &src, l, p).await?;
-        let mut s = FromBlob::recode(rd, &l.digest, l.size, from, Compression::Zstd);
+        let from_blob = blob_source(c, &src, l, p).await?;
+        let mut s = FromBlob::recode(from_blob, &l.digest, l.size, from, Compression::Zstd).await?;
         c.d.upload(&dest, &mut s, chunk, p).await?;
         let info = s
             .info()
@@ -404,8 +416,9 @@ async fn zstd<G: Progress>(c: &mut Ctx, j: &ZstdJob, p: &G) -> Result<String> {
             )
         } else {
             // stored uncompressed: a second pass
-            let rd = open_blob(c, &src, l, p).await?;
-            let mut s = FromBlob::recode(rd, &l.digest, l.size, from, Compression::None);
+            let from_blob = blob_source(c, &src, l, p).await?;
+            let mut s =
+                FromBlob::recode(from_blob, &l.digest, l.size, from, Compression::None).await?;
             c.d.upload(&dest, &mut s, chunk, p).await?;
             let u = s
                 .info()

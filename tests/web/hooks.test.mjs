@@ -1,6 +1,8 @@
 // The edge Worker's signed hooks in the real runtime (workerd via `wrangler dev --local`), against
 // the local registries: plain (:5100), Basic (:5101) and token auth (:5103, token server :5104),
-// with credentials only from the Worker's REGISTRY_AUTH. Layers come from a local file server.
+// with credentials only from the Worker's REGISTRY_AUTH. Layers come from a local file server;
+// two fronts of the plain registry (other registries to the Worker) lose upload sessions and
+// count downloads.
 // Results are checked with skopeo, umoci, zstd and tar; the model hooks (pack, convert) against
 // the native CLI's results for the same input (LAMINA_BIN, or the debug build made here).
 //   (edge/build.sh; registries and fixtures running) then cd tests/web && npm test
@@ -23,8 +25,10 @@ const TOKEN = '127.0.0.1:5103';
 const CREDS = 'testuser:testpass';
 const BASE = `${PLAIN}/fixtures/base:latest`;
 const run = `${process.pid}`;
-let dev, files, filesUrl;
+let dev, files, filesUrl, lossy, counting;
 const served = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-hook-src-'));
+/// Requests the file server answered, per path (`/f/model.bin`).
+const hits = new Map();
 
 /// A file server: `/f/PATH` with Content-Length, `/chunked/PATH` without it, `/short/PATH`
 /// announcing more bytes than it sends.
@@ -37,6 +41,7 @@ function startFiles() {
       res.writeHead(404); res.end(); return;
     }
     const size = fs.statSync(p).size;
+    hits.set(`/${mode}/${name}`, (hits.get(`/${mode}/${name}`) ?? 0) + 1);
     if (mode === 'f') {
       res.writeHead(200, { 'content-length': size });
       fs.createReadStream(p).pipe(res);
@@ -52,6 +57,47 @@ function startFiles() {
   return new Promise((r) => files.listen(0, '127.0.0.1', () => { filesUrl = `http://127.0.0.1:${files.address().port}`; r(); }));
 }
 
+/// A front end for the plain registry, as the Worker sees another registry (127.0.0.1:PORT):
+/// it forwards every request as it is (Host kept, so the registry's Locations point back at it)
+/// and logs it. `lose(n)` arms it to lose the next `n` upload sessions that get a second PATCH,
+/// as distribution does after a restart: that PATCH and every later request of the session
+/// answer 404 BLOB_UPLOAD_UNKNOWN (the registry had confirmed the first chunk's bytes, which the
+/// Worker no longer holds).
+function startFront() {
+  const front = { log: [], lost: new Set(), armed: 0, patches: new Map() };
+  front.lose = (n) => { front.armed = n; front.lost.clear(); };
+  front.srv = http.createServer((req, res) => {
+    const session = new URL(req.url, 'http://x').pathname.match(/\/blobs\/uploads\/([^/]+)$/)?.[1];
+    const entry = { method: req.method, path: req.url, status: 0 };
+    front.log.push(entry);
+    if (session && req.method === 'PATCH') {
+      const n = (front.patches.get(session) ?? 0) + 1;
+      front.patches.set(session, n);
+      if (n === 2 && front.armed > 0) { front.armed -= 1; front.lost.add(session); }
+    }
+    if (session && front.lost.has(session)) {
+      req.resume();
+      req.on('end', () => {
+        entry.status = 404;
+        res.writeHead(404, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0' });
+        res.end(JSON.stringify({ errors: [{ code: 'BLOB_UPLOAD_UNKNOWN', message: 'blob upload unknown to registry' }] }));
+      });
+      return;
+    }
+    const up = http.request({ host: '127.0.0.1', port: 5100, method: req.method, path: req.url, headers: req.headers }, (ur) => {
+      entry.status = ur.statusCode;
+      res.writeHead(ur.statusCode, ur.headers);
+      ur.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    // a client that stops reading (a download cancelled to be made again) ends the exchange
+    // upstream too, or its socket would stay open with the rest of the body
+    res.on('close', () => up.destroy());
+    req.pipe(up);
+  });
+  return new Promise((r) => front.srv.listen(0, '127.0.0.1', () => { front.host = `127.0.0.1:${front.srv.address().port}`; r(front); }));
+}
+
 function signed(body, { secret = SECRET, ts = Math.floor(Date.now() / 1000) } = {}) {
   const sig = crypto.createHmac('sha256', secret).update(`${ts}.${body}`).digest('hex');
   return { 'x-lamina-signature': `sha256=${sig}`, 'x-lamina-timestamp': `${ts}` };
@@ -62,7 +108,12 @@ async function hook(kind, job, { headers, query = '' } = {}) {
   const r = await fetch(`${EDGE}/hooks/${kind}${query}`, {
     method: 'POST', body, headers: { 'content-type': 'application/json', ...(headers ?? signed(body)) },
   });
-  return { status: r.status, json: await r.json(), headers: r.headers };
+  const text = await r.text();
+  try {
+    return { status: r.status, json: JSON.parse(text), headers: r.headers };
+  } catch (_) {
+    assert.fail(`/hooks/${kind} answered ${r.status}, not JSON: ${text.slice(0, 2000)}`);
+  }
 }
 
 /// The digest a tag points at, or null when there is no such tag.
@@ -83,8 +134,12 @@ before(async () => {
   fs.writeFileSync(path.join(served, 'tree/src/weights/adapter.bin'), gen(5, 4));
   sh('tar', ['-C', path.join(served, 'tree'), '-czf', path.join(served, 'adapter.tar.gz'), 'src']);
   await startFiles();
+  // two other registries to the Worker, both the plain one behind: one that loses upload
+  // sessions, one that counts downloads
+  lossy = await startFront();
+  counting = await startFront();
   dev = await startWrangler(PORT, {
-    ALLOWED_REGISTRIES: [PLAIN, BASIC, TOKEN, '127.0.0.1:5104'].join(','),
+    ALLOWED_REGISTRIES: [PLAIN, BASIC, TOKEN, '127.0.0.1:5104', lossy.host, counting.host].join(','),
     HOOK_SECRET: SECRET,
     REGISTRY_AUTH: JSON.stringify({ [BASIC]: { username: 'testuser', password: 'testpass' }, [TOKEN]: { username: 'testuser', password: 'testpass' } }),
     CHUNK_MIB: '8',
@@ -94,6 +149,7 @@ before(async () => {
 after(() => {
   stop(dev);
   files?.close();
+  for (const f of [lossy, counting]) { f?.srv.close(); f?.srv.closeAllConnections(); }
   fs.rmSync(served, { recursive: true, force: true });
 });
 
@@ -522,6 +578,74 @@ test('a convert hook decompresses a ModelPack\'s tar+zstd layers as they stream 
     if (p.startsWith('.')) assert.ok(!fs.existsSync(path.join(out, p)), `${p} was left out`);
     else assert.equal(sha256(fs.readFileSync(path.join(out, p))), sha256(b), p);
   }
+});
+
+test('an upload session the registry loses costs one more read of the source, not the job', async () => {
+  // each job's destination is the lossy front, which loses the first upload session to get a
+  // second PATCH (8 MiB chunks): the bytes of the first are confirmed and gone from the Worker,
+  // so it reads its source again from the start, makes the blob again and sends it in a new
+  // session; the result is what an undisturbed run makes
+  const lost = async (kind, body, what) => {
+    hits.clear();
+    lossy.lose(1);
+    const at = counting.log.length;
+    const r = await hook(kind, body);
+    assert.equal(r.status, 200, `${what}: ${JSON.stringify(r.json)}`);
+    assert.equal(lossy.lost.size, 1, `${what}: a session was lost`);
+    assert.equal(r.json.log.filter((l) => l === 'the registry lost the upload: starting it over').length, 1, `${what}: ${r.json.log.join('\n')}`);
+    return { r, downloads: (digest) => counting.log.slice(at).filter((l) => l.method === 'GET' && l.path.endsWith(`/blobs/${digest}`)).length };
+  };
+  const L = lossy.host;
+
+  // pack: model.safetensors (8 MiB and its header) fetched again, raw and wrapped into a tar
+  for (const format of ['modelpack', 'modelkit']) {
+    const want = cli(['pack', './model/', '--dest', `${PLAIN}/hooks/lost-cli-${run}:${format}`, '--name', 'tiny', '--format', format]);
+    const { r } = await lost('pack', { dest: `${L}/hooks/lost-pack-${run}:${format}`, format, name: 'tiny', mtime: EPOCH, files: packFiles() }, `pack ${format}`);
+    assert.equal(r.json.image, `${L}/hooks/lost-pack-${run}@${want}`, `pack ${format}: lamina pack's digest`);
+    assert.equal(hits.get('/f/model/model.safetensors'), 2, `pack ${format}: the lost file fetched again`);
+    assert.equal(hits.get('/f/model/config.json'), 1, `pack ${format}: the others once`);
+  }
+
+  // affix: a layer built of fetched files, and a given tar (9 MiB of weights each: two PATCHes)
+  fs.mkdirSync(path.join(served, 'big/src/weights'), { recursive: true });
+  fs.writeFileSync(path.join(served, 'big/src/weights/big.bin'), gen(9, 6));
+  sh('tar', ['-C', path.join(served, 'big'), '-cf', path.join(served, 'big.tar'), 'src']);
+  const big = `${filesUrl}/f/big/src/weights/big.bin`;
+  const filesJob = (dest, base) => ({ base, dest, files: [{ name: 'big.bin', url: big }, { name: 'README.md', data: Buffer.from('# lost\n').toString('base64') }] });
+  const clean = await hook('affix', filesJob(`${PLAIN}/hooks/lost-clean-${run}:files`, BASE));
+  assert.equal(clean.status, 200, JSON.stringify(clean.json));
+  await lost('affix', filesJob(`${L}/hooks/lost-affix-${run}:files`, `${L}/fixtures/base:latest`), 'affix files');
+  assert.equal(hits.get('/f/big/src/weights/big.bin'), 2, 'affix files: fetched again');
+  const top = async (repo, tag) => (await artifact(repo, tag)).m.layers.at(-1);
+  assert.deepEqual(await top(`hooks/lost-affix-${run}`, 'files'), await top(`hooks/lost-clean-${run}`, 'files'), 'affix files: the same layer');
+  await lost('affix', { base: `${L}/fixtures/base:latest`, dest: `${L}/hooks/lost-affix-${run}:tar`, tar: { url: `${filesUrl}/f/big.tar` } }, 'affix tar');
+  assert.equal(hits.get('/f/big.tar'), 2, 'affix tar: fetched again');
+  assert.equal((await top(`hooks/lost-affix-${run}`, 'tar')).digest, `sha256:${sha256(fs.readFileSync(path.join(served, 'big.tar')))}`);
+
+  // convert from the counting front to the lossy one (two registries to the Worker): a raw file
+  // wrapped into a tar (ModelKit), and raw layers copied across as they are (Docker)
+  const weights = (await artifact(`hooks/lost-cli-${run}`, 'modelpack')).m.layers
+    .find((l) => l.annotations['org.cncf.model.filepath'] === 'model.safetensors').digest;
+  for (const to of ['modelkit', 'docker']) {
+    const want = cli(['convert', `${PLAIN}/hooks/lost-cli-${run}:modelpack`, `${PLAIN}/hooks/lost-conv-cli-${run}:${to}`, '--to', to]);
+    const { r, downloads } = await lost('convert', { src: `${counting.host}/hooks/lost-cli-${run}:modelpack`, dest: `${L}/hooks/lost-conv-${to}-${run}:1`, to, mtime: EPOCH }, `convert to ${to}`);
+    assert.equal(r.json.image, `${L}/hooks/lost-conv-${to}-${run}@${want}`, `convert to ${to}: lamina convert's digest`);
+    assert.equal(downloads(weights), 2, `convert to ${to}: the weights downloaded again for the new session`);
+  }
+
+  // zstd: a gzip layer of 9 MiB that zstd does not shrink, recoded (and stored as zstd makes
+  // it, or kept) from the counting front: downloaded once more than an undisturbed run does
+  const src = `${counting.host}/hooks/lost-zsrc-${run}:1`;
+  const t = await hook('affix', { base: BASE, dest: `${PLAIN}/hooks/lost-zsrc-${run}:1`, compression: 'gzip', files: [{ name: 'big.bin', url: big }] });
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  const layer = (await artifact(`hooks/lost-zsrc-${run}`, '1')).m.layers.at(-1).digest;
+  const at = counting.log.length;
+  const z = await hook('zstd', { image: src, dest: `${PLAIN}/hooks/lost-zclean-${run}:1` });
+  assert.equal(z.status, 200, JSON.stringify(z.json));
+  const once = counting.log.slice(at).filter((l) => l.method === 'GET' && l.path.endsWith(`/blobs/${layer}`)).length;
+  const { r, downloads } = await lost('zstd', { image: src, dest: `${L}/hooks/lost-zstd-${run}:1` }, 'zstd');
+  assert.equal(r.json.image.split('@')[1], z.json.image.split('@')[1], 'zstd: the same image');
+  assert.equal(downloads(layer), once + 1, 'zstd: the layer downloaded again');
 });
 
 test('pack and convert hooks refuse a bad signature and bad bodies before they start', async () => {
