@@ -2,7 +2,8 @@
 # Benchmark (not a test): reading inside an image without downloading it. One uncompressed
 # model layer made by GNU tar, in this order: a 10 MiB safetensors, a SHARD_MIB (default 512)
 # shard, config.json, a 2 MiB tokenizer.json, on the fixtures' base in the local plain registry
-# (:5100). For `lamina ls` (the model layer) and `lamina cat .../config.json`, the registry's
+# (:5100). For `lamina ls` and `inspect` (the model layer), `lamina cat .../config.json` and
+# `lamina extract --include '*.json'`, the registry's
 # access log says how many GETs of the layer were served and how many bytes: against the
 # layer's size, which every peer downloads (`curl URL | tar -x models/config.json`, as
 # `regctl blob get-file` streams a layer). Medians of RUNS (default 3) wall times.
@@ -26,7 +27,17 @@ tests/harness/registry.sh start >/dev/null
 tests/harness/fixtures.sh >/dev/null
 mkdir -p "$B/top/models"
 M=$B/top/models
-[[ -s $M/model.safetensors ]] || head -c $((10 << 20)) /dev/urandom >"$M/model.safetensors"
+# a real safetensors: its header (one F32 tensor) then 10 MiB of data
+if [[ ! -s $M/model.safetensors ]]; then
+  python3 - "$M/model.safetensors" <<'PY'
+import json, os, struct, sys
+n = (10 << 20) // 4
+h = json.dumps({"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]},
+                "__metadata__": {"format": "pt"}}).encode()
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(h))); f.write(h); f.write(os.urandom(4 * n))
+PY
+fi
 if [[ ! -s $M/shard.safetensors || $(stat -c %s "$M/shard.safetensors") != $((SHARD_MIB << 20)) ]]; then
   head -c $((SHARD_MIB << 20)) /dev/urandom >"$M/shard.safetensors"
 fi
@@ -69,7 +80,7 @@ served() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 want=$(sha256sum <"$M/config.json" | cut -d' ' -f1)
 printf '| what | GETs of the layer | bytes served | of the layer | wall (s, median of %s) |\n|---|---|---|---|---|\n' "$RUNS"
-for what in ls cat curl; do
+for what in ls cat inspect include curl; do
   times=()
   for _ in $(seq "$RUNS"); do
     mark=$(wc -l <"$LOG")
@@ -78,6 +89,10 @@ for what in ls cat curl; do
       ls) "$LAMINA" -q ls "$IMG" --layer "$top" >/dev/null ;;
       cat) got=$("$LAMINA" -q cat "$IMG" models/config.json | sha256sum | cut -d' ' -f1)
            [[ $got == "$want" ]] || { log "cat gave other bytes"; exit 1; } ;;
+      inspect) "$LAMINA" -q inspect "$IMG" --layer "$top" >/dev/null ;;
+      include) rm -rf "$B/inc"
+               "$LAMINA" -q extract "$IMG" --all --include '*.json' -o "$B/inc/"
+               [[ $(sha256sum <"$B/inc/models/config.json" | cut -d' ' -f1) == "$want" ]] || { log "include gave other bytes"; exit 1; } ;;
       curl) rm -rf "$B/x" && mkdir "$B/x"
             curl -sf "http://$REG/v2/$REPO/blobs/$layer" | tar -x -C "$B/x" models/config.json ;;
     esac
@@ -87,7 +102,11 @@ for what in ls cat curl; do
     read -r n bytes < <(served "$mark")
   done
   wall=$(printf '%s\n' "${times[@]}" | median)
-  label=$([[ $what == curl ]] && echo 'curl \| tar -x models/config.json' || echo "lamina $what")
+  case $what in
+    curl) label='curl \| tar -x models/config.json' ;;
+    include) label="lamina extract --include '*.json'" ;;
+    *) label="lamina $what" ;;
+  esac
   printf '| %s | %s | %s | %s | %.2f |\n' "$label" "$n" "$bytes" \
     "$(echo "scale=6; $bytes / $size" | bc -l)" "$wall"
 done

@@ -62,9 +62,10 @@ pub struct Args {
     /// code, dataset, prompt, other.
     #[arg(long = "kind", value_name = "KIND")]
     pub kinds: Vec<String>,
-    /// Only the files matching this glob (repeatable): `*.json` matches names, `models/*.json`
-    /// whole paths (`*` stays within a directory, `**` crosses them). From an uncompressed
-    /// layer only those files' bytes are fetched (Range requests); a compressed layer streams.
+    /// Only the files matching this glob (repeatable): `*.json` matches names, `unet/*.json`
+    /// paths as they come out (below --path; `*` stays within a directory, `**` crosses them).
+    /// From an uncompressed layer only those files' bytes are fetched (Range requests); a
+    /// compressed layer streams.
     #[arg(long = "include", value_name = "GLOB")]
     pub include: Vec<String>,
     /// Leave out the files matching this glob (repeatable; as --include).
@@ -346,7 +347,7 @@ fn unpack(
         current: None,
     };
     let mut files = Files::new(artifact);
-    let globs = Globs::of(a);
+    let globs = Globs::of(a, prefix.as_deref());
     let mut ranged = 0u64;
     for &i in &picked {
         ex.this_layer.clear();
@@ -501,13 +502,16 @@ fn by_range(n: u64) -> String {
 struct Globs {
     include: Vec<String>,
     exclude: Vec<String>,
+    /// The sub-tree extracted: paths are matched as they come out, below it.
+    prefix: Option<String>,
 }
 
 impl Globs {
-    fn of(a: &Args) -> Globs {
+    fn of(a: &Args, prefix: Option<&str>) -> Globs {
         Globs {
             include: a.include.clone(),
             exclude: a.exclude.clone(),
+            prefix: prefix.map(str::to_string),
         }
     }
 
@@ -527,7 +531,17 @@ impl Globs {
         if name.starts_with(".wh.") {
             return true;
         }
-        let m = |g: &String| lamina_core::peek::glob(g, &h.path);
+        // the path as it comes out: below --path (or the default sub-tree)
+        let Some(path) = lamina_core::peek::normal(&h.path) else {
+            return true; // the extractor refuses it, with a warning
+        };
+        let Some(out) = map_prefix(self.prefix.as_deref(), &path) else {
+            return false; // outside the sub-tree: not extracted anyway
+        };
+        if out.is_empty() {
+            return true; // the sub-tree's own directory
+        }
+        let m = |g: &String| lamina_core::peek::glob(g, &out);
         (self.include.is_empty() || self.include.iter().any(m)) && !self.exclude.iter().any(m)
     }
 }
@@ -1166,7 +1180,7 @@ fn tar_out(
         warnings: 0,
     };
     let mut files = Files::new(job.artifact);
-    let globs = Globs::of(a);
+    let globs = Globs::of(a, prefix.as_deref());
     let mut ranged = 0u64;
     for &i in picked.iter().rev() {
         m.layer = i;
