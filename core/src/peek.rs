@@ -29,10 +29,15 @@
 //! range are not verified against it (only the tar checksums of the headers, and the sizes);
 //! a reader that ends up reading a whole blob verifies its digest as ever.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
+use crate::artifact::{self, Packing};
+use crate::compress::{self, Compression};
+use crate::digest::Hasher;
 use crate::error::Error;
+use crate::image::{Config, Descriptor, Manifest};
+use crate::media;
 use crate::untar::{Event, Header, Kind, TarReader};
 
 /// Bytes asked for at each header: the header and, when entries are small, the next ones.
@@ -176,6 +181,335 @@ impl Walk {
         self.reader.finish()?;
         self.ended = true;
         Ok(())
+    }
+}
+
+/// How a layer holds its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holds {
+    /// A tar, compressed so.
+    Tar(Compression),
+    /// The blob is the file at this path (a raw model artifact layer).
+    Raw(String),
+    /// Nothing lamina reads (an unknown media type, a raw layer without a path): why.
+    Nothing(String),
+}
+
+/// An image (or model artifact) as reading inside it sees it: its layers and how each holds
+/// its files.
+#[derive(Debug, Clone)]
+pub struct Peeked {
+    /// The manifest's layers.
+    pub layers: Vec<Descriptor>,
+    /// How each holds its files.
+    pub holds: Vec<Holds>,
+    /// A model artifact (files side by side) rather than an image (layers over each other).
+    pub artifact: bool,
+    /// The artifact's format name, or "image".
+    pub format: &'static str,
+}
+
+impl Peeked {
+    /// How `manifest`'s layers hold their files (`config` tells an artifact's format).
+    pub fn of(manifest: &Manifest, config: &Config) -> Result<Peeked, Error> {
+        let read = artifact::read(manifest, config)?;
+        let layers = manifest.layers()?;
+        if !read.format.is_artifact() {
+            let holds = layers
+                .iter()
+                .map(|d| match media::layer_compression(&d.media_type) {
+                    Some(c) => Holds::Tar(c),
+                    None => Holds::Nothing(format!("media type {}", d.media_type)),
+                })
+                .collect();
+            return Ok(Peeked {
+                layers,
+                holds,
+                artifact: false,
+                format: "image",
+            });
+        }
+        let mut holds = vec![Holds::Nothing("not listed".into()); layers.len()];
+        for p in &read.parts {
+            holds[p.index] = match (p.packing, &p.path) {
+                (Some(Packing::Raw), Some(path)) => Holds::Raw(path.clone()),
+                (Some(Packing::Raw), None) => {
+                    Holds::Nothing(p.problem.clone().unwrap_or_else(|| "no path".into()))
+                }
+                (Some(Packing::Tar(c)), _) => Holds::Tar(c),
+                (None, _) => Holds::Nothing(format!("media type {}", layers[p.index].media_type)),
+            };
+        }
+        Ok(Peeked {
+            layers,
+            holds,
+            artifact: true,
+            format: read.format.name(),
+        })
+    }
+}
+
+/// What [`LayerRead`] wants next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The blob's bytes in this range (a `Range` request, or a seek): answer with
+    /// [`LayerRead::ranged`].
+    Range(Range<u64>),
+    /// The whole blob from its first byte, as a stream: give its bytes in order with
+    /// [`LayerRead::stream`] (polling between pieces for the entries), then
+    /// [`LayerRead::stream_end`].
+    Stream,
+    /// More of the stream.
+    More,
+    /// An entry of the layer, with where its bytes are (files).
+    Entry(Header, Option<Place>),
+    /// A line for the user (a layer read whole, a registry that ignores `Range`, a layer
+    /// skipped).
+    Note(String),
+    /// The layer is read.
+    Done,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Start,
+    Ranged(Walk),
+    /// The stream is to be opened.
+    Open,
+    Streaming {
+        walk: Walk,
+        dec: Box<dyn compress::Decoder<Error>>,
+        hash: Hasher,
+        pos: u64,
+        ended: bool,
+    },
+    Done,
+}
+
+impl std::fmt::Debug for dyn compress::Decoder<Error> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decoder")
+    }
+}
+
+/// The entries of one layer, read as cheaply as the layer allows: an uncompressed tar by
+/// ranges ([`Walk`]); a compressed one, or one from a registry that ignores `Range`, as a
+/// stream decoded here, its digest and size checked at its end; a raw artifact layer from its
+/// path, with no read; a layer lamina cannot read noted and skipped. Sans-IO: the driver
+/// answers [`Want`]s.
+#[derive(Debug)]
+pub struct LayerRead {
+    idx: usize,
+    desc: Descriptor,
+    holds: Holds,
+    mode: Mode,
+    out: VecDeque<Want>,
+}
+
+impl LayerRead {
+    /// Reads layer `idx` of `p`.
+    pub fn new(p: &Peeked, idx: usize) -> LayerRead {
+        LayerRead {
+            idx,
+            desc: p.layers[idx].clone(),
+            holds: p.holds[idx].clone(),
+            mode: Mode::Start,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// What to do next.
+    pub fn poll(&mut self) -> Result<Want, Error> {
+        if let Some(w) = self.out.pop_front() {
+            return Ok(w);
+        }
+        let idx = self.idx;
+        loop {
+            match &mut self.mode {
+                Mode::Start => match self.holds.clone() {
+                    Holds::Raw(path) => {
+                        self.mode = Mode::Done;
+                        let h = Header {
+                            path,
+                            kind: Kind::File,
+                            size: self.desc.size,
+                            mode: 0o644,
+                            mtime: 0,
+                            at: 0,
+                        };
+                        return Ok(Want::Entry(h, Some(Place::Blob { layer: idx })));
+                    }
+                    Holds::Nothing(why) => {
+                        self.mode = Mode::Done;
+                        return Ok(Want::Note(format!("warning: layer {idx} skipped: {why}")));
+                    }
+                    Holds::Tar(Compression::None) => {
+                        self.mode = Mode::Ranged(Walk::new(Some(self.desc.size)));
+                    }
+                    Holds::Tar(c) => {
+                        self.mode = Mode::Open;
+                        return Ok(Want::Note(format!(
+                            "note: layer {idx} is {}-compressed: it is read whole as a stream ({})",
+                            c.name(),
+                            crate::registry::human(self.desc.size)
+                        )));
+                    }
+                },
+                Mode::Ranged(w) => {
+                    return Ok(match w.poll()? {
+                        Step::Need(r) => Want::Range(r),
+                        Step::Entry(h) => {
+                            let at = h.at;
+                            Want::Entry(h, Some(Place::Tar { layer: idx, at }))
+                        }
+                        Step::End => {
+                            self.mode = Mode::Done;
+                            Want::Done
+                        }
+                    })
+                }
+                Mode::Open => {
+                    let c = match self.holds {
+                        Holds::Tar(c) => c,
+                        _ => Compression::None,
+                    };
+                    self.mode = Mode::Streaming {
+                        walk: Walk::new(None),
+                        dec: compress::decoder::<Error>(c),
+                        hash: Hasher::new(),
+                        pos: 0,
+                        ended: false,
+                    };
+                    return Ok(Want::Stream);
+                }
+                Mode::Streaming { walk, ended, .. } => {
+                    if *ended {
+                        self.mode = Mode::Done;
+                        return Ok(Want::Done);
+                    }
+                    return Ok(match walk.poll()? {
+                        Step::Entry(h) => {
+                            let at = h.at;
+                            Want::Entry(h, Some(Place::Tar { layer: idx, at }))
+                        }
+                        Step::Need(_) | Step::End => Want::More,
+                    });
+                }
+                Mode::Done => return Ok(Want::Done),
+            }
+        }
+    }
+
+    /// The answer to [`Want::Range`]`(r)`: the bytes, or that the registry ignored `Range`
+    /// (the layer is then read as a stream: the next poll says [`Want::Stream`]).
+    pub fn ranged(&mut self, r: Range<u64>, got: crate::registry::Ranged) -> Result<(), Error> {
+        let Mode::Ranged(w) = &mut self.mode else {
+            return Err(Error::internal("LayerRead::ranged without a range asked"));
+        };
+        match got {
+            crate::registry::Ranged::Bytes(b) => {
+                if b.is_empty() {
+                    return Err(Error::Tar {
+                        reason: format!(
+                            "layer {} ({}): the tar goes on past byte {} but the blob has no \
+                             more bytes",
+                            self.idx, self.desc.digest, r.start
+                        ),
+                    });
+                }
+                w.give(r.start, &b)
+            }
+            crate::registry::Ranged::Ignored { .. } => {
+                self.out.push_back(Want::Note(format!(
+                    "note: the registry answers Range requests with the whole blob: layer {} \
+                     is read as a stream",
+                    self.idx
+                )));
+                self.mode = Mode::Open;
+                Ok(())
+            }
+        }
+    }
+
+    /// The blob's next bytes, in order (after [`Want::Stream`]); poll between pieces.
+    pub fn stream(&mut self, b: &[u8]) -> Result<(), Error> {
+        let Mode::Streaming {
+            walk,
+            dec,
+            hash,
+            pos,
+            ..
+        } = &mut self.mode
+        else {
+            return Err(Error::internal("LayerRead::stream without a stream asked"));
+        };
+        hash.update(b);
+        let mut feed = |o: &[u8]| -> Result<(), Error> {
+            walk.give(*pos, o)?;
+            *pos += o.len() as u64;
+            Ok(())
+        };
+        dec.write(b, &mut feed).map_err(flatten)
+    }
+
+    /// The stream ended: its digest and size are checked, and the tar must have ended well.
+    pub fn stream_end(&mut self) -> Result<(), Error> {
+        let desc = self.desc.clone();
+        let idx = self.idx;
+        let Mode::Streaming {
+            walk,
+            dec,
+            hash,
+            pos,
+            ended,
+        } = &mut self.mode
+        else {
+            return Err(Error::internal(
+                "LayerRead::stream_end without a stream asked",
+            ));
+        };
+        let mut feed = |o: &[u8]| -> Result<(), Error> {
+            walk.give(*pos, o)?;
+            *pos += o.len() as u64;
+            Ok(())
+        };
+        dec.finish(&mut feed).map_err(flatten)?;
+        let h = std::mem::take(hash);
+        let len = h.len();
+        let found = h.finish();
+        if len != desc.size {
+            return Err(Error::SizeMismatch {
+                what: format!("layer {idx} ({})", desc.digest),
+                expected: desc.size,
+                found: len,
+            });
+        }
+        if found != desc.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("layer {idx}"),
+                expected: desc.digest,
+                found,
+            });
+        }
+        // the entries the end may still give, then the end
+        let at = *pos;
+        if !walk.reader.at_end() {
+            walk.eof(at)?;
+        }
+        while let Step::Entry(h) = walk.poll()? {
+            let at = h.at;
+            self.out
+                .push_back(Want::Entry(h, Some(Place::Tar { layer: idx, at })));
+        }
+        *ended = true;
+        Ok(())
+    }
+}
+
+fn flatten(e: compress::StreamError<Error>) -> Error {
+    match e {
+        compress::StreamError::Codec(c) => Error::Codec(c),
+        compress::StreamError::Sink(e) => e,
     }
 }
 
@@ -870,6 +1204,141 @@ mod tests {
             .unwrap();
         t.end();
         assert!(t.resolve("l1").is_none());
+    }
+
+    /// A layer of `blob` with media type `mt`, read by `LayerRead` the way a driver does:
+    /// ranges (`ignore`: a registry that ignores them) and streams in `chunk`-byte pieces.
+    fn read_layer(
+        mt: &str,
+        blob: &[u8],
+        ignore: bool,
+        chunk: usize,
+    ) -> Result<(Vec<Header>, Vec<Want>), Error> {
+        let d = Descriptor::new(mt, crate::Digest::of(blob), blob.len() as u64);
+        let p = Peeked {
+            holds: vec![match media::layer_compression(mt) {
+                Some(c) => Holds::Tar(c),
+                None => Holds::Nothing("?".into()),
+            }],
+            layers: vec![d],
+            artifact: false,
+            format: "image",
+        };
+        let mut lr = LayerRead::new(&p, 0);
+        let (mut entries, mut asked) = (Vec::new(), Vec::new());
+        loop {
+            match lr.poll()? {
+                Want::Entry(h, _) => entries.push(h),
+                Want::Range(r) => {
+                    asked.push(Want::Range(r.clone()));
+                    let got = if ignore {
+                        crate::registry::Ranged::Ignored {
+                            head: blob[..(r.end - r.start).min(blob.len() as u64) as usize]
+                                .to_vec(),
+                        }
+                    } else {
+                        crate::registry::Ranged::Bytes(
+                            blob[r.start as usize..r.end as usize].to_vec(),
+                        )
+                    };
+                    lr.ranged(r, got)?;
+                }
+                Want::Stream => {
+                    asked.push(Want::Stream);
+                    for c in blob.chunks(chunk) {
+                        lr.stream(c)?;
+                        loop {
+                            match lr.poll()? {
+                                Want::Entry(h, _) => entries.push(h),
+                                Want::More => break,
+                                Want::Note(n) => asked.push(Want::Note(n)),
+                                w => panic!("{w:?} mid-stream"),
+                            }
+                        }
+                    }
+                    lr.stream_end()?;
+                }
+                Want::Note(n) => asked.push(Want::Note(n)),
+                Want::More => panic!("More before a stream"),
+                Want::Done => return Ok((entries, asked)),
+            }
+        }
+    }
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut e = compress::encoder::<Error>(Compression::Gzip, None);
+        e.write(b, &mut |o: &[u8]| {
+            out.extend_from_slice(o);
+            Ok(())
+        })
+        .unwrap();
+        e.finish(&mut |o: &[u8]| {
+            out.extend_from_slice(o);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_layer_is_read_by_ranges_or_as_a_stream_with_the_same_entries() {
+        let tar = model_tar();
+        let (want, asked) = read_layer(media::OCI_LAYER_TAR, &tar, false, 0).unwrap();
+        assert_eq!(want.len(), 6);
+        assert!(
+            asked.iter().all(|w| matches!(w, Want::Range(_))),
+            "{asked:?}"
+        );
+        // a registry that ignores ranges: one range asked, then the stream
+        for chunk in [1 << 20, 4096, 7] {
+            let small = tar_of(&[("a", b"x"), ("b/", b""), ("b/c", &[1; 1500])]);
+            let (t, blob) = if chunk == 7 {
+                (walk_ranges(&small, WINDOW).0, small)
+            } else {
+                (want.clone(), tar.clone())
+            };
+            let (got, asked) = read_layer(media::OCI_LAYER_TAR, &blob, true, chunk).unwrap();
+            assert_eq!(got, t, "chunk {chunk}");
+            assert!(asked.contains(&Want::Stream));
+            assert!(asked.iter().any(
+                |w| matches!(w, Want::Note(n) if n.contains("ignores") || n.contains("whole blob"))
+            ));
+        }
+        // gzip: streamed, decoded, verified; the same entries at every piece size
+        let gz = gzip(&tar);
+        for chunk in [1 << 20, 4096, 7] {
+            let (got, asked) = read_layer(media::OCI_LAYER_GZIP, &gz, false, chunk).unwrap();
+            assert_eq!(got, want, "chunk {chunk}");
+            assert!(asked
+                .iter()
+                .any(|w| matches!(w, Want::Note(n) if n.contains("gzip-compressed"))));
+        }
+        // a stream that is not the blob the manifest names: its digest is refused
+        let mut bad = gz.clone();
+        let d = Descriptor::new(
+            media::OCI_LAYER_GZIP,
+            crate::Digest::of(b"other"),
+            bad.len() as u64,
+        );
+        let p = Peeked {
+            holds: vec![Holds::Tar(Compression::Gzip)],
+            layers: vec![d],
+            artifact: false,
+            format: "image",
+        };
+        let mut lr = LayerRead::new(&p, 0);
+        assert!(matches!(lr.poll().unwrap(), Want::Note(_)));
+        assert_eq!(lr.poll().unwrap(), Want::Stream);
+        lr.stream(&bad).unwrap();
+        while lr.poll().unwrap() != Want::More {}
+        assert!(matches!(lr.stream_end(), Err(Error::DigestMismatch { .. })));
+        // a cut stream is an error, not an empty layer
+        bad.truncate(bad.len() / 2);
+        assert!(read_layer(media::OCI_LAYER_GZIP, &bad, false, 4096).is_err());
+        // answers that were not asked for are driver bugs
+        let mut lr = LayerRead::new(&p, 0);
+        assert!(matches!(lr.stream(b"x"), Err(Error::Internal { .. })));
     }
 
     #[test]

@@ -5,11 +5,8 @@
 
 use std::io::Read;
 
-use lamina_core::artifact::{self, Packing};
 use lamina_core::compress::{self, Compression};
-use lamina_core::image::{Descriptor, Manifest};
-use lamina_core::media;
-use lamina_core::peek::{self, Place, Step, Tree, Walk};
+use lamina_core::peek::{self, LayerRead, Place, Tree, Want};
 use lamina_core::registry::Ranged;
 use lamina_core::untar::{Header, Kind};
 use lamina_core::Error;
@@ -19,29 +16,7 @@ use crate::net::client::Client;
 use crate::ops::resolve::{self, PlatformSel};
 use crate::store::{self, Loc};
 
-/// How a layer holds its files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Holds {
-    /// A tar, compressed so.
-    Tar(Compression),
-    /// The blob is the file at this path (a raw model artifact layer).
-    Raw(String),
-    /// Nothing lamina reads (an unknown media type, a raw layer without a path).
-    Nothing(String),
-}
-
-/// An image opened for reading inside.
-#[derive(Debug)]
-pub struct Peeked {
-    /// The manifest's layers.
-    pub layers: Vec<Descriptor>,
-    /// How each holds its files.
-    pub holds: Vec<Holds>,
-    /// A model artifact (files side by side) rather than an image (layers over each other).
-    pub artifact: bool,
-    /// The artifact's format name, or "image".
-    pub format: &'static str,
-}
+pub use lamina_core::peek::{Holds, Peeked};
 
 /// A layer's entry, and where its bytes are (files).
 pub type Entry = (Header, Option<Place>);
@@ -70,48 +45,11 @@ pub fn open(client: &mut Client, loc: &Loc, platform: Option<&str>, cmd: &str) -
     }
     let img = resolve::fetch_one(client, loc, &sel)?;
     let config = resolve::config(client, loc, &img.manifest)?;
-    peeked(&img.manifest, &config)
+    Ok(Peeked::of(&img.manifest, &config)?)
 }
 
-/// How `manifest`'s layers hold their files.
-pub fn peeked(manifest: &Manifest, config: &lamina_core::image::Config) -> Result<Peeked> {
-    let read = artifact::read(manifest, config)?;
-    let layers = manifest.layers()?;
-    if !read.format.is_artifact() {
-        let holds = layers
-            .iter()
-            .map(|d| match media::layer_compression(&d.media_type) {
-                Some(c) => Holds::Tar(c),
-                None => Holds::Nothing(format!("media type {}", d.media_type)),
-            })
-            .collect();
-        return Ok(Peeked {
-            layers,
-            holds,
-            artifact: false,
-            format: "image",
-        });
-    }
-    let mut holds = vec![Holds::Nothing("not listed".into()); layers.len()];
-    for p in &read.parts {
-        holds[p.index] = match (p.packing, &p.path) {
-            (Some(Packing::Raw), Some(path)) => Holds::Raw(path.clone()),
-            (Some(Packing::Raw), None) => {
-                Holds::Nothing(p.problem.clone().unwrap_or_else(|| "no path".into()))
-            }
-            (Some(Packing::Tar(c)), _) => Holds::Tar(c),
-            (None, _) => Holds::Nothing(format!("media type {}", layers[p.index].media_type)),
-        };
-    }
-    Ok(Peeked {
-        layers,
-        holds,
-        artifact: true,
-        format: read.format.name(),
-    })
-}
-
-/// The entries of layer `idx`, each with where its bytes are.
+/// The entries of layer `idx`, each with where its bytes are: core's [`LayerRead`] met with
+/// the store's ranges (or seeks) and streams.
 pub fn entries(
     client: &mut Client,
     loc: &Loc,
@@ -121,139 +59,54 @@ pub fn entries(
     quiet: bool,
 ) -> Result<Vec<Entry>> {
     let d = &p.layers[idx];
+    let mut lr = LayerRead::new(p, idx);
     let mut out = Vec::new();
-    match &p.holds[idx] {
-        Holds::Raw(path) => out.push((
-            Header {
-                path: path.clone(),
-                kind: Kind::File,
-                size: d.size,
-                mode: 0o644,
-                mtime: 0,
-                at: 0,
-            },
-            Some(Place::Blob { layer: idx }),
-        )),
-        Holds::Nothing(why) => {
-            if !quiet {
-                crate::ui::progress::warn(&format!("warning: layer {idx} skipped: {why}"));
+    loop {
+        match lr.poll()? {
+            Want::Entry(h, place) => out.push((h, place)),
+            Want::Note(n) => {
+                if !quiet {
+                    crate::ui::progress::warn(&n.replace("the registry", &loc.to_string()));
+                }
             }
-        }
-        Holds::Tar(Compression::None) => {
-            let mut w = Walk::new(Some(d.size));
-            loop {
-                match w.poll()? {
-                    Step::Entry(h) => {
-                        let at = h.at;
-                        out.push((h, Some(Place::Tar { layer: idx, at })));
+            Want::Range(r) => {
+                cost.ranges += 1;
+                let got = store::read_range(client, loc, &d.digest, r.clone())?;
+                if let Ranged::Bytes(b) = &got {
+                    cost.range_bytes += b.len() as u64;
+                }
+                lr.ranged(r, got)?;
+            }
+            Want::Stream => {
+                cost.streamed.push(idx);
+                let mut body = store::open_blob(client, loc, &d.digest)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = body
+                        .read(&mut buf)
+                        .map_err(|e| format!("layer {idx} ({}) from {loc}: {e}", d.digest))?;
+                    if n == 0 {
+                        break;
                     }
-                    Step::End => break,
-                    Step::Need(r) => {
-                        cost.ranges += 1;
-                        match store::read_range(client, loc, &d.digest, r.clone())? {
-                            Ranged::Bytes(b) => {
-                                cost.range_bytes += b.len() as u64;
-                                if b.is_empty() {
-                                    return Err(truncated(idx, d, r.start));
-                                }
-                                w.give(r.start, &b)?;
-                            }
-                            Ranged::Ignored { .. } => {
-                                if !quiet {
-                                    crate::ui::progress::warn(&format!(
-                                        "note: {loc} answers Range requests with the whole \
-                                         blob: layer {idx} is read as a stream"
-                                    ));
-                                }
-                                return streamed(client, loc, p, idx, Compression::None, cost);
-                            }
+                    cost.stream_bytes += n as u64;
+                    lr.stream(&buf[..n])?;
+                    loop {
+                        match lr.poll()? {
+                            Want::Entry(h, place) => out.push((h, place)),
+                            Want::Note(n) if !quiet => crate::ui::progress::warn(&n),
+                            Want::More | Want::Note(_) => break,
+                            w => return Err(Error::internal(format!("LayerRead wants {w:?} mid-stream")).into()),
                         }
                     }
                 }
+                lr.stream_end()?;
             }
-        }
-        Holds::Tar(c) => {
-            if !quiet {
-                crate::ui::progress::warn(&format!(
-                    "note: layer {idx} is {}-compressed: it is read whole as a stream ({})",
-                    c.name(),
-                    crate::ui::progress::human(d.size)
-                ));
+            Want::More => {
+                return Err(Error::internal("LayerRead wants more of a stream not opened").into())
             }
-            return streamed(client, loc, p, idx, *c, cost);
+            Want::Done => return Ok(out),
         }
     }
-    Ok(out)
-}
-
-fn truncated(idx: usize, d: &Descriptor, at: u64) -> Box<dyn std::error::Error + Send + Sync> {
-    Box::new(Error::Tar {
-        reason: format!(
-            "layer {idx} ({}): the tar goes on past byte {at} but the blob has no more bytes",
-            d.digest
-        ),
-    })
-}
-
-/// The entries of layer `idx` read whole as a stream (decoded as `c` says), its digest checked.
-fn streamed(
-    client: &mut Client,
-    loc: &Loc,
-    p: &Peeked,
-    idx: usize,
-    c: Compression,
-    cost: &mut Cost,
-) -> Result<Vec<Entry>> {
-    let d = &p.layers[idx];
-    cost.streamed.push(idx);
-    let body = store::open_blob(client, loc, &d.digest)?;
-    let mut w = Walk::new(None);
-    let mut dec = compress::decoder::<Error>(c);
-    let mut out = Vec::new();
-    let mut pos = 0u64;
-    let mut ended = false;
-    let mut feed = |data: &[u8]| -> std::result::Result<(), Error> {
-        if ended {
-            return Ok(()); // padding after the end marker
-        }
-        w.give(pos, data)?;
-        pos += data.len() as u64;
-        loop {
-            match w.poll()? {
-                Step::Entry(h) => {
-                    let at = h.at;
-                    out.push((h, Some(Place::Tar { layer: idx, at })));
-                }
-                Step::Need(_) => return Ok(()),
-                Step::End => {
-                    ended = true;
-                    return Ok(());
-                }
-            }
-        }
-    };
-    let mut read = 0u64;
-    crate::store::verify::read_verified_ahead(
-        body,
-        d,
-        &format!("layer {idx} ({}) from {loc}", d.digest),
-        &mut |piece: &[u8]| {
-            read += piece.len() as u64;
-            dec.write(piece, &mut |o: &[u8]| feed(o))
-                .map_err(resolve::flatten)
-        },
-    )?;
-    dec.finish(&mut |o: &[u8]| feed(o))
-        .map_err(resolve::flatten)?;
-    cost.stream_bytes += read;
-    if !ended {
-        w.eof(pos)?;
-        while let Step::Entry(h) = w.poll()? {
-            let at = h.at;
-            out.push((h, Some(Place::Tar { layer: idx, at })));
-        }
-    }
-    Ok(out)
 }
 
 /// The merged tree of the layers `only` names (all when `None`), bottom to top.
