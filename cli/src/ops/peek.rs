@@ -95,7 +95,12 @@ pub fn entries(
                             Want::Entry(h, place) => out.push((h, place)),
                             Want::Note(n) if !quiet => crate::ui::progress::warn(&n),
                             Want::More | Want::Note(_) => break,
-                            w => return Err(Error::internal(format!("LayerRead wants {w:?} mid-stream")).into()),
+                            w => {
+                                return Err(Error::internal(format!(
+                                    "LayerRead wants {w:?} mid-stream"
+                                ))
+                                .into())
+                            }
                         }
                     }
                 }
