@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use lamina_tests::artifacts::{self, gnu_tar, push_artifact, Layer};
 use lamina_tests::faultproxy::{Action, FaultProxy, Rule};
@@ -598,5 +599,69 @@ fn ls_and_cat_on_model_artifacts() {
         if v.starts_with("file") {
             assert!(listed.contains(&k.as_str()), "{k} in {listed:?}");
         }
+    }
+}
+
+/// `cat` of a 40 MiB file through cut and stalled connections: a download cut midway (the
+/// front end resets it after 1 MiB) goes on from where it was cut, a stalled one times out and
+/// is retried, and the bytes are the file's; nothing hangs.
+#[test]
+fn cat_goes_on_through_cut_and_stalled_downloads() {
+    harness();
+    let dir = tempdir("peek-faults");
+    let name = repo("peek-faults");
+    let (r, top, files) = model_image(&dir, &name);
+    let want = &files["models/shard-2.safetensors"];
+    for action in [
+        Action::ResetResponse(1 << 20),
+        Action::StallResponse(1 << 20, Duration::from_secs(120)),
+    ] {
+        let p = FaultProxy::start(PLAIN);
+        let via = r.replace(PLAIN, p.addr());
+        // an undisturbed run counts the header windows read before the file's own download
+        let clean = std::process::Command::new(lamina_bin())
+            .args(["cat", "-q", &via, "models/shard-2.safetensors"])
+            .output()
+            .unwrap();
+        assert!(clean.stdout == *want);
+        let gets = p
+            .requests()
+            .iter()
+            .filter(|l| l.path.contains(&top))
+            .count() as u32;
+        p.clear();
+        p.add(
+            Rule::new("GET", &format!("/blobs/{top}"))
+                .nth(gets)
+                .action(action.clone()),
+        );
+        let t0 = Instant::now();
+        let out = std::process::Command::new(lamina_bin())
+            .args(["cat", "--timeout", "2", &via, "models/shard-2.safetensors"])
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "{action:?}: {:?}",
+            t0.elapsed()
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{action:?}: {err}");
+        let log: Vec<String> = p
+            .requests()
+            .iter()
+            .map(|l| format!("{} {} {:?}", l.method, l.path, l.fault))
+            .collect();
+        assert!(
+            err.contains("cut at byte") || err.contains("retrying") || err.contains("timed out"),
+            "{action:?}: {err} {log:#?}"
+        );
+        assert_eq!(out.stdout.len(), want.len(), "{action:?}");
+        assert!(out.stdout == *want, "{action:?}: other bytes");
+        assert!(
+            p.requests().iter().any(|l| l.fault.is_some()),
+            "{action:?} never applied"
+        );
     }
 }
