@@ -665,3 +665,63 @@ fn cat_goes_on_through_cut_and_stalled_downloads() {
         );
     }
 }
+
+/// The same reads on the image recompressed to zstd by `lamina zstd` (its base layer becomes
+/// zstd, read as a stream) and copied as a Docker v2s2 image by skopeo (Docker media types).
+#[test]
+fn ls_and_cat_read_zstd_layers_and_docker_images() {
+    harness();
+    let dir = tempdir("peek-zstd");
+    let name = repo("peek-zstd");
+    let (r, _, files) = model_image(&dir, &name);
+    let z = format!("{PLAIN}/{name}:zstd");
+    lamina(&["zstd", "-q", &r, &z]).ok();
+    let m = raw_manifest(&z, None);
+    assert!(
+        m["layers"][0]["mediaType"]
+            .as_str()
+            .unwrap()
+            .ends_with("zstd"),
+        "{m:#}"
+    );
+    let d = format!("{PLAIN}/{name}:docker");
+    cmd(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+            &format!("docker://{r}"),
+            &format!("docker://{d}"),
+        ],
+    )
+    .ok();
+    assert!(raw_manifest(&d, None)["mediaType"]
+        .as_str()
+        .unwrap()
+        .contains("docker"));
+    for img in [&z, &d] {
+        let out = lamina(&["ls", img, "--json"]).ok();
+        let j = json_of(&out.stdout);
+        let paths: Vec<&str> = j["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap())
+            .collect();
+        assert!(paths.contains(&"etc/os-release"), "{img}: {paths:?}");
+        assert!(
+            !paths.iter().any(|p| p.contains("old.bin")),
+            "{img}: {paths:?}"
+        );
+        let out = lamina(&["cat", img, "etc/os-release"]).ok();
+        assert_eq!(out.stdout, "ID=test\n", "{img}");
+        let out = std::process::Command::new(lamina_bin())
+            .args(["cat", img, "models/config.json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, files["models/config.json"], "{img}");
+    }
+}
