@@ -1551,3 +1551,43 @@ fn zstd_compresses_a_modelpacks_tars_but_leaves_its_weights() {
         assert_ne!(lamina(&["layers", &bad]).code, 0, "{f}: no tag was written");
     }
 }
+
+/// `pack --raw` is the ModelPack default said out loud (the same artifact), and is refused with
+/// --tar and for the formats that hold tars (exit 2, nothing pushed).
+#[test]
+fn pack_raw_is_the_default_and_refused_where_files_are_tars() {
+    harness();
+    let dir = tempdir("artifacts-raw");
+    models::hf_folder(&dir.join("model"));
+    let env = [("SOURCE_DATE_EPOCH", "946684800")];
+    let a = format!("{PLAIN}/{}:default", repo("raw"));
+    let b = format!("{PLAIN}/{}:raw", repo("raw"));
+    let d1 = lamina_in(&dir, &["pack", "./model/", "--dest", &a], &env)
+        .ok()
+        .stdout;
+    let d2 = lamina_in(&dir, &["pack", "./model/", "--dest", &b, "--raw"], &env)
+        .ok()
+        .stdout;
+    let digest = |o: &str| o.trim().rsplit('@').next().unwrap().to_string();
+    assert_eq!(digest(&d1), digest(&d2));
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    for (extra, what) in [
+        (vec!["--tar"], "cannot be used with"),
+        (
+            vec!["--format", "modelkit"],
+            "modelkit always holds its files in tars",
+        ),
+        (
+            vec!["--format", "modelcar", "--base", &base],
+            "modelcar always holds",
+        ),
+    ] {
+        let c = format!("{PLAIN}/{}:refused", repo("raw"));
+        let mut args = vec!["pack", "./model/", "--dest", &c, "--raw"];
+        args.extend(extra.iter().copied());
+        let e = lamina_in(&dir, &args, &[]).fails();
+        assert_eq!(e.code, 2, "{args:?}: {}", e.stderr);
+        assert!(e.stderr.contains(what), "{args:?}: {}", e.stderr);
+        assert!(!resolves(&c, None), "{args:?} pushed");
+    }
+}

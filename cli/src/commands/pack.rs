@@ -65,8 +65,12 @@ pub struct Args {
     /// Each file in a tar layer (`...v1.tar`, one entry at its path, owner 0:0, mtime
     /// SOURCE_DATE_EPOCH) instead of raw, for runtimes that unpack tars; Docker's model runner
     /// and CRI-O mount only raw layers.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "raw")]
     pub tar: bool,
+    /// Each file one raw layer, the blob the file itself (ModelPack's default, what modctl and
+    /// Docker Hub's ai/* models hold); for a ModelKit or a modelcar, which hold tars, an error.
+    #[arg(long)]
+    pub raw: bool,
     /// The format to make: a CNCF ModelPack (raw layers), a KitOps ModelKit (a tar per file,
     /// the Kitfile as the config), a Docker model (config v0.2, a raw layer per file, what
     /// docker model pull and model-runner read), or a modelcar on --base (as affix --modelcar
@@ -110,6 +114,11 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
                 "--tar is for ModelPack: a modelcar always holds its files in tars",
             ))
         }
+        ("modelcar", _) if a.raw => {
+            return Err(crate::commands::usage(
+                "--raw: a modelcar always holds its files in tars",
+            ))
+        }
         ("modelcar", Some(base)) => {
             let base = ctx.source("--base", base)?;
             return modelcar(ctx, &a, &base, t0);
@@ -125,6 +134,12 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
             Target::parse(f).ok_or_else(|| Error::internal(format!("--format {f} passed clap")))?
         }
     };
+    if a.raw && target.packing(false) != Packing::Raw {
+        return Err(crate::commands::usage(format!(
+            "--raw: a {} always holds its files in tars",
+            target.name()
+        )));
+    }
     if a.tar && target != Target::ModelPack {
         return Err(crate::commands::usage(format!(
             "--tar is for ModelPack: a {} always holds its files {}",
