@@ -46,6 +46,7 @@
 //!   run them with
 //! - [`flow`]: image workflows (resolve, blobs at a destination, push) over any store
 //! - [`slice`]: delta archives (the blobs above shared base images)
+//! - [`toc`]: a layer's table of contents in its descriptor (written by affix, read by peek)
 //!
 //! Errors are values ([`Error`]); no input makes the core panic.
 
@@ -71,6 +72,7 @@ pub mod retar;
 pub mod slice;
 pub mod tar;
 pub mod target;
+pub mod toc;
 pub mod untar;
 
 pub use digest::Digest;

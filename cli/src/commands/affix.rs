@@ -333,6 +333,14 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     };
     let level = a.level;
     let identity = upload_identity(&source, compression, level, source_date_epoch());
+    // an uncompressed layer of files gets its table of contents (core::toc): later reads find
+    // its files with no request
+    let toc = match (&source, compression) {
+        (Source::Files(e), Compression::None) => {
+            lamina_core::toc::of(e, source_date_epoch().unwrap_or(0)).ok()
+        }
+        _ => None,
+    };
     let (created_by, mut spawn, rewindable): (String, Restart, bool) = match source {
         Source::Files(entries) => {
             let names: Vec<String> = a
@@ -425,13 +433,22 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         comment: Some("weights".into()),
         author: None,
     };
+    // a Docker manifest has no annotations: the table goes only into OCI ones
+    let all_oci = images
+        .iter()
+        .all(|i| i.manifest.media_type() == lamina_core::media::OCI_MANIFEST);
+    let toc_annotations = toc
+        .filter(|_| info.compression == Compression::None && all_oci)
+        .and_then(|t| lamina_core::toc::annotation(&info.digest, &t))
+        .map(|v| vec![(lamina_core::toc::ANNOTATION.to_string(), v)])
+        .unwrap_or_default();
     let layer = NewLayer {
         compression: info.compression,
         digest: info.digest.clone(),
         size: info.size,
         diff_id: info.diff_id.clone(),
         history,
-        annotations: Vec::new(),
+        annotations: toc_annotations,
     };
     let final_digest = push_images(
         client,
