@@ -40,6 +40,8 @@ use crate::image::{Config, Descriptor, Manifest};
 use crate::media;
 use crate::untar::{Event, Header, Kind, TarReader};
 
+pub mod report;
+
 /// Bytes asked for at each header: the header and, when entries are small, the next ones.
 pub const WINDOW: u64 = 32 << 10;
 /// Entries one layer may hold before the walk gives up (a tar of ten million empty files would

@@ -100,7 +100,9 @@ fn json_response(v: &impl Serialize, status: u16) -> Result<Response> {
 
 /// Registry credentials per host from `REGISTRY_AUTH` (JSON: `{"host[:port]": {"username",
 /// "password"} | {"token"} | {"cog_token"}}`).
-fn registry_creds(env: &Env) -> std::result::Result<HashMap<String, Credentials>, String> {
+pub(crate) fn registry_creds(
+    env: &Env,
+) -> std::result::Result<HashMap<String, Credentials>, String> {
     let raw = env
         .secret("REGISTRY_AUTH")
         .map(|s| s.to_string())

@@ -23,6 +23,7 @@ use worker::{event, Context, Env, Fetch, Method, Request, Response, Result, Url}
 mod driver;
 mod jobs;
 mod model;
+mod peek;
 mod produce;
 mod work;
 
@@ -107,6 +108,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
     if let Some(kind) = path.strip_prefix("/hooks/") {
         return jobs::hook(req, &env, &Config::from_env(&env), kind).await;
+    }
+    if path == "/ls" || path == "/inspect" {
+        return peek::read(req, &env, &Config::from_env(&env), path == "/inspect").await;
     }
     if let Some(id) = path.strip_prefix("/jobs/") {
         return jobs::job_status(&env, id).await;

@@ -13,8 +13,11 @@ pub mod flow;
 pub mod headers;
 pub mod js;
 pub mod net;
+pub mod peek;
 mod run;
 
+#[cfg(test)]
+mod peek_tests;
 #[cfg(test)]
 mod tests;
 

@@ -2,7 +2,7 @@
 //! downloading them.
 
 use lamina_core::pack::{param_size, Facts};
-use lamina_core::untar::Kind;
+use lamina_core::peek::report;
 
 use crate::commands::Ctx;
 use crate::error::Result;
@@ -46,92 +46,28 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let image = ctx.source("image", &a.image)?;
     let (client, quiet) = (&mut ctx.client, ctx.quiet);
     let p = peek::open(client, &image, a.platform.as_deref(), "inspect")?;
-    if let Some(bad) = a.layers.iter().find(|&&i| i >= p.layers.len()) {
-        return Err(crate::commands::usage(format!(
-            "--layer {bad}: {image} has {} layers (0 to {})",
-            p.layers.len(),
-            p.layers.len().saturating_sub(1)
-        )));
-    }
+    report::check_layers(&p, &a.layers, &image.to_string())?;
     let mut cost = Cost::default();
     // the weight files: the one PATH names (found from the top down), else the tree's
-    let wanted = a
-        .path
-        .as_deref()
-        .map(|d| {
-            lamina_core::peek::normal(d)
-                .ok_or_else(|| crate::commands::usage(format!("PATH {d:?} climbs out of the root")))
-        })
-        .transpose()?;
-    let mut files = Vec::new();
-    match wanted.as_deref() {
-        Some(f) if peek::has_header(f) && a.layers.is_empty() => {
-            let (path, h, place) = peek::locate(client, &image, &p, f, &mut cost, quiet)?;
-            files.push((path, h.size, place, h.mode));
-        }
-        _ => {
-            let only = (!a.layers.is_empty()).then_some(a.layers.as_slice());
-            let tree = peek::tree(client, &image, &p, only, &mut cost, quiet)?;
-            let dir = wanted.clone().unwrap_or_default();
-            if !dir.is_empty() && tree.get(&dir).is_none() {
-                return Err(Box::new(lamina_core::Error::NotFound {
-                    what: format!("{dir} in {image}"),
-                }));
-            }
-            for (path, n) in tree
-                .under(&dir)
-                .chain(tree.get(&dir).map(|n| (dir.as_str(), n)))
-            {
-                if n.kind == Kind::File && peek::has_header(path) {
-                    if let Some(place) = &n.place {
-                        files.push((path.to_string(), n.size, place.clone(), n.mode));
-                    }
-                }
-            }
-        }
-    }
+    let wanted = report::dir_arg(a.path.as_deref())?;
+    let files = if report::inspect_locates(wanted.as_deref(), &a.layers) {
+        let f = wanted.as_deref().unwrap_or_default();
+        let (path, h, place) = peek::locate(client, &image, &p, f, &mut cost, quiet)?;
+        vec![(path, h.size, place)]
+    } else {
+        let only = (!a.layers.is_empty()).then_some(a.layers.as_slice());
+        let tree = peek::tree(client, &image, &p, only, &mut cost, quiet)?;
+        let dir = wanted.clone().unwrap_or_default();
+        report::weight_files(&tree, &dir, &image.to_string())?
+    };
     let mut rows = Vec::new();
-    for (path, size, place, _) in &files {
+    for (path, size, place) in &files {
         let f = peek::header_facts(client, &image, &p, path, place, *size, &mut cost)?;
         rows.push((path.clone(), *size, place.layer(), f));
     }
-    let total: u64 = rows
-        .iter()
-        .filter_map(|(_, _, _, f)| f.as_ref().and_then(|f| f.params))
-        .sum();
+    let total = report::total_params(&rows);
     if a.json {
-        let files: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(path, size, layer, f)| match f {
-                Some(f) => serde_json::json!({
-                    "path": path, "size": size, "layer": layer, "format": f.format,
-                    "tensors": f.tensors, "params": f.params,
-                    "paramSize": f.params.map(param_size),
-                    "precisions": f.precisions.iter().map(|(d, n)| serde_json::json!({"dtype": d, "params": n})).collect::<Vec<_>>(),
-                    "architecture": f.architecture, "quantization": f.quantization,
-                    "metadata": f.metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-                    "headerBytes": f.header_len,
-                }),
-                None => serde_json::json!({
-                    "path": path, "size": size, "layer": layer, "format": null,
-                    "error": "no safetensors or GGUF header lamina reads",
-                }),
-            })
-            .collect();
-        outln!(
-            "{}",
-            serde_json::json!({
-                "image": image.to_string(),
-                "files": files,
-                "total": {"files": rows.len(), "params": total, "paramSize": param_size(total)},
-                "read": {
-                    "rangeRequests": cost.ranges,
-                    "rangeBytes": cost.range_bytes,
-                    "streamedLayers": cost.streamed,
-                    "streamedBytes": cost.stream_bytes,
-                },
-            })
-        )?;
+        outln!("{}", report::inspect_json(&image.to_string(), &rows, &cost))?;
         return Ok(());
     }
     if rows.is_empty() {

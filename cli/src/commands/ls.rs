@@ -1,6 +1,6 @@
 //! `lamina ls`: the files of an image, read without downloading it.
 
-use lamina_core::peek::Node;
+use lamina_core::peek::report;
 use lamina_core::untar::Kind;
 
 use crate::commands::Ctx;
@@ -49,60 +49,16 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let image = ctx.source("image", &a.image)?;
     let (client, quiet) = (&mut ctx.client, ctx.quiet);
     let p = peek::open(client, &image, a.platform.as_deref(), "ls")?;
-    if let Some(bad) = a.layers.iter().find(|&&i| i >= p.layers.len()) {
-        return Err(crate::commands::usage(format!(
-            "--layer {bad}: {image} has {} layers (0 to {})",
-            p.layers.len(),
-            p.layers.len().saturating_sub(1)
-        )));
-    }
+    report::check_layers(&p, &a.layers, &image.to_string())?;
     let mut cost = Cost::default();
     let only = (!a.layers.is_empty()).then_some(a.layers.as_slice());
     let tree = peek::tree(client, &image, &p, only, &mut cost, quiet)?;
-    let dir = match a.path.as_deref() {
-        Some(d) => lamina_core::peek::normal(d)
-            .ok_or_else(|| crate::commands::usage(format!("PATH {d:?} climbs out of the root")))?,
-        None => String::new(),
-    };
-    let mut rows: Vec<(&str, &Node)> = Vec::new();
-    if !dir.is_empty() {
-        match tree.get(&dir) {
-            None => {
-                return Err(Box::new(lamina_core::Error::NotFound {
-                    what: format!("{dir} in {image}"),
-                }))
-            }
-            Some(n) if n.kind != Kind::Dir => rows.push((dir.as_str(), n)),
-            Some(_) => {}
-        }
-    }
-    if rows.is_empty() {
-        rows.extend(tree.under(&dir));
-    }
+    let dir = report::dir_arg(a.path.as_deref())?.unwrap_or_default();
+    let rows = report::listing(&tree, &dir, &image.to_string())?;
     if a.json {
-        let entries: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(path, n)| {
-                let (t, link) = kind(&n.kind);
-                serde_json::json!({
-                    "path": path, "type": t, "size": n.size, "mode": format!("{:04o}", n.mode),
-                    "layer": n.layer, "link": link,
-                })
-            })
-            .collect();
         outln!(
             "{}",
-            serde_json::json!({
-                "image": image.to_string(),
-                "format": p.format,
-                "entries": entries,
-                "read": {
-                    "rangeRequests": cost.ranges,
-                    "rangeBytes": cost.range_bytes,
-                    "streamedLayers": cost.streamed,
-                    "streamedBytes": cost.stream_bytes,
-                },
-            })
+            report::ls_json(&image.to_string(), p.format, &rows, &cost)
         )?;
         return Ok(());
     }
@@ -112,7 +68,7 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
             _ => path.to_string(),
         };
         if a.long {
-            let (_, link) = kind(&n.kind);
+            let (_, link) = report::kind_name(&n.kind);
             outln!(
                 "{}{} {:>10} {:>4} {}{}",
                 type_char(&n.kind),
@@ -144,17 +100,6 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The entry's type name and link target.
-fn kind(k: &Kind) -> (&'static str, Option<&str>) {
-    match k {
-        Kind::File => ("file", None),
-        Kind::Dir => ("dir", None),
-        Kind::Symlink(t) => ("symlink", Some(t)),
-        Kind::Hardlink(t) => ("hardlink", Some(t)),
-        Kind::Other(_) => ("other", None),
-    }
 }
 
 fn type_char(k: &Kind) -> char {
