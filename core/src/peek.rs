@@ -346,6 +346,17 @@ impl LayerRead {
                         return Ok(Want::Note(format!("warning: layer {idx} skipped: {why}")));
                     }
                     Holds::Tar(Compression::None) => {
+                        // a table of contents lamina wrote for this very layer: no request
+                        if let Some(toc) = crate::toc::read(&self.desc) {
+                            self.mode = Mode::Done;
+                            for h in toc {
+                                let at = h.at;
+                                self.out
+                                    .push_back(Want::Entry(h, Some(Place::Tar { layer: idx, at })));
+                            }
+                            self.out.push_back(Want::Done);
+                            return self.poll();
+                        }
                         self.mode = Mode::Ranged(Walk::new(Some(self.desc.size)));
                     }
                     Holds::Tar(c) => {

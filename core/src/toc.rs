@@ -17,8 +17,7 @@ use serde_json::{json, Value};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::image::Descriptor;
-use crate::peek::{Step, Walk};
-use crate::tar::{segments, PlannedEntry, Segment};
+use crate::tar::{archive_path, EntryKind, PlannedEntry, TarWriter};
 use crate::untar::{Header, Kind};
 
 /// The layer annotation that holds the table.
@@ -27,38 +26,43 @@ pub const ANNOTATION: &str = "dev.lamina.toc.v1";
 pub const MAX: usize = 64 << 10;
 
 /// The entries of the tar that [`crate::tar::segments`] makes of `entries` (what the layer
-/// builders write), with their offsets: found by walking the tar's own headers, so the table
-/// says what a reader of the bytes finds.
+/// builders write), with their content offsets, as a reader of the tar's headers finds them
+/// (a test walks the bytes to check it).
 pub fn of<S: Clone>(entries: &[PlannedEntry<S>], mtime: u64) -> Result<Vec<Header>, Error> {
-    let segs = segments(entries, mtime)?;
-    let len: u64 = segs.iter().map(Segment::len).sum();
-    let mut w = Walk::new(Some(len)).with_max_entries(u64::MAX);
-    let mut out = Vec::new();
+    let mut tw = TarWriter::new(mtime);
     let mut pos = 0u64;
-    let mut segs = segs.into_iter();
-    loop {
-        match w.poll()? {
-            Step::Entry(h) => out.push(h),
-            Step::End => return Ok(out),
-            Step::Need(r) => {
-                // the next segment that holds bytes at or after the walk's place
-                loop {
-                    let Some(s) = segs.next() else {
-                        return Err(Error::internal("toc: the walk wants bytes past the tar"));
-                    };
-                    let n = s.len();
-                    if let Segment::Bytes(b) = s {
-                        if pos + n > r.start {
-                            w.give(pos, &b)?;
-                            pos += n;
-                            break;
-                        }
-                    }
-                    pos += n;
-                }
-            }
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let mut n = 0u64;
+        tw.entry(&e.path, &e.kind, &mut |b| n += b.len() as u64)?;
+        pos += n;
+        let path = archive_path(&e.path)?;
+        let (kind, size, mode, path) = match &e.kind {
+            EntryKind::Dir => (Kind::Dir, 0, 0o755, format!("{path}/")),
+            EntryKind::File { size, executable } => (
+                Kind::File,
+                *size,
+                if *executable { 0o755 } else { 0o644 },
+                path,
+            ),
+            EntryKind::Symlink(t) => (Kind::Symlink(t.clone()), 0, 0o777, path),
+            EntryKind::Hardlink(t) => (Kind::Hardlink(t.clone()), 0, 0o644, path),
+        };
+        out.push(Header {
+            path,
+            kind,
+            size,
+            mode,
+            mtime,
+            at: pos,
+        });
+        if size > 0 {
+            let mut k = 0u64;
+            tw.skip(size, &mut |b| k += b.len() as u64)?;
+            pos += size + k;
         }
     }
+    Ok(out)
 }
 
 /// The annotation's value for the layer `digest` holding `entries`, or `None` when the table
@@ -129,7 +133,8 @@ pub fn read(d: &Descriptor) -> Option<Vec<Header>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tar::EntryKind;
+    use crate::peek::{Step, Walk};
+    use crate::tar::{segments, Segment};
 
     fn planned() -> Vec<PlannedEntry<usize>> {
         let e = |p: &str, kind: EntryKind, s: Option<usize>| PlannedEntry {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use lamina_tests::artifacts::{self, gnu_tar, push_artifact, Layer};
 use lamina_tests::faultproxy::{Action, FaultProxy, Rule};
+use lamina_tests::models;
 use lamina_tests::*;
 
 /// The GETs of `blob` in `repo` the registry served since the log had `from` lines: (count,
@@ -724,4 +725,100 @@ fn ls_and_cat_read_zstd_layers_and_docker_images() {
             .unwrap();
         assert_eq!(out.stdout, files["models/config.json"], "{img}");
     }
+}
+
+/// Pushes `m` (a manifest, edited) as `registry/repo:tag` with curl.
+fn put_manifest(repo: &str, tag: &str, m: &serde_json::Value, dir: &Path) {
+    let f = dir.join(format!("manifest-{tag}.json"));
+    std::fs::write(&f, serde_json::to_vec(m).unwrap()).unwrap();
+    cmd(
+        "curl",
+        &[
+            "-sSf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            &format!("@{}", f.display()),
+            &format!("http://{PLAIN}/v2/{repo}/manifests/{tag}"),
+        ],
+    )
+    .ok();
+}
+
+/// `affix` of a folder into an uncompressed layer records its table of contents in the layer's
+/// annotation: `ls` of that layer then makes no request at all and lists what a walk of the
+/// tar lists (the same image with the annotation taken out), `cat` reads only the file's range,
+/// and a table that names another layer (a rewritten layer that kept it) is ignored.
+#[test]
+fn a_table_of_contents_written_by_affix_makes_reads_free() {
+    harness();
+    let dir = tempdir("peek-toc");
+    models::hf_folder(&dir.join("model"));
+    let name = repo("peek-toc");
+    let r = format!("{PLAIN}/{name}:v1");
+    let base = format!("{PLAIN}/fixtures/base:latest");
+    lamina_in(
+        &dir,
+        &[
+            "affix",
+            "-q",
+            "--base",
+            &base,
+            "--dest",
+            &r,
+            "--compression",
+            "none",
+            "./model/",
+        ],
+        &[],
+    )
+    .ok();
+    let m = raw_manifest(&r, None);
+    let top = m["layers"].as_array().unwrap().len() - 1;
+    let layer = m["layers"][top]["digest"].as_str().unwrap().to_string();
+    let toc = m["layers"][top]["annotations"]["dev.lamina.toc.v1"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no table: {m:#}"));
+    assert!(toc.contains(&layer), "{toc}");
+    let n = top.to_string();
+    let listing = |img: &str| {
+        let j = json_of(&lamina(&["ls", img, "--layer", &n, "--json"]).ok().stdout);
+        (
+            j["entries"].clone(),
+            j["read"]["rangeRequests"].as_u64().unwrap(),
+        )
+    };
+    let (with, requests) = listing(&r);
+    assert_eq!(requests, 0, "a table read, no request");
+    // the same layer with no table: the walk finds the same entries
+    let mut bare = m.clone();
+    bare["layers"][top]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    put_manifest(&name, "bare", &bare, &dir);
+    let (walked, requests) = listing(&format!("{PLAIN}/{name}:bare"));
+    assert!(requests > 0);
+    assert_eq!(with, walked);
+    // cat: only the file's own range of the layer
+    let mark = log_len(&name, &layer);
+    let out = std::process::Command::new(lamina_bin())
+        .args(["cat", &r, "src/weights/unet/config.json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.stdout,
+        std::fs::read(dir.join("model/unet/config.json")).unwrap()
+    );
+    assert_eq!(served(&name, &layer, mark).0, 1, "one GET: the file");
+    // a table that names another layer is not used (and the answer is still right)
+    let mut stale = m.clone();
+    let other = toc.replace(&layer, &sha256(b"another layer"));
+    stale["layers"][top]["annotations"]["dev.lamina.toc.v1"] = other.into();
+    put_manifest(&name, "stale", &stale, &dir);
+    let (got, requests) = listing(&format!("{PLAIN}/{name}:stale"));
+    assert!(requests > 0, "a stale table was used");
+    assert_eq!(got, walked);
 }
