@@ -444,6 +444,21 @@ impl LayerRead {
         }
     }
 
+    /// After a piece of the stream: the entries it completed (into `out`) and the notes to
+    /// show, polled until the machine wants more. Anything else it could want mid-stream is a
+    /// bug ([`Error::Internal`]).
+    pub fn drain(&mut self, out: &mut Vec<(Header, Option<Place>)>) -> Result<Vec<String>, Error> {
+        let mut notes = Vec::new();
+        loop {
+            match self.poll()? {
+                Want::Entry(h, place) => out.push((h, place)),
+                Want::Note(n) => notes.push(n),
+                Want::More => return Ok(notes),
+                w => return Err(Error::internal(format!("LayerRead wants {w:?} mid-stream"))),
+            }
+        }
+    }
+
     /// The blob's next bytes, in order (after [`Want::Stream`]); poll between pieces.
     pub fn stream(&mut self, b: &[u8]) -> Result<(), Error> {
         let Mode::Streaming {
@@ -1260,14 +1275,11 @@ mod tests {
                     asked.push(Want::Stream);
                     for c in blob.chunks(chunk) {
                         lr.stream(c)?;
-                        loop {
-                            match lr.poll()? {
-                                Want::Entry(h, _) => entries.push(h),
-                                Want::More => break,
-                                Want::Note(n) => asked.push(Want::Note(n)),
-                                w => panic!("{w:?} mid-stream"),
-                            }
+                        let mut got = Vec::new();
+                        for n in lr.drain(&mut got)? {
+                            asked.push(Want::Note(n));
                         }
+                        entries.extend(got.into_iter().map(|(h, _)| h));
                     }
                     lr.stream_end()?;
                 }

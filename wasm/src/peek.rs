@@ -121,18 +121,8 @@ pub async fn entries<S: Streams>(
                 while body.next_into(&mut buf).await? {
                     cost.stream_bytes += buf.len() as u64;
                     lr.stream(&buf)?;
-                    loop {
-                        match lr.poll()? {
-                            Want::Entry(h, place) => out.push((h, place)),
-                            Want::Note(n) => s.note(&n).await,
-                            Want::More => break,
-                            w => {
-                                return Err(Error::internal(format!(
-                                    "LayerRead wants {w:?} mid-stream"
-                                ))
-                                .into())
-                            }
-                        }
+                    for n in lr.drain(&mut out)? {
+                        s.note(&n).await;
                     }
                 }
                 lr.stream_end()?;

@@ -77,17 +77,9 @@ pub fn entries(
                     }
                     cost.stream_bytes += n as u64;
                     lr.stream(&buf[..n])?;
-                    loop {
-                        match lr.poll()? {
-                            Want::Entry(h, place) => out.push((h, place)),
-                            Want::Note(n) if !quiet => crate::ui::progress::warn(&n),
-                            Want::More | Want::Note(_) => break,
-                            w => {
-                                return Err(Error::internal(format!(
-                                    "LayerRead wants {w:?} mid-stream"
-                                ))
-                                .into())
-                            }
+                    for n in lr.drain(&mut out)? {
+                        if !quiet {
+                            crate::ui::progress::warn(&n);
                         }
                     }
                 }
