@@ -331,14 +331,7 @@ impl LayerRead {
                 Mode::Start => match self.holds.clone() {
                     Holds::Raw(path) => {
                         self.mode = Mode::Done;
-                        let h = Header {
-                            path,
-                            kind: Kind::File,
-                            size: self.desc.size,
-                            mode: 0o644,
-                            mtime: 0,
-                            at: 0,
-                        };
+                        let h = Header::file(&path, self.desc.size);
                         return Ok(Want::Entry(h, Some(Place::Blob { layer: idx })));
                     }
                     Holds::Nothing(why) => {

@@ -45,6 +45,21 @@ pub struct Header {
     pub at: u64,
 }
 
+impl Header {
+    /// A regular file's entry with no tar around it (a raw artifact layer: the blob is the
+    /// file), mode 0644, its content at offset 0.
+    pub fn file(path: &str, size: u64) -> Header {
+        Header {
+            path: path.to_string(),
+            kind: Kind::File,
+            size,
+            mode: 0o644,
+            mtime: 0,
+            at: 0,
+        }
+    }
+}
+
 /// What the reader found.
 #[derive(Debug)]
 pub enum Event<'a> {

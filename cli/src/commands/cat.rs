@@ -1,6 +1,6 @@
 //! `lamina cat`: one file of an image to stdout, read without downloading the image.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 
 use crate::commands::Ctx;
 use crate::error::Result;
@@ -38,28 +38,11 @@ pub fn run(ctx: &mut Ctx, a: Args) -> Result<()> {
     let p = peek::open(client, &image, a.platform.as_deref(), "cat")?;
     let mut cost = Cost::default();
     let (path, h, place) = peek::locate(client, &image, &p, &a.path, &mut cost, quiet)?;
-    let mut r = peek::open_file(client, &image, &p, &place, h.size, &mut cost)?;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut sent = 0u64;
+    let r = peek::open_file(client, &image, &p, &place, h.size, &mut cost)?;
     let mut out = std::io::stdout().lock();
-    loop {
-        let n = r
-            .read(&mut buf)
-            .map_err(|e| format!("{path} in {image}: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        out.write_all(&buf[..n])
-            .map_err(|e| crate::ui::out::io(&e))?;
-        sent += n as u64;
-    }
-    if sent != h.size {
-        return Err(Box::new(lamina_core::Error::SizeMismatch {
-            what: format!("{path} in {image}"),
-            expected: h.size,
-            found: sent,
-        }));
-    }
+    peek::copy_file(r, h.size, &format!("{path} in {image}"), &mut |b| {
+        out.write_all(b).map_err(|e| crate::ui::out::io(&e))
+    })?;
     out.flush().map_err(|e| crate::ui::out::io(&e))?;
     Ok(())
 }

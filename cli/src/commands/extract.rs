@@ -584,14 +584,7 @@ fn picked_layer(
         Unpack::Tar { c, .. } => crate::ops::peek::Holds::Tar(*c),
         Unpack::Raw { path, .. } => {
             // the blob is the file: read whole, its digest verified, or not at all
-            let h = lamina_core::untar::Header {
-                path: path.clone(),
-                kind: Kind::File,
-                size: d.size,
-                mode: 0o644,
-                mtime: 0,
-                at: 0,
-            };
+            let h = lamina_core::untar::Header::file(path, d.size);
             if pick.globs.wants(&h) {
                 return layer(client, image, d, how, idx, sink, quiet);
             }
@@ -623,28 +616,11 @@ fn picked_layer(
         sink.event(Event::Entry(&h))?;
         if let (Kind::File, Some(place)) = (&h.kind, &place) {
             if h.size > 0 {
-                let mut r =
-                    crate::ops::peek::open_file(client, image, &p, place, h.size, &mut cost)?;
-                let mut buf = vec![0u8; 1 << 20];
-                let mut got = 0u64;
-                loop {
-                    let n = std::io::Read::read(&mut r, &mut buf).map_err(|e| Error::Io {
-                        what: format!("{} in layer {idx} ({})", h.path, d.digest),
-                        reason: e.to_string(),
-                    })?;
-                    if n == 0 {
-                        break;
-                    }
-                    got += n as u64;
-                    sink.event(Event::Data(&buf[..n]))?;
-                }
-                if got != h.size {
-                    return Err(Box::new(Error::SizeMismatch {
-                        what: format!("{} in layer {idx} ({})", h.path, d.digest),
-                        expected: h.size,
-                        found: got,
-                    }));
-                }
+                let r = crate::ops::peek::open_file(client, image, &p, place, h.size, &mut cost)?;
+                let what = format!("{} in layer {idx} ({})", h.path, d.digest);
+                crate::ops::peek::copy_file(r, h.size, &what, &mut |b| {
+                    Ok(sink.event(Event::Data(b))?)
+                })?;
                 *ranged += 1;
             }
         }
@@ -717,14 +693,7 @@ fn layer(
     let body = crate::store::open_blob(client, r, &d.digest)?;
     if let Some(path) = raw {
         // the blob is the file: one entry, its bytes as they are verified
-        let h = lamina_core::untar::Header {
-            path: path.clone(),
-            kind: Kind::File,
-            size: d.size,
-            mode: 0o644,
-            mtime: 0,
-            at: 0,
-        };
+        let h = lamina_core::untar::Header::file(path, d.size);
         ex.event(Event::Entry(&h))?;
         let mut p = Progress::new(format!("{path} {}", d.digest.short()), Some(d.size), quiet);
         let mut read = 0u64;

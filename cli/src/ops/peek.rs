@@ -158,6 +158,8 @@ pub fn open_file(
 struct DecodedRange {
     body: Box<dyn Read + Send>,
     window: report::FileWindow,
+    /// The compressed bytes read last (kept: one allocation for the whole file).
+    raw: Vec<u8>,
     out: Vec<u8>,
     off: usize,
     done: bool,
@@ -168,6 +170,7 @@ impl DecodedRange {
         DecodedRange {
             body,
             window: report::FileWindow::new(c, at..at + len),
+            raw: vec![0u8; 256 << 10],
             out: Vec::new(),
             off: 0,
             done: false,
@@ -194,17 +197,48 @@ impl Read for DecodedRange {
             }
             self.out.clear();
             self.off = 0;
-            let mut raw = vec![0u8; 256 << 10];
-            let n = self.body.read(&mut raw)?;
+            let n = self.body.read(&mut self.raw)?;
             let r = if n == 0 {
                 self.done = true;
                 self.window.finish(&mut self.out)
             } else {
-                self.window.write(&raw[..n], &mut self.out)
+                self.window.write(&self.raw[..n], &mut self.out)
             };
             r.map_err(|e| std::io::Error::other(e.to_string()))?;
         }
     }
+}
+
+/// The `size` bytes of a file [`open_file`] opened, each piece to `each`: exactly `size`, or an
+/// error naming `what` (a range read cannot be checked against the layer's digest; its length
+/// can).
+pub fn copy_file(
+    mut r: Box<dyn Read + Send>,
+    size: u64,
+    what: &str,
+    each: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    loop {
+        let n = r.read(&mut buf).map_err(|e| Error::Io {
+            what: what.to_string(),
+            reason: e.to_string(),
+        })?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+        each(&buf[..n])?;
+    }
+    if got != size {
+        return Err(Box::new(Error::SizeMismatch {
+            what: what.to_string(),
+            expected: size,
+            found: got,
+        }));
+    }
+    Ok(())
 }
 
 /// Where the file at `path` is ([`report::locate`]: from the top layer down, only as far as
