@@ -282,6 +282,46 @@ fn ls_and_cat_read_a_model_layer_by_ranges() {
     assert_eq!(e.code, 2, "{}", e.stderr);
 }
 
+/// What `ls` and `cat` say an image holds, in [`tree_listing`]'s shape: every entry's type, a
+/// file's sha256 (its bytes from `cat`) and mode, a symlink's target.
+fn lamina_listing(r: &str) -> BTreeMap<String, String> {
+    let out = lamina(&["ls", "-q", r, "--json"]).ok();
+    let mut got = BTreeMap::new();
+    for e in json_of(&out.stdout)["entries"].as_array().unwrap() {
+        let path = e["path"].as_str().unwrap().to_string();
+        let v = match e["type"].as_str().unwrap() {
+            "dir" => "dir".to_string(),
+            "symlink" => format!("link {}", e["link"].as_str().unwrap()),
+            "file" => {
+                let b = std::process::Command::new(lamina_bin())
+                    .args(["cat", "-q", r, &path])
+                    .output()
+                    .unwrap();
+                assert!(b.status.success(), "cat {path}");
+                let mode = u32::from_str_radix(e["mode"].as_str().unwrap(), 8).unwrap();
+                format!("file {} {:o}", sha256(&b.stdout), mode & 0o777)
+            }
+            t => panic!("{path}: {t}"),
+        };
+        got.insert(path, v);
+    }
+    got
+}
+
+/// `ls` and `cat` show exactly what a container runtime lays out: podman pulls the image and
+/// mounts it (overlayfs applying the layers, the whiteout, the symlink), and every path, type,
+/// mode, link target and file's bytes agree with what lamina read without downloading it.
+#[test]
+fn ls_and_cat_agree_with_podman_image_mount() {
+    harness();
+    let dir = tempdir("peek-podman");
+    let (r, _, _) = model_image(&dir, &repo("peek-podman"));
+    let runtime = podman_listing(&r, "");
+    assert!(runtime.contains_key("models/config.json"), "{runtime:?}");
+    assert!(!runtime.contains_key("models/old.bin"), "{runtime:?}");
+    assert_eq!(lamina_listing(&r), runtime);
+}
+
 /// `inspect` reads the weight files' headers by ranges: a safetensors' and a GGUF's facts (tensor
 /// count, parameters, element type, architecture, quantization, metadata), a file with no
 /// header said to have none, the total, with under 2 MiB of the 50 MiB layer served; one file
