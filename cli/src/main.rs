@@ -211,7 +211,10 @@ fn main() -> ExitCode {
         }
         let _ = writeln!(std::io::stderr(), "{}", report::BUG_HINT);
     }));
-    let Ok(result) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) else {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
+    // an error caused by Ctrl-C's cleanup is not the command's: the signal's code wins
+    store::cleanup::defer_to_signal();
+    let Ok(result) = ran else {
         return ExitCode::from(report::Exit::Internal as u8);
     };
     report::finish(result, json)

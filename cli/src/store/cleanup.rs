@@ -15,9 +15,14 @@
 //! on a signal, which `tempfile` leaves to the caller.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// The signal being handled (0: none).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// Held by the signal thread from the signal until the process exits.
+static HANDLING: Mutex<()> = Mutex::new(());
 
 /// Starts the thread that cleans up on SIGINT and SIGTERM.
 pub fn install() {
@@ -27,6 +32,8 @@ pub fn install() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            let _exiting = HANDLING.lock();
+            SIGNAL.store(sig, Ordering::SeqCst);
             let removed = remove_all();
             let name = if sig == SIGINT {
                 "interrupted"
@@ -41,6 +48,17 @@ pub fn install() {
             std::process::exit(128 + sig);
         }
     });
+}
+
+/// When a signal is being handled, waits for its thread to end the process (with 130 or 143)
+/// and never returns: the command's own error (a temporary removed under it, say
+/// `ctrl_c_during_extract_leaves_the_directory_as_it_was`) must not end it first with 1.
+pub fn defer_to_signal() {
+    let sig = SIGNAL.load(Ordering::SeqCst);
+    if sig != 0 {
+        let _wait = HANDLING.lock();
+        std::process::exit(128 + sig);
+    }
 }
 
 fn remove_all() -> usize {
