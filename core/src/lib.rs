@@ -47,11 +47,13 @@
 //! - [`flow`]: image workflows (resolve, blobs at a destination, push) over any store
 //! - [`slice`]: delta archives (the blobs above shared base images)
 //! - [`toc`]: a layer's table of contents in its descriptor (written by affix, read by peek)
+//! - [`chunked`]: a zstd:chunked layer's table of contents (podman's), read by peek
 //!
 //! Errors are values ([`Error`]); no input makes the core panic.
 
 pub mod artifact;
 pub mod auth;
+pub mod chunked;
 pub mod compress;
 pub mod convert;
 pub mod digest;

@@ -548,10 +548,22 @@ impl HeadReader {
             let n = room.min(b.len());
             self.head.extend_from_slice(&b[..n]);
             b = &b[n..];
-            if self.head.len() as u64 >= self.want {
+            if self.head.len() as u64 >= self.want || self.safetensors_whole() {
                 self.step();
             }
         }
+    }
+
+    /// Whether the head holds a whole safetensors header already (before [`HEAD_FIRST`]
+    /// bytes): a stream, or a zstd:chunked file's frames, need be read no further.
+    fn safetensors_whole(&self) -> bool {
+        let n = self
+            .head
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes);
+        matches!(n, Some(n) if n.saturating_add(8) <= self.head.len() as u64)
+            && self.name.to_ascii_lowercase().ends_with(".safetensors")
     }
 
     /// The head is as long as it was wanted: the facts, or how much more to read.

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use crate::artifact::{self, Packing};
+use crate::chunked;
 use crate::compress::{self, Compression};
 use crate::digest::Hasher;
 use crate::error::Error;
@@ -276,6 +277,8 @@ pub enum Want {
 enum Mode {
     Start,
     Ranged(Walk),
+    /// A zstd:chunked layer's table of contents is asked for.
+    Chunked(chunked::Position),
     /// The stream is to be opened.
     Open,
     Streaming {
@@ -352,6 +355,14 @@ impl LayerRead {
                         }
                         self.mode = Mode::Ranged(Walk::new(Some(self.desc.size)));
                     }
+                    Holds::Tar(Compression::Zstd) if chunked::position(&self.desc).is_some() => {
+                        // a zstd:chunked layer: its table of contents is one range
+                        let pos = chunked::position(&self.desc)
+                            .ok_or_else(|| Error::internal("zstd:chunked position"))?;
+                        let r = pos.range.clone();
+                        self.mode = Mode::Chunked(pos);
+                        return Ok(Want::Range(r));
+                    }
                     Holds::Tar(c) => {
                         self.mode = Mode::Open;
                         return Ok(Want::Note(format!(
@@ -374,6 +385,7 @@ impl LayerRead {
                         }
                     })
                 }
+                Mode::Chunked(pos) => return Ok(Want::Range(pos.range.clone())),
                 Mode::Open => {
                     let c = match self.holds {
                         Holds::Tar(c) => c,
@@ -409,6 +421,9 @@ impl LayerRead {
     /// The answer to [`Want::Range`]`(r)`: the bytes, or that the registry ignored `Range`
     /// (the layer is then read as a stream: the next poll says [`Want::Stream`]).
     pub fn ranged(&mut self, r: Range<u64>, got: crate::registry::Ranged) -> Result<(), Error> {
+        if let Mode::Chunked(pos) = &self.mode {
+            return self.table(r, pos.clone(), got);
+        }
         let Mode::Ranged(w) = &mut self.mode else {
             return Err(Error::internal("LayerRead::ranged without a range asked"));
         };
@@ -435,6 +450,45 @@ impl LayerRead {
                 Ok(())
             }
         }
+    }
+
+    /// The answer to the range of a zstd:chunked layer's table: its entries, each file with its
+    /// frames; or the layer streamed, when the registry ignored `Range`.
+    fn table(
+        &mut self,
+        r: Range<u64>,
+        pos: chunked::Position,
+        got: crate::registry::Ranged,
+    ) -> Result<(), Error> {
+        let idx = self.idx;
+        let b = match got {
+            crate::registry::Ranged::Bytes(b) => b,
+            crate::registry::Ranged::Ignored { .. } => {
+                self.out.push_back(Want::Note(format!(
+                    "note: the registry answers Range requests with the whole blob: layer \
+                     {idx} is read as a stream"
+                )));
+                self.mode = Mode::Open;
+                return Ok(());
+            }
+        };
+        if b.len() as u64 != r.end - r.start {
+            return Err(Error::SizeMismatch {
+                what: format!(
+                    "the zstd:chunked table of contents of layer {idx} ({}) at {r:?}",
+                    self.desc.digest
+                ),
+                expected: r.end - r.start,
+                found: b.len() as u64,
+            });
+        }
+        for (h, frames) in chunked::entries(idx, &self.desc, &pos, &b)? {
+            let place = frames.map(|frames| Place::Frames { layer: idx, frames });
+            self.out.push_back(Want::Entry(h, place));
+        }
+        self.out.push_back(Want::Done);
+        self.mode = Mode::Done;
+        Ok(())
     }
 
     /// After a piece of the stream: the entries it completed (into `out`) and the notes to
@@ -544,6 +598,13 @@ pub enum Place {
         /// The content's offset in the (uncompressed) tar.
         at: u64,
     },
+    /// In layer `layer`'s zstd:chunked blob: whole zstd frames that decode to the file.
+    Frames {
+        /// The layer's index in the manifest.
+        layer: usize,
+        /// Where, and the content's digest.
+        frames: chunked::Frames,
+    },
     /// Layer `layer`'s blob is the file (a raw model artifact layer).
     Blob {
         /// The layer's index in the manifest.
@@ -555,7 +616,9 @@ impl Place {
     /// The layer the bytes are in.
     pub fn layer(&self) -> usize {
         match self {
-            Place::Tar { layer, .. } | Place::Blob { layer } => *layer,
+            Place::Tar { layer, .. } | Place::Frames { layer, .. } | Place::Blob { layer } => {
+                *layer
+            }
         }
     }
 }
@@ -1357,6 +1420,114 @@ mod tests {
         // answers that were not asked for are driver bugs
         let mut lr = LayerRead::new(&p, 0);
         assert!(matches!(lr.stream(b"x"), Err(Error::Internal { .. })));
+    }
+
+    fn zstd(b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut e = compress::encoder::<Error>(Compression::Zstd, None);
+        let mut sink = |o: &[u8]| -> Result<(), Error> {
+            out.extend_from_slice(o);
+            Ok(())
+        };
+        e.write(b, &mut sink).unwrap();
+        e.finish(&mut sink).unwrap();
+        out
+    }
+
+    /// A zstd:chunked layer's entries come from its table of contents, one range; a registry
+    /// that ignores `Range` has the layer streamed instead, with the same entries; a short
+    /// answer is an error.
+    #[test]
+    fn a_zstd_chunked_layer_is_read_by_its_table_with_the_walks_entries() {
+        let tar = tar_of(&[("a", b"x"), ("b/", b""), ("b/c", &[1; 1500])]);
+        let mut blob = zstd(&tar);
+        let frames_end = blob.len();
+        let table = format!(
+            r#"{{"version":1,"entries":[
+            {{"type":"reg","name":"a","mode":420,"size":1,"offset":0,"endOffset":{frames_end}}},
+            {{"type":"dir","name":"b/","mode":493}},
+            {{"type":"reg","name":"b/c","mode":420,"size":1500,"offset":0,"endOffset":{frames_end}}}]}}"#
+        );
+        let z = zstd(table.as_bytes());
+        // a skippable frame holds it, as containers/storage writes it
+        blob.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        blob.extend_from_slice(&(z.len() as u32).to_le_bytes());
+        let at = blob.len();
+        blob.extend_from_slice(&z);
+        let mut d = Descriptor::new(
+            media::OCI_LAYER_ZSTD,
+            crate::Digest::of(&blob),
+            blob.len() as u64,
+        );
+        d.annotations.push((
+            chunked::POSITION.into(),
+            format!("{at}:{}:{}:1", z.len(), table.len()),
+        ));
+        d.annotations
+            .push((chunked::CHECKSUM.into(), crate::Digest::of(&z).to_string()));
+        let p = Peeked {
+            holds: vec![Holds::Tar(Compression::Zstd)],
+            layers: vec![d],
+            artifact: false,
+            format: "image",
+        };
+        let key = |h: &Header| (normal(&h.path), h.kind.clone(), h.size, h.mode);
+        let walked: Vec<_> = walk_ranges(&tar, WINDOW).0.iter().map(key).collect();
+        for ignore in [false, true] {
+            let mut lr = LayerRead::new(&p, 0);
+            let mut got = Vec::new();
+            let mut places = Vec::new();
+            let mut streamed = false;
+            loop {
+                match lr.poll().unwrap() {
+                    Want::Range(r) => {
+                        assert_eq!(r, at as u64..(at + z.len()) as u64);
+                        let ans = if ignore {
+                            crate::registry::Ranged::Ignored { head: Vec::new() }
+                        } else {
+                            crate::registry::Ranged::Bytes(blob[at..at + z.len()].to_vec())
+                        };
+                        lr.ranged(r, ans).unwrap();
+                    }
+                    Want::Entry(h, place) => {
+                        got.push(key(&h));
+                        places.push(place);
+                    }
+                    Want::Stream => {
+                        streamed = true;
+                        for c in blob.chunks(100) {
+                            lr.stream(c).unwrap();
+                            let mut e = Vec::new();
+                            lr.drain(&mut e).unwrap();
+                            for (h, place) in e {
+                                got.push(key(&h));
+                                places.push(place);
+                            }
+                        }
+                        lr.stream_end().unwrap();
+                    }
+                    Want::Note(_) => {}
+                    Want::More => panic!("More"),
+                    Want::Done => break,
+                }
+            }
+            assert_eq!(got, walked, "ignore {ignore}");
+            assert_eq!(streamed, ignore);
+            let frames = places
+                .iter()
+                .filter(|p| matches!(p, Some(Place::Frames { .. })));
+            assert_eq!(frames.count(), if ignore { 0 } else { 2 });
+        }
+        // a short answer
+        let mut lr = LayerRead::new(&p, 0);
+        let Want::Range(r) = lr.poll().unwrap() else {
+            panic!("the table first")
+        };
+        let short = crate::registry::Ranged::Bytes(blob[at..at + 3].to_vec());
+        assert!(matches!(
+            lr.ranged(r, short),
+            Err(Error::SizeMismatch { .. })
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lamina_tests::artifacts::{self, gnu_tar, push_artifact, Layer};
+use lamina_tests::artifacts::{self, gnu_tar, push_artifact, push_blob, Layer};
 use lamina_tests::faultproxy::{Action, FaultProxy, Rule};
 use lamina_tests::models;
 use lamina_tests::*;
@@ -861,4 +861,255 @@ fn a_table_of_contents_written_by_affix_makes_reads_free() {
     let (got, requests) = listing(&format!("{PLAIN}/{name}:stale"));
     assert!(requests > 0, "a stale table was used");
     assert_eq!(got, walked);
+}
+
+/// `skopeo copy` with a cold blob-info cache of its own (a tmpfs over its cache directory in a
+/// private mount namespace, or an empty `XDG_DATA_HOME`), so that it compresses what it is
+/// asked to rather than reusing blobs it saw before.
+fn skopeo_cold(args: &[&str], dir: &Path) {
+    let root = cmd("id", &["-u"]).ok().stdout.trim() == "0";
+    let mut c = if root {
+        let mut c = std::process::Command::new("unshare");
+        c.args([
+            "-m",
+            "sh",
+            "-c",
+            "mount -t tmpfs tmpfs /var/lib/containers/cache && exec skopeo \"$@\"",
+            "sh",
+        ]);
+        std::fs::create_dir_all("/var/lib/containers/cache").unwrap();
+        c
+    } else {
+        let mut c = std::process::Command::new("skopeo");
+        c.env("XDG_DATA_HOME", dir.join("xdg"));
+        c
+    };
+    let out = c.args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The entries of `ls --json` without what reading them cost.
+fn entries_of(r: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let j = json_of(&lamina(&["ls", "-q", r, "--json"]).ok().stdout);
+    (j["entries"].as_array().unwrap().clone(), j["read"].clone())
+}
+
+/// A zstd:chunked image, as `skopeo copy --dest-compress-format zstd:chunked` (podman's
+/// `--compression-format zstd:chunked`) makes it: `ls` reads each layer's table of contents
+/// with one range request and lists what a walk of the original image lists; `cat`,
+/// `inspect` and `extract --include` fetch only a file's frames, and its content is checked
+/// against the table's digest; podman mounts the same files. A table that does not match its
+/// checksum, and a file whose frames do not match the table's digest (a lying layer), are
+/// errors that name them.
+#[test]
+fn zstd_chunked_layers_are_read_by_their_table_of_contents() {
+    harness();
+    let dir = tempdir("peek-chunked");
+    let name = repo("peek-chunked");
+    let (r, _, files) = model_image(&dir, &name);
+    // another repository: skopeo would keep a blob the destination has as it is
+    let zname = format!("{name}-z");
+    let z = format!("{PLAIN}/{zname}:chunked");
+    skopeo_cold(
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--dest-compress-format",
+            "zstd:chunked",
+            &format!("docker://{r}"),
+            &format!("docker://{z}"),
+        ],
+        &dir,
+    );
+    let m = raw_manifest(&z, None);
+    let layers = m["layers"].as_array().unwrap();
+    for l in layers {
+        let ann = l["annotations"].as_object().cloned().unwrap_or_default();
+        assert!(
+            ann.keys()
+                .any(|k| k.ends_with("zstd-chunked.manifest-position")),
+            "skopeo wrote no zstd:chunked layer: {l}"
+        );
+    }
+    let top = layers[1]["digest"].as_str().unwrap().to_string();
+    let top_size = layers[1]["size"].as_u64().unwrap();
+
+    // ls: one range per layer (the tables), nothing streamed, the walk's entries
+    let (want, _) = entries_of(&r);
+    let (got, read) = entries_of(&z);
+    assert_eq!(got, want);
+    assert_eq!(read["rangeRequests"], 2, "{read}");
+    assert_eq!(read["streamedLayers"], serde_json::json!([]), "{read}");
+
+    // cat: the table and the file's frames, the content checked
+    for (path, bytes) in &files {
+        let mark = log_len(&zname, &top);
+        let out = std::process::Command::new(lamina_bin())
+            .args(["cat", &z, path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == *bytes, "{path}: other bytes");
+        let (gets, served_bytes) = served(&zname, &top, mark);
+        assert_eq!(gets, 2, "{path}: the table and the frames");
+        assert!(
+            served_bytes <= bytes.len() as u64 + (64 << 10),
+            "{path}: {served_bytes} bytes served for {} bytes",
+            bytes.len()
+        );
+    }
+
+    // inspect: the same facts as from the uncompressed original
+    let facts = |r: &str| {
+        let mut j = json_of(&lamina(&["inspect", "-q", r, "--json"]).ok().stdout);
+        j.as_object_mut().unwrap().remove("read");
+        j.as_object_mut().unwrap().remove("image");
+        j
+    };
+    assert_eq!(facts(&z), facts(&r));
+
+    // extract --include: the matching files' frames only
+    let mark = log_len(&zname, &top);
+    let out = dir.join("out");
+    lamina(&[
+        "extract",
+        &z,
+        "--path",
+        "/models",
+        "--include",
+        "*.json",
+        "-o",
+        &format!("{}/", out.display()),
+    ])
+    .ok();
+    let (_, served_bytes) = served(&zname, &top, mark);
+    assert!(served_bytes < top_size / 8, "{served_bytes} of {top_size}");
+    for f in ["config.json", "tokenizer.json"] {
+        assert!(
+            std::fs::read(out.join(f)).unwrap() == files[&format!("models/{f}")],
+            "{f}"
+        );
+    }
+    assert!(!out.join("model.safetensors").exists());
+
+    // a container runtime sees the same files
+    assert_eq!(lamina_listing(&z), podman_listing(&z, ""));
+
+    // a table that does not match its checksum
+    let mut bad = m.clone();
+    let ann = bad["layers"][1]["annotations"].as_object_mut().unwrap();
+    let key = ann
+        .keys()
+        .find(|k| k.ends_with("manifest-checksum"))
+        .unwrap()
+        .clone();
+    ann.insert(key, format!("sha256:{}", "0".repeat(64)).into());
+    put_manifest(&zname, "badtable", &bad, &dir);
+    let e = lamina(&["ls", &format!("{PLAIN}/{zname}:badtable")]).fails();
+    assert!(
+        e.stderr.contains("table of contents of layer 1"),
+        "{}",
+        e.stderr
+    );
+    assert!(e.stderr.contains("digest"), "{}", e.stderr);
+
+    // a lying layer: the blob with a table appended that gives config.json another digest
+    let blob = cmd(
+        "curl",
+        &[
+            "-sSf",
+            &format!("http://{PLAIN}/v2/{zname}/blobs/{top}"),
+            "-o",
+            dir.join("top.zst").to_str().unwrap(),
+        ],
+    );
+    drop(blob);
+    let mut layer = std::fs::read(dir.join("top.zst")).unwrap();
+    let pos_key = ann_key(&m["layers"][1], "manifest-position");
+    let pos: Vec<u64> = m["layers"][1]["annotations"][&pos_key]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let table = &layer[pos[0] as usize..(pos[0] + pos[1]) as usize];
+    std::fs::write(dir.join("table.zst"), table).unwrap();
+    let json = cmd("zstd", &["-dc", dir.join("table.zst").to_str().unwrap()])
+        .ok()
+        .stdout;
+    let mut t: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for e in t["entries"].as_array_mut().unwrap() {
+        if e["name"] == "models/config.json" {
+            e["digest"] = format!("sha256:{}", "1".repeat(64)).into();
+        }
+    }
+    std::fs::write(dir.join("lie.json"), serde_json::to_vec(&t).unwrap()).unwrap();
+    cmd(
+        "zstd",
+        &[
+            "-qf",
+            dir.join("lie.json").to_str().unwrap(),
+            "-o",
+            dir.join("lie.zst").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let lie = std::fs::read(dir.join("lie.zst")).unwrap();
+    let at = layer.len();
+    layer.extend_from_slice(&lie);
+    let lying = push_blob(PLAIN, &zname, &layer, &dir);
+    let mut bad = m.clone();
+    let l = &mut bad["layers"][1];
+    l["digest"] = lying.clone().into();
+    l["size"] = layer.len().into();
+    let chk_key = ann_key(&m["layers"][1], "manifest-checksum");
+    l["annotations"][&pos_key] = format!(
+        "{at}:{}:{}:1",
+        lie.len(),
+        serde_json::to_vec(&t).unwrap().len()
+    )
+    .into();
+    l["annotations"][&chk_key] = sha256(&lie).into();
+    put_manifest(&zname, "lying", &bad, &dir);
+    let liar = format!("{PLAIN}/{zname}:lying");
+    let e = lamina(&["cat", &liar, "models/config.json"]).fails();
+    assert!(e.stderr.contains("models/config.json"), "{}", e.stderr);
+    assert!(e.stderr.contains("digest"), "{}", e.stderr);
+    let out = dir.join("lied");
+    let e = lamina(&[
+        "extract",
+        &liar,
+        "--path",
+        "/models",
+        "--include",
+        "config.json",
+        "-o",
+        &format!("{}/", out.display()),
+    ])
+    .fails();
+    assert!(e.stderr.contains("digest"), "{}", e.stderr);
+    assert!(
+        !out.join("config.json").exists(),
+        "a file that failed its check was left"
+    );
+}
+
+/// The name of `layer`'s zstd:chunked annotation ending in `suffix` (old or new prefix).
+fn ann_key(layer: &serde_json::Value, suffix: &str) -> String {
+    layer["annotations"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| k.ends_with(suffix))
+        .unwrap()
+        .clone()
 }

@@ -7,7 +7,7 @@
 
 use lamina_core::flow::{PlatformSel, Top};
 use lamina_core::peek::report::{
-    self, Cost, Entry, FileWindow, HeadRead, HeadWant, Inspected, Located, WeightFile,
+    self, Cost, Entry, HeadRead, HeadWant, Inspected, Located, WeightFile,
 };
 use lamina_core::peek::{LayerRead, Peeked, Place, Tree, Want};
 use lamina_core::reference::Reference;
@@ -205,25 +205,23 @@ pub async fn header_facts<S: Streams>(
                 let digest = p.layers[fb.layer].digest.clone();
                 let what = format!("{path} in layer {} ({digest})", fb.layer);
                 let (d, hook) = s.driver();
-                let mut window = match fb.compression {
-                    None => {
-                        // the file's bytes: one range (the registry may send the whole blob)
+                let mut window = fb.window();
+                let op = match fb.blob_range() {
+                    Some(range) => {
+                        // the file's bytes, or its frames: one range (the registry may send
+                        // the whole blob)
                         cost.ranges += 1;
-                        cost.range_bytes += fb.range.end - fb.range.start;
-                        None
+                        cost.range_bytes += range.end - range.start;
+                        OpenBlob::range(&r.repository, &digest, range)
                     }
-                    Some(c) => {
+                    None => {
                         cost.streamed.push(fb.layer);
-                        Some(FileWindow::new(c, fb.range.clone()))
+                        OpenBlob::new(&r.repository, &digest)
                     }
-                };
-                let op = match window {
-                    None => OpenBlob::range(&r.repository, &digest, fb.range.clone()),
-                    Some(_) => OpenBlob::new(&r.repository, &digest),
                 };
                 let (opened, st) = d.run(r, op, hook).await?;
                 let mut body = stream(s, st, &what)?;
-                let (mut skip, mut left) = (opened.skip, fb.range.end - fb.range.start);
+                let (mut skip, mut left) = (opened.skip, fb.len);
                 let (mut buf, mut out) = (Vec::new(), Vec::new());
                 while h.wants_more() && left > 0 && body.next_into(&mut buf).await? {
                     let mut b = &buf[..];

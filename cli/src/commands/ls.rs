@@ -14,8 +14,10 @@ use crate::ui::progress::human;
 /// directories, each path's topmost entry); a model artifact's files sit side by side. An
 /// uncompressed tar layer is read header by header with HTTP Range requests (or seeks in an
 /// oci: layout or archive): the files' contents are jumped over, so listing a 100 GB model
-/// layer reads a few KiB. A raw artifact layer is its file (nothing is read). A gzip or zstd
-/// layer must be read whole as a stream (a note on stderr says so); --layer picks layers.
+/// layer reads a few KiB. A raw artifact layer is its file (nothing is read). A zstd:chunked
+/// layer (podman's --compression-format zstd:chunked) is read by its table of contents, one
+/// Range request. Another gzip or zstd layer must be read whole as a stream (a note on stderr
+/// says so); --layer picks layers.
 ///
 /// Examples:
 ///   lamina ls registry.example.com/models/qwen:0.5b

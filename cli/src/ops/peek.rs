@@ -5,12 +5,12 @@
 
 use std::io::Read;
 
-use lamina_core::compress::Compression;
-use lamina_core::peek::report::{self, HeadRead, HeadWant, Located};
+use lamina_core::digest::Hasher;
+use lamina_core::peek::report::{self, FileBytes, HeadRead, HeadWant, Located};
 use lamina_core::peek::{LayerRead, Place, Tree, Want};
 use lamina_core::registry::Ranged;
 use lamina_core::untar::Header;
-use lamina_core::Error;
+use lamina_core::{Digest, Error};
 
 use crate::error::Result;
 use crate::net::client::Client;
@@ -121,8 +121,10 @@ pub fn tree(
     Ok(t)
 }
 
-/// A reader of the file `node` names (`size` bytes): one range of its layer, or the layer's
-/// blob; for a compressed layer, the layer streamed and decoded up to the file.
+/// A reader of the file at `place` (`size` bytes): one range of its layer, or the layer's
+/// blob; for a compressed layer, the layer streamed and decoded up to the file; for a
+/// zstd:chunked one, the file's frames (one range) decoded. With it, the content's digest when
+/// the layer's table gives one ([`copy_file`] checks it).
 pub fn open_file(
     client: &mut Client,
     loc: &Loc,
@@ -130,31 +132,37 @@ pub fn open_file(
     place: &Place,
     size: u64,
     cost: &mut Cost,
-) -> Result<Box<dyn Read + Send>> {
-    match place {
-        Place::Blob { layer } => {
-            cost.ranges += 1;
-            cost.range_bytes += size;
-            store::open_range(client, loc, &p.layers[*layer].digest, 0..size)
-        }
-        Place::Tar { layer, at } => match &p.holds[*layer] {
-            Holds::Tar(Compression::None) => {
-                cost.ranges += 1;
-                cost.range_bytes += size;
-                store::open_range(client, loc, &p.layers[*layer].digest, *at..*at + size)
-            }
-            Holds::Tar(c) => {
-                cost.streamed.push(*layer);
-                let body = store::open_blob(client, loc, &p.layers[*layer].digest)?;
-                Ok(Box::new(DecodedRange::new(body, *c, *at, size)))
-            }
-            other => Err(Error::internal(format!("a file in a layer that holds {other:?}")).into()),
-        },
+) -> Result<(Box<dyn Read + Send>, Option<Digest>)> {
+    let fb = FileBytes::of(p, place, size);
+    if size == 0 {
+        return Ok((Box::new(std::io::empty()), fb.digest));
     }
+    if let Holds::Nothing(why) = &p.holds[fb.layer] {
+        return Err(
+            Error::internal(format!("a file in a layer lamina does not read: {why}")).into(),
+        );
+    }
+    let digest = &p.layers[fb.layer].digest;
+    let body = match fb.blob_range() {
+        Some(r) => {
+            cost.ranges += 1;
+            cost.range_bytes += r.end - r.start;
+            store::open_range(client, loc, digest, r)?
+        }
+        None => {
+            cost.streamed.push(fb.layer);
+            store::open_blob(client, loc, digest)?
+        }
+    };
+    let r: Box<dyn Read + Send> = match fb.window() {
+        None => body,
+        Some(w) => Box::new(DecodedRange::new(body, w)),
+    };
+    Ok((r, fb.digest))
 }
 
-/// Bytes `at..at + len` of a compressed blob's decoded stream ([`report::FileWindow`]), read
-/// as they are needed.
+/// A window of what a compressed blob (or a file's frames) decodes to ([`report::FileWindow`]),
+/// read as it is needed.
 struct DecodedRange {
     body: Box<dyn Read + Send>,
     window: report::FileWindow,
@@ -166,10 +174,10 @@ struct DecodedRange {
 }
 
 impl DecodedRange {
-    fn new(body: Box<dyn Read + Send>, c: Compression, at: u64, len: u64) -> Self {
+    fn new(body: Box<dyn Read + Send>, window: report::FileWindow) -> Self {
         DecodedRange {
             body,
-            window: report::FileWindow::new(c, at..at + len),
+            window,
             raw: vec![0u8; 256 << 10],
             out: Vec::new(),
             off: 0,
@@ -211,15 +219,16 @@ impl Read for DecodedRange {
 
 /// The `size` bytes of a file [`open_file`] opened, each piece to `each`: exactly `size`, or an
 /// error naming `what` (a range read cannot be checked against the layer's digest; its length
-/// can).
+/// can, and its content's `digest` when the layer's table gives one).
 pub fn copy_file(
-    mut r: Box<dyn Read + Send>,
+    (mut r, digest): (Box<dyn Read + Send>, Option<Digest>),
     size: u64,
     what: &str,
     each: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     let mut got = 0u64;
+    let mut hash = digest.as_ref().map(|_| Hasher::new());
     loop {
         let n = r.read(&mut buf).map_err(|e| Error::Io {
             what: what.to_string(),
@@ -229,6 +238,9 @@ pub fn copy_file(
             break;
         }
         got += n as u64;
+        if let Some(h) = &mut hash {
+            h.update(&buf[..n]);
+        }
         each(&buf[..n])?;
     }
     if got != size {
@@ -237,6 +249,16 @@ pub fn copy_file(
             expected: size,
             found: got,
         }));
+    }
+    if let (Some(h), Some(want)) = (hash, digest) {
+        let found = h.finish();
+        if found != want {
+            return Err(Box::new(Error::DigestMismatch {
+                what: what.to_string(),
+                expected: want,
+                found,
+            }));
+        }
     }
     Ok(())
 }
@@ -285,7 +307,7 @@ pub fn header_facts(
                 h.ranged(got)?;
             }
             HeadWant::Stream(_) => {
-                let mut r = open_file(client, loc, p, place, size, cost)?;
+                let (mut r, _) = open_file(client, loc, p, place, size, cost)?;
                 let mut buf = vec![0u8; 256 << 10];
                 while h.wants_more() {
                     let n = r.read(&mut buf).map_err(|e| format!("{path}: {e}"))?;

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::{hides, normal, Holds, Node, Peeked, Place, Tree};
 use crate::compress::{self, Compression};
+use crate::digest::Digest;
 use crate::error::Error;
 use crate::pack::{param_size, Facts, HeadReader};
 use crate::registry::Ranged;
@@ -313,6 +314,8 @@ pub struct HeadRead {
     h: Option<HeadReader>,
     /// The layer and the file's offset in its blob, while reading by ranges.
     ranged: Option<(usize, u64)>,
+    /// A zstd:chunked file's frames, read by ranges from their first byte and decoded.
+    frames: Option<FramesRead>,
     stream: FileBytes,
     asked: Option<Range<u64>>,
     streaming: bool,
@@ -327,12 +330,23 @@ impl HeadRead {
             Place::Tar { layer, at } => {
                 matches!(p.holds[*layer], Holds::Tar(Compression::None)).then_some((*layer, *at))
             }
+            Place::Frames { .. } => None,
+        };
+        let frames = match place {
+            Place::Frames { layer, frames } => Some(FramesRead {
+                layer: *layer,
+                range: frames.range.clone(),
+                fed: 0,
+                window: FileWindow::new(Compression::Zstd, 0..size),
+            }),
+            _ => None,
         };
         HeadRead {
             path: path.to_string(),
             size,
             h: Some(HeadReader::new(path)),
             ranged,
+            frames,
             stream: FileBytes::of(p, place, size),
             asked: None,
             streaming: false,
@@ -353,6 +367,16 @@ impl HeadRead {
         if self.streaming {
             return Ok(self.finish());
         }
+        if let Some(f) = &self.frames {
+            let left = f.range.end - f.range.start - f.fed;
+            if left == 0 || !self.wants_more() {
+                return Ok(self.finish());
+            }
+            let at = f.range.start + f.fed;
+            let r = at..at + left.min(FRAMES_WINDOW);
+            self.asked = Some(r.clone());
+            return Ok(HeadWant::Range(f.layer, r));
+        }
         let Some((layer, base)) = self.ranged else {
             self.streaming = true;
             return Ok(HeadWant::Stream(self.stream.clone()));
@@ -372,6 +396,9 @@ impl HeadRead {
     /// The answer to [`HeadWant::Range`]: the bytes, or that the registry ignored `Range` (the
     /// file is then read as a stream: the next poll says so).
     pub fn ranged(&mut self, got: Ranged) -> Result<(), Error> {
+        if self.frames.is_some() {
+            return self.frames_ranged(got);
+        }
         let (Some(r), Some((layer, _)), Some(h)) = (self.asked.take(), self.ranged, &mut self.h)
         else {
             return Err(Error::internal("HeadRead::ranged without a range asked"));
@@ -402,6 +429,42 @@ impl HeadRead {
         Ok(())
     }
 
+    /// The answer to a range of a zstd:chunked file's frames: decoded into the header reader;
+    /// or, when the registry ignored `Range`, the frames read as a stream.
+    fn frames_ranged(&mut self, got: Ranged) -> Result<(), Error> {
+        let (Some(r), Some(f), Some(h)) = (self.asked.take(), &mut self.frames, &mut self.h) else {
+            return Err(Error::internal("HeadRead::ranged without a range asked"));
+        };
+        match got {
+            Ranged::Bytes(b) => {
+                if (b.len() as u64) != r.end - r.start {
+                    return Err(Error::Protocol {
+                        reason: format!(
+                            "{}: layer {} sent {} bytes of its frames for {} asked",
+                            self.path,
+                            f.layer,
+                            b.len(),
+                            r.end - r.start
+                        ),
+                    });
+                }
+                let mut out = Vec::new();
+                f.window.write(&b, &mut out)?;
+                f.fed += b.len() as u64;
+                if f.fed == f.range.end - f.range.start {
+                    f.window.finish(&mut out)?;
+                }
+                h.write(&out);
+            }
+            Ranged::Ignored { .. } => {
+                // the next poll gives the stream
+                self.frames = None;
+                self.h = Some(HeadReader::new(&self.path));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether more of the file's stream is wanted.
     pub fn wants_more(&self) -> bool {
         self.h.as_ref().is_some_and(HeadReader::wants_more)
@@ -415,37 +478,92 @@ impl HeadRead {
     }
 }
 
-/// How to stream a file's bytes: bytes `range` of layer `layer`'s blob (a raw layer, an
-/// uncompressed tar), or, when `compression` is set, the whole blob decoded and bytes `range`
-/// of what it decodes to ([`FileWindow`]).
+/// How much of a zstd:chunked file's frames one range asks for, while its header is read.
+const FRAMES_WINDOW: u64 = 64 << 10;
+
+/// A zstd:chunked file's frames being read by ranges: the layer, the frames' range in the
+/// blob, how many bytes of them were decoded.
+#[derive(Debug)]
+struct FramesRead {
+    layer: usize,
+    range: Range<u64>,
+    fed: u64,
+    window: FileWindow,
+}
+
+/// How a file's bytes are coded in the part of the blob that holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Coding {
+    /// The blob's bytes `range` are the file (a raw layer, an uncompressed tar).
+    Plain,
+    /// The whole blob is decoded; the file is bytes `range` of what it decodes to.
+    Whole(Compression),
+    /// The blob's bytes `range` are zstd frames that decode to exactly the file (zstd:chunked).
+    Frames,
+}
+
+/// How to stream a file's bytes: which bytes of layer `layer`'s blob to read
+/// ([`FileBytes::blob_range`]: a range, or the whole blob), and how to get the file out of
+/// them ([`FileBytes::window`]); the content's digest when the layer's table gives one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileBytes {
     /// The layer.
     pub layer: usize,
-    /// The file's bytes, in the blob (or in the decoded blob).
+    /// The file's bytes in the blob, or in the decoded blob ([`Coding::Whole`]).
     pub range: Range<u64>,
-    /// The blob's compression, when it must be decoded.
-    pub compression: Option<Compression>,
+    /// How they are coded.
+    pub coding: Coding,
+    /// The file's length.
+    pub len: u64,
+    /// The sha256 of the file's content, when known without reading the layer whole.
+    pub digest: Option<Digest>,
 }
 
 impl FileBytes {
     /// Where the bytes of the file at `place` (`size` bytes) of `p` are.
     pub fn of(p: &Peeked, place: &Place, size: u64) -> FileBytes {
-        match place {
-            Place::Blob { layer } => FileBytes {
-                layer: *layer,
-                range: 0..size,
-                compression: None,
-            },
-            Place::Tar { layer, at } => FileBytes {
-                layer: *layer,
-                range: *at..*at + size,
-                compression: match p.holds[*layer] {
-                    Holds::Tar(Compression::None) => None,
-                    Holds::Tar(c) => Some(c),
-                    _ => None,
+        let (layer, range, coding, digest) = match place {
+            Place::Blob { layer } => (*layer, 0..size, Coding::Plain, None),
+            Place::Frames { layer, frames } => (
+                *layer,
+                frames.range.clone(),
+                Coding::Frames,
+                frames.digest.clone(),
+            ),
+            Place::Tar { layer, at } => (
+                *layer,
+                *at..*at + size,
+                match p.holds[*layer] {
+                    Holds::Tar(Compression::None) => Coding::Plain,
+                    Holds::Tar(c) => Coding::Whole(c),
+                    _ => Coding::Plain,
                 },
-            },
+                None,
+            ),
+        };
+        FileBytes {
+            layer,
+            range,
+            coding,
+            len: size,
+            digest,
+        }
+    }
+
+    /// The blob's bytes to read: a range, or `None` for the whole blob.
+    pub fn blob_range(&self) -> Option<Range<u64>> {
+        match self.coding {
+            Coding::Plain | Coding::Frames => Some(self.range.clone()),
+            Coding::Whole(_) => None,
+        }
+    }
+
+    /// What turns those bytes into the file's: `None` when they are the file's.
+    pub fn window(&self) -> Option<FileWindow> {
+        match self.coding {
+            Coding::Plain => None,
+            Coding::Whole(c) => Some(FileWindow::new(c, self.range.clone())),
+            Coding::Frames => Some(FileWindow::new(Compression::Zstd, 0..self.len)),
         }
     }
 }
@@ -621,11 +739,11 @@ mod tests {
         let HeadWant::Stream(fb) = h.poll().unwrap() else {
             panic!("a stream")
         };
-        assert_eq!((fb.range, fb.compression), (1024..1024 + size, None));
+        assert_eq!((fb.range, fb.coding), (1024..1024 + size, Coding::Plain));
         h.file(&file);
         assert!(
-            h.wants_more(),
-            "a short file: its end says the head is whole"
+            !h.wants_more(),
+            "the whole safetensors header is in: no more is wanted"
         );
         assert!(matches!(h.poll().unwrap(), HeadWant::Done(Some(_))));
         // a short answer is an error
@@ -641,7 +759,7 @@ mod tests {
         let HeadWant::Stream(fb) = h.poll().unwrap() else {
             panic!("a stream")
         };
-        assert_eq!(fb.compression, Some(Compression::Gzip));
+        assert_eq!(fb.coding, Coding::Whole(Compression::Gzip));
         let data: Vec<u8> = (0u8..20).collect();
         let gz = {
             let mut e = compress::encoder::<std::convert::Infallible>(Compression::Gzip, None);
@@ -666,6 +784,81 @@ mod tests {
         w.finish(&mut out).unwrap();
         assert_eq!(out, [3, 4, 5, 6]);
         assert!(w.full());
+    }
+
+    /// A zstd:chunked file's header: ranges of its frames from their first byte, decoded,
+    /// no further than the header needs; a registry that ignores `Range` streams them.
+    #[test]
+    fn a_zstd_chunked_files_header_is_read_by_ranges_of_its_frames() {
+        let p = peeked(1, Holds::Tar(Compression::Zstd));
+        let hdr = br#"{"w":{"dtype":"F16","shape":[4096,128],"data_offsets":[0,1048576]}}"#;
+        let mut file = (hdr.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(hdr);
+        // data that does not compress: the frames are about as long as the file
+        let mut x = 1u64;
+        file.extend((0..1 << 20).map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        }));
+        let size = file.len() as u64;
+        // as containers/storage writes a file: chunks of it, each a zstd frame of its own
+        let mut z = Vec::new();
+        for chunk in file.chunks(64 << 10) {
+            let mut e = compress::encoder::<std::convert::Infallible>(Compression::Zstd, None);
+            let mut sink = |b: &[u8]| -> Result<(), std::convert::Infallible> {
+                z.extend_from_slice(b);
+                Ok(())
+            };
+            e.write(chunk, &mut sink).unwrap();
+            e.finish(&mut sink).unwrap();
+        }
+        let mut blob = vec![0u8; 5000];
+        blob.extend_from_slice(&z);
+        let frames = crate::chunked::Frames {
+            range: 5000..blob.len() as u64,
+            digest: None,
+        };
+        let place = Place::Frames { layer: 0, frames };
+        let mut h = HeadRead::new(&p, "w.safetensors", &place, size);
+        let mut asked = 0u64;
+        let facts = loop {
+            match h.poll().unwrap() {
+                HeadWant::Range(0, r) => {
+                    assert!(r.start >= 5000 && r.end <= blob.len() as u64, "{r:?}");
+                    asked += r.end - r.start;
+                    h.ranged(Ranged::Bytes(
+                        blob[r.start as usize..r.end as usize].to_vec(),
+                    ))
+                    .unwrap();
+                }
+                HeadWant::Done(f) => break f.unwrap(),
+                w => panic!("{w:?}"),
+            }
+        };
+        assert_eq!((facts.tensors, facts.params), (1, Some(4096 * 128)));
+        assert!(
+            asked <= 128 << 10,
+            "{asked} of {} bytes of frames asked",
+            z.len()
+        );
+        // a registry that ignores Range: the frames as a stream
+        let mut h = HeadRead::new(&p, "w.safetensors", &place, size);
+        assert!(matches!(h.poll().unwrap(), HeadWant::Range(..)));
+        h.ranged(Ranged::Ignored { head: Vec::new() }).unwrap();
+        let HeadWant::Stream(fb) = h.poll().unwrap() else {
+            panic!("a stream")
+        };
+        assert_eq!(
+            (fb.coding.clone(), fb.blob_range()),
+            (Coding::Frames, Some(5000..blob.len() as u64))
+        );
+        let mut w = fb.window().unwrap();
+        let mut out = Vec::new();
+        w.write(&blob[5000..], &mut out).unwrap();
+        w.finish(&mut out).unwrap();
+        assert!(out == file);
     }
 
     #[test]
