@@ -82,14 +82,20 @@ pub fn position(d: &Descriptor) -> Option<Position> {
     })
 }
 
-/// Where a file's bytes are in a zstd:chunked layer: whole zstd frames that decode to exactly
-/// the file, whose sha256 is `digest`.
+/// Where a file's bytes are in a seekable compressed layer (zstd:chunked, eStargz): whole
+/// zstd frames or gzip members that decode to the file (after `skip` bytes), whose sha256 is
+/// `digest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frames {
     /// The frames' bytes in the blob (empty for an empty file).
     pub range: Range<u64>,
     /// The sha256 of the file's content.
     pub digest: Option<Digest>,
+    /// How they are compressed.
+    pub compression: Compression,
+    /// Decoded bytes before the file's first (0 but for eStargz's own `stargz.index.json`,
+    /// behind its tar header).
+    pub skip: u64,
 }
 
 /// The entries of the table `bytes` (the blob's bytes at `pos.range`) of layer `idx` (`d`),
@@ -111,29 +117,12 @@ pub fn entries(
     let found = Digest::of(bytes);
     if found != pos.checksum {
         return Err(Error::DigestMismatch {
-            what,
+            what: what.clone(),
             expected: pos.checksum.clone(),
             found,
         });
     }
-    let mut json = Vec::new();
-    let limit = pos.decoded;
-    let mut dec = compress::decoder::<Error>(Compression::Zstd);
-    let mut sink = |b: &[u8]| -> Result<(), Error> {
-        if json.len() as u64 + b.len() as u64 > limit {
-            return Err(Error::Tar {
-                reason: format!("decodes to more than the {limit} bytes its position says"),
-            });
-        }
-        json.extend_from_slice(b);
-        Ok(())
-    };
-    dec.write(bytes, &mut sink)
-        .and_then(|()| dec.finish(&mut sink))
-        .map_err(|e| match e {
-            compress::StreamError::Codec(c) => bad(c.to_string()),
-            compress::StreamError::Sink(e) => bad(e.to_string()),
-        })?;
+    let json = decode(Compression::Zstd, bytes, pos.decoded, &bad)?;
     let v: Value = serde_json::from_slice(&json).map_err(|e| bad(format!("not JSON: {e}")))?;
     let list = v
         .get("entries")
@@ -144,66 +133,116 @@ pub fn entries(
     }
     let mut out = Vec::new();
     for (i, e) in list.iter().enumerate() {
-        let s = |k: &str| e.get(k).and_then(Value::as_str);
-        let n = |k: &str| e.get(k).and_then(Value::as_u64);
-        let t = s("type").ok_or_else(|| bad(format!("entry {i} has no type")))?;
-        if t == "chunk" {
+        let Some(h) = header(e, i, &bad)? else {
             continue; // a later piece of the file before it: its frames are in its range
-        }
-        let name = s("name").ok_or_else(|| bad(format!("entry {i} has no name")))?;
-        let link = || {
-            s("linkName")
-                .map(str::to_string)
-                .ok_or_else(|| bad(format!("{name}: a link without a target")))
         };
-        let kind = match t {
-            "reg" => Kind::File,
-            "dir" => Kind::Dir,
-            "symlink" => Kind::Symlink(link()?),
-            "hardlink" => Kind::Hardlink(link()?),
-            "char" => Kind::Other(b'3'),
-            "block" => Kind::Other(b'4'),
-            "fifo" => Kind::Other(b'6'),
-            t => return Err(bad(format!("{name}: unknown type {t:?}"))),
-        };
-        let size = if kind == Kind::File {
-            n("size").unwrap_or(0)
-        } else {
-            0
-        };
-        let frames = if kind == Kind::File {
+        let n = |k: &str| e.get(k).and_then(Value::as_u64);
+        let frames = if h.kind == Kind::File {
             let range = match (n("offset"), n("endOffset")) {
-                _ if size == 0 => 0..0,
+                _ if h.size == 0 => 0..0,
                 (Some(a), Some(b)) if a < b && b <= pos.range.start => a..b,
                 _ => {
                     return Err(bad(format!(
-                        "{name}: its {size} bytes have no frames inside the blob"
+                        "{}: its {} bytes have no frames inside the blob",
+                        h.path, h.size
                     )))
                 }
             };
-            let digest = s("digest").map(Digest::parse).transpose().map_err(|_| {
-                bad(format!(
-                    "{name}: the digest {:?} is not a sha256",
-                    s("digest")
-                ))
-            })?;
-            Some(Frames { range, digest })
+            Some(Frames {
+                range,
+                digest: content_digest(e, &h.path, &bad)?,
+                compression: Compression::Zstd,
+                skip: 0,
+            })
         } else {
             None
         };
-        let mode = n("mode").and_then(|m| u32::try_from(m).ok()).unwrap_or(0) & 0o7777;
-        out.push((
-            Header {
-                path: name.to_string(),
-                kind,
-                size,
-                mode,
-                mtime: 0,
-                at: 0,
-            },
-            frames,
-        ));
+        out.push((h, frames));
     }
+    Ok(out)
+}
+
+/// An entry of a table (zstd:chunked's or eStargz's, which share the format): its header, or
+/// `None` for a `chunk` (a later piece of the file before it). `bad` words an error.
+pub(crate) fn header(
+    e: &Value,
+    i: usize,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Option<Header>, Error> {
+    let s = |k: &str| e.get(k).and_then(Value::as_str);
+    let n = |k: &str| e.get(k).and_then(Value::as_u64);
+    let t = s("type").ok_or_else(|| bad(format!("entry {i} has no type")))?;
+    if t == "chunk" {
+        return Ok(None);
+    }
+    let name = s("name").ok_or_else(|| bad(format!("entry {i} has no name")))?;
+    let link = || {
+        s("linkName")
+            .map(str::to_string)
+            .ok_or_else(|| bad(format!("{name}: a link without a target")))
+    };
+    let kind = match t {
+        "reg" => Kind::File,
+        "dir" => Kind::Dir,
+        "symlink" => Kind::Symlink(link()?),
+        "hardlink" => Kind::Hardlink(link()?),
+        "char" => Kind::Other(b'3'),
+        "block" => Kind::Other(b'4'),
+        "fifo" => Kind::Other(b'6'),
+        t => return Err(bad(format!("{name}: unknown type {t:?}"))),
+    };
+    let size = if kind == Kind::File {
+        n("size").unwrap_or(0)
+    } else {
+        0
+    };
+    let mode = n("mode").and_then(|m| u32::try_from(m).ok()).unwrap_or(0) & 0o7777;
+    Ok(Some(Header {
+        path: name.to_string(),
+        kind,
+        size,
+        mode,
+        mtime: 0,
+        at: 0,
+    }))
+}
+
+/// A file entry's content digest, when it gives one.
+pub(crate) fn content_digest(
+    e: &Value,
+    name: &str,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Option<Digest>, Error> {
+    let d = e.get("digest").and_then(Value::as_str);
+    d.map(Digest::parse)
+        .transpose()
+        .map_err(|_| bad(format!("{name}: the digest {d:?} is not a sha256")))
+}
+
+/// Decodes `bytes` (compressed with `c`) into at most `limit` bytes.
+pub(crate) fn decode(
+    c: Compression,
+    bytes: &[u8],
+    limit: u64,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut dec = compress::decoder::<Error>(c);
+    let mut sink = |b: &[u8]| -> Result<(), Error> {
+        if out.len() as u64 + b.len() as u64 > limit {
+            return Err(Error::Tar {
+                reason: format!("decodes to more than the {limit} bytes its position says"),
+            });
+        }
+        out.extend_from_slice(b);
+        Ok(())
+    };
+    dec.write(bytes, &mut sink)
+        .and_then(|()| dec.finish(&mut sink))
+        .map_err(|e| match e {
+            compress::StreamError::Codec(c) => bad(c.to_string()),
+            compress::StreamError::Sink(e) => bad(e.to_string()),
+        })?;
     Ok(out)
 }
 

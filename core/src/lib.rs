@@ -48,6 +48,7 @@
 //! - [`slice`]: delta archives (the blobs above shared base images)
 //! - [`toc`]: a layer's table of contents in its descriptor (written by affix, read by peek)
 //! - [`chunked`]: a zstd:chunked layer's table of contents (podman's), read by peek
+//! - [`estargz`]: an eStargz layer's footer and table of contents, read by peek
 //!
 //! Errors are values ([`Error`]); no input makes the core panic.
 
@@ -58,6 +59,7 @@ pub mod compress;
 pub mod convert;
 pub mod digest;
 pub mod error;
+pub mod estargz;
 pub mod flow;
 pub mod hook;
 pub mod http;

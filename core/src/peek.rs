@@ -37,6 +37,7 @@ use crate::chunked;
 use crate::compress::{self, Compression};
 use crate::digest::Hasher;
 use crate::error::Error;
+use crate::estargz;
 use crate::image::{Config, Descriptor, Manifest};
 use crate::media;
 use crate::untar::{Event, Header, Kind, TarReader};
@@ -252,6 +253,17 @@ impl Peeked {
     }
 }
 
+/// Whether a layer's files are read by ranges (an uncompressed tar, a raw layer, a
+/// zstd:chunked or eStargz layer with its table), not by streaming the whole layer.
+pub fn by_ranges(d: &Descriptor, holds: &Holds) -> bool {
+    match holds {
+        Holds::Tar(Compression::None) | Holds::Raw(_) => true,
+        Holds::Tar(Compression::Zstd) => chunked::position(d).is_some(),
+        Holds::Tar(Compression::Gzip) => estargz::toc_digest(d).is_some(),
+        Holds::Nothing(_) => false,
+    }
+}
+
 /// What [`LayerRead`] wants next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Want {
@@ -273,12 +285,22 @@ pub enum Want {
     Done,
 }
 
+/// Which table of a seekable compressed layer is being read.
+#[derive(Debug, Clone)]
+enum Table {
+    /// zstd:chunked: the table, where the annotation says.
+    Chunked(chunked::Position),
+    /// eStargz: the footer, then the table it points at (its JSON's digest).
+    Footer(crate::digest::Digest),
+    Stargz(crate::digest::Digest, Range<u64>),
+}
+
 #[derive(Debug)]
 enum Mode {
     Start,
     Ranged(Walk),
-    /// A zstd:chunked layer's table of contents is asked for.
-    Chunked(chunked::Position),
+    /// A seekable layer's table of contents (or an eStargz footer) is asked for.
+    Table(Table),
     /// The stream is to be opened.
     Open,
     Streaming {
@@ -360,8 +382,15 @@ impl LayerRead {
                         let pos = chunked::position(&self.desc)
                             .ok_or_else(|| Error::internal("zstd:chunked position"))?;
                         let r = pos.range.clone();
-                        self.mode = Mode::Chunked(pos);
+                        self.mode = Mode::Table(Table::Chunked(pos));
                         return Ok(Want::Range(r));
+                    }
+                    Holds::Tar(Compression::Gzip) if estargz::toc_digest(&self.desc).is_some() => {
+                        // an eStargz layer: its footer says where its table is
+                        let digest = estargz::toc_digest(&self.desc)
+                            .ok_or_else(|| Error::internal("eStargz digest"))?;
+                        self.mode = Mode::Table(Table::Footer(digest));
+                        return Ok(Want::Range(estargz::footer_range(&self.desc)));
                     }
                     Holds::Tar(c) => {
                         self.mode = Mode::Open;
@@ -385,7 +414,13 @@ impl LayerRead {
                         }
                     })
                 }
-                Mode::Chunked(pos) => return Ok(Want::Range(pos.range.clone())),
+                Mode::Table(t) => {
+                    return Ok(Want::Range(match t {
+                        Table::Chunked(pos) => pos.range.clone(),
+                        Table::Footer(_) => estargz::footer_range(&self.desc),
+                        Table::Stargz(_, r) => r.clone(),
+                    }))
+                }
                 Mode::Open => {
                     let c = match self.holds {
                         Holds::Tar(c) => c,
@@ -421,8 +456,8 @@ impl LayerRead {
     /// The answer to [`Want::Range`]`(r)`: the bytes, or that the registry ignored `Range`
     /// (the layer is then read as a stream: the next poll says [`Want::Stream`]).
     pub fn ranged(&mut self, r: Range<u64>, got: crate::registry::Ranged) -> Result<(), Error> {
-        if let Mode::Chunked(pos) = &self.mode {
-            return self.table(r, pos.clone(), got);
+        if let Mode::Table(t) = &self.mode {
+            return self.table(r, t.clone(), got);
         }
         let Mode::Ranged(w) = &mut self.mode else {
             return Err(Error::internal("LayerRead::ranged without a range asked"));
@@ -452,12 +487,13 @@ impl LayerRead {
         }
     }
 
-    /// The answer to the range of a zstd:chunked layer's table: its entries, each file with its
-    /// frames; or the layer streamed, when the registry ignored `Range`.
+    /// The answer to the range of a seekable layer's table: its entries, each file with its
+    /// frames (an eStargz footer: the table's range, asked next); or the layer streamed, when
+    /// the registry ignored `Range`.
     fn table(
         &mut self,
         r: Range<u64>,
-        pos: chunked::Position,
+        t: Table,
         got: crate::registry::Ranged,
     ) -> Result<(), Error> {
         let idx = self.idx;
@@ -475,14 +511,23 @@ impl LayerRead {
         if b.len() as u64 != r.end - r.start {
             return Err(Error::SizeMismatch {
                 what: format!(
-                    "the zstd:chunked table of contents of layer {idx} ({}) at {r:?}",
+                    "the table of contents of layer {idx} ({}) at {r:?}",
                     self.desc.digest
                 ),
                 expected: r.end - r.start,
                 found: b.len() as u64,
             });
         }
-        for (h, frames) in chunked::entries(idx, &self.desc, &pos, &b)? {
+        let entries = match t {
+            Table::Chunked(pos) => chunked::entries(idx, &self.desc, &pos, &b)?,
+            Table::Footer(digest) => {
+                let toc = estargz::toc_range(idx, &self.desc, &b)?;
+                self.mode = Mode::Table(Table::Stargz(digest, toc));
+                return Ok(());
+            }
+            Table::Stargz(digest, toc) => estargz::entries(idx, &self.desc, &digest, toc, &b)?,
+        };
+        for (h, frames) in entries {
             let place = frames.map(|frames| Place::Frames { layer: idx, frames });
             self.out.push_back(Want::Entry(h, place));
         }

@@ -10,7 +10,8 @@
 set -euo pipefail
 
 PKGS=(docker-registry skopeo umoci busybox-static zstd pigz apache2-utils jq curl openssl
-      ca-certificates python3 python3-venv python3-jsonschema time chromium firefox-esr podman)
+      ca-certificates python3 python3-venv python3-jsonschema time chromium firefox-esr podman
+      golang-go golang-github-containerd-stargz-snapshotter-dev)
 
 log() { printf '[install-deps] %s\n' "$*"; }
 die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -407,3 +407,56 @@ pub fn lamina_deadline(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Converts the uncompressed tar `tar` to eStargz with stargz-snapshotter's own library
+/// (`tests/harness/estargz/main.go`, built once per source into the harness's state
+/// directory, offline, from Debian's Go packages): the blob, its table's digest and its
+/// diff_id.
+pub fn estargz(tar: &[u8], dir: &Path) -> (Vec<u8>, String, String) {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let src = root().join("tests/harness/estargz/main.go");
+    let code = std::fs::read(&src).expect("estargz source");
+    let bin = state().join(format!("estargz-{}", &sha256(&code)[7..19]));
+    {
+        let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        if !bin.exists() {
+            let tmp = bin.with_extension(format!("tmp-{}", std::process::id()));
+            let out = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&tmp)
+                .arg(&src)
+                .env("GO111MODULE", "off")
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GOCACHE", state().join("go-cache"))
+                .env("GOFLAGS", "")
+                .output()
+                .expect("go build (golang-go)");
+            assert!(
+                out.status.success(),
+                "go build estargz: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::rename(&tmp, &bin).expect("estargz tool in place");
+        }
+    }
+    let input = dir.join("estargz-in.tar");
+    let output = dir.join("estargz-out.gz");
+    std::fs::write(&input, tar).expect("write tar");
+    let out = Command::new(&bin)
+        .arg(&input)
+        .arg(&output)
+        .output()
+        .expect("run estargz");
+    assert!(
+        out.status.success(),
+        "estargz: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut w = said.split_whitespace();
+    let (toc, diff) = (
+        w.next().expect("toc").to_string(),
+        w.next().expect("diff id").to_string(),
+    );
+    (std::fs::read(&output).expect("read blob"), toc, diff)
+}

@@ -10,9 +10,10 @@ use crate::ops::peek::{self, Cost};
 ///
 /// The file is found from the top layer down, as a container runtime sees it (symlinks
 /// followed), reading tar headers by HTTP Range requests; its bytes are then one Range
-/// request. Layers below the one holding it are not read. A file in a zstd:chunked layer is
-/// its frames (one Range request), its content checked against the digest the layer's table
-/// gives; in another gzip or zstd layer it is streamed out of the layer. Bytes read by range
+/// request. Layers below the one holding it are not read. A file in a zstd:chunked or eStargz
+/// layer is its own frames or gzip members (one Range request), its content checked against
+/// the digest the layer's table gives; in another gzip or zstd layer it is streamed out of
+/// the layer. Bytes read by range
 /// cannot be checked against the layer's digest (that takes the whole layer); the file's size
 /// and the tar headers' checksums are checked. The bytes go to stdout as they come: a check
 /// that fails at the end exits 1.

@@ -591,16 +591,9 @@ fn picked_layer(
             return Ok(());
         }
     };
-    // a compressed layer is streamed whole, unless it is zstd:chunked (its table of contents
-    // and each file's frames are ranges)
-    let by_ranges = match holds {
-        crate::ops::peek::Holds::Tar(Compression::None) => true,
-        crate::ops::peek::Holds::Tar(Compression::Zstd) => {
-            lamina_core::chunked::position(d).is_some()
-        }
-        _ => false,
-    };
-    if !by_ranges {
+    // a compressed layer is streamed whole, unless it is seekable (zstd:chunked, eStargz: its
+    // table of contents and each file's frames are ranges)
+    if !lamina_core::peek::by_ranges(d, &holds) {
         let mut f = GlobSink {
             globs: pick.globs,
             inner: sink,
@@ -626,7 +619,7 @@ fn picked_layer(
         if let (Kind::File, Some(place)) = (&h.kind, &place) {
             if h.size > 0 {
                 let r = crate::ops::peek::open_file(client, image, &p, place, h.size, &mut cost)?;
-                // a zstd:chunked file's content is checked against its table's digest
+                // a zstd:chunked or eStargz file's content is checked against its table's digest
                 let checked = r.1.is_some();
                 let what = format!("{} in layer {idx} ({})", h.path, d.digest);
                 crate::ops::peek::copy_file(r, h.size, &what, &mut |b| {

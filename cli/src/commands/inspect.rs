@@ -15,8 +15,8 @@ use crate::ui::progress::human;
 /// count, the parameters, the element types, GGUF's architecture and quantization, and the
 /// header's metadata; then the total. Only the headers are read: the files are found as `ls`
 /// finds them (tar headers by HTTP Range requests), and each header is a Range request or two of
-/// its file (a safetensors header says its own length). A file in a zstd:chunked layer is read
-/// from its own frames, 64 KiB at a time, up to its header's end; in another gzip or zstd layer,
+/// its file (a safetensors header says its own length). A file in a zstd:chunked or eStargz layer is
+/// read from its own frames or members, 64 KiB at a time, up to its header's end; in another gzip or zstd layer,
 /// from the layer's stream up to its header's end.
 ///
 /// Examples:

@@ -16,7 +16,7 @@ use crate::ui::progress::human;
 /// oci: layout or archive): the files' contents are jumped over, so listing a 100 GB model
 /// layer reads a few KiB. A raw artifact layer is its file (nothing is read). A zstd:chunked
 /// layer (podman's --compression-format zstd:chunked) is read by its table of contents, one
-/// Range request. Another gzip or zstd layer must be read whole as a stream (a note on stderr
+/// Range request; an eStargz layer by its footer and table, two. Another gzip or zstd layer must be read whole as a stream (a note on stderr
 /// says so); --layer picks layers.
 ///
 /// Examples:

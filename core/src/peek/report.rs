@@ -337,7 +337,7 @@ impl HeadRead {
                 layer: *layer,
                 range: frames.range.clone(),
                 fed: 0,
-                window: FileWindow::new(Compression::Zstd, 0..size),
+                window: FileWindow::new(frames.compression, frames.skip..frames.skip + size),
             }),
             _ => None,
         };
@@ -498,8 +498,9 @@ pub enum Coding {
     Plain,
     /// The whole blob is decoded; the file is bytes `range` of what it decodes to.
     Whole(Compression),
-    /// The blob's bytes `range` are zstd frames that decode to exactly the file (zstd:chunked).
-    Frames,
+    /// The blob's bytes `range` are zstd frames or gzip members that decode to the file after
+    /// `skip` bytes (zstd:chunked, eStargz).
+    Frames(Compression, u64),
 }
 
 /// How to stream a file's bytes: which bytes of layer `layer`'s blob to read
@@ -527,7 +528,7 @@ impl FileBytes {
             Place::Frames { layer, frames } => (
                 *layer,
                 frames.range.clone(),
-                Coding::Frames,
+                Coding::Frames(frames.compression, frames.skip),
                 frames.digest.clone(),
             ),
             Place::Tar { layer, at } => (
@@ -553,7 +554,7 @@ impl FileBytes {
     /// The blob's bytes to read: a range, or `None` for the whole blob.
     pub fn blob_range(&self) -> Option<Range<u64>> {
         match self.coding {
-            Coding::Plain | Coding::Frames => Some(self.range.clone()),
+            Coding::Plain | Coding::Frames(..) => Some(self.range.clone()),
             Coding::Whole(_) => None,
         }
     }
@@ -563,7 +564,7 @@ impl FileBytes {
         match self.coding {
             Coding::Plain => None,
             Coding::Whole(c) => Some(FileWindow::new(c, self.range.clone())),
-            Coding::Frames => Some(FileWindow::new(Compression::Zstd, 0..self.len)),
+            Coding::Frames(c, skip) => Some(FileWindow::new(c, skip..skip + self.len)),
         }
     }
 }
@@ -819,6 +820,8 @@ mod tests {
         let frames = crate::chunked::Frames {
             range: 5000..blob.len() as u64,
             digest: None,
+            compression: Compression::Zstd,
+            skip: 0,
         };
         let place = Place::Frames { layer: 0, frames };
         let mut h = HeadRead::new(&p, "w.safetensors", &place, size);
@@ -852,7 +855,10 @@ mod tests {
         };
         assert_eq!(
             (fb.coding.clone(), fb.blob_range()),
-            (Coding::Frames, Some(5000..blob.len() as u64))
+            (
+                Coding::Frames(Compression::Zstd, 0),
+                Some(5000..blob.len() as u64)
+            )
         );
         let mut w = fb.window().unwrap();
         let mut out = Vec::new();
