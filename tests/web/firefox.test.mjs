@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import puppeteer from 'puppeteer-core';
-import { serve, sh, sha256, gen, GEN, REG, artifacts, checkPushed, modelFolder, checkModelPack, dropFolder, startThrottle, overlap, writeGenerated, dropGeneratedFolder, SLOW_MODEL, checkPackOf } from './common.mjs';
+import { serve, sh, sha256, gen, GEN, REG, artifacts, checkPushed, lamina, modelFolder, checkModelPack, dropFolder, startThrottle, overlap, writeGenerated, dropGeneratedFolder, SLOW_MODEL, checkPackOf } from './common.mjs';
 
 const FIREFOX = '/usr/bin/firefox-esr';
 let server, base, browser;
@@ -164,4 +164,55 @@ test('Firefox: over a slow link a ModelPack\'s files upload 4 at a time, each in
     fs.rmSync(src, { recursive: true, force: true });
     await page.close();
   }
+});
+
+test('Firefox: the base\'s files (range requests in Firefox) are what lamina ls lists; the preview of a dropped file is what it lists after the push', async () => {
+  const page = await browser.newPage();
+  await page.goto(base);
+  const litter = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-firefox-tree-'));
+  const m = modelFolder(litter);
+  const car = `${REG}/e2e/ff-tree-car-${process.pid}:v1`;
+  const dest = `${REG}/e2e/ff-tree-dest-${process.pid}:v1`;
+  lamina(['pack', '-q', m.dir, '--format', 'modelcar', '--base', `${REG}/fixtures/base:latest`, '--dest', car], { SOURCE_DATE_EPOCH: '946684800' });
+  const listed = (ref) => JSON.parse(lamina(['ls', '--json', ref])).entries;
+  const byPath = (es) => [...es].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  // every directory opened (each makes its children when opened), the entries as ls --json has them
+  const shown = async (sel) => {
+    for (;;) {
+      const closed = await page.$$eval(`${sel} details:not([open])`, (ds) => { for (const d of ds) d.open = true; return ds.length; });
+      if (!closed) break;
+      await page.waitForFunction((s) => [...document.querySelectorAll(`${s} details[open]`)].every((d) => d.children.length > 1), {}, sel);
+    }
+    return byPath(await page.$$eval(`${sel} li`, (lis) => lis.map((li) => {
+      const d = li.dataset;
+      return { path: d.path, type: d.type, size: Number(d.size), mode: d.mode, layer: d.layer === '' ? null : Number(d.layer), link: d.link || null };
+    })));
+  };
+  await page.type('#base', car);
+  await page.type('#dest', dest);
+  await page.click('#show');
+  await page.waitForFunction(() => /^\d+ entries\. Read:/.test(document.querySelector('#treestat').textContent) ||
+    document.querySelector('#result').className === 'error', { timeout: 60000 });
+  assert.equal(await page.$eval('#result', (e) => e.textContent), '', await page.$eval('#log', (e) => e.textContent));
+  const read = JSON.parse(lamina(['ls', '--json', car])).read;
+  const stat = await page.$eval('#treestat', (e) => e.textContent);
+  assert.match(stat, new RegExp(`Read: ${read.rangeRequests} range requests`), stat);
+  assert.deepEqual(await shown('#basetree'), byPath(listed(car)));
+  // a file dropped: the preview, then the push
+  await page.evaluate(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['{"extra": true}\n'], 'extra.json'));
+    document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  });
+  await page.waitForSelector('#previewtree li.new[data-path="src/weights/extra.json"]');
+  const preview = await shown('#previewtree');
+  await page.click('#go');
+  await page.waitForFunction(
+    () => /@sha256:|error/i.test(document.querySelector('#result').textContent + document.querySelector('#result').className),
+    { timeout: 120000, polling: 100 });
+  const result = await page.$eval('#result', (e) => e.textContent);
+  assert.match(result, /@sha256:[0-9a-f]{64}$/, result);
+  assert.deepEqual(preview, byPath(listed(dest)));
+  fs.rmSync(litter, { recursive: true, force: true });
+  await page.close();
 });

@@ -46,6 +46,22 @@ impl Side for Page<'_> {
     }
 }
 
+impl lamina_wasm::peek::Streams for Page<'_> {
+    type Body = lamina_wasm::Reader;
+    fn body(&self, s: web_sys::ReadableStream, what: &str) -> lamina_wasm::Reader {
+        lamina_wasm::Reader::new(&s, what)
+    }
+}
+
+/// The base's files: `lamina ls --json BASE` (linux/amd64 of an index), read inside its
+/// layers without downloading them ([`lamina_wasm::peek::ls`]: tar headers by `Range`
+/// requests, a compressed layer streamed, each noted in the log).
+pub async fn files(d: &mut Driver, base: &Reference, report: &Report) -> Result<String, Failure> {
+    let mut s = Page { d, report };
+    let v = lamina_wasm::peek::ls(&mut s, base, None, &[], None).await?;
+    Ok(v.to_string())
+}
+
 /// Why the page stops at a base blob the destination lacks.
 fn not_copied(digest: &Digest, to: &Reference) -> Failure {
     Failure::usage(format!(
@@ -116,6 +132,55 @@ pub async fn inspect(d: &mut Driver, base: &Reference, report: &Report) -> Resul
     .to_string())
 }
 
+/// One layer the page builds: its files (each its name under the layer's path, and the
+/// driver's handle), whether it holds weights or the model card, and its title (a modelcar's
+/// file name).
+#[derive(Debug)]
+pub struct Group<T> {
+    /// The files.
+    pub files: Vec<(String, T)>,
+    /// Weights or the card.
+    pub part: Part,
+    /// A modelcar layer's file name.
+    pub title: String,
+}
+
+/// The layers of `inputs` (and a modelcar's `card`, last): all the files in one layer, or one
+/// layer per file (`modelcar`). A card outside the modelcar layout is an error.
+pub fn groups<T>(
+    modelcar: bool,
+    inputs: Vec<(String, T)>,
+    card: Option<(String, T)>,
+) -> Result<Vec<Group<T>>, Failure> {
+    if !modelcar {
+        if card.is_some() {
+            return Err(Failure::usage("a model card goes with the modelcar layout"));
+        }
+        return Ok(vec![Group {
+            files: inputs,
+            part: Part::Weights,
+            title: String::new(),
+        }]);
+    }
+    let mut out = Vec::new();
+    for (n, f) in inputs {
+        let title = n.rsplit('/').next().unwrap_or(&n).to_string();
+        out.push(Group {
+            files: vec![(n, f)],
+            part: Part::Weights,
+            title,
+        });
+    }
+    if let Some((n, c)) = card {
+        out.push(Group {
+            files: vec![(n.clone(), c)],
+            part: Part::Card,
+            title: n,
+        });
+    }
+    Ok(out)
+}
+
 /// Builds the layer(s) of `inputs` (and the model card) on top of the base, pushes the result
 /// to `dest`; returns `dest@sha256:...`.
 pub async fn affix(
@@ -151,29 +216,13 @@ pub async fn affix(
     flow::ensure_base(&mut s, base, dest, &b.image.manifest).await?;
 
     // 3. the layer(s): built as the files stream, uploaded in chunks
-    // (files, weights or card, title)
-    type Group = (Vec<Named>, Part, String);
-    let mut groups: Vec<Group> = Vec::new();
-    if o.modelcar {
-        for (n, f) in inputs {
-            let title = n.rsplit('/').next().unwrap_or(&n).to_string();
-            groups.push((vec![(n, f)], Part::Weights, title));
-        }
-        if let Some(c) = modelcard {
-            let n = c.name();
-            groups.push((vec![(n.clone(), c)], Part::Card, n));
-        }
-    } else {
-        if modelcard.is_some() {
-            return Err(Failure::usage("a model card goes with the modelcar layout"));
-        }
-        groups.push((inputs, Part::Weights, String::new()));
-    }
+    let card = modelcard.map(|c| (c.name(), c));
+    let layers = groups(o.modelcar, inputs, card)?;
     let chunk = o.chunk();
     // whole chunks only (but the last): no small PATCH for the bytes a fill overshot
     let cfg = UploadConfig::whole_chunks(chunk);
     let mut built: Vec<CarLayer> = Vec::new();
-    for (i, (files, part, title)) in groups.into_iter().enumerate() {
+    for (i, Group { files, part, title }) in layers.into_iter().enumerate() {
         let c = if part == Part::Card {
             Compression::Gzip
         } else {

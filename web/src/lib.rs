@@ -10,6 +10,7 @@
 //! - `driver`: the browser's transport, and the page's log and progress;
 //! - `affix`: the job onto an image;
 //! - `model` (pure) and `pack`: the ModelPack job;
+//! - `preview` (pure): what the destination will hold, before anything is sent;
 //! - `progress`: the JSON messages to the page.
 
 use js_sys::{Array, Function};
@@ -26,6 +27,7 @@ mod driver;
 mod model;
 mod opts;
 mod pack;
+mod preview;
 mod progress;
 mod source;
 
@@ -65,6 +67,29 @@ pub async fn inspect(opts_json: String, progress: Function) -> Result<String, Js
     affix::inspect(&mut d, &base, &report)
         .await
         .map_err(|f| page_error(&f))
+}
+
+/// The base image's files (JSON: what `lamina ls --json BASE` prints), read inside its
+/// layers without downloading them.
+#[wasm_bindgen]
+pub async fn base_files(opts_json: String, progress: Function) -> Result<String, JsValue> {
+    let report = Report::new(progress);
+    let (_, base, _, mut d) = setup(&opts_json).map_err(|f| page_error(&f))?;
+    affix::files(&mut d, &base, &report)
+        .await
+        .map_err(|f| page_error(&f))
+}
+
+/// What the destination will hold (JSON, see [`preview::preview`]): `ask_json` names the
+/// layout, the path, the base's `ls` entries and layer count, and the files (names, sizes,
+/// folders). Reads nothing.
+#[wasm_bindgen]
+pub fn preview(ask_json: String) -> Result<String, JsError> {
+    let a: preview::Ask =
+        serde_json::from_str(&ask_json).map_err(|e| JsError::new(&format!("preview: {e}")))?;
+    preview::preview(a)
+        .map(|v| v.to_string())
+        .map_err(|e| JsError::new(&e.to_string()))
 }
 
 /// Builds the layer(s) from `files` (File objects; `names` their paths in the layer, relative)

@@ -248,6 +248,27 @@ pub struct LayerSource {
     piece: u64,
 }
 
+/// The tar entries of `files` (each a name, relative to `dest`, and a size) under `dest`, the
+/// directories above them added, as the layer holds them (each file's source its index).
+pub fn planned<T>(files: &[(String, T)], dest: &str) -> Result<Vec<PlannedEntry<usize>>, Error>
+where
+    T: Copy + Into<u64>,
+{
+    let entries = files
+        .iter()
+        .enumerate()
+        .map(|(i, (name, size))| PlannedEntry {
+            path: format!("{dest}/{name}"),
+            kind: EntryKind::File {
+                size: (*size).into(),
+                executable: false,
+            },
+            source: Some(i),
+        })
+        .collect();
+    plan(entries)
+}
+
 impl LayerSource {
     /// The layer of `files` under `dest`, compressed with `c`; `chunk` is the upload's PATCH
     /// size.
@@ -257,25 +278,13 @@ impl LayerSource {
         c: Compression,
         chunk: u64,
     ) -> Result<LayerSource, Error> {
-        let mut entries = Vec::new();
-        let mut fs = Vec::new();
-        let mut names = Vec::new();
-        let mut total = 0u64;
-        for (i, (name, f)) in files.into_iter().enumerate() {
-            let size = f.size() as u64;
-            total += size;
-            entries.push(PlannedEntry {
-                path: format!("{dest}/{name}"),
-                kind: EntryKind::File {
-                    size,
-                    executable: false,
-                },
-                source: Some(i),
-            });
-            names.push(name);
-            fs.push(f);
-        }
-        let entries = plan(entries)?;
+        let sized: Vec<(String, u64)> = files
+            .iter()
+            .map(|(n, f)| (n.clone(), f.size() as u64))
+            .collect();
+        let entries = planned(&sized, dest)?;
+        let total = sized.iter().map(|(_, s)| s).sum();
+        let (names, fs): (Vec<String>, Vec<web_sys::File>) = files.into_iter().unzip();
         let segs = placed(&entries)?;
         // where each file's bytes are in the tar, for per-file progress
         let spans = progress::spans(&segs, &names);

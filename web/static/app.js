@@ -44,6 +44,7 @@ function showFiles() {
     ul.appendChild(li);
     rows.set(p.name, { bar, stat, size: p.file.size, t0: 0 });
   }
+  updatePreview();
 }
 
 function fileProgress(files) {
@@ -118,7 +119,122 @@ function layoutChanged() {
   $('base').required = !pack;
   $('packrow').hidden = !pack;
   $('go').textContent = pack ? 'Pack the files and push' : 'Add the layer and push';
+  updatePreview();
 }
+// A file tree (entries as `lamina ls --json` gives them, in path order) into `box`: a directory
+// is a <details> whose children are made when it is first opened, so a base of many thousand
+// files costs nothing until it is looked at. Entries of layer `newFrom` and above are marked
+// new, and the directories holding them start open.
+function renderTree(box, entries, newFrom = Infinity) {
+  const kids = new Map(); // dir path -> its entries
+  const holdsNew = new Set();
+  for (const e of entries) {
+    const i = e.path.lastIndexOf('/');
+    const dir = i < 0 ? '' : e.path.slice(0, i);
+    if (!kids.has(dir)) kids.set(dir, []);
+    kids.get(dir).push(e);
+    if (e.layer !== null && e.layer >= newFrom) {
+      for (let d = dir; ; d = d.slice(0, Math.max(d.lastIndexOf('/'), 0))) {
+        holdsNew.add(d);
+        if (!d) break;
+      }
+    }
+  }
+  const level = (dir) => {
+    const ul = document.createElement('ul');
+    for (const e of kids.get(dir) || []) {
+      const li = document.createElement('li');
+      // (what ls --json says of it, for scripts and tests reading the page)
+      Object.assign(li.dataset, { path: e.path, type: e.type, size: e.size, mode: e.mode, layer: e.layer ?? '', link: e.link ?? '' });
+      if (e.layer !== null && e.layer >= newFrom) li.className = 'new';
+      const name = document.createElement('span');
+      name.className = 'name';
+      const base = e.path.slice(e.path.lastIndexOf('/') + 1);
+      const meta = document.createElement('span');
+      meta.className = 'meta';
+      const from = e.layer === null ? '' : ` · layer ${e.layer}`;
+      if (e.type === 'dir') {
+        const n = (kids.get(e.path) || []).length;
+        name.textContent = `${base}/`;
+        meta.textContent = `${n} item${n === 1 ? '' : 's'}${from}`;
+        const det = document.createElement('details');
+        const sum = document.createElement('summary');
+        sum.append(name, meta);
+        det.append(sum);
+        det.addEventListener('toggle', () => {
+          if (det.open && det.children.length === 1) det.append(level(e.path));
+        }, { once: false });
+        li.append(det);
+        if (holdsNew.has(e.path)) det.open = true;
+      } else {
+        name.textContent = e.link ? `${base} → ${e.link}` : base;
+        meta.textContent = `${e.type === 'file' ? human(e.size) : e.type} · ${e.mode}${from}`;
+        li.append(name, meta);
+      }
+      ul.append(li);
+    }
+    return ul;
+  };
+  box.replaceChildren(level(''));
+}
+
+// The base's files as "Show the base's layers and files" last read them (for the preview).
+let baseFiles = null; // { ref, entries, layers }
+
+// What the destination will hold, worked out by the wasm (the same planning the upload runs)
+// on a worker of its own, so that it never waits for a job: shown once there are files and,
+// for a layout on a base, the base's files have been read.
+const previewer = newWorker();
+let previewId = 0;
+previewer.onmessage = ({ data }) => {
+  if (data.type !== 'previewed' || data.id !== previewId) return; // an older preview's answer
+  const stat = $('previewstat');
+  if (data.error) {
+    stat.textContent = `No preview: ${data.error}`;
+    $('previewtree').replaceChildren();
+    return;
+  }
+  const { entries, layers, leftOut } = data.result;
+  const pack = layout() === 'modelpack';
+  const files = entries.filter((e) => e.type !== 'dir');
+  const added = files.filter((e) => layers.some((l) => l.index === e.layer));
+  const bytes = (es) => es.reduce((n, e) => n + e.size, 0);
+  stat.textContent = pack
+    ? `${files.length} file${files.length === 1 ? '' : 's'} (${human(bytes(files))}), one layer each` +
+      (leftOut.length ? `; left out (hidden or a cache): ${leftOut.join(', ')}` : '')
+    : `${files.length} files and links (${human(bytes(files))}); new in ` +
+      `${layers.length === 1 ? `layer ${layers[0].index}` : `layers ${layers[0].index}–${layers[layers.length - 1].index}`}` +
+      ` (marked): ${added.length} file${added.length === 1 ? '' : 's'}, ${human(bytes(added))}`;
+  renderTree($('previewtree'), entries, pack ? -1 : layers[0]?.index ?? Infinity);
+};
+function updatePreview() {
+  const pack = layout() === 'modelpack';
+  const box = $('previewinfo');
+  const base = $('base').value.trim();
+  const known = baseFiles && baseFiles.ref === base;
+  if (!picked.length || (!pack && !known)) {
+    box.hidden = true;
+    previewId++;
+    return;
+  }
+  const modelcar = layout() === 'modelcar';
+  const card = modelcar ? $('card').files[0] : null;
+  const ask = {
+    layout: layout(),
+    path: $('path').value.trim() || '/src/weights',
+    base: pack ? [] : baseFiles.entries,
+    base_layers: pack ? 0 : baseFiles.layers,
+    files: picked.map((p) => ({ name: p.name, size: p.file.size, root: p.root ?? null })),
+    card: card ? { name: card.name, size: card.size } : null,
+  };
+  box.hidden = false;
+  $('previewstat').textContent = 'Working it out…';
+  previewer.postMessage({ type: 'preview', id: ++previewId, ask });
+}
+$('path').addEventListener('input', updatePreview);
+$('card').addEventListener('change', updatePreview);
+$('base').addEventListener('input', updatePreview);
+
 for (const r of document.querySelectorAll('input[name=layout]')) r.addEventListener('change', layoutChanged);
 layoutChanged();
 
@@ -282,6 +398,8 @@ async function run(upload, body) {
   $('phase').textContent = '';
   $('baseinfo').hidden = true;
   document.querySelector('#baseinfo tbody').innerHTML = '';
+  $('basetree').replaceChildren();
+  $('treestat').textContent = '';
   $('progress').hidden = !upload;
   $('filebar').style.width = $('totalbar').style.width = '0%';
   $('filestat').textContent = $('totalstat').textContent = '';
@@ -289,7 +407,8 @@ async function run(upload, body) {
   $('go').disabled = $('show').disabled = true;
   $('cancel').hidden = false;
   for (const b of document.querySelectorAll('#filelist button.remove')) b.disabled = true;
-  window.addEventListener('beforeunload', warn);
+  // (reading the base loses nothing when the page goes; an upload leaves its session behind)
+  if (upload) window.addEventListener('beforeunload', warn);
   try {
     await body();
   } catch (err) {
@@ -324,6 +443,26 @@ $('show').addEventListener('click', () => run(false, async () => {
     tb.appendChild(tr);
   });
   $('baseinfo').hidden = false;
+  // then its files, as a job of its own: Cancel stops it and the table stays
+  $('treestat').textContent = 'Reading the base\'s files inside its layers (tar headers by range requests; a compressed layer is read whole)…';
+  let ls;
+  try {
+    ls = await job({ type: 'files', opts: o }, (p) => { if (p.kind === 'log') log(p.message); });
+  } catch (e) {
+    $('treestat').textContent = e.said && e.message === CANCELLED
+      ? 'Cancelled: the base\'s files were not read (its layers are listed above).'
+      : 'The base\'s files could not be read: see the error below.';
+    throw e;
+  }
+  const whole = info.layers.reduce((n, l) => n + l.size, 0);
+  const r = ls.read;
+  const read = r.rangeBytes + r.streamedBytes;
+  $('treestat').textContent = `${ls.entries.length} entries. Read: ${r.rangeRequests} range request${r.rangeRequests === 1 ? '' : 's'} (${human(r.rangeBytes)})` +
+    (r.streamedLayers.length ? `, compressed layer${r.streamedLayers.length === 1 ? '' : 's'} ${r.streamedLayers.join(', ')} streamed (${human(r.streamedBytes)})` : '') +
+    `: ${human(read)} of the layers' ${human(whole)}.`;
+  renderTree($('basetree'), ls.entries);
+  baseFiles = { ref: base, entries: ls.entries, layers: info.layers.length };
+  updatePreview();
 }));
 
 // The error as the page shows it: which registry failed (the base's or the destination's), and

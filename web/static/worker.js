@@ -1,6 +1,6 @@
 // The Web Worker: loads lamina's WebAssembly and runs jobs off the page's thread, so the page
 // stays responsive while files are tarred, hashed and uploaded.
-import init, { affix, inspect, layer_digests, pack } from './pkg/lamina_web.js';
+import init, { affix, base_files, inspect, layer_digests, pack, preview } from './pkg/lamina_web.js';
 
 const ready = init();
 
@@ -43,6 +43,16 @@ self.fetch = (input, init) => fetchOf(input, job ? { ...init, signal: job.signal
 
 self.onmessage = async (ev) => {
   const msg = ev.data;
+  // what the destination will hold: pure, quick, answered by id (the page's previewer worker)
+  if (msg.type === 'preview') {
+    await ready;
+    try {
+      self.postMessage({ type: 'previewed', id: msg.id, result: JSON.parse(preview(JSON.stringify(msg.ask))) });
+    } catch (e) {
+      self.postMessage({ type: 'previewed', id: msg.id, error: String(e && e.message ? e.message : e) });
+    }
+    return;
+  }
   const progress = (json) => self.postMessage({ type: 'progress', data: JSON.parse(json) });
   const mine = job = msg.type === 'pack' ? new AbortController() : null;
   try {
@@ -50,6 +60,10 @@ self.onmessage = async (ev) => {
     if (msg.type === 'inspect') {
       const out = await inspect(JSON.stringify(msg.opts), progress);
       self.postMessage({ type: 'inspected', result: JSON.parse(out) });
+    } else if (msg.type === 'files') {
+      // the base's merged file tree, read inside its layers (lamina ls --json)
+      const out = await base_files(JSON.stringify(msg.opts), progress);
+      self.postMessage({ type: 'files', result: JSON.parse(out) });
     } else if (msg.type === 'build') {
       const out = await layer_digests(msg.files, msg.names, msg.dest ?? 'src/weights', msg.compression || 'none');
       self.postMessage({ type: 'built', result: JSON.parse(out) });
