@@ -251,15 +251,7 @@ mod tests {
     use super::*;
 
     fn zstd(b: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut e = compress::encoder::<std::convert::Infallible>(Compression::Zstd, None);
-        let mut sink = |x: &[u8]| -> Result<(), std::convert::Infallible> {
-            out.extend_from_slice(x);
-            Ok(())
-        };
-        e.write(b, &mut sink).unwrap();
-        e.finish(&mut sink).unwrap();
-        out
+        compress::testutil::encode(Compression::Zstd, None, b, usize::MAX)
     }
 
     /// A table as containers/storage writes it (skopeo 1.9's, trimmed): its compressed bytes,

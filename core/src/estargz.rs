@@ -207,15 +207,7 @@ mod tests {
     use crate::tar::{EntryKind, TarWriter};
 
     fn gzip(b: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut e = compress::encoder::<std::convert::Infallible>(Compression::Gzip, None);
-        let mut sink = |x: &[u8]| -> Result<(), std::convert::Infallible> {
-            out.extend_from_slice(x);
-            Ok(())
-        };
-        e.write(b, &mut sink).unwrap();
-        e.finish(&mut sink).unwrap();
-        out
+        compress::testutil::encode(Compression::Gzip, None, b, usize::MAX)
     }
 
     fn footer(off: u64) -> Vec<u8> {

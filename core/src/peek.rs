@@ -1392,19 +1392,7 @@ mod tests {
     }
 
     fn gzip(b: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut e = compress::encoder::<Error>(Compression::Gzip, None);
-        e.write(b, &mut |o: &[u8]| {
-            out.extend_from_slice(o);
-            Ok(())
-        })
-        .unwrap();
-        e.finish(&mut |o: &[u8]| {
-            out.extend_from_slice(o);
-            Ok(())
-        })
-        .unwrap();
-        out
+        compress::testutil::encode(Compression::Gzip, None, b, usize::MAX)
     }
 
     #[test]
@@ -1468,15 +1456,7 @@ mod tests {
     }
 
     fn zstd(b: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut e = compress::encoder::<Error>(Compression::Zstd, None);
-        let mut sink = |o: &[u8]| -> Result<(), Error> {
-            out.extend_from_slice(o);
-            Ok(())
-        };
-        e.write(b, &mut sink).unwrap();
-        e.finish(&mut sink).unwrap();
-        out
+        compress::testutil::encode(Compression::Zstd, None, b, usize::MAX)
     }
 
     /// A zstd:chunked layer's entries come from its table of contents, one range; a registry

@@ -317,7 +317,7 @@ fn record<E>(
 /// Test data and helpers shared by the codecs' tests.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod testutil {
+pub(crate) mod testutil {
     use super::*;
 
     pub(super) const PLAIN: &[u8] = include_bytes!("../../tests/data/compress/plain.txt");
@@ -410,7 +410,7 @@ mod testutil {
     }
 
     /// Push `data` through `enc` in `chunk`-sized writes; check piece sizes.
-    pub(super) fn encode(c: Compression, level: Option<i32>, data: &[u8], chunk: usize) -> Vec<u8> {
+    pub(crate) fn encode(c: Compression, level: Option<i32>, data: &[u8], chunk: usize) -> Vec<u8> {
         let mut out = Vec::new();
         let mut enc: Box<dyn Encoder> = encoder(c, level);
         let mut sink = |b: &[u8]| {

@@ -807,13 +807,12 @@ mod tests {
         // as containers/storage writes a file: chunks of it, each a zstd frame of its own
         let mut z = Vec::new();
         for chunk in file.chunks(64 << 10) {
-            let mut e = compress::encoder::<std::convert::Infallible>(Compression::Zstd, None);
-            let mut sink = |b: &[u8]| -> Result<(), std::convert::Infallible> {
-                z.extend_from_slice(b);
-                Ok(())
-            };
-            e.write(chunk, &mut sink).unwrap();
-            e.finish(&mut sink).unwrap();
+            z.extend(compress::testutil::encode(
+                Compression::Zstd,
+                None,
+                chunk,
+                usize::MAX,
+            ));
         }
         let mut blob = vec![0u8; 5000];
         blob.extend_from_slice(&z);
