@@ -962,58 +962,19 @@ fn zstd_chunked_layers_are_read_by_their_table_of_contents() {
     assert_eq!(read["streamedLayers"], serde_json::json!([]), "{read}");
 
     // cat: the table and the file's frames, the content checked
-    for (path, bytes) in &files {
-        let mark = log_len(&zname, &top);
-        let out = std::process::Command::new(lamina_bin())
-            .args(["cat", &z, path])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.stdout == *bytes, "{path}: other bytes");
-        let (gets, served_bytes) = served(&zname, &top, mark);
-        assert_eq!(gets, 2, "{path}: the table and the frames");
-        assert!(
-            served_bytes <= bytes.len() as u64 + (64 << 10),
-            "{path}: {served_bytes} bytes served for {} bytes",
-            bytes.len()
-        );
-    }
+    cat_each(
+        &z,
+        (&zname, &top),
+        &files,
+        (2, "the table and the frames"),
+        |n| n + (64 << 10),
+    );
 
     // inspect: the same facts as from the uncompressed original
-    let facts = |r: &str| {
-        let mut j = json_of(&lamina(&["inspect", "-q", r, "--json"]).ok().stdout);
-        j.as_object_mut().unwrap().remove("read");
-        j.as_object_mut().unwrap().remove("image");
-        j
-    };
     assert_eq!(facts(&z), facts(&r));
 
     // extract --include: the matching files' frames only
-    let mark = log_len(&zname, &top);
-    let out = dir.join("out");
-    lamina(&[
-        "extract",
-        &z,
-        "--path",
-        "/models",
-        "--include",
-        "*.json",
-        "-o",
-        &format!("{}/", out.display()),
-    ])
-    .ok();
-    let (_, served_bytes) = served(&zname, &top, mark);
-    assert!(served_bytes < top_size / 8, "{served_bytes} of {top_size}");
-    for f in ["config.json", "tokenizer.json"] {
-        assert!(
-            std::fs::read(out.join(f)).unwrap() == files[&format!("models/{f}")],
-            "{f}"
-        );
-    }
+    let out = extract_json(&z, (&zname, &top), top_size, &files, &dir);
     assert!(!out.join("model.safetensors").exists());
 
     // a container runtime sees the same files
@@ -1118,6 +1079,79 @@ fn zstd_chunked_layers_are_read_by_their_table_of_contents() {
     );
 }
 
+/// `cat` of each of `files` from `z` gives its bytes, in `gets` GETs of the layer `blob` of
+/// `repo` (`what` says which), serving at most `most(size)` bytes.
+fn cat_each(
+    z: &str,
+    (repo, blob): (&str, &str),
+    files: &std::collections::BTreeMap<String, Vec<u8>>,
+    (gets, what): (usize, &str),
+    most: impl Fn(u64) -> u64,
+) {
+    for (path, bytes) in files {
+        let mark = log_len(repo, blob);
+        let out = std::process::Command::new(lamina_bin())
+            .args(["cat", z, path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == *bytes, "{path}: other bytes");
+        let (got, served_bytes) = served(repo, blob, mark);
+        assert_eq!(got, gets, "{path}: {what}");
+        assert!(
+            served_bytes <= most(bytes.len() as u64),
+            "{path}: {served_bytes} bytes served for {} bytes",
+            bytes.len()
+        );
+    }
+}
+
+/// What `inspect --json` says of `r`'s weight files (not what it read, nor the image's name).
+fn facts(r: &str) -> serde_json::Value {
+    let mut j = json_of(&lamina(&["inspect", "-q", r, "--json"]).ok().stdout);
+    j.as_object_mut().unwrap().remove("read");
+    j.as_object_mut().unwrap().remove("image");
+    j
+}
+
+/// `extract z --path /models --include '*.json'` into `dir/out` reads less than 1/8 of the
+/// layer `blob` of `repo` (`size` bytes) and writes config.json and tokenizer.json as `files`
+/// hold them; gives the directory.
+fn extract_json(
+    z: &str,
+    (repo, blob): (&str, &str),
+    size: u64,
+    files: &std::collections::BTreeMap<String, Vec<u8>>,
+    dir: &Path,
+) -> std::path::PathBuf {
+    let mark = log_len(repo, blob);
+    let out = dir.join("out");
+    lamina(&[
+        "extract",
+        z,
+        "--path",
+        "/models",
+        "--include",
+        "*.json",
+        "-o",
+        &format!("{}/", out.display()),
+    ])
+    .ok();
+    let (_, served_bytes) = served(repo, blob, mark);
+    assert!(served_bytes < size / 8, "{served_bytes} of {size}");
+    for f in ["config.json", "tokenizer.json"] {
+        assert!(
+            std::fs::read(out.join(f)).unwrap() == files[&format!("models/{f}")],
+            "{f}"
+        );
+    }
+    out
+}
+
 /// The name of `layer`'s zstd:chunked annotation ending in `suffix` (old or new prefix).
 fn ann_key(layer: &serde_json::Value, suffix: &str) -> String {
     layer["annotations"]
@@ -1195,63 +1229,17 @@ fn estargz_layers_are_read_by_their_table_of_contents() {
     }
 
     // cat: footer, table and the file's members; the content checked
-    for (path, bytes) in &files {
-        let mark = log_len(&name, &esgz);
-        let out = std::process::Command::new(lamina_bin())
-            .args(["cat", &z, path])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.stdout == *bytes, "{path}: other bytes");
-        let (gets, served_bytes) = served(&name, &esgz, mark);
-        assert_eq!(gets, 3, "{path}: the footer, the table and the file");
-        // (gzip members of random bytes are a little larger than the bytes)
-        assert!(
-            served_bytes <= bytes.len() as u64 * 101 / 100 + (64 << 10),
-            "{path}: {served_bytes} bytes served for {} bytes",
-            bytes.len()
-        );
-    }
+    // (gzip members of random bytes are a little larger than the bytes)
+    let what = (3, "the footer, the table and the file");
+    cat_each(&z, (&name, &esgz), &files, what, |n| {
+        n * 101 / 100 + (64 << 10)
+    });
 
     // inspect: the original's facts
-    let facts = |r: &str| {
-        let mut j = json_of(&lamina(&["inspect", "-q", r, "--json"]).ok().stdout);
-        j.as_object_mut().unwrap().remove("read");
-        j.as_object_mut().unwrap().remove("image");
-        j
-    };
     assert_eq!(facts(&z), facts(&r));
 
     // extract --include: the matching files' members only
-    let mark = log_len(&name, &esgz);
-    let out = dir.join("out");
-    lamina(&[
-        "extract",
-        &z,
-        "--path",
-        "/models",
-        "--include",
-        "*.json",
-        "-o",
-        &format!("{}/", out.display()),
-    ])
-    .ok();
-    let (_, served_bytes) = served(&name, &esgz, mark);
-    assert!(
-        served_bytes < blob.len() as u64 / 8,
-        "{served_bytes} of {}",
-        blob.len()
-    );
-    for f in ["config.json", "tokenizer.json"] {
-        assert!(
-            std::fs::read(out.join(f)).unwrap() == files[&format!("models/{f}")],
-            "{f}"
-        );
-    }
+    extract_json(&z, (&name, &esgz), blob.len() as u64, &files, &dir);
 
     // a container runtime sees the same files (the table's own entry too)
     assert_eq!(lamina_listing(&z), podman_listing(&z, ""));
