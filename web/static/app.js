@@ -163,7 +163,7 @@ function renderTree(box, entries, newFrom = Infinity) {
         det.append(sum);
         det.addEventListener('toggle', () => {
           if (det.open && det.children.length === 1) det.append(level(e.path));
-        }, { once: false });
+        });
         li.append(det);
         if (holdsNew.has(e.path)) det.open = true;
       } else {
